@@ -1,0 +1,128 @@
+//! Configuration of a partition log, with every limit named.
+
+use crate::batch::{BATCH_BYTES_LIMIT, HEADER_BYTES};
+use crate::error::LogError;
+
+/// The smallest segment size a log accepts (small segments are for tests).
+pub const SEGMENT_BYTES_MIN: u32 = 1024;
+/// The largest segment size: byte positions in a segment are `u32`, and a
+/// batch may be written past the configured size by at most one batch.
+pub const SEGMENT_BYTES_LIMIT: u32 = 1 << 31;
+/// The default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u32 = 1 << 30;
+/// The default age at which the active segment is rolled: 7 days.
+pub const SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The default spacing of index entries.
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+/// The default limit on one batch, as Kafka's `message.max.bytes`.
+pub const MAX_BATCH_BYTES_DEFAULT: u32 = 1024 * 1024 + 12;
+/// The default limit on one encoded record.
+pub const MAX_RECORD_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// The default time retention: 7 days.
+pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The most bytes one read returns (a larger `max_bytes` is clamped).
+pub const READ_BYTES_MAX: u32 = 64 << 20;
+
+/// When appended data is synced to the storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Sync before an append returns; concurrent appends share one sync
+    /// (group commit). Readers see only synced records.
+    #[default]
+    Always,
+    /// Sync when `interval_ms` has passed or `interval_bytes` have been
+    /// appended since the last sync, checked at each append and at
+    /// [`crate::Partition::tick`]. Readers see records at once.
+    Interval {
+        /// Sync at least this often while appends arrive (and at ticks).
+        interval_ms: u64,
+        /// Sync once this many bytes are unsynced.
+        interval_bytes: u64,
+    },
+    /// Never sync except on [`crate::Partition::flush`], a roll's checkpoint
+    /// and close; durability comes from replication. Readers see records at
+    /// once.
+    Never,
+}
+
+/// Settings of one partition log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll the active segment when a batch would take it past this size.
+    pub segment_bytes: u32,
+    /// Roll the active segment when it is this old (by the clock).
+    pub segment_ms: u64,
+    /// Bytes of log between index entries.
+    pub index_interval_bytes: u32,
+    /// The largest batch an append accepts.
+    pub max_batch_bytes: u32,
+    /// The largest encoded record an append accepts.
+    pub max_record_bytes: u32,
+    /// When to sync.
+    pub flush: FlushPolicy,
+    /// Delete sealed segments whose newest record is older than this.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_ms: SEGMENT_MS_DEFAULT,
+            index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+            max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
+            max_record_bytes: MAX_RECORD_BYTES_DEFAULT,
+            flush: FlushPolicy::Always,
+            retention_ms: Some(RETENTION_MS_DEFAULT),
+            retention_bytes: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every setting against its limits.
+    pub fn validate(&self) -> Result<(), LogError> {
+        let invalid =
+            |field: &'static str, reason: String| Err(LogError::InvalidConfig { field, reason });
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&self.segment_bytes) {
+            return invalid(
+                "segment_bytes",
+                format!(
+                    "{} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_LIMIT}",
+                    self.segment_bytes
+                ),
+            );
+        }
+        if self.segment_ms == 0 {
+            return invalid("segment_ms", "must be positive".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return invalid("index_interval_bytes", "must be positive".into());
+        }
+        let batch_range = HEADER_BYTES as u32..=BATCH_BYTES_LIMIT as u32;
+        if !batch_range.contains(&self.max_batch_bytes) {
+            return invalid(
+                "max_batch_bytes",
+                format!("{} is outside {batch_range:?}", self.max_batch_bytes),
+            );
+        }
+        if self.max_record_bytes == 0 {
+            return invalid("max_record_bytes", "must be positive".into());
+        }
+        if let FlushPolicy::Interval {
+            interval_ms,
+            interval_bytes,
+        } = self.flush
+        {
+            if interval_ms == 0 || interval_bytes == 0 {
+                return invalid(
+                    "flush",
+                    "interval_ms and interval_bytes must be positive".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
