@@ -177,6 +177,8 @@ struct DiskState {
     files: BTreeMap<NodeId, FileNode>,
     directories: BTreeMap<NodeId, DirectoryNode>,
     stats: FaultStats,
+    /// Mutating operations left before a scheduled crash.
+    crash_countdown: Option<u64>,
 }
 
 #[derive(Default)]
@@ -225,6 +227,7 @@ impl SimDisk {
                 files: BTreeMap::new(),
                 directories,
                 stats: FaultStats::default(),
+                crash_countdown: None,
             }),
         })
     }
@@ -257,59 +260,21 @@ impl SimDisk {
     /// Loses power: see the module documentation. Every handle opened before
     /// the crash fails from now on.
     pub fn crash(&self) {
-        let mut state = lock(&self.state);
-        let state = &mut *state;
-        state.generation += 1;
-        state.stats.crashes += 1;
-        for directory in state.directories.values_mut() {
-            directory.live = directory.durable.clone();
-        }
-        let weights = state.faults.crash;
-        for file in state.files.values_mut() {
-            file.handles = 0;
-            if file.pending.is_empty() {
-                file.live = file.durable.clone();
-                continue;
-            }
-            let total = u64::from(weights.lose_all)
-                + u64::from(weights.keep_prefix)
-                + u64::from(weights.tear);
-            let dice = if total == 0 {
-                0
-            } else {
-                state.rng.random_range(0..total)
-            };
-            let mut image = std::mem::take(&mut file.durable);
-            let pending = std::mem::take(&mut file.pending);
-            let kept = if dice < u64::from(weights.lose_all) {
-                0
-            } else {
-                state.rng.random_range(0..=pending.len())
-            };
-            for operation in &pending[..kept] {
-                apply(&mut image, operation);
-            }
-            let tear = dice >= u64::from(weights.lose_all) + u64::from(weights.keep_prefix);
-            let mut lost = pending.len() - kept;
-            if tear {
-                if let Some(Operation::Write { offset, data }) = pending.get(kept) {
-                    let cut = state.rng.random_range(0..=data.len());
-                    apply(
-                        &mut image,
-                        &Operation::Write {
-                            offset: *offset,
-                            data: data[..cut].to_vec(),
-                        },
-                    );
-                    state.stats.torn_writes += 1;
-                    lost -= 1;
-                }
-            }
-            state.stats.operations_lost += lost as u64;
-            file.live = image.clone();
-            file.durable = image;
-        }
-        state.collect_garbage();
+        lock(&self.state).crash();
+    }
+
+    /// Loses power just before the `operations`-th mutating operation from
+    /// now (a write, length change, sync, creation, rename or removal; 1 is
+    /// the next one), which then fails like every later use of a handle from
+    /// before the crash. Crashes mid-way through whatever the engine is
+    /// doing, such as between a write and its sync.
+    pub fn schedule_crash(&self, operations: u64) {
+        lock(&self.state).crash_countdown = Some(operations.max(1));
+    }
+
+    /// Whether a scheduled crash is still pending.
+    pub fn crash_pending(&self) -> bool {
+        lock(&self.state).crash_countdown.is_some()
     }
 
     /// Flips the bits of `mask` in the byte at `offset` of file `path`
@@ -375,6 +340,77 @@ impl fmt::Debug for SimDisk {
 }
 
 impl DiskState {
+    fn crash(&mut self) {
+        let state = self;
+        state.crash_countdown = None;
+        state.generation += 1;
+        state.stats.crashes += 1;
+        for directory in state.directories.values_mut() {
+            directory.live = directory.durable.clone();
+        }
+        let weights = state.faults.crash;
+        for file in state.files.values_mut() {
+            file.handles = 0;
+            if file.pending.is_empty() {
+                file.live = file.durable.clone();
+                continue;
+            }
+            let total = u64::from(weights.lose_all)
+                + u64::from(weights.keep_prefix)
+                + u64::from(weights.tear);
+            let dice = if total == 0 {
+                0
+            } else {
+                state.rng.random_range(0..total)
+            };
+            let mut image = std::mem::take(&mut file.durable);
+            let pending = std::mem::take(&mut file.pending);
+            let kept = if dice < u64::from(weights.lose_all) {
+                0
+            } else {
+                state.rng.random_range(0..=pending.len())
+            };
+            for operation in &pending[..kept] {
+                apply(&mut image, operation);
+            }
+            let tear = dice >= u64::from(weights.lose_all) + u64::from(weights.keep_prefix);
+            let mut lost = pending.len() - kept;
+            if tear {
+                if let Some(Operation::Write { offset, data }) = pending.get(kept) {
+                    let cut = state.rng.random_range(0..=data.len());
+                    apply(
+                        &mut image,
+                        &Operation::Write {
+                            offset: *offset,
+                            data: data[..cut].to_vec(),
+                        },
+                    );
+                    state.stats.torn_writes += 1;
+                    lost -= 1;
+                }
+            }
+            state.stats.operations_lost += lost as u64;
+            file.live = image.clone();
+            file.durable = image;
+        }
+        state.collect_garbage();
+    }
+
+    /// Counts down to a scheduled crash; fails if the crash happens now.
+    fn tick_crash(&mut self) -> io::Result<()> {
+        match self.crash_countdown {
+            Some(1) => {
+                self.crash();
+                Err(crashed())
+            }
+            Some(left) => {
+                self.crash_countdown = Some(left - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn roll(&mut self, probability: f64) -> bool {
         probability > 0.0 && self.rng.random_bool(probability.min(1.0))
     }
@@ -526,6 +562,7 @@ impl Storage for SimStorage {
             (Some(Node::File(id)), _) => id,
             (None, OpenMode::Existing) => return Err(not_found(name)),
             (None, OpenMode::CreateIfMissing | OpenMode::CreateNew) => {
+                state.tick_crash()?;
                 let id = state.allocate();
                 state.files.insert(id, FileNode::default());
                 state
@@ -547,6 +584,7 @@ impl Storage for SimStorage {
     fn create_dir(&self, name: &str) -> io::Result<()> {
         validate_name(name)?;
         let mut state = self.state()?;
+        state.tick_crash()?;
         if state.directory(self.directory)?.live.contains_key(name) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -599,6 +637,7 @@ impl Storage for SimStorage {
         validate_name(source)?;
         validate_name(target)?;
         let mut state = self.state()?;
+        state.tick_crash()?;
         let directory = state.directory(self.directory)?;
         let node = *directory
             .live
@@ -623,6 +662,7 @@ impl Storage for SimStorage {
     fn remove_file(&self, name: &str) -> io::Result<()> {
         validate_name(name)?;
         let mut state = self.state()?;
+        state.tick_crash()?;
         let directory = state.directory(self.directory)?;
         match directory.live.get(name) {
             Some(Node::File(_)) => {
@@ -641,6 +681,7 @@ impl Storage for SimStorage {
     fn remove_dir(&self, name: &str) -> io::Result<()> {
         validate_name(name)?;
         let mut state = self.state()?;
+        state.tick_crash()?;
         let id = match state.directory(self.directory)?.live.get(name) {
             Some(Node::Directory(id)) => *id,
             Some(Node::File(_)) => {
@@ -663,6 +704,7 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state()?;
+        state.tick_crash()?;
         let failure = state.faults.sync_failure;
         if state.roll(failure) {
             state.stats.sync_failures += 1;
@@ -742,6 +784,7 @@ impl File for SimFile {
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.state()?;
+        state.tick_crash()?;
         let faults = state.faults.clone();
         let length = state.file(self.id)?.live.len() as u64;
         let growth = (offset + data.len() as u64).saturating_sub(length);
@@ -795,6 +838,7 @@ impl File for SimFile {
 
     fn set_len(&self, length: u64) -> io::Result<()> {
         let mut state = self.state()?;
+        state.tick_crash()?;
         let faults = state.faults.clone();
         let current = state.file(self.id)?.live.len() as u64;
         if length > current {
@@ -815,6 +859,7 @@ impl File for SimFile {
 
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state()?;
+        state.tick_crash()?;
         let failure = state.faults.sync_failure;
         if state.roll(failure) {
             state.stats.sync_failures += 1;
@@ -955,6 +1000,27 @@ mod tests {
             "some failed syncs drop the written pages"
         );
         assert_eq!(disk.stats().sync_failures, 64);
+    }
+
+    #[test]
+    fn a_scheduled_crash_strikes_mid_operation() {
+        let disk = SimDisk::new(9);
+        let root = disk.root();
+        let file = root.open_file("f", OpenMode::CreateNew).expect("create");
+        root.sync_dir().expect("sync dir");
+        disk.schedule_crash(2);
+        file.write_at(b"one", 0).expect("first write");
+        assert!(
+            file.write_at(b"two", 3).is_err(),
+            "the crash strikes the second write"
+        );
+        assert!(!disk.crash_pending());
+        assert_eq!(disk.stats().crashes, 1);
+        let file = disk
+            .root()
+            .open_file("f", OpenMode::Existing)
+            .expect("open");
+        assert!(file.len().expect("len") <= 3);
     }
 
     #[test]

@@ -4,23 +4,26 @@
 //! little-endian. The layout, byte by byte (also in `docs/FORMAT.md`):
 //!
 //! ```text
-//! offset size field              covered by CRC
-//!      0    8 base_offset        no  (stamped by the log at append)
-//!      8    4 batch_length       no  (whole batch, header included)
-//!     12    4 leader_epoch       no  (stamped by the log at append)
-//!     16    4 synced_position    no  (stamped by the log; see below)
-//!     20    1 magic = 1          no
-//!     21    4 crc                -   (CRC-32/ISO-HDLC of bytes 25..end)
-//!     25    2 attributes         yes (must be 0 in version 1)
-//!     27    4 last_offset_delta  yes
-//!     31    8 base_timestamp     yes (ms since the epoch)
-//!     39    8 max_timestamp      yes
-//!     47    8 producer_id        yes (-1: none)
-//!     55    2 producer_epoch     yes (-1: none)
-//!     57    4 base_sequence      yes (-1: none)
-//!     61    4 record_count       yes
-//!     65    … records            yes
+//! offset size field              protected by
+//!      0    8 base_offset        stamp_crc (stamped by the log at append)
+//!      8    4 batch_length       stamp_crc (whole batch, header included)
+//!     12    4 leader_epoch       stamp_crc (stamped by the log at append)
+//!     16    4 synced_position    stamp_crc (stamped by the log; see below)
+//!     20    4 stamp_crc          -         (CRC-32 of bytes 0..20)
+//!     24    1 magic = 1          crc must match; a version this code reads
+//!     25    4 crc                -         (CRC-32 of bytes 29..end)
+//!     29    2 attributes         crc       (must be 0 in version 1)
+//!     31    4 last_offset_delta  crc
+//!     35    8 base_timestamp     crc       (ms since the epoch)
+//!     43    8 max_timestamp      crc
+//!     51    8 producer_id        crc       (-1: none)
+//!     59    2 producer_epoch     crc       (-1: none)
+//!     61    4 base_sequence      crc       (-1: none)
+//!     65    4 record_count       crc
+//!     69    … records            crc
 //! ```
+//!
+//! CRC-32 is CRC-32/ISO-HDLC (`crc32fast`).
 //!
 //! Each record is: `length` (unsigned varint, bytes after itself),
 //! `attributes` (u8, 0), `timestamp_delta` (zigzag varint from
@@ -29,20 +32,22 @@
 //! value, `header_count` (unsigned varint) and headers, each `key_length`
 //! (unsigned varint), key, `value_length` (zigzag, -1 for none), value.
 //!
-//! The fields outside the CRC are the ones a node writes for itself: the
-//! offsets it assigns, the leader epoch under which the batch was appended,
-//! and `synced_position`, the number of bytes of the segment holding the
-//! batch that were known durable when the batch was written. Recovery uses
-//! that last field to tell a torn, never-synced tail from corruption of
-//! synced data (see `recovery`). The CRC is checked before anything read from
-//! disk or received is trusted, and computed just before a write.
+//! The fields before the main CRC are the ones a node writes for itself:
+//! the offsets it assigns, the leader epoch under which the batch was
+//! appended, and `synced_position`, the number of bytes of the segment
+//! holding the batch that were known durable when the batch was written.
+//! Recovery uses that last field to tell a torn, never-synced tail from
+//! corruption of synced data (see `recovery`). Stamping them recomputes only
+//! the small `stamp_crc`, never the CRC of the records, so a producer's
+//! batch is stored as it was checked. Both CRCs are checked before anything
+//! read from disk or received is trusted, and computed just before a write.
 
 use thiserror::Error;
 
 /// The batch format version this code writes and reads.
 pub const MAGIC: u8 = 1;
 /// Bytes in a batch header.
-pub const HEADER_BYTES: usize = 65;
+pub const HEADER_BYTES: usize = 69;
 /// The largest batch the format can describe. Logs use a smaller, configured
 /// limit (`LogConfig::max_batch_bytes`).
 pub const BATCH_BYTES_LIMIT: usize = 64 << 20;
@@ -55,18 +60,19 @@ const BASE_OFFSET_AT: usize = 0;
 const LENGTH_AT: usize = 8;
 const LEADER_EPOCH_AT: usize = 12;
 const SYNCED_POSITION_AT: usize = 16;
-const MAGIC_AT: usize = 20;
-const CRC_AT: usize = 21;
-/// The CRC covers the batch from here to its end.
-pub const CRC_COVERS_FROM: usize = 25;
-const ATTRIBUTES_AT: usize = 25;
-const LAST_OFFSET_DELTA_AT: usize = 27;
-const BASE_TIMESTAMP_AT: usize = 31;
-const MAX_TIMESTAMP_AT: usize = 39;
-const PRODUCER_ID_AT: usize = 47;
-const PRODUCER_EPOCH_AT: usize = 55;
-const BASE_SEQUENCE_AT: usize = 57;
-const RECORD_COUNT_AT: usize = 61;
+const STAMP_CRC_AT: usize = 20;
+const MAGIC_AT: usize = 24;
+const CRC_AT: usize = 25;
+/// The main CRC covers the batch from here to its end.
+pub const CRC_COVERS_FROM: usize = 29;
+const ATTRIBUTES_AT: usize = 29;
+const LAST_OFFSET_DELTA_AT: usize = 31;
+const BASE_TIMESTAMP_AT: usize = 35;
+const MAX_TIMESTAMP_AT: usize = 43;
+const PRODUCER_ID_AT: usize = 51;
+const PRODUCER_EPOCH_AT: usize = 59;
+const BASE_SEQUENCE_AT: usize = 61;
+const RECORD_COUNT_AT: usize = 65;
 
 /// Why bytes are not a valid batch.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -90,6 +96,14 @@ pub enum BatchError {
     UnsupportedMagic {
         /// The version byte found.
         magic: u8,
+    },
+    /// The CRC of the stamped fields does not match them.
+    #[error("batch header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    StampChecksumMismatch {
+        /// The CRC in the header.
+        stored: u32,
+        /// The CRC of the stamped fields.
+        computed: u32,
     },
     /// The CRC stored in the batch does not match its bytes.
     #[error("batch checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
@@ -197,6 +211,8 @@ pub struct BatchHeader {
     /// Bytes of the holding segment known durable when this batch was
     /// written.
     pub synced_position: u32,
+    /// The stored CRC of the stamped fields.
+    pub stamp_crc: u32,
     /// The stored CRC.
     pub crc: u32,
     /// Attribute bits (0 in this version).
@@ -214,13 +230,19 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
-    /// Parses a header without checking the CRC or the records.
+    /// Parses a header, checking the CRC of the stamped fields but not the
+    /// main CRC or the records.
     pub fn parse(bytes: &[u8]) -> Result<Self, BatchError> {
         if bytes.len() < HEADER_BYTES {
             return Err(BatchError::Truncated {
                 needed: HEADER_BYTES,
                 available: bytes.len(),
             });
+        }
+        let stored = read_u32(bytes, STAMP_CRC_AT);
+        let computed = crc32fast::hash(&bytes[..STAMP_CRC_AT]);
+        if stored != computed {
+            return Err(BatchError::StampChecksumMismatch { stored, computed });
         }
         let magic = bytes[MAGIC_AT];
         if magic != MAGIC {
@@ -237,6 +259,7 @@ impl BatchHeader {
             batch_length,
             leader_epoch: read_u32(bytes, LEADER_EPOCH_AT),
             synced_position: read_u32(bytes, SYNCED_POSITION_AT),
+            stamp_crc: read_u32(bytes, STAMP_CRC_AT),
             crc: read_u32(bytes, CRC_AT),
             attributes: read_u16(bytes, ATTRIBUTES_AT),
             last_offset_delta: read_u32(bytes, LAST_OFFSET_DELTA_AT),
@@ -579,7 +602,8 @@ impl<'a> Iterator for Batches<'a> {
     }
 }
 
-/// Sets the fields outside the CRC of the batch at the start of `batch`.
+/// Sets the stamped fields of the batch at the start of `batch` and their
+/// CRC.
 pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: u32, synced_position: u32) {
     assert!(
         batch.len() >= HEADER_BYTES,
@@ -589,6 +613,8 @@ pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: u32, synced_posit
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_le_bytes());
     batch[SYNCED_POSITION_AT..SYNCED_POSITION_AT + 4]
         .copy_from_slice(&synced_position.to_le_bytes());
+    let stamp_crc = crc32fast::hash(&batch[..STAMP_CRC_AT]);
+    batch[STAMP_CRC_AT..STAMP_CRC_AT + 4].copy_from_slice(&stamp_crc.to_le_bytes());
 }
 
 /// What [`encode`] produced.
@@ -603,7 +629,7 @@ pub struct Encoded {
 }
 
 /// Appends to `out` one batch holding `records`, with base offset 0 and
-/// leader epoch 0 (the log stamps both), and a CRC computed last.
+/// leader epoch 0 (the log stamps both), and its CRCs computed last.
 pub fn encode(
     records: &[Record<'_>],
     producer: ProducerInfo,
@@ -658,6 +684,7 @@ pub fn encode(
     batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&record_count.to_le_bytes());
     let crc = crc32fast::hash(&batch[CRC_COVERS_FROM..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    stamp(batch, 0, 0, 0);
     Ok(Encoded {
         length,
         record_count,
@@ -927,9 +954,9 @@ mod tests {
     }
 
     #[test]
-    fn every_single_bit_flip_inside_the_crc_range_is_detected() {
+    fn every_single_bit_flip_is_detected() {
         let bytes = encode_one(&[Record::keyed(5, b"key", b"value"), Record::value(6, b"w")]);
-        for bit in CRC_COVERS_FROM * 8..bytes.len() * 8 {
+        for bit in 0..bytes.len() * 8 {
             let mut corrupt = bytes.clone();
             corrupt[bit / 8] ^= 1 << (bit % 8);
             assert!(Batch::parse(&corrupt).is_err(), "bit {bit} not detected");
@@ -950,6 +977,12 @@ mod tests {
             Batch::parse(&bytes[..bytes.len() - 1]),
             Err(BatchError::Truncated { .. })
         ));
+        let mut stamped = bytes.clone();
+        stamped[BASE_OFFSET_AT] ^= 1;
+        assert!(matches!(
+            Batch::parse(&stamped),
+            Err(BatchError::StampChecksumMismatch { .. })
+        ));
         let mut wrong_magic = bytes.clone();
         wrong_magic[MAGIC_AT] = 9;
         assert_eq!(
@@ -958,6 +991,8 @@ mod tests {
         );
         let mut short_length = bytes.clone();
         short_length[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&3u32.to_le_bytes());
+        let stamp_crc = crc32fast::hash(&short_length[..STAMP_CRC_AT]);
+        short_length[STAMP_CRC_AT..STAMP_CRC_AT + 4].copy_from_slice(&stamp_crc.to_le_bytes());
         assert_eq!(
             Batch::parse(&short_length).map(|_| ()),
             Err(BatchError::BadLength { length: 3 })

@@ -19,10 +19,12 @@ use crate::commit::{CommitError, GroupCommit};
 use crate::config::{FlushPolicy, LogConfig, READ_BYTES_MAX};
 use crate::error::LogError;
 use crate::index::{self, IndexBuilder, IndexBytes};
-use crate::recovery::{self, remove_segment_files, trusted_summaries, RecoveryReport};
+use crate::recovery::{
+    self, remove_if_present, remove_segment_files, trusted_summaries, RecoveryReport,
+};
 use crate::segment::{
     self, index_file_name, open_log_file, time_index_file_name, write_index_files, Segment,
-    SegmentIndex, READ_RETRIES,
+    SegmentIndex,
 };
 
 /// Where an append put its records.
@@ -472,19 +474,46 @@ impl Partition {
         self.commit.fail();
     }
 
-    /// Seals the active segment and starts a new one at the log end.
+    /// Seals the active segment and starts a new one at the log end. On
+    /// failure the active segment stays active.
     fn roll_locked(&self, inner: &mut Inner, now: u64) -> Result<(), LogError> {
         let base_offset = inner.next_offset;
         let storage = self.storage.as_ref();
-        let active = inner.active_mut();
-        if active.is_empty() {
+        if inner.active().is_empty() {
             return Ok(());
         }
+        // The new file first: a failed roll must leave the active segment
+        // able to take appends. A file left by an earlier failed roll is
+        // empty and is reused.
+        let file = open_log_file(storage, base_offset, OpenMode::CreateIfMissing)?;
+        let length = file.len().map_err(|source| {
+            LogError::io(
+                "reading the length of",
+                segment::log_file_name(base_offset),
+                source,
+            )
+        })?;
+        if length != 0 {
+            return Err(LogError::Corrupt {
+                segment: segment::log_file_name(base_offset),
+                position: 0,
+                reason: "a segment past the end of the log holds data".into(),
+            });
+        }
+        let active = inner.active_mut();
         let SegmentIndex::Building(builder) = &mut active.index else {
             unreachable!("the active segment builds its index");
         };
         builder.seal();
-        let files = write_index_files(storage, active.base_offset, builder)?;
+        let files = match write_index_files(storage, active.base_offset, builder) {
+            Ok(files) => files,
+            Err(error) => {
+                // Best effort: recovery also removes empty segment files
+                // that are not the last one.
+                let _ = storage.remove_file(&segment::log_file_name(base_offset));
+                return Err(error);
+            }
+        };
         let SegmentIndex::Building(builder) =
             std::mem::replace(&mut active.index, SegmentIndex::Unloaded)
         else {
@@ -495,7 +524,6 @@ impl Partition {
             times: IndexBytes::Memory(builder.times),
         };
         active.unsynced_index_files = files;
-        let file = open_log_file(storage, base_offset, OpenMode::CreateNew)?;
         inner.segments.insert(
             base_offset,
             Segment {
@@ -919,8 +947,9 @@ impl Partition {
     }
 
     /// Reads the batch at `position` again, straight from the storage, into
-    /// `out[cursor..]`, until it checks out; fails as corrupt if it never
-    /// does. The rest of the buffer is dropped.
+    /// `out[cursor..]`, until two reads agree; fails as corrupt if the bytes
+    /// that the storage holds are not a valid batch. The rest of the buffer
+    /// is dropped.
     fn reread_batch(
         &self,
         plan: &ReadPlan,
@@ -929,49 +958,24 @@ impl Partition {
         cursor: usize,
         buffered: &mut usize,
     ) -> Result<(), ReadFailure> {
-        let mut last_error = String::new();
-        for _ in 0..=READ_RETRIES {
-            out.truncate(cursor);
-            *buffered = cursor;
-            let available = u64::from(plan.end) - position;
-            let header_bytes = available.min(HEADER_BYTES as u64) as usize;
-            fill(
-                plan.file.as_ref(),
-                out,
-                buffered,
-                u64::from(plan.position),
-                header_bytes,
-            )
-            .map_err(ReadFailure::Io)?;
-            let header = match BatchHeader::parse(&out[cursor..*buffered]) {
-                Ok(header) => header,
-                Err(error) => {
-                    last_error = error.to_string();
-                    continue;
-                }
-            };
-            let length = header.batch_length as usize;
-            if length as u64 > available {
-                last_error = "batch runs past the end of the segment".into();
-                continue;
-            }
-            fill(
-                plan.file.as_ref(),
-                out,
-                buffered,
-                u64::from(plan.position),
-                length - HEADER_BYTES,
-            )
-            .map_err(ReadFailure::Io)?;
-            match Batch::parse(&out[cursor..*buffered]) {
-                Ok(_) => return Ok(()),
-                Err(error) => last_error = error.to_string(),
-            }
+        let bytes =
+            read_batch_bytes(plan.file.as_ref(), position).map_err(|error| match error {
+                segment::ScanError::Io(error) => ReadFailure::Io(error),
+                other => ReadFailure::Corrupt {
+                    position,
+                    reason: other.to_string(),
+                },
+            })?;
+        if position + bytes.len() as u64 > u64::from(plan.end) {
+            return Err(ReadFailure::Corrupt {
+                position,
+                reason: "batch runs past the end of the segment".into(),
+            });
         }
-        Err(ReadFailure::Corrupt {
-            position,
-            reason: last_error,
-        })
+        out.truncate(cursor);
+        out.extend_from_slice(&bytes);
+        *buffered = out.len();
+        Ok(())
     }
 
     /// The first record with a timestamp at or after `timestamp_ms`, among
@@ -1014,13 +1018,17 @@ impl Partition {
         for (base, file, position, size) in candidates {
             let mut position = u64::from(position);
             while position < u64::from(size) {
-                let bytes = read_batch_bytes(file.as_ref(), position).map_err(|reason| {
-                    LogError::Corrupt {
-                        segment: segment::log_file_name(base),
-                        position,
-                        reason,
-                    }
-                })?;
+                let bytes =
+                    read_batch_bytes(file.as_ref(), position).map_err(|error| match error {
+                        segment::ScanError::Io(source) => {
+                            LogError::io("reading", segment::log_file_name(base), source)
+                        }
+                        other => LogError::Corrupt {
+                            segment: segment::log_file_name(base),
+                            position,
+                            reason: other.to_string(),
+                        },
+                    })?;
                 let batch = Batch::parse(&bytes).map_err(|error| LogError::Corrupt {
                     segment: segment::log_file_name(base),
                     position,
@@ -1052,7 +1060,9 @@ impl Partition {
     }
 
     /// Removes every record at or after `end_offset` (rounded down to the
-    /// start of the batch holding it), for a replica whose log diverged.
+    /// start of the batch holding it), for a replica whose log diverged. A
+    /// cut that rounds down below the log start offset empties the log and
+    /// moves the start down to the cut.
     /// Everything appended before is made durable first. Returns the new log
     /// end offset.
     pub fn truncate(&self, end_offset: u64) -> Result<u64, LogError> {
@@ -1102,6 +1112,9 @@ impl Partition {
             position += header.batch_length;
             new_end = header.next_offset();
         }
+        // A cut below the log start (into the batch holding it) empties
+        // the log, which then starts at the cut.
+        inner.log_start_offset = inner.log_start_offset.min(new_end);
         // First make the cut segment and all later ones untrusted, durably.
         for (_, segment) in inner.segments.range_mut(cut_base..) {
             segment.trusted = false;
@@ -1117,11 +1130,7 @@ impl Partition {
             remove_segment_files(storage.as_ref(), base)?;
         }
         for name in [index_file_name(cut_base), time_index_file_name(cut_base)] {
-            match storage.remove_file(&name) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(LogError::io("removing", name, source)),
-            }
+            remove_if_present(storage.as_ref(), &name)?;
         }
         storage
             .sync_dir()
@@ -1371,38 +1380,12 @@ fn corrupt(position: u64, error: batch::BatchError) -> ReadFailure {
     }
 }
 
-/// Reads the whole batch at `position`, retrying reads that fail their
-/// checks.
-fn read_batch_bytes(file: &dyn File, position: u64) -> Result<Vec<u8>, String> {
-    let mut last_error = String::new();
-    for _ in 0..=READ_RETRIES {
-        let mut header = [0; HEADER_BYTES];
-        let read = match file.read_at(&mut header, position) {
-            Ok(read) => read,
-            Err(error) => {
-                last_error = error.to_string();
-                continue;
-            }
-        };
-        let parsed = match BatchHeader::parse(&header[..read]) {
-            Ok(parsed) => parsed,
-            Err(error) => {
-                last_error = error.to_string();
-                continue;
-            }
-        };
-        let mut bytes = vec![0; parsed.batch_length as usize];
-        match file.read_exact_at(&mut bytes, position) {
-            Ok(()) => {}
-            Err(error) => {
-                last_error = error.to_string();
-                continue;
-            }
-        }
-        match Batch::parse(&bytes) {
-            Ok(_) => return Ok(bytes),
-            Err(error) => last_error = error.to_string(),
-        }
-    }
-    Err(last_error)
+/// Reads the whole batch at `position`, with reads that must agree twice
+/// (see [`segment::read_stable`]), and checks it.
+fn read_batch_bytes(file: &dyn File, position: u64) -> Result<Vec<u8>, segment::ScanError> {
+    let header = segment::read_stable(file, position, HEADER_BYTES)?;
+    let parsed = BatchHeader::parse(&header)?;
+    let bytes = segment::read_stable(file, position, parsed.batch_length as usize)?;
+    Batch::parse(&bytes)?;
+    Ok(bytes)
 }

@@ -130,9 +130,7 @@ pub(crate) fn recover(
     // Index files without their segment are leftovers of a removal.
     for (base, name) in &index_files {
         if log_files.binary_search(base).is_err() {
-            storage
-                .remove_file(name)
-                .map_err(|source| LogError::io("removing", name.clone(), source))?;
+            remove_if_present(storage, name)?;
         }
     }
 
@@ -186,26 +184,54 @@ pub(crate) fn recover(
         .map(|summary| summary.next_offset);
     let untrusted: Vec<u64> = log_files[checkpoint.segments.len()..].to_vec();
     let mut scanned: Vec<Scanned> = Vec::new();
-    let mut position_in_untrusted = 0;
-    while position_in_untrusted < untrusted.len() {
-        let base = untrusted[position_in_untrusted];
-        if let Some(expected) = expected {
-            if base != expected {
+    let mut index = 0;
+    while index < untrusted.len() {
+        let base = untrusted[index];
+        let current = scan_file(storage, base, config)?;
+        if let Some(expected) = expected.filter(|expected| *expected != base) {
+            if current.file_bytes == 0 {
+                // An empty file out of sequence, left by a roll that failed.
+                drop(current);
+                remove_segment_files(storage, base)?;
+                index += 1;
+                continue;
+            }
+            // The segment does not follow on from the one before, which
+            // lost a tail that was never synced, unless a batch from here on
+            // records synced data.
+            let mut later = vec![current];
+            for later_base in &untrusted[index + 1..] {
+                later.push(scan_file(storage, *later_base, config)?);
+            }
+            let (previous_base, previous_end) = scanned
+                .last()
+                .map(|scan| (scan.base_offset, u64::from(scan.report.valid_bytes)))
+                .or_else(|| {
+                    checkpoint
+                        .segments
+                        .last()
+                        .map(|summary| (summary.base_offset, u64::from(summary.size)))
+                })
+                .expect("an expected offset comes from a segment before");
+            let reason = format!("the next segment starts at offset {base}, not {expected}");
+            if later.iter().any(|scan| scan.report.synced_claim > 0) {
                 return Err(LogError::Corrupt {
-                    segment: segment::log_file_name(base),
-                    position: 0,
-                    reason: format!("the segment should start at offset {expected}"),
+                    segment: segment::log_file_name(previous_base),
+                    position: previous_end,
+                    reason: format!("{reason}, and a batch after it records synced data"),
                 });
             }
+            let truncation = cut_tail(storage, previous_base, previous_end, reason, None, &later)?;
+            report.truncation = Some(truncation);
+            break;
         }
-        let current = scan_file(storage, base, config)?;
         report.segments_scanned += 1;
         report.batches_scanned += current.report.batches;
         report.bytes_scanned += u64::from(current.report.valid_bytes);
         expected = Some(current.report.next_offset);
         let Some(stop) = &current.report.stop else {
             scanned.push(current);
-            position_in_untrusted += 1;
+            index += 1;
             continue;
         };
         // An invalid batch: a torn tail, or corruption of synced data?
@@ -218,7 +244,7 @@ pub(crate) fn recover(
         )
         .map_err(|source| LogError::io("scanning", segment::log_file_name(base), source))?;
         let mut later = Vec::new();
-        for later_base in &untrusted[position_in_untrusted + 1..] {
+        for later_base in &untrusted[index + 1..] {
             later.push(scan_file(storage, *later_base, config)?);
         }
         let later_claim = later
@@ -236,21 +262,31 @@ pub(crate) fn recover(
                 ),
             });
         }
-        let truncation = cut_tail(storage, &current, stop_position, &later)?;
-        tracing::warn!(
-            segment = %segment::log_file_name(base),
-            position = truncation.position,
-            bytes_removed = truncation.bytes_removed,
-            segments_removed = truncation.segments_removed.len(),
-            reason = %truncation.reason,
-            "recovery cut a torn tail that was never synced"
-        );
+        let reason = stop.reason.to_string();
+        let truncation = cut_tail(
+            storage,
+            base,
+            stop_position,
+            reason,
+            Some((current.file.as_ref(), current.file_bytes)),
+            &later,
+        )?;
         report.truncation = Some(truncation);
         let mut current = current;
         current.file_bytes = stop_position;
         current.report.stop = None;
         scanned.push(current);
         break;
+    }
+    if let Some(truncation) = &report.truncation {
+        tracing::warn!(
+            segment = %segment::log_file_name(truncation.segment_base_offset),
+            position = truncation.position,
+            bytes_removed = truncation.bytes_removed,
+            segments_removed = truncation.segments_removed.len(),
+            reason = %truncation.reason,
+            "recovery cut a torn tail that was never synced"
+        );
     }
 
     let last_scanned = scanned.len().checked_sub(1);
@@ -269,21 +305,9 @@ pub(crate) fn recover(
 
     let mut log_start_offset = checkpoint.log_start_offset;
     if segments.is_empty() {
-        let file = open_log_file(storage, log_start_offset, OpenMode::CreateIfMissing)?;
         segments.insert(
             log_start_offset,
-            Segment {
-                base_offset: log_start_offset,
-                file,
-                size: 0,
-                next_offset: log_start_offset,
-                max_timestamp: None,
-                synced_position: 0,
-                created_ms: now,
-                index: SegmentIndex::Building(IndexBuilder::default()),
-                trusted: false,
-                unsynced_index_files: Vec::new(),
-            },
+            empty_segment(storage, log_start_offset, now)?,
         );
     }
     // Remove sealed segments wholly before the log start.
@@ -299,10 +323,25 @@ pub(crate) fn recover(
         removed_before.push(base);
     }
     let first_base = segments.keys().next().copied().unwrap_or(0);
-    let end = segments
+    let mut end = segments
         .values()
         .next_back()
-        .map_or(first_base, |s| s.next_offset);
+        .map_or(first_base, |segment| segment.next_offset);
+    if log_start_offset > end {
+        // Records were deleted up to an offset that the crash took back
+        // (they were never synced). Offsets below the start are never
+        // reused: the log restarts, empty, at its start offset.
+        for base in std::mem::take(&mut segments).into_keys() {
+            remove_segment_files(storage, base)?;
+            removed_before.push(base);
+        }
+        segments.insert(
+            log_start_offset,
+            empty_segment(storage, log_start_offset, now)?,
+        );
+        end = log_start_offset;
+    }
+    let first_base = segments.keys().next().copied().unwrap_or(end);
     log_start_offset = log_start_offset.clamp(first_base, end);
 
     // Make what was recovered durable, then record it.
@@ -352,6 +391,25 @@ pub(crate) fn trusted_summaries(segments: &BTreeMap<u64, Segment>) -> Vec<Segmen
         .collect()
 }
 
+fn empty_segment(storage: &dyn Storage, base_offset: u64, now: u64) -> Result<Segment, LogError> {
+    let file = open_log_file(storage, base_offset, OpenMode::CreateIfMissing)?;
+    file.set_len(0).map_err(|source| {
+        LogError::io("truncating", segment::log_file_name(base_offset), source)
+    })?;
+    Ok(Segment {
+        base_offset,
+        file,
+        size: 0,
+        next_offset: base_offset,
+        max_timestamp: None,
+        synced_position: 0,
+        created_ms: now,
+        index: SegmentIndex::Building(IndexBuilder::default()),
+        trusted: false,
+        unsynced_index_files: Vec::new(),
+    })
+}
+
 fn trusted_segment(file: Arc<dyn weir_io::File>, summary: &SegmentSummary, now: u64) -> Segment {
     Segment {
         base_offset: summary.base_offset,
@@ -383,21 +441,18 @@ fn scan_file(storage: &dyn Storage, base: u64, config: &LogConfig) -> Result<Sca
     })
 }
 
-/// Cuts the segment at `position` and removes the later ones.
+/// Cuts segment `segment_base` at `position` (its file, if given, is
+/// truncated there) and removes the later segments.
 fn cut_tail(
     storage: &dyn Storage,
-    current: &Scanned,
+    segment_base: u64,
     position: u64,
+    reason: String,
+    cut_file: Option<(&dyn weir_io::File, u64)>,
     later: &[Scanned],
 ) -> Result<Truncation, LogError> {
-    let name = segment::log_file_name(current.base_offset);
-    let reason = current
-        .report
-        .stop
-        .as_ref()
-        .map(|stop| stop.reason.to_string())
-        .unwrap_or_default();
-    let mut bytes_removed = current.file_bytes - position;
+    let name = segment::log_file_name(segment_base);
+    let mut bytes_removed = cut_file.map_or(0, |(_, file_bytes)| file_bytes - position);
     let mut offsets_removed: Option<(u64, u64)> = None;
     for scan in later {
         bytes_removed += scan.file_bytes;
@@ -418,16 +473,14 @@ fn cut_tail(
     storage
         .sync_dir()
         .map_err(|source| LogError::io("syncing", "partition directory", source))?;
-    current
-        .file
-        .set_len(position)
-        .map_err(|source| LogError::io("truncating", name.clone(), source))?;
-    current
-        .file
-        .sync()
-        .map_err(|source| LogError::io("syncing", name, source))?;
+    if let Some((file, _)) = cut_file {
+        file.set_len(position)
+            .map_err(|source| LogError::io("truncating", name.clone(), source))?;
+        file.sync()
+            .map_err(|source| LogError::io("syncing", name, source))?;
+    }
     Ok(Truncation {
-        segment_base_offset: current.base_offset,
+        segment_base_offset: segment_base,
         position,
         reason,
         bytes_removed,
@@ -523,11 +576,16 @@ pub(crate) fn remove_segment_files(storage: &dyn Storage, base: u64) -> Result<(
         index_file_name(base),
         time_index_file_name(base),
     ] {
-        match storage.remove_file(&name) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(LogError::io("removing", name, source)),
-        }
+        remove_if_present(storage, &name)?;
     }
     Ok(())
+}
+
+/// Removes a file, which may already be gone.
+pub(crate) fn remove_if_present(storage: &dyn Storage, name: &str) -> Result<(), LogError> {
+    match storage.remove_file(name) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LogError::io("removing", name, source)),
+    }
 }

@@ -18,9 +18,8 @@ use crate::index::{self, IndexBuilder, IndexBytes};
 
 /// How much a scan reads at a time.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
-/// How many times a batch that fails its checks is read again before the
-/// failure is believed (a read can be corrupted in flight).
-pub(crate) const READ_RETRIES: usize = 2;
+/// How many reads [`read_stable`] makes at most to get two that agree.
+pub(crate) const READ_ATTEMPTS_MAX: usize = 8;
 
 /// The file name of the segment starting at `base_offset`.
 pub fn log_file_name(base_offset: u64) -> String {
@@ -277,30 +276,42 @@ pub(crate) fn write_index_files(
     Ok(files)
 }
 
-/// Reads and checks the batch at `position` and returns its header. A batch
-/// that fails its checks, or a read that fails, is tried again before the
-/// failure is believed: a read can be corrupted in flight.
+/// Reads and checks the batch at `position` and returns its header. The
+/// bytes are read until two reads agree (see [`read_stable`]), so a verdict
+/// that the batch is bad is about what the storage holds, not about a read
+/// corrupted in flight.
 pub(crate) fn read_batch_at(file: &dyn File, position: u64) -> Result<BatchHeader, ScanError> {
-    let mut last_error = ScanError::Batch(BatchError::Truncated {
-        needed: HEADER_BYTES,
-        available: 0,
-    });
-    for _ in 0..=READ_RETRIES {
-        match try_read_batch_at(file, position) {
-            Ok(header) => return Ok(header),
-            Err(error) => last_error = error,
-        }
-    }
-    Err(last_error)
+    let header = read_stable(file, position, HEADER_BYTES)?;
+    let parsed = BatchHeader::parse(&header)?;
+    let bytes = read_stable(file, position, parsed.batch_length as usize)?;
+    Ok(*Batch::parse(&bytes)?.header())
 }
 
-fn try_read_batch_at(file: &dyn File, position: u64) -> Result<BatchHeader, ScanError> {
-    let mut header = [0; HEADER_BYTES];
-    let read = file.read_at(&mut header, position)?;
-    let parsed = BatchHeader::parse(&header[..read])?;
-    let mut bytes = vec![0; parsed.batch_length as usize];
-    let read = file.read_at(&mut bytes, position)?;
-    Ok(*Batch::parse(&bytes[..read])?.header())
+/// Reads `length` bytes at `position` (fewer at the end of the file) until
+/// two consecutive reads return the same bytes, retrying failed reads. Fails
+/// if the storage never answers the same way twice: a scan must not judge
+/// data it cannot read reliably.
+pub(crate) fn read_stable(file: &dyn File, position: u64, length: usize) -> io::Result<Vec<u8>> {
+    let mut previous: Option<Vec<u8>> = None;
+    let mut last_error = None;
+    for _ in 0..READ_ATTEMPTS_MAX {
+        let mut bytes = vec![0; length];
+        match file.read_at(&mut bytes, position) {
+            Ok(read) => {
+                bytes.truncate(read);
+                if previous.as_ref() == Some(&bytes) {
+                    return Ok(bytes);
+                }
+                previous = Some(bytes);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::other(format!(
+            "{READ_ATTEMPTS_MAX} reads of {length} bytes at {position} never agreed twice in a row"
+        ))
+    }))
 }
 
 /// Why a scan stopped before the end of a segment.

@@ -1,0 +1,977 @@
+//! The broker: topics of partition logs in one data directory, routing, and
+//! consumer-group offsets.
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//! topics/<topic>/topic.meta        partition count and log settings
+//! topics/<topic>/<partition>/      one partition log per directory
+//! topics/~creating-<topic>/        a creation in progress (removed on open)
+//! topics/~deleting-<topic>/        a deletion in progress (finished on open)
+//! offsets/                         the consumer-offsets log
+//! ```
+//!
+//! A topic appears atomically: it is built under a temporary name and
+//! renamed into place. `~` cannot occur in topic names, so temporary names
+//! never clash with topics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use weir_io::sync::{lock, Mutex};
+use weir_io::{read_whole_file, write_file_atomically, Clock, EntryKind, Storage};
+
+use crate::batch::{ProducerInfo, Record};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::LogError;
+use crate::offsets::{CommittedOffset, OffsetStore, OffsetsError, OffsetsRecovery};
+use crate::partition::{AppendInfo, Partition, ReadResult, RetentionReport};
+use crate::recovery::RecoveryReport;
+
+/// The longest topic name, as Kafka allows.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// The most partitions a topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 4096;
+/// The longest consumer group id.
+pub const GROUP_ID_BYTES_MAX: usize = 255;
+/// The longest metadata attached to a committed offset, as Kafka's
+/// `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+const TOPICS_DIRECTORY: &str = "topics";
+const OFFSETS_DIRECTORY: &str = "offsets";
+const TOPIC_METADATA_FILE: &str = "topic.meta";
+const CREATING_PREFIX: &str = "~creating-";
+const DELETING_PREFIX: &str = "~deleting-";
+const METADATA_MAGIC: &[u8; 8] = b"WEIRTOPC";
+const METADATA_VERSION: u16 = 1;
+
+/// An error of a broker operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The topic name breaks the naming rules.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// The partition count is outside `1..=PARTITIONS_PER_TOPIC_MAX`.
+    #[error("invalid partition count {count}: must be 1..={max}")]
+    InvalidPartitionCount {
+        /// The count given.
+        count: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The topic's log settings are invalid.
+    #[error("invalid settings for topic {topic}: {source}")]
+    InvalidTopicConfig {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        #[source]
+        source: LogError,
+    },
+    /// A topic with this name exists.
+    #[error("topic {name} already exists")]
+    TopicExists {
+        /// The name.
+        name: String,
+    },
+    /// No topic has this name.
+    #[error("unknown topic {name}")]
+    UnknownTopic {
+        /// The name.
+        name: String,
+    },
+    /// The topic has no such partition.
+    #[error("topic {topic} has no partition {partition} (it has {partitions})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        partitions: u32,
+    },
+    /// The consumer group id is empty or too long.
+    #[error("invalid group id {group:?}: {reason}")]
+    InvalidGroupId {
+        /// The id given.
+        group: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Offset metadata is longer than `OFFSET_METADATA_BYTES_MAX`.
+    #[error("offset metadata of {bytes} bytes exceeds the limit of {max}")]
+    MetadataTooLarge {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A partition log failed.
+    #[error("partition {topic}/{partition}: {source}")]
+    Log {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The log's error.
+        #[source]
+        source: LogError,
+    },
+    /// The consumer-offsets log failed or holds undecodable records.
+    #[error("consumer offsets: {reason}")]
+    Offsets {
+        /// What failed.
+        reason: String,
+        /// The log's error, if that is what failed.
+        #[source]
+        source: Option<LogError>,
+    },
+    /// A topic's metadata file is unreadable.
+    #[error("corrupt metadata of topic {topic}: {reason}")]
+    CorruptTopicMetadata {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The storage failed.
+    #[error("I/O error while {operation} {path}: {source}")]
+    Io {
+        /// What the broker was doing.
+        operation: &'static str,
+        /// The file or directory.
+        path: String,
+        /// The storage's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<OffsetsError> for BrokerError {
+    fn from(error: OffsetsError) -> Self {
+        match error {
+            OffsetsError::Log(source) => BrokerError::Offsets {
+                reason: source.to_string(),
+                source: Some(source),
+            },
+            corrupt @ OffsetsError::Corrupt { .. } => BrokerError::Offsets {
+                reason: corrupt.to_string(),
+                source: None,
+            },
+        }
+    }
+}
+
+fn offsets_error(source: LogError) -> BrokerError {
+    BrokerError::Offsets {
+        reason: source.to_string(),
+        source: Some(source),
+    }
+}
+
+/// Settings of a broker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Log settings for topics created without their own.
+    pub default_log: LogConfig,
+}
+
+/// Settings of a new topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// How many partitions.
+    pub partitions: u32,
+    /// Log settings; the broker's default when `None`.
+    pub log: Option<LogConfig>,
+}
+
+impl TopicConfig {
+    /// `partitions` partitions with the broker's default log settings.
+    pub fn with_partitions(partitions: u32) -> Self {
+        Self {
+            partitions,
+            log: None,
+        }
+    }
+}
+
+/// What a topic is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// Its name.
+    pub name: String,
+    /// How many partitions.
+    pub partitions: u32,
+    /// Its log settings.
+    pub log: LogConfig,
+}
+
+/// Records appended to one partition by [`Broker::produce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducedBatch {
+    /// The partition.
+    pub partition: u32,
+    /// Where the records went.
+    pub info: AppendInfo,
+}
+
+/// What opening a broker recovered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerRecovery {
+    /// Each partition's recovery, by topic and partition.
+    pub partitions: BTreeMap<(String, u32), RecoveryReport>,
+    /// The consumer-offsets log's recovery and compaction.
+    pub offsets: OffsetsRecovery,
+    /// Unfinished topic creations and deletions cleaned up.
+    pub leftovers_removed: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Topic {
+    metadata: TopicMetadata,
+    partitions: Vec<Arc<Partition>>,
+    /// Picks partitions for records without a key.
+    round_robin: AtomicU64,
+}
+
+/// Topics of partition logs in one data directory, with consumer-group
+/// offsets.
+#[derive(Debug)]
+pub struct Broker {
+    topics_storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    config: BrokerConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    offsets: OffsetStore,
+    /// Serialises topic creation and deletion.
+    admin: Mutex<()>,
+}
+
+impl Broker {
+    /// Opens the broker in `storage`, recovering every partition and the
+    /// consumer offsets.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        config: BrokerConfig,
+    ) -> Result<(Self, BrokerRecovery), BrokerError> {
+        config
+            .default_log
+            .validate()
+            .map_err(|source| BrokerError::InvalidTopicConfig {
+                topic: "(default)".into(),
+                source,
+            })?;
+        let io = |operation, path: &str| {
+            let path = path.to_string();
+            move |source| BrokerError::Io {
+                operation,
+                path,
+                source,
+            }
+        };
+        let topics_storage = storage
+            .open_or_create_dir(TOPICS_DIRECTORY)
+            .map_err(io("opening", TOPICS_DIRECTORY))?;
+        let offsets_storage = storage
+            .open_or_create_dir(OFFSETS_DIRECTORY)
+            .map_err(io("opening", OFFSETS_DIRECTORY))?;
+        let mut recovery = BrokerRecovery::default();
+        let mut topics = BTreeMap::new();
+        for entry in topics_storage
+            .list()
+            .map_err(io("listing", TOPICS_DIRECTORY))?
+        {
+            if entry.kind != EntryKind::Directory {
+                continue;
+            }
+            if entry.name.starts_with(CREATING_PREFIX) || entry.name.starts_with(DELETING_PREFIX) {
+                topics_storage
+                    .remove_dir_all(&entry.name)
+                    .map_err(io("removing", &entry.name))?;
+                recovery.leftovers_removed.push(entry.name);
+                continue;
+            }
+            let topic = open_topic(topics_storage.as_ref(), &clock, &entry.name, &mut recovery)?;
+            topics.insert(entry.name, Arc::new(topic));
+        }
+        if !recovery.leftovers_removed.is_empty() {
+            topics_storage
+                .sync_dir()
+                .map_err(io("syncing", TOPICS_DIRECTORY))?;
+        }
+        let (offsets, offsets_recovery) = OffsetStore::open(
+            offsets_storage,
+            Arc::clone(&clock),
+            config.default_log.clone(),
+        )?;
+        recovery.offsets = offsets_recovery;
+        tracing::info!(
+            topics = topics.len(),
+            committed_offsets = recovery.offsets.live_offsets,
+            "opened broker"
+        );
+        Ok((
+            Self {
+                topics_storage,
+                clock,
+                config,
+                topics: RwLock::new(topics),
+                offsets,
+                admin: Mutex::new(()),
+            },
+            recovery,
+        ))
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<(), BrokerError> {
+        validate_topic_name(name)?;
+        if config.partitions == 0 || config.partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::InvalidPartitionCount {
+                count: config.partitions,
+                max: PARTITIONS_PER_TOPIC_MAX,
+            });
+        }
+        let log = config
+            .log
+            .unwrap_or_else(|| self.config.default_log.clone());
+        log.validate()
+            .map_err(|source| BrokerError::InvalidTopicConfig {
+                topic: name.into(),
+                source,
+            })?;
+        let _admin = lock(&self.admin);
+        if self.read_topics().contains_key(name) {
+            return Err(BrokerError::TopicExists { name: name.into() });
+        }
+        let metadata = TopicMetadata {
+            name: name.into(),
+            partitions: config.partitions,
+            log,
+        };
+        let staging = format!("{CREATING_PREFIX}{name}");
+        let io = |operation, path: &str| {
+            let path = path.to_string();
+            move |source| BrokerError::Io {
+                operation,
+                path,
+                source,
+            }
+        };
+        let storage = self.topics_storage.as_ref();
+        if storage.exists(&staging).map_err(io("checking", &staging))? {
+            storage
+                .remove_dir_all(&staging)
+                .map_err(io("removing", &staging))?;
+        }
+        storage
+            .create_dir(&staging)
+            .map_err(io("creating", &staging))?;
+        let directory = storage
+            .open_dir(&staging)
+            .map_err(io("opening", &staging))?;
+        write_file_atomically(
+            directory.as_ref(),
+            TOPIC_METADATA_FILE,
+            &encode_metadata(&metadata),
+        )
+        .map_err(io("writing", TOPIC_METADATA_FILE))?;
+        for partition in 0..metadata.partitions {
+            directory
+                .create_dir(&partition.to_string())
+                .map_err(io("creating", &staging))?;
+        }
+        directory.sync_dir().map_err(io("syncing", &staging))?;
+        storage
+            .rename(&staging, name)
+            .map_err(io("renaming", &staging))?;
+        storage
+            .sync_dir()
+            .map_err(io("syncing", TOPICS_DIRECTORY))?;
+        let mut reports = BrokerRecovery::default();
+        let topic = open_topic(storage, &self.clock, name, &mut reports)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|_| panic!("topic map lock poisoned"))
+            .insert(name.into(), Arc::new(topic));
+        tracing::info!(
+            topic = name,
+            partitions = metadata.partitions,
+            "created topic"
+        );
+        Ok(())
+    }
+
+    /// Deletes a topic, its partitions' data and the offsets committed for
+    /// it. Handles to its partitions held elsewhere keep working on the
+    /// removed files until dropped.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let _admin = lock(&self.admin);
+        let removed = self
+            .topics
+            .write()
+            .unwrap_or_else(|_| panic!("topic map lock poisoned"))
+            .remove(name);
+        if removed.is_none() {
+            return Err(BrokerError::UnknownTopic { name: name.into() });
+        }
+        let doomed = format!("{DELETING_PREFIX}{name}");
+        let io = |operation, path: &str| {
+            let path = path.to_string();
+            move |source| BrokerError::Io {
+                operation,
+                path,
+                source,
+            }
+        };
+        let storage = self.topics_storage.as_ref();
+        storage
+            .rename(name, &doomed)
+            .map_err(io("renaming", name))?;
+        storage
+            .sync_dir()
+            .map_err(io("syncing", TOPICS_DIRECTORY))?;
+        storage
+            .remove_dir_all(&doomed)
+            .map_err(io("removing", &doomed))?;
+        storage
+            .sync_dir()
+            .map_err(io("syncing", TOPICS_DIRECTORY))?;
+        self.offsets
+            .remove_where(|(_, topic, _)| topic == name)
+            .map_err(offsets_error)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|_| panic!("topic map lock poisoned"))
+    }
+
+    fn topic_handle(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        self.read_topics()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic { name: name.into() })
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<TopicMetadata> {
+        self.read_topics()
+            .values()
+            .map(|topic| topic.metadata.clone())
+            .collect()
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Result<TopicMetadata, BrokerError> {
+        Ok(self.topic_handle(name)?.metadata.clone())
+    }
+
+    /// A partition's log.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, BrokerError> {
+        let handle = self.topic_handle(topic)?;
+        handle
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or(BrokerError::UnknownPartition {
+                topic: topic.into(),
+                partition,
+                partitions: handle.metadata.partitions,
+            })
+    }
+
+    /// Appends records to one partition.
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record<'_>],
+    ) -> Result<AppendInfo, BrokerError> {
+        self.partition(topic, partition)?
+            .append(records, ProducerInfo::NONE)
+            .map_err(|source| BrokerError::Log {
+                topic: topic.into(),
+                partition,
+                source,
+            })
+    }
+
+    /// Appends records to the partitions their keys hash to (Kafka's
+    /// partitioner: murmur2 of the key), keyless records all to one
+    /// partition chosen round-robin per call. One batch per partition, in
+    /// record order.
+    pub fn produce(
+        &self,
+        topic: &str,
+        records: &[Record<'_>],
+    ) -> Result<Vec<ProducedBatch>, BrokerError> {
+        let handle = self.topic_handle(topic)?;
+        let partitions = handle.metadata.partitions;
+        let keyless =
+            (handle.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions)) as u32;
+        let mut groups: BTreeMap<u32, Vec<Record<'_>>> = BTreeMap::new();
+        for record in records {
+            let partition = match record.key {
+                Some(key) => partition_for_key(key, partitions),
+                None => keyless,
+            };
+            groups.entry(partition).or_default().push(*record);
+        }
+        let mut produced = Vec::with_capacity(groups.len());
+        for (partition, records) in groups {
+            let info = self.append(topic, partition, &records)?;
+            produced.push(ProducedBatch { partition, info });
+        }
+        Ok(produced)
+    }
+
+    /// Reads from a partition (see [`Partition::read`]).
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<ReadResult, BrokerError> {
+        self.partition(topic, partition)?
+            .read(offset, max_bytes)
+            .map_err(|source| BrokerError::Log {
+                topic: topic.into(),
+                partition,
+                source,
+            })
+    }
+
+    /// Commits one offset for a consumer group, durably.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        metadata: &str,
+    ) -> Result<(), BrokerError> {
+        self.commit_offsets(group, &[(topic, partition, offset, metadata)])
+    }
+
+    /// Commits offsets for a consumer group atomically (all or none survive
+    /// a crash) and durably. Each entry is (topic, partition, offset,
+    /// metadata); the offset is the next one the group will consume.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        entries: &[(&str, u32, u64, &str)],
+    ) -> Result<(), BrokerError> {
+        validate_group(group)?;
+        let mut commits = Vec::with_capacity(entries.len());
+        for (topic, partition, offset, metadata) in entries {
+            self.partition(topic, *partition)?;
+            if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                return Err(BrokerError::MetadataTooLarge {
+                    bytes: metadata.len(),
+                    max: OFFSET_METADATA_BYTES_MAX,
+                });
+            }
+            let key = (group.to_string(), topic.to_string(), *partition);
+            commits.push((key, *offset, metadata.to_string()));
+        }
+        self.offsets.commit(&commits).map_err(offsets_error)
+    }
+
+    /// The offset a group committed for a partition, if any.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<CommittedOffset>, BrokerError> {
+        validate_group(group)?;
+        Ok(self
+            .offsets
+            .get(&(group.to_string(), topic.to_string(), partition)))
+    }
+
+    /// Every offset a group committed: (topic, partition, offset).
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(String, u32, CommittedOffset)>, BrokerError> {
+        validate_group(group)?;
+        Ok(self.offsets.group(group))
+    }
+
+    /// Deletes every offset a group committed; returns how many.
+    pub fn delete_group_offsets(&self, group: &str) -> Result<usize, BrokerError> {
+        validate_group(group)?;
+        self.offsets
+            .remove_where(|(entry_group, _, _)| entry_group == group)
+            .map_err(offsets_error)
+    }
+
+    fn each_partition(
+        &self,
+        mut action: impl FnMut(&Partition) -> Result<(), LogError>,
+    ) -> Result<(), BrokerError> {
+        let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
+        for topic in topics {
+            for (partition, log) in topic.partitions.iter().enumerate() {
+                action(log).map_err(|source| BrokerError::Log {
+                    topic: topic.metadata.name.clone(),
+                    partition: partition as u32,
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every partition's retention.
+    pub fn apply_retention(&self) -> Result<Vec<(String, u32, RetentionReport)>, BrokerError> {
+        let mut reports = Vec::new();
+        let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
+        for topic in topics {
+            for (partition, log) in topic.partitions.iter().enumerate() {
+                let report = log.apply_retention().map_err(|source| BrokerError::Log {
+                    topic: topic.metadata.name.clone(),
+                    partition: partition as u32,
+                    source,
+                })?;
+                if !report.segments_deleted.is_empty() {
+                    reports.push((topic.metadata.name.clone(), partition as u32, report));
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Flushes partitions whose interval flush is due (call from a timer).
+    pub fn tick(&self) -> Result<(), BrokerError> {
+        self.each_partition(Partition::tick)
+    }
+
+    /// Flushes every partition.
+    pub fn flush(&self) -> Result<(), BrokerError> {
+        self.each_partition(Partition::flush)
+    }
+
+    /// Closes every partition cleanly, so that the next open scans nothing.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.each_partition(Partition::close)?;
+        self.offsets.log().close().map_err(offsets_error)
+    }
+
+    /// The clock the broker reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+fn open_topic(
+    topics_storage: &dyn Storage,
+    clock: &Arc<dyn Clock>,
+    name: &str,
+    recovery: &mut BrokerRecovery,
+) -> Result<Topic, BrokerError> {
+    let io = |operation, path: String| {
+        move |source| BrokerError::Io {
+            operation,
+            path,
+            source,
+        }
+    };
+    let directory = topics_storage
+        .open_dir(name)
+        .map_err(io("opening", name.to_string()))?;
+    let bytes = read_whole_file(directory.as_ref(), TOPIC_METADATA_FILE)
+        .map_err(io("reading", format!("{name}/{TOPIC_METADATA_FILE}")))?
+        .ok_or_else(|| BrokerError::CorruptTopicMetadata {
+            topic: name.into(),
+            reason: "topic.meta is missing".into(),
+        })?;
+    let metadata =
+        decode_metadata(name, &bytes).map_err(|reason| BrokerError::CorruptTopicMetadata {
+            topic: name.into(),
+            reason,
+        })?;
+    let mut partitions = Vec::with_capacity(metadata.partitions as usize);
+    for partition in 0..metadata.partitions {
+        let storage = directory
+            .open_or_create_dir(&partition.to_string())
+            .map_err(io("opening", format!("{name}/{partition}")))?;
+        let (log, report) = Partition::open(storage, Arc::clone(clock), metadata.log.clone())
+            .map_err(|source| BrokerError::Log {
+                topic: name.into(),
+                partition,
+                source,
+            })?;
+        recovery
+            .partitions
+            .insert((name.to_string(), partition), report);
+        partitions.push(Arc::new(log));
+    }
+    Ok(Topic {
+        metadata,
+        partitions,
+        round_robin: AtomicU64::new(0),
+    })
+}
+
+/// Checks a topic name against Kafka's rules: 1 to 249 bytes of ASCII
+/// letters, digits, `.`, `_` and `-`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > TOPIC_NAME_BYTES_MAX {
+        Some("it is longer than 249 bytes")
+    } else if name == "." || name == ".." {
+        Some("it is '.' or '..'")
+    } else if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    {
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(BrokerError::InvalidTopicName {
+            name: name.into(),
+            reason,
+        }),
+    }
+}
+
+fn validate_group(group: &str) -> Result<(), BrokerError> {
+    let reason = if group.is_empty() {
+        Some("it is empty")
+    } else if group.len() > GROUP_ID_BYTES_MAX {
+        Some("it is longer than GROUP_ID_BYTES_MAX")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(BrokerError::InvalidGroupId {
+            group: group.into(),
+            reason,
+        }),
+    }
+}
+
+/// The partition Kafka's default partitioner picks for `key`: the positive
+/// part of murmur2 of the key, modulo the partition count.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    assert!(partitions > 0, "a topic has at least one partition");
+    (murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+/// Kafka's murmur2 (seed `0x9747b28c`), as `org.apache.kafka.common.utils.Utils.murmur2`.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut hash: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        hash = hash.wrapping_mul(M);
+        hash ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        hash ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        hash ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        hash ^= u32::from(tail[0]);
+        hash = hash.wrapping_mul(M);
+    }
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(M);
+    hash ^= hash >> 15;
+    hash
+}
+
+/// Topic metadata file: magic "WEIRTOPC", version u16, crc u32 (of what
+/// follows), partitions u32, segment_bytes u32, segment_ms u64,
+/// index_interval_bytes u32, max_batch_bytes u32, max_record_bytes u32,
+/// flush kind u8 (0 always, 1 interval, 2 never), interval_ms u64,
+/// interval_bytes u64, retention_ms u64 and retention_bytes u64
+/// (`u64::MAX`: none). Little-endian.
+fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
+    let log = &metadata.log;
+    let (flush_kind, interval_ms, interval_bytes) = match log.flush {
+        FlushPolicy::Always => (0u8, 0, 0),
+        FlushPolicy::Interval {
+            interval_ms,
+            interval_bytes,
+        } => (1, interval_ms, interval_bytes),
+        FlushPolicy::Never => (2, 0, 0),
+    };
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(&metadata.partitions.to_le_bytes());
+    body.extend_from_slice(&log.segment_bytes.to_le_bytes());
+    body.extend_from_slice(&log.segment_ms.to_le_bytes());
+    body.extend_from_slice(&log.index_interval_bytes.to_le_bytes());
+    body.extend_from_slice(&log.max_batch_bytes.to_le_bytes());
+    body.extend_from_slice(&log.max_record_bytes.to_le_bytes());
+    body.push(flush_kind);
+    body.extend_from_slice(&interval_ms.to_le_bytes());
+    body.extend_from_slice(&interval_bytes.to_le_bytes());
+    body.extend_from_slice(&log.retention_ms.unwrap_or(u64::MAX).to_le_bytes());
+    body.extend_from_slice(&log.retention_bytes.unwrap_or(u64::MAX).to_le_bytes());
+    let mut bytes = Vec::with_capacity(14 + body.len());
+    bytes.extend_from_slice(METADATA_MAGIC);
+    bytes.extend_from_slice(&METADATA_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
+    const BODY_BYTES: usize = 61;
+    if bytes.len() != 14 + BODY_BYTES {
+        return Err(format!(
+            "{} bytes, expected {}",
+            bytes.len(),
+            14 + BODY_BYTES
+        ));
+    }
+    if &bytes[..8] != METADATA_MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != METADATA_VERSION {
+        return Err(format!("unsupported version {version}"));
+    }
+    let body = &bytes[14..];
+    let stored = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
+    if stored != crc32fast::hash(body) {
+        return Err("checksum mismatch".into());
+    }
+    let u32_at =
+        |at: usize| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+    let u64_at = |at: usize| {
+        let mut word = [0; 8];
+        word.copy_from_slice(&body[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let optional = |value: u64| (value != u64::MAX).then_some(value);
+    let flush = match body[28] {
+        0 => FlushPolicy::Always,
+        1 => FlushPolicy::Interval {
+            interval_ms: u64_at(29),
+            interval_bytes: u64_at(37),
+        },
+        2 => FlushPolicy::Never,
+        other => return Err(format!("unknown flush policy {other}")),
+    };
+    let metadata = TopicMetadata {
+        name: name.into(),
+        partitions: u32_at(0),
+        log: LogConfig {
+            segment_bytes: u32_at(4),
+            segment_ms: u64_at(8),
+            index_interval_bytes: u32_at(16),
+            max_batch_bytes: u32_at(20),
+            max_record_bytes: u32_at(24),
+            flush,
+            retention_ms: optional(u64_at(45)),
+            retention_bytes: optional(u64_at(53)),
+        },
+    };
+    if metadata.partitions == 0 || metadata.partitions > PARTITIONS_PER_TOPIC_MAX {
+        return Err(format!("partition count {}", metadata.partitions));
+    }
+    metadata.log.validate().map_err(|error| error.to_string())?;
+    Ok(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Kafka's UtilsTest.testMurmur2, as signed 32-bit values.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        for good in ["a", "orders.v2", "x_y-z", &"n".repeat(249)] {
+            assert!(validate_topic_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "ünïcode",
+            "~creating-x",
+            &"n".repeat(250),
+        ] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn topic_metadata_round_trips() {
+        let metadata = TopicMetadata {
+            name: "t".into(),
+            partitions: 12,
+            log: LogConfig {
+                flush: FlushPolicy::Interval {
+                    interval_ms: 5,
+                    interval_bytes: 6,
+                },
+                retention_ms: None,
+                retention_bytes: Some(1 << 40),
+                ..LogConfig::default()
+            },
+        };
+        let bytes = encode_metadata(&metadata);
+        assert_eq!(decode_metadata("t", &bytes), Ok(metadata));
+        for bit in 0..bytes.len() * 8 {
+            let mut corrupt = bytes.clone();
+            corrupt[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_metadata("t", &corrupt).is_err(), "bit {bit}");
+        }
+    }
+}
