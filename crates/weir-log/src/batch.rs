@@ -61,7 +61,8 @@ const LENGTH_AT: usize = 8;
 const LEADER_EPOCH_AT: usize = 12;
 const SYNCED_POSITION_AT: usize = 16;
 const STAMP_CRC_AT: usize = 20;
-const MAGIC_AT: usize = 24;
+/// Where the magic byte sits in a batch header.
+pub const MAGIC_AT: usize = 24;
 const CRC_AT: usize = 25;
 /// The main CRC covers the batch from here to its end.
 pub const CRC_COVERS_FROM: usize = 29;

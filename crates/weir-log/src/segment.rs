@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use weir_io::{File, OpenMode, Storage};
 
-use crate::batch::{Batch, BatchError, BatchHeader, HEADER_BYTES, MAGIC};
+use crate::batch::{Batch, BatchError, BatchHeader, HEADER_BYTES, MAGIC, MAGIC_AT};
 use crate::checkpoint::SegmentSummary;
 use crate::error::LogError;
 use crate::index::{self, IndexBuilder, IndexBytes};
@@ -454,12 +454,12 @@ pub(crate) fn find_synced_claim_after(
         if read == 0 {
             break;
         }
-        // A batch starts 20 bytes before its magic byte.
-        for magic_at in 20..read {
+        // A batch starts MAGIC_AT bytes before its magic byte.
+        for magic_at in MAGIC_AT..read {
             if chunk[magic_at] != MAGIC {
                 continue;
             }
-            let candidate = chunk_start + magic_at as u64 - 20;
+            let candidate = chunk_start + (magic_at - MAGIC_AT) as u64;
             let mut header = [0; HEADER_BYTES];
             let got = file.read_at(&mut header, candidate)?;
             let Ok(parsed) = BatchHeader::parse(&header[..got]) else {
@@ -474,7 +474,12 @@ pub(crate) fn find_synced_claim_after(
                 best = Some(best.unwrap_or(0).max(found.synced_position));
             }
         }
-        chunk_start += read as u64;
+        if chunk_start + (read as u64) >= length {
+            break;
+        }
+        // Overlap the chunks so that a batch whose magic byte falls in the
+        // next chunk is still seen.
+        chunk_start += (read - MAGIC_AT.min(read)).max(1) as u64;
     }
     Ok(best)
 }

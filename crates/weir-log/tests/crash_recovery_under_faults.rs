@@ -141,6 +141,8 @@ fn run_seed(seed: u64, totals: &mut Totals) {
     // acknowledged ones went.
     let mut attempted: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
     let mut acknowledged: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    // Base offsets of the acknowledged batches, in order.
+    let mut acknowledged_batches: Vec<u64> = Vec::new();
     let mut sequence = 0u64;
     for round in 0..ROUNDS {
         let crashes_before = disk.stats().crashes;
@@ -188,6 +190,12 @@ fn run_seed(seed: u64, totals: &mut Totals) {
             );
         }
 
+        // Corruption can take the last two acknowledged batches (a corrupt
+        // batch and its successor, which alone vouched for it).
+        let vouch_floor = acknowledged_batches
+            .len()
+            .checked_sub(2)
+            .map_or(0, |index| acknowledged_batches[index]);
         // Everything acknowledged is there; everything there was appended.
         match read_all(&partition, scenario) {
             Ok(found) => {
@@ -208,11 +216,19 @@ fn run_seed(seed: u64, totals: &mut Totals) {
                              recovery: {report:?}",
                             String::from_utf8_lossy(value)
                         );
-                        // The loss was reported as a cut of data that failed
-                        // its checks; forget what it removed.
+                        // A cut may take acknowledged records only from the
+                        // last batches: every earlier one is vouched for by
+                        // a later batch recording it synced, so its
+                        // corruption must fail the open instead.
+                        assert!(
+                            *offset >= vouch_floor,
+                            "seed {seed} round {round}: a cut removed acknowledged offset {offset} \
+                             below {vouch_floor}, which later batches record as synced: {report:?}"
+                        );
                     }
                 }
                 acknowledged.retain(|offset, value| found.get(offset) == Some(value));
+                acknowledged_batches.retain(|base| acknowledged.contains_key(base));
             }
             Err(LogError::Corrupt { .. }) if scenario.corrupts_storage() => {
                 totals.corruption_detected += 1;
@@ -258,6 +274,7 @@ fn run_seed(seed: u64, totals: &mut Totals) {
                 &mut sequence,
                 &mut attempted,
                 &mut acknowledged,
+                &mut acknowledged_batches,
                 totals,
             );
         } else {
@@ -271,6 +288,7 @@ fn run_seed(seed: u64, totals: &mut Totals) {
                 &mut sequence,
                 &mut attempted,
                 &mut acknowledged,
+                &mut acknowledged_batches,
                 totals,
             );
         }
@@ -301,6 +319,7 @@ fn append_round(
     sequence: &mut u64,
     attempted: &mut BTreeMap<Vec<u8>, ()>,
     acknowledged: &mut BTreeMap<u64, Vec<u8>>,
+    acknowledged_batches: &mut Vec<u64>,
     totals: &mut Totals,
 ) {
     let appends = rng.random_range(1..40);
@@ -327,6 +346,7 @@ fn append_round(
         match partition.append(&records, ProducerInfo::NONE) {
             Ok(info) => {
                 totals.acknowledged += u64::from(info.record_count);
+                acknowledged_batches.push(info.base_offset);
                 for (index, value) in values.into_iter().enumerate() {
                     acknowledged.insert(info.base_offset + index as u64, value);
                 }

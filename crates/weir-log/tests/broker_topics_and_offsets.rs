@@ -1,0 +1,323 @@
+//! The broker: topic creation and deletion, routing, limits, and durable
+//! consumer-group offsets with their compaction, across crashes.
+
+use std::sync::Arc;
+
+use weir_io::{ManualClock, SimDisk, Storage};
+use weir_log::{
+    partition_for_key, Broker, BrokerConfig, BrokerError, FlushPolicy, LogConfig, LogError, Record,
+    TopicConfig,
+};
+
+fn open(disk: &Arc<SimDisk>, clock: &ManualClock) -> Broker {
+    let storage: Arc<dyn Storage> = Arc::new(disk.root());
+    let (broker, _) =
+        Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default()).expect("open");
+    broker
+}
+
+fn fixture() -> (Arc<SimDisk>, ManualClock) {
+    (SimDisk::new(3), ManualClock::new(1_700_000_000_000))
+}
+
+#[test]
+fn topics_are_created_validated_listed_and_survive_a_crash() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("orders", TopicConfig::with_partitions(3))
+        .expect("create");
+    let custom = LogConfig {
+        flush: FlushPolicy::Never,
+        segment_bytes: 8192,
+        ..LogConfig::default()
+    };
+    broker
+        .create_topic(
+            "metrics",
+            TopicConfig {
+                partitions: 1,
+                log: Some(custom.clone()),
+            },
+        )
+        .expect("create");
+    assert!(matches!(
+        broker.create_topic("orders", TopicConfig::with_partitions(1)),
+        Err(BrokerError::TopicExists { .. })
+    ));
+    assert!(matches!(
+        broker.create_topic("bad/name", TopicConfig::with_partitions(1)),
+        Err(BrokerError::InvalidTopicName { .. })
+    ));
+    assert!(matches!(
+        broker.create_topic("zero", TopicConfig::with_partitions(0)),
+        Err(BrokerError::InvalidPartitionCount { count: 0, .. })
+    ));
+    assert!(matches!(
+        broker.create_topic(
+            "tiny",
+            TopicConfig {
+                partitions: 1,
+                log: Some(LogConfig {
+                    segment_bytes: 1,
+                    ..LogConfig::default()
+                })
+            }
+        ),
+        Err(BrokerError::InvalidTopicConfig { .. })
+    ));
+    assert!(matches!(
+        broker.append("orders", 3, &[Record::value(1, b"x")]),
+        Err(BrokerError::UnknownPartition { partitions: 3, .. })
+    ));
+    assert!(matches!(
+        broker.append("nope", 0, &[Record::value(1, b"x")]),
+        Err(BrokerError::UnknownTopic { .. })
+    ));
+    broker
+        .append("orders", 2, &[Record::value(1, b"kept")])
+        .expect("append");
+    drop(broker);
+
+    disk.crash();
+    let broker = open(&disk, &clock);
+    let names: Vec<String> = broker.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["metrics", "orders"]);
+    assert_eq!(broker.topic("orders").expect("topic").partitions, 3);
+    assert_eq!(broker.topic("metrics").expect("topic").log, custom);
+    let read = broker.read("orders", 2, 0, 1000).expect("read");
+    assert_eq!(
+        read.records().next().expect("record").expect("valid").value,
+        Some(&b"kept"[..])
+    );
+}
+
+#[test]
+fn records_route_by_key_like_kafka_and_keyless_ones_rotate() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("t", TopicConfig::with_partitions(4))
+        .expect("create");
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key-{i}").into_bytes()).collect();
+    let records: Vec<Record<'_>> = keys.iter().map(|key| Record::keyed(1, key, b"v")).collect();
+    let produced = broker.produce("t", &records).expect("produce");
+    let total: u32 = produced.iter().map(|batch| batch.info.record_count).sum();
+    assert_eq!(total, 40);
+    for batch in &produced {
+        let read = broker.read("t", batch.partition, 0, 1 << 20).expect("read");
+        for record in read.records() {
+            let record = record.expect("record");
+            let key = record.key.expect("key");
+            assert_eq!(partition_for_key(key, 4), batch.partition);
+        }
+    }
+    let mut partitions = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let produced = broker
+            .produce("t", &[Record::value(1, b"keyless")])
+            .expect("produce");
+        partitions.insert(produced[0].partition);
+    }
+    assert_eq!(
+        partitions.len(),
+        4,
+        "keyless records rotate over partitions"
+    );
+}
+
+#[test]
+fn committed_offsets_are_durable_atomic_and_compacted_on_open() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("a", TopicConfig::with_partitions(2))
+        .expect("create");
+    broker
+        .create_topic("b", TopicConfig::with_partitions(1))
+        .expect("create");
+    for offset in 0..50u64 {
+        broker
+            .commit_offset("g1", "a", 0, offset, "meta")
+            .expect("commit");
+    }
+    broker
+        .commit_offsets("g1", &[("a", 1, 7, ""), ("b", 0, 9, "x")])
+        .expect("commit");
+    broker.commit_offset("g2", "a", 0, 3, "").expect("commit");
+    assert!(matches!(
+        broker.commit_offset("", "a", 0, 1, ""),
+        Err(BrokerError::InvalidGroupId { .. })
+    ));
+    assert!(matches!(
+        broker.commit_offset("g1", "a", 9, 1, ""),
+        Err(BrokerError::UnknownPartition { .. })
+    ));
+    let long = "m".repeat(5000);
+    assert!(matches!(
+        broker.commit_offset("g1", "a", 0, 1, &long),
+        Err(BrokerError::MetadataTooLarge { .. })
+    ));
+    drop(broker);
+
+    disk.crash();
+    let storage: Arc<dyn Storage> = Arc::new(disk.root());
+    let (broker, recovery) =
+        Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default()).expect("open");
+    assert_eq!(recovery.offsets.records_replayed, 53);
+    assert_eq!(recovery.offsets.live_offsets, 4);
+    assert!(recovery.offsets.compacted);
+    let committed = broker
+        .committed_offset("g1", "a", 0)
+        .expect("fetch")
+        .expect("committed");
+    assert_eq!(
+        (committed.offset, committed.metadata.as_str()),
+        (49, "meta")
+    );
+    assert_eq!(committed.commit_timestamp_ms, 1_700_000_000_000);
+    assert_eq!(broker.committed_offsets("g1").expect("group").len(), 3);
+    assert_eq!(broker.committed_offset("g3", "a", 0).expect("fetch"), None);
+    drop(broker);
+
+    // After compaction the log holds only the live entries.
+    disk.crash();
+    let storage: Arc<dyn Storage> = Arc::new(disk.root());
+    let (broker, recovery) =
+        Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default()).expect("open");
+    assert_eq!(recovery.offsets.records_replayed, 4);
+    assert!(!recovery.offsets.compacted);
+    assert_eq!(broker.delete_group_offsets("g1").expect("delete"), 3);
+    assert_eq!(broker.committed_offset("g1", "a", 0).expect("fetch"), None);
+    assert_eq!(
+        broker
+            .committed_offset("g2", "a", 0)
+            .expect("fetch")
+            .map(|c| c.offset),
+        Some(3)
+    );
+}
+
+#[test]
+fn deleting_a_topic_removes_its_data_and_offsets_even_across_a_crash() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("gone", TopicConfig::with_partitions(2))
+        .expect("create");
+    broker
+        .create_topic("stays", TopicConfig::with_partitions(1))
+        .expect("create");
+    broker
+        .append("gone", 0, &[Record::value(1, b"x")])
+        .expect("append");
+    broker.commit_offset("g", "gone", 0, 1, "").expect("commit");
+    broker
+        .commit_offset("g", "stays", 0, 5, "")
+        .expect("commit");
+    broker.delete_topic("gone").expect("delete");
+    assert!(matches!(
+        broker.delete_topic("gone"),
+        Err(BrokerError::UnknownTopic { .. })
+    ));
+    assert!(matches!(
+        broker.read("gone", 0, 0, 10),
+        Err(BrokerError::UnknownTopic { .. })
+    ));
+    assert_eq!(
+        broker.committed_offset("g", "gone", 0).expect("fetch"),
+        None
+    );
+    drop(broker);
+    disk.crash();
+    let broker = open(&disk, &clock);
+    assert_eq!(broker.topics().len(), 1);
+    assert_eq!(
+        broker
+            .committed_offset("g", "stays", 0)
+            .expect("fetch")
+            .map(|c| c.offset),
+        Some(5)
+    );
+    // The name can be reused, empty.
+    broker
+        .create_topic("gone", TopicConfig::with_partitions(1))
+        .expect("create again");
+    assert_eq!(
+        broker
+            .partition("gone", 0)
+            .expect("partition")
+            .log_end_offset(),
+        0
+    );
+}
+
+#[test]
+fn a_topic_creation_interrupted_by_a_crash_leaves_all_of_it_or_none() {
+    let mut outcomes = std::collections::BTreeSet::new();
+    for operations in 1..40 {
+        let (disk, clock) = fixture();
+        let broker = open(&disk, &clock);
+        disk.schedule_crash(operations);
+        let created = broker
+            .create_topic("t", TopicConfig::with_partitions(3))
+            .is_ok();
+        drop(broker);
+        disk.crash();
+        let broker = open(&disk, &clock);
+        match broker.topic("t") {
+            Ok(topic) => {
+                assert_eq!(topic.partitions, 3, "crash after {operations} operations");
+                for partition in 0..3 {
+                    broker
+                        .append("t", partition, &[Record::value(1, b"x")])
+                        .expect("append");
+                }
+                outcomes.insert("whole");
+            }
+            Err(BrokerError::UnknownTopic { .. }) => {
+                assert!(!created, "a creation that succeeded was lost");
+                broker
+                    .create_topic("t", TopicConfig::with_partitions(3))
+                    .expect("the name is free");
+                outcomes.insert("absent");
+            }
+            Err(error) => panic!("crash after {operations} operations: {error}"),
+        }
+    }
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "both outcomes were reached: {outcomes:?}"
+    );
+}
+
+#[test]
+fn a_clean_close_reopens_every_partition_without_scanning() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("t", TopicConfig::with_partitions(3))
+        .expect("create");
+    for partition in 0..3 {
+        broker
+            .append("t", partition, &[Record::value(1, b"x")])
+            .expect("append");
+    }
+    broker.close().expect("close");
+    assert!(matches!(
+        broker.append("t", 0, &[Record::value(1, b"x")]),
+        Err(BrokerError::Log {
+            source: LogError::Closed,
+            ..
+        })
+    ));
+    let storage: Arc<dyn Storage> = Arc::new(disk.root());
+    let (_, recovery) =
+        Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default()).expect("open");
+    assert_eq!(recovery.partitions.len(), 3);
+    for report in recovery.partitions.values() {
+        assert!(report.clean_shutdown);
+        assert_eq!(report.segments_scanned, 0);
+    }
+}
