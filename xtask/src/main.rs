@@ -1,1 +1,257 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `ci`: everything CI runs, in order, stopping at the first failure:
+//!   formatting, clippy, the workspace tests (which replay the fuzz corpus
+//!   and run the crash tests), the loom model checks, the fuzz targets'
+//!   build, the benchmarks' build, and the API docs.
+//! - `fuzz <target> [seconds]`: runs one cargo-fuzz target, adding what it
+//!   finds to `fuzz/corpus/<target>/`.
+//! - `fuzz-seed`: writes the seed inputs of every target to the corpus.
+//! - `bench [filter]`: runs the criterion benchmarks, which print their
+//!   ratios against a baseline measured in the same run.
+//!
+//! Builds go to `$CARGO_TARGET_DIR`, or `~/.cache/weir/target` when it is
+//! unset, so that a fresh clone reuses the build cache of earlier runs. The
+//! loom and fuzz builds, which use other compiler flags, get directories of
+//! their own beside it.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = env::args().skip(1).collect();
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    let result = match arguments.as_slice() {
+        ["ci"] => ci(),
+        ["fuzz", target] => fuzz(target, 60),
+        ["fuzz", target, seconds] => match seconds.parse() {
+            Ok(seconds) => fuzz(target, seconds),
+            Err(_) => Err(format!("not a number of seconds: {seconds}")),
+        },
+        ["fuzz-seed"] => fuzz_seed(),
+        ["bench"] => bench(None),
+        ["bench", filter] => bench(Some(filter)),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | bench [filter]";
+
+/// The fuzz targets, as named in `fuzz/Cargo.toml`.
+const FUZZ_TARGETS: [&str; 3] = ["batch_decoding", "segment_recovery", "index_lookup"];
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Where builds go: `$CARGO_TARGET_DIR`, else a cache outside the clone.
+fn target_directory() -> PathBuf {
+    if let Some(directory) = env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(directory);
+    }
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/weir/target")
+}
+
+/// A directory beside the main target directory, for builds with other
+/// compiler flags.
+fn sibling_target(suffix: &str) -> PathBuf {
+    let main = target_directory();
+    let name = main.file_name().map_or_else(
+        || "target".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    main.with_file_name(format!("{name}-{suffix}"))
+}
+
+struct Step<'a> {
+    name: &'a str,
+    arguments: Vec<&'a str>,
+    environment: Vec<(&'a str, String)>,
+    target: PathBuf,
+}
+
+impl<'a> Step<'a> {
+    fn cargo(name: &'a str, arguments: &[&'a str]) -> Self {
+        Self {
+            name,
+            arguments: arguments.to_vec(),
+            environment: Vec::new(),
+            target: target_directory(),
+        }
+    }
+
+    fn env(mut self, key: &'a str, value: impl Into<String>) -> Self {
+        self.environment.push((key, value.into()));
+        self
+    }
+
+    fn target(mut self, target: PathBuf) -> Self {
+        self.target = target;
+        self
+    }
+
+    fn run(&self) -> Result<f64, String> {
+        eprintln!("\n==> {}: cargo {}", self.name, self.arguments.join(" "));
+        let started = Instant::now();
+        let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command
+            .args(&self.arguments)
+            .current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", &self.target);
+        for (key, value) in &self.environment {
+            command.env(key, value);
+        }
+        let status = command
+            .status()
+            .map_err(|error| format!("{}: could not start cargo: {error}", self.name))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if status.success() {
+            eprintln!("<== {}: ok in {seconds:.1} s", self.name);
+            Ok(seconds)
+        } else {
+            Err(format!(
+                "{} failed ({status}) after {seconds:.1} s",
+                self.name
+            ))
+        }
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    eprintln!("target directory: {}", target_directory().display());
+    let steps = [
+        Step::cargo("format", &["fmt", "--all", "--", "--check"]),
+        Step::cargo(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        Step::cargo("tests", &["test", "--workspace", "--locked"]),
+        // The loom model checks need `--cfg loom` for every crate, so they
+        // build in a directory of their own; release keeps them quick.
+        Step::cargo(
+            "loom model checks",
+            &[
+                "test",
+                "--locked",
+                "--release",
+                "-p",
+                "weir-log",
+                "--test",
+                "loom_group_commit",
+            ],
+        )
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("LOOM_MAX_PREEMPTIONS", "3")
+        .target(sibling_target("loom")),
+        Step::cargo(
+            "fuzz targets build",
+            &[
+                "build",
+                "--locked",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--bins",
+            ],
+        )
+        .target(sibling_target("fuzz")),
+        Step::cargo(
+            "benchmarks build",
+            &["bench", "--workspace", "--locked", "--no-run"],
+        ),
+        Step::cargo("API docs", &["doc", "--workspace", "--no-deps", "--locked"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    ];
+    let mut timings = Vec::new();
+    for step in &steps {
+        timings.push((step.name, step.run()?));
+    }
+    eprintln!("\nci passed in {:.1} s:", started.elapsed().as_secs_f64());
+    for (name, seconds) in timings {
+        eprintln!("  {name:<20} {seconds:>7.1} s");
+    }
+    Ok(())
+}
+
+fn fuzz(target: &str, seconds: u64) -> Result<(), String> {
+    if !FUZZ_TARGETS.contains(&target) {
+        return Err(format!(
+            "unknown fuzz target {target}; known: {FUZZ_TARGETS:?}"
+        ));
+    }
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        Step::cargo("install cargo-fuzz", &["install", "cargo-fuzz", "--locked"]).run()?;
+    }
+    let max_time = format!("-max_total_time={seconds}");
+    let corpus = format!("fuzz/corpus/{target}");
+    // cargo-fuzz needs nightly-only flags; the toolchain here is stable.
+    Step::cargo(
+        "fuzz",
+        &[
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            "fuzz",
+            target,
+            &corpus,
+            "--",
+            &max_time,
+        ],
+    )
+    .env("RUSTC_BOOTSTRAP", "1")
+    .target(sibling_target("fuzz-run"))
+    .run()
+    .map(|_| ())
+}
+
+fn fuzz_seed() -> Result<(), String> {
+    let corpus = workspace_root().join("fuzz/corpus").display().to_string();
+    Step::cargo(
+        "write seed corpus",
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "weir-log",
+            "--example",
+            "write_fuzz_seeds",
+            "--",
+            &corpus,
+        ],
+    )
+    .run()
+    .map(|_| ())
+}
+
+fn bench(filter: Option<&str>) -> Result<(), String> {
+    let mut arguments = vec!["bench", "-p", "weir-benches"];
+    if let Some(filter) = filter {
+        arguments.extend(["--", filter]);
+    }
+    Step::cargo("benchmarks", &arguments).run().map(|_| ())
+}

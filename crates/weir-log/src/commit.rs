@@ -68,7 +68,10 @@ impl GroupCommit {
     }
 
     /// The current truncation epoch; pass it to [`GroupCommit::wait_durable`]
-    /// for data written now.
+    /// for data written now. It must be read under the same lock as the
+    /// write it belongs to, and truncations must run under that lock too;
+    /// otherwise a truncation could slip between the write and this read
+    /// and the wait would return without a sync.
     pub fn epoch(&self) -> u64 {
         lock(&self.state).epoch
     }
