@@ -1,1 +1,103 @@
-//! placeholder
+//! Shared pieces of weir's benchmarks.
+//!
+//! Every benchmark measures a candidate and its baseline in the same run,
+//! one after the other, and ends by printing the ratio of their median
+//! throughputs with the target it should meet. Timings are taken in
+//! `iter_custom` routines and kept here, so the medians are exactly those of
+//! the samples criterion reports.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+fn samples() -> &'static Mutex<BTreeMap<String, Vec<f64>>> {
+    static SAMPLES: OnceLock<Mutex<BTreeMap<String, Vec<f64>>>> = OnceLock::new();
+    SAMPLES.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// Records one sample of `id`: `elapsed` for `iterations` iterations.
+pub fn record(id: &str, elapsed: Duration, iterations: u64) -> Duration {
+    let per_iteration = elapsed.as_secs_f64() / iterations.max(1) as f64;
+    samples()
+        .lock()
+        .expect("samples")
+        .entry(id.to_string())
+        .or_default()
+        .push(per_iteration);
+    elapsed
+}
+
+/// The median seconds per iteration of `id`.
+pub fn median(id: &str) -> Option<f64> {
+    let samples = samples().lock().expect("samples");
+    let mut values = samples.get(id)?.clone();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
+
+/// One side of a comparison: a benchmark id and the work one iteration does.
+pub struct Side<'a> {
+    /// The benchmark id passed to [`record`].
+    pub id: &'a str,
+    /// Units of work per iteration (bytes, records, ...).
+    pub work: f64,
+}
+
+/// Prints the candidate's and the baseline's median throughputs, their
+/// ratio, and whether the ratio meets `target`.
+pub fn report_ratio(title: &str, unit: &str, candidate: Side<'_>, baseline: Side<'_>, target: f64) {
+    let (Some(candidate_time), Some(baseline_time)) = (median(candidate.id), median(baseline.id)) else {
+        println!("{title}: not measured (filtered out)");
+        return;
+    };
+    let candidate_rate = candidate.work / candidate_time;
+    let baseline_rate = baseline.work / baseline_time;
+    let ratio = candidate_rate / baseline_rate;
+    let verdict = if ratio >= target { "meets" } else { "MISSES" };
+    println!(
+        "RESULT {title}: {} {:.3e} {unit}/s vs {} {:.3e} {unit}/s -> ratio {ratio:.2}x ({verdict} the {target:.2}x target)",
+        candidate.id, candidate_rate, baseline.id, baseline_rate
+    );
+}
+
+/// Prints a median throughput against an absolute target.
+pub fn report_rate(title: &str, unit: &str, side: Side<'_>, target: f64) {
+    let Some(time) = median(side.id) else {
+        println!("{title}: not measured (filtered out)");
+        return;
+    };
+    let rate = side.work / time;
+    let verdict = if rate >= target { "meets" } else { "MISSES" };
+    println!("RESULT {title}: {} {rate:.3e} {unit}/s ({verdict} the {target:.3e} {unit}/s target)", side.id);
+}
+
+/// Prints a median time.
+pub fn report_time(title: &str, id: &str) {
+    match median(id) {
+        Some(time) => println!("RESULT {title}: {id} median {time:.3} s"),
+        None => println!("{title}: not measured (filtered out)"),
+    }
+}
+
+/// Where benchmarks put their data: `$WEIR_BENCH_DIR`, else the system's
+/// temporary directory. Use a directory on the file system to measure.
+pub fn bench_directory() -> PathBuf {
+    std::env::var_os("WEIR_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
+/// A fresh temporary directory under [`bench_directory`].
+pub fn temporary_directory() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("weir-bench-")
+        .tempdir_in(bench_directory())
+        .expect("temporary directory")
+}

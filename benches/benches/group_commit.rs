@@ -1,0 +1,77 @@
+//! Group commit: 8 concurrent appenders with flush `always` against one
+//! appender doing an fsync per batch (target: at least 6x the records/s).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use weir_benches::{record, report_ratio, temporary_directory, Side};
+use weir_io::{OsStorage, SystemClock};
+use weir_log::{FlushPolicy, LogConfig, Partition, ProducerInfo, Record};
+
+const APPENDERS: usize = 8;
+const APPENDS_PER_APPENDER: usize = 40;
+const RECORDS_PER_BATCH: usize = 10;
+const RECORD_BYTES: usize = 100;
+
+fn open_log(directory: &std::path::Path) -> Arc<Partition> {
+    let storage = Arc::new(OsStorage::open(directory).expect("directory"));
+    let config = LogConfig {
+        flush: FlushPolicy::Always,
+        ..LogConfig::default()
+    };
+    Arc::new(Partition::open(storage, Arc::new(SystemClock), config).expect("open").0)
+}
+
+fn run(appenders: usize) -> std::time::Duration {
+    let directory = temporary_directory();
+    let log = open_log(directory.path());
+    let started = Instant::now();
+    let threads: Vec<_> = (0..appenders)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let value = vec![7u8; RECORD_BYTES];
+                let records: Vec<Record<'_>> = (0..RECORDS_PER_BATCH)
+                    .map(|_| Record::value(1_700_000_000_000, &value))
+                    .collect();
+                for _ in 0..APPENDS_PER_APPENDER {
+                    log.append(&records, ProducerInfo::NONE).expect("append");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("appender");
+    }
+    started.elapsed()
+}
+
+fn group_commit(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("flush_always");
+    group.sample_size(10);
+    group.bench_function("one_appender_fsync_per_batch", |bencher| {
+        bencher.iter_custom(|iterations| {
+            let elapsed = (0..iterations).map(|_| run(1)).sum();
+            record("one_appender_fsync_per_batch", elapsed, iterations)
+        });
+    });
+    group.bench_function("eight_appenders_group_commit", |bencher| {
+        bencher.iter_custom(|iterations| {
+            let elapsed = (0..iterations).map(|_| run(APPENDERS)).sum();
+            record("eight_appenders_group_commit", elapsed, iterations)
+        });
+    });
+    group.finish();
+    let records = (APPENDS_PER_APPENDER * RECORDS_PER_BATCH) as f64;
+    report_ratio(
+        "flush always: 8 concurrent appenders vs 1 appender (records/s)",
+        "records",
+        Side { id: "eight_appenders_group_commit", work: records * APPENDERS as f64 },
+        Side { id: "one_appender_fsync_per_batch", work: records },
+        6.0,
+    );
+}
+
+criterion_group!(benches, group_commit);
+criterion_main!(benches);
