@@ -31,7 +31,9 @@ fn never() -> LogConfig {
 
 fn open_log(directory: &std::path::Path) -> Partition {
     let storage = Arc::new(OsStorage::open(directory).expect("directory"));
-    Partition::open(storage, Arc::new(SystemClock), never()).expect("open").0
+    Partition::open(storage, Arc::new(SystemClock), never())
+        .expect("open")
+        .0
 }
 
 fn append_bandwidth(criterion: &mut Criterion) {
@@ -82,8 +84,14 @@ fn append_bandwidth(criterion: &mut Criterion) {
     report_ratio(
         "append 1 KiB records in 64 KiB batches, flush never, vs raw write()",
         "bytes",
-        Side { id: "weir_log_append_never", work: bytes as f64 },
-        Side { id: "raw_std_fs_write", work: bytes as f64 },
+        Side {
+            id: "weir_log_append_never",
+            work: bytes as f64,
+        },
+        Side {
+            id: "raw_std_fs_write",
+            work: bytes as f64,
+        },
         0.8,
     );
 }
@@ -95,7 +103,9 @@ fn small_records(criterion: &mut Criterion) {
         .collect();
     let total = (SMALL_BATCHES * SMALL_BATCH_RECORDS) as u64;
     let mut group = criterion.benchmark_group("append_100_byte_records");
-    group.sample_size(10).throughput(Throughput::Elements(total));
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(total));
     group.bench_function("weir_log_append_100b_batches_of_100", |bencher| {
         bencher.iter_custom(|iterations| {
             let mut elapsed = std::time::Duration::ZERO;
@@ -116,7 +126,10 @@ fn small_records(criterion: &mut Criterion) {
     report_rate(
         "100-byte records in process, flush never, one appender",
         "records",
-        Side { id: "weir_log_append_100b_batches_of_100", work: total as f64 },
+        Side {
+            id: "weir_log_append_100b_batches_of_100",
+            work: total as f64,
+        },
         2e6,
     );
 }

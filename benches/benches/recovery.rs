@@ -70,7 +70,10 @@ fn recovery(criterion: &mut Criterion) {
     report_rate(
         "recovery scan rate after a crash",
         "bytes",
-        Side { id: "after_crash", work: bytes as f64 },
+        Side {
+            id: "after_crash",
+            work: bytes as f64,
+        },
         1e9,
     );
     report_time("open of a cleanly closed 1 GiB log", "after_clean_close");

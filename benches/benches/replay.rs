@@ -79,14 +79,23 @@ fn replay(criterion: &mut Criterion) {
     report_ratio(
         "sequential replay from the page cache vs plain read of the segments",
         "bytes",
-        Side { id: "weir_log_read", work: bytes as f64 },
-        Side { id: "raw_std_fs_read", work: bytes as f64 },
+        Side {
+            id: "weir_log_read",
+            work: bytes as f64,
+        },
+        Side {
+            id: "raw_std_fs_read",
+            work: bytes as f64,
+        },
         0.8,
     );
     report_rate(
         "sequential replay from the page cache",
         "bytes",
-        Side { id: "weir_log_read", work: bytes as f64 },
+        Side {
+            id: "weir_log_read",
+            work: bytes as f64,
+        },
         1e9,
     );
 }

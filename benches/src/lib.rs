@@ -55,7 +55,8 @@ pub struct Side<'a> {
 /// Prints the candidate's and the baseline's median throughputs, their
 /// ratio, and whether the ratio meets `target`.
 pub fn report_ratio(title: &str, unit: &str, candidate: Side<'_>, baseline: Side<'_>, target: f64) {
-    let (Some(candidate_time), Some(baseline_time)) = (median(candidate.id), median(baseline.id)) else {
+    let (Some(candidate_time), Some(baseline_time)) = (median(candidate.id), median(baseline.id))
+    else {
         println!("{title}: not measured (filtered out)");
         return;
     };
@@ -77,7 +78,10 @@ pub fn report_rate(title: &str, unit: &str, side: Side<'_>, target: f64) {
     };
     let rate = side.work / time;
     let verdict = if rate >= target { "meets" } else { "MISSES" };
-    println!("RESULT {title}: {} {rate:.3e} {unit}/s ({verdict} the {target:.3e} {unit}/s target)", side.id);
+    println!(
+        "RESULT {title}: {} {rate:.3e} {unit}/s ({verdict} the {target:.3e} {unit}/s target)",
+        side.id
+    );
 }
 
 /// Prints a median time.

@@ -140,9 +140,7 @@ impl GroupCommit {
                 }
             };
             self.wakeup.notify_all();
-            if outcome.is_err() {
-                return outcome;
-            }
+            outcome?;
             // The sync covered this caller's data unless the log was
             // truncated meanwhile; loop to check.
         }

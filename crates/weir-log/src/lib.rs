@@ -62,6 +62,6 @@ pub use config::{
 pub use error::LogError;
 pub use offsets::{CommittedOffset, OffsetsRecovery};
 pub use partition::{
-    AppendInfo, Partition, ReadInfo, ReadResult, RetentionReport, TimestampOffset,
+    AppendInfo, Partition, PartitionStats, ReadInfo, ReadResult, RetentionReport, TimestampOffset,
 };
 pub use recovery::{RecoveryReport, Truncation};

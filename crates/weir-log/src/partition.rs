@@ -110,6 +110,26 @@ pub struct Partition {
     commit: GroupCommit,
     /// Serialises checkpoint writes; taken before `inner`.
     checkpoint_lock: Mutex<()>,
+    /// Batches appended since open.
+    appended_batches: std::sync::atomic::AtomicU64,
+    /// Group-commit syncs since open.
+    syncs: std::sync::atomic::AtomicU64,
+    /// Appends between their start and the end of their write.
+    appending: std::sync::atomic::AtomicU64,
+}
+
+/// How many times a group-commit leader yields, at most, to appenders that
+/// are still writing before it syncs.
+const LEADER_YIELDS_MAX: usize = 16;
+
+/// Counters of a partition since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Batches appended.
+    pub appended_batches: u64,
+    /// Syncs run by the group commit (so `appended_batches / syncs` is how
+    /// many batches a sync covered on average with `FlushPolicy::Always`).
+    pub syncs: u64,
 }
 
 #[derive(Debug)]
@@ -185,14 +205,18 @@ impl Inner {
     }
 }
 
+/// A sealed segment not yet durable: its base offset, its file and its
+/// index files.
+type SealedToSync = (u64, Arc<dyn File>, Vec<Arc<dyn File>>);
+
 /// Files to sync for a group commit, taken under the lock and synced
 /// outside it.
 struct SyncPlan {
     /// Everything below this offset is durable once the plan is carried out.
     target: u64,
     epoch: u64,
-    /// Sealed segments not yet durable, with their index files.
-    sealed: Vec<(u64, Arc<dyn File>, Vec<Arc<dyn File>>)>,
+    /// Sealed segments not yet durable.
+    sealed: Vec<SealedToSync>,
     directory: bool,
     active_base: u64,
     active_file: Arc<dyn File>,
@@ -249,6 +273,9 @@ impl Partition {
             }),
             commit: GroupCommit::new(next_offset),
             checkpoint_lock: Mutex::new(()),
+            appended_batches: std::sync::atomic::AtomicU64::new(0),
+            syncs: std::sync::atomic::AtomicU64::new(0),
+            appending: std::sync::atomic::AtomicU64::new(0),
             config,
         };
         Ok((partition, report))
@@ -295,6 +322,15 @@ impl Partition {
         lock(&self.inner).size_bytes()
     }
 
+    /// Counters since open.
+    pub fn stats(&self) -> PartitionStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        PartitionStats {
+            appended_batches: self.appended_batches.load(Relaxed),
+            syncs: self.syncs.load(Relaxed),
+        }
+    }
+
     /// The leader epoch stamped on appended batches.
     pub fn leader_epoch(&self) -> u32 {
         lock(&self.inner).leader_epoch
@@ -312,26 +348,22 @@ impl Partition {
         records: &[Record<'_>],
         producer: ProducerInfo,
     ) -> Result<AppendInfo, LogError> {
-        let max_record = u64::from(self.config.max_record_bytes);
-        let first_timestamp = records.first().map_or(0, |record| record.timestamp_ms);
-        for (index, record) in records.iter().enumerate() {
-            let delta = record.timestamp_ms.wrapping_sub(first_timestamp);
-            let size = batch::record_size(record, delta, index as u64) as u64;
-            if size > max_record {
-                return Err(LogError::RecordTooLarge {
-                    index,
-                    size,
-                    max: max_record,
-                });
-            }
-        }
-        let mut bytes = Vec::new();
-        let encoded = batch::encode(records, producer, &mut bytes)?;
-        self.append_checked(
-            bytes,
-            u64::from(encoded.record_count - 1) + 1,
-            encoded.max_timestamp,
-        )
+        let max_record = self.config.max_record_bytes as usize;
+        with_scratch(|bytes| {
+            let encoded = match batch::encode_limited(records, producer, max_record, bytes) {
+                Ok(encoded) => encoded,
+                Err(batch::BatchError::RecordTooLarge { index, size, max }) => {
+                    return Err(LogError::RecordTooLarge {
+                        index,
+                        size: size as u64,
+                        max: max as u64,
+                    })
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let offsets = u64::from(encoded.record_count - 1) + 1;
+            self.append_checked(bytes, offsets, encoded.max_timestamp)
+        })
     }
 
     /// Appends one encoded batch (as a producer sent it), assigning it the
@@ -358,7 +390,10 @@ impl Partition {
             }
         }
         let header = *batch.header();
-        self.append_checked(bytes.to_vec(), header.offset_count(), header.max_timestamp)
+        with_scratch(|scratch| {
+            scratch.extend_from_slice(bytes);
+            self.append_checked(scratch, header.offset_count(), header.max_timestamp)
+        })
     }
 
     fn check_batch_size(&self, size: usize) -> Result<(), LogError> {
@@ -374,17 +409,21 @@ impl Partition {
 
     fn append_checked(
         &self,
-        mut bytes: Vec<u8>,
+        bytes: &mut [u8],
         offset_count: u64,
         max_timestamp: i64,
     ) -> Result<AppendInfo, LogError> {
         self.check_batch_size(bytes.len())?;
-        let (info, epoch, flush_due) = {
+        self.appending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let written = {
             let mut inner = lock(&self.inner);
-            let info = self.write_locked(&mut inner, &mut bytes, offset_count, max_timestamp)?;
-            let flush_due = self.flush_due(&inner);
-            (info, self.commit.epoch(), flush_due)
+            self.write_locked(&mut inner, bytes, offset_count, max_timestamp)
+                .map(|info| (info, self.commit.epoch(), self.flush_due(&inner)))
         };
+        self.appending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let (info, epoch, flush_due) = written?;
         match self.config.flush {
             FlushPolicy::Always => self.wait_durable(info.last_offset + 1, epoch)?,
             FlushPolicy::Interval { .. } if flush_due => self.flush()?,
@@ -455,6 +494,8 @@ impl Partition {
         active.next_offset = base_offset + offset_count;
         inner.next_offset = base_offset + offset_count;
         inner.unflushed_bytes += length;
+        self.appended_batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.config.flush != FlushPolicy::Always {
             inner.high_watermark = inner.next_offset;
         }
@@ -597,6 +638,16 @@ impl Partition {
 
     /// The group-commit leader's sync.
     fn sync_now(&self) -> Result<u64, LogError> {
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Let appenders that are writing right now finish, so this sync
+        // covers their batches too instead of leaving them for the next.
+        for _ in 0..LEADER_YIELDS_MAX {
+            if self.appending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let plan = {
             let mut inner = lock(&self.inner);
             inner.check_usable()?;
@@ -745,7 +796,19 @@ impl Partition {
         max_bytes: u32,
         out: &mut Vec<u8>,
     ) -> Result<ReadInfo, LogError> {
-        out.clear();
+        let result = self.read_into_buffer(offset, max_bytes, out);
+        if result.is_err() {
+            out.clear();
+        }
+        result
+    }
+
+    fn read_into_buffer(
+        &self,
+        offset: u64,
+        max_bytes: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadInfo, LogError> {
         let max_bytes = max_bytes.clamp(1, READ_BYTES_MAX);
         let mut rebuilt = false;
         loop {
@@ -766,6 +829,7 @@ impl Partition {
                     });
                 }
                 if offset == inner.high_watermark {
+                    out.clear();
                     return Ok(info);
                 }
                 let storage = Arc::clone(&self.storage);
@@ -1339,6 +1403,27 @@ impl Partition {
     }
 }
 
+/// The most memory a thread keeps between appends for encoding batches.
+const SCRATCH_BYTES_KEPT_MAX: usize = 4 << 20;
+
+/// Runs `action` with this thread's empty encoding buffer, reused across
+/// appends so that encoding a batch does not allocate.
+fn with_scratch<T>(action: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| {
+        // A nested append (there is none today) gets a buffer of its own.
+        let mut taken = cell.take();
+        taken.clear();
+        let result = action(&mut taken);
+        if taken.capacity() <= SCRATCH_BYTES_KEPT_MAX {
+            *cell.borrow_mut() = taken;
+        }
+        result
+    })
+}
+
 struct ReadPlan {
     file: Arc<dyn File>,
     base_offset: u64,
@@ -1348,7 +1433,7 @@ struct ReadPlan {
     from_index: bool,
 }
 
-/// Appends `wanted` more bytes of the file to `out`, reading from
+/// Reads `wanted` more bytes of the file into `out[*buffered..]`, from
 /// `start + *buffered`.
 fn fill(
     file: &dyn File,
@@ -1360,10 +1445,16 @@ fn fill(
     if wanted == 0 {
         return Ok(());
     }
-    out.resize(*buffered + wanted, 0);
-    let read = file.read_at(&mut out[*buffered..], start + *buffered as u64)?;
+    // The buffer keeps its length between reads: bytes past `buffered`
+    // are stale and only overwritten, never zeroed again.
+    if out.len() < *buffered + wanted {
+        out.resize(*buffered + wanted, 0);
+    }
+    let read = file.read_at(
+        &mut out[*buffered..*buffered + wanted],
+        start + *buffered as u64,
+    )?;
     *buffered += read;
-    out.truncate(*buffered);
     if read < wanted {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,

@@ -455,8 +455,8 @@ pub(crate) fn find_synced_claim_after(
             break;
         }
         // A batch starts MAGIC_AT bytes before its magic byte.
-        for magic_at in MAGIC_AT..read {
-            if chunk[magic_at] != MAGIC {
+        for (magic_at, byte) in chunk[..read].iter().enumerate().skip(MAGIC_AT) {
+            if *byte != MAGIC {
                 continue;
             }
             let candidate = chunk_start + (magic_at - MAGIC_AT) as u64;

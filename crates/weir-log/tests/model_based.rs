@@ -171,11 +171,10 @@ impl Harness {
         );
         // Candidates: what the model holds, then what was in flight.
         let mut candidates: Vec<(u64, Vec<u8>, u64)> = self.model.records.clone();
-        let mut next = self.model.end();
-        for (value, batch) in self.model.in_flight.drain(..) {
+        let end = self.model.end();
+        for (next, (value, batch)) in (end..).zip(self.model.in_flight.drain(..)) {
             self.model.batch_bases.entry(batch).or_insert(next);
             candidates.push((next, value, batch));
-            next += 1;
         }
         assert!(
             recovered.len() <= candidates.len(),
