@@ -44,7 +44,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // With the default flush policy the records are on disk when this returns.
     let appended = broker.append("greetings", 0, &records)?;
-    println!("appended offsets {}..={}", appended.base_offset, appended.last_offset);
+    println!(
+        "appended offsets {}..={}",
+        appended.base_offset, appended.last_offset
+    );
 
     // Consume from where the group left off.
     let group = "example-consumer";
@@ -56,7 +59,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let read = broker.read("greetings", 0, next, 1 << 20)?;
         for record in read.records() {
             let record = record?;
-            let value = record.value.map(String::from_utf8_lossy).unwrap_or_default();
+            let value = record
+                .value
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             println!("offset {}: {value}", record.offset);
         }
         next = read.info.next_offset;
