@@ -37,6 +37,10 @@ struct CommitState {
     /// Incremented when the log is truncated (after it made everything
     /// durable), so waiters from before the truncation stop waiting.
     epoch: u64,
+    /// Callers inside `wait_durable` that had to wait or lead.
+    waiting: u64,
+    /// How many were waiting when the last sync ended.
+    last_round: u64,
 }
 
 /// Why [`GroupCommit::wait_durable`] did not succeed.
@@ -57,6 +61,8 @@ impl GroupCommit {
                 syncing: false,
                 failed: false,
                 epoch: 0,
+                waiting: 0,
+                last_round: 0,
             }),
             wakeup: Condvar::new(),
         }
@@ -86,6 +92,34 @@ impl GroupCommit {
     /// returns the offset below which everything is then durable. `epoch` is
     /// [`GroupCommit::epoch`] read when the data was written.
     pub fn wait_durable<E>(
+        &self,
+        target: u64,
+        epoch: u64,
+        sync: impl FnOnce() -> Result<u64, E>,
+    ) -> Result<(), CommitError<E>> {
+        {
+            let mut state = lock(&self.state);
+            if state.epoch != epoch || state.durable >= target {
+                return Ok(());
+            }
+            state.waiting += 1;
+        }
+        let result = self.wait_counted(target, epoch, sync);
+        lock(&self.state).waiting -= 1;
+        result
+    }
+
+    /// How many callers are waiting for durability now (a leader included),
+    /// and how many were when the last sync ended. A leader that sees fewer
+    /// now than last time may give the others a moment to write their
+    /// batches so that its sync covers them too (see
+    /// `Partition::sync_now`); correctness does not depend on it.
+    pub fn participants(&self) -> (u64, u64) {
+        let state = lock(&self.state);
+        (state.waiting, state.last_round)
+    }
+
+    fn wait_counted<E>(
         &self,
         target: u64,
         epoch: u64,
@@ -126,6 +160,7 @@ impl GroupCommit {
             std::mem::forget(guard);
             state = lock(&self.state);
             state.syncing = false;
+            state.last_round = state.waiting;
             let outcome = match result {
                 // A truncation during the sync made its result stale: the
                 // truncation made everything durable itself.

@@ -199,6 +199,54 @@ fn committed_offsets_are_durable_atomic_and_compacted_on_open() {
 }
 
 #[test]
+fn a_crash_in_the_middle_of_the_offsets_compaction_loses_no_commit() {
+    for operations in 1..60 {
+        let (disk, clock) = fixture();
+        let broker = open(&disk, &clock);
+        broker
+            .create_topic("t", TopicConfig::with_partitions(2))
+            .expect("create");
+        for offset in 0..20u64 {
+            broker
+                .commit_offset("g", "t", (offset % 2) as u32, offset, "")
+                .expect("commit");
+        }
+        broker
+            .commit_offset("other", "t", 0, 5, "m")
+            .expect("commit");
+        drop(broker);
+        disk.crash();
+        // The next open compacts; the power fails somewhere inside it.
+        disk.schedule_crash(operations);
+        let storage: Arc<dyn Storage> = Arc::new(disk.root());
+        let _ = Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default());
+        disk.crash();
+        let broker = open(&disk, &clock);
+        let committed = |group: &str, partition: u32| {
+            broker
+                .committed_offset(group, "t", partition)
+                .expect("fetch")
+                .map(|committed| committed.offset)
+        };
+        assert_eq!(
+            committed("g", 0),
+            Some(18),
+            "crash after {operations} operations"
+        );
+        assert_eq!(
+            committed("g", 1),
+            Some(19),
+            "crash after {operations} operations"
+        );
+        assert_eq!(
+            committed("other", 0),
+            Some(5),
+            "crash after {operations} operations"
+        );
+    }
+}
+
+#[test]
 fn deleting_a_topic_removes_its_data_and_offsets_even_across_a_crash() {
     let (disk, clock) = fixture();
     let broker = open(&disk, &clock);
