@@ -44,6 +44,8 @@
 
 use thiserror::Error;
 
+use crate::le::{u16_at, u32_at, u64_at};
+
 /// The batch format version this code writes and reads.
 pub const MAGIC: u8 = 1;
 /// Bytes in a batch header.
@@ -250,7 +252,7 @@ impl BatchHeader {
                 available: bytes.len(),
             });
         }
-        let stored = read_u32(bytes, STAMP_CRC_AT);
+        let stored = u32_at(bytes, STAMP_CRC_AT);
         let computed = crc32fast::hash(&bytes[..STAMP_CRC_AT]);
         if stored != computed {
             return Err(BatchError::StampChecksumMismatch { stored, computed });
@@ -259,29 +261,29 @@ impl BatchHeader {
         if magic != MAGIC {
             return Err(BatchError::UnsupportedMagic { magic });
         }
-        let batch_length = read_u32(bytes, LENGTH_AT);
+        let batch_length = u32_at(bytes, LENGTH_AT);
         if (batch_length as usize) < HEADER_BYTES || batch_length as usize > BATCH_BYTES_LIMIT {
             return Err(BatchError::BadLength {
                 length: u64::from(batch_length),
             });
         }
         Ok(Self {
-            base_offset: read_u64(bytes, BASE_OFFSET_AT),
+            base_offset: u64_at(bytes, BASE_OFFSET_AT),
             batch_length,
-            leader_epoch: read_u32(bytes, LEADER_EPOCH_AT),
-            synced_position: read_u32(bytes, SYNCED_POSITION_AT),
-            stamp_crc: read_u32(bytes, STAMP_CRC_AT),
-            crc: read_u32(bytes, CRC_AT),
-            attributes: read_u16(bytes, ATTRIBUTES_AT),
-            last_offset_delta: read_u32(bytes, LAST_OFFSET_DELTA_AT),
-            base_timestamp: read_u64(bytes, BASE_TIMESTAMP_AT) as i64,
-            max_timestamp: read_u64(bytes, MAX_TIMESTAMP_AT) as i64,
+            leader_epoch: u32_at(bytes, LEADER_EPOCH_AT),
+            synced_position: u32_at(bytes, SYNCED_POSITION_AT),
+            stamp_crc: u32_at(bytes, STAMP_CRC_AT),
+            crc: u32_at(bytes, CRC_AT),
+            attributes: u16_at(bytes, ATTRIBUTES_AT),
+            last_offset_delta: u32_at(bytes, LAST_OFFSET_DELTA_AT),
+            base_timestamp: u64_at(bytes, BASE_TIMESTAMP_AT) as i64,
+            max_timestamp: u64_at(bytes, MAX_TIMESTAMP_AT) as i64,
             producer: ProducerInfo {
-                producer_id: read_u64(bytes, PRODUCER_ID_AT) as i64,
-                producer_epoch: read_u16(bytes, PRODUCER_EPOCH_AT) as i16,
-                base_sequence: read_u32(bytes, BASE_SEQUENCE_AT) as i32,
+                producer_id: u64_at(bytes, PRODUCER_ID_AT) as i64,
+                producer_epoch: u16_at(bytes, PRODUCER_EPOCH_AT) as i16,
+                base_sequence: u32_at(bytes, BASE_SEQUENCE_AT) as i32,
             },
-            record_count: read_u32(bytes, RECORD_COUNT_AT),
+            record_count: u32_at(bytes, RECORD_COUNT_AT),
         })
     }
 
@@ -892,22 +894,6 @@ impl<'a> Cursor<'a> {
             _ => Err(self.malformed("negative length other than -1")),
         }
     }
-}
-
-fn read_u16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

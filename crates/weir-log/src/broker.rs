@@ -25,6 +25,7 @@ use weir_io::{read_whole_file, write_file_atomically, Clock, EntryKind, Storage}
 use crate::batch::{ProducerInfo, Record};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::LogError;
+use crate::le::{u32_at, u64_at};
 use crate::offsets::{CommittedOffset, OffsetStore, OffsetsError, OffsetsRecovery};
 use crate::partition::{AppendInfo, Partition, ReadResult, RetentionReport};
 use crate::recovery::RecoveryReport;
@@ -269,14 +270,6 @@ impl Broker {
                 topic: "(default)".into(),
                 source,
             })?;
-        let io = |operation, path: &str| {
-            let path = path.to_string();
-            move |source| BrokerError::Io {
-                operation,
-                path,
-                source,
-            }
-        };
         let topics_storage = storage
             .open_or_create_dir(TOPICS_DIRECTORY)
             .map_err(io("opening", TOPICS_DIRECTORY))?;
@@ -358,14 +351,6 @@ impl Broker {
             log,
         };
         let staging = format!("{CREATING_PREFIX}{name}");
-        let io = |operation, path: &str| {
-            let path = path.to_string();
-            move |source| BrokerError::Io {
-                operation,
-                path,
-                source,
-            }
-        };
         let storage = self.topics_storage.as_ref();
         if storage.exists(&staging).map_err(io("checking", &staging))? {
             storage
@@ -424,14 +409,6 @@ impl Broker {
             return Err(BrokerError::UnknownTopic { name: name.into() });
         }
         let doomed = format!("{DELETING_PREFIX}{name}");
-        let io = |operation, path: &str| {
-            let path = path.to_string();
-            move |source| BrokerError::Io {
-                operation,
-                path,
-                source,
-            }
-        };
         let storage = self.topics_storage.as_ref();
         storage
             .rename(name, &doomed)
@@ -678,24 +655,25 @@ impl Broker {
     }
 }
 
+/// Wraps a storage error with what the broker was doing and where.
+fn io(operation: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> BrokerError {
+    let path = path.to_string();
+    move |source| BrokerError::Io {
+        operation,
+        path,
+        source,
+    }
+}
+
 fn open_topic(
     topics_storage: &dyn Storage,
     clock: &Arc<dyn Clock>,
     name: &str,
     recovery: &mut BrokerRecovery,
 ) -> Result<Topic, BrokerError> {
-    let io = |operation, path: String| {
-        move |source| BrokerError::Io {
-            operation,
-            path,
-            source,
-        }
-    };
-    let directory = topics_storage
-        .open_dir(name)
-        .map_err(io("opening", name.to_string()))?;
+    let directory = topics_storage.open_dir(name).map_err(io("opening", name))?;
     let bytes = read_whole_file(directory.as_ref(), TOPIC_METADATA_FILE)
-        .map_err(io("reading", format!("{name}/{TOPIC_METADATA_FILE}")))?
+        .map_err(io("reading", &format!("{name}/{TOPIC_METADATA_FILE}")))?
         .ok_or_else(|| BrokerError::CorruptTopicMetadata {
             topic: name.into(),
             reason: "topic.meta is missing".into(),
@@ -709,7 +687,7 @@ fn open_topic(
     for partition in 0..metadata.partitions {
         let storage = directory
             .open_or_create_dir(&partition.to_string())
-            .map_err(io("opening", format!("{name}/{partition}")))?;
+            .map_err(io("opening", &format!("{name}/{partition}")))?;
         let (log, report) = Partition::open(storage, Arc::clone(clock), metadata.log.clone())
             .map_err(|source| BrokerError::Log {
                 topic: name.into(),
@@ -866,35 +844,28 @@ fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
     if stored != crc32fast::hash(body) {
         return Err("checksum mismatch".into());
     }
-    let u32_at =
-        |at: usize| u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
-    let u64_at = |at: usize| {
-        let mut word = [0; 8];
-        word.copy_from_slice(&body[at..at + 8]);
-        u64::from_le_bytes(word)
-    };
     let optional = |value: u64| (value != u64::MAX).then_some(value);
     let flush = match body[28] {
         0 => FlushPolicy::Always,
         1 => FlushPolicy::Interval {
-            interval_ms: u64_at(29),
-            interval_bytes: u64_at(37),
+            interval_ms: u64_at(body, 29),
+            interval_bytes: u64_at(body, 37),
         },
         2 => FlushPolicy::Never,
         other => return Err(format!("unknown flush policy {other}")),
     };
     let metadata = TopicMetadata {
         name: name.into(),
-        partitions: u32_at(0),
+        partitions: u32_at(body, 0),
         log: LogConfig {
-            segment_bytes: u32_at(4),
-            segment_ms: u64_at(8),
-            index_interval_bytes: u32_at(16),
-            max_batch_bytes: u32_at(20),
-            max_record_bytes: u32_at(24),
+            segment_bytes: u32_at(body, 4),
+            segment_ms: u64_at(body, 8),
+            index_interval_bytes: u32_at(body, 16),
+            max_batch_bytes: u32_at(body, 20),
+            max_record_bytes: u32_at(body, 24),
             flush,
-            retention_ms: optional(u64_at(45)),
-            retention_bytes: optional(u64_at(53)),
+            retention_ms: optional(u64_at(body, 45)),
+            retention_bytes: optional(u64_at(body, 53)),
         },
     };
     if metadata.partitions == 0 || metadata.partitions > PARTITIONS_PER_TOPIC_MAX {

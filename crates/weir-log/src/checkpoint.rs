@@ -26,6 +26,7 @@
 use weir_io::{read_whole_file, write_file_atomically, Storage};
 
 use crate::error::LogError;
+use crate::le::{u32_at, u64_at};
 
 /// The checkpoint's file name in a partition directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -164,18 +165,6 @@ impl Checkpoint {
         write_file_atomically(storage, CHECKPOINT_FILE, &self.encode())
             .map_err(|source| LogError::io("writing", CHECKPOINT_FILE, source))
     }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use std::ops::Deref;
 
 use weir_io::FileView;
 
+use crate::le::{u32_at, u64_at};
+
 /// Bytes in one offset index entry.
 pub const OFFSET_ENTRY_BYTES: usize = 8;
 /// Bytes in one time index entry.
@@ -69,18 +71,6 @@ impl Default for IndexBytes {
     }
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-
-fn i64_at(bytes: &[u8], at: usize) -> i64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    i64::from_le_bytes(word)
-}
-
 /// The `index`-th entry of an offset index (which must have it).
 pub fn offset_entry(bytes: &[u8], index: usize) -> OffsetEntry {
     let at = index * OFFSET_ENTRY_BYTES;
@@ -94,7 +84,7 @@ pub fn offset_entry(bytes: &[u8], index: usize) -> OffsetEntry {
 pub fn time_entry(bytes: &[u8], index: usize) -> TimeEntry {
     let at = index * TIME_ENTRY_BYTES;
     TimeEntry {
-        timestamp: i64_at(bytes, at),
+        timestamp: u64_at(bytes, at) as i64,
         relative_offset: u32_at(bytes, at + 8),
     }
 }

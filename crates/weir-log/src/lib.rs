@@ -43,6 +43,7 @@ mod config;
 mod error;
 pub mod fuzzing;
 pub mod index;
+mod le;
 mod offsets;
 mod partition;
 pub mod recovery;

@@ -18,7 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::commit::{CommitError, GroupCommit};
 use crate::config::{FlushPolicy, LogConfig, READ_BYTES_MAX};
 use crate::error::LogError;
-use crate::index::{self, IndexBuilder, IndexBytes};
+use crate::index::{self, IndexBytes};
 use crate::recovery::{
     self, remove_if_present, remove_segment_files, trusted_summaries, RecoveryReport,
 };
@@ -567,21 +567,9 @@ impl Partition {
             times: IndexBytes::Memory(builder.times),
         };
         active.unsynced_index_files = files;
-        inner.segments.insert(
-            base_offset,
-            Segment {
-                base_offset,
-                file,
-                size: 0,
-                next_offset: base_offset,
-                max_timestamp: None,
-                synced_position: 0,
-                created_ms: now,
-                index: SegmentIndex::Building(IndexBuilder::default()),
-                trusted: false,
-                unsynced_index_files: Vec::new(),
-            },
-        );
+        inner
+            .segments
+            .insert(base_offset, Segment::empty(base_offset, file, now));
         inner.directory_dirty = true;
         tracing::debug!(base_offset, "rolled to a new segment");
         Ok(())

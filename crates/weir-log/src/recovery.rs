@@ -396,18 +396,7 @@ fn empty_segment(storage: &dyn Storage, base_offset: u64, now: u64) -> Result<Se
     file.set_len(0).map_err(|source| {
         LogError::io("truncating", segment::log_file_name(base_offset), source)
     })?;
-    Ok(Segment {
-        base_offset,
-        file,
-        size: 0,
-        next_offset: base_offset,
-        max_timestamp: None,
-        synced_position: 0,
-        created_ms: now,
-        index: SegmentIndex::Building(IndexBuilder::default()),
-        trusted: false,
-        unsynced_index_files: Vec::new(),
-    })
+    Ok(Segment::empty(base_offset, file, now))
 }
 
 fn trusted_segment(file: Arc<dyn weir_io::File>, summary: &SegmentSummary, now: u64) -> Segment {

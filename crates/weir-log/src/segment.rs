@@ -100,6 +100,22 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
+    /// A new, empty segment that will take appends.
+    pub fn empty(base_offset: u64, file: Arc<dyn File>, now: u64) -> Self {
+        Self {
+            base_offset,
+            file,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: None,
+            synced_position: 0,
+            created_ms: now,
+            index: SegmentIndex::Building(IndexBuilder::default()),
+            trusted: false,
+            unsynced_index_files: Vec::new(),
+        }
+    }
+
     pub fn name(&self) -> String {
         log_file_name(self.base_offset)
     }
