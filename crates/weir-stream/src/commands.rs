@@ -1,0 +1,1722 @@
+//! The stream commands, argument by argument as Redis parses them, so that
+//! replies and errors are Redis's, in the same order of checks.
+
+use std::sync::Arc;
+
+use crate::engine::{BlockedGroup, BlockedRead, Compatibility, Context, Engine, Outcome};
+use crate::group::{Group, Stream, ENTRIES_READ_UNKNOWN};
+use crate::id::{parse_id, parse_range_bound, parse_xadd_id, IdSpec, MissingSeq, StreamId};
+use crate::reply::{Error, Reply};
+use crate::stream::{Entry, TrimStrategy};
+
+type Args<'a, 'b> = &'a [&'b [u8]];
+
+/// A command of the table: name, arity (negative: at least), handler.
+struct Command {
+    name: &'static str,
+    arity: i32,
+    run: fn(&mut Engine, &Context, Args<'_, '_>) -> Outcome,
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "XADD",
+        arity: -5,
+        run: xadd,
+    },
+    Command {
+        name: "XRANGE",
+        arity: -4,
+        run: xrange,
+    },
+    Command {
+        name: "XREVRANGE",
+        arity: -4,
+        run: xrevrange,
+    },
+    Command {
+        name: "XLEN",
+        arity: 2,
+        run: xlen,
+    },
+    Command {
+        name: "XREAD",
+        arity: -4,
+        run: xread,
+    },
+    Command {
+        name: "XREADGROUP",
+        arity: -7,
+        run: xread,
+    },
+    Command {
+        name: "XGROUP",
+        arity: -2,
+        run: xgroup,
+    },
+    Command {
+        name: "XSETID",
+        arity: -3,
+        run: xsetid,
+    },
+    Command {
+        name: "XACK",
+        arity: -4,
+        run: xack,
+    },
+    Command {
+        name: "XPENDING",
+        arity: -3,
+        run: xpending,
+    },
+    Command {
+        name: "XCLAIM",
+        arity: -6,
+        run: xclaim,
+    },
+    Command {
+        name: "XAUTOCLAIM",
+        arity: -6,
+        run: xautoclaim,
+    },
+    Command {
+        name: "XINFO",
+        arity: -2,
+        run: crate::info::xinfo,
+    },
+    Command {
+        name: "XDEL",
+        arity: -3,
+        run: xdel,
+    },
+    Command {
+        name: "XTRIM",
+        arity: -4,
+        run: xtrim,
+    },
+    Command {
+        name: "DEL",
+        arity: -2,
+        run: del,
+    },
+    Command {
+        name: "UNLINK",
+        arity: -2,
+        run: del,
+    },
+    Command {
+        name: "EXISTS",
+        arity: -2,
+        run: exists,
+    },
+    Command {
+        name: "TYPE",
+        arity: 2,
+        run: type_command,
+    },
+];
+
+/// Whether the engine implements `name`.
+pub fn is_stream_command(name: &[u8]) -> bool {
+    COMMANDS
+        .iter()
+        .any(|command| name.eq_ignore_ascii_case(command.name.as_bytes()))
+}
+
+/// The names of the commands the engine implements, with their arities.
+pub fn command_table() -> impl Iterator<Item = (&'static str, i32)> {
+    COMMANDS.iter().map(|command| (command.name, command.arity))
+}
+
+pub(crate) fn dispatch(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+    let Some(name) = args.first() else {
+        return Error::err("empty command").into();
+    };
+    let Some(command) = COMMANDS
+        .iter()
+        .find(|command| name.eq_ignore_ascii_case(command.name.as_bytes()))
+    else {
+        return unknown_command(args).into();
+    };
+    let count = args.len() as i32;
+    let arity_ok = if command.arity >= 0 {
+        count == command.arity
+    } else {
+        count >= -command.arity
+    };
+    if !arity_ok {
+        return Error::arity(command.name).into();
+    }
+    (command.run)(engine, context, args)
+}
+
+/// Redis's reply to an unknown command.
+pub fn unknown_command(args: Args<'_, '_>) -> Error {
+    let mut listed = String::new();
+    for arg in args.iter().skip(1) {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        let text = String::from_utf8_lossy(arg);
+        let shown: String = text.chars().take(room).collect();
+        listed.push_str(&format!("'{shown}' "));
+    }
+    let name = String::from_utf8_lossy(args.first().copied().unwrap_or_default());
+    Error::err(format_args!(
+        "unknown command '{}', with args beginning with: {listed}",
+        name.chars().take(128).collect::<String>()
+    ))
+}
+
+fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Redis's `string2ll`: an optional `-`, no leading zeros, no `+`.
+pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    if bytes == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match bytes.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, bytes),
+    };
+    let first = *digits.first()?;
+    if !(b'1'..=b'9').contains(&first) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    if negative {
+        if value > i64::MAX as u64 + 1 {
+            return None;
+        }
+        Some((value as i64).wrapping_neg())
+    } else {
+        i64::try_from(value).ok()
+    }
+}
+
+fn integer(bytes: &[u8]) -> Result<i64, Error> {
+    parse_i64(bytes).ok_or(Error::NOT_AN_INTEGER)
+}
+
+fn integer_or(bytes: &[u8], message: &'static str) -> Result<i64, Error> {
+    parse_i64(bytes).ok_or(Error::fixed(message))
+}
+
+fn strict_id(bytes: &[u8]) -> Result<StreamId, Error> {
+    parse_id(bytes, MissingSeq::Zero, true)
+}
+
+fn id_reply(id: StreamId) -> Reply {
+    Reply::Bulk(id.to_bytes())
+}
+
+fn entry_reply(entry: &Entry<'_>) -> Reply {
+    let mut fields = Vec::with_capacity(entry.field_count() * 2);
+    for (name, value) in entry.fields() {
+        fields.push(Reply::Bulk(name.to_vec()));
+        fields.push(Reply::Bulk(value.to_vec()));
+    }
+    Reply::Array(vec![id_reply(entry.id), Reply::Array(fields)])
+}
+
+macro_rules! try_reply {
+    ($expression:expr) => {
+        match $expression {
+            Ok(value) => value,
+            Err(error) => return Outcome::Reply(Reply::Error(error)),
+        }
+    };
+}
+
+/// Parsed trimming options of XADD and XTRIM.
+#[derive(Clone, Debug, Default)]
+struct TrimArgs {
+    strategy: Option<TrimStrategy>,
+    approx: bool,
+    limit: u64,
+    /// Index of the threshold argument, to rewrite it for the log.
+    no_mkstream: bool,
+    id: Option<IdSpec>,
+    /// Index of the ID argument (XADD) or one past the last option.
+    position: usize,
+}
+
+fn parse_trim_args(
+    engine: &Engine,
+    context: &Context,
+    args: Args<'_, '_>,
+    xadd: bool,
+) -> Result<TrimArgs, Error> {
+    let mut parsed = TrimArgs::default();
+    let mut limit_given = false;
+    let mut limit: i64 = 0;
+    let mut index = 2;
+    while index < args.len() {
+        let more = args.len() - 1 - index;
+        let option = args[index];
+        if xadd && option == b"*" {
+            parsed.id = Some(IdSpec::Auto);
+            break;
+        } else if (is(option, "MAXLEN") || is(option, "MINID")) && more > 0 {
+            if parsed.strategy.is_some() {
+                return Err(Error::fixed(
+                    "ERR syntax error, MAXLEN and MINID options at the same time are not compatible",
+                ));
+            }
+            parsed.approx = false;
+            let next = args[index + 1];
+            if more >= 2 && next == b"~" {
+                parsed.approx = true;
+                index += 1;
+            } else if more >= 2 && next == b"=" {
+                index += 1;
+            }
+            let threshold = args[index + 1];
+            parsed.strategy = Some(if is(option, "MAXLEN") {
+                let maxlen = integer(threshold)?;
+                if maxlen < 0 {
+                    return Err(Error::fixed("ERR The MAXLEN argument must be >= 0."));
+                }
+                TrimStrategy::MaxLen(maxlen as u64)
+            } else {
+                TrimStrategy::MinId(strict_id(threshold)?)
+            });
+            index += 1;
+        } else if is(option, "LIMIT") && more > 0 {
+            limit = integer(args[index + 1])?;
+            if limit < 0 {
+                return Err(Error::fixed("ERR The LIMIT argument must be >= 0."));
+            }
+            limit_given = true;
+            index += 1;
+        } else if xadd && is(option, "NOMKSTREAM") {
+            parsed.no_mkstream = true;
+        } else if xadd {
+            parsed.id = Some(parse_xadd_id(option)?);
+            break;
+        } else {
+            return Err(Error::SYNTAX);
+        }
+        index += 1;
+    }
+    parsed.position = index;
+    if limit != 0 && parsed.strategy.is_none() {
+        return Err(Error::fixed(
+            "ERR syntax error, LIMIT cannot be used without specifying a trimming strategy",
+        ));
+    }
+    if !xadd && parsed.strategy.is_none() {
+        return Err(Error::fixed(
+            "ERR syntax error, XTRIM must be called with a trimming strategy",
+        ));
+    }
+    if context.replaying {
+        parsed.limit = 0;
+    } else if limit_given {
+        if !parsed.approx {
+            return Err(Error::fixed(
+                "ERR syntax error, LIMIT cannot be used without the special ~ option",
+            ));
+        }
+        parsed.limit = limit as u64;
+    } else if parsed.approx {
+        let per_node = engine.config.node_limits.max_entries;
+        parsed.limit = if per_node == 0 {
+            10_000
+        } else {
+            per_node.saturating_mul(100).clamp(1, 1_000_000)
+        };
+    }
+    Ok(parsed)
+}
+
+/// Trims and returns the exact threshold to log (the stream's length for
+/// MAXLEN, its first ID for MINID), so that a replay removes the same
+/// entries whatever its node layout.
+fn apply_trim(stream: &mut Stream, trim: &TrimArgs) -> (u64, Vec<u8>) {
+    let Some(strategy) = trim.strategy else {
+        return (0, Vec::new());
+    };
+    let removed = stream.entries.trim(strategy, trim.approx, trim.limit);
+    if removed > 0 {
+        stream.first_id = stream
+            .entries
+            .first()
+            .map_or(StreamId::MIN, |entry| entry.id);
+    }
+    let exact = match strategy {
+        TrimStrategy::MaxLen(_) => stream.entries.len().to_string().into_bytes(),
+        TrimStrategy::MinId(_) => stream
+            .entries
+            .first()
+            .map_or(StreamId::MAX, |entry| entry.id)
+            .to_bytes(),
+    };
+    (removed, exact)
+}
+
+fn trim_propagation(key: &[u8], strategy: TrimStrategy, exact: Vec<u8>) -> Vec<Vec<u8>> {
+    let name = match strategy {
+        TrimStrategy::MaxLen(_) => b"MAXLEN".to_vec(),
+        TrimStrategy::MinId(_) => b"MINID".to_vec(),
+    };
+    vec![b"XTRIM".to_vec(), key.to_vec(), name, b"=".to_vec(), exact]
+}
+
+fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+    let trim = try_reply!(parse_trim_args(engine, context, args, true));
+    let field_start = trim.position + 1;
+    let fields_given = args.len().saturating_sub(field_start);
+    if args.len() < field_start + 2 || fields_given % 2 == 1 {
+        return Error::arity("XADD").into();
+    }
+    let id_spec = trim.id.unwrap_or(IdSpec::Auto);
+    if id_spec == IdSpec::Explicit(StreamId::MIN) {
+        return Error::fixed("ERR The ID specified in XADD must be greater than 0-0").into();
+    }
+    let key = args[1];
+    if trim.no_mkstream && !engine.keys.contains_key(key) {
+        return Reply::NullBulk.into();
+    }
+    let now = engine.now;
+    let limits = engine.config.node_limits;
+    let stream = engine.keys.entry(key.to_vec()).or_default();
+    if stream.last_id == StreamId::MAX {
+        return Error::fixed(
+            "ERR The stream has exhausted the last possible ID, unable to add more items",
+        )
+        .into();
+    }
+    let id = match id_spec {
+        IdSpec::Auto => {
+            if now > stream.last_id.ms {
+                StreamId::new(now, 0)
+            } else {
+                // Not MAX: checked above.
+                stream.last_id.next().unwrap_or(StreamId::MAX)
+            }
+        }
+        IdSpec::AutoSeq(ms) => {
+            if ms == stream.last_id.ms {
+                if stream.last_id.seq == u64::MAX {
+                    return smaller_id_error();
+                }
+                StreamId::new(ms, stream.last_id.seq + 1)
+            } else {
+                StreamId::new(ms, 0)
+            }
+        }
+        IdSpec::Explicit(id) => id,
+    };
+    if id <= stream.last_id {
+        return smaller_id_error();
+    }
+    let fields: Vec<(&[u8], &[u8])> = args[field_start..]
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
+    if stream.entries.is_empty() {
+        stream.first_id = id;
+    }
+    stream.entries.append(id, &fields, limits);
+    stream.last_id = id;
+    stream.entries_added += 1;
+    let (_, exact) = apply_trim(stream, &trim);
+    let mut logged = Vec::with_capacity(args.len());
+    logged.push(b"XADD".to_vec());
+    logged.push(key.to_vec());
+    logged.push(id.to_bytes());
+    logged.extend(args[field_start..].iter().map(|arg| arg.to_vec()));
+    engine.propagate(logged);
+    if let Some(strategy) = trim.strategy {
+        engine.propagate(trim_propagation(key, strategy, exact));
+    }
+    engine.signal_ready(key);
+    id_reply(id).into()
+}
+
+fn smaller_id_error() -> Outcome {
+    Error::fixed("ERR The ID specified in XADD is equal or smaller than the target stream top item")
+        .into()
+}
+
+fn xtrim(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+    let trim = try_reply!(parse_trim_args(engine, context, args, false));
+    let key = args[1];
+    let Some(stream) = engine.keys.get_mut(key) else {
+        return Reply::Integer(0).into();
+    };
+    let (removed, exact) = apply_trim(stream, &trim);
+    if let Some(strategy) = trim.strategy {
+        engine.propagate(trim_propagation(key, strategy, exact));
+    }
+    Reply::Integer(removed as i64).into()
+}
+
+fn xrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    range_command(engine, args, false)
+}
+
+fn xrevrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    range_command(engine, args, true)
+}
+
+fn range_command(engine: &mut Engine, args: Args<'_, '_>, reverse: bool) -> Outcome {
+    let (start_arg, end_arg) = if reverse {
+        (args[3], args[2])
+    } else {
+        (args[2], args[3])
+    };
+    let start = try_reply!(parse_range_bound(start_arg, MissingSeq::Zero));
+    let end = try_reply!(parse_range_bound(end_arg, MissingSeq::Max));
+    let mut count: Option<i64> = None;
+    let mut index = 4;
+    while index < args.len() {
+        if is(args[index], "COUNT") && index + 1 < args.len() {
+            count = Some(try_reply!(integer(args[index + 1])).max(0));
+            index += 2;
+        } else {
+            return Error::SYNTAX.into();
+        }
+    }
+    let Some(stream) = engine.keys.get(args[1]) else {
+        return Reply::Array(Vec::new()).into();
+    };
+    if count == Some(0) {
+        return Reply::NullArray.into();
+    }
+    let limit = count.map_or(usize::MAX, |count| count as usize);
+    let entries = stream
+        .entries
+        .range(start, end, reverse)
+        .take(limit)
+        .map(|entry| entry_reply(&entry))
+        .collect();
+    Reply::Array(entries).into()
+}
+
+fn xlen(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let length = engine
+        .keys
+        .get(args[1])
+        .map_or(0, |stream| stream.entries.len());
+    Reply::Integer(length as i64).into()
+}
+
+fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let key = args[1];
+    // Redis 7.0 looks the key up before checking the IDs.
+    if engine.config.compatibility == Compatibility::Redis70 && !engine.keys.contains_key(key) {
+        return Reply::Integer(0).into();
+    }
+    let ids: Vec<StreamId> = try_reply!(args[2..].iter().map(|arg| strict_id(arg)).collect());
+    let Some(stream) = engine.keys.get_mut(key) else {
+        return Reply::Integer(0).into();
+    };
+    let mut deleted = 0;
+    let mut first_deleted = false;
+    for id in ids {
+        if stream.entries.delete(id) {
+            if id == stream.first_id {
+                first_deleted = true;
+            }
+            if id > stream.max_deleted_entry_id {
+                stream.max_deleted_entry_id = id;
+            }
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        if stream.entries.is_empty() {
+            stream.first_id = StreamId::MIN;
+        } else if first_deleted {
+            stream.first_id = stream
+                .entries
+                .first()
+                .map_or(StreamId::MIN, |entry| entry.id);
+        }
+        let mut logged = vec![b"XDEL".to_vec(), key.to_vec()];
+        logged.extend(args[2..].iter().map(|arg| arg.to_vec()));
+        engine.propagate(logged);
+    }
+    Reply::Integer(deleted).into()
+}
+
+fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let mut removed = 0;
+    for key in &args[1..] {
+        if engine.keys.remove(*key).is_some() {
+            removed += 1;
+            engine.signal_ready(key);
+            engine.propagate(vec![b"DEL".to_vec(), key.to_vec()]);
+        }
+    }
+    Reply::Integer(removed).into()
+}
+
+fn exists(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let count = args[1..]
+        .iter()
+        .filter(|key| engine.keys.contains_key(**key))
+        .count();
+    Reply::Integer(count as i64).into()
+}
+
+fn type_command(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let kind = if engine.keys.contains_key(args[1]) {
+        "stream"
+    } else {
+        "none"
+    };
+    Reply::Simple(kind.into()).into()
+}
+
+fn xsetid(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let id = try_reply!(strict_id(args[2]));
+    let mut entries_added: Option<u64> = None;
+    let mut max_deleted = StreamId::MIN;
+    let mut index = 3;
+    while index < args.len() {
+        let more = args.len() - 1 - index;
+        if is(args[index], "ENTRIESADDED") && more > 0 {
+            let value = try_reply!(integer(args[index + 1]));
+            if value < 0 {
+                return Error::fixed("ERR entries_added must be positive").into();
+            }
+            entries_added = Some(value as u64);
+            index += 2;
+        } else if is(args[index], "MAXDELETEDID") && more > 0 {
+            max_deleted = try_reply!(strict_id(args[index + 1]));
+            if id < max_deleted {
+                return Error::fixed(
+                    "ERR The ID specified in XSETID is smaller than the provided max_deleted_entry_id",
+                )
+                .into();
+            }
+            index += 2;
+        } else {
+            return Error::SYNTAX.into();
+        }
+    }
+    let compatibility = engine.config.compatibility;
+    let key = args[1];
+    let Some(stream) = engine.keys.get_mut(key) else {
+        return Error::NO_SUCH_KEY.into();
+    };
+    if compatibility == Compatibility::Redis74 && id < stream.max_deleted_entry_id {
+        return Error::fixed(
+            "ERR The ID specified in XSETID is smaller than current max_deleted_entry_id",
+        )
+        .into();
+    }
+    if !stream.entries.is_empty() {
+        if id < stream.last_live_id() {
+            return Error::fixed(
+                "ERR The ID specified in XSETID is smaller than the target stream top item",
+            )
+            .into();
+        }
+        if entries_added.is_some_and(|added| stream.entries.len() > added) {
+            return Error::fixed(
+                "ERR The entries_added specified in XSETID is smaller than the target stream length",
+            )
+            .into();
+        }
+    }
+    stream.last_id = id;
+    if let Some(added) = entries_added {
+        stream.entries_added = added;
+    }
+    if !max_deleted.is_zero() {
+        stream.max_deleted_entry_id = max_deleted;
+    }
+    engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+    Reply::OK.into()
+}
+
+// ---------------------------------------------------------------------------
+// Consumer groups.
+// ---------------------------------------------------------------------------
+
+fn subcommand_error(args: Args<'_, '_>, container: &str) -> Outcome {
+    Error::err(format_args!(
+        "unknown subcommand or wrong number of arguments for '{}'. Try {container} HELP.",
+        String::from_utf8_lossy(args[1])
+            .chars()
+            .take(128)
+            .collect::<String>()
+    ))
+    .into()
+}
+
+/// Checks a container subcommand's arity the way Redis's command table
+/// does; `None` when it is fine.
+pub(crate) fn subcommand_arity(
+    args: Args<'_, '_>,
+    container: &str,
+    table: &[(&str, i32)],
+) -> Option<Outcome> {
+    let Some((name, arity)) = table.iter().find(|(name, _)| is(args[1], name)) else {
+        return Some(
+            Error::err(format_args!(
+                "unknown subcommand '{}'. Try {container} HELP.",
+                String::from_utf8_lossy(args[1])
+                    .chars()
+                    .take(128)
+                    .collect::<String>()
+            ))
+            .into(),
+        );
+    };
+    let count = args.len() as i32;
+    let ok = if *arity >= 0 {
+        count == *arity
+    } else {
+        count >= -arity
+    };
+    if ok {
+        None
+    } else {
+        Some(
+            Error::err(format_args!(
+                "wrong number of arguments for '{}|{}' command",
+                container.to_ascii_lowercase(),
+                name.to_ascii_lowercase()
+            ))
+            .into(),
+        )
+    }
+}
+
+fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    const TABLE: &[(&str, i32)] = &[
+        ("CREATE", -5),
+        ("SETID", -5),
+        ("DESTROY", 4),
+        ("CREATECONSUMER", 5),
+        ("DELCONSUMER", 5),
+        ("HELP", 2),
+    ];
+    if let Some(error) = subcommand_arity(args, "XGROUP", TABLE) {
+        return error;
+    }
+    let subcommand = args[1];
+    if is(subcommand, "HELP") {
+        return help(&[
+            "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CREATE <key> <groupname> <id|$> [option]",
+            "    Create a new consumer group. Options are:",
+            "    * MKSTREAM",
+            "      Create the empty stream if it does not exist.",
+            "    * ENTRIESREAD entries_read",
+            "      Set the group's entries_read counter (internal use).",
+            "CREATECONSUMER <key> <groupname> <consumer>",
+            "    Create a new consumer in the specified group.",
+            "DELCONSUMER <key> <groupname> <consumer>",
+            "    Remove the specified consumer.",
+            "DESTROY <key> <groupname>",
+            "    Remove the specified group.",
+            "SETID <key> <groupname> <id|$> [ENTRIESREAD entries_read]",
+            "    Set the current group ID and entries_read counter.",
+            "HELP",
+            "    Print this help.",
+        ]);
+    }
+    let mut mkstream = false;
+    let mut entries_read = ENTRIES_READ_UNKNOWN;
+    if is(subcommand, "CREATE") {
+        let mut index = 5;
+        while index < args.len() {
+            if is(args[index], "MKSTREAM") {
+                mkstream = true;
+                index += 1;
+            } else if is(args[index], "ENTRIESREAD") && index + 1 < args.len() {
+                entries_read = try_reply!(integer(args[index + 1]));
+                if entries_read < 0 && entries_read != ENTRIES_READ_UNKNOWN {
+                    return Error::fixed("ERR value for ENTRIESREAD must be positive or -1").into();
+                }
+                index += 2;
+            } else {
+                return subcommand_error(args, "XGROUP");
+            }
+        }
+    }
+    if is(subcommand, "SETID") && args.len() == 7 {
+        let Some(value) = is(args[5], "ENTRIESREAD")
+            .then(|| parse_i64(args[6]))
+            .flatten()
+        else {
+            return Error::SYNTAX.into();
+        };
+        if value < 0 && value != ENTRIES_READ_UNKNOWN {
+            return Error::fixed("ERR value for ENTRIESREAD must be positive or -1").into();
+        }
+        entries_read = value;
+    }
+    let key = args[2];
+    let group_name = args[3];
+    let exists = engine.keys.contains_key(key);
+    if !mkstream && !exists {
+        return Error::fixed(
+            "ERR The XGROUP subcommand requires the key to exist. Note that for CREATE you may want to use the MKSTREAM option to create an empty stream automatically.",
+        )
+        .into();
+    }
+    let group_exists = engine
+        .keys
+        .get(key)
+        .is_some_and(|stream| stream.groups.contains_key(group_name));
+    let needs_group = ["SETID", "CREATECONSUMER", "DELCONSUMER"]
+        .iter()
+        .any(|name| is(subcommand, name));
+    if needs_group && !group_exists {
+        return Error::no_group(key, group_name).into();
+    }
+    let now = engine.now;
+    if is(subcommand, "CREATE") && args.len() <= 8 {
+        let id = if args[4] == b"$" {
+            engine
+                .keys
+                .get(key)
+                .map_or(StreamId::MIN, |stream| stream.last_id)
+        } else {
+            try_reply!(strict_id(args[4]))
+        };
+        let stream = engine.keys.entry(key.to_vec()).or_default();
+        if stream.groups.contains_key(group_name) {
+            return Error::BUSY_GROUP.into();
+        }
+        stream
+            .groups
+            .insert(group_name.to_vec(), Group::new(id, entries_read));
+        engine.propagate(vec![
+            b"XGROUP".to_vec(),
+            b"CREATE".to_vec(),
+            key.to_vec(),
+            group_name.to_vec(),
+            id.to_bytes(),
+            b"MKSTREAM".to_vec(),
+            b"ENTRIESREAD".to_vec(),
+            entries_read.to_string().into_bytes(),
+        ]);
+        return Reply::OK.into();
+    }
+    if is(subcommand, "SETID") && (args.len() == 5 || args.len() == 7) {
+        let id = if args[4] == b"$" {
+            engine
+                .keys
+                .get(key)
+                .map_or(StreamId::MIN, |stream| stream.last_id)
+        } else {
+            try_reply!(parse_id(args[4], MissingSeq::Zero, false))
+        };
+        if let Some(group) = group_mut(engine, key, group_name) {
+            group.last_id = id;
+            group.entries_read = entries_read;
+        }
+        propagate_group_id(engine, key, group_name);
+        return Reply::OK.into();
+    }
+    if is(subcommand, "DESTROY") {
+        let removed = engine
+            .keys
+            .get_mut(key)
+            .is_some_and(|stream| stream.groups.remove(group_name).is_some());
+        if removed {
+            engine.propagate(vec![
+                b"XGROUP".to_vec(),
+                b"DESTROY".to_vec(),
+                key.to_vec(),
+                group_name.to_vec(),
+            ]);
+            engine.signal_ready(key);
+        }
+        return Reply::Integer(i64::from(removed)).into();
+    }
+    if is(subcommand, "CREATECONSUMER") {
+        let consumer = args[4];
+        let created = group_mut(engine, key, group_name)
+            .map(|group| group.consumer_entry(consumer, now).1)
+            .unwrap_or(false);
+        if created {
+            engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+        }
+        return Reply::Integer(i64::from(created)).into();
+    }
+    if is(subcommand, "DELCONSUMER") {
+        let consumer = args[4];
+        let mut pending = 0;
+        let mut existed = false;
+        if let Some(group) = group_mut(engine, key, group_name) {
+            if let Some(removed) = group.consumers.remove(consumer) {
+                existed = true;
+                pending = removed.pending.len();
+                for id in &removed.pending {
+                    group.pending.remove(id);
+                }
+            }
+        }
+        if existed {
+            engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+        }
+        return Reply::Integer(pending as i64).into();
+    }
+    subcommand_error(args, "XGROUP")
+}
+
+pub(crate) fn help(lines: &[&str]) -> Outcome {
+    Reply::Array(
+        lines
+            .iter()
+            .map(|line| Reply::Simple(line.to_string().into()))
+            .collect(),
+    )
+    .into()
+}
+
+fn group_mut<'a>(engine: &'a mut Engine, key: &[u8], group: &[u8]) -> Option<&'a mut Group> {
+    engine.keys.get_mut(key)?.groups.get_mut(group)
+}
+
+/// Logs a group's last ID and read counter.
+fn propagate_group_id(engine: &mut Engine, key: &[u8], group_name: &[u8]) {
+    let Some(group) = engine
+        .keys
+        .get(key)
+        .and_then(|stream| stream.groups.get(group_name))
+    else {
+        return;
+    };
+    let command = vec![
+        b"XGROUP".to_vec(),
+        b"SETID".to_vec(),
+        key.to_vec(),
+        group_name.to_vec(),
+        group.last_id.to_bytes(),
+        b"ENTRIESREAD".to_vec(),
+        group.entries_read.to_string().into_bytes(),
+    ];
+    engine.propagate(command);
+}
+
+/// Logs the state of one pending entry as Redis propagates a delivery.
+fn propagate_claim(engine: &mut Engine, key: &[u8], group_name: &[u8], id: StreamId) {
+    let Some(group) = engine
+        .keys
+        .get(key)
+        .and_then(|stream| stream.groups.get(group_name))
+    else {
+        return;
+    };
+    let Some(pending) = group.pending.get(&id) else {
+        // It left the PEL: log that as an acknowledgement.
+        engine.propagate(vec![
+            b"XACK".to_vec(),
+            key.to_vec(),
+            group_name.to_vec(),
+            id.to_bytes(),
+        ]);
+        return;
+    };
+    let command = vec![
+        b"XCLAIM".to_vec(),
+        key.to_vec(),
+        group_name.to_vec(),
+        pending.consumer.to_vec(),
+        b"0".to_vec(),
+        id.to_bytes(),
+        b"TIME".to_vec(),
+        pending.delivery_time.to_string().into_bytes(),
+        b"RETRYCOUNT".to_vec(),
+        pending.delivery_count.to_string().into_bytes(),
+        b"FORCE".to_vec(),
+        b"JUSTID".to_vec(),
+        b"LASTID".to_vec(),
+        group.last_id.to_bytes(),
+    ];
+    engine.propagate(command);
+}
+
+fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let key = args[1];
+    let group_name = args[2];
+    if group_mut(engine, key, group_name).is_none() {
+        return Reply::Integer(0).into();
+    }
+    let ids: Vec<StreamId> = try_reply!(args[3..].iter().map(|arg| strict_id(arg)).collect());
+    let mut acknowledged = 0;
+    if let Some(group) = group_mut(engine, key, group_name) {
+        for id in ids {
+            if group.acknowledge(id) {
+                acknowledged += 1;
+            }
+        }
+    }
+    if acknowledged > 0 {
+        engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+    }
+    Reply::Integer(acknowledged).into()
+}
+
+fn xpending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let summary = args.len() == 3;
+    if args.len() != 3 && !(6..=9).contains(&args.len()) {
+        return Error::SYNTAX.into();
+    }
+    let mut start = StreamId::MIN;
+    let mut end = StreamId::MAX;
+    let mut count: i64 = 0;
+    let mut min_idle: i64 = 0;
+    let mut consumer: Option<&[u8]> = None;
+    if args.len() >= 6 {
+        let mut index = 3;
+        if is(args[3], "IDLE") {
+            min_idle = try_reply!(integer(args[4]));
+            if args.len() < 8 {
+                return Error::SYNTAX.into();
+            }
+            index += 2;
+        }
+        count = try_reply!(integer(args[index + 2])).max(0);
+        start = try_reply!(parse_range_bound(args[index], MissingSeq::Zero));
+        end = try_reply!(parse_range_bound(args[index + 1], MissingSeq::Max));
+        if index + 3 < args.len() {
+            consumer = Some(args[index + 3]);
+        }
+    }
+    let key = args[1];
+    let group_name = args[2];
+    let Some(group) = engine
+        .keys
+        .get(key)
+        .and_then(|stream| stream.groups.get(group_name))
+    else {
+        return no_key_or_group(key, group_name, "").into();
+    };
+    if summary {
+        if group.pending.is_empty() {
+            return Reply::Array(vec![
+                Reply::Integer(0),
+                Reply::NullBulk,
+                Reply::NullBulk,
+                Reply::NullArray,
+            ])
+            .into();
+        }
+        let first = group.pending.keys().next().copied().unwrap_or_default();
+        let last = group
+            .pending
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or_default();
+        let consumers = group
+            .consumers
+            .iter()
+            .filter(|(_, consumer)| !consumer.pending.is_empty())
+            .map(|(name, consumer)| {
+                Reply::Array(vec![
+                    Reply::Bulk(name.to_vec()),
+                    Reply::Bulk(consumer.pending.len().to_string().into_bytes()),
+                ])
+            })
+            .collect();
+        return Reply::Array(vec![
+            Reply::Integer(group.pending.len() as i64),
+            id_reply(first),
+            id_reply(last),
+            Reply::Array(consumers),
+        ])
+        .into();
+    }
+    let now = engine.now;
+    let ids: Vec<StreamId> = match consumer {
+        Some(name) => match group.consumers.get(name) {
+            None => return Reply::Array(Vec::new()).into(),
+            Some(consumer) => consumer.pending.range(start..).copied().collect(),
+        },
+        None => group.pending.range(start..).map(|(id, _)| *id).collect(),
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        if count == 0 || id > end {
+            break;
+        }
+        let Some(pending) = group.pending.get(&id) else {
+            continue;
+        };
+        let idle = now as i64 - pending.delivery_time as i64;
+        if min_idle != 0 && idle < min_idle {
+            continue;
+        }
+        count -= 1;
+        rows.push(Reply::Array(vec![
+            id_reply(id),
+            Reply::Bulk(pending.consumer.to_vec()),
+            Reply::Integer(idle.max(0)),
+            Reply::Integer(pending.delivery_count as i64),
+        ]));
+    }
+    Reply::Array(rows).into()
+}
+
+fn no_key_or_group(key: &[u8], group: &[u8], suffix: &str) -> Error {
+    Error(std::borrow::Cow::Owned(format!(
+        "NOGROUP No such key '{}' or consumer group '{}'{suffix}",
+        String::from_utf8_lossy(key),
+        String::from_utf8_lossy(group)
+    )))
+}
+
+fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let key = args[1];
+    let group_name = args[2];
+    let consumer_name = args[3];
+    if group_mut(engine, key, group_name).is_none() {
+        return no_key_or_group(key, group_name, "").into();
+    }
+    let min_idle = try_reply!(integer_or(
+        args[4],
+        "ERR Invalid min-idle-time argument for XCLAIM"
+    ))
+    .max(0);
+    let mut ids = Vec::new();
+    let mut index = 5;
+    while index < args.len() {
+        match strict_id(args[index]) {
+            Ok(id) => ids.push(id),
+            Err(_) => break,
+        }
+        index += 1;
+    }
+    let now = engine.now as i64;
+    let mut delivery_time: Option<i64> = None;
+    let mut retry_count: Option<i64> = None;
+    let mut force = false;
+    let mut just_id = false;
+    let mut last_id = StreamId::MIN;
+    while index < args.len() {
+        let more = args.len() - 1 - index;
+        let option = args[index];
+        if is(option, "FORCE") {
+            force = true;
+        } else if is(option, "JUSTID") {
+            just_id = true;
+        } else if is(option, "IDLE") && more > 0 {
+            index += 1;
+            let idle = try_reply!(integer_or(
+                args[index],
+                "ERR Invalid IDLE option argument for XCLAIM"
+            ));
+            delivery_time = Some(now - idle);
+        } else if is(option, "TIME") && more > 0 {
+            index += 1;
+            delivery_time = Some(try_reply!(integer_or(
+                args[index],
+                "ERR Invalid TIME option argument for XCLAIM"
+            )));
+        } else if is(option, "RETRYCOUNT") && more > 0 {
+            index += 1;
+            retry_count = Some(try_reply!(integer_or(
+                args[index],
+                "ERR Invalid RETRYCOUNT option argument for XCLAIM"
+            )));
+        } else if is(option, "LASTID") && more > 0 {
+            index += 1;
+            last_id = try_reply!(strict_id(args[index]));
+        } else {
+            return Error::err(format_args!(
+                "Unrecognized XCLAIM option '{}'",
+                String::from_utf8_lossy(option)
+            ))
+            .into();
+        }
+        index += 1;
+    }
+    let delivery_time = match delivery_time {
+        Some(time) if time >= 0 && time <= now => time as u64,
+        _ => now as u64,
+    };
+    let now = now as u64;
+    let stream = engine.keys.get_mut(key).expect("checked above");
+    let group = stream.groups.get_mut(group_name).expect("checked above");
+    let mut propagate_last_id = false;
+    if last_id > group.last_id {
+        group.last_id = last_id;
+        propagate_last_id = true;
+    }
+    let mut claimed: Vec<StreamId> = Vec::new();
+    let mut dropped: Vec<StreamId> = Vec::new();
+    let mut consumer: Option<Arc<[u8]>> = None;
+    for id in ids {
+        let exists = stream.entries.get(id).is_some();
+        let group = stream.groups.get_mut(group_name).expect("checked above");
+        if !exists {
+            if group.acknowledge(id) {
+                dropped.push(id);
+            }
+            continue;
+        }
+        let pending = group.pending.get(&id).cloned();
+        if pending.is_none() && !force {
+            continue;
+        }
+        if let Some(pending) = &pending {
+            if min_idle != 0 {
+                let idle = now as i64 - pending.delivery_time as i64;
+                if idle < min_idle {
+                    continue;
+                }
+            }
+        }
+        let owner = match &consumer {
+            Some(owner) => Arc::clone(owner),
+            None => {
+                let (owner, _) = group.consumer_entry(consumer_name, now);
+                if let Some(state) = group.consumers.get_mut(&owner) {
+                    state.seen_time = now;
+                }
+                consumer = Some(Arc::clone(&owner));
+                owner
+            }
+        };
+        // A pending entry made by FORCE starts with one delivery.
+        let previous_count = pending.as_ref().map_or(1, |pending| pending.delivery_count);
+        let delivery_count = match retry_count {
+            Some(count) if count >= 0 => count as u64,
+            _ if just_id => previous_count,
+            _ => previous_count + 1,
+        };
+        group.assign(id, &owner, delivery_time, delivery_count);
+        if let Some(state) = group.consumers.get_mut(&owner) {
+            state.active_time = Some(now);
+        }
+        claimed.push(id);
+    }
+    let replies = claimed
+        .iter()
+        .map(|id| {
+            if just_id {
+                id_reply(*id)
+            } else {
+                stream
+                    .entries
+                    .get(*id)
+                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
+            }
+        })
+        .collect();
+    for id in dropped.iter().chain(&claimed) {
+        propagate_claim(engine, key, group_name, *id);
+    }
+    if propagate_last_id && dropped.is_empty() && claimed.is_empty() {
+        propagate_group_id(engine, key, group_name);
+    }
+    Reply::Array(replies).into()
+}
+
+fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let min_idle = try_reply!(integer_or(
+        args[4],
+        "ERR Invalid min-idle-time argument for XAUTOCLAIM"
+    ))
+    .max(0);
+    let start = try_reply!(parse_range_bound(args[5], MissingSeq::Zero));
+    let mut count: i64 = 100;
+    let mut just_id = false;
+    let mut index = 6;
+    while index < args.len() {
+        let more = args.len() - 1 - index;
+        if is(args[index], "COUNT") && more > 0 {
+            let max = i64::MAX / 16;
+            count = match parse_i64(args[index + 1]) {
+                Some(value) if (1..=max).contains(&value) => value,
+                _ => return Error::fixed("ERR COUNT must be > 0").into(),
+            };
+            index += 1;
+        } else if is(args[index], "JUSTID") {
+            just_id = true;
+        } else {
+            return Error::SYNTAX.into();
+        }
+        index += 1;
+    }
+    let key = args[1];
+    let group_name = args[2];
+    let consumer_name = args[3];
+    if group_mut(engine, key, group_name).is_none() {
+        return no_key_or_group(key, group_name, "").into();
+    }
+    let now = engine.now;
+    let stream = engine.keys.get_mut(key).expect("checked above");
+    let candidates: Vec<StreamId> = stream
+        .groups
+        .get(group_name)
+        .expect("checked above")
+        .pending
+        .range(start..)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut attempts = count.saturating_mul(10);
+    let mut claimed = Vec::new();
+    let mut deleted = Vec::new();
+    let mut consumer: Option<Arc<[u8]>> = None;
+    let mut examined = 0;
+    while attempts > 0 && count > 0 && examined < candidates.len() {
+        attempts -= 1;
+        let id = candidates[examined];
+        examined += 1;
+        let exists = stream.entries.get(id).is_some();
+        let group = stream.groups.get_mut(group_name).expect("checked above");
+        if !exists {
+            group.acknowledge(id);
+            deleted.push(id);
+            count -= 1;
+            continue;
+        }
+        let Some(pending) = group.pending.get(&id).cloned() else {
+            continue;
+        };
+        if min_idle != 0 && (now as i64 - pending.delivery_time as i64) < min_idle {
+            continue;
+        }
+        let owner = match &consumer {
+            Some(owner) => Arc::clone(owner),
+            None => {
+                let (owner, _) = group.consumer_entry(consumer_name, now);
+                if let Some(state) = group.consumers.get_mut(&owner) {
+                    state.seen_time = now;
+                }
+                consumer = Some(Arc::clone(&owner));
+                owner
+            }
+        };
+        let delivery_count = pending.delivery_count + u64::from(!just_id);
+        group.assign(id, &owner, now, delivery_count);
+        if let Some(state) = group.consumers.get_mut(&owner) {
+            state.active_time = Some(now);
+        }
+        claimed.push(id);
+        count -= 1;
+    }
+    let cursor = candidates.get(examined).copied().unwrap_or(StreamId::MIN);
+    let replies = claimed
+        .iter()
+        .map(|id| {
+            if just_id {
+                id_reply(*id)
+            } else {
+                stream
+                    .entries
+                    .get(*id)
+                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
+            }
+        })
+        .collect();
+    for id in deleted.iter().chain(&claimed) {
+        propagate_claim(engine, key, group_name, *id);
+    }
+    Reply::Array(vec![
+        id_reply(cursor),
+        Reply::Array(replies),
+        Reply::Array(deleted.iter().map(|id| id_reply(*id)).collect()),
+    ])
+    .into()
+}
+
+// ---------------------------------------------------------------------------
+// XREAD and XREADGROUP.
+// ---------------------------------------------------------------------------
+
+fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+    let group_command = is(args[0], "XREADGROUP");
+    let full_name = if group_command { "xreadgroup" } else { "xread" };
+    let mut timeout: Option<i64> = None;
+    let mut count: i64 = 0;
+    let mut streams_at = 0;
+    let mut streams = 0;
+    let mut noack = false;
+    let mut group: Option<(&[u8], &[u8])> = None;
+    let mut index = 1;
+    while index < args.len() {
+        let more = args.len() - index - 1;
+        let option = args[index];
+        if is(option, "BLOCK") && more > 0 {
+            index += 1;
+            let value = try_reply!(integer_or(
+                args[index],
+                "ERR timeout is not an integer or out of range"
+            ));
+            if value < 0 {
+                return Error::fixed("ERR timeout is negative").into();
+            }
+            timeout = Some(value);
+        } else if is(option, "COUNT") && more > 0 {
+            index += 1;
+            count = try_reply!(integer(args[index])).max(0);
+        } else if is(option, "STREAMS") && more > 0 {
+            streams_at = index + 1;
+            let remaining = args.len() - streams_at;
+            if remaining % 2 != 0 {
+                let symbol = if group_command { '>' } else { '$' };
+                return Error::err(format_args!(
+                    "Unbalanced '{full_name}' list of streams: for each stream key an ID or '{symbol}' must be specified."
+                ))
+                .into();
+            }
+            streams = remaining / 2;
+            break;
+        } else if is(option, "GROUP") && more >= 2 {
+            if !group_command {
+                return Error::fixed(
+                    "ERR The GROUP option is only supported by XREADGROUP. You called XREAD instead.",
+                )
+                .into();
+            }
+            group = Some((args[index + 1], args[index + 2]));
+            index += 2;
+        } else if is(option, "NOACK") {
+            if !group_command {
+                return Error::fixed(
+                    "ERR The NOACK option is only supported by XREADGROUP. You called XREAD instead.",
+                )
+                .into();
+            }
+            noack = true;
+        } else {
+            return Error::SYNTAX.into();
+        }
+        index += 1;
+    }
+    if streams_at == 0 {
+        return Error::SYNTAX.into();
+    }
+    if group_command && group.is_none() {
+        return Error::fixed("ERR Missing GROUP option for XREADGROUP").into();
+    }
+    let keys: Vec<&[u8]> = args[streams_at..streams_at + streams].to_vec();
+    let mut ids: Vec<StreamId> = Vec::with_capacity(streams);
+    for (position, id_arg) in args[streams_at + streams..].iter().enumerate() {
+        let key = keys[position];
+        let stream = engine.keys.get(key);
+        if let Some((group_name, _)) = group {
+            if stream.is_none_or(|stream| !stream.groups.contains_key(group_name)) {
+                return no_key_or_group(key, group_name, " in XREADGROUP with GROUP option").into();
+            }
+        }
+        if *id_arg == b"$" {
+            if group_command {
+                return Error::fixed(
+                    "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.",
+                )
+                .into();
+            }
+            ids.push(stream.map_or(StreamId::MIN, |stream| stream.last_id));
+            continue;
+        }
+        if *id_arg == b">" {
+            if !group_command {
+                return Error::fixed(
+                    "ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option.",
+                )
+                .into();
+            }
+            ids.push(StreamId::MAX);
+            continue;
+        }
+        if *id_arg == b"+"
+            && !group_command
+            && engine.config.compatibility == Compatibility::Redis74
+        {
+            // The last entry itself: read after the one before it.
+            let before = stream
+                .and_then(|stream| stream.entries.last())
+                .and_then(|entry| entry.id.prev());
+            ids.push(before.unwrap_or(StreamId::MAX));
+            continue;
+        }
+        ids.push(try_reply!(strict_id(id_arg)));
+    }
+    let count = count as usize;
+    let mut served = Vec::new();
+    for (position, key) in keys.iter().enumerate() {
+        if let Some(reply) = serve_key(engine, key, ids[position], group, noack, count, true) {
+            served.push((Reply::Bulk(key.to_vec()), reply));
+        }
+    }
+    if !served.is_empty() {
+        return Reply::PairMap(served).into();
+    }
+    match timeout {
+        Some(timeout) if !context.no_blocking && !context.replaying => {
+            let blocked_group = group.map(|(group, consumer)| BlockedGroup {
+                group: group.to_vec(),
+                consumer: consumer.to_vec(),
+                noack,
+            });
+            let read = BlockedRead {
+                keys: keys.iter().map(|key| key.to_vec()).collect(),
+                ids,
+                group: blocked_group,
+                count,
+                deadline_ms: (timeout > 0).then(|| engine.now + timeout as u64),
+            };
+            engine.unblock(context.client);
+            for key in &read.keys {
+                engine
+                    .blocked_on_key
+                    .entry(key.clone())
+                    .or_default()
+                    .push_back(context.client);
+            }
+            engine.blocked.insert(context.client, read);
+            Outcome::Blocked
+        }
+        _ => Reply::NullArray.into(),
+    }
+}
+
+/// Serves one key of an XREAD/XREADGROUP; `None` if there is nothing to
+/// serve (so the key is left out of the reply). `synchronous` is false when
+/// serving a blocked client, where only `>` reads are possible.
+fn serve_key(
+    engine: &mut Engine,
+    key: &[u8],
+    after: StreamId,
+    group: Option<(&[u8], &[u8])>,
+    noack: bool,
+    count: usize,
+    synchronous: bool,
+) -> Option<Reply> {
+    let now = engine.now;
+    let compatibility = engine.config.compatibility;
+    let stream = engine.keys.get_mut(key)?;
+    let Some((group_name, consumer_name)) = group else {
+        if stream.entries.is_empty() || stream.last_live_id() <= after {
+            return None;
+        }
+        let start = after.next()?;
+        let limit = if count == 0 { usize::MAX } else { count };
+        let entries = stream
+            .entries
+            .range(start, StreamId::MAX, false)
+            .take(limit)
+            .map(|entry| entry_reply(&entry))
+            .collect();
+        return Some(Reply::Array(entries));
+    };
+    let last_live = stream.last_live_id();
+    let group_state = stream.groups.get_mut(group_name)?;
+    let history = after != StreamId::MAX;
+    let mut serve = history;
+    let mut start = after;
+    if !history && !stream.entries.is_empty() && last_live > group_state.last_id {
+        serve = true;
+        start = group_state.last_id;
+    }
+    // Redis 7.2 and later create (or refresh) the consumer on every read;
+    // 7.0 only when something is served.
+    let always_create = compatibility == Compatibility::Redis74;
+    if !serve && !always_create {
+        return None;
+    }
+    let (owner, _) = group_state.consumer_entry(consumer_name, now);
+    if let Some(consumer) = group_state.consumers.get_mut(&owner) {
+        consumer.seen_time = now;
+    }
+    if !serve {
+        return None;
+    }
+    let _ = synchronous;
+    let from = start.next()?;
+    if history {
+        let group_state = stream.groups.get_mut(group_name)?;
+        let pending: Vec<StreamId> = group_state
+            .consumers
+            .get(&owner)
+            .map(|consumer| consumer.pending.range(from..).copied().collect())
+            .unwrap_or_default();
+        let limit = if count == 0 { usize::MAX } else { count };
+        let mut replies = Vec::new();
+        let mut delivered = Vec::new();
+        for id in pending.into_iter().take(limit) {
+            match stream.entries.get(id) {
+                Some(entry) => {
+                    replies.push(entry_reply(&entry));
+                    delivered.push(id);
+                }
+                None => replies.push(Reply::Array(vec![id_reply(id), Reply::NullArray])),
+            }
+        }
+        let group_state = stream.groups.get_mut(group_name)?;
+        for id in &delivered {
+            if let Some(entry) = group_state.pending.get_mut(id) {
+                entry.delivery_time = now;
+                entry.delivery_count += 1;
+            }
+        }
+        for id in delivered {
+            propagate_claim(engine, key, group_name, id);
+        }
+        return Some(Reply::Array(replies));
+    }
+    // New entries, after the group's last delivered ID.
+    let limit = if count == 0 { usize::MAX } else { count };
+    let ids: Vec<StreamId> = stream
+        .entries
+        .range(from, StreamId::MAX, false)
+        .take(limit)
+        .map(|entry| entry.id)
+        .collect();
+    let mut replies = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if let Some(entry) = stream.entries.get(*id) {
+            replies.push(entry_reply(&entry));
+        }
+    }
+    let mut last_id_moved = false;
+    for id in &ids {
+        let group_state = stream.groups.get(group_name)?;
+        if *id > group_state.last_id {
+            let tombstones_ahead = stream.range_has_tombstones(*id, StreamId::MAX);
+            let entries_read =
+                if group_state.entries_read != ENTRIES_READ_UNKNOWN && !tombstones_ahead {
+                    group_state.entries_read + 1
+                } else if stream.entries_added > 0 {
+                    stream
+                        .estimate_entries_read(*id, compatibility == Compatibility::Redis74)
+                        .map_or(ENTRIES_READ_UNKNOWN, |read| read as i64)
+                } else {
+                    group_state.entries_read
+                };
+            let group_state = stream.groups.get_mut(group_name)?;
+            group_state.entries_read = entries_read;
+            group_state.last_id = *id;
+            last_id_moved = true;
+        }
+        if !noack {
+            let group_state = stream.groups.get_mut(group_name)?;
+            group_state.assign(*id, &owner, now, 1);
+        }
+    }
+    if !ids.is_empty() && !noack {
+        let group_state = stream.groups.get_mut(group_name)?;
+        if let Some(consumer) = group_state.consumers.get_mut(&owner) {
+            consumer.active_time = Some(now);
+        }
+    }
+    if !noack {
+        for id in &ids {
+            propagate_claim(engine, key, group_name, *id);
+        }
+    }
+    if last_id_moved {
+        propagate_group_id(engine, key, group_name);
+    }
+    Some(Reply::Array(replies))
+}
+
+impl Engine {
+    /// Serves the clients blocked on keys that a write made ready.
+    pub(crate) fn serve_ready_keys(&mut self) {
+        while !self.ready_keys.is_empty() {
+            let keys = std::mem::take(&mut self.ready_keys);
+            for key in keys {
+                let waiting: Vec<u64> = self
+                    .blocked_on_key
+                    .get(&key)
+                    .map(|queue| queue.iter().copied().collect())
+                    .unwrap_or_default();
+                for client in waiting {
+                    let Some(read) = self.blocked.get(&client).cloned() else {
+                        continue;
+                    };
+                    let Some(position) = read.keys.iter().position(|blocked| *blocked == key)
+                    else {
+                        continue;
+                    };
+                    let reply = match &read.group {
+                        None => serve_key(
+                            self,
+                            &key,
+                            read.ids[position],
+                            None,
+                            false,
+                            read.count,
+                            false,
+                        ),
+                        Some(group) => {
+                            let exists = self
+                                .keys
+                                .get(&key)
+                                .is_some_and(|stream| stream.groups.contains_key(&group.group));
+                            if !exists {
+                                Some(Reply::Error(Error::fixed(
+                                    "NOGROUP the consumer group this client was blocked on no longer exists",
+                                )))
+                            } else {
+                                serve_key(
+                                    self,
+                                    &key,
+                                    StreamId::MAX,
+                                    Some((&group.group, &group.consumer)),
+                                    group.noack,
+                                    read.count,
+                                    false,
+                                )
+                            }
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        let reply = match reply {
+                            Reply::Error(error) => Reply::Error(error),
+                            reply => Reply::PairMap(vec![(Reply::Bulk(key.clone()), reply)]),
+                        };
+                        self.unblock(client);
+                        self.wakeups.push((client, reply));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_like_string2ll() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            "",
+            "-",
+            "-0",
+            "007",
+            "+1",
+            " 1",
+            "1 ",
+            "9223372036854775808",
+            "1e3",
+        ] {
+            assert_eq!(parse_i64(bad.as_bytes()), None, "{bad}");
+        }
+    }
+}

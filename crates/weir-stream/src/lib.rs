@@ -1,0 +1,44 @@
+//! weir's in-memory stream engine: Redis Streams and Redis Pub/Sub
+//! semantics on a compact representation, with persistence through
+//! [`weir_io`].
+//!
+//! The engine speaks Redis's terms: [`Engine::execute`] takes a command as
+//! Redis receives it and returns a [`Reply`] precise enough to render every
+//! Redis reply in RESP2 and RESP3 (null bulk vs null array, maps, Redis's
+//! exact error texts). It has no threads, no I/O and no clock of its own:
+//! time comes from the [`weir_io::Clock`] it is given, blocking reads are
+//! registered in the engine and answered through [`Engine::take_wakeups`],
+//! and what a command changed is queued for the command log through
+//! [`Engine::take_propagated`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use weir_io::ManualClock;
+//! use weir_stream::{Config, Context, Engine, Outcome, Reply};
+//!
+//! let mut engine = Engine::new(Config::default(), Arc::new(ManualClock::new(1_000)));
+//! let context = Context::default();
+//! let added = engine.execute(&context, &[b"XADD", b"orders", b"*", b"item", b"book"]);
+//! assert_eq!(added, Outcome::Reply(Reply::bulk("1000-0")));
+//! let length = engine.execute(&context, &[b"XLEN", b"orders"]);
+//! assert_eq!(length, Outcome::Reply(Reply::Integer(1)));
+//! ```
+#![warn(missing_docs)]
+
+mod commands;
+mod engine;
+pub mod group;
+pub mod id;
+mod info;
+pub mod listpack;
+pub mod pubsub;
+pub mod reply;
+pub mod stream;
+
+pub use commands::{command_table, is_stream_command, unknown_command};
+pub use engine::{
+    ClientId, Compatibility, Config, Context, Engine, FxHasher, Keyspace, Outcome, Stats,
+};
+pub use id::{IdSpec, StreamId};
+pub use reply::{Error, Reply};
+pub use stream::NodeLimits;

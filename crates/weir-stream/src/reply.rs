@@ -1,0 +1,223 @@
+//! Replies, precise enough to render every Redis reply in RESP2 and RESP3:
+//! null bulk strings and null arrays are told apart, maps know how RESP2
+//! flattens them, errors carry Redis's exact text.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An error reply, with its full text as Redis sends it (code first, such
+/// as `ERR`, `NOGROUP`, `BUSYGROUP`, `WRONGTYPE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error(pub Cow<'static, str>);
+
+impl Error {
+    /// An error with a fixed text.
+    pub const fn fixed(text: &'static str) -> Self {
+        Error(Cow::Borrowed(text))
+    }
+
+    /// An `ERR` error with a formatted message.
+    pub fn err(message: impl fmt::Display) -> Self {
+        Error(Cow::Owned(format!("ERR {message}")))
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// `ERR syntax error`.
+    pub const SYNTAX: Error = Error::fixed("ERR syntax error");
+    /// A malformed stream ID.
+    pub const INVALID_STREAM_ID: Error =
+        Error::fixed("ERR Invalid stream ID specified as stream command argument");
+    /// An exclusive start bound at the largest ID.
+    pub const INVALID_INTERVAL_START: Error = Error::fixed("ERR invalid start ID for the interval");
+    /// An exclusive end bound at the smallest ID.
+    pub const INVALID_INTERVAL_END: Error = Error::fixed("ERR invalid end ID for the interval");
+    /// A number that does not parse.
+    pub const NOT_AN_INTEGER: Error = Error::fixed("ERR value is not an integer or out of range");
+    /// A key of another type.
+    pub const WRONG_TYPE: Error =
+        Error::fixed("WRONGTYPE Operation against a key holding the wrong kind of value");
+    /// A missing key where one is required.
+    pub const NO_SUCH_KEY: Error = Error::fixed("ERR no such key");
+    /// A group that exists already.
+    pub const BUSY_GROUP: Error = Error::fixed("BUSYGROUP Consumer Group name already exists");
+
+    /// `ERR wrong number of arguments for '<command>' command`.
+    pub fn arity(command: &str) -> Self {
+        Error::err(format_args!(
+            "wrong number of arguments for '{}' command",
+            command.to_ascii_lowercase()
+        ))
+    }
+
+    /// `NOGROUP No such consumer group '<group>' for key name '<key>'`.
+    pub fn no_group(key: &[u8], group: &[u8]) -> Self {
+        Error(Cow::Owned(format!(
+            "NOGROUP No such consumer group '{}' for key name '{}'",
+            String::from_utf8_lossy(group),
+            String::from_utf8_lossy(key)
+        )))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A reply to a command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// A simple string (`+OK`).
+    Simple(Cow<'static, str>),
+    /// An error.
+    Error(Error),
+    /// An integer.
+    Integer(i64),
+    /// A bulk string.
+    Bulk(Vec<u8>),
+    /// A null bulk string: `$-1` in RESP2, `_` in RESP3.
+    NullBulk,
+    /// A null array: `*-1` in RESP2, `_` in RESP3.
+    NullArray,
+    /// An array.
+    Array(Vec<Reply>),
+    /// A map: `%` in RESP3, a flat array of keys and values in RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// A map that RESP2 renders as an array of two-element arrays (XREAD's
+    /// reply).
+    PairMap(Vec<(Reply, Reply)>),
+}
+
+impl Reply {
+    /// `+OK`.
+    pub const OK: Reply = Reply::Simple(Cow::Borrowed("OK"));
+
+    /// A bulk string from text.
+    pub fn bulk(text: impl AsRef<[u8]>) -> Reply {
+        Reply::Bulk(text.as_ref().to_vec())
+    }
+
+    /// Appends the RESP2 encoding.
+    pub fn write_resp2(&self, out: &mut Vec<u8>) {
+        self.write(out, false);
+    }
+
+    /// Appends the RESP3 encoding.
+    pub fn write_resp3(&self, out: &mut Vec<u8>) {
+        self.write(out, true);
+    }
+
+    /// The RESP2 encoding.
+    pub fn to_resp2(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_resp2(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut Vec<u8>, resp3: bool) {
+        match self {
+            Reply::Simple(text) => {
+                out.push(b'+');
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Error(error) => {
+                out.push(b'-');
+                out.extend_from_slice(error.text().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Integer(value) => {
+                out.push(b':');
+                out.extend_from_slice(value.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Bulk(bytes) => {
+                out.push(b'$');
+                crate::id::write_u64(out, bytes.len() as u64);
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(bytes);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::NullBulk if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::NullBulk => out.extend_from_slice(b"$-1\r\n"),
+            Reply::NullArray if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::NullArray => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Array(items) => {
+                write_header(out, b'*', items.len());
+                for item in items {
+                    item.write(out, resp3);
+                }
+            }
+            Reply::Map(pairs) => {
+                if resp3 {
+                    write_header(out, b'%', pairs.len());
+                } else {
+                    write_header(out, b'*', pairs.len() * 2);
+                }
+                for (key, value) in pairs {
+                    key.write(out, resp3);
+                    value.write(out, resp3);
+                }
+            }
+            Reply::PairMap(pairs) => {
+                if resp3 {
+                    write_header(out, b'%', pairs.len());
+                    for (key, value) in pairs {
+                        key.write(out, resp3);
+                        value.write(out, resp3);
+                    }
+                } else {
+                    write_header(out, b'*', pairs.len());
+                    for (key, value) in pairs {
+                        write_header(out, b'*', 2);
+                        key.write(out, resp3);
+                        value.write(out, resp3);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, kind: u8, length: usize) {
+    out.push(kind);
+    crate::id::write_u64(out, length as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+impl From<Error> for Reply {
+    fn from(error: Error) -> Self {
+        Reply::Error(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nulls_and_maps_render_per_protocol() {
+        let map = Reply::Map(vec![(Reply::bulk("a"), Reply::Integer(1))]);
+        assert_eq!(map.to_resp2(), b"*2\r\n$1\r\na\r\n:1\r\n");
+        let mut resp3 = Vec::new();
+        map.write_resp3(&mut resp3);
+        assert_eq!(resp3, b"%1\r\n$1\r\na\r\n:1\r\n");
+        let pairs = Reply::PairMap(vec![(Reply::bulk("k"), Reply::NullArray)]);
+        assert_eq!(pairs.to_resp2(), b"*1\r\n*2\r\n$1\r\nk\r\n*-1\r\n");
+        assert_eq!(Reply::NullBulk.to_resp2(), b"$-1\r\n");
+        let mut null = Vec::new();
+        Reply::NullArray.write_resp3(&mut null);
+        assert_eq!(null, b"_\r\n");
+        assert_eq!(
+            Reply::from(Error::SYNTAX).to_resp2(),
+            b"-ERR syntax error\r\n"
+        );
+    }
+}
