@@ -11,6 +11,15 @@ use crate::stream::{Entry, TrimStrategy};
 
 type Args<'a, 'b> = &'a [&'b [u8]];
 
+macro_rules! try_reply {
+    ($expression:expr) => {
+        match $expression {
+            Ok(value) => value,
+            Err(error) => return Outcome::Reply(Reply::Error(error)),
+        }
+    };
+}
+
 /// A command of the table: name, arity (negative: at least), handler.
 struct Command {
     name: &'static str,
@@ -116,6 +125,91 @@ const COMMANDS: &[Command] = &[
     },
 ];
 
+/// Commands that exist only while replaying a log (see `snapshot`).
+const REPLAY_COMMANDS: &[Command] = &[
+    Command {
+        name: "WEIR.STREAMMETA",
+        arity: 6,
+        run: replay_stream_meta,
+    },
+    Command {
+        name: "WEIR.CONSUMER",
+        arity: 6,
+        run: replay_consumer,
+    },
+    Command {
+        name: "WEIR.PENDING",
+        arity: 7,
+        run: replay_pending,
+    },
+];
+
+/// The commands that change state (and so are refused when the log
+/// cannot be written).
+pub fn is_write_command(name: &[u8]) -> bool {
+    [
+        "XADD",
+        "XTRIM",
+        "XDEL",
+        "XGROUP",
+        "XSETID",
+        "XACK",
+        "XCLAIM",
+        "XAUTOCLAIM",
+        "XREADGROUP",
+        "DEL",
+        "UNLINK",
+        "FLUSHALL",
+        "FLUSHDB",
+    ]
+    .iter()
+    .any(|write| name.eq_ignore_ascii_case(write.as_bytes()))
+}
+
+fn replay_number(arg: &[u8]) -> Result<i64, Error> {
+    parse_i64(arg).ok_or(Error::NOT_AN_INTEGER)
+}
+
+fn replay_stream_meta(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let last_id = try_reply!(strict_id(args[2]));
+    let entries_added = try_reply!(replay_number(args[3]));
+    let max_deleted = try_reply!(strict_id(args[4]));
+    let first_id = try_reply!(strict_id(args[5]));
+    let stream = engine.keys.entry(args[1].to_vec()).or_default();
+    stream.last_id = last_id;
+    stream.entries_added = entries_added as u64;
+    stream.max_deleted_entry_id = max_deleted;
+    stream.first_id = first_id;
+    Reply::OK.into()
+}
+
+fn replay_consumer(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let seen = try_reply!(replay_number(args[4]));
+    let active = try_reply!(replay_number(args[5]));
+    let Some(group) = group_mut(engine, args[1], args[2]) else {
+        return Error::no_group(args[1], args[2]).into();
+    };
+    let (name, _) = group.consumer_entry(args[3], seen as u64);
+    if let Some(consumer) = group.consumers.get_mut(&name) {
+        consumer.seen_time = seen as u64;
+        consumer.active_time = (active >= 0).then_some(active as u64);
+    }
+    Reply::OK.into()
+}
+
+fn replay_pending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let id = try_reply!(strict_id(args[4]));
+    let time = try_reply!(replay_number(args[5]));
+    let count = try_reply!(replay_number(args[6]));
+    let now = engine.now;
+    let Some(group) = group_mut(engine, args[1], args[2]) else {
+        return Error::no_group(args[1], args[2]).into();
+    };
+    let (owner, _) = group.consumer_entry(args[3], now);
+    group.assign(id, &owner, time as u64, count as u64);
+    Reply::OK.into()
+}
+
 /// Whether the engine implements `name`.
 pub fn is_stream_command(name: &[u8]) -> bool {
     COMMANDS
@@ -135,6 +229,11 @@ pub(crate) fn dispatch(engine: &mut Engine, context: &Context, args: Args<'_, '_
     let Some(command) = COMMANDS
         .iter()
         .find(|command| name.eq_ignore_ascii_case(command.name.as_bytes()))
+        .or_else(|| {
+            REPLAY_COMMANDS.iter().find(|command| {
+                context.replaying && name.eq_ignore_ascii_case(command.name.as_bytes())
+            })
+        })
     else {
         return unknown_command(args).into();
     };
@@ -231,15 +330,6 @@ fn entry_reply(entry: &Entry<'_>) -> Reply {
         fields.push(Reply::Bulk(value.to_vec()));
     }
     Reply::Array(vec![id_reply(entry.id), Reply::Array(fields)])
-}
-
-macro_rules! try_reply {
-    ($expression:expr) => {
-        match $expression {
-            Ok(value) => value,
-            Err(error) => return Outcome::Reply(Reply::Error(error)),
-        }
-    };
 }
 
 /// Parsed trimming options of XADD and XTRIM.
@@ -1223,7 +1313,7 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     for id in dropped.iter().chain(&claimed) {
         propagate_claim(engine, key, group_name, *id);
     }
-    if propagate_last_id && dropped.is_empty() && claimed.is_empty() {
+    if propagate_last_id {
         propagate_group_id(engine, key, group_name);
     }
     Reply::Array(replies).into()
@@ -1534,13 +1624,23 @@ fn serve_key(
     if !serve && !always_create {
         return None;
     }
-    let (owner, _) = group_state.consumer_entry(consumer_name, now);
+    let (owner, created) = group_state.consumer_entry(consumer_name, now);
     if let Some(consumer) = group_state.consumers.get_mut(&owner) {
         consumer.seen_time = now;
+    }
+    if created {
+        engine.propagate(vec![
+            b"XGROUP".to_vec(),
+            b"CREATECONSUMER".to_vec(),
+            key.to_vec(),
+            group_name.to_vec(),
+            consumer_name.to_vec(),
+        ]);
     }
     if !serve {
         return None;
     }
+    let stream = engine.keys.get_mut(key)?;
     let _ = synchronous;
     let from = start.next()?;
     if history {

@@ -31,14 +31,17 @@ pub mod group;
 pub mod id;
 mod info;
 pub mod listpack;
+pub mod persistence;
 pub mod pubsub;
 pub mod reply;
+mod snapshot;
 pub mod stream;
 
-pub use commands::{command_table, is_stream_command, unknown_command};
+pub use commands::{command_table, is_stream_command, is_write_command, unknown_command};
 pub use engine::{
     ClientId, Compatibility, Config, Context, Engine, FxHasher, Keyspace, Outcome, Stats,
 };
 pub use id::{IdSpec, StreamId};
+pub use persistence::{FsyncPolicy, LogRecovery, PersistenceError, Store};
 pub use reply::{Error, Reply};
 pub use stream::NodeLimits;

@@ -16,6 +16,11 @@ impl Error {
         Error(Cow::Borrowed(text))
     }
 
+    /// An error with a full text (code included).
+    pub fn from_text(text: String) -> Self {
+        Error(Cow::Owned(text))
+    }
+
     /// An `ERR` error with a formatted message.
     pub fn err(message: impl fmt::Display) -> Self {
         Error(Cow::Owned(format!("ERR {message}")))
