@@ -47,7 +47,13 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | bench [filter]";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-const FUZZ_TARGETS: [&str; 3] = ["batch_decoding", "segment_recovery", "index_lookup"];
+const FUZZ_TARGETS: [&str; 5] = [
+    "batch_decoding",
+    "segment_recovery",
+    "index_lookup",
+    "command_log_decoding",
+    "command_log_recovery",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -231,21 +237,23 @@ fn fuzz(target: &str, seconds: u64) -> Result<(), String> {
 
 fn fuzz_seed() -> Result<(), String> {
     let corpus = workspace_root().join("fuzz/corpus").display().to_string();
-    Step::cargo(
-        "write seed corpus",
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "weir-log",
-            "--example",
-            "write_fuzz_seeds",
-            "--",
-            &corpus,
-        ],
-    )
-    .run()
-    .map(|_| ())
+    for package in ["weir-log", "weir-stream"] {
+        Step::cargo(
+            "write seed corpus",
+            &[
+                "run",
+                "--quiet",
+                "-p",
+                package,
+                "--example",
+                "write_fuzz_seeds",
+                "--",
+                &corpus,
+            ],
+        )
+        .run()?;
+    }
+    Ok(())
 }
 
 fn bench(filter: Option<&str>) -> Result<(), String> {

@@ -27,6 +27,7 @@
 
 mod commands;
 mod engine;
+pub mod fuzzing;
 pub mod group;
 pub mod id;
 mod info;

@@ -1,0 +1,14 @@
+//! Writes the seed inputs of the command-log fuzz targets to a corpus
+//! directory: `cargo run -p weir-stream --example write_fuzz_seeds -- fuzz/corpus`.
+
+fn main() -> std::io::Result<()> {
+    let corpus = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "fuzz/corpus".to_string());
+    for (target, name, bytes) in weir_stream::fuzzing::seed_corpus() {
+        let directory = std::path::Path::new(&corpus).join(target);
+        std::fs::create_dir_all(&directory)?;
+        std::fs::write(directory.join(format!("seed-{name}")), bytes)?;
+    }
+    Ok(())
+}

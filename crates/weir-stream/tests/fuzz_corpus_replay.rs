@@ -1,0 +1,42 @@
+//! Replays the committed corpus of the command-log fuzz targets through the
+//! functions the targets call.
+
+use std::path::PathBuf;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries = std::fs::read_dir(&directory)
+        .unwrap_or_else(|error| panic!("corpus {} is missing: {error}", directory.display()));
+    let mut inputs = 0;
+    for entry in entries {
+        let path = entry.expect("entry").path();
+        let data = std::fs::read(&path).expect("input");
+        let result = std::panic::catch_unwind(|| run(&data));
+        assert!(result.is_ok(), "{target} failed on {}", path.display());
+        inputs += 1;
+    }
+    assert!(inputs > 0, "corpus {} is empty", directory.display());
+    for (seed_target, _, data) in weir_stream::fuzzing::seed_corpus() {
+        if seed_target == target {
+            run(&data);
+        }
+    }
+}
+
+#[test]
+fn command_log_decoding_corpus() {
+    replay(
+        "command_log_decoding",
+        weir_stream::fuzzing::command_log_decoding,
+    );
+}
+
+#[test]
+fn command_log_recovery_corpus() {
+    replay(
+        "command_log_recovery",
+        weir_stream::fuzzing::command_log_recovery,
+    );
+}
