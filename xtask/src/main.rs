@@ -1,9 +1,11 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `ci`: everything CI runs, in order, stopping at the first failure:
-//!   formatting, clippy, the workspace tests (which replay the fuzz corpus
-//!   and run the crash tests), the loom model checks, the fuzz targets'
-//!   build, the benchmarks' build, and the API docs.
+//!   installing the tools tests need (Debian's redis-server and redis-tools)
+//!   when they are missing, formatting, clippy, the workspace tests with the
+//!   ignored ones included (the differential tests against redis-server,
+//!   the crash tests, the fuzz corpus replay), the loom model checks, the
+//!   fuzz targets' build, the benchmarks' build, and the API docs.
 //! - `fuzz <target> [seconds]`: runs one cargo-fuzz target, adding what it
 //!   finds to `fuzz/corpus/<target>/`.
 //! - `fuzz-seed`: writes the seed inputs of every target to the corpus.
@@ -136,9 +138,67 @@ impl<'a> Step<'a> {
     }
 }
 
+/// Tools that tests need, with the Debian packages that provide them.
+const REQUIRED_TOOLS: &[(&str, &[&str])] = &[
+    ("redis-server", &["redis-server", "redis-tools"]),
+    ("redis-cli", &["redis-tools"]),
+];
+
+/// Installs the Debian packages of any required tool that is missing.
+fn ensure_tools() -> Result<(), String> {
+    let mut packages: Vec<&str> = Vec::new();
+    for (tool, provided_by) in REQUIRED_TOOLS {
+        let present = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !present {
+            eprintln!("{tool} is missing; installing {provided_by:?}");
+            packages.extend(provided_by.iter());
+        }
+    }
+    if packages.is_empty() {
+        return Ok(());
+    }
+    packages.sort_unstable();
+    packages.dedup();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    let apt = |arguments: &[&str]| -> Result<(), String> {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command
+            .args(arguments)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        let status = command
+            .status()
+            .map_err(|error| format!("cannot run apt-get: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("apt-get {} failed ({status})", arguments.join(" ")))
+        }
+    };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&packages);
+    if apt(&install).is_err() {
+        apt(&["update"])?;
+        apt(&install)?;
+    }
+    Ok(())
+}
+
 fn ci() -> Result<(), String> {
     let started = Instant::now();
     eprintln!("target directory: {}", target_directory().display());
+    ensure_tools()?;
     let steps = [
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
@@ -153,7 +213,12 @@ fn ci() -> Result<(), String> {
                 "warnings",
             ],
         ),
-        Step::cargo("tests", &["test", "--workspace", "--locked"]),
+        // Tests that need installed tools are ignored by plain `cargo test`;
+        // here they run, and fail if a tool is missing.
+        Step::cargo(
+            "tests",
+            &["test", "--workspace", "--locked", "--", "--include-ignored"],
+        ),
         // The loom model checks need `--cfg loom` for every crate, so they
         // build in a directory of their own; release keeps them quick.
         Step::cargo(

@@ -324,12 +324,11 @@ fn id_reply(id: StreamId) -> Reply {
 }
 
 fn entry_reply(entry: &Entry<'_>) -> Reply {
-    let mut fields = Vec::with_capacity(entry.field_count() * 2);
-    for (name, value) in entry.fields() {
-        fields.push(Reply::Bulk(name.to_vec()));
-        fields.push(Reply::Bulk(value.to_vec()));
-    }
-    Reply::Array(vec![id_reply(entry.id), Reply::Array(fields)])
+    Reply::Entry(crate::reply::EntryReply::new(
+        entry.id,
+        entry.fields(),
+        entry.encoded_hint(),
+    ))
 }
 
 /// Parsed trimming options of XADD and XTRIM.
@@ -484,7 +483,10 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     }
     let now = engine.now;
     let limits = engine.config.node_limits;
-    let stream = engine.keys.entry(key.to_vec()).or_default();
+    let stream = match engine.keys.get_mut(key) {
+        Some(stream) => stream,
+        None => engine.keys.entry(key.to_vec()).or_default(),
+    };
     if stream.last_id == StreamId::MAX {
         return Error::fixed(
             "ERR The stream has exhausted the last possible ID, unable to add more items",
@@ -515,25 +517,23 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     if id <= stream.last_id {
         return smaller_id_error();
     }
-    let fields: Vec<(&[u8], &[u8])> = args[field_start..]
-        .chunks_exact(2)
-        .map(|pair| (pair[0], pair[1]))
-        .collect();
     if stream.entries.is_empty() {
         stream.first_id = id;
     }
-    stream.entries.append(id, &fields, limits);
+    stream.entries.append(id, &args[field_start..], limits);
     stream.last_id = id;
     stream.entries_added += 1;
     let (_, exact) = apply_trim(stream, &trim);
-    let mut logged = Vec::with_capacity(args.len());
-    logged.push(b"XADD".to_vec());
-    logged.push(key.to_vec());
-    logged.push(id.to_bytes());
-    logged.extend(args[field_start..].iter().map(|arg| arg.to_vec()));
-    engine.propagate(logged);
+    engine.propagate(|| {
+        let mut logged = Vec::with_capacity(args.len());
+        logged.push(b"XADD".to_vec());
+        logged.push(key.to_vec());
+        logged.push(id.to_bytes());
+        logged.extend(args[field_start..].iter().map(|arg| arg.to_vec()));
+        logged
+    });
     if let Some(strategy) = trim.strategy {
-        engine.propagate(trim_propagation(key, strategy, exact));
+        engine.propagate(|| trim_propagation(key, strategy, exact));
     }
     engine.signal_ready(key);
     id_reply(id).into()
@@ -552,7 +552,7 @@ fn xtrim(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
     };
     let (removed, exact) = apply_trim(stream, &trim);
     if let Some(strategy) = trim.strategy {
-        engine.propagate(trim_propagation(key, strategy, exact));
+        engine.propagate(|| trim_propagation(key, strategy, exact));
     }
     Reply::Integer(removed as i64).into()
 }
@@ -641,7 +641,7 @@ fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         }
         let mut logged = vec![b"XDEL".to_vec(), key.to_vec()];
         logged.extend(args[2..].iter().map(|arg| arg.to_vec()));
-        engine.propagate(logged);
+        engine.propagate(|| logged);
     }
     Reply::Integer(deleted).into()
 }
@@ -652,7 +652,7 @@ fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         if engine.keys.remove(*key).is_some() {
             removed += 1;
             engine.signal_ready(key);
-            engine.propagate(vec![b"DEL".to_vec(), key.to_vec()]);
+            engine.propagate(|| vec![b"DEL".to_vec(), key.to_vec()]);
         }
     }
     Reply::Integer(removed).into()
@@ -734,7 +734,7 @@ fn xsetid(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     if !max_deleted.is_zero() {
         stream.max_deleted_entry_id = max_deleted;
     }
-    engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+    engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
     Reply::OK.into()
 }
 
@@ -893,16 +893,18 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         stream
             .groups
             .insert(group_name.to_vec(), Group::new(id, entries_read));
-        engine.propagate(vec![
-            b"XGROUP".to_vec(),
-            b"CREATE".to_vec(),
-            key.to_vec(),
-            group_name.to_vec(),
-            id.to_bytes(),
-            b"MKSTREAM".to_vec(),
-            b"ENTRIESREAD".to_vec(),
-            entries_read.to_string().into_bytes(),
-        ]);
+        engine.propagate(|| {
+            vec![
+                b"XGROUP".to_vec(),
+                b"CREATE".to_vec(),
+                key.to_vec(),
+                group_name.to_vec(),
+                id.to_bytes(),
+                b"MKSTREAM".to_vec(),
+                b"ENTRIESREAD".to_vec(),
+                entries_read.to_string().into_bytes(),
+            ]
+        });
         return Reply::OK.into();
     }
     if is(subcommand, "SETID") && (args.len() == 5 || args.len() == 7) {
@@ -927,12 +929,14 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             .get_mut(key)
             .is_some_and(|stream| stream.groups.remove(group_name).is_some());
         if removed {
-            engine.propagate(vec![
-                b"XGROUP".to_vec(),
-                b"DESTROY".to_vec(),
-                key.to_vec(),
-                group_name.to_vec(),
-            ]);
+            engine.propagate(|| {
+                vec![
+                    b"XGROUP".to_vec(),
+                    b"DESTROY".to_vec(),
+                    key.to_vec(),
+                    group_name.to_vec(),
+                ]
+            });
             engine.signal_ready(key);
         }
         return Reply::Integer(i64::from(removed)).into();
@@ -943,7 +947,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             .map(|group| group.consumer_entry(consumer, now).1)
             .unwrap_or(false);
         if created {
-            engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+            engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
         }
         return Reply::Integer(i64::from(created)).into();
     }
@@ -961,7 +965,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             }
         }
         if existed {
-            engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+            engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
         }
         return Reply::Integer(pending as i64).into();
     }
@@ -984,6 +988,9 @@ fn group_mut<'a>(engine: &'a mut Engine, key: &[u8], group: &[u8]) -> Option<&'a
 
 /// Logs a group's last ID and read counter.
 fn propagate_group_id(engine: &mut Engine, key: &[u8], group_name: &[u8]) {
+    if !engine.propagating() {
+        return;
+    }
     let Some(group) = engine
         .keys
         .get(key)
@@ -1000,11 +1007,14 @@ fn propagate_group_id(engine: &mut Engine, key: &[u8], group_name: &[u8]) {
         b"ENTRIESREAD".to_vec(),
         group.entries_read.to_string().into_bytes(),
     ];
-    engine.propagate(command);
+    engine.propagate(|| command);
 }
 
 /// Logs the state of one pending entry as Redis propagates a delivery.
 fn propagate_claim(engine: &mut Engine, key: &[u8], group_name: &[u8], id: StreamId) {
+    if !engine.propagating() {
+        return;
+    }
     let Some(group) = engine
         .keys
         .get(key)
@@ -1014,12 +1024,14 @@ fn propagate_claim(engine: &mut Engine, key: &[u8], group_name: &[u8], id: Strea
     };
     let Some(pending) = group.pending.get(&id) else {
         // It left the PEL: log that as an acknowledgement.
-        engine.propagate(vec![
-            b"XACK".to_vec(),
-            key.to_vec(),
-            group_name.to_vec(),
-            id.to_bytes(),
-        ]);
+        engine.propagate(|| {
+            vec![
+                b"XACK".to_vec(),
+                key.to_vec(),
+                group_name.to_vec(),
+                id.to_bytes(),
+            ]
+        });
         return;
     };
     let command = vec![
@@ -1038,26 +1050,36 @@ fn propagate_claim(engine: &mut Engine, key: &[u8], group_name: &[u8], id: Strea
         b"LASTID".to_vec(),
         group.last_id.to_bytes(),
     ];
-    engine.propagate(command);
+    engine.propagate(|| command);
 }
 
 fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let key = args[1];
     let group_name = args[2];
-    if group_mut(engine, key, group_name).is_none() {
+    let Some(group) = group_mut(engine, key, group_name) else {
         return Reply::Integer(0).into();
-    }
-    let ids: Vec<StreamId> = try_reply!(args[3..].iter().map(|arg| strict_id(arg)).collect());
+    };
+    // Every ID is checked before any is acknowledged.
+    let mut ids = [StreamId::MIN; 16];
+    let mut many = Vec::new();
+    let ids: &[StreamId] = if args.len() - 3 <= ids.len() {
+        for (slot, arg) in ids.iter_mut().zip(&args[3..]) {
+            *slot = try_reply!(strict_id(arg));
+        }
+        &ids[..args.len() - 3]
+    } else {
+        many = try_reply!(args[3..].iter().map(|arg| strict_id(arg)).collect());
+        &many
+    };
     let mut acknowledged = 0;
-    if let Some(group) = group_mut(engine, key, group_name) {
-        for id in ids {
-            if group.acknowledge(id) {
-                acknowledged += 1;
-            }
+    for id in ids {
+        if group.acknowledge(*id) {
+            acknowledged += 1;
         }
     }
+    drop(many);
     if acknowledged > 0 {
-        engine.propagate(args.iter().map(|arg| arg.to_vec()).collect());
+        engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
     }
     Reply::Integer(acknowledged).into()
 }
@@ -1629,13 +1651,15 @@ fn serve_key(
         consumer.seen_time = now;
     }
     if created {
-        engine.propagate(vec![
-            b"XGROUP".to_vec(),
-            b"CREATECONSUMER".to_vec(),
-            key.to_vec(),
-            group_name.to_vec(),
-            consumer_name.to_vec(),
-        ]);
+        engine.propagate(|| {
+            vec![
+                b"XGROUP".to_vec(),
+                b"CREATECONSUMER".to_vec(),
+                key.to_vec(),
+                group_name.to_vec(),
+                consumer_name.to_vec(),
+            ]
+        });
     }
     if !serve {
         return None;
@@ -1676,50 +1700,46 @@ fn serve_key(
     }
     // New entries, after the group's last delivered ID.
     let limit = if count == 0 { usize::MAX } else { count };
-    let ids: Vec<StreamId> = stream
-        .entries
-        .range(from, StreamId::MAX, false)
-        .take(limit)
-        .map(|entry| entry.id)
-        .collect();
-    let mut replies = Vec::with_capacity(ids.len());
-    for id in &ids {
-        if let Some(entry) = stream.entries.get(*id) {
-            replies.push(entry_reply(&entry));
-        }
+    let mut ids: Vec<StreamId> = Vec::new();
+    let mut replies = Vec::new();
+    for entry in stream.entries.range(from, StreamId::MAX, false).take(limit) {
+        ids.push(entry.id);
+        replies.push(entry_reply(&entry));
     }
+    // The group's last ID and read counter after these deliveries.
+    let tombstone_rule = compatibility == Compatibility::Redis74;
+    let (mut last_id, mut entries_read) = {
+        let group_state = stream.groups.get(group_name)?;
+        (group_state.last_id, group_state.entries_read)
+    };
     let mut last_id_moved = false;
     for id in &ids {
-        let group_state = stream.groups.get(group_name)?;
-        if *id > group_state.last_id {
-            let tombstones_ahead = stream.range_has_tombstones(*id, StreamId::MAX);
-            let entries_read =
-                if group_state.entries_read != ENTRIES_READ_UNKNOWN && !tombstones_ahead {
-                    group_state.entries_read + 1
-                } else if stream.entries_added > 0 {
-                    stream
-                        .estimate_entries_read(*id, compatibility == Compatibility::Redis74)
-                        .map_or(ENTRIES_READ_UNKNOWN, |read| read as i64)
-                } else {
-                    group_state.entries_read
-                };
-            let group_state = stream.groups.get_mut(group_name)?;
-            group_state.entries_read = entries_read;
-            group_state.last_id = *id;
+        if *id > last_id {
+            entries_read = if entries_read != ENTRIES_READ_UNKNOWN
+                && !stream.range_has_tombstones(*id, StreamId::MAX)
+            {
+                entries_read + 1
+            } else if stream.entries_added > 0 {
+                stream
+                    .estimate_entries_read(*id, tombstone_rule)
+                    .map_or(ENTRIES_READ_UNKNOWN, |read| read as i64)
+            } else {
+                entries_read
+            };
+            last_id = *id;
             last_id_moved = true;
         }
-        if !noack {
-            let group_state = stream.groups.get_mut(group_name)?;
+    }
+    let group_state = stream.groups.get_mut(group_name)?;
+    group_state.last_id = last_id;
+    group_state.entries_read = entries_read;
+    if !noack && !ids.is_empty() {
+        for id in &ids {
             group_state.assign(*id, &owner, now, 1);
         }
-    }
-    if !ids.is_empty() && !noack {
-        let group_state = stream.groups.get_mut(group_name)?;
         if let Some(consumer) = group_state.consumers.get_mut(&owner) {
             consumer.active_time = Some(now);
         }
-    }
-    if !noack {
         for id in &ids {
             propagate_claim(engine, key, group_name, *id);
         }

@@ -149,6 +149,8 @@ pub struct Engine {
     pub(crate) wakeups: Vec<(ClientId, Reply)>,
     /// Commands that reproduce the effects of what ran, for the log.
     pub(crate) propagated: Vec<Vec<Vec<u8>>>,
+    /// Whether to record them (only when something logs them).
+    propagation: bool,
     pub(crate) pubsub: PubSub,
     /// Entries served to readers, for the statistics.
     pub(crate) stats: Stats,
@@ -177,6 +179,7 @@ impl Engine {
             ready_keys: Vec::new(),
             wakeups: Vec::new(),
             propagated: Vec::new(),
+            propagation: false,
             pubsub: PubSub::default(),
             stats: Stats::default(),
         }
@@ -220,7 +223,8 @@ impl Engine {
     }
 
     /// Commands to log so that a replay reproduces the state (explicit IDs,
-    /// exact trims, group deliveries as XCLAIMs).
+    /// exact trims, group deliveries as XCLAIMs); empty unless
+    /// [`Engine::enable_propagation`] was called.
     pub fn take_propagated(&mut self) -> Vec<Vec<Vec<u8>>> {
         std::mem::take(&mut self.propagated)
     }
@@ -270,6 +274,9 @@ impl Engine {
     }
 
     pub(crate) fn signal_ready(&mut self, key: &[u8]) {
+        if self.blocked.is_empty() {
+            return;
+        }
         if self.blocked_on_key.contains_key(key)
             && !self.ready_keys.iter().any(|ready| ready == key)
         {
@@ -277,8 +284,21 @@ impl Engine {
         }
     }
 
-    pub(crate) fn propagate(&mut self, command: Vec<Vec<u8>>) {
-        self.propagated.push(command);
+    pub(crate) fn propagate(&mut self, command: impl FnOnce() -> Vec<Vec<u8>>) {
+        if self.propagation {
+            self.propagated.push(command());
+        }
+    }
+
+    pub(crate) fn propagating(&self) -> bool {
+        self.propagation
+    }
+
+    /// Records, from now on, the commands that reproduce what each command
+    /// changed, for [`Engine::take_propagated`]. Off by default: an engine
+    /// without a log keeps nothing.
+    pub fn enable_propagation(&mut self) {
+        self.propagation = true;
     }
 
     /// Number of keys.
@@ -303,7 +323,7 @@ impl Engine {
         for key in keys {
             self.signal_ready(&key);
         }
-        self.propagate(vec![b"FLUSHALL".to_vec()]);
+        self.propagate(|| vec![b"FLUSHALL".to_vec()]);
         if !self.ready_keys.is_empty() {
             self.serve_ready_keys();
         }

@@ -202,7 +202,7 @@ impl Stream {
 
     /// The last live entry's ID, or `0-0`.
     pub fn last_live_id(&self) -> StreamId {
-        self.entries.last().map_or(StreamId::MIN, |entry| entry.id)
+        self.entries.last_id().unwrap_or(StreamId::MIN)
     }
 
     /// Bytes of heap memory held by the stream (entries, groups, PELs).

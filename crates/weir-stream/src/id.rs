@@ -76,17 +76,29 @@ impl fmt::Display for StreamId {
     }
 }
 
-/// Appends the decimal text of `value`.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends the decimal text of `value`, two digits at a time.
 pub(crate) fn write_u64(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+        digits[at] = b'0' + value as u8;
     }
     out.extend_from_slice(&digits[at..]);
 }
@@ -233,6 +245,11 @@ mod tests {
     #[test]
     fn ids_print_as_ms_dash_seq() {
         assert_eq!(StreamId::new(0, 0).to_bytes(), b"0-0");
+        for value in [0u64, 9, 10, 99, 100, 101, 1_700_000_000_123, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, value);
+            assert_eq!(out, value.to_string().as_bytes());
+        }
         assert_eq!(
             StreamId::MAX.to_string(),
             "18446744073709551615-18446744073709551615"

@@ -16,12 +16,11 @@ fn id(id: StreamId) -> Reply {
 }
 
 fn entry(entry: &Entry<'_>) -> Reply {
-    let mut fields = Vec::with_capacity(entry.field_count() * 2);
-    for (name, value) in entry.fields() {
-        fields.push(Reply::Bulk(name.to_vec()));
-        fields.push(Reply::Bulk(value.to_vec()));
-    }
-    Reply::Array(vec![id(entry.id), Reply::Array(fields)])
+    Reply::Entry(crate::reply::EntryReply::new(
+        entry.id,
+        entry.fields(),
+        entry.encoded_hint(),
+    ))
 }
 
 fn entries_read(group: &Group) -> Reply {
@@ -72,11 +71,10 @@ pub(crate) fn xinfo(engine: &mut Engine, _: &Context, args: &[&[u8]]) -> Outcome
     let key = args[2];
     let compatibility = engine.config.compatibility;
     let now = engine.now;
-    let node_count;
     let Some(stream) = engine.keys.get(key) else {
         return Error::NO_SUCH_KEY.into();
     };
-    node_count = stream.entries.node_count();
+    let node_count = stream.entries.node_count();
     let subcommand = args[1];
     if subcommand.eq_ignore_ascii_case(b"CONSUMERS") {
         let Some(group) = stream.groups.get(args[3]) else {

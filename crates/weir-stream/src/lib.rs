@@ -44,5 +44,5 @@ pub use engine::{
 };
 pub use id::{IdSpec, StreamId};
 pub use persistence::{FsyncPolicy, LogRecovery, PersistenceError, Store};
-pub use reply::{Error, Reply};
+pub use reply::{EntryReply, Error, Reply};
 pub use stream::NodeLimits;

@@ -95,42 +95,37 @@ fn as_listpack_integer(bytes: &[u8]) -> Option<i64> {
 
 /// Bytes of a new node's listpack before its first entry, except the live
 /// and deleted counters: the header, the master field count, the master
-/// fields and the terminating zero.
-pub fn master_bytes(fields: &[(&[u8], &[u8])]) -> u64 {
+/// fields and the terminating zero. `fields` holds names and values
+/// alternately.
+pub fn master_bytes(fields: &[&[u8]]) -> u64 {
     EMPTY_LISTPACK_BYTES
-        + integer_element_bytes(fields.len() as i64)
-        + fields
-            .iter()
-            .map(|(name, _)| string_element_bytes(name))
-            .sum::<u64>()
+        + integer_element_bytes((fields.len() / 2) as i64)
+        + names(fields).map(string_element_bytes).sum::<u64>()
         + integer_element_bytes(0)
+}
+
+fn names<'a>(fields: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
+    fields.chunks_exact(2).map(|pair| pair[0])
+}
+
+fn values<'a>(fields: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
+    fields.chunks_exact(2).map(|pair| pair[1])
 }
 
 /// Bytes one entry adds to its node's listpack: flags, the ID as deltas from
 /// the master ID, the field count and names (unless they are the master's),
 /// the values, and the count of the entry's elements.
-pub fn entry_bytes(
-    id: StreamId,
-    master: StreamId,
-    fields: &[(&[u8], &[u8])],
-    same_fields: bool,
-) -> u64 {
+pub fn entry_bytes(id: StreamId, master: StreamId, fields: &[&[u8]], same_fields: bool) -> u64 {
     let flags = if same_fields { 2 } else { 0 };
-    let count = fields.len() as i64;
+    let count = (fields.len() / 2) as i64;
     let mut bytes = integer_element_bytes(flags)
         + integer_element_bytes(id.ms.wrapping_sub(master.ms) as i64)
         + integer_element_bytes(id.seq.wrapping_sub(master.seq) as i64);
     if !same_fields {
         bytes += integer_element_bytes(count);
-        bytes += fields
-            .iter()
-            .map(|(name, _)| string_element_bytes(name))
-            .sum::<u64>();
+        bytes += names(fields).map(string_element_bytes).sum::<u64>();
     }
-    bytes += fields
-        .iter()
-        .map(|(_, value)| string_element_bytes(value))
-        .sum::<u64>();
+    bytes += values(fields).map(string_element_bytes).sum::<u64>();
     let elements = count + 3 + if same_fields { 0 } else { count + 1 };
     bytes + integer_element_bytes(elements)
 }

@@ -393,8 +393,8 @@ impl Store {
             let name = log_name(*old);
             storage.remove_file(&name).map_err(io("removing", &name))?;
         }
-        engine.take_propagated();
         engine.take_wakeups();
+        engine.enable_propagation();
         let now = clock.now_ms();
         tracing::info!(
             commands = recovery.commands,

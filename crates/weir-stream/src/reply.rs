@@ -76,8 +76,71 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A reply to a command.
-#[derive(Clone, Debug, PartialEq)]
+/// A stream entry as a reply: `[id, [field, value, ...]]` in both
+/// protocols, kept in one buffer rather than a tree of small allocations.
+#[derive(Clone, Debug)]
+pub struct EntryReply {
+    id: crate::id::StreamId,
+    count: u32,
+    /// Per field then value: u32 length, bytes.
+    data: Vec<u8>,
+}
+
+impl EntryReply {
+    /// An entry reply from its ID and field-value pairs.
+    pub fn new<'a>(
+        id: crate::id::StreamId,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        hint: usize,
+    ) -> Self {
+        let mut data = Vec::with_capacity(hint);
+        let mut count = 0;
+        for (name, value) in fields {
+            for part in [name, value] {
+                data.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                data.extend_from_slice(part);
+            }
+            count += 1;
+        }
+        Self { id, count, data }
+    }
+
+    /// The entry's ID.
+    pub fn id(&self) -> crate::id::StreamId {
+        self.id
+    }
+
+    /// The field-value pairs.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = self.data.as_slice();
+        (0..self.count).map(move |_| {
+            let mut take = || {
+                let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let (part, tail) = rest[4..].split_at(length);
+                rest = tail;
+                part
+            };
+            let name = take();
+            (name, take())
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"*2\r\n");
+        let mut id = Vec::with_capacity(41);
+        self.id.write_to(&mut id);
+        write_bulk(out, &id);
+        write_header(out, b'*', self.count as usize * 2);
+        for (name, value) in self.fields() {
+            write_bulk(out, name);
+            write_bulk(out, value);
+        }
+    }
+}
+
+/// A reply to a command. Two replies are equal when they encode to the same
+/// bytes in both RESP2 and RESP3.
+#[derive(Clone, Debug)]
 pub enum Reply {
     /// A simple string (`+OK`).
     Simple(Cow<'static, str>),
@@ -98,6 +161,25 @@ pub enum Reply {
     /// A map that RESP2 renders as an array of two-element arrays (XREAD's
     /// reply).
     PairMap(Vec<(Reply, Reply)>),
+    /// A stream entry.
+    Entry(EntryReply),
+}
+
+impl PartialEq for Reply {
+    fn eq(&self, other: &Reply) -> bool {
+        let mut left = Vec::new();
+        let mut right = Vec::new();
+        self.write_resp2(&mut left);
+        other.write_resp2(&mut right);
+        if left != right {
+            return false;
+        }
+        left.clear();
+        right.clear();
+        self.write_resp3(&mut left);
+        other.write_resp3(&mut right);
+        left == right
+    }
 }
 
 impl Reply {
@@ -143,13 +225,8 @@ impl Reply {
                 out.extend_from_slice(value.to_string().as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
-            Reply::Bulk(bytes) => {
-                out.push(b'$');
-                crate::id::write_u64(out, bytes.len() as u64);
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(bytes);
-                out.extend_from_slice(b"\r\n");
-            }
+            Reply::Bulk(bytes) => write_bulk(out, bytes),
+            Reply::Entry(entry) => entry.write(out),
             Reply::NullBulk if resp3 => out.extend_from_slice(b"_\r\n"),
             Reply::NullBulk => out.extend_from_slice(b"$-1\r\n"),
             Reply::NullArray if resp3 => out.extend_from_slice(b"_\r\n"),
@@ -189,6 +266,14 @@ impl Reply {
             }
         }
     }
+}
+
+fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    crate::id::write_u64(out, bytes.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn write_header(out: &mut Vec<u8>, kind: u8, length: usize) {

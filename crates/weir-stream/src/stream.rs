@@ -65,13 +65,33 @@ struct Node {
     /// Emulated listpack bytes, except the live and deleted counters.
     emulated_bytes: u64,
     data: Vec<u8>,
+    /// Offset of the last entry.
+    last_offset: usize,
+    /// Offsets of every `SEEK_STRIDE`-th entry, to start a search near the
+    /// entry sought rather than at the first one.
+    seek_offsets: Vec<u32>,
 }
+
+/// Entries between two seek offsets of a node.
+const SEEK_STRIDE: u64 = 16;
 
 impl Node {
     fn emulated_size(&self) -> u64 {
         self.emulated_bytes
             + listpack::integer_element_bytes(self.live as i64)
             + listpack::integer_element_bytes(self.deleted as i64)
+    }
+
+    /// The offset of an entry at or before the first entry with an ID at
+    /// or after `id`.
+    fn seek(&self, id: StreamId) -> usize {
+        let after = self
+            .seek_offsets
+            .partition_point(|offset| entry_id_at(self, *offset as usize) <= id);
+        match after.checked_sub(1) {
+            Some(index) => self.seek_offsets[index] as usize,
+            None => self.entries_start,
+        }
     }
 
     fn master_fields(&self) -> FieldNames<'_> {
@@ -98,6 +118,11 @@ impl<'a> Entry<'a> {
     /// How many field-value pairs.
     pub fn field_count(&self) -> usize {
         self.count
+    }
+
+    /// A size hint for copying the fields out.
+    pub fn encoded_hint(&self) -> usize {
+        self.values.len() + self.count * 16
     }
 
     /// The field-value pairs.
@@ -165,6 +190,17 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 fn read_bytes(bytes: &[u8]) -> (&[u8], &[u8]) {
     let (length, rest) = read_varint(bytes);
     rest.split_at(length as usize)
+}
+
+/// The ID of the entry at `offset`, without decoding its fields.
+fn entry_id_at(node: &Node, offset: usize) -> StreamId {
+    let (ms_delta, rest) = read_varint(&node.data[offset + 1..]);
+    let (seq_part, _) = read_varint(rest);
+    if ms_delta == 0 {
+        StreamId::new(node.master.ms, node.master.seq + seq_part)
+    } else {
+        StreamId::new(node.master.ms + ms_delta, seq_part)
+    }
 }
 
 /// One decoded entry header within a node.
@@ -266,11 +302,9 @@ impl Entries {
     }
 
     /// Appends an entry whose ID is larger than every ID in the stream.
-    pub fn append(&mut self, id: StreamId, fields: &[(&[u8], &[u8])], limits: NodeLimits) {
-        let raw_bytes: u64 = fields
-            .iter()
-            .map(|(name, value)| (name.len() + value.len()) as u64)
-            .sum();
+    /// `fields` holds names and values alternately.
+    pub fn append(&mut self, id: StreamId, fields: &[&[u8]], limits: NodeLimits) {
+        let raw_bytes: u64 = fields.iter().map(|part| part.len() as u64).sum();
         let needs_node = match self.nodes.back() {
             None => true,
             Some(node) => {
@@ -286,15 +320,16 @@ impl Entries {
         if needs_node {
             if let Some(node) = self.nodes.back_mut() {
                 node.data.shrink_to_fit();
+                node.seek_offsets.shrink_to_fit();
             }
             self.nodes.push_back(new_node(id, fields));
         }
         let node = self.nodes.back_mut().expect("a node was just ensured");
-        let same_fields = fields.len() == node.master_field_count
+        let same_fields = fields.len() / 2 == node.master_field_count
             && node
                 .master_fields()
-                .zip(fields)
-                .all(|(master, (name, _))| master == *name);
+                .zip(fields.chunks_exact(2))
+                .all(|(master, pair)| master == pair[0]);
         let ms_delta = id.ms - node.master.ms;
         let seq_part = if ms_delta == 0 {
             id.seq - node.master.seq
@@ -302,17 +337,22 @@ impl Entries {
             id.seq
         };
         let flags = if same_fields { FLAG_SAME_FIELDS } else { 0 };
+        let entries = node.live + node.deleted;
+        if entries > 0 && entries % SEEK_STRIDE == 0 {
+            node.seek_offsets.push(node.data.len() as u32);
+        }
+        node.last_offset = node.data.len();
         node.data.push(flags);
         put_varint(&mut node.data, ms_delta);
         put_varint(&mut node.data, seq_part);
         if !same_fields {
-            put_varint(&mut node.data, fields.len() as u64);
-            for (name, _) in fields {
-                put_bytes(&mut node.data, name);
+            put_varint(&mut node.data, (fields.len() / 2) as u64);
+            for pair in fields.chunks_exact(2) {
+                put_bytes(&mut node.data, pair[0]);
             }
         }
-        for (_, value) in fields {
-            put_bytes(&mut node.data, value);
+        for pair in fields.chunks_exact(2) {
+            put_bytes(&mut node.data, pair[1]);
         }
         node.emulated_bytes += listpack::entry_bytes(id, node.master, fields, same_fields);
         node.live += 1;
@@ -331,7 +371,7 @@ impl Entries {
         if id > node.last {
             return None;
         }
-        let mut offset = node.entries_start;
+        let mut offset = node.seek(id);
         while offset < node.data.len() {
             let raw = decode_entry(node, offset);
             if raw.id == id {
@@ -355,7 +395,7 @@ impl Entries {
         if id > node.last {
             return false;
         }
-        let mut offset = node.entries_start;
+        let mut offset = node.seek(id);
         while offset < node.data.len() {
             let raw = decode_entry(node, offset);
             if raw.id > id {
@@ -469,6 +509,16 @@ impl Entries {
         self.range(StreamId::MIN, StreamId::MAX, false).next()
     }
 
+    /// The ID of the last live entry, without decoding entries when the
+    /// last one is live (the common case).
+    pub fn last_id(&self) -> Option<StreamId> {
+        let node = self.nodes.back()?;
+        if node.data[node.last_offset] & FLAG_DELETED == 0 {
+            return Some(node.last);
+        }
+        self.last().map(|entry| entry.id)
+    }
+
     /// The last live entry.
     pub fn last(&self) -> Option<Entry<'_>> {
         self.range(StreamId::MIN, StreamId::MAX, true).next()
@@ -485,10 +535,10 @@ impl Entries {
     }
 }
 
-fn new_node(id: StreamId, fields: &[(&[u8], &[u8])]) -> Node {
+fn new_node(id: StreamId, fields: &[&[u8]]) -> Node {
     let mut data = Vec::new();
-    for (name, _) in fields {
-        put_bytes(&mut data, name);
+    for pair in fields.chunks_exact(2) {
+        put_bytes(&mut data, pair[0]);
     }
     let entries_start = data.len();
     Node {
@@ -496,10 +546,12 @@ fn new_node(id: StreamId, fields: &[(&[u8], &[u8])]) -> Node {
         last: id,
         live: 0,
         deleted: 0,
-        master_field_count: fields.len(),
+        master_field_count: fields.len() / 2,
         entries_start,
         emulated_bytes: listpack::master_bytes(fields),
+        last_offset: entries_start,
         data,
+        seek_offsets: Vec::new(),
     }
 }
 
@@ -558,7 +610,10 @@ impl<'a> Iterator for Range<'a> {
                     return Some(entry_from_raw(node, &raw));
                 }
             } else {
-                let offset = self.cursor.unwrap_or(node.entries_start);
+                let offset = match self.cursor {
+                    Some(offset) => offset,
+                    None => node.seek(self.start),
+                };
                 if offset >= node.data.len() {
                     self.cursor = None;
                     self.node_index += 1;
@@ -584,9 +639,9 @@ mod tests {
     use super::*;
 
     fn add(entries: &mut Entries, ms: u64, fields: &[(&str, &str)]) {
-        let fields: Vec<(&[u8], &[u8])> = fields
+        let fields: Vec<&[u8]> = fields
             .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .flat_map(|(n, v)| [n.as_bytes(), v.as_bytes()])
             .collect();
         entries.append(StreamId::new(ms, 0), &fields, NodeLimits::default());
     }

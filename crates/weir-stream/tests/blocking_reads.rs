@@ -38,13 +38,10 @@ fn ids(reply: &Reply) -> Vec<String> {
             panic!("entries")
         };
         for entry in entries {
-            let Reply::Array(parts) = entry else {
+            let Reply::Entry(entry) = entry else {
                 panic!("entry")
             };
-            let Reply::Bulk(id) = &parts[0] else {
-                panic!("id")
-            };
-            ids.push(String::from_utf8_lossy(id).into_owned());
+            ids.push(entry.id().to_string());
         }
     }
     ids

@@ -211,11 +211,14 @@ impl Model {
                     engine,
                     &args(&["XGROUP", "CREATE", "s", &name, "0", "MKSTREAM"]),
                 );
-                if self.groups.contains_key(&name) {
-                    assert!(matches!(reply, Reply::Error(_)));
-                } else {
-                    assert_eq!(reply, Reply::OK);
-                    self.groups.insert(name, ModelGroup::default());
+                match self.groups.entry(name) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        assert!(matches!(reply, Reply::Error(_)));
+                    }
+                    std::collections::btree_map::Entry::Vacant(vacant) => {
+                        assert_eq!(reply, Reply::OK);
+                        vacant.insert(ModelGroup::default());
+                    }
                 }
             }
             Op::ReadGroup {

@@ -43,6 +43,7 @@ fn propagated_commands_reproduce_the_state_after_every_command() {
     for seed in 0..200 {
         let clock = ManualClock::new(CLOCK_MS);
         let mut live = Engine::new(Config::default(), Arc::new(clock.clone()));
+        live.enable_propagation();
         let mut replica = Engine::new(Config::default(), Arc::new(clock.clone()));
         let mut generator = Generator::new(Xoshiro256PlusPlus::seed_from_u64(seed));
         let replaying = Context {
