@@ -1,6 +1,6 @@
 //! The stream engine in process:
 //!
-//! 1. XADD of one small field (`f` -> an 8-byte value), through
+//! 1. XADD of one small field (`f` -> a 9-byte value), through
 //!    `Engine::execute` with Redis-style arguments (target: at least
 //!    5 million entries/s);
 //! 2. XREADGROUP `>` COUNT 10 followed by XACK of the 10 IDs read (target:

@@ -459,3 +459,34 @@ fn fingerprint_bytes(engine: &mut Engine, with_layout: bool) -> Vec<u8> {
     }
     out
 }
+
+/// Runs `body` for every seed in `seeds`, or only for the seed in the
+/// environment variable `variable` when it is set; when a seed fails, prints
+/// it and the command that replays it alone (`replay`, with `{seed}` and
+/// `{variable}` filled in), then fails.
+pub fn for_each_seed(
+    variable: &str,
+    seeds: std::ops::Range<u64>,
+    replay: &str,
+    mut body: impl FnMut(u64),
+) {
+    let chosen: Vec<u64> = match std::env::var(variable) {
+        Ok(seed) => vec![seed
+            .parse()
+            .unwrap_or_else(|_| panic!("{variable} must be a number, not {seed:?}"))],
+        Err(_) => seeds.collect(),
+    };
+    for seed in chosen {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(seed)));
+        if let Err(panic) = result {
+            eprintln!("failed at seed {seed}; replay it with:\n  {variable}={seed} {replay}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Whether only one seed is being replayed (so totals asserted over a whole
+/// seed range do not apply).
+pub fn replaying_one_seed(variable: &str) -> bool {
+    std::env::var(variable).is_ok()
+}
