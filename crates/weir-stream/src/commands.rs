@@ -123,6 +123,16 @@ const COMMANDS: &[Command] = &[
         arity: 2,
         run: type_command,
     },
+    Command {
+        name: "FLUSHALL",
+        arity: -1,
+        run: flush,
+    },
+    Command {
+        name: "FLUSHDB",
+        arity: -1,
+        run: flush,
+    },
 ];
 
 /// Commands that exist only while replaying a log (see `snapshot`).
@@ -656,6 +666,18 @@ fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         }
     }
     Reply::Integer(removed).into()
+}
+
+/// FLUSHALL and FLUSHDB (one database): `[ASYNC|SYNC]`, both synchronous
+/// here.
+fn flush(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    match args.len() {
+        1 => {}
+        2 if is(args[1], "ASYNC") || is(args[1], "SYNC") => {}
+        _ => return Error::SYNTAX.into(),
+    }
+    engine.flush_all();
+    Reply::OK.into()
 }
 
 fn exists(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {

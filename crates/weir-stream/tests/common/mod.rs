@@ -350,7 +350,11 @@ impl Generator {
                     self.group(),
                 ]),
             },
-            95 => args.extend(["DEL".to_string(), self.key()]),
+            95 => match self.rng.random_range(0..20) {
+                0 => args.push("FLUSHALL".to_string()),
+                1 => args.extend(["FLUSHDB".to_string(), "ASYNC".to_string()]),
+                _ => args.extend(["DEL".to_string(), self.key()]),
+            },
             96 => args.extend(["EXISTS".to_string(), self.key(), self.key()]),
             97 => args.extend(["TYPE".to_string(), self.key()]),
             _ => {
