@@ -544,6 +544,15 @@ impl Store {
         Ok(())
     }
 
+    /// Writes and syncs everything, whatever the policy (at shutdown).
+    pub fn sync_now(&mut self) -> Result<(), PersistenceError> {
+        self.commit()?;
+        if self.log.synced < self.log.length {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
     /// Bytes in the current log.
     pub fn log_bytes(&self) -> u64 {
         self.log.length
@@ -697,6 +706,81 @@ fn create_log(storage: &dyn Storage, generation: u64) -> Result<LogFile, Persist
 
 /// Replays a log into the engine; returns the length of its valid part
 /// (after cutting a torn tail).
+/// How a scan of a log's bytes ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogEnd {
+    /// Every byte is a valid record.
+    Clean,
+    /// Bytes after the last valid record that no later record vouches
+    /// for: a write cut short. Recovery cuts them.
+    TornTail {
+        /// Where the valid records end.
+        position: u64,
+        /// Why the record there is invalid.
+        reason: String,
+    },
+    /// An invalid record in bytes that a later record records as synced.
+    /// Recovery refuses to open the log.
+    Corrupt {
+        /// Where the invalid record starts.
+        position: u64,
+        /// Why it is invalid, and what vouches for it.
+        reason: String,
+    },
+}
+
+/// Walks the records of a log file's bytes, calling `on_record` for each
+/// valid one in order, and says how the valid records end. The file header
+/// must be that of `generation` (`None`: any generation).
+pub fn scan_log<E>(
+    bytes: &[u8],
+    generation: Option<u64>,
+    mut on_record: impl FnMut(u64, &DecodedRecord) -> Result<(), E>,
+) -> Result<Result<(u64, LogEnd), E>, String> {
+    if bytes.len() < HEADER_BYTES {
+        return Err("bad file header: too short".into());
+    }
+    let stored_generation = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let expected = generation.unwrap_or(stored_generation);
+    if bytes[..HEADER_BYTES] != header(expected)[..] {
+        return Err("bad file header".into());
+    }
+    let mut position = HEADER_BYTES;
+    while position < bytes.len() {
+        match decode_record(&bytes[position..]) {
+            Ok(record) => {
+                if let Err(error) = on_record(position as u64, &record) {
+                    return Ok(Err(error));
+                }
+                position += record.length;
+            }
+            Err(reason) => {
+                let claim = later_synced_claim(bytes, position);
+                let end = if claim > position as u64 {
+                    LogEnd::Corrupt {
+                        position: position as u64,
+                        reason: format!(
+                            "{reason}, in data a later record records as synced (up to byte {claim})"
+                        ),
+                    }
+                } else {
+                    LogEnd::TornTail {
+                        position: position as u64,
+                        reason,
+                    }
+                };
+                return Ok(Ok((position as u64, end)));
+            }
+        }
+    }
+    Ok(Ok((position as u64, LogEnd::Clean)))
+}
+
+/// The generation in a command-log file name (`streams.<generation>.aof`).
+pub fn log_generation(name: &str) -> Option<u64> {
+    parse_log_name(name)
+}
+
 fn replay(
     storage: &dyn Storage,
     name: &str,
@@ -708,58 +792,52 @@ fn replay(
         .map_err(io("reading", name))?
         .unwrap_or_default();
     recovery.file = Some(name.to_string());
-    if bytes.len() < HEADER_BYTES || bytes[..HEADER_BYTES] != header(generation)[..] {
-        return Err(PersistenceError::Corrupt {
-            file: name.into(),
-            position: 0,
-            reason: "bad file header".into(),
-        });
-    }
     let context = Context {
         replaying: true,
         ..Context::default()
     };
-    let mut position = HEADER_BYTES;
-    while position < bytes.len() {
-        match decode_record(&bytes[position..]) {
-            Ok(record) => {
-                for command in &record.commands {
-                    let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
-                    if let Outcome::Reply(Reply::Error(error)) = engine.execute(&context, &args) {
-                        return Err(PersistenceError::Replay {
-                            file: name.into(),
-                            index: recovery.commands,
-                            reply: error.to_string(),
-                        });
-                    }
-                    recovery.commands += 1;
-                }
-                position += record.length;
+    let scanned = scan_log(&bytes, Some(generation), |_, record| {
+        for command in &record.commands {
+            let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+            if let Outcome::Reply(Reply::Error(error)) = engine.execute(&context, &args) {
+                return Err(PersistenceError::Replay {
+                    file: name.into(),
+                    index: recovery.commands,
+                    reply: error.to_string(),
+                });
             }
-            Err(reason) => {
-                let vouched = later_synced_claim(&bytes, position) > position as u64;
-                if vouched {
-                    return Err(PersistenceError::Corrupt {
-                        file: name.into(),
-                        position: position as u64,
-                        reason: format!("{reason}, in data a later record records as synced"),
-                    });
-                }
-                let removed = (bytes.len() - position) as u64;
-                let file = storage
-                    .open_file(name, OpenMode::Existing)
-                    .map_err(io("opening", name))?;
-                file.set_len(position as u64)
-                    .map_err(io("truncating", name))?;
-                file.sync().map_err(io("syncing", name))?;
-                tracing::warn!(file = name, position, bytes = removed, %reason, "cut a torn tail off the command log");
-                recovery.truncated = Some((position as u64, removed, reason));
-                break;
-            }
+            recovery.commands += 1;
+        }
+        Ok(())
+    })
+    .map_err(|reason| PersistenceError::Corrupt {
+        file: name.into(),
+        position: 0,
+        reason,
+    })?;
+    let (position, end) = scanned?;
+    match end {
+        LogEnd::Clean => {}
+        LogEnd::Corrupt { position, reason } => {
+            return Err(PersistenceError::Corrupt {
+                file: name.into(),
+                position,
+                reason,
+            });
+        }
+        LogEnd::TornTail { position, reason } => {
+            let removed = bytes.len() as u64 - position;
+            let file = storage
+                .open_file(name, OpenMode::Existing)
+                .map_err(io("opening", name))?;
+            file.set_len(position).map_err(io("truncating", name))?;
+            file.sync().map_err(io("syncing", name))?;
+            tracing::warn!(file = name, position, bytes = removed, %reason, "cut a torn tail off the command log");
+            recovery.truncated = Some((position, removed, reason));
         }
     }
-    recovery.bytes = position as u64;
-    Ok(position as u64)
+    recovery.bytes = position;
+    Ok(position)
 }
 
 /// The largest `synced_position` recorded by a valid record found after

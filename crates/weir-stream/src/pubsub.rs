@@ -91,6 +91,9 @@ pub struct PubSub {
     dropped: u64,
     /// Clients to disconnect, for the server to act on.
     to_disconnect: Vec<ClientId>,
+    /// Clients whose queue went from empty to not empty, for the server to
+    /// wake.
+    ready: Vec<ClientId>,
 }
 
 impl PubSub {
@@ -235,6 +238,9 @@ impl PubSub {
         let Some(subscriber) = self.subscribers.get_mut(&client) else {
             return;
         };
+        if subscriber.queue.is_empty() {
+            self.ready.push(client);
+        }
         subscriber.queued_bytes += message.bytes();
         subscriber.queue.push_back(message);
         let over_hard = limits.hard_bytes != 0 && subscriber.queued_bytes > limits.hard_bytes;
@@ -272,6 +278,12 @@ impl PubSub {
             .collect()
     }
 
+    /// Clients whose queue became non-empty since the last call (each once
+    /// until its queue is drained), to wake so that they drain it.
+    pub fn take_ready(&mut self) -> Vec<ClientId> {
+        std::mem::take(&mut self.ready)
+    }
+
     /// Clients disconnected for exceeding their queue limits, to close.
     pub fn take_disconnected(&mut self) -> Vec<ClientId> {
         std::mem::take(&mut self.to_disconnect)
@@ -280,6 +292,23 @@ impl PubSub {
     /// Subscribers dropped for their queue since start.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// The channels with subscribers, sorted.
+    pub fn channels(&self) -> impl Iterator<Item = &[u8]> {
+        self.channels.keys().map(Vec::as_slice)
+    }
+
+    /// Subscribers of `channel` (patterns not counted, as PUBSUB NUMSUB).
+    pub fn subscribers_of(&self, channel: &[u8]) -> usize {
+        self.channels.get(channel).map_or(0, BTreeSet::len)
+    }
+
+    /// Messages waiting for `client` and their bytes.
+    pub fn queued(&self, client: ClientId) -> (usize, usize) {
+        self.subscribers.get(&client).map_or((0, 0), |subscriber| {
+            (subscriber.queue.len(), subscriber.queued_bytes)
+        })
     }
 
     /// Channels with subscribers.

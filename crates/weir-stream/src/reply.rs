@@ -163,6 +163,14 @@ pub enum Reply {
     PairMap(Vec<(Reply, Reply)>),
     /// A stream entry.
     Entry(EntryReply),
+    /// An out-of-band push (pub/sub messages): `>` in RESP3, an array in
+    /// RESP2.
+    Push(Vec<Reply>),
+    /// A set: `~` in RESP3, an array in RESP2.
+    Set(Vec<Reply>),
+    /// Text with a format (`txt`, `mkd`): `=` verbatim string in RESP3, a
+    /// bulk string in RESP2 (INFO, CLIENT LIST in RESP3).
+    Verbatim(&'static str, Vec<u8>),
 }
 
 impl PartialEq for Reply {
@@ -237,6 +245,25 @@ impl Reply {
                     item.write(out, resp3);
                 }
             }
+            Reply::Push(items) | Reply::Set(items) => {
+                let kind = match (self, resp3) {
+                    (_, false) => b'*',
+                    (Reply::Push(_), true) => b'>',
+                    _ => b'~',
+                };
+                write_header(out, kind, items.len());
+                for item in items {
+                    item.write(out, resp3);
+                }
+            }
+            Reply::Verbatim(format, text) if resp3 => {
+                write_header(out, b'=', format.len() + 1 + text.len());
+                out.extend_from_slice(format.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(text);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Verbatim(_, text) => write_bulk(out, text),
             Reply::Map(pairs) => {
                 if resp3 {
                     write_header(out, b'%', pairs.len());
@@ -309,5 +336,23 @@ mod tests {
             Reply::from(Error::SYNTAX).to_resp2(),
             b"-ERR syntax error\r\n"
         );
+    }
+
+    #[test]
+    fn pushes_sets_and_verbatim_text_render_per_protocol() {
+        let push = Reply::Push(vec![Reply::bulk("message"), Reply::Integer(1)]);
+        assert_eq!(push.to_resp2(), b"*2\r\n$7\r\nmessage\r\n:1\r\n");
+        let mut resp3 = Vec::new();
+        push.write_resp3(&mut resp3);
+        assert_eq!(resp3, b">2\r\n$7\r\nmessage\r\n:1\r\n");
+        let set = Reply::Set(vec![Reply::bulk("a")]);
+        resp3.clear();
+        set.write_resp3(&mut resp3);
+        assert_eq!(resp3, b"~1\r\n$1\r\na\r\n");
+        let text = Reply::Verbatim("txt", b"a:1".to_vec());
+        assert_eq!(text.to_resp2(), b"$3\r\na:1\r\n");
+        resp3.clear();
+        text.write_resp3(&mut resp3);
+        assert_eq!(resp3, b"=7\r\ntxt:a:1\r\n");
     }
 }
