@@ -43,6 +43,7 @@ mod config;
 mod error;
 pub mod fuzzing;
 pub mod index;
+pub mod inspect;
 mod le;
 mod offsets;
 mod partition;
