@@ -1,0 +1,205 @@
+//! The node's tasks: the RESP listener, one task per connection, and the
+//! timer (blocked-read timeouts, the `everysec` sync, rewrite steps, idle
+//! clients). Shutdown: stop accepting, let each connection finish the
+//! requests it has read, close them, sync the command log.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use weir_io::{Clock, OsStorage, Storage};
+
+use crate::config::Settings;
+use crate::node::{Node, StartError};
+
+/// How often the timer runs when nothing is due sooner (the `everysec`
+/// sync and idle-client checks need no more).
+const TIMER_PERIOD: Duration = Duration::from_millis(100);
+
+/// How long shutdown waits for connections to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running node: its address and how to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The RESP listener's address.
+    pub resp_addr: std::net::SocketAddr,
+}
+
+/// Opens the data directory for the stream command log.
+pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, StartError> {
+    let streams = data_dir.join("streams");
+    let error = |source| StartError::DataDir {
+        path: streams.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&streams).map_err(error)?;
+    let storage = OsStorage::open(&streams).map_err(error)?;
+    Ok(Arc::new(storage))
+}
+
+/// Opens the node (recovering its data) and binds its listener.
+pub async fn start(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<(Running, TcpListener), StartError> {
+    let storage = if settings.appendonly {
+        Some(open_storage(&settings.data_dir)?)
+    } else {
+        None
+    };
+    start_with_storage(settings, storage, clock).await
+}
+
+/// [`start`] on a given storage (the simulator passes its simulated disk).
+pub async fn start_with_storage(
+    settings: Settings,
+    storage: Option<Arc<dyn Storage>>,
+    clock: Arc<dyn Clock>,
+) -> Result<(Running, TcpListener), StartError> {
+    let addr = settings.resp_addr.clone();
+    let node = Node::open(settings, storage, clock)?;
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let resp_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    if let Ok(mut slot) = node.resp_addr.lock() {
+        *slot = Some(resp_addr);
+    }
+    Ok((Running { node, resp_addr }, listener))
+}
+
+/// Serves until the node is asked to shut down, then shuts down
+/// gracefully.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let connections = Arc::new(ConnectionCount::default());
+    let timer = tokio::spawn(run_timer(Arc::clone(&node)));
+    let mut shutdown = node.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let laddr = stream.local_addr().unwrap_or(addr);
+                    let node = Arc::clone(&node);
+                    let connections = Arc::clone(&connections);
+                    connections.opened();
+                    tokio::spawn(async move {
+                        crate::connection::serve(node, stream, addr, laddr).await;
+                        connections.closed();
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little
+                    // rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no longer accepting connections");
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, connections.all_closed()).await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not close within the grace period");
+    }
+    timer.abort();
+    let mut state = node.lock();
+    if let Some(store) = state.db.store() {
+        match store.sync_now() {
+            Ok(()) => tracing::info!(bytes = store.log_bytes(), "command log synced"),
+            Err(error) => tracing::error!(%error, "syncing the command log at shutdown failed"),
+        }
+    }
+    tracing::info!("shut down");
+}
+
+#[derive(Debug, Default)]
+struct ConnectionCount {
+    open: AtomicUsize,
+    changed: Notify,
+}
+
+impl ConnectionCount {
+    fn opened(&self) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Periodic work: expires blocked reads at their deadline, ticks the
+/// command log (the `everysec` sync, one key of a rewrite per tick while a
+/// rewrite runs), closes idle clients.
+async fn run_timer(node: Arc<Node>) {
+    let mut last_idle_check = 0;
+    loop {
+        let wait = {
+            let mut state = node.lock();
+            let now = node.clock.now_ms();
+            if let Err(error) = state.db.tick() {
+                state.last_write_error = Some(error.to_string());
+                tracing::error!(%error, "command log tick failed");
+            }
+            state.db.engine().expire_blocked(now);
+            let _ = state.settle();
+            if state.runtime.timeout > 0 && now.saturating_sub(last_idle_check) >= 1000 {
+                last_idle_check = now;
+                let limit = state.runtime.timeout * 1000;
+                for entry in state.clients.values_mut() {
+                    let idle = now.saturating_sub(entry.last_ms) >= limit;
+                    if idle && !entry.blocked && entry.subscriptions == 0 {
+                        entry.killed = Some("idle timeout");
+                        entry.notify.notify_one();
+                    }
+                }
+            }
+            let rewriting = state
+                .db
+                .store()
+                .is_some_and(|store| store.rewrite_in_progress());
+            let mut wait = if rewriting {
+                Duration::from_millis(1)
+            } else {
+                TIMER_PERIOD
+            };
+            if let Some(deadline) = state.db.engine().next_deadline() {
+                wait = wait.min(Duration::from_millis(deadline.saturating_sub(now)));
+            }
+            wait
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = node.timer.notified() => {}
+        }
+    }
+}
