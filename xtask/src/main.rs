@@ -8,6 +8,8 @@
 //!   fuzz targets' build, the benchmarks' build, and the API docs.
 //! - `fuzz <target> [seconds]`: runs one cargo-fuzz target, adding what it
 //!   finds to `fuzz/corpus/<target>/`.
+//! - `setup`: installs what the tests need (Debian's redis packages, the
+//!   Python clients' virtualenv) without running anything.
 //! - `fuzz-seed`: writes the seed inputs of every target to the corpus.
 //! - `bench [filter]`: runs the criterion benchmarks, which print their
 //!   ratios against a baseline measured in the same run.
@@ -33,6 +35,9 @@ fn main() -> ExitCode {
             Err(_) => Err(format!("not a number of seconds: {seconds}")),
         },
         ["fuzz-seed"] => fuzz_seed(),
+        ["setup"] => ensure_tools().and_then(|()| ensure_python()).map(|python| {
+            eprintln!("tools present; Python clients in {}", python.display());
+        }),
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         _ => Err(USAGE.to_string()),
@@ -46,15 +51,18 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | bench [filter]";
+const USAGE: &str =
+    "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | setup | bench [filter]";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-const FUZZ_TARGETS: [&str; 5] = [
+const FUZZ_TARGETS: [&str; 7] = [
     "batch_decoding",
     "segment_recovery",
     "index_lookup",
     "command_log_decoding",
     "command_log_recovery",
+    "resp_request",
+    "resp_session",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -142,6 +150,7 @@ impl<'a> Step<'a> {
 const REQUIRED_TOOLS: &[(&str, &[&str])] = &[
     ("redis-server", &["redis-server", "redis-tools"]),
     ("redis-cli", &["redis-tools"]),
+    ("redis-benchmark", &["redis-tools"]),
 ];
 
 /// Installs the Debian packages of any required tool that is missing.
@@ -162,6 +171,12 @@ fn ensure_tools() -> Result<(), String> {
     }
     packages.sort_unstable();
     packages.dedup();
+    install_packages(&packages)
+}
+
+/// Installs Debian packages (through sudo unless root); runs `apt-get
+/// update` only when the first try fails.
+fn install_packages(packages: &[&str]) -> Result<(), String> {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -187,7 +202,7 @@ fn ensure_tools() -> Result<(), String> {
         }
     };
     let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend(&packages);
+    install.extend(packages);
     if apt(&install).is_err() {
         apt(&["update"])?;
         apt(&install)?;
@@ -195,10 +210,70 @@ fn ensure_tools() -> Result<(), String> {
     Ok(())
 }
 
+fn python_environment() -> PathBuf {
+    target_directory().with_file_name("venv")
+}
+
+/// Creates the virtualenv and installs `xtask/python-requirements.txt`
+/// into it when it is missing or the requirements changed; returns the
+/// path of its interpreter.
+fn ensure_python() -> Result<PathBuf, String> {
+    let venv = python_environment();
+    let python = venv.join("bin/python");
+    let requirements = workspace_root().join("xtask/python-requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|error| format!("cannot read {}: {error}", requirements.display()))?;
+    let stamp = venv.join("weir-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return Ok(python);
+    }
+    let run = |program: &Path, arguments: &[&str]| -> Result<(), String> {
+        eprintln!("==> {} {}", program.display(), arguments.join(" "));
+        let status = Command::new(program)
+            .args(arguments)
+            .status()
+            .map_err(|error| format!("cannot run {}: {error}", program.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {} failed ({status})",
+                program.display(),
+                arguments.join(" ")
+            ))
+        }
+    };
+    if !python.exists() {
+        let venv_text = venv.display().to_string();
+        if run(Path::new("python3"), &["-m", "venv", &venv_text]).is_err() {
+            // Debian's python3 needs python3-venv for `-m venv`.
+            install_packages(&["python3-venv"])?;
+            run(Path::new("python3"), &["-m", "venv", &venv_text])?;
+        }
+    }
+    let requirements_text = requirements.display().to_string();
+    run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            &requirements_text,
+        ],
+    )?;
+    std::fs::write(&stamp, wanted)
+        .map_err(|error| format!("cannot write {}: {error}", stamp.display()))?;
+    Ok(python)
+}
+
 fn ci() -> Result<(), String> {
     let started = Instant::now();
     eprintln!("target directory: {}", target_directory().display());
     ensure_tools()?;
+    let python = ensure_python()?.display().to_string();
     let steps = [
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
@@ -218,7 +293,8 @@ fn ci() -> Result<(), String> {
         Step::cargo(
             "tests",
             &["test", "--workspace", "--locked", "--", "--include-ignored"],
-        ),
+        )
+        .env("WEIR_PYTHON", python.clone()),
         // The loom model checks need `--cfg loom` for every crate, so they
         // build in a directory of their own; release keeps them quick.
         Step::cargo(
@@ -302,7 +378,7 @@ fn fuzz(target: &str, seconds: u64) -> Result<(), String> {
 
 fn fuzz_seed() -> Result<(), String> {
     let corpus = workspace_root().join("fuzz/corpus").display().to_string();
-    for package in ["weir-log", "weir-stream"] {
+    for package in ["weir-log", "weir-stream", "weir-server"] {
         Step::cargo(
             "write seed corpus",
             &[

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use weir_stream::{Error, Reply};
 
 use crate::commands::{self, Session};
-use crate::node::{ClientEntry, Node, Runtime, State};
+use crate::node::{Node, Runtime, State};
 use crate::resp::{self, Parsed, Parser};
 
 /// Bytes to have free in the read buffer before reading.
@@ -46,42 +46,16 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let registered = {
         let mut state = node.lock();
-        state.stats.connections_received += 1;
-        if state.clients.len() >= state.runtime.maxclients {
-            state.stats.rejected_connections += 1;
-            None
-        } else {
-            let id = state.next_client_id();
-            let now = node.clock.now_ms();
-            state.clients.insert(
-                id,
-                ClientEntry {
-                    addr,
-                    laddr,
-                    name: Vec::new(),
-                    lib_name: Vec::new(),
-                    lib_ver: Vec::new(),
-                    created_ms: now,
-                    last_ms: now,
-                    last_command: String::new(),
-                    resp: 2,
-                    multi: None,
-                    blocked: false,
-                    subscriptions: 0,
-                    watch_dirty: false,
-                    watched: Vec::new(),
-                    inbox: Vec::new(),
-                    inbox_bytes: 0,
-                    killed: None,
-                    notify: Arc::clone(&notify),
-                },
-            );
-            Some((
-                id,
-                state.runtime.requirepass.is_empty(),
-                parser_limits(&state.runtime),
-            ))
-        }
+        let now = node.clock.now_ms();
+        state
+            .register_client(addr, laddr, now, Arc::clone(&notify))
+            .map(|id| {
+                (
+                    id,
+                    state.runtime.requirepass.is_empty(),
+                    parser_limits(&state.runtime),
+                )
+            })
     };
     let Some((id, authenticated, limits)) = registered else {
         let _ = writer

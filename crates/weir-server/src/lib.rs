@@ -22,6 +22,7 @@ pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod fuzzing;
 pub mod inspect;
 pub mod node;
 pub mod resp;

@@ -180,6 +180,47 @@ pub struct State {
 }
 
 impl State {
+    /// Registers a new connection, or refuses it (counted) when the node
+    /// already has `maxclients`.
+    pub fn register_client(
+        &mut self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        now_ms: u64,
+        notify: Arc<Notify>,
+    ) -> Option<ClientId> {
+        self.stats.connections_received += 1;
+        if self.clients.len() >= self.runtime.maxclients {
+            self.stats.rejected_connections += 1;
+            return None;
+        }
+        let id = self.next_client_id();
+        self.clients.insert(
+            id,
+            ClientEntry {
+                addr,
+                laddr,
+                name: Vec::new(),
+                lib_name: Vec::new(),
+                lib_ver: Vec::new(),
+                created_ms: now_ms,
+                last_ms: now_ms,
+                last_command: String::new(),
+                resp: 2,
+                multi: None,
+                blocked: false,
+                subscriptions: 0,
+                watch_dirty: false,
+                watched: Vec::new(),
+                inbox: Vec::new(),
+                inbox_bytes: 0,
+                killed: None,
+                notify,
+            },
+        );
+        Some(id)
+    }
+
     /// A client id, never reused.
     pub fn next_client_id(&mut self) -> ClientId {
         self.next_client_id += 1;

@@ -1,6 +1,8 @@
 //! Helpers shared by the stream engine's integration tests.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use rand::RngExt;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use weir_stream::{Context, Engine, Outcome, Reply};

@@ -1,0 +1,36 @@
+//! Replays the committed corpus of the server fuzz targets through the
+//! functions the targets call.
+
+use std::path::PathBuf;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let entries = std::fs::read_dir(&directory)
+        .unwrap_or_else(|error| panic!("corpus {} is missing: {error}", directory.display()));
+    let mut inputs = 0;
+    for entry in entries {
+        let path = entry.expect("entry").path();
+        let data = std::fs::read(&path).expect("input");
+        let result = std::panic::catch_unwind(|| run(&data));
+        assert!(result.is_ok(), "{target} failed on {}", path.display());
+        inputs += 1;
+    }
+    assert!(inputs > 0, "corpus {} is empty", directory.display());
+    for (seed_target, _, data) in weir_server::fuzzing::seed_corpus() {
+        if seed_target == target {
+            run(&data);
+        }
+    }
+}
+
+#[test]
+fn resp_request_corpus() {
+    replay("resp_request", weir_server::fuzzing::resp_request);
+}
+
+#[test]
+fn resp_session_corpus() {
+    replay("resp_session", weir_server::fuzzing::resp_session);
+}
