@@ -398,6 +398,13 @@ fn fuzz_seed() -> Result<(), String> {
 }
 
 fn bench(filter: Option<&str>) -> Result<(), String> {
+    // resp_vs_redis runs the release `weir` binary against redis-server.
+    ensure_tools()?;
+    Step::cargo(
+        "weir binary",
+        &["build", "--release", "-p", "weir-server", "--bin", "weir"],
+    )
+    .run()?;
     let mut arguments = vec!["bench", "-p", "weir-benches"];
     if let Some(filter) = filter {
         arguments.extend(["--", filter]);

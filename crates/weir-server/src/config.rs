@@ -28,7 +28,8 @@ pub struct Settings {
     pub maxclients: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
-    /// Worker threads of the runtime (0: one per core).
+    /// Threads of the runtime: 1 (the default) is one event loop, as in
+    /// Redis; 0 is one worker per core.
     pub threads: usize,
     /// Entries per stream node (Redis's `stream-node-max-entries`).
     pub stream_node_max_entries: u64,
@@ -65,7 +66,7 @@ impl Default for Settings {
             requirepass: String::new(),
             maxclients: 10_000,
             log_level: "info".into(),
-            threads: 0,
+            threads: 1,
             stream_node_max_entries: 100,
             stream_node_max_bytes: 4096,
             compatibility: "7.4".into(),

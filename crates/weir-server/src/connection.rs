@@ -123,6 +123,10 @@ impl Connection {
                 biased;
                 _ = shutdown.changed() => return Ended::Shutdown,
                 _ = notify.notified() => {
+                    // Let the clients that are ready run first: what they
+                    // publish or add for this one then leaves in one write,
+                    // as Redis flushes replies once per event-loop turn.
+                    tokio::task::yield_now().await;
                     if let Some(reason) = self.deliver() {
                         // Write what was delivered before closing.
                         let _ = writer.write_all(&self.output).await;

@@ -79,7 +79,7 @@ struct ServeArgs {
     /// error, warn, info, debug, trace.
     #[arg(long)]
     log_level: Option<String>,
-    /// Runtime worker threads (0: one per core).
+    /// Runtime threads: 1 (default) is one event loop; 0 is one per core.
     #[arg(long)]
     threads: Option<usize>,
     /// Entries per stream node.
@@ -206,10 +206,18 @@ fn serve(args: &ServeArgs) -> ExitCode {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if settings.threads > 0 {
-        builder.worker_threads(settings.threads);
-    }
+    // One thread (the default) runs every connection on one event loop,
+    // like Redis: the keyspace is behind one lock anyway, and on a loaded
+    // machine a second worker costs more in wake-ups than it gains.
+    let mut builder = if settings.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if settings.threads > 1 {
+            builder.worker_threads(settings.threads);
+        }
+        builder
+    };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
