@@ -378,7 +378,11 @@ fn fuzz(target: &str, seconds: u64) -> Result<(), String> {
 
 fn fuzz_seed() -> Result<(), String> {
     let corpus = workspace_root().join("fuzz/corpus").display().to_string();
-    for package in ["weir-log", "weir-stream", "weir-server"] {
+    for (package, example) in [
+        ("weir-log", "write_log_fuzz_seeds"),
+        ("weir-stream", "write_stream_fuzz_seeds"),
+        ("weir-server", "write_server_fuzz_seeds"),
+    ] {
         Step::cargo(
             "write seed corpus",
             &[
@@ -387,7 +391,7 @@ fn fuzz_seed() -> Result<(), String> {
                 "-p",
                 package,
                 "--example",
-                "write_fuzz_seeds",
+                example,
                 "--",
                 &corpus,
             ],

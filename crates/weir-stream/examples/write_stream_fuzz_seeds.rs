@@ -1,5 +1,5 @@
 //! Writes the seed inputs of the command-log fuzz targets to a corpus
-//! directory: `cargo run -p weir-stream --example write_fuzz_seeds -- fuzz/corpus`.
+//! directory: `cargo run -p weir-stream --example write_stream_fuzz_seeds -- fuzz/corpus`.
 
 fn main() -> std::io::Result<()> {
     let corpus = std::env::args()

@@ -1,11 +1,12 @@
-//! Writes the seed inputs of the server fuzz targets (RESP parser and sessions) to a corpus
-//! directory: `cargo run -p weir-server --example write_fuzz_seeds -- fuzz/corpus`.
+//! Writes the seed inputs of every fuzz target to a corpus directory:
+//! `cargo run -p weir-log --example write_log_fuzz_seeds -- fuzz/corpus`
+//! (what `cargo xtask fuzz-seed` runs).
 
 fn main() -> std::io::Result<()> {
     let corpus = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "fuzz/corpus".to_string());
-    for (target, name, bytes) in weir_server::fuzzing::seed_corpus() {
+    for (target, name, bytes) in weir_log::fuzzing::seed_corpus() {
         let directory = std::path::Path::new(&corpus).join(target);
         std::fs::create_dir_all(&directory)?;
         std::fs::write(directory.join(format!("seed-{name}")), bytes)?;
