@@ -11,6 +11,9 @@
 //! - `setup`: installs what the tests need (Debian's redis packages, the
 //!   Python clients' virtualenv) without running anything.
 //! - `fuzz-seed`: writes the seed inputs of every target to the corpus.
+//! - `sim [--seeds N] [--from S] | --seed S | --check-determinism --seeds N`:
+//!   builds the simulator (`weir-sim`) with `--cfg madsim` in its own target
+//!   directory and runs seeds; `--seed S` prints that seed's trace.
 //! - `bench [filter]`: runs the criterion benchmarks, which print their
 //!   ratios against a baseline measured in the same run.
 //!
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         ["setup"] => ensure_tools().and_then(|()| ensure_python()).map(|python| {
             eprintln!("tools present; Python clients in {}", python.display());
         }),
+        ["sim", rest @ ..] => sim(rest),
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         _ => Err(USAGE.to_string()),
@@ -52,7 +56,12 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | setup | bench [filter]";
+    "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | setup | bench [filter] | sim [--seeds N] [--from S] [--seed S] [--check-determinism]";
+
+/// Seeds the simulator runs in CI (0..SIM_SEEDS), and seeds it runs twice
+/// to compare (from 100000).
+const SIM_SEEDS: &str = "1000";
+const SIM_DETERMINISM_SEEDS: &str = "50";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
 const FUZZ_TARGETS: [&str; 7] = [
@@ -329,6 +338,53 @@ fn ci() -> Result<(), String> {
         ),
         Step::cargo("API docs", &["doc", "--workspace", "--no-deps", "--locked"])
             .env("RUSTDOCFLAGS", "-D warnings"),
+        // The simulator: its madsim-only code linted, a fixed seed range,
+        // and each seed of a smaller range run twice and compared.
+        sim_step(
+            "simulator clippy",
+            &[
+                "clippy",
+                "--locked",
+                "--release",
+                "-p",
+                "weir-sim",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        sim_step(
+            "simulator seeds",
+            &[
+                "run",
+                "--locked",
+                "--release",
+                "--quiet",
+                "-p",
+                "weir-sim",
+                "--",
+                "--seeds",
+                SIM_SEEDS,
+            ],
+        ),
+        sim_step(
+            "simulator determinism",
+            &[
+                "run",
+                "--locked",
+                "--release",
+                "--quiet",
+                "-p",
+                "weir-sim",
+                "--",
+                "--check-determinism",
+                "--seeds",
+                SIM_DETERMINISM_SEEDS,
+                "--from",
+                "100000",
+            ],
+        ),
     ];
     let mut timings = Vec::new();
     for step in &steps {
@@ -399,6 +455,28 @@ fn fuzz_seed() -> Result<(), String> {
         .run()?;
     }
     Ok(())
+}
+
+/// The simulator's build: `--cfg madsim`, release, its own directory.
+fn sim_step<'a>(name: &'a str, arguments: &[&'a str]) -> Step<'a> {
+    Step::cargo(name, arguments)
+        .env("RUSTFLAGS", "--cfg madsim")
+        .target(sibling_target("madsim"))
+}
+
+/// Builds and runs the seed runner with the given arguments.
+fn sim(arguments: &[&str]) -> Result<(), String> {
+    let mut command = vec![
+        "run",
+        "--locked",
+        "--release",
+        "--quiet",
+        "-p",
+        "weir-sim",
+        "--",
+    ];
+    command.extend(arguments);
+    sim_step("simulator", &command).run().map(|_| ())
 }
 
 fn bench(filter: Option<&str>) -> Result<(), String> {

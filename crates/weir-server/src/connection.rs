@@ -103,7 +103,12 @@ impl Connection {
         loop {
             let protocol_error = self.process();
             if !self.output.is_empty() {
-                let written = writer.write_all(&self.output).await;
+                // The flush is a no-op on a real socket; madsim's simulated
+                // TCP sends only what is flushed.
+                let mut written = writer.write_all(&self.output).await;
+                if written.is_ok() {
+                    written = writer.flush().await;
+                }
                 self.output.clear();
                 if written.is_err() {
                     return Ended::Io;
@@ -130,6 +135,7 @@ impl Connection {
                     if let Some(reason) = self.deliver() {
                         // Write what was delivered before closing.
                         let _ = writer.write_all(&self.output).await;
+                        let _ = writer.flush().await;
                         return Ended::Killed(reason);
                     }
                 }
@@ -166,6 +172,7 @@ impl Connection {
         let mut out = Vec::new();
         error.write_resp2(&mut out);
         let _ = writer.write_all(&out).await;
+        let _ = writer.flush().await;
         Ended::ProtocolError
     }
 

@@ -1,0 +1,374 @@
+//! What the workload clients saw, and the invariants checked against it.
+//!
+//! Plain code over plain data, so that every checker is unit-tested with
+//! histories that break it (see the tests at the bottom) and runs the same
+//! inside and outside the simulator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A stream entry ID.
+pub type Id = (u64, u64);
+
+/// Shows an ID as Redis does.
+pub fn show(id: Id) -> String {
+    format!("{}-{}", id.0, id.1)
+}
+
+/// Parses `ms-seq`.
+pub fn parse_id(text: &str) -> Option<Id> {
+    let (ms, seq) = text.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// What the clients observed, in the order they observed it.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Every value a producer sent, acknowledged or not (value -> producer
+    /// and sequence number).
+    pub sent: BTreeMap<String, (u32, u64)>,
+    /// XADDs whose reply arrived: value -> ID, in reply order per producer.
+    pub acknowledged: Vec<(u32, u64, String, Id)>,
+    /// Entries an `XREADGROUP ... >` delivered (reply arrived):
+    /// (consumer, session, ID, value).
+    pub delivered: Vec<(String, u64, Id, String)>,
+    /// XACKs whose reply arrived, with the count it returned.
+    pub acked: Vec<(Id, i64)>,
+    /// XAUTOCLAIMs whose reply arrived: (consumer, claimed IDs).
+    pub claimed: Vec<(String, Vec<Id>)>,
+    /// Crashes and disconnections the clients went through.
+    pub interruptions: u64,
+}
+
+/// What the final reads returned, after the liveness phase.
+#[derive(Clone, Debug, Default)]
+pub struct FinalState {
+    /// XRANGE s - +: (ID, value) in the order returned.
+    pub entries: Vec<(Id, String)>,
+    /// XPENDING s g - + N: (ID, owner, delivery count).
+    pub pending: Vec<(Id, String, u64)>,
+}
+
+/// One broken invariant, with its evidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant's name.
+    pub invariant: &'static str,
+    /// What was seen.
+    pub evidence: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.evidence)
+    }
+}
+
+fn violation(invariant: &'static str, evidence: String) -> Violation {
+    Violation {
+        invariant,
+        evidence,
+    }
+}
+
+/// The IDs consumers received, by `>` or by a claim.
+pub fn received(history: &History) -> BTreeSet<Id> {
+    history
+        .delivered
+        .iter()
+        .map(|(_, _, id, _)| *id)
+        .chain(
+            history
+                .claimed
+                .iter()
+                .flat_map(|(_, ids)| ids.iter().copied()),
+        )
+        .collect()
+}
+
+/// Checks every invariant; returns the violations (at most a few per
+/// invariant, so a broken run stays readable).
+pub fn check(history: &History, last: &FinalState, liveness: bool) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut push = |found: Violation| {
+        let same = violations
+            .iter()
+            .filter(|seen: &&Violation| seen.invariant == found.invariant)
+            .count();
+        if same < 3 {
+            violations.push(found);
+        }
+    };
+    let stored: BTreeMap<Id, &String> = last
+        .entries
+        .iter()
+        .map(|(id, value)| (*id, value))
+        .collect();
+
+    // Ordering per stream: the stream's IDs strictly increase.
+    for pair in last.entries.windows(2) {
+        if pair[0].0 >= pair[1].0 {
+            push(violation(
+                "ids-increase",
+                format!("{} comes before {}", show(pair[0].0), show(pair[1].0)),
+            ));
+        }
+    }
+    // Ordering per producer: acknowledged IDs increase in send order.
+    let mut last_by_producer: BTreeMap<u32, (u64, Id)> = BTreeMap::new();
+    for (producer, seq, _, id) in &history.acknowledged {
+        if let Some((previous_seq, previous)) = last_by_producer.get(producer) {
+            if seq > previous_seq && id <= previous {
+                push(violation(
+                    "producer-order",
+                    format!(
+                        "producer {producer}: send {seq} got {} after send {previous_seq} got {}",
+                        show(*id),
+                        show(*previous)
+                    ),
+                ));
+            }
+        }
+        last_by_producer.insert(*producer, (*seq, *id));
+    }
+
+    // One ID, one value, in every read; every value is one a producer sent
+    // (values are unique tags, so corruption shows as an unknown value).
+    let mut value_of: BTreeMap<Id, &String> = BTreeMap::new();
+    let observations = history
+        .acknowledged
+        .iter()
+        .map(|(_, _, value, id)| (*id, value, "XADD reply"))
+        .chain(
+            history
+                .delivered
+                .iter()
+                .map(|(_, _, id, value)| (*id, value, "XREADGROUP")),
+        )
+        .chain(
+            last.entries
+                .iter()
+                .map(|(id, value)| (*id, value, "final XRANGE")),
+        );
+    for (id, value, source) in observations {
+        if !history.sent.contains_key(value.as_str()) && !value.starts_with("probe") {
+            push(violation(
+                "no-corruption",
+                format!(
+                    "{source} returned {} = {value:?}, which no producer sent",
+                    show(id)
+                ),
+            ));
+        }
+        match value_of.get(&id) {
+            Some(first) if *first != value => push(violation(
+                "one-value-per-id",
+                format!("{} was {first:?}, then {value:?} ({source})", show(id)),
+            )),
+            Some(_) => {}
+            None => {
+                value_of.insert(id, value);
+            }
+        }
+    }
+    // A value gets one ID: a producer's XADD is not applied twice.
+    let mut id_of_value: BTreeMap<&String, Id> = BTreeMap::new();
+    for (id, value) in &last.entries {
+        if let Some(other) = id_of_value.insert(value, *id) {
+            push(violation(
+                "no-duplicate-entry",
+                format!("{value:?} stored as {} and {}", show(other), show(*id)),
+            ));
+        }
+    }
+
+    // No lost write: every acknowledged XADD is in the stream (nothing
+    // trims or deletes in this workload).
+    for (producer, seq, value, id) in &history.acknowledged {
+        match stored.get(id) {
+            Some(found) if *found == value => {}
+            Some(found) => push(violation(
+                "no-lost-write",
+                format!(
+                    "producer {producer} send {seq}: {} acknowledged with {value:?} holds {found:?}",
+                    show(*id)
+                ),
+            )),
+            None => push(violation(
+                "no-lost-write",
+                format!(
+                    "producer {producer} send {seq}: acknowledged {} ({value:?}) is not in the stream",
+                    show(*id)
+                ),
+            )),
+        }
+    }
+
+    // `>` never delivers an ID twice (a delivery is durable before its
+    // reply), and within one consumer session deliveries increase.
+    let mut delivered_once: BTreeMap<Id, (&String, u64)> = BTreeMap::new();
+    let mut last_in_session: BTreeMap<(&String, u64), Id> = BTreeMap::new();
+    for (consumer, session, id, _) in &history.delivered {
+        if let Some((first, first_session)) = delivered_once.insert(*id, (consumer, *session)) {
+            push(violation(
+                "new-entries-delivered-once",
+                format!(
+                    "{} delivered by '>' to {first} (session {first_session}) and again to {consumer} (session {session})",
+                    show(*id)
+                ),
+            ));
+        }
+        if let Some(previous) = last_in_session.insert((consumer, *session), *id) {
+            if previous >= *id {
+                push(violation(
+                    "deliveries-increase",
+                    format!(
+                        "{consumer} session {session}: {} after {}",
+                        show(*id),
+                        show(previous)
+                    ),
+                ));
+            }
+        }
+    }
+
+    // The PEL names only entries that exist.
+    for (id, owner, _) in &last.pending {
+        if !stored.contains_key(id) {
+            push(violation(
+                "pel-entries-exist",
+                format!("{} pending for {owner} is not in the stream", show(*id)),
+            ));
+        }
+    }
+
+    if liveness {
+        // At-least-once: after healing, every acknowledged entry reached a
+        // consumer, by `>` or by a claim. (Consumers process what they
+        // receive, then XACK it; an XACK whose reply was lost may still have
+        // run, so receipt is what counts.) Nothing stays pending.
+        let received = received(history);
+        for (producer, seq, value, id) in &history.acknowledged {
+            if !received.contains(id) {
+                push(violation(
+                    "at-least-once",
+                    format!(
+                        "producer {producer} send {seq}: {} ({value:?}) never reached a consumer",
+                        show(*id)
+                    ),
+                ));
+            }
+        }
+        for (id, owner, count) in &last.pending {
+            push(violation(
+                "liveness",
+                format!(
+                    "{} still pending for {owner} (delivered {count} times) after healing",
+                    show(*id)
+                ),
+            ));
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history() -> History {
+        let mut history = History::default();
+        for (seq, value) in ["p0-1", "p0-2", "p0-3"].iter().enumerate() {
+            history.sent.insert((*value).into(), (0, seq as u64));
+        }
+        history.acknowledged = vec![
+            (0, 0, "p0-1".into(), (1, 0)),
+            (0, 1, "p0-2".into(), (2, 0)),
+            (0, 2, "p0-3".into(), (3, 0)),
+        ];
+        history.delivered = vec![
+            ("c0".into(), 0, (1, 0), "p0-1".into()),
+            ("c0".into(), 0, (2, 0), "p0-2".into()),
+            ("c1".into(), 0, (3, 0), "p0-3".into()),
+        ];
+        history.acked = vec![((1, 0), 1), ((2, 0), 1), ((3, 0), 1)];
+        history
+    }
+
+    fn state() -> FinalState {
+        FinalState {
+            entries: vec![
+                ((1, 0), "p0-1".into()),
+                ((2, 0), "p0-2".into()),
+                ((3, 0), "p0-3".into()),
+            ],
+            pending: Vec::new(),
+        }
+    }
+
+    fn names(violations: &[Violation]) -> Vec<&'static str> {
+        violations.iter().map(|found| found.invariant).collect()
+    }
+
+    #[test]
+    fn a_correct_history_passes() {
+        assert_eq!(check(&history(), &state(), true), vec![]);
+    }
+
+    #[test]
+    fn a_lost_write_is_caught() {
+        let mut last = state();
+        last.entries.remove(1);
+        assert!(names(&check(&history(), &last, false)).contains(&"no-lost-write"));
+    }
+
+    #[test]
+    fn corruption_and_changed_values_are_caught() {
+        let mut last = state();
+        last.entries[0].1 = "p0-\u{1}".into();
+        let found = names(&check(&history(), &last, false));
+        assert!(found.contains(&"no-corruption"), "{found:?}");
+        assert!(found.contains(&"one-value-per-id"), "{found:?}");
+    }
+
+    #[test]
+    fn a_reused_id_is_caught() {
+        let mut reused = history();
+        reused.acknowledged[2].3 = (2, 0);
+        let found = names(&check(&reused, &state(), false));
+        assert!(found.contains(&"producer-order"), "{found:?}");
+        assert!(found.contains(&"one-value-per-id"), "{found:?}");
+    }
+
+    #[test]
+    fn a_redelivery_by_new_entries_read_is_caught() {
+        let mut again = history();
+        again
+            .delivered
+            .push(("c1".into(), 1, (2, 0), "p0-2".into()));
+        assert!(names(&check(&again, &state(), false)).contains(&"new-entries-delivered-once"));
+    }
+
+    #[test]
+    fn a_forgotten_pel_entry_is_caught_by_at_least_once() {
+        let mut forgotten = history();
+        forgotten.delivered.pop();
+        let found = names(&check(&forgotten, &state(), true));
+        assert!(found.contains(&"at-least-once"), "{found:?}");
+    }
+
+    #[test]
+    fn pending_leftovers_fail_liveness_only_after_healing() {
+        let mut last = state();
+        last.pending.push(((3, 0), "c1".into(), 2));
+        assert!(check(&history(), &last, false).is_empty());
+        assert!(names(&check(&history(), &last, true)).contains(&"liveness"));
+    }
+
+    #[test]
+    fn unordered_streams_are_caught() {
+        let mut last = state();
+        last.entries.swap(0, 1);
+        assert!(names(&check(&history(), &last, false)).contains(&"ids-increase"));
+    }
+}

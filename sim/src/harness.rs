@@ -1,0 +1,771 @@
+//! One seed of the simulation, on madsim (compiled only with `--cfg madsim`).
+//!
+//! A run has three simulated parts:
+//!
+//! 1. **Fault phase.** A `weir` node (the real `weir-server` code on
+//!    madsim's network and time, its command log on a [`SimDisk`] with
+//!    `appendfsync always`) serves producers and consumers running on a
+//!    client node over RESP. A fault injector, whose fault kinds and rates
+//!    the seed picks (swarm testing), crashes and restarts the node (a kill
+//!    is a power loss for its disk), pauses it, clogs its links, adds packet
+//!    loss and latency spikes, and makes clients drop their connections in
+//!    the middle of requests; the disk fails syncs when the seed says so.
+//! 2. **Healed phase.** Faults stop, the node is restarted clean if it was
+//!    down or refusing writes, producers stop, and consumers keep reading,
+//!    claiming and acknowledging until every acknowledged entry is
+//!    processed, within a bounded simulated time.
+//! 3. **Check.** The final stream and PEL are read and every invariant of
+//!    [`crate::check`] is checked against what the clients saw.
+//!
+//! Everything random comes from the seed: madsim's scheduler and network
+//! from its runtime seed, the workload and the faults from a generator
+//! seeded from it, the disk from its own seeded generator.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::time::{sleep, timeout, Instant};
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use tokio::net::TcpStream;
+use weir_io::{CrashWeights, Faults, SimDisk, Storage, SystemClock};
+use weir_server::{Node, Settings};
+
+use crate::check::{self, parse_id, FinalState, History, Id, Violation};
+use crate::client::{Client, Value};
+
+const SERVER_IP: [u8; 4] = [10, 0, 0, 1];
+const CLIENT_IP: [u8; 4] = [10, 0, 0, 2];
+const PORT: u16 = 6379;
+const FAULT_PHASE: Duration = Duration::from_secs(20);
+const LIVENESS_BOUND: Duration = Duration::from_secs(120);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+const QUIESCENCE: Duration = Duration::from_secs(12);
+const PRODUCERS: u32 = 3;
+const CONSUMERS: u32 = 2;
+
+/// The fault kinds a seed switched on, with their rates.
+#[derive(Clone, Debug)]
+pub struct Swarm {
+    /// Chance per injector step of a crash and restart.
+    pub crash: f64,
+    /// Chance per step of pausing the node for a while.
+    pub pause: f64,
+    /// Chance per step of clogging the node's links for a while.
+    pub clog: f64,
+    /// Chance per step of changing packet loss and latency.
+    pub network: f64,
+    /// Chance per request that a client drops its connection mid-request.
+    pub disconnect: f64,
+    /// Chance per sync that the disk fails it.
+    pub sync_failure: f64,
+}
+
+impl Swarm {
+    /// Picks the fault kinds of a seed: each kind is on for about half of
+    /// the seeds, with its own rate.
+    pub fn pick(rng: &mut Xoshiro256PlusPlus) -> Self {
+        let mut kind = |on: f64, low: f64, high: f64| {
+            if rng.random_bool(on) {
+                rng.random_range(low..high)
+            } else {
+                0.0
+            }
+        };
+        Swarm {
+            crash: kind(0.7, 0.05, 0.3),
+            pause: kind(0.4, 0.02, 0.15),
+            clog: kind(0.4, 0.02, 0.15),
+            network: kind(0.5, 0.05, 0.3),
+            disconnect: kind(0.4, 0.005, 0.05),
+            sync_failure: kind(0.25, 0.0005, 0.005),
+        }
+    }
+}
+
+/// What happened in one seed.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// Requests the clients sent.
+    pub operations: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// How often interesting paths were taken.
+    pub coverage: BTreeMap<&'static str, u64>,
+    /// Broken invariants.
+    pub violations: Vec<Violation>,
+    /// The readable trace (always recorded; printed for `--seed`).
+    pub trace: Vec<String>,
+    /// A hash of the trace and the final state, for determinism checks.
+    pub fingerprint: u64,
+}
+
+/// State shared by the supervisor, the node's init and the clients. madsim
+/// runs everything on one thread, so a mutex is never contended.
+#[derive(Default)]
+struct Shared {
+    history: History,
+    trace: Vec<String>,
+    operations: u64,
+    faults: BTreeMap<&'static str, u64>,
+    coverage: BTreeMap<&'static str, u64>,
+    node: Option<Arc<Node>>,
+    start_failures: Vec<String>,
+    stop_producers: bool,
+    producers_done: u32,
+    stop_all: bool,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn note(shared: &SharedRef, started: Instant, text: String) {
+    let elapsed = started.elapsed();
+    let mut shared = shared.lock().expect("shared state");
+    shared
+        .trace
+        .push(format!("{:>9.3}s {text}", elapsed.as_secs_f64()));
+}
+
+fn count(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
+    *map.entry(key).or_default() += 1;
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64) -> SeedReport {
+    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.set_time_limit(Duration::from_secs(3600));
+    runtime.block_on(simulate(seed))
+}
+
+/// Runs one seed twice under madsim's determinism check (every random
+/// draw of the scheduler and network compared) and returns the report.
+pub fn run_seed_checked(seed: u64) -> SeedReport {
+    Runtime::check_determinism(seed, madsim::Config::default(), || async {
+        simulate(Handle::current().seed()).await
+    })
+}
+
+async fn simulate(seed: u64) -> SeedReport {
+    let handle = Handle::current();
+    let started = Instant::now();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5715_eed5);
+    let swarm = Swarm::pick(&mut rng);
+    let shared: SharedRef = Arc::default();
+    note(&shared, started, format!("seed {seed}, swarm {swarm:?}"));
+
+    let weights = CrashWeights {
+        lose_all: rng.random_range(0..4),
+        keep_prefix: rng.random_range(0..4),
+        tear: rng.random_range(1..4),
+    };
+    let disk_faults = Faults {
+        sync_failure: swarm.sync_failure,
+        crash: weights,
+        ..Faults::default()
+    };
+    let disk = SimDisk::with_faults(rng.random(), disk_faults);
+
+    let server = start_server(&handle, &disk, &shared, started);
+    let client_node = handle
+        .create_node()
+        .name("clients")
+        .ip(CLIENT_IP.into())
+        .build();
+    let address = SocketAddr::from((SERVER_IP, PORT));
+
+    // The workload.
+    let mut tasks = Vec::new();
+    for producer in 0..PRODUCERS {
+        let (shared, seed) = (Arc::clone(&shared), rng.random());
+        let disconnect = swarm.disconnect;
+        tasks.push(client_node.spawn(async move {
+            produce(producer, address, shared, seed, disconnect, started).await;
+        }));
+    }
+    for consumer in 0..CONSUMERS {
+        let (shared, seed) = (Arc::clone(&shared), rng.random());
+        let disconnect = swarm.disconnect;
+        tasks.push(client_node.spawn(async move {
+            consume(consumer, address, shared, seed, disconnect, started).await;
+        }));
+    }
+
+    // The fault phase.
+    let net = NetSim::current();
+    let fault_end = Instant::now() + FAULT_PHASE;
+    while Instant::now() < fault_end {
+        sleep(Duration::from_millis(rng.random_range(50..500))).await;
+        if rng.random_bool(swarm.crash) {
+            let down = Duration::from_millis(rng.random_range(0..1000));
+            note(
+                &shared,
+                started,
+                format!("crash weir-0 (power loss), down {down:?}"),
+            );
+            handle.kill(server.id());
+            disk.crash();
+            count(&mut shared.lock().expect("shared").faults, "crash");
+            sleep(down).await;
+            handle.restart(server.id());
+            note(&shared, started, "restart weir-0".into());
+        }
+        if rng.random_bool(swarm.pause) {
+            let pause = Duration::from_millis(rng.random_range(10..2000));
+            note(&shared, started, format!("pause weir-0 for {pause:?}"));
+            handle.pause(server.id());
+            count(&mut shared.lock().expect("shared").faults, "pause");
+            sleep(pause).await;
+            handle.resume(server.id());
+        }
+        if rng.random_bool(swarm.clog) {
+            let clog = Duration::from_millis(rng.random_range(10..3000));
+            let direction = rng.random_range(0..3);
+            note(
+                &shared,
+                started,
+                format!(
+                    "clog weir-0 ({}) for {clog:?}",
+                    ["both ways", "in", "out"][direction]
+                ),
+            );
+            match direction {
+                0 => net.clog_node(server.id()),
+                1 => net.clog_node_in(server.id()),
+                _ => net.clog_node_out(server.id()),
+            }
+            count(&mut shared.lock().expect("shared").faults, "clog");
+            sleep(clog).await;
+            net.unclog_node(server.id());
+        }
+        if rng.random_bool(swarm.network) {
+            let loss = rng.random_range(0.0..0.3);
+            let high = rng.random_range(2..200);
+            note(
+                &shared,
+                started,
+                format!("network: loss {loss:.2}, latency 1..{high} ms"),
+            );
+            net.update_config(|config| {
+                config.packet_loss_rate = loss;
+                config.send_latency = Duration::from_millis(1)..Duration::from_millis(high);
+            });
+            count(&mut shared.lock().expect("shared").faults, "network");
+        }
+    }
+
+    // Heal: no more faults; a node refusing writes after a failed sync is
+    // restarted, as an operator would.
+    note(&shared, started, "heal: faults stop, producers stop".into());
+    disk.set_faults(Faults {
+        crash: weights,
+        ..Faults::default()
+    });
+    net.update_config(|config| {
+        config.packet_loss_rate = 0.0;
+        config.send_latency = Duration::from_millis(1)..Duration::from_millis(10);
+    });
+    net.unclog_node(server.id());
+    let misconf = shared
+        .lock()
+        .expect("shared")
+        .node
+        .as_ref()
+        .is_some_and(|node| node.lock().last_write_error.is_some());
+    if misconf || handle.is_exit(server.id()) {
+        note(
+            &shared,
+            started,
+            "restart weir-0 to clear a failed sync".into(),
+        );
+        handle.kill(server.id());
+        disk.crash();
+        handle.restart(server.id());
+    }
+    shared.lock().expect("shared").stop_producers = true;
+
+    // The healed phase: wait until everything acknowledged is processed.
+    let heal_start = Instant::now();
+    let mut healed = false;
+    let mut quiet_since: Option<Instant> = None;
+    while heal_start.elapsed() < LIVENESS_BOUND {
+        sleep(Duration::from_secs(1)).await;
+        let Ok(now) = final_state(address, &client_node).await else {
+            continue;
+        };
+        // Done when no producer has a request in flight, nothing is
+        // pending, and consumers received every entry in the stream.
+        let shared = shared.lock().expect("shared");
+        let received = check::received(&shared.history);
+        // It must stay so for longer than the network may still hold a
+        // request that a client gave up on (madsim retries a clogged
+        // link's packets with a backoff of up to 10 s), since such a
+        // request may still run.
+        if shared.producers_done == PRODUCERS
+            && now.pending.is_empty()
+            && now.entries.iter().all(|(id, _)| received.contains(id))
+        {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= QUIESCENCE {
+                healed = true;
+                break;
+            }
+        } else {
+            quiet_since = None;
+        }
+    }
+    note(
+        &shared,
+        started,
+        format!(
+            "healed phase: {} after {:?}",
+            if healed {
+                "all processed"
+            } else {
+                "bound reached"
+            },
+            heal_start.elapsed()
+        ),
+    );
+    shared.lock().expect("shared").stop_all = true;
+    sleep(Duration::from_secs(1)).await;
+
+    // The final reads.
+    let last = final_state(address, &client_node).await;
+    let shared_state = shared.lock().expect("shared");
+    let mut violations = match &last {
+        Ok(last) => check::check(&shared_state.history, last, true),
+        Err(error) => vec![Violation {
+            invariant: "liveness",
+            evidence: format!("the final read failed after healing: {error}"),
+        }],
+    };
+    for failure in &shared_state.start_failures {
+        violations.push(Violation {
+            invariant: "node-starts",
+            evidence: failure.clone(),
+        });
+    }
+    let mut coverage = shared_state.coverage.clone();
+    let stats = disk.stats();
+    coverage.insert("torn write at a crash", stats.torn_writes);
+    coverage.insert("unsynced operations lost", stats.operations_lost);
+    let mut faults = shared_state.faults.clone();
+    faults.insert("sync failure", stats.sync_failures);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    shared_state.trace.hash(&mut hasher);
+    format!("{last:?}").hash(&mut hasher);
+    SeedReport {
+        seed,
+        simulated: started.elapsed(),
+        operations: shared_state.operations,
+        faults,
+        coverage,
+        violations,
+        trace: shared_state.trace.clone(),
+        fingerprint: hasher.finish(),
+    }
+}
+
+fn start_server(
+    handle: &Handle,
+    disk: &Arc<SimDisk>,
+    shared: &SharedRef,
+    started: Instant,
+) -> NodeHandle {
+    let disk = Arc::clone(disk);
+    let shared = Arc::clone(shared);
+    handle
+        .create_node()
+        .name("weir-0")
+        .ip(SERVER_IP.into())
+        .init(move || {
+            let disk = Arc::clone(&disk);
+            let shared = Arc::clone(&shared);
+            async move {
+                let settings = Settings {
+                    resp_addr: format!("0.0.0.0:{PORT}"),
+                    appendfsync: "always".into(),
+                    ..Settings::default()
+                };
+                let storage: Arc<dyn Storage> = Arc::new(disk.root());
+                match weir_server::server::start_with_storage(
+                    settings,
+                    Some(storage),
+                    Arc::new(SystemClock),
+                )
+                .await
+                {
+                    Ok((running, listener)) => {
+                        let recovery = running.node.recovery.clone();
+                        if let Some(recovery) = &recovery {
+                            if recovery.truncated.is_some() {
+                                count(
+                                    &mut shared.lock().expect("shared").coverage,
+                                    "torn tail cut at recovery",
+                                );
+                            }
+                        }
+                        note(&shared, started, format!("weir-0 up: {recovery:?}"));
+                        shared.lock().expect("shared").node = Some(Arc::clone(&running.node));
+                        weir_server::server::serve(running.node, listener).await;
+                    }
+                    Err(error) => {
+                        note(&shared, started, format!("weir-0 failed to start: {error}"));
+                        shared
+                            .lock()
+                            .expect("shared")
+                            .start_failures
+                            .push(error.to_string());
+                    }
+                }
+            }
+        })
+        .build()
+}
+
+async fn connect(address: SocketAddr) -> Option<Client<TcpStream>> {
+    match timeout(REQUEST_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => Some(Client::new(stream)),
+        _ => None,
+    }
+}
+
+/// Sends one request with a timeout; `None` when it failed (the
+/// connection must then be dropped: its reply may still arrive).
+async fn request(
+    client: &mut Client<TcpStream>,
+    shared: &SharedRef,
+    args: &[&str],
+) -> Option<Value> {
+    shared.lock().expect("shared").operations += 1;
+    match timeout(REQUEST_TIMEOUT, client.call(args)).await {
+        Ok(Ok(value)) => Some(value),
+        _ => None,
+    }
+}
+
+async fn produce(
+    producer: u32,
+    address: SocketAddr,
+    shared: SharedRef,
+    seed: u64,
+    disconnect: f64,
+    started: Instant,
+) {
+    produce_until_stopped(
+        producer,
+        address,
+        Arc::clone(&shared),
+        seed,
+        disconnect,
+        started,
+    )
+    .await;
+    shared.lock().expect("shared").producers_done += 1;
+}
+
+async fn produce_until_stopped(
+    producer: u32,
+    address: SocketAddr,
+    shared: SharedRef,
+    seed: u64,
+    disconnect: f64,
+    started: Instant,
+) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut sequence = 0u64;
+    'connection: loop {
+        if shared.lock().expect("shared").stop_producers {
+            return;
+        }
+        let Some(mut client) = connect(address).await else {
+            sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        loop {
+            if shared.lock().expect("shared").stop_producers {
+                return;
+            }
+            sequence += 1;
+            let value = format!("p{producer}-{sequence}");
+            shared
+                .lock()
+                .expect("shared")
+                .history
+                .sent
+                .insert(value.clone(), (producer, sequence));
+            if rng.random_bool(disconnect) {
+                // Send, then hang up before the reply.
+                let _ = timeout(
+                    Duration::from_millis(1),
+                    client.call(&["XADD", "s", "*", "v", &value]),
+                )
+                .await;
+                note(
+                    &shared,
+                    started,
+                    format!("producer {producer} hangs up during XADD {value}"),
+                );
+                count(
+                    &mut shared.lock().expect("shared").faults,
+                    "client disconnect",
+                );
+                continue 'connection;
+            }
+            match request(&mut client, &shared, &["XADD", "s", "*", "v", &value]).await {
+                Some(Value::Bulk(Some(id))) => {
+                    let id = parse_id(&String::from_utf8_lossy(&id)).expect("an entry ID");
+                    shared
+                        .lock()
+                        .expect("shared")
+                        .history
+                        .acknowledged
+                        .push((producer, sequence, value, id));
+                }
+                Some(_) => {
+                    // MISCONF after a failed sync, or LOADING: not acknowledged.
+                    sleep(Duration::from_millis(50)).await;
+                }
+                None => {
+                    shared.lock().expect("shared").history.interruptions += 1;
+                    continue 'connection;
+                }
+            }
+            sleep(Duration::from_millis(rng.random_range(1..30))).await;
+        }
+    }
+}
+
+async fn consume(
+    consumer: u32,
+    address: SocketAddr,
+    shared: SharedRef,
+    seed: u64,
+    disconnect: f64,
+    started: Instant,
+) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let name = format!("c{consumer}");
+    let mut session = 0u64;
+    'connection: loop {
+        if shared.lock().expect("shared").stop_all {
+            return;
+        }
+        let Some(mut client) = connect(address).await else {
+            sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        session += 1;
+        // The group: created once; BUSYGROUP afterwards.
+        match request(
+            &mut client,
+            &shared,
+            &["XGROUP", "CREATE", "s", "g", "0", "MKSTREAM"],
+        )
+        .await
+        {
+            Some(_) => {}
+            None => continue 'connection,
+        }
+        loop {
+            if shared.lock().expect("shared").stop_all {
+                return;
+            }
+            let healed = shared.lock().expect("shared").stop_producers;
+            if rng.random_bool(disconnect) && !healed {
+                let _ = timeout(
+                    Duration::from_millis(1),
+                    client.call(&[
+                        "XREADGROUP",
+                        "GROUP",
+                        "g",
+                        &name,
+                        "COUNT",
+                        "5",
+                        "STREAMS",
+                        "s",
+                        ">",
+                    ]),
+                )
+                .await;
+                note(
+                    &shared,
+                    started,
+                    format!("consumer {name} hangs up during XREADGROUP"),
+                );
+                count(
+                    &mut shared.lock().expect("shared").faults,
+                    "client disconnect",
+                );
+                continue 'connection;
+            }
+            let reply = request(
+                &mut client,
+                &shared,
+                &[
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    &name,
+                    "COUNT",
+                    "5",
+                    "BLOCK",
+                    "200",
+                    "STREAMS",
+                    "s",
+                    ">",
+                ],
+            )
+            .await;
+            let Some(reply) = reply else {
+                shared.lock().expect("shared").history.interruptions += 1;
+                continue 'connection;
+            };
+            let mut to_ack = Vec::new();
+            for stream in reply.items() {
+                for entry in stream.items().get(1).map_or(&[][..], Value::items) {
+                    let Some(id) = parse_id(&entry.items()[0].text()) else {
+                        continue;
+                    };
+                    let value = entry.items()[1]
+                        .items()
+                        .get(1)
+                        .map(Value::text)
+                        .unwrap_or_default();
+                    shared.lock().expect("shared").history.delivered.push((
+                        name.clone(),
+                        session,
+                        id,
+                        value,
+                    ));
+                    to_ack.push(id);
+                }
+            }
+            // Entries left pending by a crash or a lost XACK: claim them.
+            let min_idle = if healed { "0" } else { "1000" };
+            match request(
+                &mut client,
+                &shared,
+                &[
+                    "XAUTOCLAIM",
+                    "s",
+                    "g",
+                    &name,
+                    min_idle,
+                    "0",
+                    "COUNT",
+                    "10",
+                    "JUSTID",
+                ],
+            )
+            .await
+            {
+                Some(Value::Array(Some(items))) => {
+                    let claimed: Vec<Id> = items
+                        .get(1)
+                        .map_or(&[][..], Value::items)
+                        .iter()
+                        .filter_map(|id| parse_id(&id.text()))
+                        .collect();
+                    if !claimed.is_empty() {
+                        count(
+                            &mut shared.lock().expect("shared").coverage,
+                            "claim of a stuck entry",
+                        );
+                        to_ack.extend(&claimed);
+                        shared
+                            .lock()
+                            .expect("shared")
+                            .history
+                            .claimed
+                            .push((name.clone(), claimed));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    shared.lock().expect("shared").history.interruptions += 1;
+                    continue 'connection;
+                }
+            }
+            for id in to_ack {
+                let shown = check::show(id);
+                match request(&mut client, &shared, &["XACK", "s", "g", &shown]).await {
+                    Some(Value::Int(acked)) => {
+                        shared
+                            .lock()
+                            .expect("shared")
+                            .history
+                            .acked
+                            .push((id, acked));
+                    }
+                    Some(_) => {}
+                    None => {
+                        shared.lock().expect("shared").history.interruptions += 1;
+                        continue 'connection;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn final_state(address: SocketAddr, client_node: &NodeHandle) -> Result<FinalState, String> {
+    client_node
+        .spawn(async move {
+            let mut client = connect(address).await.ok_or("cannot connect")?;
+            let call = |args: &'static [&'static str]| args;
+            let entries = timeout(
+                REQUEST_TIMEOUT,
+                client.call(call(&["XRANGE", "s", "-", "+"])),
+            )
+            .await
+            .map_err(|_| "XRANGE timed out".to_string())?
+            .map_err(|error| error.to_string())?;
+            let pending = timeout(
+                REQUEST_TIMEOUT,
+                client.call(call(&["XPENDING", "s", "g", "-", "+", "100000000"])),
+            )
+            .await
+            .map_err(|_| "XPENDING timed out".to_string())?
+            .map_err(|error| error.to_string())?;
+            let entries = entries
+                .items()
+                .iter()
+                .filter_map(|entry| {
+                    let id = parse_id(&entry.items()[0].text())?;
+                    Some((
+                        id,
+                        entry.items()[1]
+                            .items()
+                            .get(1)
+                            .map(Value::text)
+                            .unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            let pending = pending
+                .items()
+                .iter()
+                .filter_map(|row| {
+                    let id = parse_id(&row.items()[0].text())?;
+                    let count = match row.items().get(3) {
+                        Some(Value::Int(count)) => *count as u64,
+                        _ => 0,
+                    };
+                    Some((id, row.items()[1].text(), count))
+                })
+                .collect();
+            Ok(FinalState { entries, pending })
+        })
+        .await
+        .map_err(|error| format!("the final reader failed: {error}"))?
+}
