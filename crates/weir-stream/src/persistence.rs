@@ -376,6 +376,17 @@ impl Store {
                 let file = storage
                     .open_file(&name, OpenMode::Existing)
                     .map_err(io("opening", &name))?;
+                // What was replayed may not be durable yet: the file (or
+                // its directory entry, if an earlier start failed between
+                // creating it and syncing the directory) may exist only in
+                // the page cache. Make both durable before anything is
+                // served or acknowledged on top of them. (Found by the
+                // simulator: a start whose first sync failed, a restart,
+                // acknowledged writes, then a power loss took the file.)
+                file.sync().map_err(io("syncing", &name))?;
+                storage
+                    .sync_dir()
+                    .map_err(io("syncing", "the data directory"))?;
                 LogFile {
                     generation,
                     name,
@@ -792,6 +803,25 @@ fn replay(
         .map_err(io("reading", name))?
         .unwrap_or_default();
     recovery.file = Some(name.to_string());
+    // A file no longer than its header, with a header that is not whole,
+    // is what an interrupted creation leaves (the header is synced before
+    // any record is written, so nothing in it was ever acknowledged): write
+    // the header again rather than refuse to start forever. (Found by
+    // the regression test of weir-sim seed 338: a creation whose sync failed
+    // and dropped the header's page.)
+    if bytes.len() <= HEADER_BYTES && bytes[..] != header(generation)[..] {
+        let file = storage
+            .open_file(name, OpenMode::Existing)
+            .map_err(io("opening", name))?;
+        file.set_len(0).map_err(io("truncating", name))?;
+        file.write_at(&header(generation), 0)
+            .map_err(io("writing", name))?;
+        file.sync().map_err(io("syncing", name))?;
+        let reason = "the log's creation was interrupted: its header was written again".to_string();
+        tracing::warn!(file = name, bytes = bytes.len(), "{reason}");
+        recovery.truncated = Some((0, bytes.len() as u64, reason));
+        return Ok(HEADER_BYTES as u64);
+    }
     let context = Context {
         replaying: true,
         ..Context::default()

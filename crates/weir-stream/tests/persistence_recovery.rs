@@ -184,6 +184,44 @@ fn with_always_no_committed_command_is_lost_across_seeded_crashes() {
     }
 }
 
+/// Found by the simulator (weir-sim seed 338): the first start creates the
+/// log and fails to sync it; the next start finds the file, which exists
+/// only in the page cache, and must make it durable (file and directory
+/// entry) before acknowledging writes on top of it, or a power loss takes
+/// the file with every acknowledged write in it.
+#[test]
+fn a_log_left_by_a_failed_start_is_made_durable_before_use() {
+    let disk = SimDisk::new(4);
+    disk.set_faults(weir_io::Faults {
+        sync_failure: 1.0,
+        ..weir_io::Faults::default()
+    });
+    assert!(
+        open(&disk, FsyncPolicy::Always).is_err(),
+        "the failing sync fails the start"
+    );
+    disk.set_faults(weir_io::Faults::default());
+    let (mut store, _) = open(&disk, FsyncPolicy::Always).expect("the second start");
+    run(
+        &mut store,
+        &[
+            "XADD".into(),
+            "s".into(),
+            "1-1".into(),
+            "f".into(),
+            "v".into(),
+        ],
+    );
+    store.commit().expect("acknowledged once synced");
+    drop(store);
+    disk.crash();
+    let (mut store, _) = open(&disk, FsyncPolicy::Always).expect("after the power loss");
+    assert!(
+        store.engine().stream(b"s").is_some(),
+        "the acknowledged XADD survives the power loss"
+    );
+}
+
 #[test]
 fn a_torn_tail_loses_only_the_last_partial_command_and_is_reported() {
     let disk = SimDisk::new(1);
