@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use madsim::time::{sleep, timeout, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::net::TcpStream;
-use weir_io::{CrashWeights, Faults, SimDisk, Storage, SystemClock};
+use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage, SystemClock};
 use weir_server::{Node, Settings};
 
 use crate::check::{self, parse_id, FinalState, History, Id, Violation};
@@ -64,6 +65,9 @@ pub struct Swarm {
     pub disconnect: f64,
     /// Chance per sync that the disk fails it.
     pub sync_failure: f64,
+    /// Chance per restart that the node's clock comes back earlier than
+    /// it was (an NTP step, a VM restored elsewhere).
+    pub clock_jump: f64,
 }
 
 impl Swarm {
@@ -84,6 +88,7 @@ impl Swarm {
             network: kind(0.5, 0.05, 0.3),
             disconnect: kind(0.4, 0.005, 0.05),
             sync_failure: kind(0.25, 0.0005, 0.005),
+            clock_jump: kind(0.4, 0.2, 0.8),
         }
     }
 }
@@ -109,6 +114,20 @@ pub struct SeedReport {
     pub fingerprint: u64,
 }
 
+/// The node's clock: the simulated time of day plus an offset that the
+/// fault injector moves backwards.
+#[derive(Debug, Default)]
+struct SkewedClock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        let now = SystemClock.now_ms() as i64 + self.offset_ms.load(Ordering::SeqCst);
+        now.max(0) as u64
+    }
+}
+
 /// State shared by the supervisor, the node's init and the clients. madsim
 /// runs everything on one thread, so a mutex is never contended.
 #[derive(Default)]
@@ -120,6 +139,8 @@ struct Shared {
     coverage: BTreeMap<&'static str, u64>,
     node: Option<Arc<Node>>,
     start_failures: Vec<String>,
+    failed_start: bool,
+    healed: bool,
     stop_producers: bool,
     producers_done: u32,
     stop_all: bool,
@@ -174,7 +195,8 @@ async fn simulate(seed: u64) -> SeedReport {
     };
     let disk = SimDisk::with_faults(rng.random(), disk_faults);
 
-    let server = start_server(&handle, &disk, &shared, started);
+    let clock = Arc::new(SkewedClock::default());
+    let server = start_server(&handle, &disk, &clock, &shared, started);
     let client_node = handle
         .create_node()
         .name("clients")
@@ -204,6 +226,19 @@ async fn simulate(seed: u64) -> SeedReport {
     let fault_end = Instant::now() + FAULT_PHASE;
     while Instant::now() < fault_end {
         sleep(Duration::from_millis(rng.random_range(50..500))).await;
+        if std::mem::take(&mut shared.lock().expect("shared").failed_start) {
+            note(
+                &shared,
+                started,
+                "restart weir-0 after a failed start".into(),
+            );
+            count(
+                &mut shared.lock().expect("shared").coverage,
+                "start failed on a disk error",
+            );
+            handle.kill(server.id());
+            handle.restart(server.id());
+        }
         if rng.random_bool(swarm.crash) {
             let down = Duration::from_millis(rng.random_range(0..1000));
             note(
@@ -215,6 +250,16 @@ async fn simulate(seed: u64) -> SeedReport {
             disk.crash();
             count(&mut shared.lock().expect("shared").faults, "crash");
             sleep(down).await;
+            if rng.random_bool(swarm.clock_jump) {
+                let back = rng.random_range(1..5000);
+                clock.offset_ms.fetch_sub(back, Ordering::SeqCst);
+                note(
+                    &shared,
+                    started,
+                    format!("clock of weir-0 jumps back {back} ms"),
+                );
+                count(&mut shared.lock().expect("shared").faults, "clock jump");
+            }
             handle.restart(server.id());
             note(&shared, started, "restart weir-0".into());
         }
@@ -274,12 +319,15 @@ async fn simulate(seed: u64) -> SeedReport {
         config.send_latency = Duration::from_millis(1)..Duration::from_millis(10);
     });
     net.unclog_node(server.id());
-    let misconf = shared
-        .lock()
-        .expect("shared")
-        .node
-        .as_ref()
-        .is_some_and(|node| node.lock().last_write_error.is_some());
+    shared.lock().expect("shared").healed = true;
+    let failed_start = std::mem::take(&mut shared.lock().expect("shared").failed_start);
+    let misconf = failed_start
+        || shared
+            .lock()
+            .expect("shared")
+            .node
+            .as_ref()
+            .is_some_and(|node| node.lock().last_write_error.is_some());
     if misconf || handle.is_exit(server.id()) {
         note(
             &shared,
@@ -378,10 +426,12 @@ async fn simulate(seed: u64) -> SeedReport {
 fn start_server(
     handle: &Handle,
     disk: &Arc<SimDisk>,
+    clock: &Arc<SkewedClock>,
     shared: &SharedRef,
     started: Instant,
 ) -> NodeHandle {
     let disk = Arc::clone(disk);
+    let clock = Arc::clone(clock);
     let shared = Arc::clone(shared);
     handle
         .create_node()
@@ -389,6 +439,7 @@ fn start_server(
         .ip(SERVER_IP.into())
         .init(move || {
             let disk = Arc::clone(&disk);
+            let clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
             let shared = Arc::clone(&shared);
             async move {
                 let settings = Settings {
@@ -397,12 +448,7 @@ fn start_server(
                     ..Settings::default()
                 };
                 let storage: Arc<dyn Storage> = Arc::new(disk.root());
-                match weir_server::server::start_with_storage(
-                    settings,
-                    Some(storage),
-                    Arc::new(SystemClock),
-                )
-                .await
+                match weir_server::server::start_with_storage(settings, Some(storage), clock).await
                 {
                     Ok((running, listener)) => {
                         let recovery = running.node.recovery.clone();
@@ -419,12 +465,15 @@ fn start_server(
                         weir_server::server::serve(running.node, listener).await;
                     }
                     Err(error) => {
+                        // With faults on, a start that fails on a disk error
+                        // is retried, as a supervisor would; after healing
+                        // it must start.
                         note(&shared, started, format!("weir-0 failed to start: {error}"));
-                        shared
-                            .lock()
-                            .expect("shared")
-                            .start_failures
-                            .push(error.to_string());
+                        let mut shared = shared.lock().expect("shared");
+                        shared.failed_start = true;
+                        if shared.healed {
+                            shared.start_failures.push(error.to_string());
+                        }
                     }
                 }
             }

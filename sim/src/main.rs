@@ -1,4 +1,5 @@
-//! The seed runner: `weir-sim [--seeds N] [--from S] [--seed S] [--check-determinism]`.
+//! The seed runner: `weir-sim [--seeds N] [--from S] [--seed S]
+//! [--check-determinism] [--stop-at-first]`.
 //! Run it through `cargo xtask sim`, which builds it with `--cfg madsim`.
 
 #[cfg(not(madsim))]
@@ -27,6 +28,7 @@ mod runner {
         seeds: u64,
         one: Option<u64>,
         determinism: bool,
+        stop_at_first: bool,
     }
 
     fn arguments() -> Result<Arguments, String> {
@@ -35,6 +37,7 @@ mod runner {
             seeds: 100,
             one: None,
             determinism: false,
+            stop_at_first: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -48,6 +51,7 @@ mod runner {
                 "--from" => parsed.from = number("--from")?,
                 "--seed" => parsed.one = Some(number("--seed")?),
                 "--check-determinism" => parsed.determinism = true,
+                "--stop-at-first" => parsed.stop_at_first = true,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -102,6 +106,9 @@ mod runner {
             if !report.violations.is_empty() {
                 print_violations(&report);
                 failed.push(seed);
+                if arguments.stop_at_first {
+                    break;
+                }
             }
         }
         let seconds = wall.elapsed().as_secs_f64();

@@ -14,6 +14,9 @@
 //! - `sim [--seeds N] [--from S] | --seed S | --check-determinism --seeds N`:
 //!   builds the simulator (`weir-sim`) with `--cfg madsim` in its own target
 //!   directory and runs seeds; `--seed S` prints that seed's trace.
+//! - `sim --planted [name]`: for each patch in `sim/planted/`, copies the
+//!   tree to a scratch directory, plants the bug, and runs the CI seed range
+//!   until the simulator reports a violation; fails if a bug goes uncaught.
 //! - `bench [filter]`: runs the criterion benchmarks, which print their
 //!   ratios against a baseline measured in the same run.
 //!
@@ -41,6 +44,8 @@ fn main() -> ExitCode {
         ["setup"] => ensure_tools().and_then(|()| ensure_python()).map(|python| {
             eprintln!("tools present; Python clients in {}", python.display());
         }),
+        ["sim", "--planted"] => planted(None),
+        ["sim", "--planted", name] => planted(Some(name)),
         ["sim", rest @ ..] => sim(rest),
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
@@ -477,6 +482,115 @@ fn sim(arguments: &[&str]) -> Result<(), String> {
     ];
     command.extend(arguments);
     sim_step("simulator", &command).run().map(|_| ())
+}
+
+/// Plants each bug of `sim/planted/*.patch` in a scratch copy of the tree
+/// and checks that the simulator catches it within the CI seed range.
+fn planted(only: Option<&str>) -> Result<(), String> {
+    let root = workspace_root();
+    let mut patches: Vec<PathBuf> = std::fs::read_dir(root.join("sim/planted"))
+        .map_err(|error| format!("cannot list sim/planted: {error}"))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "patch"))
+        .collect();
+    patches.sort();
+    let listed = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(&root)
+        .output()
+        .map_err(|error| format!("cannot run git: {error}"))?;
+    let files: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split('\0')
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut results = Vec::new();
+    for patch in &patches {
+        let name = patch
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if only.is_some_and(|only| only != name) {
+            continue;
+        }
+        let scratch = sibling_target("planted").join(&name);
+        let _ = std::fs::remove_dir_all(&scratch);
+        for file in &files {
+            let from = root.join(file);
+            if !from.is_file() {
+                continue;
+            }
+            let to = scratch.join(file);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|error| error.to_string())?;
+            }
+            std::fs::copy(&from, &to).map_err(|error| format!("copying {file}: {error}"))?;
+        }
+        let applied = Command::new("patch")
+            .args(["-p1", "--quiet", "-d"])
+            .arg(&scratch)
+            .arg("-i")
+            .arg(patch)
+            .status()
+            .map_err(|error| format!("cannot run patch: {error}"))?;
+        if !applied.success() {
+            return Err(format!("{name}: the patch no longer applies"));
+        }
+        eprintln!("\n==> planted bug {name}: running up to {SIM_SEEDS} seeds");
+        let started = Instant::now();
+        let output = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "run",
+                "--locked",
+                "--release",
+                "--quiet",
+                "-p",
+                "weir-sim",
+                "--",
+            ])
+            .args(["--seeds", SIM_SEEDS, "--stop-at-first"])
+            .current_dir(&scratch)
+            .env("RUSTFLAGS", "--cfg madsim")
+            .env("CARGO_TARGET_DIR", sibling_target("madsim-planted"))
+            .output()
+            .map_err(|error| format!("cannot run cargo: {error}"))?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut lines = text.lines();
+        let caught = lines
+            .by_ref()
+            .find_map(|line| line.strip_prefix("VIOLATION in seed "))
+            .map(|seed| {
+                let first = lines.next().unwrap_or("").trim().to_string();
+                (seed.trim_end_matches(':').to_string(), first)
+            });
+        match caught {
+            Some((seed, violation)) => {
+                eprintln!(
+                    "<== {name}: caught by seed {seed} in {:.0} s: {violation}",
+                    started.elapsed().as_secs_f64()
+                );
+                results.push(format!("{name}: seed {seed}: {violation}"));
+            }
+            None => {
+                eprint!("{}", String::from_utf8_lossy(&output.stderr));
+                return Err(format!(
+                    "{name}: not caught by seeds 0..{SIM_SEEDS}:\n{text}"
+                ));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    eprintln!("\nplanted bugs, each caught by the simulator:");
+    for line in &results {
+        eprintln!("  {line}");
+    }
+    Ok(())
 }
 
 fn bench(filter: Option<&str>) -> Result<(), String> {
