@@ -86,9 +86,23 @@ pub fn received(history: &History) -> BTreeSet<Id> {
         .collect()
 }
 
+/// Which promises apply to a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Promises {
+    /// Acknowledged writes and deliveries are durable. Off only when the
+    /// disk corrupted synced data: recovery then either refuses to start
+    /// or, when the corrupt record is the last one, cannot tell it from a
+    /// torn write and cuts it (both documented in GUARANTEES.md).
+    pub durability: bool,
+    /// After healing, everything is processed and nothing stays pending.
+    /// Off when the node refused to start on detected corruption.
+    pub liveness: bool,
+}
+
 /// Checks every invariant; returns the violations (at most a few per
 /// invariant, so a broken run stays readable).
-pub fn check(history: &History, last: &FinalState, liveness: bool) -> Vec<Violation> {
+pub fn check(history: &History, last: &FinalState, promises: Promises) -> Vec<Violation> {
+    let liveness = promises.liveness;
     let mut violations = Vec::new();
     let mut push = |found: Violation| {
         let same = violations
@@ -184,7 +198,7 @@ pub fn check(history: &History, last: &FinalState, liveness: bool) -> Vec<Violat
 
     // No lost write: every acknowledged XADD is in the stream (nothing
     // trims or deletes in this workload).
-    for (producer, seq, value, id) in &history.acknowledged {
+    for (producer, seq, value, id) in history.acknowledged.iter().filter(|_| promises.durability) {
         match stored.get(id) {
             Some(found) if *found == value => {}
             Some(found) => push(violation(
@@ -209,7 +223,10 @@ pub fn check(history: &History, last: &FinalState, liveness: bool) -> Vec<Violat
     let mut delivered_once: BTreeMap<Id, (&String, u64)> = BTreeMap::new();
     let mut last_in_session: BTreeMap<(&String, u64), Id> = BTreeMap::new();
     for (consumer, session, id, _) in &history.delivered {
-        if let Some((first, first_session)) = delivered_once.insert(*id, (consumer, *session)) {
+        if let Some((first, first_session)) = delivered_once
+            .insert(*id, (consumer, *session))
+            .filter(|_| promises.durability)
+        {
             push(violation(
                 "new-entries-delivered-once",
                 format!(
@@ -242,7 +259,7 @@ pub fn check(history: &History, last: &FinalState, liveness: bool) -> Vec<Violat
         }
     }
 
-    if liveness {
+    if liveness && promises.durability {
         // At-least-once: after healing, every acknowledged entry reached a
         // consumer, by `>` or by a claim. (Consumers process what they
         // receive, then XACK it; an XACK whose reply was lost may still have
@@ -275,6 +292,28 @@ pub fn check(history: &History, last: &FinalState, liveness: bool) -> Vec<Violat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: Promises = Promises {
+        durability: true,
+        liveness: true,
+    };
+    const SAFETY: Promises = Promises {
+        durability: true,
+        liveness: false,
+    };
+
+    #[test]
+    fn after_detected_corruption_only_safety_is_checked() {
+        let mut last = state();
+        last.entries.remove(1);
+        let relaxed = Promises {
+            durability: false,
+            liveness: false,
+        };
+        assert!(check(&history(), &last, relaxed).is_empty());
+        last.entries[0].1 = "p0-\u{2}".into();
+        assert!(names(&check(&history(), &last, relaxed)).contains(&"no-corruption"));
+    }
 
     fn history() -> History {
         let mut history = History::default();
@@ -312,21 +351,21 @@ mod tests {
 
     #[test]
     fn a_correct_history_passes() {
-        assert_eq!(check(&history(), &state(), true), vec![]);
+        assert_eq!(check(&history(), &state(), ALL), vec![]);
     }
 
     #[test]
     fn a_lost_write_is_caught() {
         let mut last = state();
         last.entries.remove(1);
-        assert!(names(&check(&history(), &last, false)).contains(&"no-lost-write"));
+        assert!(names(&check(&history(), &last, SAFETY)).contains(&"no-lost-write"));
     }
 
     #[test]
     fn corruption_and_changed_values_are_caught() {
         let mut last = state();
         last.entries[0].1 = "p0-\u{1}".into();
-        let found = names(&check(&history(), &last, false));
+        let found = names(&check(&history(), &last, SAFETY));
         assert!(found.contains(&"no-corruption"), "{found:?}");
         assert!(found.contains(&"one-value-per-id"), "{found:?}");
     }
@@ -335,7 +374,7 @@ mod tests {
     fn a_reused_id_is_caught() {
         let mut reused = history();
         reused.acknowledged[2].3 = (2, 0);
-        let found = names(&check(&reused, &state(), false));
+        let found = names(&check(&reused, &state(), SAFETY));
         assert!(found.contains(&"producer-order"), "{found:?}");
         assert!(found.contains(&"one-value-per-id"), "{found:?}");
     }
@@ -346,14 +385,14 @@ mod tests {
         again
             .delivered
             .push(("c1".into(), 1, (2, 0), "p0-2".into()));
-        assert!(names(&check(&again, &state(), false)).contains(&"new-entries-delivered-once"));
+        assert!(names(&check(&again, &state(), SAFETY)).contains(&"new-entries-delivered-once"));
     }
 
     #[test]
     fn a_forgotten_pel_entry_is_caught_by_at_least_once() {
         let mut forgotten = history();
         forgotten.delivered.pop();
-        let found = names(&check(&forgotten, &state(), true));
+        let found = names(&check(&forgotten, &state(), ALL));
         assert!(found.contains(&"at-least-once"), "{found:?}");
     }
 
@@ -361,14 +400,14 @@ mod tests {
     fn pending_leftovers_fail_liveness_only_after_healing() {
         let mut last = state();
         last.pending.push(((3, 0), "c1".into(), 2));
-        assert!(check(&history(), &last, false).is_empty());
-        assert!(names(&check(&history(), &last, true)).contains(&"liveness"));
+        assert!(check(&history(), &last, SAFETY).is_empty());
+        assert!(names(&check(&history(), &last, ALL)).contains(&"liveness"));
     }
 
     #[test]
     fn unordered_streams_are_caught() {
         let mut last = state();
         last.entries.swap(0, 1);
-        assert!(names(&check(&history(), &last, false)).contains(&"ids-increase"));
+        assert!(names(&check(&history(), &last, SAFETY)).contains(&"ids-increase"));
     }
 }

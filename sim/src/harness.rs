@@ -65,6 +65,16 @@ pub struct Swarm {
     pub disconnect: f64,
     /// Chance per sync that the disk fails it.
     pub sync_failure: f64,
+    /// Chance per read that the disk returns a flipped bit (transient: the
+    /// data on the disk is intact).
+    pub read_corruption: f64,
+    /// Chance per read that the disk fails it with EIO.
+    pub read_error: f64,
+    /// Chance per write that the disk fails it with EIO or ENOSPC.
+    pub write_error: f64,
+    /// Chance per write that the disk stores it with a flipped bit
+    /// (persistent corruption of synced data).
+    pub write_corruption: f64,
     /// Chance per restart that the node's clock comes back earlier than
     /// it was (an NTP step, a VM restored elsewhere).
     pub clock_jump: f64,
@@ -89,6 +99,10 @@ impl Swarm {
             disconnect: kind(0.4, 0.005, 0.05),
             sync_failure: kind(0.25, 0.0005, 0.005),
             clock_jump: kind(0.4, 0.2, 0.8),
+            read_corruption: kind(0.25, 0.01, 0.2),
+            read_error: kind(0.25, 0.01, 0.2),
+            write_error: kind(0.2, 0.0005, 0.005),
+            write_corruption: kind(0.15, 0.0005, 0.005),
         }
     }
 }
@@ -140,6 +154,7 @@ struct Shared {
     node: Option<Arc<Node>>,
     start_failures: Vec<String>,
     failed_start: bool,
+    refused_on_corruption: bool,
     healed: bool,
     stop_producers: bool,
     producers_done: u32,
@@ -190,6 +205,11 @@ async fn simulate(seed: u64) -> SeedReport {
     };
     let disk_faults = Faults {
         sync_failure: swarm.sync_failure,
+        read_corruption: swarm.read_corruption,
+        read_error: swarm.read_error,
+        write_error: swarm.write_error / 2.0,
+        no_space: swarm.write_error / 2.0,
+        write_corruption: swarm.write_corruption,
         crash: weights,
         ..Faults::default()
     };
@@ -260,8 +280,26 @@ async fn simulate(seed: u64) -> SeedReport {
                 );
                 count(&mut shared.lock().expect("shared").faults, "clock jump");
             }
-            handle.restart(server.id());
-            note(&shared, started, "restart weir-0".into());
+            let burst = swarm.read_corruption > 0.0 && rng.random_bool(0.5);
+            restart(&handle, &server, &disk, burst).await;
+            note(
+                &shared,
+                started,
+                format!(
+                    "restart weir-0{}",
+                    if burst {
+                        " (reads flip bits during its recovery)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            if burst {
+                count(
+                    &mut shared.lock().expect("shared").faults,
+                    "read burst at recovery",
+                );
+            }
         }
         if rng.random_bool(swarm.pause) {
             let pause = Duration::from_millis(rng.random_range(10..2000));
@@ -389,8 +427,19 @@ async fn simulate(seed: u64) -> SeedReport {
     // The final reads.
     let last = final_state(address, &client_node).await;
     let shared_state = shared.lock().expect("shared");
+    let stats = disk.stats();
+    let refused = shared_state.refused_on_corruption && shared_state.healed;
+    let promises = check::Promises {
+        durability: stats.write_corruptions == 0,
+        liveness: !refused,
+    };
     let mut violations = match &last {
-        Ok(last) => check::check(&shared_state.history, last, true),
+        Ok(last) => check::check(&shared_state.history, last, promises),
+        Err(_) if refused => {
+            // The node refused to start on corruption it detected: check
+            // what the clients saw before it went down.
+            check::check(&shared_state.history, &FinalState::default(), promises)
+        }
         Err(error) => vec![Violation {
             invariant: "liveness",
             evidence: format!("the final read failed after healing: {error}"),
@@ -403,11 +452,17 @@ async fn simulate(seed: u64) -> SeedReport {
         });
     }
     let mut coverage = shared_state.coverage.clone();
-    let stats = disk.stats();
+    if refused {
+        coverage.insert("refused to start on detected corruption", 1);
+    }
     coverage.insert("torn write at a crash", stats.torn_writes);
     coverage.insert("unsynced operations lost", stats.operations_lost);
     let mut faults = shared_state.faults.clone();
     faults.insert("sync failure", stats.sync_failures);
+    faults.insert("write corruption", stats.write_corruptions);
+    faults.insert("read corruption", stats.read_corruptions);
+    faults.insert("read error", stats.read_errors);
+    faults.insert("write error", stats.write_errors + stats.no_space_errors);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     shared_state.trace.hash(&mut hasher);
     format!("{last:?}").hash(&mut hasher);
@@ -421,6 +476,25 @@ async fn simulate(seed: u64) -> SeedReport {
         trace: shared_state.trace.clone(),
         fingerprint: hasher.finish(),
     }
+}
+
+/// Restarts the node; with `burst`, half of the disk's reads return a
+/// flipped bit while it recovers (the data on the disk stays intact), so
+/// recovery's judgement of torn and corrupt records is put to the test.
+async fn restart(handle: &Handle, server: &NodeHandle, disk: &Arc<SimDisk>, burst: bool) {
+    if !burst {
+        handle.restart(server.id());
+        return;
+    }
+    let normal = disk.faults();
+    disk.set_faults(Faults {
+        read_corruption: 0.5,
+        ..normal.clone()
+    });
+    handle.restart(server.id());
+    // Recovery reads the log before the node serves anything.
+    sleep(Duration::from_millis(5)).await;
+    disk.set_faults(normal);
 }
 
 fn start_server(
@@ -461,7 +535,11 @@ fn start_server(
                             }
                         }
                         note(&shared, started, format!("weir-0 up: {recovery:?}"));
-                        shared.lock().expect("shared").node = Some(Arc::clone(&running.node));
+                        {
+                            let mut shared = shared.lock().expect("shared");
+                            shared.node = Some(Arc::clone(&running.node));
+                            shared.refused_on_corruption = false;
+                        }
                         weir_server::server::serve(running.node, listener).await;
                     }
                     Err(error) => {
@@ -469,9 +547,19 @@ fn start_server(
                         // is retried, as a supervisor would; after healing
                         // it must start.
                         note(&shared, started, format!("weir-0 failed to start: {error}"));
+                        let corrupt = matches!(
+                            error,
+                            weir_server::StartError::Recovery(
+                                weir_stream::PersistenceError::Corrupt { .. }
+                            )
+                        );
                         let mut shared = shared.lock().expect("shared");
                         shared.failed_start = true;
-                        if shared.healed {
+                        if corrupt {
+                            // Detected, reported, refused: what GUARANTEES.md
+                            // promises for corrupt synced data.
+                            shared.refused_on_corruption = true;
+                        } else if shared.healed {
                             shared.start_failures.push(error.to_string());
                         }
                     }
