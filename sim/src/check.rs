@@ -411,3 +411,203 @@ mod tests {
         assert!(names(&check(&history(), &last, SAFETY)).contains(&"ids-increase"));
     }
 }
+
+/// What the log engine's clients saw (topic partitions driven in process).
+#[derive(Clone, Debug, Default)]
+pub struct LogHistory {
+    /// Every value a producer sent.
+    pub sent: BTreeSet<String>,
+    /// Appends whose result arrived: (partition, offset, value), in order.
+    pub acknowledged: Vec<(u32, u64, String)>,
+    /// Records a consumer read: (assignment, partition, offset, value), in
+    /// order. An assignment lasts from a node start to its crash.
+    pub read: Vec<(u64, u32, u64, String)>,
+    /// Offset commits whose result arrived: (partition, next offset).
+    pub committed: Vec<(u32, u64)>,
+}
+
+/// The log after healing: every partition read from offset 0, and the
+/// group's committed offsets.
+#[derive(Clone, Debug, Default)]
+pub struct LogFinal {
+    /// (partition, offset, value), partition by partition.
+    pub records: Vec<(u32, u64, String)>,
+    /// Committed offset per partition.
+    pub committed: BTreeMap<u32, u64>,
+}
+
+/// Checks the log engine's promises (with `liveness` after healing).
+pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut push = |found: Violation| {
+        if violations
+            .iter()
+            .filter(|seen: &&Violation| seen.invariant == found.invariant)
+            .count()
+            < 3
+        {
+            violations.push(found);
+        }
+    };
+    // One (partition, offset), one value, in every append result, read and
+    // replay; every value is one a producer sent.
+    let mut value_at: BTreeMap<(u32, u64), &String> = BTreeMap::new();
+    let observations = history
+        .acknowledged
+        .iter()
+        .map(|(partition, offset, value)| (*partition, *offset, value, "append result"))
+        .chain(
+            history
+                .read
+                .iter()
+                .map(|(_, partition, offset, value)| (*partition, *offset, value, "consumer read")),
+        )
+        .chain(
+            last.records
+                .iter()
+                .map(|(partition, offset, value)| (*partition, *offset, value, "final read")),
+        );
+    for (partition, offset, value, source) in observations {
+        if !history.sent.contains(value) {
+            push(violation(
+                "log-no-corruption",
+                format!(
+                    "{source} returned {partition}/{offset} = {value:?}, which no producer sent"
+                ),
+            ));
+        }
+        match value_at.get(&(partition, offset)) {
+            Some(first) if *first != value => push(violation(
+                "log-one-value-per-offset",
+                format!("{partition}/{offset} was {first:?}, then {value:?} ({source})"),
+            )),
+            Some(_) => {}
+            None => {
+                value_at.insert((partition, offset), value);
+            }
+        }
+    }
+    // The final read: offsets from 0 without gaps, in order.
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    for (partition, offset, _) in &last.records {
+        let expected = next.entry(*partition).or_insert(0);
+        if offset != expected {
+            push(violation(
+                "log-offsets-contiguous",
+                format!("partition {partition}: offset {offset} where {expected} was expected"),
+            ));
+        }
+        *expected = offset + 1;
+    }
+    // No lost write.
+    let stored: BTreeMap<(u32, u64), &String> = last
+        .records
+        .iter()
+        .map(|(partition, offset, value)| ((*partition, *offset), value))
+        .collect();
+    for (partition, offset, value) in &history.acknowledged {
+        if stored.get(&(*partition, *offset)).is_none() {
+            push(violation(
+                "log-no-lost-write",
+                format!("acknowledged {partition}/{offset} ({value:?}) is not in the log"),
+            ));
+        }
+    }
+    // Within one assignment, a consumer's reads of a partition go up by one.
+    let mut position: BTreeMap<(u64, u32), u64> = BTreeMap::new();
+    for (assignment, partition, offset, _) in &history.read {
+        if let Some(previous) = position.insert((*assignment, *partition), *offset) {
+            if *offset != previous + 1 {
+                push(violation(
+                    "log-reads-without-gaps",
+                    format!(
+                        "assignment {assignment}, partition {partition}: read {offset} after {previous}"
+                    ),
+                ));
+            }
+        }
+    }
+    if liveness {
+        // At-least-once: every acknowledged record was read, and the
+        // group's committed offset passed it.
+        let read: BTreeSet<(u32, u64)> = history
+            .read
+            .iter()
+            .map(|(_, partition, offset, _)| (*partition, *offset))
+            .collect();
+        for (partition, offset, value) in &history.acknowledged {
+            let committed = last.committed.get(partition).copied().unwrap_or(0);
+            if !read.contains(&(*partition, *offset)) || committed <= *offset {
+                push(violation(
+                    "log-at-least-once",
+                    format!(
+                        "acknowledged {partition}/{offset} ({value:?}) was not consumed (committed offset {committed})"
+                    ),
+                ));
+            }
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    fn history() -> LogHistory {
+        let mut history = LogHistory::default();
+        for value in ["a", "b", "c"] {
+            history.sent.insert(value.into());
+        }
+        history.acknowledged = vec![(0, 0, "a".into()), (0, 1, "b".into()), (1, 0, "c".into())];
+        history.read = vec![
+            (1, 0, 0, "a".into()),
+            (1, 0, 1, "b".into()),
+            (1, 1, 0, "c".into()),
+        ];
+        history.committed = vec![(0, 2), (1, 1)];
+        history
+    }
+
+    fn last() -> LogFinal {
+        LogFinal {
+            records: vec![(0, 0, "a".into()), (0, 1, "b".into()), (1, 0, "c".into())],
+            committed: [(0, 2), (1, 1)].into_iter().collect(),
+        }
+    }
+
+    fn names(violations: &[Violation]) -> Vec<&'static str> {
+        violations.iter().map(|found| found.invariant).collect()
+    }
+
+    #[test]
+    fn a_correct_log_history_passes() {
+        assert_eq!(check_log(&history(), &last(), true), vec![]);
+    }
+
+    #[test]
+    fn lost_changed_and_gapped_records_are_caught() {
+        let mut lost = last();
+        lost.records.remove(1);
+        let found = names(&check_log(&history(), &lost, false));
+        assert!(found.contains(&"log-no-lost-write"), "{found:?}");
+        let mut changed = last();
+        changed.records[0].2 = "b".into();
+        let found = names(&check_log(&history(), &changed, false));
+        assert!(found.contains(&"log-one-value-per-offset"), "{found:?}");
+        let mut gap = history();
+        gap.read.remove(1);
+        gap.read.push((1, 0, 2, "b".into()));
+        let found = names(&check_log(&gap, &last(), false));
+        assert!(found.contains(&"log-reads-without-gaps"), "{found:?}");
+    }
+
+    #[test]
+    fn unconsumed_records_fail_at_least_once() {
+        let mut behind = last();
+        behind.committed.insert(0, 1);
+        let found = names(&check_log(&history(), &behind, true));
+        assert!(found.contains(&"log-at-least-once"), "{found:?}");
+        assert!(check_log(&history(), &behind, false).is_empty());
+    }
+}

@@ -37,10 +37,16 @@ use tokio::net::TcpStream;
 use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage, SystemClock};
 use weir_server::{Node, Settings};
 
-use crate::check::{self, parse_id, FinalState, History, Id, Violation};
+use weir_log::{Broker, BrokerConfig, BrokerError, Record, TopicConfig};
+
+use crate::check::{self, parse_id, FinalState, History, Id, LogFinal, LogHistory, Violation};
 use crate::client::{Client, Value};
 
 const SERVER_IP: [u8; 4] = [10, 0, 0, 1];
+const LOG_IP: [u8; 4] = [10, 0, 0, 3];
+const TOPIC: &str = "events";
+const GROUP: &str = "g";
+const LOG_PARTITIONS: u32 = 2;
 const CLIENT_IP: [u8; 4] = [10, 0, 0, 2];
 const PORT: u16 = 6379;
 const FAULT_PHASE: Duration = Duration::from_secs(20);
@@ -154,6 +160,10 @@ struct Shared {
     node: Option<Arc<Node>>,
     start_failures: Vec<String>,
     failed_start: bool,
+    log_history: LogHistory,
+    log_broker: Option<Arc<Broker>>,
+    log_assignment: u64,
+    log_failed_start: bool,
     refused_on_corruption: bool,
     healed: bool,
     stop_producers: bool,
@@ -217,6 +227,17 @@ async fn simulate(seed: u64) -> SeedReport {
 
     let clock = Arc::new(SkewedClock::default());
     let server = start_server(&handle, &disk, &clock, &shared, started);
+    let log_faults = Faults {
+        sync_failure: swarm.sync_failure,
+        read_corruption: swarm.read_corruption,
+        read_error: swarm.read_error,
+        write_error: swarm.write_error / 2.0,
+        no_space: swarm.write_error / 2.0,
+        crash: weights,
+        ..Faults::default()
+    };
+    let log_disk = SimDisk::with_faults(rng.random(), log_faults);
+    let log_node = start_log_node(&handle, &log_disk, &clock, &shared, rng.random(), started);
     let client_node = handle
         .create_node()
         .name("clients")
@@ -301,6 +322,29 @@ async fn simulate(seed: u64) -> SeedReport {
                 );
             }
         }
+        if std::mem::take(&mut shared.lock().expect("shared").log_failed_start) {
+            note(
+                &shared,
+                started,
+                "restart log-0 after a failed start".into(),
+            );
+            handle.kill(log_node.id());
+            handle.restart(log_node.id());
+        }
+        if rng.random_bool(swarm.crash / 2.0) {
+            let down = Duration::from_millis(rng.random_range(0..1000));
+            note(
+                &shared,
+                started,
+                format!("crash log-0 (power loss), down {down:?}"),
+            );
+            handle.kill(log_node.id());
+            shared.lock().expect("shared").log_broker = None;
+            log_disk.crash();
+            count(&mut shared.lock().expect("shared").faults, "crash");
+            sleep(down).await;
+            handle.restart(log_node.id());
+        }
         if rng.random_bool(swarm.pause) {
             let pause = Duration::from_millis(rng.random_range(10..2000));
             note(&shared, started, format!("pause weir-0 for {pause:?}"));
@@ -358,6 +402,19 @@ async fn simulate(seed: u64) -> SeedReport {
     });
     net.unclog_node(server.id());
     shared.lock().expect("shared").healed = true;
+    log_disk.set_faults(Faults {
+        crash: weights,
+        ..Faults::default()
+    });
+    note(
+        &shared,
+        started,
+        "restart log-0 (a clean process restart, to clear failed partitions)".into(),
+    );
+    handle.kill(log_node.id());
+    shared.lock().expect("shared").log_broker = None;
+    shared.lock().expect("shared").log_failed_start = false;
+    handle.restart(log_node.id());
     let failed_start = std::mem::take(&mut shared.lock().expect("shared").failed_start);
     let misconf = failed_start
         || shared
@@ -395,7 +452,20 @@ async fn simulate(seed: u64) -> SeedReport {
         // request that a client gave up on (madsim retries a clogged
         // link's packets with a backoff of up to 10 s), since such a
         // request may still run.
+        let log_done = shared.log_broker.as_ref().is_some_and(|broker| {
+            log_final(broker).is_ok_and(|last| {
+                (0..LOG_PARTITIONS).all(|partition| {
+                    let length = last
+                        .records
+                        .iter()
+                        .filter(|(at, _, _)| *at == partition)
+                        .count() as u64;
+                    last.committed.get(&partition).copied().unwrap_or(0) == length
+                })
+            })
+        });
         if shared.producers_done == PRODUCERS
+            && log_done
             && now.pending.is_empty()
             && now.entries.iter().all(|(id, _)| received.contains(id))
         {
@@ -445,6 +515,36 @@ async fn simulate(seed: u64) -> SeedReport {
             evidence: format!("the final read failed after healing: {error}"),
         }],
     };
+    let log_summary = format!(
+        "log: {} appends acknowledged, {} records read, {} offset commits; streams: {} XADDs acknowledged, {} deliveries, {} XACKs",
+        shared_state.log_history.acknowledged.len(),
+        shared_state.log_history.read.len(),
+        shared_state.log_history.committed.len(),
+        shared_state.history.acknowledged.len(),
+        shared_state.history.delivered.len(),
+        shared_state.history.acked.len()
+    );
+    let mut trace = shared_state.trace.clone();
+    trace.push(format!(
+        "{:>9.3}s {log_summary}",
+        started.elapsed().as_secs_f64()
+    ));
+    let operations = shared_state.operations
+        + shared_state.log_history.acknowledged.len() as u64
+        + shared_state.log_history.committed.len() as u64;
+    match shared_state.log_broker.as_deref().map(log_final) {
+        Some(Ok(log_last)) => {
+            violations.extend(check::check_log(&shared_state.log_history, &log_last, true));
+        }
+        Some(Err(error)) => violations.push(Violation {
+            invariant: "log-liveness",
+            evidence: format!("the final read of the log failed: {error}"),
+        }),
+        None => violations.push(Violation {
+            invariant: "log-liveness",
+            evidence: "the log node is not running after healing".into(),
+        }),
+    }
     for failure in &shared_state.start_failures {
         violations.push(Violation {
             invariant: "node-starts",
@@ -469,11 +569,11 @@ async fn simulate(seed: u64) -> SeedReport {
     SeedReport {
         seed,
         simulated: started.elapsed(),
-        operations: shared_state.operations,
+        operations,
         faults,
         coverage,
         violations,
-        trace: shared_state.trace.clone(),
+        trace,
         fingerprint: hasher.finish(),
     }
 }
@@ -905,4 +1005,200 @@ async fn final_state(address: SocketAddr, client_node: &NodeHandle) -> Result<Fi
         })
         .await
         .map_err(|error| format!("the final reader failed: {error}"))?
+}
+
+/// The log engine's node: a `weir_log::Broker` on its own `SimDisk`, driven
+/// in process (until the Kafka front-end exists) by one producer per
+/// partition and one consumer of group `g` that commits after reading.
+fn start_log_node(
+    handle: &Handle,
+    disk: &Arc<SimDisk>,
+    clock: &Arc<SkewedClock>,
+    shared: &SharedRef,
+    seed: u64,
+    started: Instant,
+) -> NodeHandle {
+    let disk = Arc::clone(disk);
+    let clock = Arc::clone(clock);
+    let shared = Arc::clone(shared);
+    handle
+        .create_node()
+        .name("log-0")
+        .ip(LOG_IP.into())
+        .init(move || {
+            let disk = Arc::clone(&disk);
+            let clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+            let shared = Arc::clone(&shared);
+            async move {
+                let storage: Arc<dyn Storage> = Arc::new(disk.root());
+                let broker = match Broker::open(storage, clock, BrokerConfig::default()) {
+                    Ok((broker, recovery)) => {
+                        let cut = recovery
+                            .partitions
+                            .iter()
+                            .filter(|(_, report)| report.truncation.is_some())
+                            .count();
+                        if cut > 0 {
+                            count(
+                                &mut shared.lock().expect("shared").coverage,
+                                "log torn tail cut at recovery",
+                            );
+                        }
+                        Arc::new(broker)
+                    }
+                    Err(error) => {
+                        note(&shared, started, format!("log-0 failed to start: {error}"));
+                        let mut shared = shared.lock().expect("shared");
+                        shared.log_failed_start = true;
+                        if shared.healed {
+                            shared.start_failures.push(format!("log-0: {error}"));
+                        }
+                        return;
+                    }
+                };
+                match broker.create_topic(TOPIC, TopicConfig::with_partitions(LOG_PARTITIONS)) {
+                    Ok(()) | Err(BrokerError::TopicExists { .. }) => {}
+                    Err(error) => {
+                        note(
+                            &shared,
+                            started,
+                            format!("log-0 cannot create its topic: {error}"),
+                        );
+                        shared.lock().expect("shared").log_failed_start = true;
+                        return;
+                    }
+                }
+                let assignment = {
+                    let mut shared = shared.lock().expect("shared");
+                    shared.log_assignment += 1;
+                    shared.log_broker = Some(Arc::clone(&broker));
+                    shared.log_assignment
+                };
+                note(
+                    &shared,
+                    started,
+                    format!("log-0 up (assignment {assignment})"),
+                );
+                for partition in 0..LOG_PARTITIONS {
+                    let (broker, shared) = (Arc::clone(&broker), Arc::clone(&shared));
+                    let seed = seed ^ (u64::from(partition) << 32) ^ assignment;
+                    tokio::spawn(async move { log_produce(broker, partition, shared, seed).await });
+                }
+                log_consume(broker, assignment, shared).await;
+            }
+        })
+        .build()
+}
+
+async fn log_produce(broker: Arc<Broker>, partition: u32, shared: SharedRef, seed: u64) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut sequence = 0u64;
+    loop {
+        sleep(Duration::from_millis(rng.random_range(1..30))).await;
+        if shared.lock().expect("shared").stop_producers {
+            return;
+        }
+        sequence += 1;
+        let value = format!("l{partition}-{seed:x}-{sequence}");
+        shared
+            .lock()
+            .expect("shared")
+            .log_history
+            .sent
+            .insert(value.clone());
+        let now = broker.clock().now_ms() as i64;
+        match broker.append(TOPIC, partition, &[Record::value(now, value.as_bytes())]) {
+            Ok(info) => {
+                shared
+                    .lock()
+                    .expect("shared")
+                    .log_history
+                    .acknowledged
+                    .push((partition, info.base_offset, value));
+            }
+            Err(_) => {
+                // A failed sync fails the partition until the node restarts.
+                sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn log_consume(broker: Arc<Broker>, assignment: u64, shared: SharedRef) {
+    let mut positions: BTreeMap<u32, u64> = BTreeMap::new();
+    for partition in 0..LOG_PARTITIONS {
+        let committed = broker
+            .committed_offset(GROUP, TOPIC, partition)
+            .ok()
+            .flatten()
+            .map_or(0, |committed| committed.offset);
+        positions.insert(partition, committed);
+    }
+    loop {
+        sleep(Duration::from_millis(20)).await;
+        for partition in 0..LOG_PARTITIONS {
+            let position = positions[&partition];
+            let Ok(read) = broker.read(TOPIC, partition, position, 16 * 1024) else {
+                continue;
+            };
+            let mut next = position;
+            let mut seen = Vec::new();
+            for record in read.records() {
+                let Ok(record) = record else { break };
+                let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
+                seen.push((assignment, partition, record.offset, value));
+                next = record.offset + 1;
+            }
+            if next == position {
+                continue;
+            }
+            shared.lock().expect("shared").log_history.read.extend(seen);
+            // Commit after processing: at-least-once.
+            if broker
+                .commit_offset(GROUP, TOPIC, partition, next, "")
+                .is_ok()
+            {
+                shared
+                    .lock()
+                    .expect("shared")
+                    .log_history
+                    .committed
+                    .push((partition, next));
+            }
+            positions.insert(partition, next);
+        }
+    }
+}
+
+/// Reads every partition of the log from offset 0, and the committed
+/// offsets.
+fn log_final(broker: &Broker) -> Result<LogFinal, String> {
+    let mut last = LogFinal::default();
+    for partition in 0..LOG_PARTITIONS {
+        let mut offset = 0;
+        loop {
+            let read = broker
+                .read(TOPIC, partition, offset, 1 << 20)
+                .map_err(|error| error.to_string())?;
+            let before = offset;
+            for record in read.records() {
+                let record = record.map_err(|error| error.to_string())?;
+                last.records.push((
+                    partition,
+                    record.offset,
+                    String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned(),
+                ));
+                offset = record.offset + 1;
+            }
+            if offset == before {
+                break;
+            }
+        }
+        let committed = broker
+            .committed_offset(GROUP, TOPIC, partition)
+            .map_err(|error| error.to_string())?
+            .map_or(0, |committed| committed.offset);
+        last.committed.insert(partition, committed);
+    }
+    Ok(last)
 }

@@ -6,7 +6,7 @@
 //! seeded fault injector crashes, pauses and partitions it; the checkers in
 //! [`check`] decide whether what the clients saw keeps weir's promises.
 //!
-//! The simulation itself ([`harness`]) exists only with `--cfg madsim`:
+//! The simulation itself (`harness`) exists only with `--cfg madsim`:
 //! `cargo xtask sim` builds it that way in its own target directory. The
 //! checkers and the RESP client are plain code, unit-tested by plain
 //! `cargo test`. See docs/SIMULATION.md.
