@@ -295,11 +295,17 @@ impl Broker {
             let topic = open_topic(topics_storage.as_ref(), &clock, &entry.name, &mut recovery)?;
             topics.insert(entry.name, Arc::new(topic));
         }
-        if !recovery.leftovers_removed.is_empty() {
-            topics_storage
-                .sync_dir()
-                .map_err(io("syncing", TOPICS_DIRECTORY))?;
-        }
+        // Make every directory entry found here durable before anything is
+        // acknowledged on top of it: an earlier creation whose last sync
+        // failed leaves a topic visible but not durable, and appends to it
+        // would vanish with it at the next power loss. (Found by the
+        // simulator, weir-sim seed 570.)
+        topics_storage
+            .sync_dir()
+            .map_err(io("syncing", TOPICS_DIRECTORY))?;
+        storage
+            .sync_dir()
+            .map_err(io("syncing", "the data directory"))?;
         let (offsets, offsets_recovery) = OffsetStore::open(
             offsets_storage,
             Arc::clone(&clock),
