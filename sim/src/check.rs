@@ -506,7 +506,7 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
         .map(|(partition, offset, value)| ((*partition, *offset), value))
         .collect();
     for (partition, offset, value) in &history.acknowledged {
-        if stored.get(&(*partition, *offset)).is_none() {
+        if !stored.contains_key(&(*partition, *offset)) {
             push(violation(
                 "log-no-lost-write",
                 format!("acknowledged {partition}/{offset} ({value:?}) is not in the log"),
