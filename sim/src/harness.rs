@@ -79,7 +79,8 @@ pub struct Swarm {
     /// Chance per write that the disk fails it with EIO or ENOSPC.
     pub write_error: f64,
     /// Chance per write that the disk stores it with a flipped bit
-    /// (persistent corruption of synced data).
+    /// (persistent corruption of synced data); half as often, a write lands
+    /// at another offset of the same file.
     pub write_corruption: f64,
     /// Chance per restart that the node's clock comes back earlier than
     /// it was (an NTP step, a VM restored elsewhere).
@@ -220,6 +221,7 @@ async fn simulate(seed: u64) -> SeedReport {
         write_error: swarm.write_error / 2.0,
         no_space: swarm.write_error / 2.0,
         write_corruption: swarm.write_corruption,
+        write_misdirection: swarm.write_corruption / 2.0,
         crash: weights,
         ..Faults::default()
     };
@@ -500,7 +502,7 @@ async fn simulate(seed: u64) -> SeedReport {
     let stats = disk.stats();
     let refused = shared_state.refused_on_corruption && shared_state.healed;
     let promises = check::Promises {
-        durability: stats.write_corruptions == 0,
+        durability: stats.write_corruptions == 0 && stats.write_misdirections == 0,
         liveness: !refused,
     };
     let mut violations = match &last {
@@ -560,6 +562,7 @@ async fn simulate(seed: u64) -> SeedReport {
     let mut faults = shared_state.faults.clone();
     faults.insert("sync failure", stats.sync_failures);
     faults.insert("write corruption", stats.write_corruptions);
+    faults.insert("misdirected write", stats.write_misdirections);
     faults.insert("read corruption", stats.read_corruptions);
     faults.insert("read error", stats.read_errors);
     faults.insert("write error", stats.write_errors + stats.no_space_errors);
