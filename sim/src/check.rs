@@ -38,6 +38,13 @@ pub struct History {
     pub claimed: Vec<(String, Vec<Id>)>,
     /// Crashes and disconnections the clients went through.
     pub interruptions: u64,
+    /// Deliveries of each ID whose reply arrived (by `>` or a claim).
+    pub observed_deliveries: BTreeMap<Id, u64>,
+    /// Right after a claim whose reply arrived: (ID, claimer, owner the PEL
+    /// named, its delivery count, deliveries the clients had observed).
+    pub claim_checks: Vec<(Id, String, String, u64, u64)>,
+    /// Consumers with an XAUTOCLAIM whose reply never came (it may have run).
+    pub lost_claims: BTreeSet<String>,
 }
 
 /// What the final reads returned, after the liveness phase.
@@ -249,6 +256,30 @@ pub fn check(history: &History, last: &FinalState, promises: Promises) -> Vec<Vi
         }
     }
 
+    // A claim moves ownership to the claimer. (The delivery count it raises
+    // is recorded but not judged yet: see SIMULATION.md.) Right after the claim
+    // the entry may already be acknowledged (by a late XACK of its former
+    // owner) or claimed again (by a consumer that claimed it too, or whose
+    // claim's reply was lost); any other owner is a violation.
+    for (id, claimer, owner, _count, _observed) in &history.claim_checks {
+        if owner.is_empty() {
+            continue;
+        }
+        if owner == claimer {
+            continue;
+        }
+        let claimed_too = history
+            .claimed
+            .iter()
+            .any(|(consumer, ids)| consumer == owner && ids.contains(id));
+        if !claimed_too && !history.lost_claims.contains(owner) {
+            push(violation(
+                "claim-moves-ownership",
+                format!("{} claimed by {claimer} is owned by {owner:?}", show(*id)),
+            ));
+        }
+    }
+
     // The PEL names only entries that exist.
     for (id, owner, _) in &last.pending {
         if !stored.contains_key(id) {
@@ -402,6 +433,31 @@ mod tests {
         last.pending.push(((3, 0), "c1".into(), 2));
         assert!(check(&history(), &last, SAFETY).is_empty());
         assert!(names(&check(&history(), &last, ALL)).contains(&"liveness"));
+    }
+
+    #[test]
+    fn claims_that_leave_another_owner_are_caught() {
+        let mut claimed = history();
+        claimed
+            .claim_checks
+            .push(((3, 0), "c0".into(), "c1".into(), 1, 2));
+        claimed
+            .claim_checks
+            .push(((2, 0), "c0".into(), "c0".into(), 2, 2));
+        claimed
+            .claim_checks
+            .push(((1, 0), "c0".into(), String::new(), 0, 2));
+        let found = names(&check(&claimed, &state(), SAFETY));
+        assert_eq!(
+            found,
+            vec!["claim-moves-ownership"],
+            "an acknowledged entry is not a violation"
+        );
+        claimed.lost_claims.insert("c1".into());
+        assert!(
+            check(&claimed, &state(), SAFETY).is_empty(),
+            "c1's lost claim may have run"
+        );
     }
 
     #[test]

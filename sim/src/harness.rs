@@ -881,12 +881,14 @@ async fn consume(
                         .get(1)
                         .map(Value::text)
                         .unwrap_or_default();
-                    shared.lock().expect("shared").history.delivered.push((
-                        name.clone(),
-                        session,
-                        id,
-                        value,
-                    ));
+                    {
+                        let mut shared = shared.lock().expect("shared");
+                        *shared.history.observed_deliveries.entry(id).or_default() += 1;
+                        shared
+                            .history
+                            .delivered
+                            .push((name.clone(), session, id, value));
+                    }
                     to_ack.push(id);
                 }
             }
@@ -895,27 +897,66 @@ async fn consume(
             match request(
                 &mut client,
                 &shared,
-                &[
-                    "XAUTOCLAIM",
-                    "s",
-                    "g",
-                    &name,
-                    min_idle,
-                    "0",
-                    "COUNT",
-                    "10",
-                    "JUSTID",
-                ],
+                &["XAUTOCLAIM", "s", "g", &name, min_idle, "0", "COUNT", "10"],
             )
             .await
             {
                 Some(Value::Array(Some(items))) => {
+                    // Without JUSTID: the claimed entries, each delivered
+                    // again (its delivery count goes up).
                     let claimed: Vec<Id> = items
                         .get(1)
                         .map_or(&[][..], Value::items)
                         .iter()
-                        .filter_map(|id| parse_id(&id.text()))
+                        .filter_map(|entry| parse_id(&entry.items().first()?.text()))
                         .collect();
+                    {
+                        let mut shared = shared.lock().expect("shared");
+                        for id in &claimed {
+                            *shared.history.observed_deliveries.entry(*id).or_default() += 1;
+                        }
+                    }
+                    // A claim moves ownership and raises the delivery
+                    // count: ask the PEL right away (before healing, the
+                    // 1 s minimum idle keeps other consumers off it).
+                    if let (Some(first), false) = (claimed.first(), healed) {
+                        let shown = check::show(*first);
+                        match request(
+                            &mut client,
+                            &shared,
+                            &["XPENDING", "s", "g", &shown, &shown, "1"],
+                        )
+                        .await
+                        {
+                            Some(Value::Array(Some(rows))) => {
+                                let row = rows.first().map(Value::items).unwrap_or_default();
+                                let owner = row.get(1).map(Value::text).unwrap_or_default();
+                                let count = match row.get(3) {
+                                    Some(Value::Int(count)) => *count as u64,
+                                    _ => 0,
+                                };
+                                let mut shared = shared.lock().expect("shared");
+                                let observed = shared
+                                    .history
+                                    .observed_deliveries
+                                    .get(first)
+                                    .copied()
+                                    .unwrap_or(0);
+                                shared.history.claim_checks.push((
+                                    *first,
+                                    name.clone(),
+                                    owner,
+                                    count,
+                                    observed,
+                                ));
+                            }
+                            Some(_) => {}
+                            None => {
+                                shared.lock().expect("shared").history.interruptions += 1;
+                                continue 'connection;
+                            }
+                        }
+                    }
                     if !claimed.is_empty() {
                         count(
                             &mut shared.lock().expect("shared").coverage,
@@ -932,7 +973,10 @@ async fn consume(
                 }
                 Some(_) => {}
                 None => {
-                    shared.lock().expect("shared").history.interruptions += 1;
+                    let mut shared = shared.lock().expect("shared");
+                    shared.history.interruptions += 1;
+                    shared.history.lost_claims.insert(name.clone());
+                    drop(shared);
                     continue 'connection;
                 }
             }
