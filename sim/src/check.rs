@@ -256,16 +256,38 @@ pub fn check(history: &History, last: &FinalState, promises: Promises) -> Vec<Vi
         }
     }
 
-    // A claim moves ownership to the claimer. (The delivery count it raises
-    // is recorded but not judged yet: see SIMULATION.md.) Right after the claim
+    // A claim moves ownership to the claimer and raises the delivery count
+    // (to at least the deliveries the clients had seen when they asked).
+    // Right after the claim
     // the entry may already be acknowledged (by a late XACK of its former
     // owner) or claimed again (by a consumer that claimed it too, or whose
     // claim's reply was lost); any other owner is a violation.
-    for (id, claimer, owner, _count, _observed) in &history.claim_checks {
+    for (id, claimer, owner, count, observed) in &history.claim_checks {
         if owner.is_empty() {
             continue;
         }
         if owner == claimer {
+            if count < observed {
+                let by_read: Vec<String> = history
+                    .delivered
+                    .iter()
+                    .filter(|(_, _, delivered, _)| delivered == id)
+                    .map(|(consumer, session, _, _)| format!("{consumer} (session {session})"))
+                    .collect();
+                let by_claim: Vec<&String> = history
+                    .claimed
+                    .iter()
+                    .filter(|(_, ids)| ids.contains(id))
+                    .map(|(consumer, _)| consumer)
+                    .collect();
+                push(violation(
+                    "claim-raises-delivery-count",
+                    format!(
+                        "{} delivered {observed} times to clients before the check (by '>' to {by_read:?}, claimed by {by_claim:?}), delivery count {count}",
+                        show(*id)
+                    ),
+                ));
+            }
             continue;
         }
         let claimed_too = history
@@ -436,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn claims_that_leave_another_owner_are_caught() {
+    fn claims_that_leave_another_owner_or_the_count_are_caught() {
         let mut claimed = history();
         claimed
             .claim_checks

@@ -921,6 +921,17 @@ async fn consume(
                     // 1 s minimum idle keeps other consumers off it).
                     if let (Some(first), false) = (claimed.first(), healed) {
                         let shown = check::show(*first);
+                        // The deliveries seen before the question is sent: a
+                        // later claim's reply may arrive before this reply
+                        // while the server ran it after this XPENDING.
+                        let observed = shared
+                            .lock()
+                            .expect("shared")
+                            .history
+                            .observed_deliveries
+                            .get(first)
+                            .copied()
+                            .unwrap_or(0);
                         match request(
                             &mut client,
                             &shared,
@@ -936,12 +947,6 @@ async fn consume(
                                     _ => 0,
                                 };
                                 let mut shared = shared.lock().expect("shared");
-                                let observed = shared
-                                    .history
-                                    .observed_deliveries
-                                    .get(first)
-                                    .copied()
-                                    .unwrap_or(0);
                                 shared.history.claim_checks.push((
                                     *first,
                                     name.clone(),
