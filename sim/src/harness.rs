@@ -248,20 +248,21 @@ async fn simulate(seed: u64) -> SeedReport {
     let address = SocketAddr::from((SERVER_IP, PORT));
 
     // The workload.
-    let mut tasks = Vec::new();
+    // The clients run on their own (a dropped madsim handle detaches); they
+    // stop through the flags in `Shared`.
     for producer in 0..PRODUCERS {
         let (shared, seed) = (Arc::clone(&shared), rng.random());
         let disconnect = swarm.disconnect;
-        tasks.push(client_node.spawn(async move {
+        client_node.spawn(async move {
             produce(producer, address, shared, seed, disconnect, started).await;
-        }));
+        });
     }
     for consumer in 0..CONSUMERS {
         let (shared, seed) = (Arc::clone(&shared), rng.random());
         let disconnect = swarm.disconnect;
-        tasks.push(client_node.spawn(async move {
+        client_node.spawn(async move {
             consume(consumer, address, shared, seed, disconnect, started).await;
-        }));
+        });
     }
 
     // The fault phase.
@@ -518,13 +519,14 @@ async fn simulate(seed: u64) -> SeedReport {
         }],
     };
     let log_summary = format!(
-        "log: {} appends acknowledged, {} records read, {} offset commits; streams: {} XADDs acknowledged, {} deliveries, {} XACKs",
+        "log: {} appends acknowledged, {} records read, {} offset commits; streams: {} XADDs acknowledged, {} deliveries, {} XACKs, {} client requests interrupted",
         shared_state.log_history.acknowledged.len(),
         shared_state.log_history.read.len(),
         shared_state.log_history.committed.len(),
         shared_state.history.acknowledged.len(),
         shared_state.history.delivered.len(),
-        shared_state.history.acked.len()
+        shared_state.history.acked.len(),
+        shared_state.history.interruptions
     );
     let mut trace = shared_state.trace.clone();
     trace.push(format!(

@@ -359,30 +359,10 @@ fn ci() -> Result<(), String> {
                 "warnings",
             ],
         ),
-        sim_step(
-            "simulator seeds",
-            &[
-                "run",
-                "--locked",
-                "--release",
-                "--quiet",
-                "-p",
-                "weir-sim",
-                "--",
-                "--seeds",
-                SIM_SEEDS,
-            ],
-        ),
-        sim_step(
+        sim_run("simulator seeds", &["--seeds", SIM_SEEDS]),
+        sim_run(
             "simulator determinism",
             &[
-                "run",
-                "--locked",
-                "--release",
-                "--quiet",
-                "-p",
-                "weir-sim",
-                "--",
                 "--check-determinism",
                 "--seeds",
                 SIM_DETERMINISM_SEEDS,
@@ -469,8 +449,8 @@ fn sim_step<'a>(name: &'a str, arguments: &[&'a str]) -> Step<'a> {
         .target(sibling_target("madsim"))
 }
 
-/// Builds and runs the seed runner with the given arguments.
-fn sim(arguments: &[&str]) -> Result<(), String> {
+/// The seed runner, built with `--cfg madsim`, run with `arguments`.
+fn sim_run<'a>(name: &'a str, arguments: &[&'a str]) -> Step<'a> {
     let mut command = vec![
         "run",
         "--locked",
@@ -481,7 +461,12 @@ fn sim(arguments: &[&str]) -> Result<(), String> {
         "--",
     ];
     command.extend(arguments);
-    sim_step("simulator", &command).run().map(|_| ())
+    sim_step(name, &command)
+}
+
+/// Builds and runs the seed runner with the given arguments.
+fn sim(arguments: &[&str]) -> Result<(), String> {
+    sim_run("simulator", arguments).run().map(|_| ())
 }
 
 /// Plants each bug of `sim/planted/*.patch` in a scratch copy of the tree
