@@ -22,36 +22,6 @@ use wire::RedisServer;
 
 const PASSWORD: &str = "correct horse";
 
-/// A redis-server with a password, beside the plain one.
-fn redis_with_password() -> (std::process::Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--requirepass", PASSWORD])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (cargo xtask ci installs it)");
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed().as_secs() < 10,
-            "redis-server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    (child, port)
-}
-
 fn python() -> String {
     std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into())
 }
@@ -90,9 +60,9 @@ fn redis_py_in_resp2_and_resp3() {
     let weir = Server::start(&[]);
     let weir_auth = Server::start(&["--requirepass", PASSWORD]);
     let redis = RedisServer::start();
-    let (mut redis_auth, redis_auth_port) = redis_with_password();
+    let redis_auth = RedisServer::start_with_password(PASSWORD);
     for protocol in [2, 3] {
-        let reference = run_redis_py(redis.port, protocol, redis_auth_port);
+        let reference = run_redis_py(redis.port, protocol, redis_auth.port);
         assert!(
             reference.status.success(),
             "the script fails against redis-server itself:\n{}",
@@ -106,8 +76,6 @@ fn redis_py_in_resp2_and_resp3() {
         );
         eprint!("weir: {}", String::from_utf8_lossy(&output.stdout));
     }
-    let _ = redis_auth.kill();
-    let _ = redis_auth.wait();
 }
 
 fn redis_cli(port: u16, flags: &[&str], args: &[&str]) -> Output {

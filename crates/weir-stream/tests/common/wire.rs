@@ -18,13 +18,54 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one, or panics saying how to install it.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts one that requires `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password))
+    }
+
+    /// The port is picked by binding port 0 and releasing it, so another
+    /// process may take it before redis-server binds it; then redis-server
+    /// exits, and whatever holds the port (another test's server) would
+    /// answer in its place. So the server is used only once the one
+    /// answering on the port reports this child's process id; otherwise
+    /// it is started again on another port.
+    fn start_with(password: Option<&str>) -> Self {
+        const ATTEMPTS: usize = 5;
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            match Self::try_start(password) {
+                Ok(server) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("redis-server did not start in {ATTEMPTS} attempts: {failures:?}");
+    }
+
+    fn try_start(password: Option<&str>) -> Result<Self, String> {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new(&binary);
+        command.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(password) = password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -34,16 +75,53 @@ impl RedisServer {
                      `cargo xtask ci` installs it (Debian package redis-server)."
                 )
             });
-        let server = Self { child, port };
+        let mut server = Self { child, port };
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "port {port}: redis-server exited at start ({status})"
+                ));
+            }
+            if server.process_id_on_port(password) == Some(server.child.id()) {
+                return Ok(server);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(format!(
+                    "port {port}: no redis-server of ours answered in 20 s"
+                ));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// The process id that the server on the port reports, if one answers.
+    fn process_id_on_port(&self, password: Option<&str>) -> Option<u32> {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut writer = stream.try_clone().ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        if let Some(password) = password {
+            let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n", password.len());
+            writer.write_all(auth.as_bytes()).ok()?;
+            reader.read_line(&mut line).ok()?;
+            if !line.starts_with("+OK") {
+                return None;
+            }
+            line.clear();
+        }
+        writer
+            .write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            .ok()?;
+        reader.read_line(&mut line).ok()?;
+        let length: usize = line.strip_prefix('$')?.trim().parse().ok()?;
+        let mut body = vec![0; length + 2];
+        reader.read_exact(&mut body).ok()?;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 }
 
