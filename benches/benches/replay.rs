@@ -8,7 +8,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir_benches::{record, report_rate, report_ratio, temporary_directory, Side};
 use weir_io::{OsStorage, SystemClock};
-use weir_log::{FlushPolicy, LogConfig, Partition, ProducerInfo, Record};
+use weir_log::{FlushPolicy, Isolation, LogConfig, Partition, ProducerInfo, Record};
 
 const LOG_BYTES: usize = 256 << 20;
 const READ_BYTES: u32 = 1 << 20;
@@ -66,7 +66,9 @@ fn replay(criterion: &mut Criterion) {
                 let mut next = 0;
                 let mut total = 0usize;
                 while next < log.high_watermark() {
-                    let info = log.read_into(next, READ_BYTES, &mut buffer).expect("read");
+                    let info = log
+                        .read_into(next, READ_BYTES, Isolation::Committed, &mut buffer)
+                        .expect("read");
                     total += buffer.len();
                     next = info.next_offset;
                 }

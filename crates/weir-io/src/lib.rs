@@ -28,11 +28,13 @@ use std::io;
 use std::ops::Deref;
 use std::sync::Arc;
 
+mod agreed;
 mod clock;
 mod os;
 pub mod sim;
 pub mod sync;
 
+pub use agreed::{read_agreed, read_whole_file_agreed, AGREEING_READS, AGREEMENT_READS_MAX};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use os::OsStorage;
 pub use sim::{CrashWeights, Faults, SimDisk, SimStorage};
@@ -145,6 +147,13 @@ pub trait File: Send + Sync + Debug {
     /// reads as zeros). The write is visible at once, durable after
     /// [`File::sync`].
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Writes `parts` back to back at `offset`, as one write of their
+    /// concatenation (one `pwritev` on a real file, one operation for the
+    /// simulated disk's crash model).
+    fn write_vectored_at(&self, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.write_at(&parts.concat(), offset)
+    }
 
     /// The current length of the file in bytes.
     fn len(&self) -> io::Result<u64>;

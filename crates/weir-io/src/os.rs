@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +118,9 @@ impl Storage for OsStorage {
     }
 }
 
+/// The most slices one `pwritev` call takes (Linux's `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
 #[derive(Debug)]
 struct OsFile {
     file: fs::File,
@@ -142,6 +146,47 @@ impl File for OsFile {
 
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(data, offset)
+    }
+
+    fn write_vectored_at(&self, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut slices: Vec<io::IoSlice<'_>> =
+            parts.iter().map(|part| io::IoSlice::new(part)).collect();
+        let mut remaining: &mut [io::IoSlice<'_>] = &mut slices;
+        let mut position = offset;
+        while !remaining.is_empty() {
+            let count = remaining.len().min(IOV_MAX);
+            let offset = libc::off_t::try_from(position)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+            // SAFETY: `IoSlice` is guaranteed to be ABI-compatible with
+            // `iovec` on Unix, the pointer and count describe `count` live
+            // slices borrowed for the duration of the call, and the file
+            // descriptor is owned by `self.file`, which outlives the call.
+            #[allow(unsafe_code)]
+            let written = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    remaining.as_ptr().cast::<libc::iovec>(),
+                    count as libc::c_int,
+                    offset,
+                )
+            };
+            if written < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            if written == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
+            }
+            position += written as u64;
+            io::IoSlice::advance_slices(&mut remaining, written as usize);
+        }
+        Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {

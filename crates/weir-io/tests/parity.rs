@@ -221,3 +221,24 @@ fn bad_names_are_rejected() {
         }
     });
 }
+
+#[test]
+fn vectored_writes_land_back_to_back_however_many_parts() {
+    check(|storage| {
+        let file = storage.open_file("a", OpenMode::CreateNew).expect("create");
+        file.write_vectored_at(&[b"head", b"", b"-", b"tail"], 3)
+            .expect("write");
+        let mut buffer = [0; 12];
+        file.read_exact_at(&mut buffer, 0).expect("read");
+        assert_eq!(&buffer, b"\0\0\0head-tail");
+        // More parts than one pwritev takes.
+        let parts: Vec<Vec<u8>> = (0..3000u32)
+            .map(|index| index.to_le_bytes().to_vec())
+            .collect();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        file.write_vectored_at(&slices, 100).expect("write many");
+        let mut many = vec![0; 4 * 3000];
+        file.read_exact_at(&mut many, 100).expect("read");
+        assert_eq!(many, parts.concat());
+    });
+}

@@ -22,9 +22,10 @@ use std::sync::{Arc, RwLock};
 use weir_io::sync::{lock, Mutex};
 use weir_io::{read_whole_file, write_file_atomically, Clock, EntryKind, Storage};
 
-use crate::batch::{ProducerInfo, Record};
-use crate::config::{FlushPolicy, LogConfig};
+use crate::batch::{crc32c, Compression, ProducerInfo, Record};
+use crate::config::{FlushPolicy, HighWatermarkPolicy, LogConfig};
 use crate::error::LogError;
+use crate::error::FORMAT_1_DESCRIPTION;
 use crate::le::{u32_at, u64_at};
 use crate::offsets::{CommittedOffset, OffsetStore, OffsetsError, OffsetsRecovery};
 use crate::partition::{AppendInfo, Partition, ReadResult, RetentionReport};
@@ -46,7 +47,7 @@ const TOPIC_METADATA_FILE: &str = "topic.meta";
 const CREATING_PREFIX: &str = "~creating-";
 const DELETING_PREFIX: &str = "~deleting-";
 const METADATA_MAGIC: &[u8; 8] = b"WEIRTOPC";
-const METADATA_VERSION: u16 = 1;
+const METADATA_VERSION: u16 = 2;
 
 /// An error of a broker operation.
 #[derive(Debug, thiserror::Error)]
@@ -821,16 +822,23 @@ fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
     body.extend_from_slice(&interval_bytes.to_le_bytes());
     body.extend_from_slice(&log.retention_ms.unwrap_or(u64::MAX).to_le_bytes());
     body.extend_from_slice(&log.retention_bytes.unwrap_or(u64::MAX).to_le_bytes());
+    body.extend_from_slice(&log.max_uncompressed_batch_bytes.to_le_bytes());
+    body.push(log.compression as u8);
     let mut bytes = Vec::with_capacity(14 + body.len());
     bytes.extend_from_slice(METADATA_MAGIC);
     bytes.extend_from_slice(&METADATA_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&crc32c(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
     bytes
 }
 
 fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
-    const BODY_BYTES: usize = 61;
+    const BODY_BYTES: usize = 66;
+    if bytes.len() >= 10 && &bytes[..8] == METADATA_MAGIC && bytes[8..10] == 1u16.to_le_bytes() {
+        return Err(format!(
+            "the topic was written in {FORMAT_1_DESCRIPTION}, which this version does not read"
+        ));
+    }
     if bytes.len() != 14 + BODY_BYTES {
         return Err(format!(
             "{} bytes, expected {}",
@@ -847,7 +855,7 @@ fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
     }
     let body = &bytes[14..];
     let stored = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-    if stored != crc32fast::hash(body) {
+    if stored != crc32c(body) {
         return Err("checksum mismatch".into());
     }
     let optional = |value: u64| (value != u64::MAX).then_some(value);
@@ -869,9 +877,13 @@ fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
             index_interval_bytes: u32_at(body, 16),
             max_batch_bytes: u32_at(body, 20),
             max_record_bytes: u32_at(body, 24),
+            max_uncompressed_batch_bytes: u32_at(body, 61),
+            compression: Compression::from_codec(u16::from(body[65]))
+                .map_err(|error| error.to_string())?,
             flush,
             retention_ms: optional(u64_at(body, 45)),
             retention_bytes: optional(u64_at(body, 53)),
+            high_watermark: HighWatermarkPolicy::FollowsFlush,
         },
     };
     if metadata.partitions == 0 || metadata.partitions > PARTITIONS_PER_TOPIC_MAX {

@@ -7,15 +7,24 @@
 //! ```text
 //! offset size field
 //!      0    8 magic "WEIRCKPT"
-//!      8    2 version = 1
-//!     10    4 crc (CRC-32/ISO-HDLC of bytes 14..end)
+//!      8    2 version = 2 (the log's format: Kafka record batches v2)
+//!     10    4 crc (CRC-32C of bytes 14..end)
 //!     14    8 log_start_offset
-//!     22    1 clean_shutdown (0 or 1)
-//!     23    4 segment_count
-//!     27    … segment_count entries of 36 bytes:
+//!     22    1 flags: bit 0 clean_shutdown, bit 1 truncation pending
+//!     23    8 truncation: the new log end offset   (0 unless pending)
+//!     31    8 truncation: the cut segment's base   (0 unless pending)
+//!     39    4 truncation: the byte position of the cut (0 unless pending)
+//!     43    4 segment_count
+//!     47    … segment_count entries of 36 bytes:
 //!             base_offset u64, size u32, next_offset u64,
 //!             max_timestamp i64 (i64::MIN: none), max_timestamp_offset u64
 //! ```
+//!
+//! A truncation writes a checkpoint naming the cut before it removes
+//! anything, so that a crash in the middle of it is finished by the next
+//! recovery: the log is then at its old end (the checkpoint was not yet
+//! durable) or at its new end, never in between. Version 1 was weir's
+//! first format (its own batch layout); this code refuses it.
 //!
 //! The segments listed are a prefix of the log, in order, each synced with
 //! its index files before the checkpoint listing it was written. With
@@ -23,16 +32,21 @@
 //! closed; an open that finds it rewrites the checkpoint without the active
 //! segment before the first write, so a crash after that open rescans it.
 
-use weir_io::{read_whole_file, write_file_atomically, Storage};
+use weir_io::{read_whole_file_agreed, write_file_atomically, Storage};
 
-use crate::error::LogError;
+use crate::batch::crc32c;
+use crate::error::{LogError, FORMAT_1_DESCRIPTION};
 use crate::le::{u32_at, u64_at};
 
 /// The checkpoint's file name in a partition directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 const MAGIC: &[u8; 8] = b"WEIRCKPT";
-const VERSION: u16 = 1;
-const HEADER_BYTES: usize = 27;
+const VERSION: u16 = 2;
+/// The version of weir-log's first format, which this code refuses.
+const FORMAT_1_VERSION: u16 = 1;
+const HEADER_BYTES: usize = 47;
+const FLAG_CLEAN_SHUTDOWN: u8 = 1;
+const FLAG_TRUNCATION: u8 = 2;
 const ENTRY_BYTES: usize = 36;
 /// The most segments one checkpoint lists.
 pub const CHECKPOINT_SEGMENTS_MAX: usize = 1 << 20;
@@ -50,6 +64,17 @@ pub struct SegmentSummary {
     pub max_timestamp: Option<(i64, u64)>,
 }
 
+/// A truncation that a crash may have interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingTruncation {
+    /// The log end offset after it.
+    pub end_offset: u64,
+    /// The segment it cuts.
+    pub segment_base_offset: u64,
+    /// Where it cuts that segment.
+    pub position: u32,
+}
+
 /// The checkpoint's content.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -58,6 +83,8 @@ pub struct Checkpoint {
     /// Whether the log was closed cleanly (the last segment listed was the
     /// active one).
     pub clean_shutdown: bool,
+    /// A truncation to finish before anything else.
+    pub truncation: Option<PendingTruncation>,
     /// Durable, intact segments: a prefix of the log.
     pub segments: Vec<SegmentSummary>,
 }
@@ -70,7 +97,22 @@ impl Checkpoint {
         bytes.extend_from_slice(&VERSION.to_le_bytes());
         bytes.extend_from_slice(&[0; 4]);
         bytes.extend_from_slice(&self.log_start_offset.to_le_bytes());
-        bytes.push(u8::from(self.clean_shutdown));
+        let mut flags = 0;
+        if self.clean_shutdown {
+            flags |= FLAG_CLEAN_SHUTDOWN;
+        }
+        if self.truncation.is_some() {
+            flags |= FLAG_TRUNCATION;
+        }
+        bytes.push(flags);
+        let truncation = self.truncation.unwrap_or(PendingTruncation {
+            end_offset: 0,
+            segment_base_offset: 0,
+            position: 0,
+        });
+        bytes.extend_from_slice(&truncation.end_offset.to_le_bytes());
+        bytes.extend_from_slice(&truncation.segment_base_offset.to_le_bytes());
+        bytes.extend_from_slice(&truncation.position.to_le_bytes());
         bytes.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for segment in &self.segments {
             let (timestamp, offset) = segment.max_timestamp.unwrap_or((i64::MIN, 0));
@@ -80,9 +122,16 @@ impl Checkpoint {
             bytes.extend_from_slice(&timestamp.to_le_bytes());
             bytes.extend_from_slice(&offset.to_le_bytes());
         }
-        let crc = crc32fast::hash(&bytes[14..]);
+        let crc = crc32c(&bytes[14..]);
         bytes[10..14].copy_from_slice(&crc.to_le_bytes());
         bytes
+    }
+
+    /// Whether `bytes` are a checkpoint of weir-log's first format.
+    pub fn is_format_1(bytes: &[u8]) -> bool {
+        bytes.len() >= 10
+            && &bytes[..8] == MAGIC
+            && u16::from_le_bytes([bytes[8], bytes[9]]) == FORMAT_1_VERSION
     }
 
     /// Decodes a checkpoint, checking everything.
@@ -98,19 +147,27 @@ impl Checkpoint {
             return Err(format!("unsupported version {version}"));
         }
         let stored = u32_at(bytes, 10);
-        let computed = crc32fast::hash(&bytes[14..]);
+        let computed = crc32c(&bytes[14..]);
         if stored != computed {
             return Err(format!(
                 "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ));
         }
         let log_start_offset = u64_at(bytes, 14);
-        let clean_shutdown = match bytes[22] {
-            0 => false,
-            1 => true,
-            other => return Err(format!("clean-shutdown flag is {other}")),
-        };
-        let count = u32_at(bytes, 23) as usize;
+        let flags = bytes[22];
+        if flags & !(FLAG_CLEAN_SHUTDOWN | FLAG_TRUNCATION) != 0 {
+            return Err(format!("unknown flags {flags:#04x}"));
+        }
+        let truncation = (flags & FLAG_TRUNCATION != 0).then(|| PendingTruncation {
+            end_offset: u64_at(bytes, 23),
+            segment_base_offset: u64_at(bytes, 31),
+            position: u32_at(bytes, 39),
+        });
+        let clean_shutdown = flags & FLAG_CLEAN_SHUTDOWN != 0;
+        if clean_shutdown && truncation.is_some() {
+            return Err("a clean shutdown with a truncation pending".into());
+        }
+        let count = u32_at(bytes, 43) as usize;
         if count > CHECKPOINT_SEGMENTS_MAX || bytes.len() != HEADER_BYTES + count * ENTRY_BYTES {
             return Err(format!(
                 "{count} segments do not match {} bytes",
@@ -141,17 +198,24 @@ impl Checkpoint {
         Ok(Self {
             log_start_offset,
             clean_shutdown,
+            truncation,
             segments,
         })
     }
 
     /// Reads the checkpoint of a partition directory, if there is one.
     pub fn read(storage: &dyn Storage) -> Result<Option<Self>, LogError> {
-        let bytes = read_whole_file(storage, CHECKPOINT_FILE)
+        let bytes = read_whole_file_agreed(storage, CHECKPOINT_FILE)
             .map_err(|source| LogError::io("reading", CHECKPOINT_FILE, source))?;
         let Some(bytes) = bytes else {
             return Ok(None);
         };
+        if Self::is_format_1(&bytes) {
+            return Err(LogError::UnsupportedFormat {
+                file: CHECKPOINT_FILE.into(),
+                found: FORMAT_1_DESCRIPTION.into(),
+            });
+        }
         Self::decode(&bytes)
             .map(Some)
             .map_err(|reason| LogError::CorruptCheckpoint {
@@ -176,6 +240,7 @@ mod tests {
         let checkpoint = Checkpoint {
             log_start_offset: 17,
             clean_shutdown: true,
+            truncation: None,
             segments: vec![
                 SegmentSummary {
                     base_offset: 0,
@@ -192,12 +257,30 @@ mod tests {
             ],
         };
         let bytes = checkpoint.encode();
-        assert_eq!(Checkpoint::decode(&bytes), Ok(checkpoint));
+        assert_eq!(Checkpoint::decode(&bytes), Ok(checkpoint.clone()));
         for bit in 0..bytes.len() * 8 {
             let mut corrupt = bytes.clone();
             corrupt[bit / 8] ^= 1 << (bit % 8);
             assert!(Checkpoint::decode(&corrupt).is_err(), "bit {bit}");
         }
         assert!(Checkpoint::decode(&bytes[..bytes.len() - 1]).is_err());
+        let pending = Checkpoint {
+            clean_shutdown: false,
+            truncation: Some(PendingTruncation {
+                end_offset: 30,
+                segment_base_offset: 0,
+                position: 999,
+            }),
+            ..checkpoint
+        };
+        assert_eq!(Checkpoint::decode(&pending.encode()), Ok(pending));
+    }
+
+    #[test]
+    fn a_format_1_checkpoint_is_recognised() {
+        let mut bytes = Checkpoint::default().encode();
+        assert!(!Checkpoint::is_format_1(&bytes));
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        assert!(Checkpoint::is_format_1(&bytes));
     }
 }

@@ -1,6 +1,6 @@
 //! Configuration of a partition log, with every limit named.
 
-use crate::batch::{BATCH_BYTES_LIMIT, HEADER_BYTES};
+use crate::batch::{Compression, BATCH_BYTES_LIMIT, HEADER_BYTES};
 use crate::error::LogError;
 
 /// The smallest segment size a log accepts (small segments are for tests).
@@ -18,6 +18,9 @@ pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
 pub const MAX_BATCH_BYTES_DEFAULT: u32 = 1024 * 1024 + 12;
 /// The default limit on one encoded record.
 pub const MAX_RECORD_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// The default limit on the bytes a compressed batch's records may
+/// decompress to.
+pub const MAX_UNCOMPRESSED_BATCH_BYTES_DEFAULT: u32 = 64 << 20;
 /// The default time retention: 7 days.
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
 /// The most bytes one read returns (a larger `max_bytes` is clamped).
@@ -39,10 +42,25 @@ pub enum FlushPolicy {
         /// Sync once this many bytes are unsynced.
         interval_bytes: u64,
     },
-    /// Never sync except on [`crate::Partition::flush`], a roll's checkpoint
-    /// and close; durability comes from replication. Readers see records at
-    /// once.
+    /// Never sync except on [`crate::Partition::flush`] or
+    /// [`crate::Partition::sync`] (the owner's), a truncation and close;
+    /// durability comes from replication. A roll neither syncs nor writes
+    /// a checkpoint. Readers see records at once.
     Never,
+}
+
+/// Who moves the high watermark, the offset below which readers (with
+/// [`crate::Isolation::Committed`]) see records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HighWatermarkPolicy {
+    /// The log: with [`FlushPolicy::Always`] the high watermark is the
+    /// durable end of the log, otherwise the end of the log. A single node.
+    #[default]
+    FollowsFlush,
+    /// The owner, through [`crate::Partition::set_high_watermark`]: a
+    /// replication layer that commits records on a quorum. It starts at the
+    /// log start offset on open and never passes the log end.
+    SetByOwner,
 }
 
 /// Settings of one partition log.
@@ -58,12 +76,20 @@ pub struct LogConfig {
     pub max_batch_bytes: u32,
     /// The largest encoded record an append accepts.
     pub max_record_bytes: u32,
+    /// The most bytes a compressed batch's records may decompress to.
+    pub max_uncompressed_batch_bytes: u32,
+    /// The codec of batches encoded by [`crate::Partition::append`]
+    /// (producers' batches are stored as they come).
+    pub compression: Compression,
     /// When to sync.
     pub flush: FlushPolicy,
     /// Delete sealed segments whose newest record is older than this.
     pub retention_ms: Option<u64>,
     /// Delete the oldest sealed segments while the log is larger than this.
     pub retention_bytes: Option<u64>,
+    /// Who moves the high watermark (a setting of the owner, not stored
+    /// with a topic).
+    pub high_watermark: HighWatermarkPolicy,
 }
 
 impl Default for LogConfig {
@@ -74,9 +100,12 @@ impl Default for LogConfig {
             index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
             max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
             max_record_bytes: MAX_RECORD_BYTES_DEFAULT,
+            max_uncompressed_batch_bytes: MAX_UNCOMPRESSED_BATCH_BYTES_DEFAULT,
+            compression: Compression::None,
             flush: FlushPolicy::Always,
             retention_ms: Some(RETENTION_MS_DEFAULT),
             retention_bytes: None,
+            high_watermark: HighWatermarkPolicy::FollowsFlush,
         }
     }
 }
@@ -110,6 +139,17 @@ impl LogConfig {
         }
         if self.max_record_bytes == 0 {
             return invalid("max_record_bytes", "must be positive".into());
+        }
+        if !(HEADER_BYTES as u32..=BATCH_BYTES_LIMIT as u32)
+            .contains(&self.max_uncompressed_batch_bytes)
+        {
+            return invalid(
+                "max_uncompressed_batch_bytes",
+                format!(
+                    "{} is outside {HEADER_BYTES}..={BATCH_BYTES_LIMIT}",
+                    self.max_uncompressed_batch_bytes
+                ),
+            );
         }
         if let FlushPolicy::Interval {
             interval_ms,

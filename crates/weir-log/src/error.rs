@@ -1,11 +1,17 @@
-//! Errors of the log engine: one enum for partition operations, one for the
-//! broker; both carry structured fields.
+//! Errors of partition operations ([`LogError`]), with structured fields.
+//! The broker's errors are `BrokerError` in `broker.rs`; a batch's are
+//! `BatchError` in `batch`.
 
 use std::io;
 
 use thiserror::Error;
 
 use crate::batch::BatchError;
+use crate::producers::SequenceError;
+
+/// How errors name weir-log's first on-disk format.
+pub const FORMAT_1_DESCRIPTION: &str =
+    "weir-log format 1 (weir's own batch layout, before Kafka record batches v2)";
 
 /// An error of a partition log operation.
 #[derive(Debug, Error)]
@@ -41,9 +47,36 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// The data directory holds a format this code does not read.
+    #[error("{file} holds {found}; this version reads only weir-log format 2 (Kafka record batches v2) and does not migrate older data: remove the directory or open it with the version that wrote it")]
+    UnsupportedFormat {
+        /// The file that shows it.
+        file: String,
+        /// What it holds.
+        found: String,
+    },
     /// A batch given to append is not valid.
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// An idempotent producer's batch breaks the sequence rules.
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
+    /// A replicated batch does not start at the log end.
+    #[error("a replicated batch starts at offset {found}, not at the log end {expected}")]
+    NotAtLogEnd {
+        /// The log end offset.
+        expected: u64,
+        /// The batch's base offset.
+        found: u64,
+    },
+    /// A batch's leader epoch is older than the log's latest epoch.
+    #[error("a batch of leader epoch {epoch} after epoch {latest}")]
+    EpochRegression {
+        /// The batch's epoch.
+        epoch: i32,
+        /// The log's latest epoch.
+        latest: u32,
+    },
     /// A batch is larger than `max_batch_bytes`.
     #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge {
@@ -93,6 +126,13 @@ pub enum LogError {
     /// The log was closed.
     #[error("the log is closed")]
     Closed,
+    /// A check of what must hold between operations failed: a bug, reported
+    /// by [`crate::Partition::check_invariants`].
+    #[error("log invariant violated: {what}")]
+    Invariant {
+        /// What does not hold.
+        what: String,
+    },
 }
 
 impl LogError {

@@ -9,25 +9,35 @@ use std::sync::Arc;
 
 use weir_io::{ManualClock, OpenMode, SimDisk, Storage};
 
-use crate::batch::{self, Header, ProducerInfo, Record};
+use crate::batch::{self, BatchLimits, Compression, Header, ProducerInfo, Record, RecordView};
+use crate::checkpoint::Checkpoint;
 use crate::config::LogConfig;
+use crate::epochs::LeaderEpochs;
+use crate::frame::frame_for;
 use crate::index;
 use crate::partition::Partition;
+use crate::producers::ProducerStates;
 use crate::segment::log_file_name;
 
-/// Decodes `data` as concatenated batches. Every batch that passes its
-/// checks must decode to records that encode back to a batch with the same
-/// records.
+/// Decodes `data` as concatenated Kafka batches. Every batch that passes
+/// validation must decode to records that encode back (with the same codec
+/// and producer) to a batch that validates and holds the same records.
 pub fn batch_decoding(data: &[u8]) {
     for batch in batch::batches(data) {
         let Ok(batch) = batch else {
             break;
         };
-        if batch.validate().is_err() {
+        let mut scratch = Vec::new();
+        let Ok(validated) = batch.validate(&BatchLimits::FORMAT, &mut scratch) else {
             continue;
-        }
-        let decoded: Vec<_> = batch
-            .records()
+        };
+        let mut decompressed = Vec::new();
+        let decoded: Vec<RecordView<'_>> = batch
+            .decode(
+                &mut decompressed,
+                BatchLimits::FORMAT.uncompressed_bytes_max,
+            )
+            .expect("a validated batch decodes")
             .map(|record| record.expect("validated"))
             .collect();
         assert_eq!(decoded.len(), batch.header().record_count as usize);
@@ -46,16 +56,47 @@ pub fn batch_decoding(data: &[u8]) {
             })
             .collect();
         let mut encoded = Vec::new();
-        batch::encode(&records, batch.header().producer, &mut encoded).expect("re-encode");
+        let Ok(_) = batch::encode_compressed(
+            &records,
+            batch.header().producer,
+            validated.compression,
+            usize::MAX,
+            &mut encoded,
+        ) else {
+            // Timestamps too far apart for one batch of weir's encoder
+            // (whose base timestamp is the first record's) are possible in
+            // a batch whose base is another one; nothing else fails.
+            continue;
+        };
         let again = batch::Batch::parse(&encoded).expect("re-encoded batch parses");
-        again.validate().expect("re-encoded batch validates");
-        for (left, right) in again.records().zip(&decoded) {
+        again
+            .validate(&BatchLimits::FORMAT, &mut Vec::new())
+            .expect("re-encoded batch validates");
+        let mut scratch = Vec::new();
+        let records_again = again.decode(&mut scratch, usize::MAX).expect("decode");
+        for (left, right) in records_again.zip(&decoded) {
             let left = left.expect("record");
             assert_eq!(
                 (left.timestamp_ms, left.key, left.value),
                 (right.timestamp_ms, right.key, right.value)
             );
+            assert!(left.headers().eq(right.headers()));
         }
+    }
+}
+
+/// Decodes `data` as each of the log's small files (checkpoint, leader
+/// epochs, producer snapshot): decoders never panic, and what decodes
+/// encodes back to the same bytes.
+pub fn log_files_decoding(data: &[u8]) {
+    if let Ok(checkpoint) = Checkpoint::decode(data) {
+        assert_eq!(checkpoint.encode(), data);
+    }
+    if let Ok(epochs) = LeaderEpochs::decode(data) {
+        assert_eq!(epochs.encode(), data);
+    }
+    if let Ok((offset, producers)) = ProducerStates::decode_snapshot(data) {
+        assert_eq!(producers.encode_snapshot(offset), data);
     }
 }
 
@@ -133,10 +174,18 @@ pub fn index_lookup(data: &[u8]) {
 pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut corpus = Vec::new();
     let mut segment = Vec::new();
+    let mut kafka = Vec::new();
     let headers = [Header {
         key: b"h",
         value: Some(b"v"),
     }];
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
     for offset in 0..12u64 {
         let value = format!("value-{offset}");
         let records = [
@@ -148,16 +197,44 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
                 headers: &headers,
             },
         ];
-        let start = segment.len();
-        batch::encode(&records, ProducerInfo::NONE, &mut segment).expect("encode");
-        batch::stamp(&mut segment[start..], offset * 2, 0, start as u32);
+        let producer = ProducerInfo {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: offset as i32 * 2,
+        };
+        let compression = codecs[offset as usize % codecs.len()];
+        let mut one = Vec::new();
+        batch::encode_compressed(&records, producer, compression, usize::MAX, &mut one)
+            .expect("encode");
+        batch::stamp(&mut one, offset * 2, 0);
+        kafka.extend_from_slice(&one);
+        segment.extend_from_slice(&frame_for(&one, segment.len() as u32));
+        segment.extend_from_slice(&one);
     }
     corpus.push((
         "batch_decoding",
         "two-batches".into(),
-        segment[..segment.len() / 2].to_vec(),
+        kafka[..kafka.len() / 2].to_vec(),
     ));
-    corpus.push(("batch_decoding", "twelve-batches".into(), segment.clone()));
+    corpus.push(("batch_decoding", "twelve-batches".into(), kafka.clone()));
+    let mut producers = ProducerStates::default();
+    for stored in crate::frame::stored_batches(&segment).flatten() {
+        producers.record(stored.batch.header(), stored.batch.header().base_offset);
+    }
+    corpus.push((
+        "log_files_decoding",
+        "producers".into(),
+        producers.encode_snapshot(24),
+    ));
+    let mut epochs = LeaderEpochs::default();
+    epochs.assign(1, 0);
+    epochs.assign(4, 10);
+    corpus.push(("log_files_decoding", "epochs".into(), epochs.encode()));
+    corpus.push((
+        "log_files_decoding",
+        "checkpoint".into(),
+        Checkpoint::default().encode(),
+    ));
     corpus.push(("segment_recovery", "valid".into(), segment.clone()));
     let mut torn = segment.clone();
     torn.truncate(torn.len() - 7);

@@ -1,28 +1,49 @@
 //! Read-only inspection of a partition directory, for operators (`weir
-//! inspect log`): every batch of every segment checked against both CRCs,
-//! the index files checked against the segments, and the first invalid
-//! batch of a segment classified as a torn tail (nothing later vouches for
-//! it) or corruption (a later batch records it as synced), exactly as
-//! recovery would judge it. Nothing is written.
+//! inspect log`): every stored batch of every segment checked against its
+//! frame's CRC and Kafka's, the index files checked against the segments,
+//! the first invalid batch of a segment classified as a torn tail (nothing
+//! later vouches for it) or corruption (a later batch records it as
+//! synced), exactly as recovery would judge it, and the partition's small
+//! files (checkpoint, leader epochs, producer snapshots) decoded. Nothing
+//! is written.
 
 use std::io;
 
 use weir_io::{File, OpenMode, Storage};
 
-use crate::batch::{batches, BatchHeader};
+use crate::batch::BatchHeader;
+use crate::checkpoint::{Checkpoint, CHECKPOINT_FILE};
+use crate::epochs::{LeaderEpochs, LEADER_EPOCHS_FILE};
+use crate::frame::{is_format_1_batch, stored_batches};
 use crate::index::{check_offset_index, check_time_index};
+use crate::producers::{parse_snapshot_file_name, snapshot_file_name, ProducerStates};
 use crate::segment::{
     find_synced_claim_after, index_file_name, log_file_name, parse_file_name, time_index_file_name,
     SegmentFile,
 };
 
-/// One batch, as found.
+/// One stored batch, as found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchSummary {
-    /// Where it starts in its segment.
+    /// Where its frame starts in its segment.
     pub position: u64,
-    /// Its header (offsets, epoch, timestamps, producer, record count).
+    /// Bytes of the segment known durable when it was written (its frame).
+    pub synced_position: u32,
+    /// Its Kafka header (offsets, leader epoch, attributes, timestamps,
+    /// producer, record count).
     pub header: BatchHeader,
+}
+
+/// The partition's small files, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionFiles {
+    /// The checkpoint, if there is one, or why it is unreadable.
+    pub checkpoint: Option<Result<Checkpoint, String>>,
+    /// The leader epochs, if the file exists, or why it is unreadable.
+    pub epochs: Option<Result<LeaderEpochs, String>>,
+    /// Each producer snapshot by offset: how many producers it holds, or
+    /// why it is unreadable.
+    pub producer_snapshots: Vec<(u64, Result<usize, String>)>,
 }
 
 /// What is wrong at the end of a segment's valid batches.
@@ -48,6 +69,9 @@ pub enum SegmentProblem {
         /// The synced position the later batch claims.
         vouched_up_to: u32,
     },
+    /// The segment holds weir-log's first format (its own batch layout):
+    /// this version refuses to open it.
+    Format1,
 }
 
 /// One segment, checked.
@@ -95,16 +119,21 @@ pub fn inspect_segment(storage: &dyn Storage, base_offset: u64) -> io::Result<Se
     let file = storage.open_file(&log_file_name(base_offset), OpenMode::Existing)?;
     let bytes = read_all(file.as_ref())?;
     let mut found = Vec::new();
-    let mut iterator = batches(&bytes);
+    let mut iterator = stored_batches(&bytes);
     let mut problem = None;
     loop {
         let position = iterator.position() as u64;
         match iterator.next() {
             None => break,
-            Some(Ok(batch)) => found.push(BatchSummary {
+            Some(Ok(stored)) => found.push(BatchSummary {
                 position,
-                header: *batch.header(),
+                synced_position: stored.synced_position,
+                header: *stored.batch.header(),
             }),
+            Some(Err(_)) if position == 0 && is_format_1_batch(&bytes) => {
+                problem = Some(SegmentProblem::Format1);
+                break;
+            }
             Some(Err(error)) => {
                 let claim =
                     find_synced_claim_after(file.as_ref(), position, bytes.len() as u64, 0)?;
@@ -128,6 +157,7 @@ pub fn inspect_segment(storage: &dyn Storage, base_offset: u64) -> io::Result<Se
         Some(
             SegmentProblem::TornTail { position, .. } | SegmentProblem::Corrupt { position, .. },
         ) => *position,
+        Some(SegmentProblem::Format1) => 0,
         None => bytes.len() as u64,
     };
     let relative_end = found
@@ -166,4 +196,39 @@ pub fn inspect_partition(storage: &dyn Storage) -> io::Result<Vec<SegmentInspect
         .into_iter()
         .map(|base| inspect_segment(storage, base))
         .collect()
+}
+
+/// Decodes the checkpoint, the leader-epoch file and the producer snapshots
+/// of the partition directory `storage`.
+pub fn inspect_partition_files(storage: &dyn Storage) -> io::Result<PartitionFiles> {
+    let read = |name: &str| -> io::Result<Option<Vec<u8>>> {
+        if !storage.exists(name)? {
+            return Ok(None);
+        }
+        read_all(storage.open_file(name, OpenMode::Existing)?.as_ref()).map(Some)
+    };
+    let checkpoint = read(CHECKPOINT_FILE)?.map(|bytes| {
+        if Checkpoint::is_format_1(&bytes) {
+            return Err(crate::error::FORMAT_1_DESCRIPTION.to_string());
+        }
+        Checkpoint::decode(&bytes)
+    });
+    let epochs = read(LEADER_EPOCHS_FILE)?.map(|bytes| LeaderEpochs::decode(&bytes));
+    let mut offsets: Vec<u64> = storage
+        .list()?
+        .iter()
+        .filter_map(|entry| parse_snapshot_file_name(&entry.name))
+        .collect();
+    offsets.sort_unstable();
+    let mut producer_snapshots = Vec::new();
+    for offset in offsets {
+        let bytes = read(&snapshot_file_name(offset))?.unwrap_or_default();
+        let decoded = ProducerStates::decode_snapshot(&bytes).map(|(_, state)| state.len());
+        producer_snapshots.push((offset, decoded));
+    }
+    Ok(PartitionFiles {
+        checkpoint,
+        epochs,
+        producer_snapshots,
+    })
 }

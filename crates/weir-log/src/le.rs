@@ -1,10 +1,6 @@
 //! Little-endian integers at fixed positions of a byte slice, for the
 //! decoders of weir's formats. Callers check the slice is long enough.
 
-pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
 pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0; 4];
     word.copy_from_slice(&bytes[at..at + 4]);

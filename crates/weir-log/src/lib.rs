@@ -40,30 +40,40 @@ mod broker;
 pub mod checkpoint;
 pub mod commit;
 mod config;
+pub mod epochs;
 mod error;
+pub mod frame;
 pub mod fuzzing;
 pub mod index;
 pub mod inspect;
 mod le;
 mod offsets;
 mod partition;
+pub mod producers;
 pub mod recovery;
 pub mod segment;
 
-pub use batch::{Batch, BatchError, BatchHeader, Header, ProducerInfo, Record, RecordView};
+pub use batch::{
+    Attributes, Batch, BatchError, BatchHeader, BatchLimits, Compression, Header, ProducerInfo,
+    Record, RecordView,
+};
 pub use broker::{
     partition_for_key, validate_topic_name, Broker, BrokerConfig, BrokerError, BrokerRecovery,
     ProducedBatch, TopicConfig, TopicMetadata, GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX,
     PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX,
 };
 pub use config::{
-    FlushPolicy, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT, MAX_BATCH_BYTES_DEFAULT,
-    MAX_RECORD_BYTES_DEFAULT, READ_BYTES_MAX, RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT,
-    SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
+    FlushPolicy, HighWatermarkPolicy, LogConfig, INDEX_INTERVAL_BYTES_DEFAULT,
+    MAX_BATCH_BYTES_DEFAULT, MAX_RECORD_BYTES_DEFAULT, MAX_UNCOMPRESSED_BATCH_BYTES_DEFAULT,
+    READ_BYTES_MAX, RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_LIMIT,
+    SEGMENT_BYTES_MIN, SEGMENT_MS_DEFAULT,
 };
+pub use epochs::EpochEntry;
 pub use error::LogError;
 pub use offsets::{CommittedOffset, OffsetsRecovery};
 pub use partition::{
-    AppendInfo, Partition, PartitionStats, ReadInfo, ReadResult, RetentionReport, TimestampOffset,
+    AppendInfo, Isolation, Partition, PartitionStats, ReadInfo, ReadRecords, ReadResult,
+    RetentionReport, TimestampOffset,
 };
+pub use producers::{ProducerBatch, ProducerEntry, SequenceError};
 pub use recovery::{RecoveryReport, Truncation};

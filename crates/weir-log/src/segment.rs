@@ -2,24 +2,24 @@
 //! validates them batch by batch.
 //!
 //! A segment is named by the offset of its first record, zero-padded to 20
-//! digits: `00000000000000000000.log` holds batches back to back, with its
-//! offset index in `.index` and its time index in `.timeindex` (see
-//! [`crate::index`]).
+//! digits: `00000000000000000000.log` holds stored batches back to back (a
+//! weir frame and a Kafka record batch v2 each, see [`crate::frame`]), with
+//! its offset index in `.index` and its time index in `.timeindex` (see
+//! [`crate::index`]). Positions in a segment are those of frames.
 
 use std::io;
 use std::sync::Arc;
 
 use weir_io::{File, OpenMode, Storage};
 
-use crate::batch::{Batch, BatchError, BatchHeader, HEADER_BYTES, MAGIC, MAGIC_AT};
+use crate::batch::BatchError;
 use crate::checkpoint::SegmentSummary;
 use crate::error::LogError;
+use crate::frame::{StoredBatch, StoredHeader, FRAME_MAGIC, STORED_HEADER_BYTES};
 use crate::index::{self, IndexBuilder, IndexBytes};
 
 /// How much a scan reads at a time.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
-/// How many reads [`read_stable`] makes at most to get two that agree.
-pub(crate) const READ_ATTEMPTS_MAX: usize = 8;
 
 /// The file name of the segment starting at `base_offset`.
 pub fn log_file_name(base_offset: u64) -> String {
@@ -222,7 +222,7 @@ impl Segment {
             let entry = index::offset_entry(&offsets, last);
             let expected = self.base_offset + u64::from(entry.relative_offset);
             match read_batch_at(self.file.as_ref(), u64::from(entry.position)) {
-                Ok(header) if header.base_offset == expected => {}
+                Ok(stored) if stored.header.base_offset == expected => {}
                 _ => return Ok(None),
             }
         }
@@ -292,42 +292,16 @@ pub(crate) fn write_index_files(
     Ok(files)
 }
 
-/// Reads and checks the batch at `position` and returns its header. The
-/// bytes are read until two reads agree (see [`read_stable`]), so a verdict
-/// that the batch is bad is about what the storage holds, not about a read
-/// corrupted in flight.
-pub(crate) fn read_batch_at(file: &dyn File, position: u64) -> Result<BatchHeader, ScanError> {
-    let header = read_stable(file, position, HEADER_BYTES)?;
-    let parsed = BatchHeader::parse(&header)?;
-    let bytes = read_stable(file, position, parsed.batch_length as usize)?;
-    Ok(*Batch::parse(&bytes)?.header())
-}
-
-/// Reads `length` bytes at `position` (fewer at the end of the file) until
-/// two consecutive reads return the same bytes, retrying failed reads. Fails
-/// if the storage never answers the same way twice: a scan must not judge
-/// data it cannot read reliably.
-pub(crate) fn read_stable(file: &dyn File, position: u64, length: usize) -> io::Result<Vec<u8>> {
-    let mut previous: Option<Vec<u8>> = None;
-    let mut last_error = None;
-    for _ in 0..READ_ATTEMPTS_MAX {
-        let mut bytes = vec![0; length];
-        match file.read_at(&mut bytes, position) {
-            Ok(read) => {
-                bytes.truncate(read);
-                if previous.as_ref() == Some(&bytes) {
-                    return Ok(bytes);
-                }
-                previous = Some(bytes);
-            }
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::other(format!(
-            "{READ_ATTEMPTS_MAX} reads of {length} bytes at {position} never agreed twice in a row"
-        ))
-    }))
+/// Reads and checks the stored batch at `position` and returns its frame and
+/// header. The bytes are read by the shared agreement rule
+/// ([`weir_io::read_agreed`]), so a verdict that the batch is bad is about
+/// what the storage holds, not about a read corrupted in flight.
+pub(crate) fn read_batch_at(file: &dyn File, position: u64) -> Result<StoredHeader, ScanError> {
+    let header = weir_io::read_agreed(file, position, STORED_HEADER_BYTES)?;
+    let parsed = StoredHeader::parse(&header)?;
+    let bytes = weir_io::read_agreed(file, position, parsed.stored_bytes() as usize)?;
+    StoredBatch::parse(&bytes)?;
+    Ok(parsed)
 }
 
 /// Why a scan stopped before the end of a segment.
@@ -350,7 +324,78 @@ pub(crate) struct ScanStop {
     pub reason: ScanError,
 }
 
-/// What a scan of a segment found.
+/// What a walk over a segment's batches found.
+#[derive(Debug)]
+pub(crate) struct WalkReport {
+    /// Bytes of valid batches from the start of the segment.
+    pub valid_bytes: u32,
+    /// The offset after the last valid batch.
+    pub next_offset: u64,
+    pub batches: u64,
+    /// The largest `synced_position` claimed by a valid batch.
+    pub synced_claim: u32,
+    /// Set when the walk met an invalid batch before `length`.
+    pub stop: Option<ScanStop>,
+}
+
+/// Walks the first `length` bytes of a segment: checks each stored batch
+/// (frame, header, CRCs, offsets continuing from `base_offset`) and hands
+/// it to `visit` with its position. Stops at the first batch that fails a
+/// check; I/O errors other than on the data are returned.
+pub(crate) fn walk(
+    file: &dyn File,
+    base_offset: u64,
+    length: u64,
+    mut visit: impl FnMut(u32, &StoredHeader),
+) -> io::Result<WalkReport> {
+    let length = length.min(u64::from(u32::MAX));
+    let mut report = WalkReport {
+        valid_bytes: 0,
+        next_offset: base_offset,
+        batches: 0,
+        synced_claim: 0,
+        stop: None,
+    };
+    let mut reader = ChunkReader::new(file, length);
+    let mut position = 0u64;
+    while position < length {
+        let stop = |reason| ScanStop {
+            position: position as u32,
+            reason,
+        };
+        let stored = match reader.batch_at(position) {
+            Ok(stored) => stored,
+            Err(ScanError::Io(error)) if !is_data_error(&error) => return Err(error),
+            Err(reason) => {
+                report.stop = Some(stop(reason));
+                break;
+            }
+        };
+        let header = stored.header;
+        if header.base_offset != report.next_offset {
+            report.stop = Some(stop(ScanError::OffsetMismatch {
+                expected: report.next_offset,
+                found: header.base_offset,
+            }));
+            break;
+        }
+        if header.last_offset() - base_offset > u64::from(u32::MAX) {
+            report.stop = Some(stop(ScanError::TooLarge {
+                limit: u64::from(u32::MAX),
+            }));
+            break;
+        }
+        visit(position as u32, &stored);
+        report.synced_claim = report.synced_claim.max(stored.synced_position);
+        report.batches += 1;
+        report.next_offset = header.next_offset();
+        position += u64::from(stored.stored_bytes());
+        report.valid_bytes = position as u32;
+    }
+    Ok(report)
+}
+
+/// What a scan of a segment found: a walk, and the indexes it rebuilt.
 #[derive(Debug)]
 pub(crate) struct ScanReport {
     /// Bytes of valid batches from the start of the segment.
@@ -367,79 +412,37 @@ pub(crate) struct ScanReport {
     pub stop: Option<ScanStop>,
 }
 
-/// Scans the first `length` bytes of a segment: checks each batch (header,
-/// CRC, offsets continuing from `base_offset`) and builds the indexes.
-/// Stops at the first batch that fails a check; I/O errors other than on
-/// the data are returned.
+/// Walks the first `length` bytes of a segment (see [`walk`]) and builds
+/// its indexes.
 pub(crate) fn scan(
     file: &dyn File,
     base_offset: u64,
     length: u64,
     interval_bytes: u32,
 ) -> io::Result<ScanReport> {
-    let length = length.min(u64::from(u32::MAX));
-    let mut report = ScanReport {
-        valid_bytes: 0,
-        next_offset: base_offset,
-        batches: 0,
-        index: IndexBuilder::default(),
-        synced_claim: 0,
-        max_timestamp: None,
-        stop: None,
-    };
-    let mut reader = ChunkReader::new(file, length);
-    let mut position = 0u64;
-    while position < length {
-        let header = match reader.batch_at(position) {
-            Ok(batch) => batch,
-            Err(ScanError::Io(error)) if !is_data_error(&error) => return Err(error),
-            Err(reason) => {
-                report.stop = Some(ScanStop {
-                    position: position as u32,
-                    reason,
-                });
-                break;
-            }
-        };
-        if header.base_offset != report.next_offset {
-            report.stop = Some(ScanStop {
-                position: position as u32,
-                reason: ScanError::OffsetMismatch {
-                    expected: report.next_offset,
-                    found: header.base_offset,
-                },
-            });
-            break;
-        }
-        let relative = header.last_offset() - base_offset;
-        if relative > u64::from(u32::MAX) {
-            report.stop = Some(ScanStop {
-                position: position as u32,
-                reason: ScanError::TooLarge {
-                    limit: u64::from(u32::MAX),
-                },
-            });
-            break;
-        }
-        report.index.add_batch(
+    let mut index = IndexBuilder::default();
+    let mut max_timestamp: Option<(i64, u64)> = None;
+    let walked = walk(file, base_offset, length, |position, stored| {
+        let header = &stored.header;
+        index.add_batch(
             (header.base_offset - base_offset) as u32,
-            position as u32,
+            position,
             header.max_timestamp,
             interval_bytes,
         );
-        if report
-            .max_timestamp
-            .is_none_or(|(max, _)| header.max_timestamp > max)
-        {
-            report.max_timestamp = Some((header.max_timestamp, header.base_offset));
+        if max_timestamp.is_none_or(|(max, _)| header.max_timestamp > max) {
+            max_timestamp = Some((header.max_timestamp, header.base_offset));
         }
-        report.synced_claim = report.synced_claim.max(header.synced_position);
-        report.batches += 1;
-        report.next_offset = header.next_offset();
-        position += u64::from(header.batch_length);
-        report.valid_bytes = position as u32;
-    }
-    Ok(report)
+    })?;
+    Ok(ScanReport {
+        valid_bytes: walked.valid_bytes,
+        next_offset: walked.next_offset,
+        batches: walked.batches,
+        index,
+        synced_claim: walked.synced_claim,
+        max_timestamp,
+        stop: walked.stop,
+    })
 }
 
 /// Whether an I/O error means the data ends early (a scan stops there, as at
@@ -454,7 +457,9 @@ fn is_data_error(error: &io::Error) -> bool {
 /// where a scan stopped), returning the largest `synced_position` any of
 /// them claims, or `None` if there is none. A batch found there with a claim
 /// beyond the stop point proves that the bytes at the stop point had been
-/// synced: they are corrupt, not a torn write.
+/// synced: they are corrupt, not a torn write. Every byte is read by the
+/// agreement rule: a flipped bit in a read must not hide the evidence and
+/// make recovery cut synced data as a torn tail.
 pub(crate) fn find_synced_claim_after(
     file: &dyn File,
     from: u64,
@@ -462,42 +467,55 @@ pub(crate) fn find_synced_claim_after(
     min_offset: u64,
 ) -> io::Result<Option<u32>> {
     let mut best: Option<u32> = None;
-    let mut chunk = vec![0; SCAN_CHUNK_BYTES];
     let mut chunk_start = from + 1;
     while chunk_start < length {
         let want = (length - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
-        let read = file.read_at(&mut chunk[..want], chunk_start)?;
-        if read == 0 {
+        let chunk = weir_io::read_agreed(file, chunk_start, want)?;
+        if chunk.is_empty() {
             break;
         }
-        // A batch starts MAGIC_AT bytes before its magic byte.
-        for (magic_at, byte) in chunk[..read].iter().enumerate().skip(MAGIC_AT) {
-            if *byte != MAGIC {
+        for (at, window) in chunk.windows(FRAME_MAGIC.len()).enumerate() {
+            if window != FRAME_MAGIC {
                 continue;
             }
-            let candidate = chunk_start + (magic_at - MAGIC_AT) as u64;
-            let mut header = [0; HEADER_BYTES];
-            let got = file.read_at(&mut header, candidate)?;
-            let Ok(parsed) = BatchHeader::parse(&header[..got]) else {
-                continue;
-            };
-            if parsed.base_offset < min_offset
-                || candidate + u64::from(parsed.batch_length) > length
-            {
-                continue;
-            }
-            if let Ok(found) = read_batch_at(file, candidate) {
-                best = Some(best.unwrap_or(0).max(found.synced_position));
+            let candidate = chunk_start + at as u64;
+            if let Some(claim) = claim_at(file, candidate, length, min_offset)? {
+                best = Some(best.unwrap_or(0).max(claim));
             }
         }
-        if chunk_start + (read as u64) >= length {
+        if chunk_start + (chunk.len() as u64) >= length {
             break;
         }
-        // Overlap the chunks so that a batch whose magic byte falls in the
-        // next chunk is still seen.
-        chunk_start += (read - MAGIC_AT.min(read)).max(1) as u64;
+        // Overlap the chunks so that a magic cut by the chunk's end is
+        // still seen.
+        chunk_start += (chunk.len() - (FRAME_MAGIC.len() - 1).min(chunk.len())).max(1) as u64;
     }
     Ok(best)
+}
+
+/// The synced position claimed by a valid stored batch at `candidate`, if
+/// there is one there that lies within the file and is not older than
+/// `min_offset`.
+fn claim_at(
+    file: &dyn File,
+    candidate: u64,
+    length: u64,
+    min_offset: u64,
+) -> io::Result<Option<u32>> {
+    let header = weir_io::read_agreed(file, candidate, STORED_HEADER_BYTES)?;
+    let Ok(parsed) = StoredHeader::parse(&header) else {
+        return Ok(None);
+    };
+    if parsed.header.base_offset < min_offset
+        || candidate + u64::from(parsed.stored_bytes()) > length
+    {
+        return Ok(None);
+    }
+    match read_batch_at(file, candidate) {
+        Ok(found) => Ok(Some(found.synced_position)),
+        Err(ScanError::Io(error)) if !is_data_error(&error) => Err(error),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Sequential reads of a file through a buffer, for scans.
@@ -537,10 +555,10 @@ impl<'a> ChunkReader<'a> {
         Ok(&self.buffer[from..])
     }
 
-    /// The checked batch at `position`. On a failed check or read, the
-    /// batch is read again directly from the storage before the failure is
+    /// The checked stored batch at `position`. On a failed check or read,
+    /// the batch is read again by the agreement rule before the failure is
     /// believed.
-    fn batch_at(&mut self, position: u64) -> Result<BatchHeader, ScanError> {
+    fn batch_at(&mut self, position: u64) -> Result<StoredHeader, ScanError> {
         match self.buffered_batch_at(position) {
             Ok(header) => Ok(header),
             Err(_) => {
@@ -550,10 +568,11 @@ impl<'a> ChunkReader<'a> {
         }
     }
 
-    fn buffered_batch_at(&mut self, position: u64) -> Result<BatchHeader, ScanError> {
-        let header = BatchHeader::parse(self.fill(position, HEADER_BYTES)?)?;
-        let bytes = self.fill(position, header.batch_length as usize)?;
-        Ok(*Batch::parse(bytes)?.header())
+    fn buffered_batch_at(&mut self, position: u64) -> Result<StoredHeader, ScanError> {
+        let header = StoredHeader::parse(self.fill(position, STORED_HEADER_BYTES)?)?;
+        let bytes = self.fill(position, header.stored_bytes() as usize)?;
+        StoredBatch::parse(bytes)?;
+        Ok(header)
     }
 }
 

@@ -72,7 +72,7 @@ fn read_all(partition: &Partition, from: u64) -> Vec<u64> {
     let mut next = from;
     while next < partition.high_watermark() {
         let result = partition.read(next, 700).expect("read");
-        assert!(!result.bytes.is_empty(), "no progress at {next}");
+        assert!(!result.is_empty(), "no progress at {next}");
         for record in result.records() {
             let record = record.expect("record");
             assert_eq!(record.value, Some(&value(record.offset)[..]));
@@ -113,7 +113,7 @@ fn appends_get_consecutive_offsets_and_read_back() {
     assert_eq!(values, [Some(&b"b"[..]), Some(&b"c"[..]), Some(&b"a"[..])]);
     assert_eq!(result.info.next_offset, 4);
     let empty = partition.read(4, 100).expect("read at the end");
-    assert!(empty.bytes.is_empty());
+    assert!(empty.is_empty());
     assert_eq!(empty.info.next_offset, 4);
     assert!(matches!(
         partition.read(5, 100),
@@ -361,18 +361,18 @@ fn encoded_batches_are_validated_and_restamped() {
     let mut bytes = Vec::new();
     weir_log::batch::encode(&[Record::value(9, b"wire")], ProducerInfo::NONE, &mut bytes)
         .expect("encode");
-    let info = partition.append_batch(&bytes).expect("append");
+    let info = partition.append_batch(&mut bytes.clone()).expect("append");
     assert_eq!(info.base_offset, 5);
     let mut corrupt = bytes.clone();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     assert!(matches!(
-        partition.append_batch(&corrupt),
+        partition.append_batch(&mut corrupt),
         Err(LogError::InvalidBatch(_))
     ));
     bytes.push(0);
     assert!(matches!(
-        partition.append_batch(&bytes),
+        partition.append_batch(&mut bytes),
         Err(LogError::InvalidBatch(_))
     ));
 }

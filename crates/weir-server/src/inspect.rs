@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use weir_io::{read_whole_file, EntryKind, OsStorage, Storage};
-use weir_log::inspect::{inspect_partition, SegmentProblem};
+use weir_log::inspect::{
+    inspect_partition, inspect_partition_files, BatchSummary, PartitionFiles, SegmentProblem,
+};
 use weir_stream::persistence::{log_generation, scan_log, LogEnd};
 
 /// What an inspection found.
@@ -109,6 +111,7 @@ pub fn log(dir: &Path, dump: bool) -> std::io::Result<Report> {
         let storage = OsStorage::open(&partition)?;
         let segments = inspect_partition(&storage)?;
         let _ = writeln!(report.text, "{}:", partition.display());
+        describe_partition_files(&inspect_partition_files(&storage)?, &mut report);
         for segment in segments {
             let records: u64 = segment
                 .batches
@@ -121,7 +124,7 @@ pub fn log(dir: &Path, dump: bool) -> std::io::Result<Report> {
                 .map_or(segment.base_offset, |batch| batch.header.next_offset());
             let _ = writeln!(
                 report.text,
-                "  segment {:020}: {} bytes, {} batches, {records} records, offsets {}..{next}, both CRCs of every batch checked",
+                "  segment {:020}: {} bytes, {} batches, {records} records, offsets {}..{next}, the frame's and Kafka's CRC of every batch checked",
                 segment.base_offset,
                 segment.file_bytes,
                 segment.batches.len(),
@@ -129,20 +132,7 @@ pub fn log(dir: &Path, dump: bool) -> std::io::Result<Report> {
             );
             if dump {
                 for batch in &segment.batches {
-                    let header = &batch.header;
-                    let _ = writeln!(
-                        report.text,
-                        "    @{} offsets {}..={} records {} bytes {} epoch {} timestamps {}..{} synced {}",
-                        batch.position,
-                        header.base_offset,
-                        header.last_offset(),
-                        header.record_count,
-                        header.batch_length,
-                        header.leader_epoch,
-                        header.base_timestamp,
-                        header.max_timestamp,
-                        header.synced_position,
-                    );
+                    let _ = writeln!(report.text, "    {}", describe_batch(batch));
                 }
             }
             for (kind, check) in [
@@ -179,10 +169,132 @@ pub fn log(dir: &Path, dump: bool) -> std::io::Result<Report> {
                         "    CORRUPT at byte {position}: {reason} (a later batch records bytes up to {vouched_up_to} as synced)"
                     );
                 }
+                Some(SegmentProblem::Format1) => {
+                    report.corrupt = true;
+                    let _ = writeln!(
+                        report.text,
+                        "    weir-log format 1 (weir's own batch layout): this version does not read it"
+                    );
+                }
             }
         }
     }
     Ok(report)
+}
+
+/// One stored batch as `weir inspect log --dump` lists it: Kafka's header
+/// fields, and the frame's synced position.
+fn describe_batch(batch: &BatchSummary) -> String {
+    let header = &batch.header;
+    let attributes = header.attributes;
+    let compression = attributes.compression().map_or_else(
+        |_| format!("codec {}", attributes.0 & 7),
+        |codec| codec.name().to_string(),
+    );
+    let mut flags = Vec::new();
+    if attributes.is_transactional() {
+        flags.push("transactional");
+    }
+    if attributes.is_control() {
+        flags.push("control");
+    }
+    if attributes.is_log_append_time() {
+        flags.push("log-append-time");
+    }
+    let producer = &header.producer;
+    let producer = if producer.is_idempotent() {
+        format!(
+            "producer {} epoch {} sequences {}..={}",
+            producer.producer_id,
+            producer.producer_epoch,
+            producer.base_sequence,
+            header.last_sequence()
+        )
+    } else {
+        "no producer id".to_string()
+    };
+    format!(
+        "@{} offsets {}..={} records {} bytes {} leader-epoch {} compression {compression}{} timestamps {}..{} {producer} crc {:#010x} synced {}",
+        batch.position,
+        header.base_offset,
+        header.last_offset(),
+        header.record_count,
+        header.batch_bytes,
+        header.leader_epoch,
+        if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(",")) },
+        header.base_timestamp,
+        header.max_timestamp,
+        header.crc,
+        batch.synced_position,
+    )
+}
+
+/// The checkpoint, leader epochs and producer snapshots of a partition.
+fn describe_partition_files(files: &PartitionFiles, report: &mut Report) {
+    match &files.checkpoint {
+        None => {
+            let _ = writeln!(
+                report.text,
+                "  checkpoint: none (the next open scans every segment)"
+            );
+        }
+        Some(Ok(checkpoint)) => {
+            let _ = writeln!(
+                report.text,
+                "  checkpoint (format 2): log start {}, {} durable segments{}{}",
+                checkpoint.log_start_offset,
+                checkpoint.segments.len(),
+                if checkpoint.clean_shutdown {
+                    ", clean shutdown"
+                } else {
+                    ""
+                },
+                checkpoint.truncation.map_or(String::new(), |cut| format!(
+                    ", truncation to {} pending",
+                    cut.end_offset
+                )),
+            );
+        }
+        Some(Err(reason)) => {
+            report.corrupt = true;
+            let _ = writeln!(report.text, "  checkpoint UNREADABLE: {reason}");
+        }
+    }
+    match &files.epochs {
+        None => {
+            let _ = writeln!(report.text, "  leader epochs: no file");
+        }
+        Some(Ok(epochs)) => {
+            let entries: Vec<String> = epochs
+                .entries()
+                .iter()
+                .map(|entry| format!("{}@{}", entry.epoch, entry.start_offset))
+                .collect();
+            let _ = writeln!(
+                report.text,
+                "  leader epochs (epoch@start offset): {}",
+                entries.join(" ")
+            );
+        }
+        Some(Err(reason)) => {
+            let _ = writeln!(
+                report.text,
+                "  leader epochs unreadable (recovery rebuilds them): {reason}"
+            );
+        }
+    }
+    for (offset, snapshot) in &files.producer_snapshots {
+        let _ = match snapshot {
+            Ok(producers) => writeln!(
+                report.text,
+                "  producer snapshot at {offset}: {producers} producers"
+            ),
+            Err(reason) => writeln!(
+                report.text,
+                "  producer snapshot at {offset} unreadable (derived data: ignored): {reason}"
+            ),
+        };
+    }
 }
 
 /// Directories holding `.log` segment files, up to three levels down.

@@ -1,0 +1,357 @@
+//! Changes to the log other than appends: truncation of a suffix (for a
+//! replica whose log diverged), deletion of a prefix and retention, a clean
+//! close, and the operator's full verification.
+
+use std::sync::Arc;
+
+use weir_io::sync::lock;
+use weir_io::{write_file_atomically, File};
+
+use super::{Inner, Partition, RetentionReport};
+use crate::checkpoint::PendingTruncation;
+use crate::error::LogError;
+use crate::producers::snapshot_file_name;
+use crate::recovery::{self, rebuild_producers};
+use crate::segment::{self, write_index_files, SegmentIndex};
+
+impl Partition {
+    /// Removes every record at or after `end_offset` (rounded down to the
+    /// start of the batch holding it), for a replica whose log diverged. A
+    /// cut that rounds down below the log start offset empties the log and
+    /// moves the start down to the cut. Everything appended before is made
+    /// durable first; a crash at any point leaves the log at its old end or
+    /// at its new one, with the leader epochs and the producers' state
+    /// agreeing with it. Returns the new log end offset.
+    pub fn truncate(&self, end_offset: u64) -> Result<u64, LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        inner.check_usable()?;
+        if end_offset >= inner.next_offset {
+            return Ok(inner.next_offset);
+        }
+        if end_offset < inner.log_start_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: end_offset,
+                log_start_offset: inner.log_start_offset,
+                high_watermark: inner.high_watermark,
+            });
+        }
+        self.sync_locked(&mut inner)?;
+        let result = self.truncate_locked(&mut inner, end_offset);
+        match &result {
+            Err(error) => self.fail_locked(&mut inner, format!("truncation failed: {error}")),
+            Ok(new_end) => {
+                // After the cut: the log, its epochs and its producers end
+                // at the new end.
+                assert_eq!(inner.next_offset, *new_end);
+                assert!(inner
+                    .epochs
+                    .latest()
+                    .is_none_or(|latest| latest.start_offset < *new_end));
+                assert!(inner
+                    .producers
+                    .last_offset()
+                    .is_none_or(|last| last < *new_end));
+            }
+        }
+        result
+    }
+
+    fn truncate_locked(&self, inner: &mut Inner, end_offset: u64) -> Result<u64, LogError> {
+        let storage = Arc::clone(&self.storage);
+        let cut = self.find_cut(inner, end_offset)?;
+        let new_end = cut.end_offset;
+        // A cut below the log start (into the batch holding it) empties
+        // the log, which then starts at the cut.
+        inner.log_start_offset = inner.log_start_offset.min(new_end);
+        // First make the cut durable as an intent: from here on, a crash is
+        // finished by the next recovery.
+        for (_, segment) in inner.segments.range_mut(cut.segment_base_offset..) {
+            segment.trusted = false;
+        }
+        let mut intent = inner.checkpoint(false);
+        intent.truncation = Some(cut);
+        intent.write(storage.as_ref())?;
+        let later: Vec<u64> = inner
+            .segments
+            .range(cut.segment_base_offset + 1..)
+            .map(|(base, _)| *base)
+            .collect();
+        recovery::carry_out_truncation(storage.as_ref(), &cut)?;
+        for base in &later {
+            inner.segments.remove(base);
+        }
+        self.reload_cut_segment(inner, &cut)?;
+        inner.next_offset = new_end;
+        inner.high_watermark = inner.high_watermark.min(new_end);
+        inner.unflushed_bytes = 0;
+        inner.epochs.truncate_from_end(new_end);
+        let (producers, _) = rebuild_producers(
+            storage.as_ref(),
+            &inner.segments,
+            inner.log_start_offset,
+            new_end,
+        )?;
+        inner.producers = producers;
+        self.commit.truncated(new_end);
+        inner.checkpoint(false).write(storage.as_ref())?;
+        tracing::info!(end_offset = new_end, "truncated the log");
+        Ok(new_end)
+    }
+
+    /// Where a truncation to `end_offset` cuts: the start of the batch
+    /// holding it.
+    fn find_cut(&self, inner: &mut Inner, end_offset: u64) -> Result<PendingTruncation, LogError> {
+        let storage = Arc::clone(&self.storage);
+        let interval = self.config.index_interval_bytes;
+        let segment = inner
+            .segment_for(end_offset)
+            .expect("offsets from the log start on are in a segment");
+        segment.load_index(storage.as_ref(), interval)?;
+        let (mut position, _) = segment.locate(end_offset);
+        let mut new_end = segment.base_offset;
+        while position < segment.size {
+            let stored = segment::read_batch_at(segment.file.as_ref(), u64::from(position))
+                .map_err(|error| LogError::Corrupt {
+                    segment: segment.name(),
+                    position: u64::from(position),
+                    reason: error.to_string(),
+                })?;
+            if stored.header.next_offset() > end_offset {
+                new_end = stored.header.base_offset;
+                break;
+            }
+            position += stored.stored_bytes();
+            new_end = stored.header.next_offset();
+        }
+        Ok(PendingTruncation {
+            end_offset: new_end,
+            segment_base_offset: segment.base_offset,
+            position,
+        })
+    }
+
+    /// Rescans the cut segment (now ending at the cut) and makes it the
+    /// active one.
+    fn reload_cut_segment(
+        &self,
+        inner: &mut Inner,
+        cut: &PendingTruncation,
+    ) -> Result<(), LogError> {
+        let interval = self.config.index_interval_bytes;
+        let segment = inner
+            .segments
+            .get_mut(&cut.segment_base_offset)
+            .expect("the cut segment is kept");
+        let scan = segment::scan(
+            segment.file.as_ref(),
+            cut.segment_base_offset,
+            u64::from(cut.position),
+            interval,
+        )
+        .map_err(|source| LogError::io("scanning", segment.name(), source))?;
+        if let Some(stop) = scan.stop {
+            return Err(LogError::Corrupt {
+                segment: segment.name(),
+                position: u64::from(stop.position),
+                reason: stop.reason.to_string(),
+            });
+        }
+        assert_eq!(
+            scan.next_offset, cut.end_offset,
+            "the cut segment ends at the cut"
+        );
+        segment.size = cut.position;
+        segment.synced_position = cut.position;
+        segment.next_offset = cut.end_offset;
+        segment.max_timestamp = scan.max_timestamp;
+        segment.index = SegmentIndex::Building(scan.index);
+        segment.unsynced_index_files.clear();
+        Ok(())
+    }
+
+    /// Makes `offset` the log start offset, deleting the segments wholly
+    /// before it (the active segment is kept). `offset` may not pass the
+    /// high watermark. Returns the log start offset.
+    pub fn delete_before(&self, offset: u64) -> Result<u64, LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        inner.check_usable()?;
+        if offset > inner.high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: inner.log_start_offset,
+                high_watermark: inner.high_watermark,
+            });
+        }
+        if offset <= inner.log_start_offset {
+            return Ok(inner.log_start_offset);
+        }
+        self.delete_before_locked(&mut inner, offset)?;
+        Ok(inner.log_start_offset)
+    }
+
+    fn delete_before_locked(
+        &self,
+        inner: &mut Inner,
+        offset: u64,
+    ) -> Result<Vec<(u64, u32)>, LogError> {
+        let active_base = inner.active_base();
+        let doomed: Vec<(u64, u32)> = inner
+            .segments
+            .values()
+            .filter(|segment| segment.base_offset != active_base && segment.next_offset <= offset)
+            .map(|segment| (segment.base_offset, segment.size))
+            .collect();
+        let previous_start = inner.log_start_offset;
+        inner.log_start_offset = offset;
+        let mut checkpoint = inner.checkpoint(false);
+        checkpoint
+            .segments
+            .retain(|summary| summary.next_offset > offset || summary.base_offset == active_base);
+        if let Err(error) = checkpoint.write(self.storage.as_ref()) {
+            inner.log_start_offset = previous_start;
+            return Err(error);
+        }
+        for (base, _) in &doomed {
+            inner.segments.remove(base);
+            recovery::remove_segment_files(self.storage.as_ref(), *base)?;
+            inner.directory_dirty = true;
+        }
+        let mut epochs = inner.epochs.clone();
+        if epochs.truncate_from_start(offset) && epochs.write(self.storage.as_ref()).is_ok() {
+            inner.epochs = epochs;
+        }
+        Ok(doomed)
+    }
+
+    /// Deletes sealed segments past the retention time or size (whole
+    /// segments, oldest first; never the active one).
+    pub fn apply_retention(&self) -> Result<RetentionReport, LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        inner.check_usable()?;
+        let now = self.clock.now_ms() as i64;
+        let mut remaining = inner.size_bytes();
+        let mut cut = None;
+        let sealed = inner.segments.len() - 1;
+        for segment in inner.segments.values().take(sealed) {
+            let expired = self.config.retention_ms.is_some_and(|retention| {
+                segment
+                    .max_timestamp
+                    .is_none_or(|(max, _)| max < now.saturating_sub(retention as i64))
+            });
+            let oversize = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| remaining - u64::from(segment.size) >= limit);
+            if !(expired || oversize) || segment.next_offset > inner.high_watermark {
+                break;
+            }
+            remaining -= u64::from(segment.size);
+            cut = Some(segment.next_offset);
+        }
+        let mut report = RetentionReport {
+            log_start_offset: inner.log_start_offset,
+            ..RetentionReport::default()
+        };
+        if let Some(cut) = cut.filter(|cut| *cut > inner.log_start_offset) {
+            let deleted = self.delete_before_locked(&mut inner, cut)?;
+            report.bytes_deleted = deleted.iter().map(|(_, size)| u64::from(*size)).sum();
+            report.segments_deleted = deleted.into_iter().map(|(base, _)| base).collect();
+            report.log_start_offset = inner.log_start_offset;
+            tracing::info!(
+                segments = report.segments_deleted.len(),
+                bytes = report.bytes_deleted,
+                log_start_offset = report.log_start_offset,
+                "retention deleted segments"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Syncs everything, leaves a durable producer snapshot at the log end
+    /// and writes a checkpoint that lets the next open skip recovery. The
+    /// log refuses further work afterwards.
+    pub fn close(&self) -> Result<(), LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        if inner.closed {
+            return Ok(());
+        }
+        if let Err(error) = inner.check_usable() {
+            inner.closed = true;
+            return Err(error);
+        }
+        self.sync_locked(&mut inner)?;
+        let storage = self.storage.as_ref();
+        let active = inner.active_mut();
+        let SegmentIndex::Building(builder) = &active.index else {
+            unreachable!("the active segment builds its index");
+        };
+        for file in write_index_files(storage, active.base_offset, builder)? {
+            file.sync()
+                .map_err(|source| LogError::io("syncing an index of", active.name(), source))?;
+        }
+        let end = inner.next_offset;
+        let snapshot = inner.producers.encode_snapshot(end);
+        write_file_atomically(storage, &snapshot_file_name(end), &snapshot)
+            .map_err(|source| LogError::io("writing", snapshot_file_name(end), source))?;
+        storage
+            .sync_dir()
+            .map_err(|source| LogError::io("syncing", "partition directory", source))?;
+        for segment in inner.segments.values_mut() {
+            segment.trusted = true;
+        }
+        inner.checkpoint(true).write(storage)?;
+        inner.closed = true;
+        tracing::info!(log_end_offset = end, "closed partition log");
+        Ok(())
+    }
+
+    /// Reads every batch of every segment and checks it, for operators: both
+    /// CRCs, offsets following on, and each batch's leader epoch against
+    /// the leader-epoch file. Returns the number of batches checked.
+    pub fn verify(&self) -> Result<u64, LogError> {
+        let (segments, epochs) = {
+            let inner = lock(&self.inner);
+            inner.check_usable()?;
+            let segments: Vec<(u64, Arc<dyn File>, u32)> = inner
+                .segments
+                .values()
+                .map(|segment| (segment.base_offset, Arc::clone(&segment.file), segment.size))
+                .collect();
+            (segments, inner.epochs.clone())
+        };
+        let mut batches = 0;
+        for (base, file, size) in segments {
+            let name = segment::log_file_name(base);
+            let mut mismatch = None;
+            let walked = segment::walk(file.as_ref(), base, u64::from(size), |position, stored| {
+                let epoch = u32::try_from(stored.header.leader_epoch).ok();
+                if mismatch.is_none() && epoch != epochs.epoch_at(stored.header.base_offset) {
+                    mismatch = Some((position, stored.header.leader_epoch));
+                }
+            })
+            .map_err(|source| LogError::io("verifying", name.clone(), source))?;
+            if let Some(stop) = walked.stop {
+                return Err(LogError::Corrupt {
+                    segment: name,
+                    position: u64::from(stop.position),
+                    reason: stop.reason.to_string(),
+                });
+            }
+            if let Some((position, epoch)) = mismatch {
+                return Err(LogError::Corrupt {
+                    segment: name,
+                    position: u64::from(position),
+                    reason: format!(
+                        "batch of leader epoch {epoch} disagrees with the leader-epoch file"
+                    ),
+                });
+            }
+            batches += walked.batches;
+        }
+        Ok(batches)
+    }
+}
