@@ -69,8 +69,10 @@ const SIM_SEEDS: &str = "1000";
 const SIM_DETERMINISM_SEEDS: &str = "50";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-const FUZZ_TARGETS: [&str; 7] = [
+const FUZZ_TARGETS: [&str; 9] = [
     "batch_decoding",
+    "batch_validation",
+    "log_files_decoding",
     "segment_recovery",
     "index_lookup",
     "command_log_decoding",
@@ -421,6 +423,7 @@ fn fuzz_seed() -> Result<(), String> {
     let corpus = workspace_root().join("fuzz/corpus").display().to_string();
     for (package, example) in [
         ("weir-log", "write_log_fuzz_seeds"),
+        ("weir-kafka", "write_kafka_fuzz_seeds"),
         ("weir-stream", "write_stream_fuzz_seeds"),
         ("weir-server", "write_server_fuzz_seeds"),
     ] {

@@ -42,3 +42,8 @@ fn segment_recovery_corpus() {
 fn index_lookup_corpus() {
     replay("index_lookup", weir_log::fuzzing::index_lookup);
 }
+
+#[test]
+fn log_files_decoding_corpus() {
+    replay("log_files_decoding", weir_log::fuzzing::log_files_decoding);
+}

@@ -271,3 +271,51 @@ fn indexes_that_disagree_with_the_log_are_rebuilt() {
         Some(0)
     );
 }
+
+/// The evidence that bytes had been synced (a later batch's synced
+/// position; here only the last batch holds it) is read by the agreement
+/// rule: under frequent flipped reads,
+/// recovery of a log with corrupt synced data still finds it and refuses,
+/// and never cuts the synced data as a torn tail. (With single reads, a
+/// flipped bit in the search hid the evidence.)
+#[test]
+fn flipped_reads_never_hide_the_evidence_that_corrupt_data_was_synced() {
+    let mut refused = 0;
+    let mut unreadable = 0;
+    for seed in 0..300 {
+        let fixture = Fixture {
+            disk: SimDisk::new(seed),
+            ..Fixture::new()
+        };
+        let (log, _) = fixture.open().expect("open");
+        let positions = fixture.fill(&log, 10);
+        drop(log);
+        fixture
+            .disk
+            .corrupt(&format!("p/{SEGMENT}"), positions[8] + 75, 0x04)
+            .expect("corrupt");
+        fixture.disk.set_faults(weir_io::Faults {
+            read_corruption: 0.3,
+            ..weir_io::Faults::none()
+        });
+        match fixture.open() {
+            Err(LogError::Corrupt { position, .. }) => {
+                assert_eq!(position, positions[8], "seed {seed}");
+                refused += 1;
+            }
+            // Reads that never agree are an error, not a verdict.
+            Err(LogError::Io { .. }) => unreadable += 1,
+            Err(other) => panic!("seed {seed}: {other}"),
+            Ok((_, report)) => panic!(
+                "seed {seed}: synced data cut as a torn tail: {:?}",
+                report.truncation
+            ),
+        }
+        assert!(
+            fixture.segment_file(SEGMENT).len().expect("len") > positions[9],
+            "seed {seed}: data was cut"
+        );
+    }
+    eprintln!("refused {refused}, unreadable {unreadable}");
+    assert!(refused > 250, "refused {refused}, unreadable {unreadable}");
+}

@@ -52,7 +52,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use weir_io::{read_whole_file, Clock, EntryKind, File, OpenMode, Storage};
+use weir_io::{Clock, EntryKind, File, OpenMode, Storage};
 
 use crate::engine::{Config, Context, Engine, Outcome};
 use crate::reply::Reply;
@@ -792,47 +792,16 @@ pub fn log_generation(name: &str) -> Option<u64> {
     parse_log_name(name)
 }
 
-/// How many consecutive reads of the log must return the same bytes before
-/// recovery judges them, and how many reads it makes at most.
-const AGREEING_READS: usize = 3;
-const RECOVERY_READS: usize = 9;
-
-/// Reads a log until three consecutive reads return the same bytes.
-/// Recovery judges the log (where it ends, what is torn, what is corrupt)
-/// and cuts files on what it reads, so a read that returned a flipped bit
-/// while the disk holds good data must not be judged: it would cut
-/// acknowledged records as a torn tail. Bytes that consecutive reads agree
-/// on are what the disk holds. (Found by the regression test
-/// `a_transient_read_fault_never_cuts_acknowledged_records`; with two
-/// agreeing reads it still failed once in 300 seeds at a 50 % fault rate.)
+/// Reads a log by the agreement rule that both engines share
+/// ([`weir_io::read_whole_file_agreed`]): recovery judges the log (where it
+/// ends, what is torn, what is corrupt) and cuts files on what it reads, so
+/// a read that returned a flipped bit while the disk holds good data must
+/// not be judged. (Found by the regression test
+/// `a_transient_read_fault_never_cuts_acknowledged_records`.)
 fn read_agreed(storage: &dyn Storage, name: &str) -> Result<Vec<u8>, PersistenceError> {
-    let read = || {
-        read_whole_file(storage, name)
-            .map(Option::unwrap_or_default)
-            .map_err(io("reading", name))
-    };
-    let mut previous = read()?;
-    let mut agreeing = 1;
-    for _ in 1..RECOVERY_READS {
-        let again = read()?;
-        if again == previous {
-            agreeing += 1;
-            if agreeing == AGREEING_READS {
-                return Ok(again);
-            }
-        } else {
-            agreeing = 1;
-            previous = again;
-        }
-    }
-    Err(PersistenceError::Io {
-        operation: "reading (consecutive reads disagree)",
-        file: name.to_string(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{RECOVERY_READS} reads of the log did not give {AGREEING_READS} equal ones in a row"),
-        ),
-    })
+    weir_io::read_whole_file_agreed(storage, name)
+        .map(Option::unwrap_or_default)
+        .map_err(io("reading (by agreeing reads)", name))
 }
 
 fn replay(

@@ -6,7 +6,10 @@
 //!   writes (a 16-byte header, then blocks of a big-endian u32 length and a
 //!   raw snappy block), or a single raw snappy block, as librdkafka writes
 //!   it; both are read, and the Java framing is written.
-//! - lz4: the LZ4 frame format.
+//! - lz4: one frame of the LZ4 frame format, decoded by the reference C
+//!   library that librdkafka and Kafka's Java client use, so that what weir
+//!   accepts its consumers can read (a stricter reading than some Rust
+//!   decoders'); bytes after the frame are refused.
 //! - zstd: a zstd frame.
 
 use std::io::Read;
@@ -103,10 +106,7 @@ impl Compression {
                 append_limited(&mut decoder, limit, out).map_err(corrupt)
             }
             Compression::Snappy => decompress_snappy(input, limit, out),
-            Compression::Lz4 => {
-                let mut decoder = lz4_flex::frame::FrameDecoder::new(input);
-                append_limited(&mut decoder, limit, out).map_err(corrupt)
-            }
+            Compression::Lz4 => decompress_lz4(input, limit, out),
             Compression::Zstd => {
                 let mut decoder =
                     zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
@@ -133,11 +133,14 @@ impl Compression {
             }
             Compression::Snappy => compress_snappy(input, out)?,
             Compression::Lz4 => {
-                let mut encoder = lz4_flex::frame::FrameEncoder::new(&mut *out);
+                let mut encoder = lz4::EncoderBuilder::new()
+                    .block_size(lz4::BlockSize::Max64KB)
+                    .block_mode(lz4::BlockMode::Independent)
+                    .build(&mut *out)
+                    .map_err(failed)?;
                 encoder.write_all(input).map_err(failed)?;
-                encoder
-                    .finish()
-                    .map_err(|error| CompressionError::Corrupt(error.to_string()))?;
+                let (_, finished) = encoder.finish();
+                finished.map_err(failed)?;
             }
             Compression::Zstd => {
                 let compressed = zstd::bulk::compress(input, ZSTD_LEVEL).map_err(failed)?;
@@ -153,6 +156,23 @@ impl Compression {
 fn append_limited(reader: &mut impl Read, limit: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     let room = limit.saturating_add(1).saturating_sub(out.len()) as u64;
     reader.take(room).read_to_end(out)?;
+    Ok(())
+}
+
+fn decompress_lz4(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), CompressionError> {
+    let corrupt = |error: std::io::Error| CompressionError::Corrupt(error.to_string());
+    let mut decoder = lz4::Decoder::new(input).map_err(corrupt)?;
+    append_limited(&mut decoder, limit, out).map_err(corrupt)?;
+    if out.len() > limit {
+        return Ok(());
+    }
+    let (rest, finished) = decoder.finish();
+    finished.map_err(corrupt)?;
+    if !rest.is_empty() {
+        return Err(CompressionError::Corrupt(
+            "bytes after the lz4 frame".into(),
+        ));
+    }
     Ok(())
 }
 
