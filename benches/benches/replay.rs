@@ -35,46 +35,63 @@ fn replay(criterion: &mut Criterion) {
         .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
         .collect();
 
+    let raw = |buffer: &mut Vec<u8>| {
+        buffer.resize(READ_BYTES as usize, 0);
+        let started = Instant::now();
+        let mut total = 0usize;
+        for path in &segments {
+            let mut file = std::fs::File::open(path).expect("open");
+            loop {
+                let read = file.read(buffer).expect("read");
+                if read == 0 {
+                    break;
+                }
+                total += read;
+            }
+        }
+        assert_eq!(total as u64, bytes);
+        started.elapsed()
+    };
+    let weir = |buffer: &mut Vec<u8>| {
+        let started = Instant::now();
+        let mut next = 0;
+        let mut total = 0usize;
+        while next < log.high_watermark() {
+            let info = log
+                .read_into(next, READ_BYTES, Isolation::Committed, buffer)
+                .expect("read");
+            total += buffer.len();
+            next = info.next_offset;
+        }
+        assert_eq!(total as u64, bytes);
+        started.elapsed()
+    };
+    type Run<'a> = (&'a str, &'a dyn Fn(&mut Vec<u8>) -> std::time::Duration);
+    let runs: [Run<'_>; 2] = [("raw_std_fs_read", &raw), ("weir_log_read", &weir)];
     let mut group = criterion.benchmark_group("replay_from_page_cache");
-    group.sample_size(10).throughput(Throughput::Bytes(bytes));
-    group.bench_function("raw_std_fs_read", |bencher| {
-        let mut buffer = vec![0u8; READ_BYTES as usize];
+    group
+        .sample_size(20)
+        .throughput(Throughput::Bytes(2 * bytes));
+    let mut buffer = Vec::with_capacity(2 * READ_BYTES as usize);
+    let mut round = 0usize;
+    // Both are measured in turn within every sample (in a rotating order).
+    group.bench_function("raw_and_weir_interleaved", |bencher| {
         bencher.iter_custom(|iterations| {
-            let started = Instant::now();
+            let mut total = std::time::Duration::ZERO;
+            let mut times = [std::time::Duration::ZERO; 2];
             for _ in 0..iterations {
-                let mut total = 0usize;
-                for path in &segments {
-                    let mut file = std::fs::File::open(path).expect("open");
-                    loop {
-                        let read = file.read(&mut buffer).expect("read");
-                        if read == 0 {
-                            break;
-                        }
-                        total += read;
-                    }
+                for step in 0..runs.len() {
+                    let which = (round + step) % runs.len();
+                    let elapsed = (runs[which].1)(&mut buffer);
+                    times[which] += elapsed;
+                    total += elapsed;
                 }
-                assert_eq!(total as u64, bytes);
+                round += 1;
             }
-            record("raw_std_fs_read", started.elapsed(), iterations)
-        });
-    });
-    group.bench_function("weir_log_read", |bencher| {
-        let mut buffer = Vec::with_capacity(2 * READ_BYTES as usize);
-        bencher.iter_custom(|iterations| {
-            let started = Instant::now();
-            for _ in 0..iterations {
-                let mut next = 0;
-                let mut total = 0usize;
-                while next < log.high_watermark() {
-                    let info = log
-                        .read_into(next, READ_BYTES, Isolation::Committed, &mut buffer)
-                        .expect("read");
-                    total += buffer.len();
-                    next = info.next_offset;
-                }
-                assert_eq!(total as u64, bytes);
+            for (which, (id, _)) in runs.iter().enumerate() {
+                record(id, times[which], iterations);
             }
-            record("weir_log_read", started.elapsed(), iterations)
+            total
         });
     });
     group.finish();

@@ -70,6 +70,27 @@ pub fn report_ratio(title: &str, unit: &str, candidate: Side<'_>, baseline: Side
     );
 }
 
+/// Prints the candidate's and the baseline's median throughputs and their
+/// ratio, for a comparison that explains another rather than meets a
+/// target.
+pub fn report_comparison(title: &str, unit: &str, candidate: Side<'_>, baseline: Side<'_>) {
+    let (Some(candidate_time), Some(baseline_time)) = (median(candidate.id), median(baseline.id))
+    else {
+        println!("{title}: not measured (filtered out)");
+        return;
+    };
+    let candidate_rate = candidate.work / candidate_time;
+    let baseline_rate = baseline.work / baseline_time;
+    println!(
+        "RESULT {title}: {} {:.3e} {unit}/s vs {} {:.3e} {unit}/s -> ratio {:.2}x",
+        candidate.id,
+        candidate_rate,
+        baseline.id,
+        baseline_rate,
+        candidate_rate / baseline_rate
+    );
+}
+
 /// Prints a median throughput against an absolute target.
 pub fn report_rate(title: &str, unit: &str, side: Side<'_>, target: f64) {
     let Some(time) = median(side.id) else {
@@ -104,4 +125,108 @@ pub fn temporary_directory() -> tempfile::TempDir {
         .prefix("weir-bench-")
         .tempdir_in(bench_directory())
         .expect("temporary directory")
+}
+
+/// A storage whose file syncs take at least `latency` longer than the
+/// wrapped one's: a disk like the cloud volumes of kafka-notes.md (a few ms
+/// per fdatasync), for showing what group commit gains where a sync is
+/// slow. Only syncs are slowed.
+#[derive(Debug)]
+pub struct SlowSyncStorage {
+    inner: std::sync::Arc<dyn weir_io::Storage>,
+    latency: Duration,
+}
+
+impl SlowSyncStorage {
+    /// Wraps `inner`.
+    pub fn new(inner: std::sync::Arc<dyn weir_io::Storage>, latency: Duration) -> Self {
+        Self { inner, latency }
+    }
+}
+
+#[derive(Debug)]
+struct SlowSyncFile {
+    inner: std::sync::Arc<dyn weir_io::File>,
+    latency: Duration,
+}
+
+impl weir_io::Storage for SlowSyncStorage {
+    fn open_file(
+        &self,
+        name: &str,
+        mode: weir_io::OpenMode,
+    ) -> std::io::Result<std::sync::Arc<dyn weir_io::File>> {
+        let inner = self.inner.open_file(name, mode)?;
+        Ok(std::sync::Arc::new(SlowSyncFile {
+            inner,
+            latency: self.latency,
+        }))
+    }
+
+    fn create_dir(&self, name: &str) -> std::io::Result<()> {
+        self.inner.create_dir(name)
+    }
+
+    fn open_dir(&self, name: &str) -> std::io::Result<std::sync::Arc<dyn weir_io::Storage>> {
+        Ok(std::sync::Arc::new(SlowSyncStorage::new(
+            self.inner.open_dir(name)?,
+            self.latency,
+        )))
+    }
+
+    fn list(&self) -> std::io::Result<Vec<weir_io::DirEntry>> {
+        self.inner.list()
+    }
+
+    fn rename(&self, source: &str, target: &str) -> std::io::Result<()> {
+        self.inner.rename(source, target)
+    }
+
+    fn remove_file(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove_file(name)
+    }
+
+    fn remove_dir(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove_dir(name)
+    }
+
+    fn sync_dir(&self) -> std::io::Result<()> {
+        std::thread::sleep(self.latency);
+        self.inner.sync_dir()
+    }
+}
+
+impl weir_io::File for SlowSyncFile {
+    fn read_at(&self, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buffer, offset)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(data, offset)
+    }
+
+    fn write_vectored_at(&self, parts: &[&[u8]], offset: u64) -> std::io::Result<()> {
+        self.inner.write_vectored_at(parts, offset)
+    }
+
+    fn allocate(&self, offset: u64, length: u64) -> std::io::Result<()> {
+        self.inner.allocate(offset, length)
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, length: u64) -> std::io::Result<()> {
+        self.inner.set_len(length)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        std::thread::sleep(self.latency);
+        self.inner.sync()
+    }
+
+    fn view(&self) -> std::io::Result<weir_io::FileView> {
+        self.inner.view()
+    }
 }

@@ -155,6 +155,16 @@ pub trait File: Send + Sync + Debug {
         self.write_at(&parts.concat(), offset)
     }
 
+    /// Reserves disk space for `length` bytes from `offset` without changing
+    /// the file's length (Linux's `fallocate` with `FALLOC_FL_KEEP_SIZE`),
+    /// so that later appends there do not allocate blocks one write at a
+    /// time. A hint: an implementation may do nothing, and nothing about
+    /// durability or the file's content changes.
+    fn allocate(&self, offset: u64, length: u64) -> io::Result<()> {
+        let _ = (offset, length);
+        Ok(())
+    }
+
     /// The current length of the file in bytes.
     fn len(&self) -> io::Result<u64>;
 

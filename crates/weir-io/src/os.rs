@@ -189,6 +189,38 @@ impl File for OsFile {
         Ok(())
     }
 
+    fn allocate(&self, offset: u64, length: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(length)) =
+            (libc::off_t::try_from(offset), libc::off_t::try_from(length))
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range too large",
+            ));
+        };
+        // SAFETY: fallocate takes a file descriptor that `self.file` owns for
+        // the duration of the call, and integers; it touches no memory of
+        // this process.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                length,
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            // A file system without fallocate: the hint is ignored.
+            Some(libc::EOPNOTSUPP) => Ok(()),
+            _ => Err(error),
+        }
+    }
+
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }

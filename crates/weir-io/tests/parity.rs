@@ -242,3 +242,18 @@ fn vectored_writes_land_back_to_back_however_many_parts() {
         assert_eq!(many, parts.concat());
     });
 }
+
+#[test]
+fn allocating_space_changes_neither_length_nor_content() {
+    check(|storage| {
+        let file = storage.open_file("a", OpenMode::CreateNew).expect("create");
+        file.write_at(b"abc", 0).expect("write");
+        file.allocate(3, 1 << 20).expect("allocate");
+        assert_eq!(file.len().expect("len"), 3);
+        file.write_at(b"def", 3).expect("write");
+        let mut buffer = [0; 6];
+        file.read_exact_at(&mut buffer, 0).expect("read");
+        assert_eq!(&buffer, b"abcdef");
+        assert_eq!(file.len().expect("len"), 6);
+    });
+}

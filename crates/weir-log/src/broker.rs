@@ -884,6 +884,7 @@ fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
             retention_ms: optional(u64_at(body, 45)),
             retention_bytes: optional(u64_at(body, 53)),
             high_watermark: HighWatermarkPolicy::FollowsFlush,
+            allocation_step_bytes: crate::config::ALLOCATION_STEP_BYTES_DEFAULT,
         },
     };
     if metadata.partitions == 0 || metadata.partitions > PARTITIONS_PER_TOPIC_MAX {

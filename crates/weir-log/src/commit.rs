@@ -37,9 +37,10 @@ struct CommitState {
     /// Incremented when the log is truncated (after it made everything
     /// durable), so waiters from before the truncation stop waiting.
     epoch: u64,
-    /// Callers inside `wait_durable` that had to wait or lead.
-    waiting: u64,
-    /// How many were waiting when the last sync ended.
+    /// Callers that asked for durability (and had to wait or lead) since
+    /// the current round began.
+    arrived: u64,
+    /// How many had arrived in the round before.
     last_round: u64,
 }
 
@@ -61,7 +62,7 @@ impl GroupCommit {
                 syncing: false,
                 failed: false,
                 epoch: 0,
-                waiting: 0,
+                arrived: 0,
                 last_round: 0,
             }),
             wakeup: Condvar::new(),
@@ -102,21 +103,27 @@ impl GroupCommit {
             if state.epoch != epoch || state.durable >= target {
                 return Ok(());
             }
-            state.waiting += 1;
+            state.arrived += 1;
         }
-        let result = self.wait_counted(target, epoch, sync);
-        lock(&self.state).waiting -= 1;
-        result
+        self.wait_counted(target, epoch, sync)
     }
 
-    /// How many callers are waiting for durability now (a leader included),
-    /// and how many were when the last sync ended. A leader that sees fewer
-    /// now than last time may give the others a moment to write their
-    /// batches so that its sync covers them too (see
+    /// How many callers have asked for durability since the current round
+    /// began (a leader included), and how many did in the round before. A
+    /// leader that sees fewer now than last time may give the others a
+    /// moment to write their batches so that its sync covers them too (see
     /// `Partition::sync_now`); correctness does not depend on it.
     pub fn participants(&self) -> (u64, u64) {
         let state = lock(&self.state);
-        (state.waiting, state.last_round)
+        (state.arrived, state.last_round)
+    }
+
+    /// Starts a new round: the leader calls it when it takes what its sync
+    /// will cover. Callers that arrive from now on wait for the next sync.
+    pub fn begin_round(&self) {
+        let mut state = lock(&self.state);
+        state.last_round = state.arrived;
+        state.arrived = 0;
     }
 
     fn wait_counted<E>(
@@ -160,7 +167,6 @@ impl GroupCommit {
             std::mem::forget(guard);
             state = lock(&self.state);
             state.syncing = false;
-            state.last_round = state.waiting;
             let outcome = match result {
                 // A truncation during the sync made its result stale: the
                 // truncation made everything durable itself.

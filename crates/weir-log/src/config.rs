@@ -23,6 +23,8 @@ pub const MAX_RECORD_BYTES_DEFAULT: u32 = 1024 * 1024;
 pub const MAX_UNCOMPRESSED_BATCH_BYTES_DEFAULT: u32 = 64 << 20;
 /// The default time retention: 7 days.
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The default space reserved ahead of appends in the active segment.
+pub const ALLOCATION_STEP_BYTES_DEFAULT: u32 = 4 << 20;
 /// The most bytes one read returns (a larger `max_bytes` is clamped).
 pub const READ_BYTES_MAX: u32 = 64 << 20;
 
@@ -90,6 +92,11 @@ pub struct LogConfig {
     /// Who moves the high watermark (a setting of the owner, not stored
     /// with a topic).
     pub high_watermark: HighWatermarkPolicy,
+    /// Disk space reserved ahead of appends, this many bytes at a time
+    /// ([`weir_io::File::allocate`]: the file's length does not change), so
+    /// that appends do not allocate blocks one write at a time; 0 turns it
+    /// off. A setting of the node, not stored with a topic.
+    pub allocation_step_bytes: u32,
 }
 
 impl Default for LogConfig {
@@ -106,6 +113,7 @@ impl Default for LogConfig {
             retention_ms: Some(RETENTION_MS_DEFAULT),
             retention_bytes: None,
             high_watermark: HighWatermarkPolicy::FollowsFlush,
+            allocation_step_bytes: ALLOCATION_STEP_BYTES_DEFAULT,
         }
     }
 }

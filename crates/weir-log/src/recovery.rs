@@ -778,6 +778,7 @@ fn trusted_segment(file: Arc<dyn weir_io::File>, summary: &SegmentSummary, now: 
         index: SegmentIndex::Unloaded,
         trusted: true,
         unsynced_index_files: Vec::new(),
+        allocated: u64::from(summary.size),
     }
 }
 
@@ -887,6 +888,7 @@ fn scanned_segment(
         index,
         trusted: false,
         unsynced_index_files,
+        allocated: u64::from(scan.report.valid_bytes),
     })
 }
 

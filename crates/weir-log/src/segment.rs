@@ -97,6 +97,8 @@ pub(crate) struct Segment {
     pub trusted: bool,
     /// Index files written at seal time and not yet synced.
     pub unsynced_index_files: Vec<Arc<dyn File>>,
+    /// Bytes of the file reserved ahead of appends (at least `size`).
+    pub allocated: u64,
 }
 
 impl Segment {
@@ -113,6 +115,7 @@ impl Segment {
             index: SegmentIndex::Building(IndexBuilder::default()),
             trusted: false,
             unsynced_index_files: Vec::new(),
+            allocated: 0,
         }
     }
 

@@ -155,10 +155,12 @@ impl<'a> Records<'a> {
         let length = usize::try_from(cursor.varint()?)
             .map_err(|_| cursor.malformed("negative record length"))?;
         let body_start = cursor.position;
-        let body_end = body_start
+        let Some(body_end) = body_start
             .checked_add(length)
             .filter(|end| *end <= self.bytes.len())
-            .ok_or(cursor.malformed("record length runs past the records"))?;
+        else {
+            return Err(cursor.malformed("record length runs past the records"));
+        };
         let mut cursor = Cursor {
             bytes: &self.bytes[..body_end],
             position: body_start,
@@ -175,10 +177,12 @@ impl<'a> Records<'a> {
         }
         let key = cursor.nullable_bytes()?;
         let value = cursor.nullable_bytes()?;
-        let header_count = u32::try_from(cursor.varint()?)
+        let Some(header_count) = u32::try_from(cursor.varint()?)
             .ok()
             .filter(|count| *count <= RECORD_HEADERS_MAX)
-            .ok_or(cursor.malformed("negative header count or above RECORD_HEADERS_MAX"))?;
+        else {
+            return Err(cursor.malformed("negative header count or above RECORD_HEADERS_MAX"));
+        };
         let headers_start = cursor.position;
         for _ in 0..header_count {
             read_header(&mut cursor)?;
@@ -187,10 +191,9 @@ impl<'a> Records<'a> {
         if cursor.position != body_end {
             return Err(cursor.malformed("record length does not match its fields"));
         }
-        let timestamp_ms = self
-            .base_timestamp
-            .checked_add(timestamp_delta)
-            .ok_or(cursor.malformed("timestamp overflows"))?;
+        let Some(timestamp_ms) = self.base_timestamp.checked_add(timestamp_delta) else {
+            return Err(cursor.malformed("timestamp overflows"));
+        };
         self.last_delta = Some(offset_delta);
         let encoded_bytes = body_end - self.position;
         self.position = body_end;
@@ -353,16 +356,23 @@ impl<'a> Cursor<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, BatchError> {
-        let byte = *self
-            .bytes
-            .get(self.position)
-            .ok_or(self.malformed("record ends early"))?;
+        let Some(byte) = self.bytes.get(self.position) else {
+            return Err(self.malformed("record ends early"));
+        };
         self.position += 1;
-        Ok(byte)
+        Ok(*byte)
     }
 
     /// An unsigned varint of at most `max_bytes` bytes.
+    #[inline]
     fn unsigned(&mut self, max_bytes: usize) -> Result<u64, BatchError> {
+        // Most varints of a record (lengths, deltas) fit one byte.
+        if let Some(byte) = self.bytes.get(self.position) {
+            if *byte < 0x80 {
+                self.position += 1;
+                return Ok(u64::from(*byte));
+            }
+        }
         let mut value = 0u64;
         for index in 0..max_bytes {
             let byte = self.byte()?;
@@ -392,11 +402,13 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, length: usize) -> Result<&'a [u8], BatchError> {
-        let end = self
+        let Some(end) = self
             .position
             .checked_add(length)
             .filter(|end| *end <= self.bytes.len())
-            .ok_or(self.malformed("field runs past the record"))?;
+        else {
+            return Err(self.malformed("field runs past the record"));
+        };
         let bytes = &self.bytes[self.position..end];
         self.position = end;
         Ok(bytes)

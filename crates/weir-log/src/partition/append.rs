@@ -241,6 +241,11 @@ impl Partition {
             "synced past the end of the segment"
         );
         let frame = frame_for(batch, active.synced_position);
+        allocate_ahead(
+            active,
+            u64::from(position + stored_bytes),
+            self.config.allocation_step_bytes,
+        );
         if let Err(source) = active
             .file
             .write_vectored_at(&[&frame, batch], u64::from(position))
@@ -477,6 +482,21 @@ pub(crate) fn remove_old_snapshots(
         }
     }
     Ok(())
+}
+
+/// Reserves disk space ahead of the append ending at `end`, a step at a
+/// time. Only a hint: a failure is logged and the write goes ahead (it
+/// reports a full disk itself); the next attempt is a step later.
+fn allocate_ahead(segment: &mut Segment, end: u64, step: u32) {
+    if step == 0 || end <= segment.allocated {
+        return;
+    }
+    let from = segment.allocated.max(u64::from(segment.size));
+    let target = end + u64::from(step);
+    if let Err(error) = segment.file.allocate(from, target - from) {
+        tracing::debug!(%error, segment = %segment.name(), "reserving space ahead of appends failed");
+    }
+    segment.allocated = target;
 }
 
 /// Parses a batch that must fill `bytes` exactly.

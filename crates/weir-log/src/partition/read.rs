@@ -172,6 +172,12 @@ impl<'a> Iterator for ReadRecords<'a> {
     }
 }
 
+/// How much a read takes from the file at a time. Measured on the replay
+/// benchmark: smaller reads, whose batches would still be in the cache
+/// when their CRCs are checked, lost more to system calls than they gained
+/// (128 KiB 0.76x of plain reads, 512 KiB 0.81x, 1 MiB 0.82x).
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
 struct ReadPlan {
     file: Arc<dyn File>,
     base_offset: u64,
@@ -380,7 +386,8 @@ impl Partition {
         let end = u64::from(plan.end);
         let slack = u64::from(self.config.index_interval_bytes) + STORED_HEADER_BYTES as u64;
         let mut buffered = 0usize;
-        let initial = (end - start).min(u64::from(max_bytes) + slack) as usize;
+        let wanted = (end - start).min(u64::from(max_bytes) + slack);
+        let initial = wanted.min(READ_CHUNK_BYTES as u64) as usize;
         fill(plan.file.as_ref(), out, &mut buffered, start, initial).map_err(ReadFailure::Io)?;
         let mut cursor = 0usize;
         let mut first: Option<usize> = None;
@@ -389,7 +396,7 @@ impl Partition {
         while start + (cursor as u64) < end {
             let position = start + cursor as u64;
             if buffered - cursor < STORED_HEADER_BYTES {
-                let more = (end - start - buffered as u64).min(64 << 10) as usize;
+                let more = (end - start - buffered as u64).min(READ_CHUNK_BYTES as u64) as usize;
                 if more == 0 {
                     break;
                 }
@@ -420,7 +427,7 @@ impl Partition {
                         reason: "batch runs past the end of the segment".into(),
                     });
                 }
-                let more = (length - (buffered - cursor)).max(64 << 10);
+                let more = (length - (buffered - cursor)).max(READ_CHUNK_BYTES);
                 let more = (end - start - buffered as u64).min(more as u64) as usize;
                 fill(plan.file.as_ref(), out, &mut buffered, start, more)
                     .map_err(ReadFailure::Io)?;

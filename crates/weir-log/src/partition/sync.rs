@@ -18,7 +18,7 @@ use crate::segment;
 /// are about to write before it syncs. When no other thread is runnable a
 /// yield returns at once, so the bound costs a single appender nothing
 /// noticeable.
-const LEADER_YIELDS_MAX: usize = 64;
+const LEADER_YIELDS_MAX: usize = 512;
 
 /// A sealed segment not yet durable: its base offset, its file and its
 /// index files.
@@ -155,16 +155,18 @@ impl Partition {
     /// this sync started at once, they would wait for the one after, and
     /// syncs would alternate between two halves of the appenders. So the
     /// leader yields, a bounded number of times, until as many appenders
-    /// wait as did last time and none is mid-write.
+    /// have arrived in this round as in the last and none is mid-write,
+    /// then begins a new round.
     fn wait_for_appenders(&self) {
         for _ in 0..LEADER_YIELDS_MAX {
-            let (waiting, last_round) = self.commit.participants();
+            let (arrived, last_round) = self.commit.participants();
             let writing = self.appending.load(Ordering::SeqCst);
-            if waiting >= last_round && writing == 0 {
+            if arrived >= last_round && writing == 0 {
                 break;
             }
             std::thread::yield_now();
         }
+        self.commit.begin_round();
     }
 
     pub(super) fn plan_sync(&self, inner: &mut Inner) -> SyncPlan {
