@@ -160,6 +160,8 @@ struct Shared {
     coverage: BTreeMap<&'static str, u64>,
     node: Option<Arc<Node>>,
     start_failures: Vec<String>,
+    /// What the engines' own invariant checks reported during the run.
+    engine_invariants: Vec<String>,
     failed_start: bool,
     log_history: LogHistory,
     log_broker: Option<Arc<Broker>>,
@@ -499,7 +501,7 @@ async fn simulate(seed: u64) -> SeedReport {
 
     // The final reads.
     let last = final_state(address, &client_node).await;
-    let shared_state = shared.lock().expect("shared");
+    let mut shared_state = shared.lock().expect("shared");
     let stats = disk.stats();
     let refused = shared_state.refused_on_corruption && shared_state.healed;
     let promises = check::Promises {
@@ -552,6 +554,15 @@ async fn simulate(seed: u64) -> SeedReport {
     for failure in &shared_state.start_failures {
         violations.push(Violation {
             invariant: "node-starts",
+            evidence: failure.clone(),
+        });
+    }
+    if let Some(broker) = shared_state.log_broker.clone() {
+        check_log_invariants(&broker, &mut shared_state.engine_invariants);
+    }
+    for failure in shared_state.engine_invariants.iter().take(3) {
+        violations.push(Violation {
+            invariant: "log-engine-invariants",
             evidence: failure.clone(),
         });
     }
@@ -1144,6 +1155,18 @@ fn start_log_node(
         .build()
 }
 
+/// Runs the log engine's own invariant checks on every partition and keeps
+/// what they report.
+fn check_log_invariants(broker: &Broker, reports: &mut Vec<String>) {
+    for partition in 0..LOG_PARTITIONS {
+        if let Ok(log) = broker.partition(TOPIC, partition) {
+            if let Err(error) = log.check_invariants() {
+                reports.push(format!("partition {partition}: {error}"));
+            }
+        }
+    }
+}
+
 async fn log_produce(broker: Arc<Broker>, partition: u32, shared: SharedRef, seed: u64) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut sequence = 0u64;
@@ -1161,7 +1184,9 @@ async fn log_produce(broker: Arc<Broker>, partition: u32, shared: SharedRef, see
             .sent
             .insert(value.clone());
         let now = broker.clock().now_ms() as i64;
-        match broker.append(TOPIC, partition, &[Record::value(now, value.as_bytes())]) {
+        let appended = broker.append(TOPIC, partition, &[Record::value(now, value.as_bytes())]);
+        check_log_invariants(&broker, &mut shared.lock().expect("shared").engine_invariants);
+        match appended {
             Ok(info) => {
                 shared
                     .lock()
