@@ -1185,7 +1185,10 @@ async fn log_produce(broker: Arc<Broker>, partition: u32, shared: SharedRef, see
             .insert(value.clone());
         let now = broker.clock().now_ms() as i64;
         let appended = broker.append(TOPIC, partition, &[Record::value(now, value.as_bytes())]);
-        check_log_invariants(&broker, &mut shared.lock().expect("shared").engine_invariants);
+        check_log_invariants(
+            &broker,
+            &mut shared.lock().expect("shared").engine_invariants,
+        );
         match appended {
             Ok(info) => {
                 shared
