@@ -49,10 +49,12 @@ fn owned(records: &[Record<'_>], base: i64) -> Vec<OwnedRecord> {
         .collect()
 }
 
+/// (timestamp step, key, value, header values) of one record.
+type RawRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>);
+
 /// Records with non-decreasing timestamps and unique UTF-8 header keys, so
 /// that both encoders' conventions coincide.
-fn arbitrary_records(
-) -> impl Strategy<Value = Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>)>> {
+fn arbitrary_records() -> impl Strategy<Value = Vec<RawRecord>> {
     proptest::collection::vec(
         (
             0i64..5_000,
@@ -69,10 +71,7 @@ fn arbitrary_records(
 
 const HEADER_KEYS: [&[u8]; 3] = [b"a", b"trace-id", b"z"];
 
-fn build<'a>(
-    raw: &'a [(i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>)],
-    headers: &'a [Vec<Header<'a>>],
-) -> Vec<Record<'a>> {
+fn build<'a>(raw: &'a [RawRecord], headers: &'a [Vec<Header<'a>>]) -> Vec<Record<'a>> {
     let mut timestamp = 1_700_000_000_000;
     raw.iter()
         .zip(headers)
@@ -88,9 +87,7 @@ fn build<'a>(
         .collect()
 }
 
-fn headers_of(
-    raw: &[(i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>)],
-) -> Vec<Vec<Header<'_>>> {
+fn headers_of(raw: &[RawRecord]) -> Vec<Vec<Header<'_>>> {
     raw.iter()
         .map(|(_, _, _, values)| {
             values

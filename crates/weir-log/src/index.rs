@@ -134,7 +134,7 @@ pub fn last_time_entry(bytes: &[u8]) -> Option<TimeEntry> {
 /// Checks the shape of an offset index for a segment of `segment_bytes`:
 /// whole entries, strictly increasing, positions inside the segment.
 pub fn check_offset_index(bytes: &[u8], segment_bytes: u32) -> Result<(), &'static str> {
-    if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+    if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
         return Err("offset index length is not a whole number of entries");
     }
     let mut previous: Option<OffsetEntry> = None;
@@ -159,7 +159,7 @@ pub fn check_offset_index(bytes: &[u8], segment_bytes: u32) -> Result<(), &'stat
 /// `relative_offset_end`: whole entries, strictly increasing timestamps,
 /// non-decreasing offsets inside the segment.
 pub fn check_time_index(bytes: &[u8], relative_offset_end: u64) -> Result<(), &'static str> {
-    if bytes.len() % TIME_ENTRY_BYTES != 0 {
+    if !bytes.len().is_multiple_of(TIME_ENTRY_BYTES) {
         return Err("time index length is not a whole number of entries");
     }
     let mut previous: Option<TimeEntry> = None;

@@ -540,7 +540,7 @@ const PARAMS: &[Param] = &[
         },
         set: Some(|state, value, apply| {
             let words: Vec<&str> = value.split_whitespace().collect();
-            if words.is_empty() || words.len() % 4 != 0 {
+            if words.is_empty() || !words.len().is_multiple_of(4) {
                 return Err("Wrong number of arguments in buffer limit configuration.".into());
             }
             let mut runtime = state.runtime.clone();
@@ -650,7 +650,7 @@ pub fn config(node: &Node, state: &mut State, args: &[&[u8]]) -> Response {
             }
         }
         Reply::Map(pairs).into()
-    } else if sub.eq_ignore_ascii_case(b"SET") && args.len() >= 4 && args.len() % 2 == 0 {
+    } else if sub.eq_ignore_ascii_case(b"SET") && args.len() >= 4 && args.len().is_multiple_of(2) {
         config_set(state, args)
     } else if sub.eq_ignore_ascii_case(b"RESETSTAT") && args.len() == 2 {
         state.stats = crate::node::Stats::default();

@@ -1505,7 +1505,7 @@ fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
         } else if is(option, "STREAMS") && more > 0 {
             streams_at = index + 1;
             let remaining = args.len() - streams_at;
-            if remaining % 2 != 0 {
+            if !remaining.is_multiple_of(2) {
                 let symbol = if group_command { '>' } else { '$' };
                 return Error::err(format_args!(
                     "Unbalanced '{full_name}' list of streams: for each stream key an ID or '{symbol}' must be specified."

@@ -338,7 +338,7 @@ impl Entries {
         };
         let flags = if same_fields { FLAG_SAME_FIELDS } else { 0 };
         let entries = node.live + node.deleted;
-        if entries > 0 && entries % SEEK_STRIDE == 0 {
+        if entries > 0 && entries.is_multiple_of(SEEK_STRIDE) {
             node.seek_offsets.push(node.data.len() as u32);
         }
         node.last_offset = node.data.len();
