@@ -1,19 +1,19 @@
 //! Recovery: turning whatever a crash left in a partition directory into a
 //! valid log, and saying what was cut. One function per step:
 //!
-//! 1. [`remove_temporary_files`]: leftovers of interrupted atomic writes.
-//! 2. [`read_checkpoint`]: the segments known durable; a directory of
+//! 1. `remove_temporary_files`: leftovers of interrupted atomic writes.
+//! 2. `read_checkpoint`: the segments known durable; a directory of
 //!    weir-log's first format is refused here.
-//! 3. [`carry_out_truncation`]: a truncation the checkpoint names as
+//! 3. `carry_out_truncation`: a truncation the checkpoint names as
 //!    pending (a crash interrupted it) is finished, so the log ends at the
 //!    new end and never between the old and the new.
-//! 4. [`list_segment_files`]: index files without their segment, and
+//! 4. `list_segment_files`: index files without their segment, and
 //!    segments before the first trusted one (a prefix deletion whose
 //!    removal was not yet durable), are removed.
-//! 5. [`open_trusted_segments`]: segments the checkpoint lists were synced,
+//! 5. `open_trusted_segments`: segments the checkpoint lists were synced,
 //!    with their indexes, before it was written. Their sizes must match;
 //!    their indexes are loaded lazily and rebuilt if they disagree.
-//! 6. [`scan_untrusted_segments`]: every later segment is scanned batch by
+//! 6. `scan_untrusted_segments`: every later segment is scanned batch by
 //!    batch (frame, header, CRCs, offsets following on), rebuilding its
 //!    indexes. At the first invalid batch, at byte P of segment S, recovery
 //!    decides between a torn tail and corruption. Every stored batch
@@ -26,14 +26,14 @@
 //!    P, later segments are removed, and the cut is reported in
 //!    [`RecoveryReport::truncation`]. Every byte judged is read by the
 //!    agreement rule ([`weir_io::read_agreed`]).
-//! 7. [`apply_log_start`]: segments wholly before the log start offset are
+//! 7. `apply_log_start`: segments wholly before the log start offset are
 //!    removed.
-//! 8. [`make_recovered_durable`]: everything recovered is synced and a new
+//! 8. `make_recovered_durable`: everything recovered is synced and a new
 //!    checkpoint lists the sealed segments.
-//! 9. [`recover_epochs`]: the leader-epoch file loses the entries at or
+//! 9. `recover_epochs`: the leader-epoch file loses the entries at or
 //!    after the log end; a missing or unreadable one is rebuilt from the
 //!    batches.
-//! 10. [`rebuild_producers`]: the idempotent producers' state, from the
+//! 10. `rebuild_producers`: the idempotent producers' state, from the
 //!     newest valid snapshot at or below the log end and the batches after
 //!     it; snapshots beyond the log end are removed.
 //!
