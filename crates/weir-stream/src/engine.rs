@@ -301,6 +301,18 @@ impl Engine {
         self.propagation = true;
     }
 
+    /// Checks every stream's invariants ([`crate::group::Stream::check`]);
+    /// tests and the simulator call it after every step. Returns the first
+    /// violation, naming the key.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (key, stream) in self.keys.iter() {
+            stream
+                .check()
+                .map_err(|what| format!("stream {}: {what}", String::from_utf8_lossy(key)))?;
+        }
+        Ok(())
+    }
+
     /// Number of keys.
     pub fn key_count(&self) -> usize {
         self.keys.len()

@@ -139,6 +139,45 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Checks that the group's PEL and its consumers' lists agree (see
+    /// [`Stream::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        for (id, entry) in &self.pending {
+            match self.consumers.get(&entry.consumer) {
+                None => {
+                    return Err(format!(
+                        "pending {id} owned by missing consumer {}",
+                        String::from_utf8_lossy(&entry.consumer)
+                    ))
+                }
+                Some(consumer) if !consumer.pending.contains(id) => {
+                    return Err(format!(
+                        "pending {id} not in its owner {}'s list",
+                        String::from_utf8_lossy(&entry.consumer)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let listed: usize = self
+            .consumers
+            .values()
+            .map(|consumer| consumer.pending.len())
+            .sum();
+        if listed != self.pending.len() {
+            return Err(format!(
+                "consumers list {listed} pending entries, the group {}",
+                self.pending.len()
+            ));
+        }
+        if self.entries_read < ENTRIES_READ_UNKNOWN {
+            return Err(format!("entries read {}", self.entries_read));
+        }
+        Ok(())
+    }
+}
+
 impl Stream {
     /// Whether an XDEL tombstone may lie in `start..=end` (Redis's
     /// `streamRangeHasTombstones`).
@@ -198,6 +237,44 @@ impl Stream {
         }
         self.estimate_entries_read(group.last_id, tombstone_rule)
             .map(|read| added.wrapping_sub(read as i64))
+    }
+
+    /// Checks what must hold of a stream whatever commands ran: its nodes
+    /// ([`Entries::check`]); the last live entry and the largest deleted ID
+    /// at or below the last generated ID; at least as many entries added as
+    /// are live; in every group, each pending entry owned by an existing
+    /// consumer whose own list holds it, each consumer's list holding only
+    /// the group's pending entries it owns, and a read counter that is a
+    /// count or unknown.
+    pub fn check(&self) -> Result<(), String> {
+        self.entries.check()?;
+        if self.last_live_id() > self.last_id {
+            return Err(format!(
+                "last entry {} above the last ID {}",
+                self.last_live_id(),
+                self.last_id
+            ));
+        }
+        if self.max_deleted_entry_id > self.last_id {
+            return Err(format!(
+                "max deleted ID {} above the last ID {}",
+                self.max_deleted_entry_id, self.last_id
+            ));
+        }
+        if self.entries_added < self.entries.len() {
+            return Err(format!(
+                "{} entries added but {} live",
+                self.entries_added,
+                self.entries.len()
+            ));
+        }
+        for (name, group) in &self.groups {
+            let name = String::from_utf8_lossy(name);
+            group
+                .check()
+                .map_err(|what| format!("group {name}: {what}"))?;
+        }
+        Ok(())
     }
 
     /// The last live entry's ID, or `0-0`.

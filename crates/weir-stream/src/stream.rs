@@ -301,6 +301,69 @@ impl Entries {
         self.nodes.len()
     }
 
+    /// Checks the structure of the nodes: every entry decodes and ends
+    /// where the next begins, IDs strictly increase within and across
+    /// nodes, each node's counters, last ID, last offset and seek offsets
+    /// agree with its entries, and the live entries add up to the length.
+    pub fn check(&self) -> Result<(), String> {
+        let mut live_total = 0u64;
+        let mut previous: Option<StreamId> = None;
+        for (index, node) in self.nodes.iter().enumerate() {
+            let problem =
+                |what: String| Err(format!("node {index} (master {}): {what}", node.master));
+            let (mut live, mut deleted, mut last_offset) = (0u64, 0u64, node.entries_start);
+            let mut offset = node.entries_start;
+            let mut seeks = Vec::new();
+            while offset < node.data.len() {
+                let entries = live + deleted;
+                if entries > 0 && entries.is_multiple_of(SEEK_STRIDE) {
+                    seeks.push(offset as u32);
+                }
+                let raw = decode_entry(node, offset);
+                if previous.is_some_and(|before| raw.id <= before) {
+                    return problem(format!("entry {} does not follow {previous:?}", raw.id));
+                }
+                if raw.id < node.master {
+                    return problem(format!("entry {} is below the master ID", raw.id));
+                }
+                previous = Some(raw.id);
+                if raw.flags & FLAG_DELETED == 0 {
+                    live += 1;
+                } else {
+                    deleted += 1;
+                }
+                last_offset = offset;
+                offset = raw.end;
+            }
+            if offset != node.data.len() {
+                return problem("entries run past the node's bytes".into());
+            }
+            if (live, deleted) != (node.live, node.deleted) {
+                return problem(format!(
+                    "counts {}/{} but the entries are {live} live, {deleted} deleted",
+                    node.live, node.deleted
+                ));
+            }
+            if live + deleted == 0 {
+                return problem("a node without entries".into());
+            }
+            if previous != Some(node.last) || last_offset != node.last_offset {
+                return problem(format!(
+                    "last entry {previous:?} at {last_offset}, recorded {} at {}",
+                    node.last, node.last_offset
+                ));
+            }
+            if seeks != node.seek_offsets {
+                return problem("seek offsets do not point at every 16th entry".into());
+            }
+            live_total += live;
+        }
+        if live_total != self.length {
+            return Err(format!("{live_total} live entries, length {}", self.length));
+        }
+        Ok(())
+    }
+
     /// Appends an entry whose ID is larger than every ID in the stream.
     /// `fields` holds names and values alternately.
     pub fn append(&mut self, id: StreamId, fields: &[&[u8]], limits: NodeLimits) {

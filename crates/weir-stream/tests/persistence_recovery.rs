@@ -63,6 +63,12 @@ fn propagated_commands_reproduce_the_state_after_every_command() {
             let command = generator.command();
             let args: Vec<&[u8]> = command.iter().map(|arg| arg.as_bytes()).collect();
             live.execute(&Context::default(), &args);
+            if let Err(what) = live.check_invariants() {
+                panic!(
+                    "seed {seed} command {index} ({}): {what}",
+                    command.join(" ")
+                );
+            }
             for logged in live.take_propagated() {
                 let logged_args: Vec<&[u8]> = logged.iter().map(Vec::as_slice).collect();
                 if let Outcome::Reply(Reply::Error(error)) =
@@ -79,6 +85,9 @@ fn propagated_commands_reproduce_the_state_after_every_command() {
                 }
             }
             replica.take_propagated();
+            if let Err(what) = replica.check_invariants() {
+                panic!("seed {seed} replica after command {index}: {what}");
+            }
             assert_same(
                 &fingerprint(&mut replica, true),
                 &fingerprint(&mut live, true),
