@@ -199,7 +199,22 @@ impl Connection {
                                 .iter()
                                 .map(|arg| resp::arg_bytes(pending, arg)),
                         );
-                        let state = guard.get_or_insert_with(|| node.lock());
+                        if guard.is_none() {
+                            let state = node.lock();
+                            // A client killed while its requests were on
+                            // their way runs none of them after the kill,
+                            // as Redis closes it before reading more.
+                            let killed = state
+                                .clients
+                                .get(&self.session.id)
+                                .is_some_and(|entry| entry.killed.is_some());
+                            if killed {
+                                self.session.close = true;
+                                break;
+                            }
+                            guard = Some(state);
+                        }
+                        let state = guard.as_mut().expect("the lock was just taken");
                         commands::run(&mut self.session, &node, state, &argv, &mut self.output);
                         recycled = recycle(argv);
                     }
