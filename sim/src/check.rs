@@ -45,10 +45,12 @@ pub struct History {
     pub claim_checks: Vec<(Id, String, String, u64, u64)>,
     /// Consumers with an XAUTOCLAIM whose reply never came (it may have run).
     pub lost_claims: BTreeSet<String>,
+    /// Entries a blocked `XREAD ... STREAMS s $` woke up with: (ID, value).
+    pub watched: Vec<(Id, String)>,
 }
 
 /// What the final reads returned, after the liveness phase.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FinalState {
     /// XRANGE s - +: (ID, value) in the order returned.
     pub entries: Vec<(Id, String)>,
@@ -502,9 +504,22 @@ pub struct LogHistory {
     pub read: Vec<(u64, u32, u64, String)>,
     /// Offset commits whose result arrived: (partition, next offset).
     pub committed: Vec<(u32, u64)>,
+    /// The committed offset a consumer found when it started: (partition,
+    /// offset, how many commits had been acknowledged before).
+    pub committed_at_start: Vec<(u32, u64, usize)>,
+    /// Partitions that a truncator cuts: their records are checked by
+    /// [`check_truncated`], not here.
+    pub truncated_partitions: BTreeSet<u32>,
+    /// Acknowledged truncations: (partition, new end, how many appends had
+    /// been acknowledged before).
+    pub truncations: Vec<(u32, u64, usize)>,
+    /// Truncations that failed (they may or may not have happened):
+    /// (partition, end asked for, how many appends had been acknowledged
+    /// before).
+    pub uncertain_truncations: Vec<(u32, u64, usize)>,
 }
 
-/// The log after healing: every partition read from offset 0, and the
+/// The log after healing: every partition read from its start, and the
 /// group's committed offsets.
 #[derive(Clone, Debug, Default)]
 pub struct LogFinal {
@@ -512,6 +527,9 @@ pub struct LogFinal {
     pub records: Vec<(u32, u64, String)>,
     /// Committed offset per partition.
     pub committed: BTreeMap<u32, u64>,
+    /// The first offset of each partition (above 0 where retention deleted
+    /// segments).
+    pub log_start: BTreeMap<u32, u64>,
 }
 
 /// Checks the log engine's promises (with `liveness` after healing).
@@ -546,6 +564,9 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
                 .map(|(partition, offset, value)| (*partition, *offset, value, "final read")),
         );
     for (partition, offset, value, source) in observations {
+        if history.truncated_partitions.contains(&partition) {
+            continue;
+        }
         if !history.sent.contains(value) {
             push(violation(
                 "log-no-corruption",
@@ -565,8 +586,8 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
             }
         }
     }
-    // The final read: offsets from 0 without gaps, in order.
-    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    // The final read: offsets from the log start without gaps, in order.
+    let mut next: BTreeMap<u32, u64> = last.log_start.clone();
     for (partition, offset, _) in &last.records {
         let expected = next.entry(*partition).or_insert(0);
         if offset != expected {
@@ -583,7 +604,11 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
         .iter()
         .map(|(partition, offset, value)| ((*partition, *offset), value))
         .collect();
+    let start = |partition: &u32| last.log_start.get(partition).copied().unwrap_or(0);
     for (partition, offset, value) in &history.acknowledged {
+        if history.truncated_partitions.contains(partition) || *offset < start(partition) {
+            continue;
+        }
         if !stored.contains_key(&(*partition, *offset)) {
             push(violation(
                 "log-no-lost-write",
@@ -591,7 +616,8 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
             ));
         }
     }
-    // Within one assignment, a consumer's reads of a partition go up by one.
+    // Within one assignment (and between two resets to the log start after
+    // retention), a consumer's reads of a partition go up by one.
     let mut position: BTreeMap<(u64, u32), u64> = BTreeMap::new();
     for (assignment, partition, offset, _) in &history.read {
         if let Some(previous) = position.insert((*assignment, *partition), *offset) {
@@ -605,6 +631,32 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
             }
         }
     }
+    // Committed offsets never move backwards: a consumer starting after a
+    // crash finds at least the last acknowledged commit, and so does the
+    // final read.
+    for (partition, seen, before) in &history.committed_at_start {
+        let highest = history.committed[..*before]
+            .iter()
+            .filter(|(at, _)| at == partition)
+            .map(|(_, offset)| *offset)
+            .max()
+            .unwrap_or(0);
+        if *seen < highest {
+            push(violation(
+                "log-commits-never-go-back",
+                format!("partition {partition}: a consumer started at committed offset {seen} after a commit of {highest} was acknowledged"),
+            ));
+        }
+    }
+    for (partition, offset) in &history.committed {
+        let last_committed = last.committed.get(partition).copied().unwrap_or(0);
+        if last_committed < *offset {
+            push(violation(
+                "log-commits-never-go-back",
+                format!("partition {partition}: committed offset {last_committed} after a commit of {offset} was acknowledged"),
+            ));
+        }
+    }
     if liveness {
         // At-least-once: every acknowledged record was read, and the
         // group's committed offset passed it.
@@ -614,6 +666,9 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
             .map(|(_, partition, offset, _)| (*partition, *offset))
             .collect();
         for (partition, offset, value) in &history.acknowledged {
+            if history.truncated_partitions.contains(partition) || *offset < start(partition) {
+                continue;
+            }
             let committed = last.committed.get(partition).copied().unwrap_or(0);
             if !read.contains(&(*partition, *offset)) || committed <= *offset {
                 push(violation(
@@ -626,6 +681,270 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
         }
     }
     violations
+}
+
+/// Checks a partition that is truncated while it is written: every
+/// acknowledged append that no later acknowledged truncation removed is in
+/// the final log at its offset; no record a truncation removed comes back;
+/// offsets follow on from the log start.
+pub fn check_truncated(history: &LogHistory, last: &LogFinal, partition: u32) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let (expected, removed) = after_truncations(history, partition);
+    let stored: BTreeMap<u64, &String> = last
+        .records
+        .iter()
+        .filter(|(at, _, _)| *at == partition)
+        .map(|(_, offset, value)| (*offset, value))
+        .collect();
+    let start = last.log_start.get(&partition).copied().unwrap_or(0);
+    for (offset, value) in &expected {
+        if *offset >= start && stored.get(offset) != Some(value) {
+            violations.push(violation(
+                "log-truncation-keeps-the-rest",
+                format!("partition {partition}: acknowledged {offset} ({value:?}) is {:?} after the truncations", stored.get(offset)),
+            ));
+        }
+    }
+    for (offset, value) in &stored {
+        if removed.contains(value) && expected.get(offset) != Some(value) {
+            violations.push(violation(
+                "log-truncation-is-durable",
+                format!("partition {partition}: {value:?}, removed by an acknowledged truncation, is back at {offset}"),
+            ));
+        }
+    }
+    let mut next = start;
+    for offset in stored.keys() {
+        if *offset != next {
+            violations.push(violation(
+                "log-offsets-contiguous",
+                format!("partition {partition}: offset {offset} where {next} was expected after the truncations"),
+            ));
+            break;
+        }
+        next = offset + 1;
+    }
+    violations.truncate(3);
+    violations
+}
+
+/// Replays a partition's acknowledged appends and truncations in the order
+/// their results arrived: what must be in the log (offset → value), and
+/// what an acknowledged truncation removed for good. A failed truncation
+/// makes what it may have removed optional.
+fn after_truncations(
+    history: &LogHistory,
+    partition: u32,
+) -> (BTreeMap<u64, &String>, BTreeSet<&String>) {
+    let mut cuts: Vec<(usize, u64, bool)> = history
+        .truncations
+        .iter()
+        .map(|cut| (cut, true))
+        .chain(history.uncertain_truncations.iter().map(|cut| (cut, false)))
+        .filter(|((at, _, _), _)| *at == partition)
+        .map(|((_, end, before), certain)| (*before, *end, certain))
+        .collect();
+    cuts.sort_by_key(|(before, _, _)| *before);
+    let mut expected: BTreeMap<u64, &String> = BTreeMap::new();
+    let mut removed: BTreeSet<&String> = BTreeSet::new();
+    let mut cuts = cuts.into_iter().peekable();
+    for index in 0..=history.acknowledged.len() {
+        while let Some((_, end, certain)) = cuts.next_if(|(before, _, _)| *before <= index) {
+            for (_, gone) in expected.split_off(&end) {
+                if certain {
+                    removed.insert(gone);
+                }
+            }
+        }
+        if let Some((at, offset, value)) = history.acknowledged.get(index) {
+            if *at == partition {
+                expected.insert(*offset, value);
+            }
+        }
+    }
+    (expected, removed)
+}
+
+/// Messages of the pub/sub workload.
+#[derive(Clone, Debug, Default)]
+pub struct PubSubHistory {
+    /// Sequence numbers published (sent, whatever the reply), with the
+    /// publisher's connection that sent each.
+    pub published: BTreeMap<u64, u64>,
+    /// Messages received: (subscription session, sequence number), in
+    /// order.
+    pub received: Vec<(u64, u64)>,
+    /// Pushes on a subscribed connection that were not a message of the
+    /// channel.
+    pub garbled: Vec<String>,
+}
+
+/// Pub/sub delivers at most once, in publish order: within one
+/// subscription, the messages of one publisher's connection arrive in the
+/// order it sent them, each once, and every message received was
+/// published. (Across a publisher's reconnection there is no order: a
+/// request of the connection it gave up on may still arrive later.)
+pub fn check_pubsub(history: &PubSubHistory) -> Vec<Violation> {
+    let mut violations: Vec<Violation> = history
+        .garbled
+        .iter()
+        .map(|push| {
+            violation(
+                "pubsub-no-invention",
+                format!("a subscriber received {push}"),
+            )
+        })
+        .collect();
+    let mut last: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for (session, sequence) in &history.received {
+        let Some(publisher) = history.published.get(sequence) else {
+            violations.push(violation(
+                "pubsub-no-invention",
+                format!("message {sequence} received, never published"),
+            ));
+            continue;
+        };
+        if let Some(previous) = last.insert((*session, *publisher), *sequence) {
+            if *sequence <= previous {
+                violations.push(violation(
+                    "pubsub-order",
+                    format!("subscription {session}: message {sequence} after {previous}, both from publisher connection {publisher}"),
+                ));
+            }
+        }
+    }
+    violations.truncate(3);
+    violations
+}
+
+/// An entry a blocked reader woke up with was written before its reply
+/// left (with `appendfsync always`, durably): it is in the final stream,
+/// with its value.
+pub fn check_watched(history: &History, last: &FinalState) -> Vec<Violation> {
+    let stored: BTreeMap<Id, &String> = last
+        .entries
+        .iter()
+        .map(|(id, value)| (*id, value))
+        .collect();
+    let mut violations = Vec::new();
+    for (id, value) in &history.watched {
+        if stored.get(id) != Some(&value) {
+            violations.push(violation(
+                "woken-reader-saw-durable-entries",
+                format!(
+                    "a blocked XREAD received {} = {value:?}, the stream has {:?}",
+                    show(*id),
+                    stored.get(id)
+                ),
+            ));
+        }
+    }
+    violations.truncate(3);
+    violations
+}
+
+#[cfg(test)]
+mod extra_tests {
+    use super::*;
+
+    #[test]
+    fn truncations_void_what_they_removed_and_nothing_else() {
+        let mut history = LogHistory::default();
+        history.truncated_partitions.insert(3);
+        history.acknowledged = vec![(3, 0, "a".into()), (3, 1, "b".into()), (3, 2, "c".into())];
+        history.truncations = vec![(3, 1, 3)];
+        history.acknowledged.push((3, 1, "d".into()));
+        let good = LogFinal {
+            records: vec![(3, 0, "a".into()), (3, 1, "d".into())],
+            ..LogFinal::default()
+        };
+        assert!(check_truncated(&history, &good, 3).is_empty());
+        let resurrected = LogFinal {
+            records: vec![(3, 0, "a".into()), (3, 1, "d".into()), (3, 2, "c".into())],
+            ..LogFinal::default()
+        };
+        let found = check_truncated(&history, &resurrected, 3);
+        assert_eq!(found[0].invariant, "log-truncation-is-durable");
+        let lost = LogFinal {
+            records: vec![(3, 0, "a".into())],
+            ..LogFinal::default()
+        };
+        assert_eq!(
+            check_truncated(&history, &lost, 3)[0].invariant,
+            "log-truncation-keeps-the-rest"
+        );
+    }
+
+    #[test]
+    fn a_failed_truncation_makes_what_it_may_have_cut_optional() {
+        let history = LogHistory {
+            acknowledged: vec![(3, 0, "a".into()), (3, 1, "b".into())],
+            uncertain_truncations: vec![(3, 1, 2)],
+            ..LogHistory::default()
+        };
+        for records in [
+            vec![(3, 0, "a".into())],
+            vec![(3, 0, "a".into()), (3, 1, "b".into())],
+        ] {
+            let last = LogFinal {
+                records,
+                ..LogFinal::default()
+            };
+            assert!(check_truncated(&history, &last, 3).is_empty());
+        }
+        let gap = LogFinal {
+            records: vec![(3, 1, "b".into())],
+            ..LogFinal::default()
+        };
+        assert!(!check_truncated(&history, &gap, 3).is_empty());
+    }
+
+    #[test]
+    fn commits_going_back_are_caught() {
+        let history = LogHistory {
+            committed: vec![(0, 5)],
+            committed_at_start: vec![(0, 3, 1)],
+            ..LogHistory::default()
+        };
+        let found = check_log(&history, &LogFinal::default(), false);
+        assert!(
+            found
+                .iter()
+                .any(|found| found.invariant == "log-commits-never-go-back"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn pubsub_out_of_order_and_invented_messages_are_caught() {
+        let history = PubSubHistory {
+            published: [(1, 1), (2, 1), (3, 1)].into_iter().collect(),
+            received: vec![(1, 1), (1, 3), (1, 2), (2, 9)],
+            garbled: Vec::new(),
+        };
+        let found: Vec<_> = check_pubsub(&history)
+            .iter()
+            .map(|found| found.invariant)
+            .collect();
+        assert!(
+            found.contains(&"pubsub-order") && found.contains(&"pubsub-no-invention"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_woken_reader_that_saw_a_lost_entry_is_caught() {
+        let history = History {
+            watched: vec![((1, 0), "a".into())],
+            ..History::default()
+        };
+        assert!(check_watched(&history, &FinalState::default()).len() == 1);
+        let last = FinalState {
+            entries: vec![((1, 0), "a".into())],
+            ..FinalState::default()
+        };
+        assert!(check_watched(&history, &last).is_empty());
+    }
 }
 
 #[cfg(test)]
@@ -651,6 +970,7 @@ mod log_tests {
         LogFinal {
             records: vec![(0, 0, "a".into()), (0, 1, "b".into()), (1, 0, "c".into())],
             committed: [(0, 2), (1, 1)].into_iter().collect(),
+            log_start: BTreeMap::new(),
         }
     }
 
@@ -684,8 +1004,10 @@ mod log_tests {
     fn unconsumed_records_fail_at_least_once() {
         let mut behind = last();
         behind.committed.insert(0, 1);
-        let found = names(&check_log(&history(), &behind, true));
+        let mut history = history();
+        history.committed = vec![(0, 1), (1, 1)];
+        let found = names(&check_log(&history, &behind, true));
         assert!(found.contains(&"log-at-least-once"), "{found:?}");
-        assert!(check_log(&history(), &behind, false).is_empty());
+        assert!(check_log(&history, &behind, false).is_empty());
     }
 }

@@ -31,6 +31,22 @@ impl Value {
         }
     }
 
+    /// A compact rendering for evidence: strings as text, arrays in
+    /// brackets, errors marked.
+    pub fn show(&self) -> String {
+        match self {
+            Value::Simple(text) => format!("+{text}"),
+            Value::Error(text) => format!("-{text}"),
+            Value::Int(number) => number.to_string(),
+            Value::Bulk(Some(bytes)) => format!("{:?}", String::from_utf8_lossy(bytes)),
+            Value::Bulk(None) | Value::Array(None) => "nil".into(),
+            Value::Array(Some(items)) => {
+                let items: Vec<String> = items.iter().map(Value::show).collect();
+                format!("[{}]", items.join(" "))
+            }
+        }
+    }
+
     /// The items of an array (empty for anything else).
     pub fn items(&self) -> &[Value] {
         match self {
@@ -111,12 +127,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Sends one command and reads its reply.
     pub async fn call(&mut self, args: &[&str]) -> io::Result<Value> {
-        let mut request = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            request.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+        let request: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        self.send(&[request]).await?;
+        self.read().await
+    }
+
+    /// Sends requests back to back (a pipeline), in one write.
+    pub async fn send(&mut self, requests: &[Vec<String>]) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        for request in requests {
+            encode(request, &mut bytes);
         }
-        self.stream.write_all(&request).await?;
-        self.stream.flush().await?;
+        self.stream.write_all(&bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// Reads one reply (of a request sent before, or a pushed message).
+    pub async fn read(&mut self) -> io::Result<Value> {
         loop {
             if let Some((value, used)) = parse(&self.buffer)? {
                 self.buffer.drain(..used);
@@ -132,6 +159,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             self.buffer.extend_from_slice(&chunk[..read]);
         }
+    }
+}
+
+/// Appends `request` in RESP's multibulk form.
+pub fn encode(request: &[String], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("*{}\r\n", request.len()).as_bytes());
+    for arg in request {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 

@@ -13,6 +13,6 @@
 
 pub mod check;
 pub mod client;
-pub mod model;
 #[cfg(madsim)]
 pub mod harness;
+pub mod model;

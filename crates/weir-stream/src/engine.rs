@@ -323,6 +323,16 @@ impl Engine {
         self.keys.get(key)
     }
 
+    /// The commands that rebuild the stream at `key` exactly (the log
+    /// rewrite's snapshot; empty when there is no such key). They include
+    /// replay-only commands: run them with [`Context::replaying`] set.
+    pub fn snapshot_key(&self, key: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        self.keys
+            .get(key)
+            .map(|stream| crate::snapshot::snapshot_stream(key, stream))
+            .unwrap_or_default()
+    }
+
     /// Every key, in the keyspace's (deterministic) order.
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
         self.keys.keys().map(Vec::as_slice)
