@@ -527,6 +527,7 @@ fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) ->
         return Reply::NullArray.into();
     }
     let mut replies = Vec::with_capacity(multi.queued.len());
+    state.db.begin_transaction();
     for command in &multi.queued {
         let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         state.stats.commands += 1;
@@ -545,6 +546,7 @@ fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) ->
         }
         replies.push(reply);
     }
+    state.db.end_transaction();
     Reply::Array(replies).into()
 }
 

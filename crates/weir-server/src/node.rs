@@ -38,6 +38,22 @@ impl Db {
         }
     }
 
+    /// Starts a transaction: with a command log, what the commands run
+    /// until [`Db::end_transaction`] change is logged as one record (kept
+    /// whole or not at all by a crash).
+    pub fn begin_transaction(&mut self) {
+        if let Db::Persistent(store) = self {
+            store.begin_transaction();
+        }
+    }
+
+    /// Ends the transaction begun by [`Db::begin_transaction`].
+    pub fn end_transaction(&mut self) {
+        if let Db::Persistent(store) = self {
+            store.end_transaction();
+        }
+    }
+
     /// The engine.
     pub fn engine(&mut self) -> &mut Engine {
         match self {

@@ -329,6 +329,9 @@ pub struct Store {
     last_sync_ms: u64,
     rewrite: Option<Rewrite>,
     failure: Option<String>,
+    /// Inside a transaction: what its commands propagated so far, logged
+    /// as one record when it ends.
+    transaction: Option<Vec<Vec<Vec<u8>>>>,
 }
 
 impl Store {
@@ -424,6 +427,7 @@ impl Store {
                 last_sync_ms: now,
                 rewrite: None,
                 failure: None,
+                transaction: None,
             },
             recovery,
         ))
@@ -459,11 +463,31 @@ impl Store {
             }
         }
         let outcome = self.engine.execute(context, args);
-        let propagated = self.engine.take_propagated();
-        if !propagated.is_empty() {
-            self.queue(propagated);
+        let mut propagated = self.engine.take_propagated();
+        match &mut self.transaction {
+            Some(transaction) => transaction.append(&mut propagated),
+            None if !propagated.is_empty() => self.queue(propagated),
+            None => {}
         }
         outcome
+    }
+
+    /// Starts a transaction (MULTI/EXEC): what the commands executed until
+    /// [`Store::end_transaction`] change is logged as one record, so that
+    /// a crash keeps all of it or none (a torn write could otherwise leave
+    /// the first half of a transaction in the log).
+    pub fn begin_transaction(&mut self) {
+        assert!(self.transaction.is_none(), "transactions do not nest");
+        self.transaction = Some(Vec::new());
+    }
+
+    /// Ends the transaction begun by [`Store::begin_transaction`], queueing
+    /// its record.
+    pub fn end_transaction(&mut self) {
+        let commands = self.transaction.take().expect("a transaction was begun");
+        if !commands.is_empty() {
+            self.queue(commands);
+        }
     }
 
     fn queue(&mut self, commands: Vec<Vec<Vec<u8>>>) {
@@ -492,6 +516,7 @@ impl Store {
     /// Writes the queued records and, with [`FsyncPolicy::Always`], syncs.
     /// Call it before replying to the commands executed since the last call.
     pub fn commit(&mut self) -> Result<(), PersistenceError> {
+        assert!(self.transaction.is_none(), "a commit inside a transaction");
         if let Some(cause) = &self.failure {
             return Err(PersistenceError::Failed {
                 cause: cause.clone(),

@@ -336,14 +336,26 @@ async fn settle(
 
 /// Reads a key's state as [`KeyModel::dump_requests`] says, normalised;
 /// `None` when a reply did not come back or the node refused.
+///
+/// A state read after a failed sync is not read at all: under `appendfsync
+/// always` the node then serves what it could not make durable (the
+/// commands whose replies it withheld), which a restart may take back; the
+/// client waits for the restart.
 pub(crate) async fn read_dump(
     client: &mut Client<TcpStream>,
     shared: &SharedRef,
     model: &KeyModel,
 ) -> Option<Vec<Value>> {
     let groups_request = model.dump_requests(&[])[2].clone();
-    let groups = pipeline(client, shared, std::slice::from_ref(&groups_request), false).await;
-    let groups = group_names(groups.first().filter(|reply| !refused(reply))?);
+    let first = [
+        vec!["INFO".to_string(), "persistence".to_string()],
+        groups_request,
+    ];
+    let replies = pipeline(client, shared, &first, false).await;
+    if !replies.first()?.text().contains("aof_last_write_status:ok") {
+        return None;
+    }
+    let groups = group_names(replies.get(1).filter(|reply| !refused(reply))?);
     let requests = model.dump_requests(&groups);
     let replies = pipeline(client, shared, &requests, false).await;
     if replies.len() < requests.len() || replies.iter().any(refused) {
