@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod client;
+pub mod coverage;
 #[cfg(madsim)]
 pub mod harness;
 pub mod model;

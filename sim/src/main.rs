@@ -21,6 +21,7 @@ mod runner {
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
 
+    use weir_sim::coverage::below_floors;
     use weir_sim::harness::{run_seed, run_seed_checked, SeedReport};
 
     struct Arguments {
@@ -77,7 +78,9 @@ mod runner {
         let mut coverage: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut failed = Vec::new();
         let mut nondeterministic = Vec::new();
+        let mut ran = 0;
         for &seed in &seeds {
+            ran += 1;
             let report = if arguments.determinism {
                 let first = run_seed_checked(seed);
                 let second = run_seed(seed);
@@ -129,7 +132,11 @@ mod runner {
             }
         );
         println!("sometimes (seeds that reached each path): {coverage:?}");
-        if !failed.is_empty() || !nondeterministic.is_empty() {
+        let below = below_floors(&coverage, ran);
+        for path in &below {
+            println!("COVERAGE below its floor: {path}");
+        }
+        if !failed.is_empty() || !nondeterministic.is_empty() || !below.is_empty() {
             std::process::exit(1);
         }
     }

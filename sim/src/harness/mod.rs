@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     log_broker: Option<Arc<Broker>>,
     log_assignment: u64,
     log_failed_start: bool,
+    /// Acknowledged truncations when the log node last lost power.
+    log_truncations_at_crash: usize,
     refused_on_corruption: bool,
     pubsub: PubSubHistory,
     /// The churned keys' models, handed back when their clients stop.

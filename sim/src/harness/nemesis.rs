@@ -11,7 +11,7 @@ use weir_io::{CrashWeights, Faults};
 
 use super::network::{clog, set_links, unclog};
 use super::nodes::{healed_faults, restart};
-use super::{reached, World};
+use super::{count, reached, World};
 
 /// How long the faults last.
 pub(crate) const FAULT_PHASE: Duration = Duration::from_secs(20);
@@ -272,6 +272,13 @@ pub(crate) async fn crash_log_node(world: &mut World) {
         }
     }
     world.note(format!("crash log-0 (power loss), down {down:?}"));
+    {
+        let mut shared = world.shared.lock().expect("shared");
+        let truncations = shared.log_history.truncations.len();
+        if truncations > std::mem::replace(&mut shared.log_truncations_at_crash, truncations) {
+            count(&mut shared.coverage, "log reopened after truncations");
+        }
+    }
     world.handle.kill(world.log_node.id());
     world.shared.lock().expect("shared").log_broker = None;
     world.log_disk.crash();

@@ -221,6 +221,11 @@ async fn truncate(broker: Arc<Broker>, shared: SharedRef, mut rng: Xoshiro256Plu
         let before = shared.log_history.acknowledged.len();
         match result {
             Ok(new_end) => {
+                if new_end > target.max(start) {
+                    shared.engine_invariants.push(format!(
+                        "truncate({target}) left the log ending at {new_end}: a cut rounds down to a batch start"
+                    ));
+                }
                 shared.log_history.truncations.push((CUT, new_end, before));
                 if new_end < end {
                     count(&mut shared.coverage, "log truncated");
@@ -282,6 +287,13 @@ async fn consume(broker: Arc<Broker>, assignment: u64, shared: SharedRef, indexe
             .log_history
             .committed_at_start
             .push((index, committed, before));
+        if committed > 0 {
+            count(
+                &mut shared.coverage,
+                "log consumer resumed from a committed offset",
+            );
+        }
+        drop(shared);
         positions.insert(index, (committed, 0));
     }
     loop {

@@ -1,0 +1,103 @@
+//! Coverage floors: the paths the workload must keep reaching. For each
+//! named path, the least number of seeds in a thousand that must reach it;
+//! a run of at least [`FLOOR_MIN_SEEDS`] seeds fails when a path falls
+//! below its floor (scaled to the seeds run), so a change to the workload or
+//! the nemesis cannot silently stop exercising it. The floors sit at about
+//! half of what the CI range reaches (docs/SIMULATION.md has both).
+
+use std::collections::BTreeMap;
+
+/// Runs shorter than this are not held to the floors.
+pub const FLOOR_MIN_SEEDS: usize = 500;
+
+/// (path, seeds per thousand that must reach it).
+pub const FLOORS: &[(&str, u64)] = &[
+    // Every state-changing stream command, with its trim flavours.
+    ("XADD", 500),
+    ("XADD MAXLEN =", 500),
+    ("XADD MAXLEN ~", 500),
+    ("XADD MINID", 500),
+    ("XTRIM =", 500),
+    ("XTRIM ~", 500),
+    ("XDEL", 500),
+    ("XSETID", 500),
+    ("XGROUP CREATE", 500),
+    ("XGROUP SETID", 500),
+    ("XGROUP DESTROY", 500),
+    ("XGROUP CREATECONSUMER", 500),
+    ("XGROUP DELCONSUMER", 500),
+    ("XREADGROUP", 500),
+    ("XACK", 500),
+    ("XCLAIM", 500),
+    ("XAUTOCLAIM", 500),
+    ("DEL", 450),
+    // Batching.
+    ("pipelined batch", 500),
+    ("pipelined batch split in two writes", 200),
+    ("pipelined batch ran in part", 150),
+    ("MULTI/EXEC transaction", 250),
+    ("transaction whose reply was lost", 150),
+    ("churn batch settled after a failure", 350),
+    // Background work of the stream node.
+    ("rewrite started", 300),
+    ("rewrite finished", 300),
+    ("crash during a rewrite", 150),
+    ("churn write during a rewrite", 150),
+    // Crashes and recovery.
+    ("torn write at a crash", 600),
+    ("torn tail cut at recovery", 15),
+    ("start failed on a disk error", 40),
+    ("refused to start on detected corruption", 40),
+    ("claim of a stuck entry", 600),
+    ("blocked reader woken by an XADD", 250),
+    ("message published to a subscriber", 200),
+    // The log node.
+    ("log segment rolled by size", 500),
+    ("log segment rolled on request", 500),
+    ("log truncated", 250),
+    ("log reopened after truncations", 100),
+    ("log retention deleted segments", 200),
+    ("log consumer reset to the log start", 15),
+    ("log consumer resumed from a committed offset", 400),
+    ("log closed cleanly, then power lost", 400),
+    ("log torn tail cut at recovery", 10),
+];
+
+/// The paths below their floor in a run of `seeds` seeds, given how many
+/// seeds reached each path; empty for runs too short to judge.
+pub fn below_floors(reached: &BTreeMap<&str, u64>, seeds: usize) -> Vec<String> {
+    if seeds < FLOOR_MIN_SEEDS {
+        return Vec::new();
+    }
+    FLOORS
+        .iter()
+        .filter_map(|(path, per_thousand)| {
+            let floor = per_thousand * seeds as u64 / 1000;
+            let got = reached.get(path).copied().unwrap_or(0);
+            (got < floor).then(|| format!("{path}: reached in {got} seeds, floor {floor}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_below_its_floor_is_reported_and_short_runs_are_not_judged() {
+        let mut reached: BTreeMap<&str, u64> =
+            FLOORS.iter().map(|(path, floor)| (*path, *floor)).collect();
+        assert!(below_floors(&reached, 1000).is_empty());
+        reached.insert("rewrite finished", 10);
+        let below = below_floors(&reached, 1000);
+        assert_eq!(below.len(), 1);
+        assert!(below[0].starts_with("rewrite finished"), "{below:?}");
+        assert!(below_floors(&reached, 100).is_empty());
+        reached.remove("XSETID");
+        assert_eq!(
+            below_floors(&reached, 1000).len(),
+            2,
+            "a path never reached"
+        );
+    }
+}
