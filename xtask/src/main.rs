@@ -588,21 +588,30 @@ fn caught_by(patch: &str) -> Option<String> {
 }
 
 /// Runs the named `cargo test` command in the scratch tree; whether it
-/// failed (the bug was caught).
+/// failed (the bug was caught). The tests must build first: a planted bug
+/// that breaks the build is an error, not a catch.
 fn named_test_fails(scratch: &Path, test: &str) -> Result<bool, String> {
     let words: Vec<&str> = test.split_whitespace().collect();
     if words.first() != Some(&"cargo") {
         return Err(format!("`{test}` is not a cargo command"));
     }
-    let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(&words[1..])
-        .current_dir(scratch)
-        .env("CARGO_TARGET_DIR", sibling_target("planted-tests"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|error| format!("cannot run cargo: {error}"))?;
-    Ok(!status.success())
+    let run = |extra: &[&str]| {
+        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(&words[1..])
+            .args(extra)
+            .current_dir(scratch)
+            .env("CARGO_TARGET_DIR", sibling_target("planted-tests"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|error| format!("cannot run cargo: {error}"))
+    };
+    if !run(&["--no-run"])?.success() {
+        return Err(format!(
+            "`{test} --no-run` failed: the planted bug does not build"
+        ));
+    }
+    Ok(!run(&[])?.success())
 }
 
 /// Runs the simulator over the CI seed range in the scratch tree, stopping
@@ -635,6 +644,9 @@ fn sim_catches(scratch: &Path) -> Result<Option<(String, String)>, String> {
         });
     if caught.is_none() {
         eprint!("{}{text}", String::from_utf8_lossy(&output.stderr));
+        if !text.contains("weir-sim: ") {
+            return Err("the simulator did not build or run with the planted bug".into());
+        }
     }
     Ok(caught)
 }

@@ -160,24 +160,31 @@ impl World {
 
     /// Runs the engines' invariant checks and keeps what they report.
     fn check_engines(&self) {
-        let (node, broker) = {
-            let shared = self.shared.lock().expect("shared");
-            (shared.node.clone(), shared.log_broker.clone())
-        };
-        let mut reports = Vec::new();
-        if let Some(node) = node {
-            if let Err(what) = node.lock().db.engine().check_invariants() {
-                reports.push(format!("stream engine: {what}"));
-            }
-        }
+        check_stream_engine(&self.shared);
+        let broker = self.shared.lock().expect("shared").log_broker.clone();
         if let Some(broker) = broker {
+            let mut reports = Vec::new();
             workloads::log::check_log_invariants(&broker, &mut reports);
+            self.shared
+                .lock()
+                .expect("shared")
+                .engine_invariants
+                .extend(reports);
         }
-        self.shared
-            .lock()
-            .expect("shared")
+    }
+}
+
+/// Runs the stream engine's invariant checks on the running node (the
+/// nemesis after each step, the churn clients after each batch).
+pub(crate) fn check_stream_engine(shared: &SharedRef) {
+    let node = shared.lock().expect("shared").node.clone();
+    let Some(node) = node else { return };
+    let checked = node.lock().db.engine().check_invariants();
+    if let Err(what) = checked {
+        let mut shared = shared.lock().expect("shared");
+        shared
             .engine_invariants
-            .extend(reports);
+            .push(format!("stream engine: {what}"));
     }
 }
 

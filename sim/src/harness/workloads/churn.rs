@@ -19,7 +19,7 @@ use weir_stream::{Config, NodeLimits};
 
 use super::super::nemesis::Features;
 use super::super::network::{connect, pipeline, request, server_address};
-use super::super::{count, note, SharedRef};
+use super::super::{check_stream_engine, count, note, SharedRef};
 use super::Context;
 use crate::check::Violation;
 use crate::client::{Client, Value};
@@ -114,6 +114,7 @@ pub(crate) async fn churn(
             Ran::Failed(replied) => unsettled = Some((key, batch, replied, Some(current.fence))),
             Ran::Wrong(violation) => return give_up(&context, violation),
         }
+        check_stream_engine(&context.shared);
     }
     let mut shared = context.shared.lock().expect("shared");
     shared
