@@ -90,7 +90,10 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         if *shutdown.borrow() {
             break;
         }
+        // `biased`: a fixed polling order (tokio's random one comes from a
+        // thread-local generator that the simulator cannot reseed).
         tokio::select! {
+            biased;
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
@@ -198,6 +201,7 @@ async fn run_timer(node: Arc<Node>) {
             wait
         };
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(wait) => {}
             _ = node.timer.notified() => {}
         }

@@ -174,7 +174,10 @@ pub(crate) async fn fault_phase(world: &mut World) {
     while Instant::now() < fault_end {
         let step = Duration::from_millis(world.rng.random_range(50..500));
         let wake = world.shared.lock().expect("shared").nemesis.clone();
+        // `biased`: tokio's random polling order comes from a thread-local
+        // generator that outlives a seed, which would break determinism.
         tokio::select! {
+            biased;
             _ = sleep(step) => {}
             _ = wake.notified() => {}
         }
