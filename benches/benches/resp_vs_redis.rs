@@ -27,10 +27,12 @@
 //! (default 1.0, multiplies request counts) change the run's length.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use weir_benches::start_resp_server;
 
 struct Server {
     name: &'static str,
@@ -43,24 +45,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn wait_for(port: u16, name: &str) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{name} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -78,15 +62,14 @@ fn weir_binary() -> PathBuf {
 }
 
 fn start_redis() -> Server {
-    let port = free_port();
-    let child =
+    let (child, port) = start_resp_server("redis-server", |port| {
         Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server (cargo xtask setup installs it)");
-    wait_for(port, "redis-server");
+            .expect("redis-server (cargo xtask setup installs it)")
+    });
     Server {
         name: "redis",
         child,
@@ -102,27 +85,27 @@ fn start_weir(name: &'static str, persistence: bool) -> Server {
         "{} is missing: build it with `cargo build --release -p weir-server` (or set WEIR_BIN)",
         binary.display()
     );
-    let port = free_port();
     let data = tempfile::tempdir().expect("data directory");
-    let mut command = Command::new(binary);
-    command
-        .arg("serve")
-        .args(["--resp-addr", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--log-level", "warn"]);
-    if !persistence {
-        command.args(["--appendonly", "no"]);
-    }
-    if let Ok(flags) = std::env::var("WEIR_FLAGS") {
-        command.args(flags.split_whitespace());
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weir");
-    wait_for(port, name);
+    let (child, port) = start_resp_server(name, |port| {
+        let mut command = Command::new(&binary);
+        command
+            .arg("serve")
+            .args(["--resp-addr", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--log-level", "warn"]);
+        if !persistence {
+            command.args(["--appendonly", "no"]);
+        }
+        if let Ok(flags) = std::env::var("WEIR_FLAGS") {
+            command.args(flags.split_whitespace());
+        }
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weir")
+    });
     Server {
         name,
         child,

@@ -230,3 +230,72 @@ impl weir_io::File for SlowSyncFile {
         self.inner.view()
     }
 }
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts a RESP server (`spawn(port)` starts the process) on a free port
+/// and waits until the server answering there is that process (by the
+/// `process_id` of `INFO server`). A port taken between choosing it and
+/// binding it makes the process exit, or another server answer: then it
+/// is tried again on another port.
+pub fn start_resp_server(
+    name: &str,
+    mut spawn: impl FnMut(u16) -> std::process::Child,
+) -> (std::process::Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        match wait_until_ours(&mut child, port) {
+            Ok(()) => return (child, port),
+            Err(why) => {
+                eprintln!("{name} on port {port}: {why}; trying another port");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    panic!("{name} did not start on any of 5 ports")
+}
+
+fn wait_until_ours(child: &mut std::process::Child, port: u16) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the process exited at start ({status})"));
+        }
+        if process_id_on_port(port) == Some(child.id()) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err("no answer from it in 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `process_id` the RESP server on `port` reports, if one answers.
+fn process_id_on_port(port: u16) -> Option<u32> {
+    use std::io::{BufRead, Read, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut writer = stream.try_clone().ok()?;
+    let mut reader = std::io::BufReader::new(stream);
+    writer
+        .write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+        .ok()?;
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let length: usize = line.strip_prefix('$')?.trim().parse().ok()?;
+    let mut body = vec![0; length + 2];
+    reader.read_exact(&mut body).ok()?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+}
