@@ -21,6 +21,7 @@ use super::nemesis::{Features, Swarm};
 use super::network::{
     connect, server_address, CLIENT_IP, LOG_IP, PORT, REQUEST_TIMEOUT, SERVER_IP,
 };
+use super::workloads::stream::read_entries;
 use super::{count, note, SharedRef, World};
 use crate::check::{parse_id, FinalState};
 use crate::client::Value;
@@ -276,19 +277,7 @@ pub(crate) async fn stream_final_state(client_node: &NodeHandle) -> Result<Final
             .await
             .map_err(|_| "XPENDING timed out".to_string())?
             .map_err(|error| error.to_string())?;
-            let entries = entries
-                .items()
-                .iter()
-                .filter_map(|entry| {
-                    let id = parse_id(&entry.items()[0].text())?;
-                    let value = entry.items()[1]
-                        .items()
-                        .get(1)
-                        .map(Value::text)
-                        .unwrap_or_default();
-                    Some((id, value))
-                })
-                .collect();
+            let entries = read_entries(Some(&entries));
             let pending = pending
                 .items()
                 .iter()

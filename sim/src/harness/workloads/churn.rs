@@ -166,10 +166,12 @@ enum Ran {
 }
 
 /// Errors that say the node did not run the command (its state, not the
-/// command): the batch is settled like one whose replies were lost.
+/// command): the batch is settled like one whose replies were lost. (Not
+/// EXECABORT: weir aborts a transaction only for a queueing error, which
+/// the churn commands never have, so an EXECABORT is a wrong reply.)
 fn refused(reply: &Value) -> bool {
     match reply {
-        Value::Error(text) => ["MISCONF", "LOADING", "EXECABORT"]
+        Value::Error(text) => ["MISCONF", "LOADING"]
             .iter()
             .any(|prefix| text.starts_with(prefix)),
         Value::Array(Some(items)) => items.iter().any(refused),

@@ -179,26 +179,18 @@ pub(crate) async fn consume(consumer: u32, context: Context, mut rng: Xoshiro256
                 continue 'connection;
             };
             let mut to_ack = Vec::new();
-            for stream in reply.items() {
-                for entry in stream.items().get(1).map_or(&[][..], Value::items) {
-                    let Some(id) = parse_id(&entry.items()[0].text()) else {
-                        continue;
-                    };
-                    let value = entry.items()[1]
-                        .items()
-                        .get(1)
-                        .map(Value::text)
-                        .unwrap_or_default();
-                    {
-                        let mut shared = shared.lock().expect("shared");
-                        *shared.history.observed_deliveries.entry(id).or_default() += 1;
-                        shared
-                            .history
-                            .delivered
-                            .push((name.clone(), session, id, value));
-                    }
-                    to_ack.push(id);
-                }
+            for (id, value) in reply
+                .items()
+                .iter()
+                .flat_map(|stream| read_entries(stream.items().get(1)))
+            {
+                let mut shared = shared.lock().expect("shared");
+                *shared.history.observed_deliveries.entry(id).or_default() += 1;
+                shared
+                    .history
+                    .delivered
+                    .push((name.clone(), session, id, value));
+                to_ack.push(id);
             }
             // Entries left pending by a crash or a lost XACK: claim them.
             let min_idle = if healed { "0" } else { "1000" };
@@ -339,20 +331,13 @@ pub(crate) async fn watch(context: Context) {
             let Some(reply) = request(&mut client, &shared, &read).await else {
                 break;
             };
-            let mut woke = Vec::new();
-            for stream in reply.items() {
-                for entry in stream.items().get(1).map_or(&[][..], Value::items) {
-                    let Some(id) = parse_id(&entry.items()[0].text()) else {
-                        continue;
-                    };
-                    let value = entry.items()[1]
-                        .items()
-                        .get(1)
-                        .map(Value::text)
-                        .unwrap_or_default();
-                    last = check::show(id);
-                    woke.push((id, value));
-                }
+            let woke: Vec<(Id, String)> = reply
+                .items()
+                .iter()
+                .flat_map(|stream| read_entries(stream.items().get(1)))
+                .collect();
+            if let Some((id, _)) = woke.last() {
+                last = check::show(*id);
             }
             if !woke.is_empty() {
                 let mut shared = shared.lock().expect("shared");
@@ -361,4 +346,23 @@ pub(crate) async fn watch(context: Context) {
             }
         }
     }
+}
+
+/// The entries of a reply's entry list (`[[id, [field, value]], ...]`) as
+/// (ID, value of the first field); entries without a parsable ID are
+/// skipped.
+pub(crate) fn read_entries(list: Option<&Value>) -> Vec<(Id, String)> {
+    list.map_or(&[][..], Value::items)
+        .iter()
+        .filter_map(|entry| {
+            let id = parse_id(&entry.items().first()?.text())?;
+            let value = entry
+                .items()
+                .get(1)
+                .and_then(|fields| fields.items().get(1))
+                .map(Value::text)
+                .unwrap_or_default();
+            Some((id, value))
+        })
+        .collect()
 }
