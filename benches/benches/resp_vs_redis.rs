@@ -91,6 +91,7 @@ fn start_weir(name: &'static str, persistence: bool) -> Server {
         command
             .arg("serve")
             .args(["--resp-addr", &format!("127.0.0.1:{port}")])
+            .args(["--kafka-addr", "off"])
             .arg("--data-dir")
             .arg(data.path())
             .args(["--log-level", "warn"]);

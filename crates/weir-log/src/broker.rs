@@ -596,6 +596,11 @@ impl Broker {
         Ok(self.offsets.group(group))
     }
 
+    /// Every group that has committed offsets, by name.
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        self.offsets.groups()
+    }
+
     /// Deletes every offset a group committed; returns how many.
     pub fn delete_group_offsets(&self, group: &str) -> Result<usize, BrokerError> {
         validate_group(group)?;
@@ -654,6 +659,11 @@ impl Broker {
     pub fn close(&self) -> Result<(), BrokerError> {
         self.each_partition(Partition::close)?;
         self.offsets.log().close().map_err(offsets_error)
+    }
+
+    /// The log settings of topics created without their own.
+    pub fn default_log_config(&self) -> &LogConfig {
+        &self.config.default_log
     }
 
     /// The clock the broker reads.

@@ -278,6 +278,17 @@ impl OffsetStore {
             .collect()
     }
 
+    pub fn groups(&self) -> Vec<String> {
+        let entries = lock(&self.entries);
+        let mut groups: Vec<String> = Vec::new();
+        for (group, _, _) in entries.keys() {
+            if groups.last() != Some(group) {
+                groups.push(group.clone());
+            }
+        }
+        groups
+    }
+
     pub fn log(&self) -> &Partition {
         &self.log
     }

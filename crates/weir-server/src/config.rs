@@ -4,6 +4,7 @@
 //! `requirepass`, `maxclients`, ...), so that `CONFIG GET` answers what a
 //! Redis user asks.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -54,6 +55,78 @@ pub struct Settings {
     pub client_output_limit: usize,
     /// Close clients idle for this many seconds (0: never).
     pub timeout: u64,
+    /// The Kafka listener's address; `off` turns it off.
+    pub kafka_addr: String,
+    /// The address Kafka clients are told to connect to (in Metadata and
+    /// FindCoordinator answers); the listener's own when empty.
+    pub kafka_advertised_addr: String,
+    /// The Kafka front-end's other settings (`[kafka]` in the file).
+    pub kafka: KafkaSection,
+}
+
+/// The `[kafka]` table of the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaSection {
+    /// SASL/PLAIN users and their passwords; when any is set, clients must
+    /// authenticate before any other request.
+    pub users: BTreeMap<String, String>,
+    /// Create topics that Metadata asks for (Kafka's
+    /// `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of topics created without a count (Kafka's
+    /// `num.partitions`).
+    pub num_partitions: u32,
+    /// How long the first rebalance of an empty group waits for more
+    /// members (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// When topics' logs are synced: `always` (before a produce is
+    /// acknowledged, with group commit), `never` (durability left to
+    /// replication or the OS), or a number of milliseconds.
+    pub flush: String,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            users: BTreeMap::new(),
+            auto_create_topics: true,
+            num_partitions: 1,
+            group_initial_rebalance_delay_ms: 0,
+            flush: "always".into(),
+        }
+    }
+}
+
+/// Splits `HOST:PORT`.
+pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|port| *port > 0)?;
+    (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Whether the Kafka listener is on.
+pub fn kafka_enabled(settings: &Settings) -> bool {
+    !settings.kafka_addr.is_empty() && settings.kafka_addr != "off"
+}
+
+/// Parses the `flush` setting of the `[kafka]` table.
+pub fn parse_log_flush(text: &str) -> Result<weir_log::FlushPolicy, ConfigError> {
+    match text {
+        "always" => Ok(weir_log::FlushPolicy::Always),
+        "never" => Ok(weir_log::FlushPolicy::Never),
+        other => match other.parse::<u64>() {
+            Ok(interval_ms) if interval_ms > 0 => Ok(weir_log::FlushPolicy::Interval {
+                interval_ms,
+                interval_bytes: u64::MAX,
+            }),
+            _ => Err(invalid(
+                "kafka flush",
+                other,
+                "always, never, or a number of milliseconds",
+            )),
+        },
+    }
 }
 
 impl Default for Settings {
@@ -77,6 +150,9 @@ impl Default for Settings {
             pubsub_output_soft_seconds: 60,
             client_output_limit: 256 << 20,
             timeout: 0,
+            kafka_addr: "127.0.0.1:9092".into(),
+            kafka_advertised_addr: String::new(),
+            kafka: KafkaSection::default(),
         }
     }
 }
@@ -130,6 +206,25 @@ impl Settings {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.fsync_policy()?;
+        parse_log_flush(&self.kafka.flush)?;
+        if self.kafka.num_partitions == 0
+            || self.kafka.num_partitions > weir_log::PARTITIONS_PER_TOPIC_MAX
+        {
+            return Err(invalid(
+                "kafka num-partitions",
+                &self.kafka.num_partitions.to_string(),
+                "1 to 4096",
+            ));
+        }
+        if !self.kafka_advertised_addr.is_empty()
+            && parse_host_port(&self.kafka_advertised_addr).is_none()
+        {
+            return Err(invalid(
+                "kafka-advertised-addr",
+                &self.kafka_advertised_addr,
+                "HOST:PORT",
+            ));
+        }
         self.compatibility()?;
         parse_level(&self.log_level)?;
         if self.maxclients == 0 {

@@ -21,7 +21,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs a node (defaults: data in ./weir-data, RESP on 127.0.0.1:6379,
-    /// persistence on with appendfsync everysec).
+    /// persistence on with appendfsync everysec, Kafka on 127.0.0.1:9092
+    /// with topics synced before produce acknowledgements).
     Serve(Box<ServeArgs>),
     /// Checks a data directory offline, changing nothing.
     Inspect {
@@ -112,6 +113,27 @@ struct ServeArgs {
     /// Close clients idle this many seconds (0: never).
     #[arg(long)]
     timeout: Option<u64>,
+    /// The Kafka listener's address (`off`: no Kafka listener).
+    #[arg(long)]
+    kafka_addr: Option<String>,
+    /// HOST:PORT that Kafka clients are told to connect to.
+    #[arg(long)]
+    kafka_advertised_addr: Option<String>,
+    /// Partitions of auto-created topics.
+    #[arg(long)]
+    kafka_num_partitions: Option<u32>,
+    /// Create topics that clients ask Metadata for: yes or no.
+    #[arg(long, value_parser = parse_yes_no)]
+    kafka_auto_create_topics: Option<bool>,
+    /// When topic logs are synced: always, never, or milliseconds.
+    #[arg(long)]
+    kafka_flush: Option<String>,
+    /// How long an empty group's first rebalance waits for members (ms).
+    #[arg(long)]
+    kafka_group_initial_rebalance_delay_ms: Option<u64>,
+    /// A SASL/PLAIN user, as USER:PASSWORD (repeatable).
+    #[arg(long = "kafka-user", value_name = "USER:PASSWORD")]
+    kafka_users: Vec<String>,
 }
 
 fn parse_yes_no(text: &str) -> Result<bool, String> {
@@ -153,8 +175,32 @@ impl ServeArgs {
             pubsub_output_soft_limit,
             pubsub_output_soft_seconds,
             client_output_limit,
-            timeout
+            timeout,
+            kafka_addr,
+            kafka_advertised_addr
         );
+        if let Some(partitions) = self.kafka_num_partitions {
+            settings.kafka.num_partitions = partitions;
+        }
+        if let Some(create) = self.kafka_auto_create_topics {
+            settings.kafka.auto_create_topics = create;
+        }
+        if let Some(flush) = &self.kafka_flush {
+            settings.kafka.flush = flush.clone();
+        }
+        if let Some(delay) = self.kafka_group_initial_rebalance_delay_ms {
+            settings.kafka.group_initial_rebalance_delay_ms = delay;
+        }
+        for user in &self.kafka_users {
+            let Some((name, password)) = user.split_once(':') else {
+                return Err(weir_server::config::ConfigError::Invalid {
+                    name: "kafka-user",
+                    value: user.clone(),
+                    expected: "USER:PASSWORD",
+                });
+            };
+            settings.kafka.users.insert(name.into(), password.into());
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -235,9 +281,30 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let node = std::sync::Arc::clone(&running.node);
+        let storage = match weir_server::server::open_log_storage(&settings.data_dir) {
+            Ok(storage) => storage,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let clock = std::sync::Arc::clone(&node.clock);
+        let kafka = match weir_server::server::start_kafka(&settings, storage, clock).await {
+            Ok(kafka) => kafka,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let kafka_addr = kafka
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |kafka| kafka.addr.to_string());
+        let topics = kafka.as_ref().map_or(0, |kafka| kafka.kafka.log.topics().len());
         let recovery = node.recovery.as_ref();
         tracing::info!(
             resp = %running.resp_addr,
+            kafka = %kafka_addr,
+            topics,
             data_dir = %settings.data_dir.display(),
             appendonly = settings.appendonly,
             appendfsync = %settings.appendfsync,
@@ -253,7 +320,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             tracing::info!("signal received: shutting down");
             signals.request_shutdown();
         });
+        let kafka_task = kafka.map(|kafka| {
+            tokio::spawn(weir_server::server::serve_kafka(std::sync::Arc::clone(&node), kafka))
+        });
         weir_server::server::serve(node, listener).await;
+        if let Some(task) = kafka_task {
+            let _ = task.await;
+        }
         ExitCode::SUCCESS
     })
 }

@@ -414,6 +414,9 @@ pub enum StartError {
     /// The command log could not be recovered.
     #[error("cannot recover the stream command log: {0}")]
     Recovery(#[from] PersistenceError),
+    /// The topics could not be opened.
+    #[error("cannot open the Kafka topics: {0}")]
+    Log(String),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

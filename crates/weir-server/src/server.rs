@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use weir_io::{Clock, OsStorage, Storage};
+use weir_kafka::{Kafka, KafkaSettings, SingleNode};
+use weir_log::{Broker, BrokerConfig, BrokerRecovery, LogConfig};
 
 use crate::config::Settings;
 use crate::node::{Node, StartError};
@@ -29,6 +31,110 @@ pub struct Running {
     pub node: Arc<Node>,
     /// The RESP listener's address.
     pub resp_addr: std::net::SocketAddr,
+}
+
+/// The Kafka front-end, bound and ready to serve.
+#[derive(Debug)]
+pub struct KafkaListener {
+    /// Its state.
+    pub kafka: Arc<Kafka>,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    /// The listener.
+    pub listener: TcpListener,
+    /// What opening the topics recovered.
+    pub recovery: BrokerRecovery,
+}
+
+/// Opens the data directory's `log` subdirectory: Kafka topics, committed
+/// offsets and producer ids.
+pub fn open_log_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, StartError> {
+    let log = data_dir.join("log");
+    let error = |source| StartError::DataDir {
+        path: log.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&log).map_err(error)?;
+    let storage = OsStorage::open(&log).map_err(error)?;
+    Ok(Arc::new(storage))
+}
+
+/// Opens the topics in `storage` and binds the Kafka listener (if it is
+/// on).
+pub async fn start_kafka(
+    settings: &Settings,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<KafkaListener>, StartError> {
+    if !crate::config::kafka_enabled(settings) {
+        return Ok(None);
+    }
+    let flush = crate::config::parse_log_flush(&settings.kafka.flush)?;
+    let config = BrokerConfig {
+        default_log: LogConfig {
+            flush,
+            ..LogConfig::default()
+        },
+    };
+    let (log, recovery) = Broker::open(Arc::clone(&storage), clock, config)
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    let addr = settings.kafka_addr.clone();
+    let bind_error = |source| StartError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    let (host, port) = crate::config::parse_host_port(&settings.kafka_advertised_addr)
+        .unwrap_or_else(|| {
+            let ip = if local.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                local.ip().to_string()
+            };
+            (ip, local.port())
+        });
+    let kafka_settings = KafkaSettings {
+        auto_create_topics: settings.kafka.auto_create_topics,
+        default_partitions: settings.kafka.num_partitions,
+        users: settings.kafka.users.clone(),
+        initial_rebalance_delay_ms: settings.kafka.group_initial_rebalance_delay_ms,
+        ..KafkaSettings::default()
+    };
+    let own = storage
+        .open_or_create_dir("kafka")
+        .map_err(|source| StartError::DataDir {
+            path: "log/kafka".into(),
+            source,
+        })?;
+    let kafka = Kafka::new(
+        Arc::new(log),
+        own,
+        kafka_settings,
+        Box::new(SingleNode::new(host, port)),
+    )
+    .map_err(|error| StartError::Log(error.to_string()))?;
+    Ok(Some(KafkaListener {
+        kafka: Arc::new(kafka),
+        addr: local,
+        listener,
+        recovery,
+    }))
+}
+
+/// Serves Kafka clients until the node shuts down, then closes the topics
+/// cleanly (so that the next start scans nothing).
+pub async fn serve_kafka(node: Arc<Node>, kafka: KafkaListener) {
+    let shutdown = node.shutdown.subscribe();
+    let state = Arc::clone(&kafka.kafka);
+    weir_kafka::server::serve(kafka.kafka, kafka.listener, shutdown).await;
+    let log = Arc::clone(&state.log);
+    let closed = tokio::task::spawn_blocking(move || log.close()).await;
+    match closed {
+        Ok(Ok(())) => tracing::info!("topics closed"),
+        Ok(Err(error)) => tracing::error!(%error, "closing the topics failed"),
+        Err(error) => tracing::error!(%error, "closing the topics panicked"),
+    }
 }
 
 /// Opens the data directory for the stream command log.

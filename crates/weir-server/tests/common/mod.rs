@@ -15,6 +15,8 @@ pub struct Server {
     child: Option<Child>,
     /// Its RESP port.
     pub port: u16,
+    /// Its Kafka port.
+    pub kafka_port: u16,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// What it logged so far.
@@ -37,6 +39,8 @@ impl Server {
             .arg("serve")
             .arg("--resp-addr")
             .arg("127.0.0.1:0")
+            .arg("--kafka-addr")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .args(flags)
@@ -54,12 +58,13 @@ impl Server {
             let mut sent = false;
             while let Some(Ok(line)) = lines.next() {
                 if !sent && line.contains(" ready ") {
-                    if let Some(port) = line
-                        .split_whitespace()
-                        .find_map(|word| word.strip_prefix("resp=127.0.0.1:"))
-                        .and_then(|port| port.parse::<u16>().ok())
-                    {
-                        let _ = port_sender.send(port);
+                    let port = |prefix: &str| {
+                        line.split_whitespace()
+                            .find_map(|word| word.strip_prefix(prefix))
+                            .and_then(|port| port.parse::<u16>().ok())
+                    };
+                    if let Some(resp) = port("resp=127.0.0.1:") {
+                        let _ = port_sender.send((resp, port("kafka=127.0.0.1:").unwrap_or(0)));
                         sent = true;
                     }
                 }
@@ -68,8 +73,8 @@ impl Server {
                 log.push('\n');
             }
         });
-        let port = match port_receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => port,
+        let (port, kafka_port) = match port_receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(ports) => ports,
             Err(_) => {
                 let _ = child.kill();
                 panic!("weir did not start; its log:\n{}", log.lock().unwrap());
@@ -78,6 +83,7 @@ impl Server {
         Server {
             child: Some(child),
             port,
+            kafka_port,
             data_dir: data_dir.to_path_buf(),
             log,
             _temporary: None,

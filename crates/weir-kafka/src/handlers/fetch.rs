@@ -1,0 +1,212 @@
+//! Fetch and ListOffsets: whole stored batches from the one holding the
+//! requested offset, up to the high watermark; a long poll (max wait, min
+//! bytes) that waits on the front-end's wake-up, not on a thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use kafka_protocol::ResponseError;
+use weir_log::{Isolation, LogError, Partition};
+
+use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MS_MAX};
+use crate::node::Kafka;
+
+/// ListOffsets' timestamp for the offset after the last committed record.
+const LATEST: i64 = -1;
+/// ListOffsets' timestamp for the first offset.
+const EARLIEST: i64 = -2;
+
+/// Handles a fetch: answers as soon as `min_bytes` are available, an error
+/// is to be reported, or `max_wait_ms` has passed.
+pub async fn fetch(kafka: &Arc<Kafka>, request: FetchRequest, version: i16) -> FetchResponse {
+    let wait_ms = u64::try_from(request.max_wait_ms)
+        .unwrap_or(0)
+        .min(FETCH_WAIT_MS_MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .ok()
+        .filter(|bytes| *bytes > 0)
+        .map_or(FETCH_RESPONSE_BYTES_MAX, |bytes| {
+            bytes.min(FETCH_RESPONSE_BYTES_MAX)
+        });
+    loop {
+        // Registered before reading, so that an append between the read
+        // and the wait still wakes this fetch.
+        let appended = kafka.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let (response, bytes, errors) = read_all(kafka, &request, max_bytes, version);
+        if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        tokio::select! {
+            biased;
+            _ = appended => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// One pass over the requested partitions: the response, the record bytes
+/// in it, and whether any partition has an error.
+fn read_all(
+    kafka: &Kafka,
+    request: &FetchRequest,
+    max_bytes: usize,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
+    let mut budget = max_bytes;
+    let mut total = 0;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let data = read_partition(kafka, &topic.topic.0, wanted, &mut budget, version);
+            let bytes = data.records.as_ref().map_or(0, Bytes::len);
+            total += bytes;
+            errors |= data.error_code != 0;
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        errors,
+    )
+}
+
+fn read_partition(
+    kafka: &Kafka,
+    topic: &str,
+    wanted: &FetchPartition,
+    budget: &mut usize,
+    version: i16,
+) -> PartitionData {
+    let empty = PartitionData::default()
+        .with_partition_index(wanted.partition)
+        .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
+    let log = match kafka.led_partition(topic, wanted.partition) {
+        Ok(log) => log,
+        Err(error) => {
+            return empty
+                .with_error_code(error.code())
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+        }
+    };
+    let offsets = |data: PartitionData, log: &Partition| {
+        let high_watermark = log.high_watermark() as i64;
+        let data = data
+            .with_high_watermark(high_watermark)
+            .with_last_stable_offset(high_watermark);
+        if version >= 5 {
+            data.with_log_start_offset(log.log_start_offset() as i64)
+        } else {
+            data
+        }
+    };
+    let Ok(offset) = u64::try_from(wanted.fetch_offset) else {
+        return offsets(empty, &log).with_error_code(ResponseError::OffsetOutOfRange.code());
+    };
+    let limit = usize::try_from(wanted.partition_max_bytes)
+        .unwrap_or(0)
+        .min(*budget);
+    if limit == 0 {
+        return offsets(empty.with_records(Some(Bytes::new())), &log);
+    }
+    match log.read_with(offset, limit as u32, Isolation::Committed) {
+        Ok(read) => {
+            let mut records = Vec::with_capacity(read.kafka_bytes_len());
+            read.copy_kafka_batches(&mut records);
+            *budget = budget.saturating_sub(records.len());
+            offsets(empty.with_records(Some(Bytes::from(records))), &log)
+        }
+        Err(LogError::OffsetOutOfRange { .. }) => {
+            offsets(empty, &log).with_error_code(ResponseError::OffsetOutOfRange.code())
+        }
+        Err(error) => {
+            tracing::error!(topic, partition = wanted.partition, %error, "fetch failed");
+            offsets(empty, &log).with_error_code(super::errors::for_log(&error).code())
+        }
+    }
+}
+
+/// Handles ListOffsets: the earliest offset, the latest (the high
+/// watermark), or the first offset whose record's timestamp is at or
+/// after the one asked for.
+pub fn list_offsets(
+    kafka: &Kafka,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|wanted| {
+                    let answer = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(wanted.partition_index);
+                    match list_one(
+                        kafka,
+                        &topic.name.0,
+                        wanted.partition_index,
+                        wanted.timestamp,
+                    ) {
+                        Ok((offset, timestamp, epoch)) => answer
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
+                        Err(error) => answer
+                            .with_error_code(error.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn list_one(
+    kafka: &Kafka,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<(i64, i64, i32), ResponseError> {
+    let log = kafka.led_partition(topic, partition)?;
+    let epoch = log.leader_epoch() as i32;
+    match timestamp {
+        LATEST => Ok((log.high_watermark() as i64, -1, epoch)),
+        EARLIEST => Ok((log.log_start_offset() as i64, -1, epoch)),
+        wanted if wanted >= 0 => match log.offset_for_timestamp(wanted) {
+            Ok(Some(found)) => Ok((found.offset as i64, found.timestamp_ms, epoch)),
+            Ok(None) => Ok((-1, -1, -1)),
+            Err(error) => Err(super::errors::for_log(&error)),
+        },
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}

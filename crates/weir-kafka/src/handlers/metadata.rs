@@ -1,0 +1,434 @@
+//! Metadata (with topic auto-creation), CreateTopics, DeleteTopics and
+//! DescribeConfigs.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use weir_log::{validate_topic_name, BrokerError, LogConfig, TopicConfig, TopicMetadata};
+
+use super::errors::for_broker;
+use crate::node::Kafka;
+
+/// DescribeConfigs' resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// DescribeConfigs' config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn text(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+/// Handles Metadata: the brokers, and the topics asked for (every topic
+/// when none is named), creating missing ones when allowed.
+pub async fn metadata(
+    kafka: &Arc<Kafka>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let brokers = kafka
+        .leaders
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.id))
+                .with_host(text(node.host))
+                .with_port(i32::from(node.port))
+        })
+        .collect();
+    let wanted: Option<Vec<String>> = match request.topics {
+        None => None,
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .filter_map(|topic| topic.name.map(|name| name.0.to_string()))
+                .collect(),
+        ),
+    };
+    // Before v4 the request has no flag and topics are always created.
+    let may_create =
+        kafka.settings.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let topics = match wanted {
+        None => kafka
+            .log
+            .topics()
+            .iter()
+            .map(|topic| describe_topic(kafka, topic, version))
+            .collect(),
+        Some(names) => {
+            let mut topics = Vec::with_capacity(names.len());
+            for name in names {
+                topics.push(named_topic(kafka, &name, may_create, version).await);
+            }
+            topics
+        }
+    };
+    let response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_topics(topics);
+    let response = if version >= 1 {
+        response.with_controller_id(BrokerId(kafka.leaders.node_id()))
+    } else {
+        response
+    };
+    if version >= 2 {
+        response.with_cluster_id(Some(text(kafka.cluster_id.clone())))
+    } else {
+        response
+    }
+}
+
+async fn named_topic(
+    kafka: &Arc<Kafka>,
+    name: &str,
+    may_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
+    let failed = |error: ResponseError| {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(text(name))))
+            .with_error_code(error.code())
+    };
+    if validate_topic_name(name).is_err() {
+        return failed(ResponseError::InvalidTopicException);
+    }
+    if let Ok(topic) = kafka.log.topic(name) {
+        return describe_topic(kafka, &topic, version);
+    }
+    if !may_create {
+        return failed(ResponseError::UnknownTopicOrPartition);
+    }
+    let config = TopicConfig::with_partitions(kafka.settings.default_partitions);
+    match create(kafka, name.to_string(), config).await {
+        Ok(()) | Err(BrokerError::TopicExists { .. }) => match kafka.log.topic(name) {
+            Ok(topic) => describe_topic(kafka, &topic, version),
+            Err(error) => failed(for_broker(&error)),
+        },
+        Err(error) => {
+            tracing::warn!(topic = name, %error, "auto-creating a topic failed");
+            failed(for_broker(&error))
+        }
+    }
+}
+
+/// Creates a topic on the blocking pool (it syncs directories).
+async fn create(kafka: &Arc<Kafka>, name: String, config: TopicConfig) -> Result<(), BrokerError> {
+    let log = Arc::clone(&kafka.log);
+    tokio::task::spawn_blocking(move || log.create_topic(&name, config))
+        .await
+        .unwrap_or_else(|error| panic!("creating a topic panicked: {error}"))
+}
+
+fn describe_topic(kafka: &Kafka, topic: &TopicMetadata, version: i16) -> MetadataResponseTopic {
+    let node = kafka.leaders.node_id();
+    let partitions = (0..topic.partitions)
+        .map(|index| {
+            let leader = kafka.leaders.leader(&topic.name, index);
+            let epoch = match kafka.log.partition(&topic.name, index) {
+                Ok(log) if version >= 7 => log.leader_epoch() as i32,
+                _ => -1,
+            };
+            let answer = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_leader_epoch(epoch)
+                .with_replica_nodes(vec![BrokerId(node)])
+                .with_isr_nodes(vec![BrokerId(node)]);
+            match leader {
+                Some(leader) => answer.with_leader_id(BrokerId(leader)),
+                None => answer
+                    .with_leader_id(BrokerId(-1))
+                    .with_error_code(ResponseError::LeaderNotAvailable.code()),
+            }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(text(topic.name.clone()))))
+        .with_partitions(partitions)
+}
+
+/// Handles CreateTopics.
+pub async fn create_topics(
+    kafka: &Arc<Kafka>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let result = CreatableTopicResult::default().with_name(topic.name.clone());
+        let outcome = topic_config(kafka, &topic);
+        let outcome = match outcome {
+            Ok(config) if request.validate_only => validate(kafka, &name, config),
+            Ok(config) => create(kafka, name.clone(), config)
+                .await
+                .map_err(|error| (for_broker(&error), error.to_string())),
+            Err(refused) => Err(refused),
+        };
+        results.push(match outcome {
+            Ok(()) if version < 5 => result,
+            Ok(()) => {
+                let log = kafka
+                    .log
+                    .topic(&name)
+                    .map(|topic| topic.log)
+                    .unwrap_or_else(|_| kafka.log.default_log_config().clone());
+                let partitions = kafka.log.topic(&name).map_or(
+                    if topic.num_partitions > 0 {
+                        topic.num_partitions
+                    } else {
+                        kafka.settings.default_partitions as i32
+                    },
+                    |topic| topic.partitions as i32,
+                );
+                result
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(Some(
+                        topic_configs(&log)
+                            .into_iter()
+                            .map(|(name, value)| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(text(name))
+                                    .with_value(Some(text(value)))
+                                    .with_config_source(SOURCE_TOPIC)
+                            })
+                            .collect(),
+                    ))
+            }
+            Err((error, message)) => result
+                .with_error_code(error.code())
+                .with_error_message(Some(text(message))),
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn validate(kafka: &Kafka, name: &str, config: TopicConfig) -> Result<(), (ResponseError, String)> {
+    validate_topic_name(name).map_err(|error| (for_broker(&error), error.to_string()))?;
+    if kafka.log.topic(name).is_ok() {
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("topic {name} already exists"),
+        ));
+    }
+    if let Some(log) = &config.log {
+        log.validate()
+            .map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The topic's settings from CreateTopics' fields and Kafka config names.
+fn topic_config(
+    kafka: &Kafka,
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<TopicConfig, (ResponseError, String)> {
+    let partitions = match topic.num_partitions {
+        -1 => kafka.settings.default_partitions,
+        count if count > 0 => count as u32,
+        count => {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("number of partitions must be larger than 0, not {count}"),
+            ))
+        }
+    };
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {} is larger than the 1 available broker",
+                topic.replication_factor
+            ),
+        ));
+    }
+    if !topic.assignments.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "manual replica assignments are not supported".into(),
+        ));
+    }
+    let mut log = kafka.log.default_log_config().clone();
+    for config in &topic.configs {
+        let value = config.value.as_deref().unwrap_or("");
+        apply_config(&mut log, &config.name, value)
+            .map_err(|reason| (ResponseError::InvalidConfig, reason))?;
+    }
+    Ok(TopicConfig {
+        partitions,
+        log: Some(log),
+    })
+}
+
+/// Sets one Kafka topic config on weir's log settings.
+fn apply_config(log: &mut LogConfig, name: &str, value: &str) -> Result<(), String> {
+    let number = || -> Result<i64, String> {
+        value
+            .parse::<i64>()
+            .map_err(|_| format!("invalid value {value:?} for {name}: not a number"))
+    };
+    let positive_u32 = |number: i64| -> Result<u32, String> {
+        u32::try_from(number)
+            .map_err(|_| format!("invalid value {value:?} for {name}: out of range"))
+    };
+    match name {
+        "retention.ms" => log.retention_ms = u64::try_from(number()?).ok(),
+        "retention.bytes" => log.retention_bytes = u64::try_from(number()?).ok(),
+        "segment.bytes" => log.segment_bytes = positive_u32(number()?)?,
+        "segment.ms" => {
+            log.segment_ms = u64::try_from(number()?)
+                .map_err(|_| format!("invalid value {value:?} for {name}: negative"))?
+        }
+        "max.message.bytes" => log.max_batch_bytes = positive_u32(number()?)?,
+        "cleanup.policy" if value == "delete" => {}
+        "compression.type" if value == "producer" => {}
+        _ => {
+            return Err(format!(
+                "config {name}={value:?} is not supported (weir supports retention.ms, \
+                 retention.bytes, segment.bytes, segment.ms, max.message.bytes, \
+                 cleanup.policy=delete, compression.type=producer)"
+            ))
+        }
+    }
+    log.validate().map_err(|error| error.to_string())
+}
+
+/// A topic's settings under Kafka's names.
+fn topic_configs(log: &LogConfig) -> Vec<(&'static str, String)> {
+    let or_unlimited =
+        |value: Option<u64>| value.map_or("-1".to_string(), |value| value.to_string());
+    vec![
+        ("cleanup.policy", "delete".into()),
+        ("compression.type", "producer".into()),
+        ("max.message.bytes", log.max_batch_bytes.to_string()),
+        ("retention.bytes", or_unlimited(log.retention_bytes)),
+        ("retention.ms", or_unlimited(log.retention_ms)),
+        ("segment.bytes", log.segment_bytes.to_string()),
+        ("segment.ms", log.segment_ms.to_string()),
+    ]
+}
+
+/// Handles DeleteTopics (by name; topic ids are not supported).
+pub async fn delete_topics(
+    kafka: &Arc<Kafka>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let mut names: Vec<Option<TopicName>> = request.topic_names.into_iter().map(Some).collect();
+    names.extend(request.topics.into_iter().map(|topic| topic.name));
+    let mut results = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(name) = name else {
+            results.push(
+                DeletableTopicResult::default()
+                    .with_error_code(ResponseError::UnknownTopicId.code())
+                    .with_error_message(Some(text("weir deletes topics by name only"))),
+            );
+            continue;
+        };
+        let log = Arc::clone(&kafka.log);
+        let topic = name.0.to_string();
+        let outcome = tokio::task::spawn_blocking(move || log.delete_topic(&topic))
+            .await
+            .unwrap_or_else(|error| panic!("deleting a topic panicked: {error}"));
+        let result = DeletableTopicResult::default().with_name(Some(name));
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(error) if version >= 5 => result
+                .with_error_code(for_broker(&error).code())
+                .with_error_message(Some(text(error.to_string()))),
+            Err(error) => result.with_error_code(for_broker(&error).code()),
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(results)
+}
+
+/// Handles DescribeConfigs for topics and the broker.
+pub fn describe_configs(kafka: &Kafka, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let (configs, source) = match resource.resource_type {
+                RESOURCE_TOPIC => match kafka.log.topic(&resource.resource_name) {
+                    Ok(topic) => (topic_configs(&topic.log), SOURCE_TOPIC),
+                    Err(error) => {
+                        return result
+                            .with_error_code(for_broker(&error).code())
+                            .with_error_message(Some(text(error.to_string())))
+                    }
+                },
+                RESOURCE_BROKER => (broker_configs(kafka), SOURCE_DEFAULT),
+                other => {
+                    return result
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(text(format!(
+                            "resource type {other} is not supported"
+                        ))))
+                }
+            };
+            let wanted = resource.configuration_keys;
+            let configs = configs
+                .into_iter()
+                .filter(|(name, _)| {
+                    wanted
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|key| key.as_str() == *name))
+                })
+                .map(|(name, value)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(text(name))
+                        .with_value(Some(text(value)))
+                        .with_read_only(resource.resource_type == RESOURCE_BROKER)
+                        .with_config_source(source)
+                })
+                .collect();
+            result.with_configs(configs)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn broker_configs(kafka: &Kafka) -> Vec<(&'static str, String)> {
+    let mut configs = vec![
+        (
+            "auto.create.topics.enable",
+            kafka.settings.auto_create_topics.to_string(),
+        ),
+        (
+            "num.partitions",
+            kafka.settings.default_partitions.to_string(),
+        ),
+        (
+            "socket.request.max.bytes",
+            kafka.settings.request_bytes_max.to_string(),
+        ),
+        (
+            "group.initial.rebalance.delay.ms",
+            kafka.settings.initial_rebalance_delay_ms.to_string(),
+        ),
+    ];
+    configs.extend(topic_configs(kafka.log.default_log_config()));
+    configs
+}

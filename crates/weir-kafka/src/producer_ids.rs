@@ -1,0 +1,148 @@
+//! Producer ids for idempotent producers: unique for the life of the data
+//! directory, across restarts and crashes.
+//!
+//! Ids are handed out from blocks. Before the first id of a block is
+//! handed out, the end of the block is written durably to
+//! `producer-ids` (atomically: temporary file, sync, rename, directory
+//! sync). After a restart allocation starts at the recorded end, so an id
+//! is never handed out twice, and at most a block of ids is skipped per
+//! restart.
+
+use std::sync::Arc;
+
+use weir_io::sync::{lock, Mutex};
+use weir_io::{read_whole_file, write_file_atomically, Storage};
+use weir_log::batch::crc32c;
+
+/// The file that records the end of the block in use.
+pub const PRODUCER_IDS_FILE: &str = "producer-ids";
+/// Ids per block (one durable write per this many allocations).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+const MAGIC: &[u8; 4] = b"WKPI";
+const FILE_BYTES: usize = 16;
+
+/// Why the producer-id file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerIdError {
+    /// The storage failed.
+    #[error("producer ids: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not one weir wrote, or is damaged.
+    #[error("producer ids: {PRODUCER_IDS_FILE} is corrupt ({0}); refusing to start rather than reuse ids")]
+    Corrupt(&'static str),
+    /// Every id has been handed out.
+    #[error("producer ids exhausted")]
+    Exhausted,
+}
+
+#[derive(Debug)]
+struct Block {
+    next: i64,
+    end: i64,
+}
+
+/// The allocator.
+#[derive(Debug)]
+pub struct ProducerIds {
+    storage: Arc<dyn Storage>,
+    block: Mutex<Block>,
+}
+
+impl ProducerIds {
+    /// Opens the allocator in `storage`, continuing after the last block
+    /// recorded there.
+    pub fn open(storage: Arc<dyn Storage>) -> Result<Self, ProducerIdError> {
+        let start = match read_whole_file(storage.as_ref(), PRODUCER_IDS_FILE)? {
+            Some(bytes) => decode(&bytes)?,
+            None => 0,
+        };
+        assert!(start >= 0, "decoded a negative producer id block end");
+        Ok(Self {
+            storage,
+            block: Mutex::new(Block {
+                next: start,
+                end: start,
+            }),
+        })
+    }
+
+    /// A producer id no one has had, made durable before it is returned.
+    pub fn allocate(&self) -> Result<i64, ProducerIdError> {
+        let mut block = lock(&self.block);
+        if block.next == block.end {
+            let end = block
+                .end
+                .checked_add(PRODUCER_ID_BLOCK)
+                .ok_or(ProducerIdError::Exhausted)?;
+            write_file_atomically(self.storage.as_ref(), PRODUCER_IDS_FILE, &encode(end))?;
+            block.end = end;
+        }
+        let id = block.next;
+        block.next += 1;
+        assert!(
+            block.next <= block.end,
+            "handed out an id past the durable block end"
+        );
+        Ok(id)
+    }
+}
+
+fn encode(end: i64) -> [u8; FILE_BYTES] {
+    let mut bytes = [0u8; FILE_BYTES];
+    bytes[..4].copy_from_slice(MAGIC);
+    bytes[4..12].copy_from_slice(&end.to_le_bytes());
+    let crc = crc32c(&bytes[..12]);
+    bytes[12..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode(bytes: &[u8]) -> Result<i64, ProducerIdError> {
+    if bytes.len() != FILE_BYTES {
+        return Err(ProducerIdError::Corrupt("wrong length"));
+    }
+    if &bytes[..4] != MAGIC {
+        return Err(ProducerIdError::Corrupt("wrong magic"));
+    }
+    let stored = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if stored != crc32c(&bytes[..12]) {
+        return Err(ProducerIdError::Corrupt("checksum mismatch"));
+    }
+    let end = i64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
+    if end < 0 {
+        return Err(ProducerIdError::Corrupt("negative block end"));
+    }
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_io::{SimDisk, SimStorage};
+
+    #[test]
+    fn ids_are_unique_across_reopens_and_crashes() {
+        let disk = SimDisk::new(7);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let ids = ProducerIds::open(Arc::new(disk.root())).unwrap();
+            for _ in 0..(PRODUCER_ID_BLOCK + 5) {
+                assert!(seen.insert(ids.allocate().unwrap()), "an id came twice");
+            }
+            // A power loss: what was not synced is lost.
+            disk.crash();
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused() {
+        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(7));
+        let mut bytes = encode(5000);
+        bytes[6] ^= 1;
+        write_file_atomically(storage.as_ref(), PRODUCER_IDS_FILE, &bytes).unwrap();
+        assert!(matches!(
+            ProducerIds::open(storage),
+            Err(ProducerIdError::Corrupt("checksum mismatch"))
+        ));
+        assert_eq!(decode(&encode(5000)).unwrap(), 5000);
+    }
+}

@@ -1,0 +1,83 @@
+//! The Kafka listener and the front-end's timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::node::Kafka;
+
+/// How often the coordinator's timeouts and the logs' interval flushes are
+/// checked.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Accepts Kafka clients until `shutdown` turns true; one task per
+/// connection.
+pub async fn serve(kafka: Arc<Kafka>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let timer = tokio::spawn(run_timer(Arc::clone(&kafka)));
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let kafka = Arc::clone(&kafka);
+                    tokio::spawn(async move {
+                        crate::connection::serve(kafka, stream, peer.to_string()).await;
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a Kafka connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    timer.abort();
+    tracing::info!("Kafka listener closed");
+}
+
+/// Expires group members and rebalances, flushes logs whose interval is
+/// due, applies retention once a minute.
+async fn run_timer(kafka: Arc<Kafka>) {
+    let mut last_retention = kafka.clock.now_ms();
+    loop {
+        tokio::time::sleep(TICK).await;
+        kafka.coordinator.tick();
+        let now = kafka.clock.now_ms();
+        let retention_due = now.saturating_sub(last_retention) >= 60_000;
+        if retention_due {
+            last_retention = now;
+        }
+        let log = Arc::clone(&kafka.log);
+        let work = tokio::task::spawn_blocking(move || {
+            if let Err(error) = log.tick() {
+                tracing::error!(%error, "flushing the log failed");
+            }
+            if retention_due {
+                match log.apply_retention() {
+                    Ok(reports) => {
+                        for (topic, partition, report) in reports {
+                            tracing::info!(
+                                topic,
+                                partition,
+                                segments = report.segments_deleted.len(),
+                                "retention deleted segments"
+                            );
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "applying retention failed"),
+                }
+            }
+        });
+        let _ = work.await;
+        // An interval flush moves the high watermark of `always` logs
+        // only through produce; of `interval` logs never: records are
+        // readable at once. Waiting fetches need no wake-up here.
+    }
+}
