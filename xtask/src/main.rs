@@ -69,7 +69,7 @@ const SIM_SEEDS: &str = "1000";
 const SIM_DETERMINISM_SEEDS: &str = "50";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-const FUZZ_TARGETS: [&str; 9] = [
+const FUZZ_TARGETS: [&str; 11] = [
     "batch_decoding",
     "batch_validation",
     "log_files_decoding",
@@ -79,6 +79,8 @@ const FUZZ_TARGETS: [&str; 9] = [
     "command_log_recovery",
     "resp_request",
     "resp_session",
+    "kafka_request",
+    "kafka_session",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -162,19 +164,25 @@ impl<'a> Step<'a> {
     }
 }
 
-/// Tools that tests need, with the Debian packages that provide them.
-const REQUIRED_TOOLS: &[(&str, &[&str])] = &[
-    ("redis-server", &["redis-server", "redis-tools"]),
-    ("redis-cli", &["redis-tools"]),
-    ("redis-benchmark", &["redis-tools"]),
+/// Tools that tests need: the tool, the flag that makes it print its
+/// version and exit 0, and the Debian packages that provide it.
+const REQUIRED_TOOLS: &[(&str, &str, &[&str])] = &[
+    (
+        "redis-server",
+        "--version",
+        &["redis-server", "redis-tools"],
+    ),
+    ("redis-cli", "--version", &["redis-tools"]),
+    ("redis-benchmark", "--version", &["redis-tools"]),
+    ("kcat", "-V", &["kcat"]),
 ];
 
 /// Installs the Debian packages of any required tool that is missing.
 fn ensure_tools() -> Result<(), String> {
     let mut packages: Vec<&str> = Vec::new();
-    for (tool, provided_by) in REQUIRED_TOOLS {
+    for (tool, version_flag, provided_by) in REQUIRED_TOOLS {
         let present = Command::new(tool)
-            .arg("--version")
+            .arg(version_flag)
             .output()
             .is_ok_and(|output| output.status.success());
         if !present {

@@ -594,7 +594,6 @@ impl Coordinator {
         if group.members.is_empty() {
             group.state = GroupState::Empty;
             group.protocol = None;
-            group.protocol_type = None;
             return;
         }
         group.protocol = group.choose_protocol();
@@ -791,7 +790,6 @@ impl Coordinator {
             group.state = GroupState::Empty;
             group.generation += 1;
             group.protocol = None;
-            group.protocol_type = None;
             group.leader = None;
             return;
         }

@@ -1,10 +1,23 @@
 //! Entry points for fuzzing, shared by the cargo-fuzz targets in `fuzz/`
 //! and by `cargo test`, which replays the committed corpus through them.
 
-use weir_log::batch::{self, BatchLimits, HEADER_BYTES};
-use weir_log::{Batch, BatchError, Compression, Header, ProducerInfo, Record};
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
+use weir_io::{ManualClock, SimDisk, Storage};
+use weir_log::batch::{self, BatchLimits, HEADER_BYTES};
+use weir_log::{
+    Batch, BatchError, Broker, BrokerConfig, Compression, Header, ProducerInfo, Record,
+};
+
+use crate::connection::{handle_frame, Outcome};
+use crate::handlers::Session;
 use crate::interop::{decode_with_kafka_protocol, decode_with_weir, OwnedRecord};
+use crate::node::{Kafka, KafkaSettings, SingleNode};
+use crate::{samples, shape, versions};
 
 /// The decompressed size both decoders are given room for.
 const UNCOMPRESSED_BYTES_MAX: usize = 1 << 20;
@@ -255,6 +268,137 @@ impl Walk<'_> {
     }
 }
 
+/// A Kafka front-end over a fresh simulated disk and a manual clock, for
+/// tests and fuzzing.
+pub fn kafka_on_sim_storage(seed: u64, settings: KafkaSettings) -> Arc<Kafka> {
+    let root: Arc<dyn Storage> = Arc::new(SimDisk::new(seed).root());
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let (log, _) = Broker::open(Arc::clone(&root), clock, BrokerConfig::default())
+        .expect("a broker opens on a fresh simulated disk");
+    let own = root
+        .open_or_create_dir("kafka")
+        .expect("a directory on a fresh simulated disk");
+    let kafka = Kafka::new(
+        Arc::new(log),
+        own,
+        settings,
+        Box::new(SingleNode::new("127.0.0.1", 9092)),
+    )
+    .expect("the front-end opens on a fresh simulated disk");
+    Arc::new(kafka)
+}
+
+/// Fuzz target `kafka_request`: `data` is a request frame (header and
+/// body, without the size prefix). The shape check must stand between the
+/// bytes and `kafka-protocol`'s decoder: whatever it lets through decodes
+/// without unbounded allocation, and every request the decoder produces,
+/// re-encoded, passes the check to its last byte.
+pub fn kafka_request(data: &[u8]) {
+    let Some((api, version, body)) = split_request(data) else {
+        return;
+    };
+    if shape::check(api, version, &body).is_err() {
+        return;
+    }
+    let Ok(request) = RequestKind::decode(api, &mut body.clone(), version) else {
+        return;
+    };
+    if let Some(again) = samples::encode_body(&request, version) {
+        let consumed = shape::check_consumed(api, version, &again)
+            .unwrap_or_else(|error| panic!("{api:?} v{version} re-encoded is refused: {error}"));
+        assert_eq!(consumed, again.len(), "{api:?} v{version} re-encoded");
+    }
+}
+
+/// The API, version and body of a frame of a supported version.
+fn split_request(data: &[u8]) -> Option<(ApiKey, i16, Bytes)> {
+    let key = i16::from_be_bytes([*data.first()?, *data.get(1)?]);
+    let version = i16::from_be_bytes([*data.get(2)?, *data.get(3)?]);
+    let api = versions::supported(key)?;
+    if !versions::is_supported(key, version) {
+        return None;
+    }
+    let mut frame = Bytes::copy_from_slice(data);
+    RequestHeader::decode(&mut frame, api.key.request_header_version(version)).ok()?;
+    Some((api.key, version, frame))
+}
+
+/// Fuzz target `kafka_session`: `data` is a sequence of request frames,
+/// each preceded by its length (two bytes, big-endian), run in order on
+/// one connection of a fresh node until one closes it. Nothing panics,
+/// every response decodes as Kafka's client decoders read it, and every
+/// partition's invariants hold at the end.
+pub fn kafka_session(data: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let settings = KafkaSettings {
+        fetch_wait_ms_max: 0,
+        ..KafkaSettings::default()
+    };
+    let kafka = kafka_on_sim_storage(1, settings);
+    runtime.block_on(async {
+        let mut session = Session {
+            peer: "fuzz".into(),
+            ..Session::default()
+        };
+        let mut rest = data;
+        while rest.len() >= 2 {
+            let length = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let frame = &rest[2..(2 + length).min(rest.len())];
+            rest = &rest[(2 + length).min(rest.len())..];
+            let api = split_request(frame).map(|(api, version, _)| (api, version));
+            let outcome = tokio::time::timeout(
+                Duration::from_millis(20),
+                handle_frame(&kafka, &mut session, Bytes::copy_from_slice(frame)),
+            )
+            .await;
+            match outcome {
+                // A request parked (a join waiting for other members).
+                Err(_) => break,
+                Ok(Outcome::Nothing) => {}
+                Ok(Outcome::Reply(bytes)) => check_response(api, &bytes),
+                Ok(Outcome::Close(bytes, _)) => {
+                    if let Some(bytes) = bytes {
+                        check_response(api, &bytes);
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    for topic in kafka.log.topics() {
+        for partition in 0..topic.partitions {
+            let log = kafka.log.partition(&topic.name, partition).expect("listed");
+            log.check_invariants()
+                .unwrap_or_else(|error| panic!("{}/{partition}: {error}", topic.name));
+        }
+    }
+}
+
+/// A response decodes as the client would read it.
+fn check_response(api: Option<(ApiKey, i16)>, bytes: &[u8]) {
+    let Some((api, version)) = api else {
+        // Only ApiVersions' fallback answers a version it does not know.
+        return;
+    };
+    let size = i32::from_be_bytes(bytes[..4].try_into().expect("a size prefix"));
+    assert_eq!(
+        size as usize,
+        bytes.len() - 4,
+        "the size prefix is the response's"
+    );
+    let mut body = Bytes::copy_from_slice(&bytes[4..]);
+    kafka_protocol::messages::ResponseHeader::decode(
+        &mut body,
+        api.response_header_version(version),
+    )
+    .unwrap_or_else(|error| panic!("{api:?} v{version} response header: {error}"));
+    ResponseKind::decode(api, &mut body, version)
+        .unwrap_or_else(|error| panic!("{api:?} v{version} response: {error}"));
+}
+
 /// Seed inputs for the fuzz corpus: (target, name, bytes).
 pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     let headers = [
@@ -303,5 +447,36 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
             ));
         }
     }
+    corpus.extend(request_seeds());
     corpus
+}
+
+/// Every sample request as a `kafka_request` seed, and sessions of them
+/// for `kafka_session`: one per API (every version in turn) and one that
+/// creates a topic, produces, fetches, lists offsets and commits.
+fn request_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let mut per_api: std::collections::BTreeMap<i16, Vec<u8>> = Default::default();
+    for (index, (api, version, request)) in samples::requests().into_iter().enumerate() {
+        let frame = samples::frame(api, version, index as i32, &request);
+        seeds.push((
+            "kafka_request",
+            format!("{api:?}-v{version}-{index}"),
+            frame.clone(),
+        ));
+        let session = per_api.entry(api as i16).or_default();
+        session.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+        session.extend_from_slice(&frame);
+    }
+    for (key, session) in per_api {
+        seeds.push(("kafka_session", format!("api-{key}"), session));
+    }
+    let mut flow = Vec::new();
+    for (index, (api, version, request)) in samples::session().into_iter().enumerate() {
+        let frame = samples::frame(api, version, index as i32, &request);
+        flow.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+        flow.extend_from_slice(&frame);
+    }
+    seeds.push(("kafka_session", "client-flow".into(), flow));
+    seeds
 }

@@ -31,6 +31,7 @@ pub mod interop;
 pub mod limits;
 pub mod node;
 pub mod producer_ids;
+pub mod samples;
 pub mod server;
 pub mod shape;
 pub mod versions;

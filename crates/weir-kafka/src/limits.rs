@@ -29,8 +29,8 @@ pub const BYTES_FIELD_MAX: usize = 1 << 20;
 /// 55 MiB by default): a request asking for more gets this.
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 << 20;
 
-/// The longest a fetch may wait for records (a client asking for more gets
-/// this).
+/// The longest a fetch may wait for records by default (a client asking
+/// for more gets this; [`crate::KafkaSettings::fetch_wait_ms_max`]).
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 
 /// The shortest and longest session timeouts a group member may ask for

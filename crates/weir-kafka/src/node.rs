@@ -11,7 +11,7 @@ use weir_io::{Clock, Storage};
 use weir_log::{Broker, Partition};
 
 use crate::coordinator::Coordinator;
-use crate::limits::REQUEST_BYTES_MAX;
+use crate::limits::{FETCH_WAIT_MS_MAX, REQUEST_BYTES_MAX};
 use crate::producer_ids::{ProducerIdError, ProducerIds};
 
 /// Settings of the Kafka front-end.
@@ -31,6 +31,8 @@ pub struct KafkaSettings {
     pub initial_rebalance_delay_ms: u64,
     /// The largest request accepted (Kafka's `socket.request.max.bytes`).
     pub request_bytes_max: usize,
+    /// The longest a fetch waits for records, whatever it asks for.
+    pub fetch_wait_ms_max: u64,
 }
 
 impl Default for KafkaSettings {
@@ -41,6 +43,7 @@ impl Default for KafkaSettings {
             users: BTreeMap::new(),
             initial_rebalance_delay_ms: 0,
             request_bytes_max: REQUEST_BYTES_MAX,
+            fetch_wait_ms_max: FETCH_WAIT_MS_MAX,
         }
     }
 }

@@ -29,3 +29,13 @@ fn replay(target: &str, run: fn(&[u8])) {
 fn batch_validation_corpus() {
     replay("batch_validation", weir_kafka::fuzzing::batch_validation);
 }
+
+#[test]
+fn kafka_request_corpus() {
+    replay("kafka_request", weir_kafka::fuzzing::kafka_request);
+}
+
+#[test]
+fn kafka_session_corpus() {
+    replay("kafka_session", weir_kafka::fuzzing::kafka_session);
+}

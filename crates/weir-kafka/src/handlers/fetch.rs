@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use weir_log::{Isolation, LogError, Partition};
 
-use crate::limits::{FETCH_RESPONSE_BYTES_MAX, FETCH_WAIT_MS_MAX};
+use crate::limits::FETCH_RESPONSE_BYTES_MAX;
 use crate::node::Kafka;
 
 /// ListOffsets' timestamp for the offset after the last committed record.
@@ -30,7 +30,7 @@ const EARLIEST: i64 = -2;
 pub async fn fetch(kafka: &Arc<Kafka>, request: FetchRequest, version: i16) -> FetchResponse {
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
-        .min(FETCH_WAIT_MS_MAX);
+        .min(kafka.settings.fetch_wait_ms_max);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes)

@@ -39,8 +39,11 @@ impl Server {
             .arg("serve")
             .arg("--resp-addr")
             .arg("127.0.0.1:0")
-            .arg("--kafka-addr")
-            .arg("127.0.0.1:0")
+            .args(if flags.contains(&"--kafka-addr") {
+                &[][..]
+            } else {
+                &["--kafka-addr", "127.0.0.1:0"][..]
+            })
             .arg("--data-dir")
             .arg(data_dir)
             .args(flags)

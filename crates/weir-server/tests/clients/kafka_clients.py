@@ -1,0 +1,596 @@
+"""Real Kafka clients against a broker: kafka-python and confluent-kafka.
+
+Usage: kafka_clients.py SCENARIO LIB BOOTSTRAP [ARGS...]
+
+LIB is `kp` (kafka-python) or `ck` (confluent-kafka, librdkafka). Each
+scenario checks what the client observes and exits non-zero with a message
+on the first difference; it prints one JSON line of observations that the
+Rust test compares between brokers (weir and tansu).
+"""
+
+import json
+import sys
+import threading
+import time
+
+SCENARIO, LIB, BOOTSTRAP = sys.argv[1], sys.argv[2], sys.argv[3]
+ARGS = sys.argv[4:]
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+def fail(message):
+    print(f"FAIL [{SCENARIO} {LIB}]: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+# ---------------------------------------------------------------- clients
+
+
+class Kp:
+    """kafka-python."""
+
+    def __init__(self):
+        import kafka
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.structs import TopicPartition
+
+        self.kafka, self.NewTopic, self.TopicPartition = kafka, NewTopic, TopicPartition
+        self.KafkaAdminClient = KafkaAdminClient
+
+    def admin(self, **extra):
+        return self.KafkaAdminClient(bootstrap_servers=BOOTSTRAP, **extra)
+
+    def create_topic(self, name, partitions, configs=None):
+        admin = self.admin()
+        try:
+            admin.create_topics([self.NewTopic(name, partitions, 1, topic_configs=configs or {})])
+        finally:
+            admin.close()
+
+    def producer(self, codec="none", **extra):
+        return self.kafka.KafkaProducer(
+            bootstrap_servers=BOOTSTRAP,
+            compression_type=None if codec == "none" else codec,
+            acks="all",
+            **extra,
+        )
+
+    def send(self, producer, topic, key, value, headers=(), partition=None, timestamp_ms=None):
+        future = producer.send(
+            topic,
+            key=key,
+            value=value,
+            headers=list(headers),
+            partition=partition,
+            timestamp_ms=timestamp_ms,
+        )
+        return lambda: (lambda m: (m.partition, m.offset))(future.get(timeout=60))
+
+    def flush(self, producer):
+        producer.flush(timeout=60)
+
+    def read_all(self, topic, partitions, expected):
+        consumer = self.kafka.KafkaConsumer(
+            bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, consumer_timeout_ms=20000
+        )
+        consumer.assign([self.TopicPartition(topic, p) for p in range(partitions)])
+        consumer.seek_to_beginning()
+        records = []
+        for message in consumer:
+            records.append(
+                (message.partition, message.offset, message.key, message.value,
+                 [(k, v) for k, v in message.headers], message.timestamp)
+            )
+            if len(records) >= expected:
+                break
+        consumer.close()
+        return records
+
+    def group_consumer(self, group, topic, on_assign, **extra):
+        consumer = self.kafka.KafkaConsumer(
+            bootstrap_servers=BOOTSTRAP,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=500,
+            max_poll_records=20,
+            **extra,
+        )
+
+        class Listener(self.kafka.ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                pass
+
+            def on_partitions_assigned(self, assigned):
+                on_assign(sorted(tp.partition for tp in assigned))
+
+        consumer.subscribe([topic], listener=Listener())
+        return consumer
+
+    def poll(self, consumer):
+        batches = consumer.poll(timeout_ms=200)
+        return [(m.partition, m.offset, m.key) for ms in batches.values() for m in ms]
+
+    def commit(self, consumer):
+        consumer.commit()
+
+    def offsets_for_times(self, topic, partition, timestamp):
+        consumer = self.kafka.KafkaConsumer(bootstrap_servers=BOOTSTRAP)
+        found = consumer.offsets_for_times({self.TopicPartition(topic, partition): timestamp})
+        consumer.close()
+        answer = found[self.TopicPartition(topic, partition)]
+        return None if answer is None else (answer.offset, answer.timestamp)
+
+    def committed(self, group, topic, partitions):
+        admin = self.admin()
+        try:
+            offsets = admin.list_group_offsets(group)[group]
+        finally:
+            admin.close()
+        return {
+            tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic
+        }
+
+
+class Ck:
+    """confluent-kafka (librdkafka)."""
+
+    def __init__(self):
+        import confluent_kafka
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        self.ck, self.AdminClient, self.NewTopic = confluent_kafka, AdminClient, NewTopic
+
+    def admin(self, **extra):
+        return self.AdminClient({"bootstrap.servers": BOOTSTRAP, **extra})
+
+    def create_topic(self, name, partitions, configs=None):
+        admin = self.admin()
+        futures = admin.create_topics(
+            [self.NewTopic(name, num_partitions=partitions, replication_factor=1, config=configs or {})]
+        )
+        for future in futures.values():
+            future.result(timeout=30)
+
+    def producer(self, codec="none", **extra):
+        config = {
+            "bootstrap.servers": BOOTSTRAP,
+            "compression.type": codec,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+        }
+        config.update(extra)
+        return self.ck.Producer(config)
+
+    def send(self, producer, topic, key, value, headers=(), partition=None, timestamp_ms=None):
+        result = {}
+
+        def delivered(error, message):
+            result["error"] = error
+            if error is None:
+                result["at"] = (message.partition(), message.offset())
+
+        kwargs = {"key": key, "value": value, "headers": list(headers), "on_delivery": delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+
+        def get():
+            deadline = time.time() + 60
+            while "error" not in result and time.time() < deadline:
+                producer.poll(0.1)
+            check("error" in result, f"no delivery report for {key!r}")
+            check(result["error"] is None, f"delivery of {key!r} failed: {result['error']}")
+            return result["at"]
+
+        return get
+
+    def flush(self, producer):
+        check(producer.flush(60) == 0, "messages left undelivered")
+
+    def read_all(self, topic, partitions, expected):
+        consumer = self.ck.Consumer(
+            {"bootstrap.servers": BOOTSTRAP, "group.id": "reader-unused", "enable.auto.commit": False}
+        )
+        consumer.assign([self.ck.TopicPartition(topic, p, self.ck.OFFSET_BEGINNING) for p in range(partitions)])
+        records, deadline = [], time.time() + 30
+        while len(records) < expected and time.time() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            check(message.error() is None, f"consume error {message.error()}")
+            records.append(
+                (message.partition(), message.offset(), message.key(), message.value(),
+                 [(k, v) for k, v in (message.headers() or [])], message.timestamp()[1])
+            )
+        consumer.close()
+        return records
+
+    def group_consumer(self, group, topic, on_assign, **extra):
+        config = {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 500,
+        }
+        config.update(extra)
+        consumer = self.ck.Consumer(config)
+        consumer.subscribe([topic], on_assign=lambda c, ps: on_assign(sorted(p.partition for p in ps)))
+        return consumer
+
+    def poll(self, consumer):
+        out = []
+        for message in consumer.consume(num_messages=20, timeout=0.2):
+            if message.error():
+                continue
+            out.append((message.partition(), message.offset(), message.key()))
+        return out
+
+    def commit(self, consumer):
+        try:
+            consumer.commit(asynchronous=False)
+        except self.ck.KafkaException as error:
+            # Nothing to commit, or a rebalance in progress: at-least-once.
+            if error.args[0].code() not in (self.ck.KafkaError._NO_OFFSET, self.ck.KafkaError.REBALANCE_IN_PROGRESS, self.ck.KafkaError.ILLEGAL_GENERATION):
+                raise
+
+    def offsets_for_times(self, topic, partition, timestamp):
+        consumer = self.ck.Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "times-unused"})
+        found = consumer.offsets_for_times([self.ck.TopicPartition(topic, partition, timestamp)], timeout=30)
+        consumer.close()
+        offset = found[0].offset
+        return None if offset < 0 else (offset, None)
+
+    def committed(self, group, topic, partitions):
+        consumer = self.ck.Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group})
+        found = consumer.committed([self.ck.TopicPartition(topic, p) for p in range(partitions)], timeout=30)
+        consumer.close()
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+
+client = Kp() if LIB == "kp" else Ck()
+
+# --------------------------------------------------------------- scenarios
+
+
+def scenario_codecs():
+    """Records with keys, headers and timestamps through every codec, read
+    back exactly."""
+    topic = ARGS[0]
+    client.create_topic(topic, 3)
+    sent = {}
+    for codec in CODECS:
+        producer = client.producer(codec)
+        waits = []
+        for i in range(40):
+            key = f"{codec}-{i}".encode()
+            value = (f"value {i} " * (1 + i % 7)).encode()
+            headers = [("codec", codec.encode()), ("i", str(i).encode())]
+            waits.append((key, value, headers, client.send(producer, topic, key, value, headers, timestamp_ms=1_700_000_000_000 + i)))
+        client.flush(producer)
+        for key, value, headers, get in waits:
+            sent[get()] = (key, value, headers)
+    records = client.read_all(topic, 3, len(sent))
+    check(len(records) == len(sent), f"read {len(records)} of {len(sent)} records")
+    per_partition = {}
+    for partition, offset, key, value, headers, timestamp in records:
+        check((partition, offset) in sent, f"unexpected record at {partition}/{offset}")
+        check(sent[(partition, offset)] == (key, value, headers), f"record {partition}/{offset} differs: {key!r}")
+        check(timestamp >= 1_700_000_000_000, f"timestamp {timestamp} lost")
+        check(per_partition.get(partition, -1) < offset, f"partition {partition} out of order at {offset}")
+        per_partition[partition] = offset
+    print(json.dumps({"records": len(records), "per_partition_end": sorted(per_partition.items())}))
+
+
+def scenario_group():
+    """Three members of a group join and leave; every record is consumed;
+    after the consumers restart they resume from the committed offsets."""
+    topic, group = ARGS[0], ARGS[1]
+    partitions, total = 6, 600
+    client.create_topic(topic, partitions)
+    producer = client.producer()
+    for i in range(total):
+        client.send(producer, topic, f"r{i}".encode(), b"x")
+    client.flush(producer)
+
+    seen, lock, assignments = [], threading.Lock(), []
+    stop = {}
+
+    def member(name, stop_after):
+        def on_assign(parts):
+            with lock:
+                assignments.append((name, parts))
+
+        consumer = client.group_consumer(group, topic, on_assign)
+        started = time.time()
+        while not stop.get(name) and time.time() - started < stop_after:
+            records = client.poll(consumer)
+            with lock:
+                seen.extend(key for _, _, key in records)
+            if records:
+                client.commit(consumer)
+            time.sleep(0.05)
+        client.commit(consumer)
+        consumer.close()
+
+    threads = {}
+    def start(name, stop_after=120):
+        threads[name] = threading.Thread(target=member, args=(name, stop_after))
+        threads[name].start()
+
+    start("a")
+    time.sleep(3)
+    start("b")
+    time.sleep(3)
+    start("c")
+    time.sleep(4)
+    stop["b"] = True  # b leaves: its partitions move to a and c
+    threads["b"].join()
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        with lock:
+            if len(set(seen)) >= total:
+                break
+        time.sleep(0.2)
+    stop["a"] = stop["c"] = True
+    for thread in threads.values():
+        thread.join()
+    keys = set(seen)
+    check(len(keys) == total, f"consumed {len(keys)} distinct of {total} records")
+    members_seen = {name for name, parts in assignments if parts}
+    check(members_seen == {"a", "b", "c"}, f"members that got partitions: {members_seen}")
+    check(len(assignments) >= 5, f"only {len(assignments)} assignments: no rebalance seen")
+
+    # The consumers restart: committed offsets hold, only new records come.
+    for i in range(total, total + 60):
+        client.send(producer, topic, f"r{i}".encode(), b"x")
+    client.flush(producer)
+    seen.clear()
+    stop.clear()
+    start("d", 25)
+    start("e", 25)
+    deadline = time.time() + 25
+    while time.time() < deadline and len(set(seen)) < 60:
+        time.sleep(0.2)
+    stop["d"] = stop["e"] = True
+    for name in ("d", "e"):
+        threads[name].join()
+    again = set(seen)
+    check(again == {f"r{i}".encode() for i in range(total, total + 60)},
+          f"after the restart the group read {len(again)} records, {len(again - {f'r{i}'.encode() for i in range(total, total + 60)})} of them old")
+    committed = client.committed(group, topic, partitions)
+    check(sum(committed.values()) == total + 60, f"committed offsets {committed}")
+    print(json.dumps({"consumed": total, "members": sorted(members_seen), "committed": sum(committed.values())}))
+
+
+def scenario_produce_acked():
+    """Produces COUNT records one at a time, writing each acknowledged
+    (partition, offset, key) to OUTFILE at once; survives the broker's
+    restart through the client's retries."""
+    topic, outfile, count = ARGS[0], ARGS[1], int(ARGS[2])
+    extra = {"retries": 1000000, "request_timeout_ms": 5000, "reconnect_backoff_ms": 100} if LIB == "kp" \
+        else {"message.timeout.ms": 120000, "request.timeout.ms": 5000, "linger.ms": 0}
+    producer = client.producer(**extra)
+    with open(outfile, "a") as out:
+        for i in range(count):
+            partition, offset = client.send(producer, topic, f"{LIB}-{i}".encode(), f"v{i}".encode())()
+            out.write(f"{partition} {offset} {LIB}-{i}\n")
+            out.flush()
+    print(json.dumps({"acked": count}))
+
+
+def scenario_verify():
+    """Every record acknowledged (as OUTFILE lists them) is in the log at
+    its offset, and no key appears twice."""
+    topic, outfile, partitions = ARGS[0], ARGS[1], int(ARGS[2])
+    acked = {}
+    for line in open(outfile):
+        partition, offset, key = line.split()
+        acked[(int(partition), int(offset))] = key.encode()
+    records = client.read_all(topic, partitions, len(acked))
+    found = {(p, o): k for p, o, k, _, _, _ in records}
+    for at, key in acked.items():
+        check(found.get(at) == key, f"acknowledged {key!r} at {at} is missing (found {found.get(at)!r})")
+    keys = [k for _, _, k, _, _, _ in records]
+    check(len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} duplicate records")
+    print(json.dumps({"acked": len(acked), "records": len(records)}))
+
+
+def scenario_commit():
+    """Commits offsets with metadata for GROUP, or checks them."""
+    topic, group, mode = ARGS[0], ARGS[1], ARGS[2]
+    if mode == "write":
+        client.create_topic(topic, 3)
+        # A simple consumer commit (no group membership), as tools do.
+        if LIB == "kp":
+            from kafka.structs import OffsetAndMetadata, TopicPartition
+            c = client.kafka.KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False)
+            c.commit({TopicPartition(topic, 0): OffsetAndMetadata(7, "kept", -1)})
+            c.close()
+        else:
+            c = client.ck.Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group, "enable.auto.commit": False})
+            c.commit(offsets=[client.ck.TopicPartition(topic, 0, 7, metadata="kept")], asynchronous=False)
+            c.close()
+        print(json.dumps({"committed": 7}))
+    else:
+        committed = client.committed(group, topic, 1)
+        check(committed.get(0) == 7, f"committed offsets after the restart: {committed}")
+        print(json.dumps({"committed": committed.get(0)}))
+
+
+def scenario_timestamps():
+    """ListOffsets by timestamp finds the first record at or after it."""
+    topic = ARGS[0]
+    client.create_topic(topic, 1)
+    producer = client.producer()
+    waits = [client.send(producer, topic, b"k", f"{i}".encode(), partition=0, timestamp_ms=1_000_000 + 1000 * i) for i in range(10)]
+    client.flush(producer)
+    offsets = [get()[1] for get in waits]
+    found = client.offsets_for_times(topic, 0, 1_000_000 + 2500)
+    check(found is not None and found[0] == offsets[3], f"timestamp 2500 found {found}, wanted offset {offsets[3]}")
+    exact = client.offsets_for_times(topic, 0, 1_000_000 + 4000)
+    check(exact is not None and exact[0] == offsets[4], f"timestamp 4000 found {exact}")
+    none = client.offsets_for_times(topic, 0, 9_000_000)
+    check(none is None, f"a timestamp after every record found {none}")
+    print(json.dumps({"t2500": found[0], "t4000": exact[0], "after": None}))
+
+
+def scenario_admin():
+    """Create, describe, list and delete topics and groups."""
+    topic = ARGS[0]
+    observed = {}
+    if LIB == "kp":
+        from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+        from kafka.admin import ConfigResource, ConfigResourceType
+        admin = client.admin()
+        admin.create_topics([client.NewTopic(topic, 4, 1, topic_configs={"retention.ms": "3600000"})])
+        try:
+            admin.create_topics([client.NewTopic(topic, 4, 1)])
+            fail("creating an existing topic succeeded")
+        except TopicAlreadyExistsError:
+            observed["exists"] = "TopicAlreadyExists"
+        described = admin.describe_topics([topic])
+        observed["partitions"] = len(described[0]["partitions"])
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        observed["retention.ms"] = configs["topic"][topic]["retention.ms"]["value"]
+        check(topic in admin.list_topics(), "created topic not listed")
+        admin.delete_topics([topic])
+        check(topic not in admin.list_topics(), "deleted topic still listed")
+        try:
+            result = admin.delete_topics([topic])
+            errors = [e for _, e, *rest in getattr(result, "topic_error_codes", [])]
+            check(any(errors), "deleting a deleted topic did not fail")
+            observed["delete-again"] = "UnknownTopicOrPartition"
+        except UnknownTopicOrPartitionError:
+            observed["delete-again"] = "UnknownTopicOrPartition"
+        admin.close()
+    else:
+        from confluent_kafka.admin import ConfigResource
+        from confluent_kafka import KafkaException
+        admin = client.admin()
+        client.create_topic(topic, 4, {"retention.ms": "3600000"})
+        time.sleep(0.5)
+        try:
+            client.create_topic(topic, 4)
+            fail("creating an existing topic succeeded")
+        except KafkaException as error:
+            observed["exists"] = error.args[0].name()
+        metadata = admin.list_topics(timeout=10)
+        observed["partitions"] = len(metadata.topics[topic].partitions)
+        configs = admin.describe_configs([ConfigResource("topic", topic)])
+        for future in configs.values():
+            observed["retention.ms"] = future.result()["retention.ms"].value
+        for future in admin.delete_topics([topic]).values():
+            future.result()
+        check(topic not in admin.list_topics(timeout=10).topics, "deleted topic still listed")
+        try:
+            for future in admin.delete_topics([topic]).values():
+                future.result()
+            fail("deleting a deleted topic succeeded")
+        except KafkaException as error:
+            observed["delete-again"] = error.args[0].name()
+    check(observed["partitions"] == 4, f"described {observed['partitions']} partitions")
+    print(json.dumps(observed, sort_keys=True))
+
+
+def scenario_groups_admin():
+    """List and describe groups after a member commits."""
+    topic, group = ARGS[0], ARGS[1]
+    client.create_topic(topic, 2)
+    assigned = []
+    consumer = client.group_consumer(group, topic, assigned.append)
+    deadline = time.time() + 30
+    while not assigned and time.time() < deadline:
+        client.poll(consumer)
+    check(assigned, "the member got no assignment")
+    if LIB == "ck":
+        admin = client.admin()
+        listed = admin.list_consumer_groups().result(timeout=30)
+        names = {g.group_id for g in listed.valid}
+        check(group in names, f"{group} not listed: {names}")
+        described = admin.describe_consumer_groups([group])[group].result(timeout=30)
+        state = str(described.state).rsplit(".", 1)[-1].title()
+        members = len(described.members)
+    else:
+        admin = client.admin()
+        names = {g["group_id"] for g in admin.list_groups()}
+        check(group in names, f"{group} not listed: {names}")
+        described = admin.describe_groups([group])[group]
+        state, members = described["group_state"], len(described["members"])
+        admin.close()
+    consumer.close()
+    check(members == 1, f"described {members} members")
+    print(json.dumps({"listed": True, "state": state, "members": members}))
+
+
+def scenario_sasl():
+    """SASL/PLAIN: the right password works, a wrong one is refused."""
+    topic, user, password = ARGS[0], ARGS[1], ARGS[2]
+    if LIB == "kp":
+        import kafka
+        common = dict(bootstrap_servers=BOOTSTRAP, security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN")
+        producer = kafka.KafkaProducer(sasl_plain_username=user, sasl_plain_password=password, acks="all", **common)
+        producer.send(topic, b"secret").get(timeout=30)
+        producer.close()
+        try:
+            bad = kafka.KafkaProducer(sasl_plain_username=user, sasl_plain_password="wrong", max_block_ms=5000, **common)
+            bad.send(topic, b"nope").get(timeout=10)
+            fail("a wrong password was accepted")
+        except Exception as error:
+            refused = type(error).__name__
+    else:
+        import confluent_kafka
+        common = {"bootstrap.servers": BOOTSTRAP, "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"}
+        producer = confluent_kafka.Producer({**common, "sasl.username": user, "sasl.password": password})
+        client.send(producer, topic, None, b"secret")()
+        bad = confluent_kafka.Producer({**common, "sasl.username": user, "sasl.password": "wrong", "message.timeout.ms": 5000})
+        errors = []
+        bad.produce(topic, b"nope", on_delivery=lambda e, m: errors.append(e))
+        bad.flush(15)
+        check(errors and errors[0] is not None, "a wrong password was accepted")
+        refused = "delivery failed"
+    print(json.dumps({"authenticated": True, "wrong password": refused}))
+
+
+def scenario_retries():
+    """An idempotent producer whose responses are lost (by a proxy) retries;
+    every record is in the log once, in order."""
+    topic, count = ARGS[0], int(ARGS[1])
+    extra = {"retries": 1000, "request_timeout_ms": 3000, "max_in_flight_requests_per_connection": 5, "enable_idempotence": True, "linger_ms": 5} \
+        if LIB == "kp" else {"linger.ms": 5, "request.timeout.ms": 3000}
+    producer = client.producer(**extra)
+    waits = []
+    for i in range(count):
+        waits.append(client.send(producer, topic, f"k{i}".encode(), f"{i}".encode(), partition=0))
+        if i % 10 == 9:
+            client.flush(producer)
+    client.flush(producer)
+    offsets = [get()[1] for get in waits]
+    check(offsets == sorted(offsets), "acknowledged offsets out of order")
+    records = client.read_all(topic, 1, count + 10)
+    values = [int(value) for _, _, _, value, _, _ in records]
+    check(values == list(range(count)), f"read {len(values)} records for {count} sent; first wrong at "
+          f"{next((i for i, v in enumerate(values) if i >= count or v != i), None)}")
+    print(json.dumps({"records": len(values)}))
+
+
+SCENARIOS = {name[len("scenario_"):]: f for name, f in globals().items() if name.startswith("scenario_")}
+if SCENARIO not in SCENARIOS:
+    fail(f"unknown scenario; known: {sorted(SCENARIOS)}")
+SCENARIOS[SCENARIO]()

@@ -1,0 +1,6 @@
+#![no_main]
+//! Fuzz target: see `weir_kafka::fuzzing::kafka_request`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    weir_kafka::fuzzing::kafka_request(data);
+});
