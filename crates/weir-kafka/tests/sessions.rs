@@ -323,3 +323,40 @@ async fn a_client_flow_is_answered_throughout() {
         Some((5, "kept".to_string()))
     );
 }
+
+#[tokio::test]
+async fn a_fetch_never_returns_records_written_but_not_yet_durable() {
+    let kafka = kafka();
+    let mut session = session();
+    create_topic(&kafka, &mut session).await;
+    produce_at(&kafka, &mut session, batch(-1, 0, 2)).await;
+    // Written, not synced: above the high watermark.
+    let log = kafka.log.partition("orders", 0).unwrap();
+    let mut unsynced = batch(-1, 0, 3).to_vec();
+    log.write_batch(&mut unsynced).unwrap();
+    assert_eq!((log.high_watermark(), log.log_end_offset()), (2, 5));
+    let Some(ResponseKind::Fetch(response)) = call(
+        &kafka,
+        &mut session,
+        ApiKey::Fetch,
+        12,
+        fetch("orders", 0, 0, 0),
+    )
+    .await
+    else {
+        panic!("no fetch response");
+    };
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.high_watermark, 2);
+    let records = partition.records.clone().unwrap_or_default();
+    let mut last = 0;
+    let mut rest = &records[..];
+    while rest.len() >= 61 {
+        let base = i64::from_be_bytes(rest[..8].try_into().unwrap());
+        let length = i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        let delta = i32::from_be_bytes(rest[23..27].try_into().unwrap()) as i64;
+        last = base + delta;
+        rest = &rest[12 + length..];
+    }
+    assert_eq!(last, 1, "a record above the high watermark was returned");
+}
