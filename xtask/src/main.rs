@@ -660,8 +660,10 @@ fn sim_catches(scratch: &Path) -> Result<Option<(String, String)>, String> {
 }
 
 fn bench(filter: Option<&str>) -> Result<(), String> {
-    // resp_vs_redis runs the release `weir` binary against redis-server.
+    // resp_vs_redis runs the release `weir` binary against redis-server,
+    // kafka_load against tansu (from the virtualenv).
     ensure_tools()?;
+    ensure_python()?;
     Step::cargo(
         "weir binary",
         &["build", "--release", "-p", "weir-server", "--bin", "weir"],

@@ -375,7 +375,10 @@ impl Walk<'_> {
             return Err(format!("{count} tagged fields cannot fit in the request"));
         }
         for _ in 0..count {
-            self.unsigned_varint()?;
+            let tag = self.unsigned_varint()?;
+            if tag > i32::MAX as u64 {
+                return Err(format!("tag {tag} is out of range"));
+            }
             let size = self.unsigned_varint()? as usize;
             self.take(size, "a tagged field")?;
         }
