@@ -137,9 +137,12 @@ pub fn check(history: &History, last: &FinalState, promises: Promises) -> Vec<Vi
             ));
         }
     }
-    // Ordering per producer: acknowledged IDs increase in send order.
+    // Ordering per producer: acknowledged IDs increase in send order. Not
+    // when synced data was corrupted: an acknowledged entry cut with a
+    // corrupt tail takes the stream's last ID back with it, and later
+    // entries may get lower IDs (the stream's own order is checked above).
     let mut last_by_producer: BTreeMap<u32, (u64, Id)> = BTreeMap::new();
-    for (producer, seq, _, id) in &history.acknowledged {
+    for (producer, seq, _, id) in history.acknowledged.iter().filter(|_| promises.durability) {
         if let Some((previous_seq, previous)) = last_by_producer.get(producer) {
             if seq > previous_seq && id <= previous {
                 push(violation(
@@ -514,9 +517,13 @@ pub struct LogHistory {
     /// been acknowledged before).
     pub truncations: Vec<(u32, u64, usize)>,
     /// Truncations that failed (they may or may not have happened):
-    /// (partition, end asked for, how many appends had been acknowledged
-    /// before).
+    /// (partition, end asked for rounded down to the start of the batch
+    /// holding it (a cut never splits a batch), how many appends had been
+    /// acknowledged before).
     pub uncertain_truncations: Vec<(u32, u64, usize)>,
+    /// Where acknowledged appends of the truncated partitions began:
+    /// (partition, base offset).
+    pub batch_starts: BTreeSet<(u32, u64)>,
 }
 
 /// The log after healing: every partition read from its start, and the
@@ -629,6 +636,39 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
                     ),
                 ));
             }
+        }
+    }
+    // Per producer (a value is `<producer>-<sequence>`), acknowledged
+    // offsets increase in the order the acknowledgements came: a retried
+    // batch is never written after a later one.
+    let mut last_ack: BTreeMap<(u32, &str), u64> = BTreeMap::new();
+    for (partition, offset, value) in &history.acknowledged {
+        if history.truncated_partitions.contains(partition) {
+            continue;
+        }
+        let producer = value
+            .rsplit_once('-')
+            .map_or(value.as_str(), |(producer, _)| producer);
+        if let Some(previous) = last_ack.insert((*partition, producer), *offset) {
+            if *offset <= previous {
+                push(violation(
+                    "log-producer-order",
+                    format!("{value:?} acknowledged at {partition}/{offset}, after {producer}'s previous record at {previous}"),
+                ));
+            }
+        }
+    }
+    // No record twice: an idempotent producer's retries are written once.
+    let mut seen: BTreeMap<(u32, &String), u64> = BTreeMap::new();
+    for (partition, offset, value) in &last.records {
+        if history.truncated_partitions.contains(partition) {
+            continue;
+        }
+        if let Some(first) = seen.insert((*partition, value), *offset) {
+            push(violation(
+                "log-no-duplicates",
+                format!("{value:?} is in partition {partition} at {first} and at {offset}"),
+            ));
         }
     }
     // Committed offsets never move backwards: a consumer starting after a
@@ -897,6 +937,46 @@ mod extra_tests {
             ..LogFinal::default()
         };
         assert!(!check_truncated(&history, &gap, 3).is_empty());
+    }
+
+    #[test]
+    fn producer_order_and_duplicates_are_caught() {
+        let sent = ["k0-a-1", "k0-a-2", "k0-b-1"];
+        let history = LogHistory {
+            sent: sent.iter().map(|value| value.to_string()).collect(),
+            acknowledged: vec![
+                (0, 1, "k0-a-1".into()),
+                (0, 0, "k0-b-1".into()),
+                (0, 2, "k0-a-2".into()),
+            ],
+            ..LogHistory::default()
+        };
+        let last = LogFinal {
+            records: vec![
+                (0, 0, "k0-b-1".into()),
+                (0, 1, "k0-a-1".into()),
+                (0, 2, "k0-a-2".into()),
+            ],
+            ..LogFinal::default()
+        };
+        assert!(
+            check_log(&history, &last, false).is_empty(),
+            "two producers interleaved"
+        );
+        let mut reordered = history.clone();
+        reordered.acknowledged[2].1 = 0;
+        let names: Vec<_> = check_log(&reordered, &last, false)
+            .iter()
+            .map(|found| found.invariant)
+            .collect();
+        assert!(names.contains(&"log-producer-order"), "{names:?}");
+        let mut twice = last.clone();
+        twice.records.push((0, 3, "k0-a-1".into()));
+        let names: Vec<_> = check_log(&history, &twice, false)
+            .iter()
+            .map(|found| found.invariant)
+            .collect();
+        assert!(names.contains(&"log-no-duplicates"), "{names:?}");
     }
 
     #[test]

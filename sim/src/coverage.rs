@@ -52,15 +52,23 @@ pub const FLOORS: &[(&str, u64)] = &[
     ("blocked reader woken by an XADD", 250),
     ("message published to a subscriber", 200),
     // The log node.
-    ("log segment rolled by size", 500),
-    ("log segment rolled on request", 500),
+    ("log segment rolled by size", 250),
+    ("log segment rolled on request", 250),
     ("log truncated", 250),
     ("log reopened after truncations", 100),
     ("log retention deleted segments", 200),
-    ("log consumer reset to the log start", 15),
-    ("log consumer resumed from a committed offset", 400),
     ("log closed cleanly, then power lost", 400),
     ("log torn tail cut at recovery", 10),
+    // The log node's Kafka clients.
+    ("kafka produce retried", 400),
+    ("kafka retried batch acknowledged", 400),
+    ("kafka member resumed from a committed offset", 400),
+    ("kafka member reset to the log start", 25),
+    ("kafka member crashed", 120),
+    ("kafka member left", 120),
+    ("kafka member rejoined after a heartbeat error", 400),
+    ("kafka commit refused", 45),
+    ("kafka producer gave up a batch", 70),
 ];
 
 /// The paths below their floor in a run of `seeds` seeds, given how many

@@ -16,4 +16,6 @@ pub mod client;
 pub mod coverage;
 #[cfg(madsim)]
 pub mod harness;
+#[cfg(madsim)]
+pub mod kafka;
 pub mod model;

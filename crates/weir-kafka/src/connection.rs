@@ -60,7 +60,7 @@ where
             Outcome::Close(bytes, reason) => (bytes, Some(reason)),
         };
         if let Some(bytes) = bytes {
-            if writer.write_all(&bytes).await.is_err() {
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                 return;
             }
         }

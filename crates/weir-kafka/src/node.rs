@@ -166,3 +166,20 @@ impl Kafka {
         }
     }
 }
+
+/// Runs storage work (syncs, directory changes) off the event loop, so
+/// that other connections go on meanwhile: on tokio's blocking pool; under
+/// the simulator in place (its disk never blocks, and it runs one thread).
+pub async fn off_loop<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    #[cfg(madsim)]
+    {
+        work()
+    }
+    #[cfg(not(madsim))]
+    {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(value) => value,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::node::Kafka;
+use crate::node::{off_loop, Kafka};
 
 /// How often the coordinator's timeouts and the logs' interval flushes are
 /// checked.
@@ -55,7 +55,7 @@ async fn run_timer(kafka: Arc<Kafka>) {
             last_retention = now;
         }
         let log = Arc::clone(&kafka.log);
-        let work = tokio::task::spawn_blocking(move || {
+        let work = off_loop(move || {
             if let Err(error) = log.tick() {
                 tracing::error!(%error, "flushing the log failed");
             }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use weir_io::{Clock, OsStorage, Storage};
+use weir_kafka::node::off_loop;
 use weir_kafka::{Kafka, KafkaSettings, SingleNode};
 use weir_log::{Broker, BrokerConfig, BrokerRecovery, LogConfig};
 
@@ -129,11 +130,9 @@ pub async fn serve_kafka(node: Arc<Node>, kafka: KafkaListener) {
     let state = Arc::clone(&kafka.kafka);
     weir_kafka::server::serve(kafka.kafka, kafka.listener, shutdown).await;
     let log = Arc::clone(&state.log);
-    let closed = tokio::task::spawn_blocking(move || log.close()).await;
-    match closed {
-        Ok(Ok(())) => tracing::info!("topics closed"),
-        Ok(Err(error)) => tracing::error!(%error, "closing the topics failed"),
-        Err(error) => tracing::error!(%error, "closing the topics panicked"),
+    match off_loop(move || log.close()).await {
+        Ok(()) => tracing::info!("topics closed"),
+        Err(error) => tracing::error!(%error, "closing the topics failed"),
     }
 }
 

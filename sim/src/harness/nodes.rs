@@ -230,32 +230,36 @@ fn start_log_node(
             let (shared, features) = (Arc::clone(&shared), features.clone());
             async move {
                 let storage: Arc<dyn Storage> = Arc::new(disk.root());
-                let broker = match Broker::open(storage, clock, BrokerConfig::default()) {
-                    Ok((broker, recovery)) => {
-                        let cut = recovery
-                            .partitions
-                            .iter()
-                            .filter(|(_, report)| report.truncation.is_some())
-                            .count();
-                        if cut > 0 {
-                            count(
-                                &mut shared.lock().expect("shared").coverage,
-                                "log torn tail cut at recovery",
-                            );
+                let broker =
+                    match Broker::open(Arc::clone(&storage), clock, BrokerConfig::default()) {
+                        Ok((broker, recovery)) => {
+                            let cut = recovery
+                                .partitions
+                                .iter()
+                                .filter(|(_, report)| report.truncation.is_some())
+                                .count();
+                            if cut > 0 {
+                                count(
+                                    &mut shared.lock().expect("shared").coverage,
+                                    "log torn tail cut at recovery",
+                                );
+                            }
+                            Arc::new(broker)
                         }
-                        Arc::new(broker)
-                    }
-                    Err(error) => {
-                        note(&shared, started, format!("log-0 failed to start: {error}"));
-                        let mut shared = shared.lock().expect("shared");
-                        shared.log_failed_start = true;
-                        if shared.healed {
-                            shared.start_failures.push(format!("log-0: {error}"));
+                        Err(error) => {
+                            note(&shared, started, format!("log-0 failed to start: {error}"));
+                            let mut shared = shared.lock().expect("shared");
+                            shared.log_failed_start = true;
+                            if shared.healed {
+                                shared.start_failures.push(format!("log-0: {error}"));
+                            }
+                            return;
                         }
-                        return;
-                    }
-                };
-                super::workloads::log::run_on_node(broker, shared, features, seed, started).await;
+                    };
+                super::workloads::log::run_on_node(
+                    broker, storage, shared, features, seed, started,
+                )
+                .await;
             }
         })
         .build()

@@ -31,7 +31,7 @@ use weir_log::{GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 
 use super::errors::for_broker;
 use crate::coordinator::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
-use crate::node::Kafka;
+use crate::node::{off_loop, Kafka};
 
 /// FindCoordinator's key type for consumer groups.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -285,7 +285,7 @@ pub async fn offset_commit(
     }
     if !entries.is_empty() {
         let log = Arc::clone(&kafka.log);
-        let committed = tokio::task::spawn_blocking(move || {
+        let committed = off_loop(move || {
             let borrowed: Vec<(&str, u32, u64, &str)> = entries
                 .iter()
                 .map(|(topic, partition, offset, metadata)| {
@@ -294,8 +294,7 @@ pub async fn offset_commit(
                 .collect();
             log.commit_offsets(&group, &borrowed)
         })
-        .await
-        .unwrap_or_else(|error| panic!("committing offsets panicked: {error}"));
+        .await;
         if let Err(error) = committed {
             tracing::error!(%error, "committing offsets failed");
             let code = for_broker(&error).code();
@@ -521,9 +520,7 @@ pub async fn delete_groups(
             Err(error) => error.code(),
             Ok(()) => {
                 let log = Arc::clone(&kafka.log);
-                let deleted = tokio::task::spawn_blocking(move || log.delete_group_offsets(&name))
-                    .await
-                    .unwrap_or_else(|error| panic!("deleting offsets panicked: {error}"));
+                let deleted = off_loop(move || log.delete_group_offsets(&name)).await;
                 match deleted {
                     Ok(0) if kafka.coordinator.describe(&group.0).is_none() => {
                         ResponseError::GroupIdNotFound.code()
@@ -565,9 +562,7 @@ pub async fn init_producer_id(
             .with_producer_epoch(request.producer_epoch + 1);
     }
     let kafka = Arc::clone(kafka);
-    let allocated = tokio::task::spawn_blocking(move || kafka.producer_ids.allocate())
-        .await
-        .unwrap_or_else(|error| panic!("allocating a producer id panicked: {error}"));
+    let allocated = off_loop(move || kafka.producer_ids.allocate()).await;
     match allocated {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))

@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 use weir_log::{validate_topic_name, BrokerError, LogConfig, TopicConfig, TopicMetadata};
 
 use super::errors::for_broker;
-use crate::node::Kafka;
+use crate::node::{off_loop, Kafka};
 
 /// DescribeConfigs' resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -132,9 +132,7 @@ async fn named_topic(
 /// Creates a topic on the blocking pool (it syncs directories).
 async fn create(kafka: &Arc<Kafka>, name: String, config: TopicConfig) -> Result<(), BrokerError> {
     let log = Arc::clone(&kafka.log);
-    tokio::task::spawn_blocking(move || log.create_topic(&name, config))
-        .await
-        .unwrap_or_else(|error| panic!("creating a topic panicked: {error}"))
+    off_loop(move || log.create_topic(&name, config)).await
 }
 
 fn describe_topic(kafka: &Kafka, topic: &TopicMetadata, version: i16) -> MetadataResponseTopic {
@@ -346,9 +344,7 @@ pub async fn delete_topics(
         };
         let log = Arc::clone(&kafka.log);
         let topic = name.0.to_string();
-        let outcome = tokio::task::spawn_blocking(move || log.delete_topic(&topic))
-            .await
-            .unwrap_or_else(|error| panic!("deleting a topic panicked: {error}"));
+        let outcome = off_loop(move || log.delete_topic(&topic)).await;
         let result = DeletableTopicResult::default().with_name(Some(name));
         results.push(match outcome {
             Ok(()) => result,

@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use weir_log::{AppendInfo, FlushPolicy, Partition};
 
 use super::errors::for_log;
-use crate::node::Kafka;
+use crate::node::{off_loop, Kafka};
 
 /// One partition's outcome before the sync.
 struct Written {
@@ -92,7 +92,7 @@ pub async fn produce(
 /// through the log's group commit, on the blocking pool so that the event
 /// loop goes on); returns the (topic, partition) indexes whose sync failed.
 async fn sync(written: Vec<Written>) -> Vec<(usize, usize)> {
-    let outcome = tokio::task::spawn_blocking(move || {
+    off_loop(move || {
         let mut failed = Vec::new();
         for entry in written {
             if let Err(error) = entry.log.sync() {
@@ -102,8 +102,7 @@ async fn sync(written: Vec<Written>) -> Vec<(usize, usize)> {
         }
         failed
     })
-    .await;
-    outcome.unwrap_or_else(|error| panic!("a partition sync panicked: {error}"))
+    .await
 }
 
 type WriteError = (ResponseError, Option<String>);

@@ -1,31 +1,37 @@
-//! The log node's workload, run in process on `log-0` against its
-//! `weir_log::Broker`: producers appending batches of one to four records,
-//! a consumer group member that reads and commits offsets (at-least-once:
-//! commit after processing), and, as the seed says, small segments and
-//! explicit rolls, a topic with size retention applied while it is
-//! written, and a partition truncated while it is written.
+//! The log node, `log-0`: a `weir_log::Broker` served to Kafka clients by
+//! the Kafka front-end (`weir_kafka`) on port 9092; the producers and the
+//! consumer group that use it run on the client node
+//! ([`super::kafka`]). In process, as the seed says: small segments and
+//! explicit rolls, size retention applied to a topic while it is written,
+//! and a partition truncated while it is written (with its own in-process
+//! producer: truncation is a replication layer's operation, not a
+//! client's).
 //!
 //! The checkers know a partition by its index: `events` 0 and 1
 //! (consumed), `retained` 0 as 2 (consumed; retention may move its start),
 //! `cut` 0 as 3 (truncated; checked by [`check::check_truncated`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::time::{sleep, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use weir_log::{Broker, BrokerError, LogConfig, LogError, Partition, Record, TopicConfig};
+use weir_io::Storage;
+use weir_kafka::{Kafka, KafkaSettings, SingleNode};
+use weir_log::{Broker, BrokerError, LogConfig, Partition, Record, TopicConfig};
+
+use super::kafka::KAFKA_PORT;
 
 use super::super::nemesis::Features;
 use super::super::{count, note, SharedRef};
 use crate::check::{self, LogFinal};
 
-const GROUP: &str = "g";
+use super::kafka::GROUP;
 
 /// The partitions of the workload: (topic, partition in the topic).
-const PARTITIONS: [(&str, u32); 4] = [("events", 0), ("events", 1), ("retained", 0), ("cut", 0)];
+pub(crate) const PARTITIONS: [(&str, u32); 4] =
+    [("events", 0), ("events", 1), ("retained", 0), ("cut", 0)];
 /// The index of the partition with retention.
 pub(crate) const RETAINED: u32 = 2;
 /// The index of the truncated partition.
@@ -45,8 +51,8 @@ pub(crate) fn active(features: &Features) -> Vec<u32> {
     active
 }
 
-/// The indexes the consumer reads.
-fn consumed(features: &Features) -> Vec<u32> {
+/// The indexes the consumer group reads (and Kafka producers write).
+pub(crate) fn consumed_indexes(features: &Features) -> Vec<u32> {
     active(features)
         .into_iter()
         .filter(|index| *index != CUT)
@@ -74,9 +80,11 @@ fn topic_config(topic: &str, features: &Features) -> TopicConfig {
     }
 }
 
-/// Runs the workload on a freshly opened broker until the node is killed.
+/// Runs the Kafka front-end and the in-process workload on a freshly
+/// opened broker until the node is killed.
 pub(crate) async fn run_on_node(
     broker: Arc<Broker>,
+    storage: Arc<dyn Storage>,
     shared: SharedRef,
     features: Features,
     seed: u64,
@@ -111,15 +119,13 @@ pub(crate) async fn run_on_node(
         format!("log-0 up (assignment {assignment})"),
     );
     let rng = |salt: u64| Xoshiro256PlusPlus::seed_from_u64(seed ^ (salt << 40) ^ assignment);
-    for index in active(&features) {
-        let (broker, shared, rng) = (
+    if features.log_truncation {
+        let (producer, shared_producer, producer_rng) = (
             Arc::clone(&broker),
             Arc::clone(&shared),
-            rng(u64::from(index) + 1),
+            rng(u64::from(CUT) + 1),
         );
-        tokio::spawn(async move { produce(broker, index, shared, rng).await });
-    }
-    if features.log_truncation {
+        tokio::spawn(async move { produce(producer, CUT, shared_producer, producer_rng).await });
         let (broker, shared, rng) = (Arc::clone(&broker), Arc::clone(&shared), rng(10));
         tokio::spawn(async move { truncate(broker, shared, rng).await });
     }
@@ -127,7 +133,60 @@ pub(crate) async fn run_on_node(
         let (broker, shared, rng) = (Arc::clone(&broker), Arc::clone(&shared), rng(11));
         tokio::spawn(async move { retain(broker, shared, rng).await });
     }
-    consume(broker, assignment, shared, consumed(&features)).await;
+    serve_kafka(broker, storage, shared, started).await;
+}
+
+/// Serves the broker to Kafka clients on port 9092 until the node dies.
+async fn serve_kafka(
+    broker: Arc<Broker>,
+    storage: Arc<dyn Storage>,
+    shared: SharedRef,
+    started: Instant,
+) {
+    let own = match storage.open_or_create_dir("kafka") {
+        Ok(own) => own,
+        Err(error) => {
+            note(
+                &shared,
+                started,
+                format!("log-0 cannot open its Kafka state: {error}"),
+            );
+            shared.lock().expect("shared").log_failed_start = true;
+            return;
+        }
+    };
+    let kafka = match Kafka::new(
+        broker,
+        own,
+        KafkaSettings::default(),
+        Box::new(SingleNode::new("10.0.0.3", KAFKA_PORT)),
+    ) {
+        Ok(kafka) => Arc::new(kafka),
+        Err(error) => {
+            note(
+                &shared,
+                started,
+                format!("log-0 cannot start the Kafka front-end: {error}"),
+            );
+            let mut shared = shared.lock().expect("shared");
+            shared.log_failed_start = true;
+            if shared.healed {
+                shared
+                    .start_failures
+                    .push(format!("log-0 Kafka front-end: {error}"));
+            }
+            return;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", KAFKA_PORT)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            note(&shared, started, format!("log-0 cannot listen: {error}"));
+            return;
+        }
+    };
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    weir_kafka::server::serve(kafka, listener, shutdown).await;
 }
 
 /// Runs the log engine's own invariant checks on every partition and keeps
@@ -177,6 +236,10 @@ async fn produce(broker: Arc<Broker>, index: u32, shared: SharedRef, mut rng: Xo
             check_log_invariants(&broker, &mut shared.engine_invariants);
             match appended {
                 Ok(info) => {
+                    shared
+                        .log_history
+                        .batch_starts
+                        .insert((index, info.base_offset));
                     let acknowledged = &mut shared.log_history.acknowledged;
                     for (at, value) in values.into_iter().enumerate() {
                         acknowledged.push((index, info.base_offset + at as u64, value));
@@ -231,10 +294,21 @@ async fn truncate(broker: Arc<Broker>, shared: SharedRef, mut rng: Xoshiro256Plu
                     count(&mut shared.coverage, "log truncated");
                 }
             }
-            Err(_) => shared
-                .log_history
-                .uncertain_truncations
-                .push((CUT, target, before)),
+            Err(_) => {
+                // A cut that happened went down to the start of the batch
+                // holding `target`.
+                let rounded = shared
+                    .log_history
+                    .batch_starts
+                    .range(..=(CUT, target))
+                    .next_back()
+                    .filter(|(at, _)| *at == CUT)
+                    .map_or(target, |(_, start)| *start);
+                shared
+                    .log_history
+                    .uncertain_truncations
+                    .push((CUT, rounded, before));
+            }
         }
     }
 }
@@ -264,83 +338,6 @@ async fn retain(broker: Arc<Broker>, shared: SharedRef, mut rng: Xoshiro256PlusP
             shared.engine_invariants.push(format!(
                 "retention left {after} bytes of {before}, below the retained size {RETENTION_BYTES}"
             ));
-        }
-    }
-}
-
-/// The group member: starts at the committed offsets, reads, commits after
-/// processing. A read below the log start (retention) jumps to the start,
-/// as Kafka's `auto.offset.reset=earliest` does; the reads after a jump
-/// are a new session for the order check.
-async fn consume(broker: Arc<Broker>, assignment: u64, shared: SharedRef, indexes: Vec<u32>) {
-    let mut positions: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-    for &index in &indexes {
-        let (topic, number) = PARTITIONS[index as usize];
-        let committed = broker
-            .committed_offset(GROUP, topic, number)
-            .ok()
-            .flatten()
-            .map_or(0, |committed| committed.offset);
-        let mut shared = shared.lock().expect("shared");
-        let before = shared.log_history.committed.len();
-        shared
-            .log_history
-            .committed_at_start
-            .push((index, committed, before));
-        if committed > 0 {
-            count(
-                &mut shared.coverage,
-                "log consumer resumed from a committed offset",
-            );
-        }
-        drop(shared);
-        positions.insert(index, (committed, 0));
-    }
-    loop {
-        sleep(Duration::from_millis(20)).await;
-        for &index in &indexes {
-            let (topic, number) = PARTITIONS[index as usize];
-            let (position, jumps) = positions[&index];
-            let read = match broker.read(topic, number, position, 16 * 1024) {
-                Ok(read) => read,
-                Err(BrokerError::Log {
-                    source:
-                        LogError::OffsetOutOfRange {
-                            log_start_offset, ..
-                        },
-                    ..
-                }) if log_start_offset > position => {
-                    count(
-                        &mut shared.lock().expect("shared").coverage,
-                        "log consumer reset to the log start",
-                    );
-                    positions.insert(index, (log_start_offset, jumps + 1));
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let session = assignment << 16 | jumps;
-            let mut next = position;
-            let mut seen = Vec::new();
-            for record in read.records() {
-                let Ok(record) = record else { break };
-                let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
-                seen.push((session, index, record.offset, value));
-                next = record.offset + 1;
-            }
-            if next == position {
-                continue;
-            }
-            shared.lock().expect("shared").log_history.read.extend(seen);
-            if broker.commit_offset(GROUP, topic, number, next, "").is_ok() {
-                shared
-                    .lock()
-                    .expect("shared")
-                    .log_history
-                    .committed
-                    .push((index, next));
-            }
-            positions.insert(index, (next, jumps));
         }
     }
 }
@@ -382,7 +379,7 @@ pub(crate) fn log_final(broker: &Broker, features: &Features) -> Result<LogFinal
 
 /// Whether the consumer has caught up with every consumed partition.
 pub(crate) fn consumed_all(last: &LogFinal, features: &Features) -> bool {
-    consumed(features).iter().all(|index| {
+    consumed_indexes(features).iter().all(|index| {
         let end = last
             .records
             .iter()

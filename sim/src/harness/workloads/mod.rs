@@ -8,6 +8,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod churn;
+pub(crate) mod kafka;
 pub(crate) mod log;
 pub(crate) mod pubsub;
 pub(crate) mod stream;
@@ -40,6 +41,20 @@ pub(crate) fn spawn(world: &mut World) {
         started: world.started,
         disconnect: world.swarm.disconnect,
     };
+    let group_partitions = kafka::group_partitions(&world.features);
+    for &index in &group_partitions {
+        let (context, rng) = (context.clone(), seeded(&mut world.rng));
+        world
+            .client_node
+            .spawn(async move { kafka::produce(index, context, rng).await });
+    }
+    for member in 0..kafka::MEMBERS {
+        let (context, rng) = (context.clone(), seeded(&mut world.rng));
+        let partitions = group_partitions.clone();
+        world
+            .client_node
+            .spawn(async move { kafka::member(member, context, partitions, rng).await });
+    }
     for producer in 0..PRODUCERS {
         let (context, rng) = (context.clone(), seeded(&mut world.rng));
         world
