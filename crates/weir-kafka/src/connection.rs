@@ -174,7 +174,13 @@ pub fn encode(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> Result<BytesMut, String> {
-    let mut bytes = BytesMut::with_capacity(256);
+    // Sized up front: a fetch response of megabytes would otherwise be
+    // copied at every doubling of the buffer.
+    let capacity = match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0) + 64,
+        _ => 256,
+    };
+    let mut bytes = BytesMut::with_capacity(capacity);
     bytes.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
