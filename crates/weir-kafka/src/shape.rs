@@ -374,11 +374,17 @@ impl Walk<'_> {
         if count > self.remaining() {
             return Err(format!("{count} tagged fields cannot fit in the request"));
         }
+        let mut previous = None;
         for _ in 0..count {
             let tag = self.unsigned_varint()?;
             if tag > i32::MAX as u64 {
                 return Err(format!("tag {tag} is out of range"));
             }
+            // Kafka writes tags in ascending order, each once.
+            if previous.is_some_and(|previous| tag <= previous) {
+                return Err(format!("tag {tag} out of order or repeated"));
+            }
+            previous = Some(tag);
             let size = self.unsigned_varint()? as usize;
             self.take(size, "a tagged field")?;
         }
