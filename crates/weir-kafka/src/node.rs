@@ -168,11 +168,14 @@ impl Kafka {
 }
 
 /// Runs storage work (syncs, directory changes) off the event loop, so
-/// that other connections go on meanwhile: on tokio's blocking pool; under
-/// the simulator in place (its disk never blocks, and it runs one thread).
+/// that other connections go on meanwhile: on tokio's blocking pool. Under
+/// the simulator (one thread, a disk that never blocks) it runs in place
+/// after a pause of simulated time, so that other requests are served
+/// while it "runs", as they are while a blocking-pool thread syncs.
 pub async fn off_loop<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     #[cfg(madsim)]
     {
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
         work()
     }
     #[cfg(not(madsim))]
