@@ -524,6 +524,9 @@ pub struct LogHistory {
     /// Where acknowledged appends of the truncated partitions began:
     /// (partition, base offset).
     pub batch_starts: BTreeSet<(u32, u64)>,
+    /// Fetched records at or above the high watermark their own fetch
+    /// response reported: (partition, offset, high watermark).
+    pub above_high_watermark: Vec<(u32, u64, u64)>,
 }
 
 /// The log after healing: every partition read from its start, and the
@@ -657,6 +660,14 @@ pub fn check_log(history: &LogHistory, last: &LogFinal, liveness: bool) -> Vec<V
                 ));
             }
         }
+    }
+    // A fetch returns only records below the high watermark it reports
+    // (records not yet durable are never served).
+    for (partition, offset, high_watermark) in &history.above_high_watermark {
+        push(violation(
+            "log-fetch-below-high-watermark",
+            format!("a fetch of partition {partition} returned offset {offset} with a high watermark of {high_watermark}"),
+        ));
     }
     // No record twice: an idempotent producer's retries are written once.
     let mut seen: BTreeMap<(u32, &String), u64> = BTreeMap::new();
@@ -970,6 +981,16 @@ mod extra_tests {
             .map(|found| found.invariant)
             .collect();
         assert!(names.contains(&"log-producer-order"), "{names:?}");
+        let mut early = history.clone();
+        early.above_high_watermark.push((0, 2, 2));
+        let names: Vec<_> = check_log(&early, &last, false)
+            .iter()
+            .map(|found| found.invariant)
+            .collect();
+        assert!(
+            names.contains(&"log-fetch-below-high-watermark"),
+            "{names:?}"
+        );
         let mut twice = last.clone();
         twice.records.push((0, 3, "k0-a-1".into()));
         let names: Vec<_> = check_log(&history, &twice, false)

@@ -705,8 +705,17 @@ async fn fetch(client: &mut KafkaClient, shared: &SharedRef, index: u32, positio
                 ));
             break;
         };
+        let high_watermark = partition.high_watermark.max(0) as u64;
         for record in decoded {
             let value = String::from_utf8_lossy(&record.value.unwrap_or_default()).into_owned();
+            if record.offset as u64 >= high_watermark {
+                shared
+                    .lock()
+                    .expect("shared")
+                    .log_history
+                    .above_high_watermark
+                    .push((index, record.offset as u64, high_watermark));
+            }
             records.push((record.offset as u64, value));
         }
         rest = &rest[batch.header().batch_bytes as usize..];
