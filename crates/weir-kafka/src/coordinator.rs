@@ -840,8 +840,17 @@ impl Coordinator {
     fn tick_group(&self, name: &str, group: &mut Group, now: u64) {
         match group.state {
             GroupState::PreparingRebalance => {
+                // As in Kafka, a member that has not rejoined and whose
+                // session ran out leaves the rebalance at once, rather
+                // than holding it to the rebalance timeout.
+                for id in Self::expired(group, now) {
+                    tracing::info!(group = name, member = %id, "member session timed out during a rebalance: removed");
+                    group.remove_member(&id);
+                }
                 if now >= group.deadline {
                     self.complete_join(group, now);
+                } else {
+                    self.maybe_complete_join(group, now);
                 }
                 return;
             }
@@ -863,14 +872,7 @@ impl Coordinator {
             }
             _ => {}
         }
-        let expired: Vec<String> = group
-            .members
-            .iter()
-            .filter(|(_, member)| {
-                member.joining.is_none() && member.syncing.is_none() && now >= member.expires_at
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired = Self::expired(group, now);
         if expired.is_empty() {
             return;
         }
@@ -879,6 +881,18 @@ impl Coordinator {
             group.remove_member(&id);
         }
         self.after_removal(group, now);
+    }
+
+    /// Members not waiting in a join or sync whose session ran out.
+    fn expired(group: &Group, now: u64) -> Vec<String> {
+        group
+            .members
+            .iter()
+            .filter(|(_, member)| {
+                member.joining.is_none() && member.syncing.is_none() && now >= member.expires_at
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// A group's state and members, if the coordinator knows it.

@@ -187,8 +187,17 @@ fn a_silent_member_is_removed_after_its_session_and_the_group_rebalances() {
     now(sync(&coordinator, &first, vec![]));
     let id = now(coordinator.join(request("", None))).member_id;
     let mut second = waiting(coordinator.join(request(&id, None)));
-    // The first member never rejoins: at the rebalance timeout it is gone.
-    clock.advance(REBALANCE_MS as u64 - 1);
+    // The first member heartbeats but never rejoins: at the rebalance
+    // timeout it is gone.
+    for _ in 0..(REBALANCE_MS / 5_000 - 1) {
+        clock.advance(5_000);
+        assert_eq!(
+            coordinator.heartbeat("g", 1, &first.member_id, None),
+            ResponseError::RebalanceInProgress.code()
+        );
+        coordinator.tick();
+    }
+    clock.advance(4_999);
     coordinator.tick();
     assert!(
         second.try_recv().is_err(),
@@ -302,4 +311,21 @@ fn the_initial_rebalance_delay_gathers_members() {
         .map(|receiver| receiver.try_recv().unwrap().generation)
         .collect();
     assert_eq!(generations, vec![1, 1, 1], "one generation for all three");
+}
+
+#[test]
+fn a_member_whose_session_ends_during_a_rebalance_does_not_hold_it() {
+    let (coordinator, clock) = coordinator();
+    let first = join_new(&coordinator);
+    now(sync(&coordinator, &first, vec![]));
+    // The first member goes silent; a second joins and waits.
+    let id = now(coordinator.join(request("", None))).member_id;
+    let mut second = waiting(coordinator.join(request(&id, None)));
+    clock.advance(SESSION_MS as u64 + 1);
+    coordinator.tick();
+    let formed = second.try_recv().expect(
+        "the rebalance ended at the silent member's session timeout, not its rebalance timeout",
+    );
+    assert_eq!(formed.members.len(), 1);
+    assert_eq!(formed.leader, formed.member_id);
 }

@@ -363,9 +363,9 @@ def scenario_group():
     client.flush(producer)
     seen.clear()
     stop.clear()
-    start("d", 25)
-    start("e", 25)
-    deadline = time.time() + 25
+    start("d", 60)
+    start("e", 60)
+    deadline = time.time() + 60
     while time.time() < deadline and len(set(seen)) < 60:
         time.sleep(0.2)
     stop["d"] = stop["e"] = True
