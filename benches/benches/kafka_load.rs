@@ -434,19 +434,7 @@ fn median(values: &mut [f64]) -> f64 {
 // ------------------------------------------------------------ main
 
 fn main() {
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    if arguments
-        .iter()
-        .any(|arg| arg == "--list" || arg == "--test")
-    {
-        // `cargo test --benches` / `cargo bench -- --list`: nothing to run.
-        return;
-    }
-    // A filter (as criterion takes) that does not match this bench's name.
-    if arguments
-        .iter()
-        .any(|arg| !arg.starts_with('-') && !"kafka_load".contains(arg.as_str()))
-    {
+    if !weir_benches::selected("kafka_load") {
         return;
     }
     let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();

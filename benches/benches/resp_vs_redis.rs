@@ -374,19 +374,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 fn main() {
-    let arguments: Vec<String> = std::env::args().skip(1).collect();
-    if arguments
-        .iter()
-        .any(|arg| arg == "--list" || arg == "--test")
-    {
-        // `cargo test --benches` / `cargo bench -- --list`: nothing to run.
-        return;
-    }
-    // A filter (as criterion takes) that does not match this bench's name.
-    if arguments
-        .iter()
-        .any(|arg| !arg.starts_with('-') && !"resp_vs_redis".contains(arg.as_str()))
-    {
+    if !weir_benches::selected("resp_vs_redis") {
         return;
     }
     let rounds: usize = std::env::var("ROUNDS").map_or(3, |value| value.parse().expect("ROUNDS"));

@@ -299,3 +299,17 @@ fn process_id_on_port(port: u16) -> Option<u32> {
         .find_map(|line| line.strip_prefix("process_id:"))
         .and_then(|pid| pid.trim().parse().ok())
 }
+
+/// Whether a side-by-side bench named `name` (a `harness = false` main)
+/// should run: not under `cargo test --benches` or `--list`, and not when
+/// a criterion-style filter names another bench.
+pub fn selected(name: &str) -> bool {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let listing = arguments
+        .iter()
+        .any(|arg| arg == "--list" || arg == "--test");
+    let filtered_out = arguments
+        .iter()
+        .any(|arg| !arg.starts_with('-') && !name.contains(arg.as_str()));
+    !listing && !filtered_out
+}

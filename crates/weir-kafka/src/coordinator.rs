@@ -960,10 +960,9 @@ fn update_member(member: &mut Member, request: &JoinRequest, sender: oneshot::Se
     member.rebalance_timeout_ms = request.rebalance_timeout_ms.max(0) as u64;
     member.client_id = request.client_id.clone();
     member.client_host = request.client_host.clone();
-    if let Some(previous) = member.joining.replace(sender) {
-        // A second JoinGroup from the same member supersedes the first.
-        drop(previous);
-    }
+    // A second JoinGroup from the same member supersedes the first, whose
+    // sender is dropped (that request gets UNKNOWN_MEMBER_ID).
+    member.joining = Some(sender);
 }
 
 /// The join answer of the generation in place, for a member whose join

@@ -268,7 +268,20 @@ pub fn fetch(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> Requ
 pub fn session() -> Vec<(ApiKey, i16, RequestKind)> {
     let topic = || TopicName(StrBytes::from_static_str("orders"));
     let group = || GroupId(StrBytes::from_static_str("billing"));
-    let member = "weir-test-member";
+    let join = |member: &'static str| {
+        RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(group())
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(StrBytes::from_static_str(member))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"m"))]),
+        )
+    };
     vec![
         (
             ApiKey::ApiVersions,
@@ -342,37 +355,8 @@ pub fn session() -> Vec<(ApiKey, i16, RequestKind)> {
                 FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("billing")),
             ),
         ),
-        (
-            ApiKey::JoinGroup,
-            5,
-            RequestKind::JoinGroup(
-                JoinGroupRequest::default()
-                    .with_group_id(group())
-                    .with_session_timeout_ms(10_000)
-                    .with_rebalance_timeout_ms(10_000)
-                    .with_member_id(StrBytes::from_static_str(member))
-                    .with_protocol_type(StrBytes::from_static_str("consumer"))
-                    .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-                    )
-                    .with_name(StrBytes::from_static_str("range"))
-                    .with_metadata(Bytes::from_static(b"m"))]),
-            ),
-        ),
-        (
-            ApiKey::JoinGroup,
-            3,
-            RequestKind::JoinGroup(
-                JoinGroupRequest::default()
-                    .with_group_id(group())
-                    .with_session_timeout_ms(10_000)
-                    .with_rebalance_timeout_ms(10_000)
-                    .with_protocol_type(StrBytes::from_static_str("consumer"))
-                    .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-                    )
-                    .with_name(StrBytes::from_static_str("range"))
-                    .with_metadata(Bytes::from_static(b"m"))]),
-            ),
-        ),
+        (ApiKey::JoinGroup, 5, join("weir-test-member")),
+        (ApiKey::JoinGroup, 3, join("")),
         (
             ApiKey::OffsetFetch,
             7,
