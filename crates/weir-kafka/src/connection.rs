@@ -12,27 +12,30 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::handlers::{self, Handled, Session};
 use crate::limits::REQUEST_BYTES_MIN;
 use crate::node::Kafka;
+use crate::reply::{self, encode, Reply};
 use crate::shape;
 use crate::versions;
 
 /// What to do after a request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Write these bytes (a whole size-prefixed response).
-    Reply(BytesMut),
+    /// Write this response.
+    Reply(Reply),
     /// Write nothing.
     Nothing,
-    /// Write these bytes (if any), then close the connection.
-    Close(Option<BytesMut>, String),
+    /// Write this response (if any), then close the connection.
+    Close(Option<Reply>, String),
 }
 
 /// Serves one client until it disconnects or must be disconnected.
@@ -40,13 +43,14 @@ pub async fn serve<S>(kafka: Arc<Kafka>, stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut frames = FrameReader::new(reader, kafka.settings.request_bytes_max);
     let mut session = Session {
         peer: peer.clone(),
         ..Session::default()
     };
     loop {
-        let frame = match read_frame(&mut reader, kafka.settings.request_bytes_max).await {
+        let frame = match frames.next().await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(reason) => {
@@ -59,8 +63,8 @@ where
             Outcome::Nothing => (None, None),
             Outcome::Close(bytes, reason) => (bytes, Some(reason)),
         };
-        if let Some(bytes) = bytes {
-            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+        if let Some(reply) = bytes {
+            if write_reply(&mut writer, &reply).await.is_err() || writer.flush().await.is_err() {
                 return;
             }
         }
@@ -72,38 +76,77 @@ where
     }
 }
 
-/// Reads one request frame: `Ok(None)` at a clean end of stream. The
-/// buffer grows as bytes arrive, so a client announcing a large request
-/// and sending nothing holds no memory.
-async fn read_frame<R>(reader: &mut R, limit: usize) -> Result<Option<Bytes>, String>
-where
-    R: AsyncRead + Unpin,
-{
-    let mut size = [0u8; 4];
-    match reader.read_exact(&mut size).await {
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(format!("reading failed: {error}")),
+/// Bytes asked of the socket at a time: several pipelined requests, or a
+/// good part of a large one, per read.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// Reads size-prefixed request frames from a connection through a buffer
+/// of its own, so that a read takes whatever has arrived (several
+/// pipelined requests in one system call) and a frame is handed on
+/// without a copy.
+struct FrameReader<R> {
+    reader: R,
+    buffer: BytesMut,
+    limit: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(reader: R, limit: usize) -> Self {
+        FrameReader {
+            reader,
+            buffer: BytesMut::new(),
+            limit,
+        }
     }
-    let size = i32::from_be_bytes(size);
-    let size = usize::try_from(size)
-        .ok()
-        .filter(|size| (REQUEST_BYTES_MIN..=limit).contains(size))
-        .ok_or_else(|| {
-            format!("request size {size} is outside {REQUEST_BYTES_MIN}..={limit} (socket.request.max.bytes)")
-        })?;
-    let mut frame = Vec::with_capacity(size.min(64 << 10));
-    let read = (&mut *reader)
-        .take(size as u64)
-        .read_to_end(&mut frame)
-        .await
-        .map_err(|error| format!("reading failed: {error}"))?;
-    if read != size {
-        return Err(format!(
-            "the client closed mid-request ({read} of {size} bytes)"
-        ));
+
+    /// The next request frame (without its size prefix): `Ok(None)` at a
+    /// clean end of stream. The buffer grows as bytes arrive, so a client
+    /// announcing a large request and sending nothing holds no memory.
+    async fn next(&mut self) -> Result<Option<Bytes>, String> {
+        if !self.fill(4).await? {
+            return match self.buffer.is_empty() {
+                true => Ok(None),
+                false => Err("the client closed mid-request".into()),
+            };
+        }
+        let size = i32::from_be_bytes(self.buffer[..4].try_into().expect("4 bytes"));
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|size| (REQUEST_BYTES_MIN..=self.limit).contains(size))
+            .ok_or_else(|| {
+                format!(
+                    "request size {size} is outside {REQUEST_BYTES_MIN}..={} (socket.request.max.bytes)",
+                    self.limit
+                )
+            })?;
+        if !self.fill(4 + size).await? {
+            return Err(format!(
+                "the client closed mid-request ({} of {size} bytes)",
+                self.buffer.len() - 4
+            ));
+        }
+        self.buffer.advance(4);
+        Ok(Some(self.buffer.split_to(size).freeze()))
     }
-    Ok(Some(Bytes::from(frame)))
+
+    /// Reads until the buffer holds `wanted` bytes: `false` if the stream
+    /// ends first.
+    async fn fill(&mut self, wanted: usize) -> Result<bool, String> {
+        while self.buffer.len() < wanted {
+            // At most a chunk more than has arrived: the buffer grows
+            // with the bytes, not with the size announced.
+            self.buffer.reserve(READ_CHUNK_BYTES);
+            let read = self
+                .reader
+                .read_buf(&mut self.buffer)
+                .await
+                .map_err(|error| format!("reading failed: {error}"))?;
+            if read == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Runs one request frame (without its size prefix).
@@ -155,40 +198,54 @@ pub async fn handle_frame(kafka: &Arc<Kafka>, session: &mut Session, mut frame: 
         ));
     }
     let handled = handlers::dispatch(kafka, session, request, version).await;
-    let (response, reason) = match handled {
+    let (encoded, reason) = match handled {
         Handled::Nothing => return Outcome::Nothing,
-        Handled::Reply(response) => (response, None),
-        Handled::ReplyAndClose(response, reason) => (response, Some(reason)),
+        Handled::Reply(response) => (encode(api.key, version, correlation_id, &response), None),
+        Handled::Fetch(reply) => (reply::encode_fetch(version, correlation_id, reply), None),
+        Handled::ReplyAndClose(response, reason) => (
+            encode(api.key, version, correlation_id, &response),
+            Some(reason),
+        ),
     };
-    match (encode(api.key, version, correlation_id, &response), reason) {
+    match (encoded, reason) {
         (Ok(bytes), None) => Outcome::Reply(bytes),
         (Ok(bytes), Some(reason)) => Outcome::Close(Some(bytes), reason),
         (Err(reason), _) => close(reason),
     }
 }
 
-/// Encodes a size-prefixed response.
-pub fn encode(
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    response: &ResponseKind,
-) -> Result<BytesMut, String> {
-    // Sized up front: a fetch response of megabytes would otherwise be
-    // copied at every doubling of the buffer.
-    let capacity = match response {
-        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0) + 64,
-        _ => 256,
-    };
-    let mut bytes = BytesMut::with_capacity(capacity);
-    bytes.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut bytes, api.response_header_version(version))
-        .and_then(|()| response.encode(&mut bytes, version))
-        .map_err(|error| format!("cannot encode the {api:?} v{version} response: {error}"))?;
-    let size =
-        i32::try_from(bytes.len() - 4).map_err(|_| format!("the {api:?} response is too large"))?;
-    bytes[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(bytes)
+/// Writes a reply's chunks with vectored writes (as many chunks per call
+/// as the writer takes).
+async fn write_reply<W>(writer: &mut W, reply: &Reply) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let chunks = reply.chunks();
+    let (mut index, mut offset) = (0, 0);
+    while index < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[index][offset..])
+            .chain(chunks[index + 1..].iter().map(|chunk| &chunk[..]))
+            .take(IOV_MAX)
+            .map(IoSlice::new)
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let left = chunks[index].len() - offset;
+            if written < left {
+                offset += written;
+                written = 0;
+            } else {
+                written -= left;
+                index += 1;
+                offset = 0;
+            }
+        }
+    }
+    Ok(())
 }
+
+/// Chunks handed to one vectored write (Linux takes up to 1024).
+const IOV_MAX: usize = 64;

@@ -358,10 +358,10 @@ pub fn kafka_session(data: &[u8]) {
                 // A request parked (a join waiting for other members).
                 Err(_) => break,
                 Ok(Outcome::Nothing) => {}
-                Ok(Outcome::Reply(bytes)) => check_response(api, &bytes),
+                Ok(Outcome::Reply(bytes)) => check_response(api, &bytes.contiguous()),
                 Ok(Outcome::Close(bytes, _)) => {
                     if let Some(bytes) = bytes {
-                        check_response(api, &bytes);
+                        check_response(api, &bytes.contiguous());
                     }
                     break;
                 }

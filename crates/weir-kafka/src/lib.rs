@@ -7,6 +7,8 @@
 //! - [`shape`]: every request body walked against its schema and the named
 //!   [`limits`] before `kafka-protocol` decodes it;
 //! - [`versions`]: the API versions weir implements and advertises;
+//! - [`reply`]: responses in chunks; fetch responses encoded with their
+//!   batches sent from the log's read buffers (vectored writes);
 //! - [`handlers`]: produce, fetch (long poll), offsets, metadata and admin,
 //!   groups, SASL/PLAIN;
 //! - [`coordinator`]: Kafka's classic consumer-group protocol on the
@@ -31,6 +33,7 @@ pub mod interop;
 pub mod limits;
 pub mod node;
 pub mod producer_ids;
+pub mod reply;
 pub mod samples;
 pub mod server;
 pub mod shape;

@@ -121,7 +121,7 @@ proptest! {
         let encoded = encode_with_kafka_protocol(&owned(&records, 0), producer, CODECS[codec]).expect("encode");
         let log = open(Compression::None);
         log.append(&[Record::value(1, b"first")], ProducerInfo::NONE).expect("append");
-        let info = log.append_batch(&mut encoded.clone()).expect("a kafka-protocol batch is valid");
+        let info = log.append_batch(&encoded).expect("a kafka-protocol batch is valid");
         prop_assert_eq!(info.base_offset, 1);
         let read = log.read(1, 1 << 20).expect("read");
         let stored: Vec<Batch<'_>> = read.batches().collect();

@@ -13,6 +13,7 @@ use kafka_protocol::ResponseError;
 use weir_kafka::connection::{handle_frame, Outcome};
 use weir_kafka::fuzzing::kafka_on_sim_storage;
 use weir_kafka::handlers::Session;
+use weir_kafka::reply::Reply;
 use weir_kafka::samples::{self, batch, fetch, produce};
 use weir_kafka::{Kafka, KafkaSettings};
 
@@ -27,8 +28,15 @@ fn session() -> Session {
     }
 }
 
-fn decode(api: ApiKey, version: i16, bytes: &[u8]) -> ResponseKind {
-    let mut body = Bytes::copy_from_slice(&bytes[4..]);
+fn decode(api: ApiKey, version: i16, reply: &Reply) -> ResponseKind {
+    let bytes = reply.contiguous();
+    let size = i32::from_be_bytes(bytes[..4].try_into().expect("a size prefix"));
+    assert_eq!(
+        size as usize,
+        bytes.len() - 4,
+        "the size prefix counts the rest"
+    );
+    let mut body = bytes.slice(4..);
     ResponseHeader::decode(&mut body, api.response_header_version(version)).expect("header");
     ResponseKind::decode(api, &mut body, version).expect("response")
 }
@@ -332,8 +340,8 @@ async fn a_fetch_never_returns_records_written_but_not_yet_durable() {
     produce_at(&kafka, &mut session, batch(-1, 0, 2)).await;
     // Written, not synced: above the high watermark.
     let log = kafka.log.partition("orders", 0).unwrap();
-    let mut unsynced = batch(-1, 0, 3).to_vec();
-    log.write_batch(&mut unsynced).unwrap();
+    let unsynced = batch(-1, 0, 3).to_vec();
+    log.write_batch(&unsynced).unwrap();
     assert_eq!((log.high_watermark(), log.log_end_offset()), (2, 5));
     let Some(ResponseKind::Fetch(response)) = call(
         &kafka,

@@ -301,7 +301,7 @@ impl Harness {
             first,
             last,
         );
-        let result = self.log().append_batch(&mut bytes);
+        let result = self.log().append_batch(&bytes);
         if let Err(error) = &result {
             if !matches!(error, LogError::Sequence(_)) {
                 return result.map(|_| ());

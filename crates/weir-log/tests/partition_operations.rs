@@ -361,18 +361,18 @@ fn encoded_batches_are_validated_and_restamped() {
     let mut bytes = Vec::new();
     weir_log::batch::encode(&[Record::value(9, b"wire")], ProducerInfo::NONE, &mut bytes)
         .expect("encode");
-    let info = partition.append_batch(&mut bytes.clone()).expect("append");
+    let info = partition.append_batch(&bytes).expect("append");
     assert_eq!(info.base_offset, 5);
     let mut corrupt = bytes.clone();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     assert!(matches!(
-        partition.append_batch(&mut corrupt),
+        partition.append_batch(&corrupt),
         Err(LogError::InvalidBatch(_))
     ));
     bytes.push(0);
     assert!(matches!(
-        partition.append_batch(&mut bytes),
+        partition.append_batch(&bytes),
         Err(LogError::InvalidBatch(_))
     ));
 }

@@ -19,6 +19,7 @@ use weir_log::{Isolation, LogError, Partition};
 
 use crate::limits::FETCH_RESPONSE_BYTES_MAX;
 use crate::node::Kafka;
+use crate::reply::FetchReply;
 
 /// ListOffsets' timestamp for the offset after the last committed record.
 const LATEST: i64 = -1;
@@ -27,7 +28,7 @@ const EARLIEST: i64 = -2;
 
 /// Handles a fetch: answers as soon as `min_bytes` are available, an error
 /// is to be reported, or `max_wait_ms` has passed.
-pub async fn fetch(kafka: &Arc<Kafka>, request: FetchRequest, version: i16) -> FetchResponse {
+pub async fn fetch(kafka: &Arc<Kafka>, request: FetchRequest, version: i16) -> FetchReply {
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(kafka.settings.fetch_wait_ms_max);
@@ -64,19 +65,21 @@ fn read_all(
     request: &FetchRequest,
     max_bytes: usize,
     version: i16,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchReply, usize, bool) {
     let mut budget = max_bytes;
     let mut total = 0;
     let mut errors = false;
     let mut topics = Vec::with_capacity(request.topics.len());
+    let mut records = Vec::new();
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for wanted in &topic.partitions {
-            let data = read_partition(kafka, &topic.topic.0, wanted, &mut budget, version);
-            let bytes = data.records.as_ref().map_or(0, Bytes::len);
-            total += bytes;
+            let (data, batches) =
+                read_partition(kafka, &topic.topic.0, wanted, &mut budget, version);
+            total += batches.iter().flatten().map(Bytes::len).sum::<usize>();
             errors |= data.error_code != 0;
             partitions.push(data);
+            records.push(batches);
         }
         topics.push(
             FetchableTopicResponse::default()
@@ -85,12 +88,16 @@ fn read_all(
                 .with_partitions(partitions),
         );
     }
-    (
-        FetchResponse::default().with_responses(topics),
-        total,
-        errors,
-    )
+    let reply = FetchReply {
+        response: FetchResponse::default().with_responses(topics),
+        records,
+    };
+    (reply, total, errors)
 }
+
+/// A partition's answer and its record batches (none, not null, with an
+/// error, as Kafka answers).
+type PartitionRead = (PartitionData, Option<Vec<Bytes>>);
 
 fn read_partition(
     kafka: &Kafka,
@@ -98,17 +105,18 @@ fn read_partition(
     wanted: &FetchPartition,
     budget: &mut usize,
     version: i16,
-) -> PartitionData {
+) -> PartitionRead {
     let empty = PartitionData::default()
         .with_partition_index(wanted.partition)
         .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
     let log = match kafka.led_partition(topic, wanted.partition) {
         Ok(log) => log,
         Err(error) => {
-            return empty
+            let data = empty
                 .with_error_code(error.code())
                 .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
+                .with_last_stable_offset(-1);
+            return (data, Some(Vec::new()));
         }
     };
     let offsets = |data: PartitionData, log: &Partition| {
@@ -122,28 +130,35 @@ fn read_partition(
             data
         }
     };
+    let failed = |error: ResponseError| {
+        let data = offsets(empty.clone(), &log).with_error_code(error.code());
+        (data, Some(Vec::new()))
+    };
     let Ok(offset) = u64::try_from(wanted.fetch_offset) else {
-        return offsets(empty, &log).with_error_code(ResponseError::OffsetOutOfRange.code());
+        return failed(ResponseError::OffsetOutOfRange);
     };
     let limit = usize::try_from(wanted.partition_max_bytes)
         .unwrap_or(0)
         .min(*budget);
     if limit == 0 {
-        return offsets(empty.with_records(Some(Bytes::new())), &log);
+        return (offsets(empty, &log), Some(Vec::new()));
     }
     match log.read_with(offset, limit as u32, Isolation::Committed) {
         Ok(read) => {
-            let mut records = Vec::with_capacity(read.kafka_bytes_len());
-            read.copy_kafka_batches(&mut records);
-            *budget = budget.saturating_sub(records.len());
-            offsets(empty.with_records(Some(Bytes::from(records))), &log)
+            let (stored, ranges) = read.into_kafka_batch_ranges();
+            let stored = Bytes::from(stored);
+            let batches: Vec<Bytes> = ranges
+                .into_iter()
+                .map(|range| stored.slice(range))
+                .collect();
+            let bytes: usize = batches.iter().map(Bytes::len).sum();
+            *budget = budget.saturating_sub(bytes);
+            (offsets(empty, &log), Some(batches))
         }
-        Err(LogError::OffsetOutOfRange { .. }) => {
-            offsets(empty, &log).with_error_code(ResponseError::OffsetOutOfRange.code())
-        }
+        Err(LogError::OffsetOutOfRange { .. }) => failed(ResponseError::OffsetOutOfRange),
         Err(error) => {
             tracing::error!(topic, partition = wanted.partition, %error, "fetch failed");
-            offsets(empty, &log).with_error_code(super::errors::for_log(&error).code())
+            failed(super::errors::for_log(&error))
         }
     }
 }

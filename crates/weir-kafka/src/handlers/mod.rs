@@ -41,6 +41,8 @@ pub struct Session {
 pub enum Handled {
     /// Send this response.
     Reply(ResponseKind),
+    /// Send this fetch response, its batches from the log's read buffers.
+    Fetch(crate::reply::FetchReply),
     /// Send nothing (`acks=0` produce).
     Nothing,
     /// Send this response, then close the connection with this reason.
@@ -83,9 +85,7 @@ pub async fn dispatch(
             Some(response) => Reply(ResponseKind::Produce(response)),
             None => Handled::Nothing,
         },
-        RequestKind::Fetch(request) => Reply(ResponseKind::Fetch(
-            fetch::fetch(kafka, request, version).await,
-        )),
+        RequestKind::Fetch(request) => Handled::Fetch(fetch::fetch(kafka, request, version).await),
         RequestKind::ListOffsets(request) => Reply(ResponseKind::ListOffsets(fetch::list_offsets(
             kafka, request, version,
         ))),

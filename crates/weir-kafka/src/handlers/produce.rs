@@ -118,8 +118,7 @@ fn write_one(
         .map_err(|error| (error, None))?;
     let records = records.unwrap_or_default();
     check_one_batch(&records)?;
-    let mut batch = records.to_vec();
-    let info = log.write_batch(&mut batch).map_err(|error| {
+    let info = log.write_batch(&records).map_err(|error| {
         tracing::debug!(topic, partition = index, %error, "produce refused");
         (for_log(&error), Some(error.to_string()))
     })?;

@@ -54,13 +54,14 @@ impl Partition {
     }
 
     /// Appends a producer's batch, as it came: checks it in full
-    /// ([`Batch::validate`]), applies the idempotent producer's rules,
-    /// stamps the base offset and the leader epoch into `batch` (outside
-    /// Kafka's CRC, so nothing else changes) and writes it. A retry of a
+    /// ([`Batch::validate`]), applies the idempotent producer's rules and
+    /// writes it with the base offset and the leader epoch stamped (outside
+    /// Kafka's CRC, so nothing else changes; `batch` itself is left as it
+    /// is, so that it can be a slice of a request buffer). A retry of a
     /// batch already written gets its original offsets
     /// ([`AppendInfo::duplicate`]). With [`FlushPolicy::Always`] it
     /// returns once the records are durable.
-    pub fn append_batch(&self, batch: &mut [u8]) -> Result<AppendInfo, LogError> {
+    pub fn append_batch(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
         let (info, commit_epoch) = self.write_producer_batch(batch)?;
         self.wait_per_policy(&info, commit_epoch)?;
         Ok(info)
@@ -68,7 +69,7 @@ impl Partition {
 
     /// Like [`Partition::append_batch`], returning once written, not
     /// durable.
-    pub fn write_batch(&self, batch: &mut [u8]) -> Result<AppendInfo, LogError> {
+    pub fn write_batch(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
         self.write_producer_batch(batch).map(|(info, _)| info)
     }
 
@@ -81,11 +82,8 @@ impl Partition {
         self.check_batch_size(batch.len())?;
         let parsed = whole_batch(batch)?;
         let max_timestamp = parsed.header().max_timestamp;
-        with_scratch(|scratch| {
-            scratch.extend_from_slice(batch);
-            let mut inner = lock(&self.inner);
-            self.write_locked(&mut inner, scratch, Stamp::Keep, max_timestamp)
-        })
+        let mut inner = lock(&self.inner);
+        self.write_locked(&mut inner, batch, Stamp::Keep, max_timestamp)
     }
 
     /// Makes `epoch` the leader epoch stamped on batches this node appends
@@ -128,7 +126,7 @@ impl Partition {
         })
     }
 
-    fn write_producer_batch(&self, batch: &mut [u8]) -> Result<(AppendInfo, u64), LogError> {
+    fn write_producer_batch(&self, batch: &[u8]) -> Result<(AppendInfo, u64), LogError> {
         self.check_batch_size(batch.len())?;
         let parsed = whole_batch(batch)?;
         let attributes = parsed.header().attributes;
@@ -158,7 +156,7 @@ impl Partition {
     /// group-commit epoch read with the write.
     fn write_checked(
         &self,
-        batch: &mut [u8],
+        batch: &[u8],
         header: &BatchHeader,
         max_timestamp: i64,
     ) -> Result<(AppendInfo, u64), LogError> {
@@ -215,7 +213,7 @@ impl Partition {
     fn write_locked(
         &self,
         inner: &mut Inner,
-        batch: &mut [u8],
+        batch: &[u8],
         stamp: Stamp,
         max_timestamp: i64,
     ) -> Result<AppendInfo, LogError> {
@@ -226,7 +224,11 @@ impl Partition {
         let stored_bytes = (FRAME_BYTES + batch.len()) as u32;
         self.roll_if_due(inner, stored_bytes, offset_count)?;
         self.assign_epoch_locked(inner, epoch, base_offset)?;
-        batch::stamp(batch, base_offset, epoch as i32);
+        // The header with the offset and epoch stamped, written in place
+        // of the batch's own: the caller's bytes are not changed.
+        let mut head = [0u8; batch::HEADER_BYTES];
+        head.copy_from_slice(&batch[..batch::HEADER_BYTES]);
+        batch::stamp(&mut head, base_offset, epoch as i32);
         let interval = self.config.index_interval_bytes;
         let active = inner.active_mut();
         let position = active.size;
@@ -240,16 +242,16 @@ impl Partition {
             active.synced_position <= position,
             "synced past the end of the segment"
         );
-        let frame = frame_for(batch, active.synced_position);
+        let frame = frame_for(&head, active.synced_position);
         allocate_ahead(
             active,
             u64::from(position + stored_bytes),
             self.config.allocation_step_bytes,
         );
-        if let Err(source) = active
-            .file
-            .write_vectored_at(&[&frame, batch], u64::from(position))
-        {
+        if let Err(source) = active.file.write_vectored_at(
+            &[&frame, &head, &batch[batch::HEADER_BYTES..]],
+            u64::from(position),
+        ) {
             let error = LogError::io("appending to", active.name(), source);
             // Drop whatever part of the batch was written, so the next
             // append starts at a batch boundary.

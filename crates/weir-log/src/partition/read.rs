@@ -71,6 +71,28 @@ impl ReadResult {
         }
     }
 
+    /// The stored bytes, and where each Kafka batch lies in them (frames
+    /// excluded): for a reader that sends the batches on without copying
+    /// them, as a fetch response written with vectored I/O does.
+    pub fn into_kafka_batch_ranges(self) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+        let mut ranges = Vec::new();
+        let mut position = 0;
+        for stored in self.stored_batches() {
+            let start = position + crate::frame::FRAME_BYTES;
+            let end = start + stored.batch.bytes().len();
+            ranges.push(start..end);
+            position = end;
+        }
+        // After the read: the batches were checked when read, so they
+        // cover the stored bytes exactly.
+        assert_eq!(
+            position,
+            self.stored.len(),
+            "stored batches must fill the read"
+        );
+        (self.stored, ranges)
+    }
+
     /// Whether the read returned nothing.
     pub fn is_empty(&self) -> bool {
         self.stored.is_empty()
