@@ -368,3 +368,316 @@ async fn a_fetch_never_returns_records_written_but_not_yet_durable() {
     }
     assert_eq!(last, 1, "a record above the high watermark was returned");
 }
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+#[tokio::test]
+async fn a_fetch_response_keeps_to_its_max_bytes_after_its_first_batch() {
+    let kafka = kafka();
+    let mut session = session();
+    let create = RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_timeout_ms(1_000)
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(text("wide")))
+                .with_num_partitions(3)
+                .with_replication_factor(1)]),
+    );
+    let Some(ResponseKind::CreateTopics(created)) =
+        call(&kafka, &mut session, ApiKey::CreateTopics, 5, create).await
+    else {
+        panic!("no CreateTopics response");
+    };
+    assert_eq!(created.topics[0].error_code, 0);
+    let records = batch(-1, 0, 100);
+    for partition in 0..3 {
+        let request = produce("wide", partition, -1, records.clone());
+        let Some(ResponseKind::Produce(response)) =
+            call(&kafka, &mut session, ApiKey::Produce, 9, request).await
+        else {
+            panic!("no produce response");
+        };
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
+    let fetch_all = |max_bytes: i32| {
+        RequestKind::Fetch(
+            FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(max_bytes)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(TopicName(text("wide")))
+                    .with_partitions(
+                        (0..3)
+                            .map(|partition| {
+                                fetch_request::FetchPartition::default()
+                                    .with_partition(partition)
+                                    .with_partition_max_bytes(1 << 20)
+                            })
+                            .collect(),
+                    )]),
+        )
+    };
+    let sizes = |response: &FetchResponse| -> Vec<usize> {
+        response.responses[0]
+            .partitions
+            .iter()
+            .map(|partition| partition.records.as_ref().map_or(0, Bytes::len))
+            .collect()
+    };
+    let one = records.len();
+    // A limit below one batch: the first batch still comes (the consumer
+    // must progress), nothing after it.
+    let Some(ResponseKind::Fetch(response)) =
+        call(&kafka, &mut session, ApiKey::Fetch, 11, fetch_all(1)).await
+    else {
+        panic!("no fetch response");
+    };
+    assert_eq!(sizes(&response), vec![one, 0, 0]);
+    // Room for two batches and a half: two.
+    let limit = i32::try_from(one * 5 / 2).unwrap();
+    let Some(ResponseKind::Fetch(response)) =
+        call(&kafka, &mut session, ApiKey::Fetch, 11, fetch_all(limit)).await
+    else {
+        panic!("no fetch response");
+    };
+    assert_eq!(sizes(&response), vec![one, one, 0]);
+    // The partitions left out are not errors: their high watermarks are there.
+    assert!(response.responses[0]
+        .partitions
+        .iter()
+        .all(|partition| partition.error_code == 0 && partition.high_watermark == 100));
+}
+
+#[tokio::test]
+async fn init_producer_id_always_allocates_a_new_id_as_kafka_does() {
+    let kafka = kafka();
+    let mut session = session();
+    let init = |id: i64, epoch: i16, transactional: Option<&str>| {
+        RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(transactional.map(|id| TransactionalId(text(id))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+        )
+    };
+    let mut answers = Vec::new();
+    for request in [init(-1, -1, None), init(-1, -1, None)] {
+        let Some(ResponseKind::InitProducerId(response)) =
+            call(&kafka, &mut session, ApiKey::InitProducerId, 4, request).await
+        else {
+            panic!("no InitProducerId response");
+        };
+        assert_eq!(response.error_code, 0);
+        answers.push((response.producer_id.0, response.producer_epoch));
+    }
+    let (first, second) = (answers[0], answers[1]);
+    assert_eq!((first.1, second.1), (0, 0));
+    assert_ne!(first.0, second.0);
+    // Naming the first producer's id and epoch (a KIP-360 bump) gets a
+    // fresh id, not the first's next epoch: the first is not fenced.
+    let Some(ResponseKind::InitProducerId(bumped)) = call(
+        &kafka,
+        &mut session,
+        ApiKey::InitProducerId,
+        4,
+        init(first.0, first.1, None),
+    )
+    .await
+    else {
+        panic!("no InitProducerId response");
+    };
+    assert_eq!(bumped.error_code, 0);
+    assert_eq!(bumped.producer_epoch, 0);
+    assert!(![first.0, second.0].contains(&bumped.producer_id.0));
+    create_topic(&kafka, &mut session).await;
+    let (error, offset) = produce_at(&kafka, &mut session, batch(first.0, 0, 2)).await;
+    assert_eq!((error, offset), (0, 0), "the first producer still writes");
+    // A transactional id: weir has no transactions; an empty one is invalid.
+    for (transactional, expected) in [
+        ("", ResponseError::InvalidRequest),
+        ("tx", ResponseError::TransactionalIdAuthorizationFailed),
+    ] {
+        let Some(ResponseKind::InitProducerId(response)) = call(
+            &kafka,
+            &mut session,
+            ApiKey::InitProducerId,
+            4,
+            init(-1, -1, Some(transactional)),
+        )
+        .await
+        else {
+            panic!("no InitProducerId response");
+        };
+        assert_eq!(response.error_code, expected.code(), "{transactional:?}");
+    }
+}
+
+#[tokio::test]
+async fn delete_groups_removes_empty_groups_with_their_offsets_and_refuses_busy_ones() {
+    let kafka = kafka();
+    let mut session = session();
+    create_topic(&kafka, &mut session).await;
+    // "quiet": offsets committed outside any generation (a consumer that
+    // assigns its partitions itself).
+    let commit = RequestKind::OffsetCommit(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(text("quiet")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(text("orders")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(5),
+                    ]),
+            ]),
+    );
+    let Some(ResponseKind::OffsetCommit(committed)) =
+        call(&kafka, &mut session, ApiKey::OffsetCommit, 8, commit).await
+    else {
+        panic!("no OffsetCommit response");
+    };
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    // "busy": a member (the member-id round trip, then the join).
+    let join = |member: &str| {
+        RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(text("busy")))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(text(member))
+                .with_protocol_type(text("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"m"))]),
+        )
+    };
+    let Some(ResponseKind::JoinGroup(first)) =
+        call(&kafka, &mut session, ApiKey::JoinGroup, 5, join("")).await
+    else {
+        panic!("no JoinGroup response");
+    };
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let Some(ResponseKind::JoinGroup(joined)) = call(
+        &kafka,
+        &mut session,
+        ApiKey::JoinGroup,
+        5,
+        join(first.member_id.as_str()),
+    )
+    .await
+    else {
+        panic!("no JoinGroup response");
+    };
+    assert_eq!(joined.error_code, 0);
+    let delete = |names: &[&str]| {
+        RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default()
+                .with_groups_names(names.iter().map(|name| GroupId(text(name))).collect()),
+        )
+    };
+    let Some(ResponseKind::DeleteGroups(deleted)) = call(
+        &kafka,
+        &mut session,
+        ApiKey::DeleteGroups,
+        2,
+        delete(&["quiet", "busy", "never-seen"]),
+    )
+    .await
+    else {
+        panic!("no DeleteGroups response");
+    };
+    let codes: Vec<i16> = deleted
+        .results
+        .iter()
+        .map(|result| result.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            ResponseError::NonEmptyGroup.code(),
+            ResponseError::GroupIdNotFound.code()
+        ]
+    );
+    let fetch_offsets = RequestKind::OffsetFetch(
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(text("quiet")))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(text("orders")))
+                    .with_partition_indexes(vec![0]),
+            ])),
+    );
+    let Some(ResponseKind::OffsetFetch(fetched)) =
+        call(&kafka, &mut session, ApiKey::OffsetFetch, 7, fetch_offsets).await
+    else {
+        panic!("no OffsetFetch response");
+    };
+    assert_eq!(
+        fetched.topics[0].partitions[0].committed_offset, -1,
+        "offsets deleted"
+    );
+    // The member leaves: the group, empty now and without offsets, is
+    // deleted (it exists, so it is not "not found").
+    let leave = RequestKind::LeaveGroup(
+        LeaveGroupRequest::default()
+            .with_group_id(GroupId(text("busy")))
+            .with_member_id(joined.member_id.clone()),
+    );
+    let Some(ResponseKind::LeaveGroup(left)) =
+        call(&kafka, &mut session, ApiKey::LeaveGroup, 2, leave).await
+    else {
+        panic!("no LeaveGroup response");
+    };
+    assert_eq!(left.error_code, 0);
+    let Some(ResponseKind::DeleteGroups(deleted)) = call(
+        &kafka,
+        &mut session,
+        ApiKey::DeleteGroups,
+        2,
+        delete(&["busy", "quiet"]),
+    )
+    .await
+    else {
+        panic!("no DeleteGroups response");
+    };
+    let codes: Vec<i16> = deleted
+        .results
+        .iter()
+        .map(|result| result.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, ResponseError::GroupIdNotFound.code()]);
+}
+
+#[tokio::test]
+async fn sasl_handshakes_without_sasl_get_illegal_sasl_state_as_from_kafka() {
+    let kafka = kafka();
+    let mut session = session();
+    let handshake =
+        RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(text("PLAIN")));
+    let Some(ResponseKind::SaslHandshake(response)) =
+        call(&kafka, &mut session, ApiKey::SaslHandshake, 1, handshake).await
+    else {
+        panic!("no SaslHandshake response");
+    };
+    assert_eq!(response.error_code, ResponseError::IllegalSaslState.code());
+    assert!(response.mechanisms.is_empty());
+    // The connection goes on: SASL is not required here.
+    let Some(ResponseKind::Metadata(_)) = call(
+        &kafka,
+        &mut session,
+        ApiKey::Metadata,
+        1,
+        RequestKind::Metadata(MetadataRequest::default()),
+    )
+    .await
+    else {
+        panic!("no Metadata response");
+    };
+}

@@ -66,7 +66,10 @@ fn read_all(
     max_bytes: usize,
     version: i16,
 ) -> (FetchReply, usize, bool) {
-    let mut budget = max_bytes;
+    let mut budget = Budget {
+        bytes: max_bytes,
+        first_batch_taken: false,
+    };
     let mut total = 0;
     let mut errors = false;
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -95,6 +98,16 @@ fn read_all(
     (reply, total, errors)
 }
 
+/// What a fetch response may still take: bytes left under its max bytes,
+/// and whether a batch is in it yet. As Kafka does (KIP-74), the first
+/// batch of the response is returned whole however large it is, so that a
+/// consumer always progresses; after it, a batch that does not fit is left
+/// for the next fetch.
+struct Budget {
+    bytes: usize,
+    first_batch_taken: bool,
+}
+
 /// A partition's answer and its record batches (none, not null, with an
 /// error, as Kafka answers).
 type PartitionRead = (PartitionData, Option<Vec<Bytes>>);
@@ -103,7 +116,7 @@ fn read_partition(
     kafka: &Kafka,
     topic: &str,
     wanted: &FetchPartition,
-    budget: &mut usize,
+    budget: &mut Budget,
     version: i16,
 ) -> PartitionRead {
     let empty = PartitionData::default()
@@ -139,7 +152,7 @@ fn read_partition(
     };
     let limit = usize::try_from(wanted.partition_max_bytes)
         .unwrap_or(0)
-        .min(*budget);
+        .min(budget.bytes);
     if limit == 0 {
         return (offsets(empty, &log), Some(Vec::new()));
     }
@@ -152,7 +165,12 @@ fn read_partition(
                 .map(|range| stored.slice(range))
                 .collect();
             let bytes: usize = batches.iter().map(Bytes::len).sum();
-            *budget = budget.saturating_sub(bytes);
+            if bytes > limit && budget.first_batch_taken {
+                // One batch larger than what is left: for the next fetch.
+                return (offsets(empty, &log), Some(Vec::new()));
+            }
+            budget.bytes = budget.bytes.saturating_sub(bytes);
+            budget.first_batch_taken |= bytes > 0;
             (offsets(empty, &log), Some(batches))
         }
         Err(LogError::OffsetOutOfRange { .. }) => failed(ResponseError::OffsetOutOfRange),

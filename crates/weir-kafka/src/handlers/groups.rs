@@ -516,15 +516,17 @@ pub async fn delete_groups(
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group in request.groups_names {
         let name = group.0.to_string();
+        // Known to the coordinator (members, or empty after they left),
+        // before it is removed: such a group is deleted even without
+        // offsets.
+        let known = kafka.coordinator.describe(&group.0).is_some();
         let code = match kafka.coordinator.remove_if_empty(&name) {
             Err(error) => error.code(),
             Ok(()) => {
                 let log = Arc::clone(&kafka.log);
                 let deleted = off_loop(move || log.delete_group_offsets(&name)).await;
                 match deleted {
-                    Ok(0) if kafka.coordinator.describe(&group.0).is_none() => {
-                        ResponseError::GroupIdNotFound.code()
-                    }
+                    Ok(0) if !known => ResponseError::GroupIdNotFound.code(),
                     Ok(_) => 0,
                     Err(error) => for_broker(&error).code(),
                 }
@@ -540,8 +542,10 @@ pub async fn delete_groups(
 }
 
 /// Handles InitProducerId for idempotent producers: a new durable id with
-/// epoch 0, or (KIP-360) the same id with the next epoch when the producer
-/// names its current id and epoch.
+/// epoch 0, always, as Kafka answers a request without a transactional id
+/// (a producer bumping its epoch after KIP-360 names its current id and
+/// epoch, and gets a fresh id: the id it names is not trusted, so that no
+/// client can take over, and fence, another producer's id).
 pub async fn init_producer_id(
     kafka: &Arc<Kafka>,
     request: InitProducerIdRequest,
@@ -552,14 +556,10 @@ pub async fn init_producer_id(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request.transactional_id.is_some() {
-        return failed(ResponseError::TransactionalIdAuthorizationFailed);
-    }
-    let current = request.producer_id.0;
-    if current >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
-        return InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(current))
-            .with_producer_epoch(request.producer_epoch + 1);
+    match request.transactional_id.as_ref().map(|id| id.as_str()) {
+        None => {}
+        Some("") => return failed(ResponseError::InvalidRequest),
+        Some(_) => return failed(ResponseError::TransactionalIdAuthorizationFailed),
     }
     let kafka = Arc::clone(kafka);
     let allocated = off_loop(move || kafka.producer_ids.allocate()).await;

@@ -144,20 +144,23 @@ pub async fn dispatch(
     }
 }
 
+/// SaslHandshake: PLAIN is accepted when users are configured; another
+/// mechanism gets UNSUPPORTED_SASL_MECHANISM and the list. Without users
+/// (no SASL on the listener) or once authenticated, Kafka answers
+/// ILLEGAL_SASL_STATE with no mechanisms, and so does weir.
 fn sasl_handshake(
     kafka: &Kafka,
     session: &mut Session,
     request: SaslHandshakeRequest,
 ) -> SaslHandshakeResponse {
-    let offered: Vec<StrBytes> = if kafka.settings.users.is_empty() {
-        Vec::new()
-    } else {
-        vec![StrBytes::from_static_str(SASL_PLAIN)]
-    };
-    let accepted = !offered.is_empty() && request.mechanism.as_str() == SASL_PLAIN;
-    session.mechanism_chosen = accepted;
-    let response = SaslHandshakeResponse::default().with_mechanisms(offered);
-    if accepted {
+    if kafka.settings.users.is_empty() || session.user.is_some() {
+        return SaslHandshakeResponse::default()
+            .with_error_code(ResponseError::IllegalSaslState.code());
+    }
+    let response = SaslHandshakeResponse::default()
+        .with_mechanisms(vec![StrBytes::from_static_str(SASL_PLAIN)]);
+    session.mechanism_chosen = request.mechanism.as_str() == SASL_PLAIN;
+    if session.mechanism_chosen {
         response
     } else {
         response.with_error_code(ResponseError::UnsupportedSaslMechanism.code())
