@@ -38,7 +38,17 @@ pub enum Outcome {
     Close(Option<Reply>, String),
 }
 
+/// Replies held back at most, to go out in one write.
+const REPLIES_HELD_MAX: usize = 8;
+
 /// Serves one client until it disconnects or must be disconnected.
+///
+/// Replies go out in order. The reply of a produce answered at once (it
+/// waited for no sync) is held back while the next request, also a
+/// produce, is already read, so that a pipelining producer's replies go
+/// out several to a write: on loopback each write wakes the client, and
+/// that wake-up cost the broker more than the rest of a small reply. A
+/// reply is never held while a request waits for storage or the network.
 pub async fn serve<S>(kafka: Arc<Kafka>, stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -49,31 +59,59 @@ where
         peer: peer.clone(),
         ..Session::default()
     };
+    let mut held: Vec<Reply> = Vec::new();
     loop {
+        let hold = session.answered_at_once
+            && held.len() < REPLIES_HELD_MAX
+            && frames.buffered_api_key() == Some(ApiKey::Produce as i16);
+        if !hold && write_replies(&mut writer, &mut held).await.is_err() {
+            return;
+        }
+        // Held replies imply a whole request in the buffer: `next` does
+        // not wait on the socket with replies held.
         let frame = match frames.next().await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(reason) => {
                 tracing::warn!(%peer, %reason, "closing a Kafka connection");
+                let _ = write_replies(&mut writer, &mut held).await;
                 return;
             }
         };
-        let (bytes, close) = match handle_frame(&kafka, &mut session, frame).await {
-            Outcome::Reply(bytes) => (Some(bytes), None),
-            Outcome::Nothing => (None, None),
-            Outcome::Close(bytes, reason) => (bytes, Some(reason)),
-        };
-        if let Some(reply) = bytes {
-            if write_reply(&mut writer, &reply).await.is_err() || writer.flush().await.is_err() {
-                return;
+        let close = match handle_frame(&kafka, &mut session, frame).await {
+            Outcome::Reply(reply) => {
+                held.push(reply);
+                None
             }
-        }
+            Outcome::Nothing => None,
+            Outcome::Close(reply, reason) => {
+                held.extend(reply);
+                Some(reason)
+            }
+        };
         if let Some(reason) = close {
             tracing::warn!(%peer, %reason, "closing a Kafka connection");
+            let _ = write_replies(&mut writer, &mut held).await;
             let _ = writer.shutdown().await;
             return;
         }
     }
+}
+
+/// Writes the replies held, in order, in as few writes as they fit.
+async fn write_replies<W>(writer: &mut W, held: &mut Vec<Reply>) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    if held.is_empty() {
+        return Ok(());
+    }
+    let chunks: Vec<Bytes> = held
+        .drain(..)
+        .flat_map(|reply| reply.chunks().to_vec())
+        .collect();
+    write_chunks(writer, &chunks).await?;
+    writer.flush().await
 }
 
 /// Bytes asked of the socket at a time: several pipelined requests, or a
@@ -127,6 +165,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         self.buffer.advance(4);
         Ok(Some(self.buffer.split_to(size).freeze()))
+    }
+
+    /// The API key of the next request if all of it is in the buffer
+    /// already.
+    fn buffered_api_key(&self) -> Option<i16> {
+        let size = self.buffer.get(..4)?;
+        let size = usize::try_from(i32::from_be_bytes(size.try_into().ok()?)).ok()?;
+        if size < 2 || self.buffer.len() < 4 + size {
+            return None;
+        }
+        Some(i16::from_be_bytes([self.buffer[4], self.buffer[5]]))
     }
 
     /// Reads until the buffer holds `wanted` bytes: `false` if the stream
@@ -214,13 +263,12 @@ pub async fn handle_frame(kafka: &Arc<Kafka>, session: &mut Session, mut frame: 
     }
 }
 
-/// Writes a reply's chunks with vectored writes (as many chunks per call
-/// as the writer takes).
-async fn write_reply<W>(writer: &mut W, reply: &Reply) -> std::io::Result<()>
+/// Writes chunks with vectored writes (as many per call as the writer
+/// takes).
+async fn write_chunks<W>(writer: &mut W, chunks: &[Bytes]) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    let chunks = reply.chunks();
     let (mut index, mut offset) = (0, 0);
     while index < chunks.len() {
         let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[index][offset..])

@@ -271,9 +271,19 @@ impl Walk<'_> {
 /// A Kafka front-end over a fresh simulated disk and a manual clock, for
 /// tests and fuzzing.
 pub fn kafka_on_sim_storage(seed: u64, settings: KafkaSettings) -> Arc<Kafka> {
+    kafka_on_sim_storage_with(seed, settings, BrokerConfig::default())
+}
+
+/// Like [`kafka_on_sim_storage`], with the broker's settings (a flush
+/// policy, say).
+pub fn kafka_on_sim_storage_with(
+    seed: u64,
+    settings: KafkaSettings,
+    broker: BrokerConfig,
+) -> Arc<Kafka> {
     let root: Arc<dyn Storage> = Arc::new(SimDisk::new(seed).root());
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let (log, _) = Broker::open(Arc::clone(&root), clock, BrokerConfig::default())
+    let (log, _) = Broker::open(Arc::clone(&root), clock, broker)
         .expect("a broker opens on a fresh simulated disk");
     let own = root
         .open_or_create_dir("kafka")

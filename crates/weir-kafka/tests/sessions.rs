@@ -11,11 +11,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use weir_kafka::connection::{handle_frame, Outcome};
-use weir_kafka::fuzzing::kafka_on_sim_storage;
+use weir_kafka::fuzzing::{kafka_on_sim_storage, kafka_on_sim_storage_with};
 use weir_kafka::handlers::Session;
 use weir_kafka::reply::Reply;
 use weir_kafka::samples::{self, batch, fetch, produce};
 use weir_kafka::{Kafka, KafkaSettings};
+use weir_log::{BrokerConfig, FlushPolicy, LogConfig};
 
 fn kafka() -> Arc<Kafka> {
     kafka_on_sim_storage(3, KafkaSettings::default())
@@ -680,4 +681,80 @@ async fn sasl_handshakes_without_sasl_get_illegal_sasl_state_as_from_kafka() {
     else {
         panic!("no Metadata response");
     };
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_each_once() {
+    // Synced before each reply (no reply held back), and not synced (the
+    // replies of produces answered at once held back while the next
+    // produce is already read).
+    for flush in [FlushPolicy::Always, FlushPolicy::Never] {
+        let broker = BrokerConfig {
+            default_log: LogConfig {
+                flush,
+                ..LogConfig::default()
+            },
+        };
+        let kafka = kafka_on_sim_storage_with(5, KafkaSettings::default(), broker);
+        pipelined_produces_then_a_fetch(kafka).await;
+    }
+}
+
+async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut session = session();
+    create_topic(&kafka, &mut session).await;
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let serving = tokio::spawn(weir_kafka::connection::serve(
+        Arc::clone(&kafka),
+        server,
+        "pipelined".into(),
+    ));
+    let (mut from_server, mut to_server) = tokio::io::split(client);
+    // Ten produces, acks=0 among them (no reply), then a fetch, written
+    // in one go: the broker holds some produce replies back to write them
+    // together, and must still answer each, in order.
+    let mut bytes = Vec::new();
+    let mut expected = Vec::new();
+    let mut put = |frame: Vec<u8>| {
+        bytes.extend((frame.len() as i32).to_be_bytes());
+        bytes.extend(frame);
+    };
+    for correlation in 0..10 {
+        let acks = if correlation == 4 { 0 } else { 1 };
+        let request = produce("orders", 0, acks, batch(-1, 0, 2));
+        put(samples::frame(ApiKey::Produce, 9, correlation, &request));
+        if acks != 0 {
+            expected.push(correlation);
+        }
+    }
+    put(samples::frame(
+        ApiKey::Fetch,
+        11,
+        10,
+        &fetch("orders", 0, 0, 0),
+    ));
+    expected.push(10);
+    to_server.write_all(&bytes).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..expected.len() {
+        let mut size = [0u8; 4];
+        // Generous: the replies are in memory; a lost one must fail the
+        // test, not hang it.
+        let read = tokio::time::timeout(Duration::from_secs(30), from_server.read_exact(&mut size));
+        match read.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => panic!("the connection closed after replies {seen:?}"),
+            Err(_) => panic!("no reply after {seen:?} (expected {expected:?})"),
+        }
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        from_server.read_exact(&mut body).await.unwrap();
+        seen.push(i32::from_be_bytes(body[..4].try_into().unwrap()));
+    }
+    assert_eq!(seen, expected);
+    let log = kafka.log.partition("orders", 0).unwrap();
+    assert_eq!(log.log_end_offset(), 20, "ten batches of two records");
+    // The client closes its side: the connection ends.
+    to_server.shutdown().await.unwrap();
+    serving.await.unwrap();
 }

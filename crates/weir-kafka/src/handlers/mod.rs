@@ -34,6 +34,10 @@ pub struct Session {
     pub mechanism_chosen: bool,
     /// The user it authenticated as.
     pub user: Option<String>,
+    /// Its last request was a produce answered without waiting for
+    /// storage (nothing to sync): the connection may hold its reply back
+    /// to write it with the next one's.
+    pub answered_at_once: bool,
 }
 
 /// What to do with a handled request.
@@ -76,15 +80,20 @@ pub async fn dispatch(
     version: i16,
 ) -> Handled {
     use Handled::Reply;
+    session.answered_at_once = false;
     match request {
         RequestKind::ApiVersions(_) => Reply(ResponseKind::ApiVersions(api_versions(None))),
         RequestKind::Metadata(request) => Reply(ResponseKind::Metadata(
             metadata::metadata(kafka, request, version).await,
         )),
-        RequestKind::Produce(request) => match produce::produce(kafka, request, version).await {
-            Some(response) => Reply(ResponseKind::Produce(response)),
-            None => Handled::Nothing,
-        },
+        RequestKind::Produce(request) => {
+            let (response, synced) = produce::produce(kafka, request, version).await;
+            session.answered_at_once = !synced;
+            match response {
+                Some(response) => Reply(ResponseKind::Produce(response)),
+                None => Handled::Nothing,
+            }
+        }
         RequestKind::Fetch(request) => Handled::Fetch(fetch::fetch(kafka, request, version).await),
         RequestKind::ListOffsets(request) => Reply(ResponseKind::ListOffsets(fetch::list_offsets(
             kafka, request, version,

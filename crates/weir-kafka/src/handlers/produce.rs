@@ -20,12 +20,13 @@ struct Written {
     log: Arc<Partition>,
 }
 
-/// Handles a produce request; `None` for `acks=0`, which gets no response.
+/// Handles a produce request: the response (`None` for `acks=0`, which
+/// gets none) and whether it waited for a sync.
 pub async fn produce(
     kafka: &Arc<Kafka>,
     request: ProduceRequest,
     version: i16,
-) -> Option<ProduceResponse> {
+) -> (Option<ProduceResponse>, bool) {
     let acks = request.acks;
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut to_sync: Vec<Written> = Vec::new();
@@ -65,6 +66,7 @@ pub async fn produce(
         );
     }
     let mut response = ProduceResponse::default().with_responses(responses);
+    let synced = !to_sync.is_empty() && acks != 0;
     if to_sync.is_empty() {
         kafka.appended.notify_waiters();
     } else if acks == 0 {
@@ -85,7 +87,7 @@ pub async fn produce(
         }
         kafka.appended.notify_waiters();
     }
-    (acks != 0).then_some(response)
+    ((acks != 0).then_some(response), synced)
 }
 
 /// Syncs the partitions written (sharing syncs with other connections'
