@@ -7,7 +7,10 @@
 //!   formatting, clippy, the workspace tests with the ignored ones included
 //!   (the differential tests against redis-server and tansu, the real-client
 //!   tests, the crash tests, the fuzz corpus replay), the loom model checks,
-//!   the fuzz targets' build, the benchmarks' build, the API docs, and the
+//!   the fuzz targets' build, the benchmarks' build, the API docs, the
+//!   library crates packaged as crates.io would get them (`cargo package`,
+//!   each built on its own), their tests with the newest compatible
+//!   dependencies (`cargo update` in a copy of the tree), and the
 //!   simulator (clippy, the CI seed range, the determinism check).
 //! - `fuzz <target> [seconds]`: runs one cargo-fuzz target, adding what it
 //!   finds to `fuzz/corpus/<target>/`.
@@ -118,6 +121,7 @@ struct Step<'a> {
     arguments: Vec<&'a str>,
     environment: Vec<(&'a str, String)>,
     target: PathBuf,
+    directory: PathBuf,
 }
 
 impl<'a> Step<'a> {
@@ -127,7 +131,14 @@ impl<'a> Step<'a> {
             arguments: arguments.to_vec(),
             environment: Vec::new(),
             target: target_directory(),
+            directory: workspace_root(),
         }
+    }
+
+    /// Runs in `directory` instead of the workspace.
+    fn in_directory(mut self, directory: PathBuf) -> Self {
+        self.directory = directory;
+        self
     }
 
     fn env(mut self, key: &'a str, value: impl Into<String>) -> Self {
@@ -146,7 +157,7 @@ impl<'a> Step<'a> {
         let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         command
             .args(&self.arguments)
-            .current_dir(workspace_root())
+            .current_dir(&self.directory)
             .env("CARGO_TARGET_DIR", &self.target);
         for (key, value) in &self.environment {
             command.env(key, value);
@@ -302,6 +313,7 @@ fn ci() -> Result<(), String> {
     ensure_tools()?;
     let python = ensure_python()?.display().to_string();
     planted_patches_apply()?;
+    let newest = newest_copy()?;
     let steps = [
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
@@ -357,6 +369,40 @@ fn ci() -> Result<(), String> {
         ),
         Step::cargo("API docs", &["doc", "--workspace", "--no-deps", "--locked"])
             .env("RUSTDOCFLAGS", "-D warnings"),
+        // The library crates as crates.io would get them: each packaged
+        // crate builds on its own (with its README's examples inside).
+        Step::cargo(
+            "library packages",
+            &[
+                "package",
+                "--locked",
+                "--allow-dirty",
+                "-p",
+                "weir-io",
+                "-p",
+                "weir-log",
+                "-p",
+                "weir-stream",
+            ],
+        ),
+        // The newest versions the requirements allow, as a crate that
+        // depends on weir's libraries may resolve them: `cargo update` in
+        // a copy of the tree, then the libraries' tests (all their
+        // targets built) with them.
+        Step::cargo("newest dependencies: update", &["update"]).in_directory(newest.clone()),
+        Step::cargo(
+            "newest dependencies: library tests",
+            &[
+                "test",
+                "-p",
+                "weir-io",
+                "-p",
+                "weir-log",
+                "-p",
+                "weir-stream",
+            ],
+        )
+        .in_directory(newest.clone()),
         // The simulator: its madsim-only code linted, a fixed seed range,
         // and each seed of a smaller range run twice and compared.
         sim_step(
@@ -526,9 +572,17 @@ fn planted_patches_apply() -> Result<(), String> {
     }
 }
 
-fn planted(only: Option<&str>) -> Result<(), String> {
+/// A copy of the tree outside the clone, for the build with the newest
+/// compatible dependencies (its own Cargo.lock is updated, not ours).
+fn newest_copy() -> Result<PathBuf, String> {
     let root = workspace_root();
-    let patches = planted_patches(&root)?;
+    let scratch = sibling_target("newest-source");
+    copy_tree(&root, &tree_files(&root)?, &scratch)?;
+    Ok(scratch)
+}
+
+/// The files of the tree (tracked, and new ones not ignored).
+fn tree_files(root: &Path) -> Result<Vec<String>, String> {
     let listed = Command::new("git")
         .args([
             "ls-files",
@@ -537,14 +591,37 @@ fn planted(only: Option<&str>) -> Result<(), String> {
             "--others",
             "--exclude-standard",
         ])
-        .current_dir(&root)
+        .current_dir(root)
         .output()
         .map_err(|error| format!("cannot run git: {error}"))?;
-    let files: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+    Ok(String::from_utf8_lossy(&listed.stdout)
         .split('\0')
         .filter(|name| !name.is_empty())
         .map(str::to_string)
-        .collect();
+        .collect())
+}
+
+/// Copies the tree's files into `scratch`, emptied first.
+fn copy_tree(root: &Path, files: &[String], scratch: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(scratch);
+    for file in files {
+        let from = root.join(file);
+        if !from.is_file() {
+            continue;
+        }
+        let to = scratch.join(file);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| error.to_string())?;
+        }
+        std::fs::copy(&from, &to).map_err(|error| format!("copying {file}: {error}"))?;
+    }
+    Ok(())
+}
+
+fn planted(only: Option<&str>) -> Result<(), String> {
+    let root = workspace_root();
+    let patches = planted_patches(&root)?;
+    let files = tree_files(&root)?;
     let mut results = Vec::new();
     let mut missed = 0;
     for patch in &patches {
@@ -599,18 +676,7 @@ fn planted(only: Option<&str>) -> Result<(), String> {
 /// Copies the tracked files into a scratch tree and applies the patch.
 fn plant(root: &Path, files: &[String], name: &str, patch: &Path) -> Result<PathBuf, String> {
     let scratch = sibling_target("planted").join(name);
-    let _ = std::fs::remove_dir_all(&scratch);
-    for file in files {
-        let from = root.join(file);
-        if !from.is_file() {
-            continue;
-        }
-        let to = scratch.join(file);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|error| error.to_string())?;
-        }
-        std::fs::copy(&from, &to).map_err(|error| format!("copying {file}: {error}"))?;
-    }
+    copy_tree(root, files, &scratch)?;
     let applied = Command::new("patch")
         .args(["-p1", "--quiet", "-d"])
         .arg(&scratch)

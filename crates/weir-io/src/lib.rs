@@ -312,3 +312,8 @@ pub fn read_whole_file(storage: &dyn Storage, name: &str) -> io::Result<Option<V
     file.read_exact_at(&mut bytes, 0)?;
     Ok(Some(bytes))
 }
+
+/// The crate's README, whose examples `cargo test --doc` compiles.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

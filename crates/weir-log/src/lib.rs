@@ -77,3 +77,8 @@ pub use partition::{
 };
 pub use producers::{ProducerBatch, ProducerEntry, SequenceError};
 pub use recovery::{RecoveryReport, Truncation};
+
+/// The crate's README, whose examples `cargo test --doc` compiles.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -46,3 +46,8 @@ pub use id::{IdSpec, StreamId};
 pub use persistence::{FsyncPolicy, LogRecovery, PersistenceError, Store};
 pub use reply::{EntryReply, Error, Reply};
 pub use stream::NodeLimits;
+
+/// The crate's README, whose examples `cargo test --doc` compiles.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
