@@ -17,9 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use weir_io::sync::{lock, Mutex};
+use weir_io::sync::{lock, read, write, Mutex, RwLock, RwLockReadGuard};
 use weir_io::{read_whole_file, write_file_atomically, Clock, EntryKind, Storage};
 
 use crate::batch::{crc32c, Compression, ProducerInfo, Record};
@@ -390,10 +390,7 @@ impl Broker {
             .map_err(io("syncing", TOPICS_DIRECTORY))?;
         let mut reports = BrokerRecovery::default();
         let topic = open_topic(storage, &self.clock, name, &mut reports)?;
-        self.topics
-            .write()
-            .unwrap_or_else(|_| panic!("topic map lock poisoned"))
-            .insert(name.into(), Arc::new(topic));
+        write(&self.topics).insert(name.into(), Arc::new(topic));
         tracing::info!(
             topic = name,
             partitions = metadata.partitions,
@@ -407,11 +404,7 @@ impl Broker {
     /// removed files until dropped.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let _admin = lock(&self.admin);
-        let removed = self
-            .topics
-            .write()
-            .unwrap_or_else(|_| panic!("topic map lock poisoned"))
-            .remove(name);
+        let removed = write(&self.topics).remove(name);
         if removed.is_none() {
             return Err(BrokerError::UnknownTopic { name: name.into() });
         }
@@ -436,10 +429,8 @@ impl Broker {
         Ok(())
     }
 
-    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|_| panic!("topic map lock poisoned"))
+    fn read_topics(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        read(&self.topics)
     }
 
     fn topic_handle(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {

@@ -592,10 +592,8 @@ const PARAMS: &[Param] = &[
     Param {
         name: "port",
         get: |node, _| {
-            node.resp_addr
-                .lock()
-                .map(|addr| addr.map_or(0, |addr| addr.port()))
-                .unwrap_or(0)
+            weir_io::sync::lock(&node.resp_addr)
+                .map_or(0, |addr| addr.port())
                 .to_string()
         },
         set: None,
@@ -727,7 +725,7 @@ pub fn info(session: &Session, node: &Node, state: &mut State, args: &[&[u8]]) -
     let now = node.clock.now_ms();
     let mut text = String::new();
     if show("server") {
-        let addr = node.resp_addr.lock().ok().and_then(|addr| *addr);
+        let addr = *weir_io::sync::lock(&node.resp_addr);
         let _ = write!(
             text,
             "# Server\r\nredis_version:{REDIS_VERSION}\r\nweir_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:weir\r\nconfig_file:\r\n\r\n",

@@ -495,12 +495,12 @@ impl Node {
         }))
     }
 
-    /// Locks the state. A panic while it was held (a bug) does not stop
-    /// the other clients: the state is used as it was left.
+    /// Locks the state. A panic while it was held (a bug) may have left
+    /// the keyspace and its command log half-updated: the process aborts
+    /// rather than use them (crash-first, as everywhere in weir; the next
+    /// start recovers from the log).
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        weir_io::sync::lock(&self.state)
     }
 
     /// Starts a graceful shutdown.

@@ -179,9 +179,7 @@ pub async fn start_with_storage(
         addr: addr.clone(),
         source,
     })?;
-    if let Ok(mut slot) = node.resp_addr.lock() {
-        *slot = Some(resp_addr);
-    }
+    *weir_io::sync::lock(&node.resp_addr) = Some(resp_addr);
     Ok((Running { node, resp_addr }, listener))
 }
 
