@@ -31,6 +31,8 @@
 //! loom and fuzz builds, which use other compiler flags, get directories of
 //! their own beside it.
 
+mod code_map;
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
