@@ -31,6 +31,7 @@
 //! loom and fuzz builds, which use other compiler flags, get directories of
 //! their own beside it.
 
+#[cfg(test)]
 mod code_map;
 
 use std::env;
