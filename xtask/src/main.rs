@@ -33,6 +33,7 @@
 
 #[cfg(test)]
 mod code_map;
+mod test_output;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -165,17 +166,32 @@ impl<'a> Step<'a> {
         for (key, value) in &self.environment {
             command.env(key, value);
         }
-        let status = command
-            .status()
+        // Cargo's stdout (test results) is passed on line by line and
+        // watched, so that a failure names every failed test.
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
             .map_err(|error| format!("{}: could not start cargo: {error}", self.name))?;
+        let mut watch = test_output::Watch::default();
+        if let Some(stdout) = child.stdout.take() {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                println!("{line}");
+                watch.line(&line);
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|error| format!("{}: cargo did not finish: {error}", self.name))?;
         let seconds = started.elapsed().as_secs_f64();
         if status.success() {
             eprintln!("<== {}: ok in {seconds:.1} s", self.name);
             Ok(seconds)
         } else {
             Err(format!(
-                "{} failed ({status}) after {seconds:.1} s",
-                self.name
+                "{} failed ({status}) after {seconds:.1} s{}",
+                self.name,
+                watch.summary()
             ))
         }
     }
