@@ -1572,15 +1572,24 @@ fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
             ids.push(StreamId::MAX);
             continue;
         }
-        if *id_arg == b"+"
-            && !group_command
-            && engine.config.compatibility == Compatibility::Redis74
-        {
-            // The last entry itself: read after the one before it.
-            let before = stream
-                .and_then(|stream| stream.entries.last())
-                .and_then(|entry| entry.id.prev());
-            ids.push(before.unwrap_or(StreamId::MAX));
+        if *id_arg == b"+" && engine.config.compatibility == Compatibility::Redis74 {
+            if group_command {
+                return Error::fixed(
+                    "ERR The + ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The + ID would just return an empty result set.",
+                )
+                .into();
+            }
+            // As Redis 7.4: after the ID before the stream's last ID (so
+            // its last entry, if it was not deleted); a stream that does
+            // not exist yet is read from the start, so a blocked read gets
+            // the first entry added.
+            match stream.map(|stream| stream.last_id.prev()) {
+                None => ids.push(StreamId::MIN),
+                Some(Some(before)) => ids.push(before),
+                Some(None) => {
+                    return Error::fixed("ERR the stream last element ID is 0-0").into();
+                }
+            }
             continue;
         }
         ids.push(try_reply!(strict_id(id_arg)));

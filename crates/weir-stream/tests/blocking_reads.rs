@@ -271,3 +271,81 @@ fn xread_plus_reads_the_last_entry_in_redis_7_4_mode() {
     };
     assert_eq!(ids(&reply), ["2-0"]);
 }
+
+#[test]
+fn xread_plus_on_a_stream_that_does_not_exist_blocks_for_the_first_entry() {
+    let (mut engine, _) = engine();
+    assert_eq!(
+        run(&mut engine, 1, &["XREAD", "STREAMS", "s", "+"]),
+        Outcome::Reply(Reply::NullArray)
+    );
+    assert_eq!(
+        run(
+            &mut engine,
+            1,
+            &["XREAD", "BLOCK", "0", "STREAMS", "s", "+"]
+        ),
+        Outcome::Blocked
+    );
+    run(&mut engine, 9, &["XADD", "s", "5-0", "f", "v"]);
+    let wakeups = engine.take_wakeups();
+    assert_eq!(wakeups.len(), 1);
+    assert_eq!(wakeups[0].0, 1);
+    assert_eq!(ids(&wakeups[0].1), ["5-0"]);
+}
+
+#[test]
+fn xread_plus_follows_the_streams_last_id_as_redis_7_4_does() {
+    let (mut engine, _) = engine();
+    run(&mut engine, 9, &["XADD", "s", "1-0", "f", "v"]);
+    run(&mut engine, 9, &["XADD", "s", "2-0", "f", "v"]);
+    // The last entry deleted: its ID stays the stream's last, and nothing
+    // is after the ID before it.
+    run(&mut engine, 9, &["XDEL", "s", "2-0"]);
+    assert_eq!(
+        run(&mut engine, 1, &["XREAD", "STREAMS", "s", "+"]),
+        Outcome::Reply(Reply::NullArray)
+    );
+    // A stream created empty has the last ID 0-0: Redis refuses it.
+    run(
+        &mut engine,
+        9,
+        &["XGROUP", "CREATE", "empty", "g", "$", "MKSTREAM"],
+    );
+    let Outcome::Reply(Reply::Error(error)) =
+        run(&mut engine, 1, &["XREAD", "STREAMS", "empty", "+"])
+    else {
+        panic!("expected an error")
+    };
+    assert_eq!(error.to_string(), "ERR the stream last element ID is 0-0");
+    // XREADGROUP has its own error for it.
+    let Outcome::Reply(Reply::Error(error)) = run(
+        &mut engine,
+        1,
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "empty", "+"],
+    ) else {
+        panic!("expected an error")
+    };
+    assert!(
+        error.to_string().starts_with("ERR The + ID is meaningless"),
+        "{error}"
+    );
+}
+
+#[test]
+fn xread_plus_is_an_invalid_id_in_redis_7_0_mode() {
+    let clock = ManualClock::new(1_000);
+    let config = Config {
+        compatibility: weir_stream::Compatibility::Redis70,
+        ..Config::default()
+    };
+    let mut engine = Engine::new(config, Arc::new(clock));
+    let Outcome::Reply(Reply::Error(error)) = run(&mut engine, 1, &["XREAD", "STREAMS", "s", "+"])
+    else {
+        panic!("expected an error")
+    };
+    assert_eq!(
+        error.to_string(),
+        "ERR Invalid stream ID specified as stream command argument"
+    );
+}
