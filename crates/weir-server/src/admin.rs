@@ -710,18 +710,21 @@ fn config_set(state: &mut State, args: &[&[u8]]) -> Response {
     Reply::OK.into()
 }
 
-/// INFO: the sections asked for (default: all but `commandstats`-like
-/// extras, which weir does not have).
+/// INFO: the sections asked for (as Redis: the default ones when none is
+/// named, or `default`; `all` and `everything` add `commandstats`).
 pub fn info(session: &Session, node: &Node, state: &mut State, args: &[&[u8]]) -> Response {
     let wanted: Vec<String> = args[1..]
         .iter()
         .map(|arg| String::from_utf8_lossy(arg).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|section| matches!(section.as_str(), "all" | "everything" | "default"));
-    let show = |section: &str| all || wanted.iter().any(|wanted| wanted == section);
+    let every = wanted
+        .iter()
+        .any(|section| matches!(section.as_str(), "all" | "everything"));
+    let default = wanted.is_empty() || every || wanted.iter().any(|section| section == "default");
+    let show = |section: &str| {
+        let extra = section == "commandstats";
+        (default && !extra) || (extra && every) || wanted.iter().any(|wanted| wanted == section)
+    };
     let now = node.clock.now_ms();
     let mut text = String::new();
     if show("server") {
@@ -814,6 +817,21 @@ pub fn info(session: &Session, node: &Node, state: &mut State, args: &[&[u8]]) -
     }
     if show("replication") {
         text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if show("commandstats") {
+        text.push_str("# Commandstats\r\n");
+        for (name, stat) in &state.stats.commands_by_name {
+            let per_call = match stat.calls {
+                0 => 0.0,
+                calls => stat.usec as f64 / calls as f64,
+            };
+            let _ = write!(
+                text,
+                "cmdstat_{name}:calls={},usec={},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
+                stat.calls, stat.usec, stat.rejected_calls, stat.failed_calls
+            );
+        }
+        text.push_str("\r\n");
     }
     if show("errorstats") {
         text.push_str("# Errorstats\r\n");

@@ -29,8 +29,21 @@ pub struct Session {
     pub subscriptions: usize,
     /// Waiting in a blocking read.
     pub blocked: bool,
+    /// The blocking read it waits in, for commandstats.
+    pub blocked_call: Option<BlockedCall>,
     /// Close once the replies so far are written.
     pub close: bool,
+}
+
+/// A blocking read waiting to complete, as commandstats sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockedCall {
+    /// Its commandstats name.
+    pub name: String,
+    /// Microseconds it ran before blocking.
+    pub usec: u64,
+    /// Already counted as a call when it blocked (Redis 7.0).
+    pub counted: bool,
 }
 
 impl Session {
@@ -43,6 +56,7 @@ impl Session {
             multi: None,
             subscriptions: 0,
             blocked: false,
+            blocked_call: None,
             close: false,
         }
     }
@@ -147,11 +161,19 @@ fn check_and_run(
     }
     if !spec.arity_ok(args.len()) {
         abort_multi(session);
-        return Error::arity(spec.name).into();
+        return reject(state, spec.name, Error::arity(spec.name));
+    }
+    if let Some(error) = subcommand_arity_error(spec, args) {
+        abort_multi(session);
+        return reject(state, &stat_name(spec, args), error);
     }
     if !session.authenticated && !spec.has("no_auth") {
         abort_multi(session);
-        return Error::fixed("NOAUTH Authentication required.").into();
+        return reject(
+            state,
+            &stat_name(spec, args),
+            Error::fixed("NOAUTH Authentication required."),
+        );
     }
     if session.resp == 2
         && session.subscriptions > 0
@@ -160,21 +182,17 @@ fn check_and_run(
             "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
         )
     {
-        return Error::err(format_args!(
+        let error = Error::err(format_args!(
             "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
             spec.name
-        ))
-        .into();
+        ));
+        return reject(state, &stat_name(spec, args), error);
     }
     if let Some(multi) = &mut session.multi {
         if !matches!(
             spec.name,
             "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
         ) {
-            if let Some(error) = subcommand_arity_error(spec, args) {
-                multi.aborted = true;
-                return error.into();
-            }
             multi
                 .queued
                 .push(args.iter().map(|arg| arg.to_vec()).collect());
@@ -184,7 +202,84 @@ fn check_and_run(
             return Reply::Simple("QUEUED".into()).into();
         }
     }
-    dispatch(session, node, state, spec, args, false)
+    call(session, node, state, spec, args, false)
+}
+
+/// A command refused before running: counted as rejected.
+fn reject(state: &mut State, name: &str, error: Error) -> Response {
+    state.command_stat(name).rejected_calls += 1;
+    error.into()
+}
+
+/// The commandstats name: `container|subcommand` for a known subcommand.
+fn stat_name(spec: &Spec, args: &[&[u8]]) -> String {
+    match args.get(1).and_then(|sub| table::subcommand(spec, sub)) {
+        Some((sub, _, _)) if !spec.subcommands.is_empty() => format!("{}|{}", spec.name, sub),
+        _ => spec.name.to_string(),
+    }
+}
+
+/// Runs a command and counts it in commandstats: a call (with the time it
+/// ran) once it has replied, an error reply as a failed call; a blocking
+/// read is counted when it completes (`Session::blocked_call`; under
+/// `--compatibility 7.0` when it blocks, as Redis 7.0 did). An unknown
+/// subcommand is not counted (Redis refuses it before it is a command).
+fn call(
+    session: &mut Session,
+    node: &Node,
+    state: &mut State,
+    spec: &Spec,
+    args: &[&[u8]],
+    in_exec: bool,
+) -> Response {
+    let unknown_subcommand = !spec.subcommands.is_empty()
+        && args.len() >= 2
+        && table::subcommand(spec, args[1]).is_none();
+    let started = std::time::Instant::now();
+    let response = dispatch(session, node, state, spec, args, in_exec);
+    if unknown_subcommand {
+        return response;
+    }
+    let usec = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let name = stat_name(spec, args);
+    match &response {
+        // Redis 7.0 counted a blocking read when it blocked; 7.2 on count
+        // it when it completes.
+        Response::Blocked => {
+            let counted = node.settings.compatibility == "7.0";
+            if counted {
+                count_call(state, &name, usec, &Reply::OK);
+            }
+            session.blocked_call = Some(BlockedCall {
+                name,
+                usec,
+                counted,
+            });
+        }
+        Response::Reply(reply) => count_call(state, &name, usec, reply),
+        Response::Replies(_) => count_call(state, &name, usec, &Reply::OK),
+    }
+    response
+}
+
+/// Counts the completion of a blocking read: a call, failed if the reply
+/// is an error (only the failure if the call was counted when it blocked).
+pub fn count_blocked_call(state: &mut State, call: &BlockedCall, reply: &Reply) {
+    if !call.counted {
+        count_call(state, &call.name, call.usec, reply);
+    } else if matches!(reply, Reply::Error(_)) {
+        state.command_stat(&call.name).failed_calls += 1;
+    }
+}
+
+/// Counts a completed call, failed if its reply is an error.
+pub fn count_call(state: &mut State, name: &str, usec: u64, reply: &Reply) {
+    let stat = state.command_stat(name);
+    stat.calls += 1;
+    stat.usec += usec;
+    if matches!(reply, Reply::Error(_)) {
+        stat.failed_calls += 1;
+    }
 }
 
 fn abort_multi(session: &mut Session) {
@@ -535,7 +630,7 @@ fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) ->
             replies.push(Reply::Error(weir_stream::unknown_command(&args)));
             continue;
         };
-        let reply = match dispatch(session, node, state, spec, &args, true) {
+        let reply = match call(session, node, state, spec, &args, true) {
             Response::Reply(reply) => reply,
             Response::Replies(many) => Reply::Array(many),
             // `no_blocking` makes blocking reads time out at once.

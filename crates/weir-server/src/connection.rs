@@ -279,6 +279,12 @@ impl Connection {
             self.session.blocked = false;
             entry.blocked = false;
         }
+        // The first reply completes the blocking read, if one waited.
+        if let Some(first) = replies.first() {
+            if let Some(call) = self.session.blocked_call.take() {
+                commands::count_blocked_call(&mut state, &call, first);
+            }
+        }
         for reply in &replies {
             commands::emit(&self.session, &mut state, reply, &mut self.output);
         }

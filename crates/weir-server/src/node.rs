@@ -156,6 +156,25 @@ pub struct Stats {
     pub output_buffer_disconnections: u64,
     /// Protocol errors (clients closed for malformed requests).
     pub protocol_errors: u64,
+    /// INFO commandstats, by command name (`xgroup|create` for a
+    /// subcommand), as Redis counts them.
+    pub commands_by_name: BTreeMap<String, CommandStat>,
+}
+
+/// One line of INFO commandstats. As Redis: a call is counted when the
+/// command has run (a blocking read when it completes), a rejected call is
+/// one refused before running (arity, authentication, a subscribed RESP2
+/// client), a failed call one that ran and replied with an error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandStat {
+    /// Runs.
+    pub calls: u64,
+    /// Microseconds spent running.
+    pub usec: u64,
+    /// Refused before running.
+    pub rejected_calls: u64,
+    /// Ran and replied with an error.
+    pub failed_calls: u64,
 }
 
 /// Settings that CONFIG SET can change.
@@ -342,6 +361,19 @@ impl State {
         } else {
             Ok(())
         }
+    }
+
+    /// The commandstats line of `name`.
+    pub fn command_stat(&mut self, name: &str) -> &mut CommandStat {
+        if !self.stats.commands_by_name.contains_key(name) {
+            self.stats
+                .commands_by_name
+                .insert(name.to_string(), CommandStat::default());
+        }
+        self.stats
+            .commands_by_name
+            .get_mut(name)
+            .expect("inserted above")
     }
 
     /// Counts an error reply in the statistics.

@@ -34,8 +34,9 @@ fn run_case(redis: &mut Client, weir: &mut Client, seed: u64) -> Result<(usize, 
     let max_entries = [100, 4, 3, 0][rng.random_range(0..4)];
     let max_bytes = [4096, 200, 90, 0][rng.random_range(0..4)];
     for server in [&mut *redis, &mut *weir] {
-        let setup: [&[&str]; 3] = [
+        let setup: [&[&str]; 4] = [
             &["FLUSHALL"],
+            &["CONFIG", "RESETSTAT"],
             &[
                 "CONFIG",
                 "SET",
@@ -83,7 +84,42 @@ fn run_case(redis: &mut Client, weir: &mut Client, seed: u64) -> Result<(usize, 
         }
         history.push(format!("{} -> {}", command.join(" "), printable(&expected)));
     }
+    let stats = |server: &mut Client| {
+        let args: Vec<Vec<u8>> = ["INFO", "commandstats", "errorstats"]
+            .iter()
+            .map(|arg| arg.as_bytes().to_vec())
+            .collect();
+        counted_stats(&server.call(&args))
+    };
+    let (expected, actual) = (stats(redis), stats(weir));
+    if expected != actual {
+        return Err(format!(
+            "seed {seed}: INFO commandstats/errorstats differ (times left out)\n  redis: {expected:?}\n  weir:  {actual:?}\n  commands and Redis's replies:\n    {}",
+            history.join("\n    ")
+        ));
+    }
     Ok((COMMANDS_PER_CASE, successes))
+}
+
+/// The lines of INFO commandstats and errorstats without the times, sorted
+/// (Redis lists commands in its hash table's order):
+/// `cmdstat_xadd:calls=3,rejected_calls=0,failed_calls=1`,
+/// `errorstat_ERR:count=2`.
+fn counted_stats(reply: &[u8]) -> std::collections::BTreeSet<String> {
+    String::from_utf8_lossy(reply)
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_") || line.starts_with("errorstat_"))
+        .map(|line| {
+            line.split(',')
+                .filter(|field| !field.starts_with("usec"))
+                .map(|field| match field.split_once(":calls=") {
+                    Some((name, calls)) => format!("{name}:calls={calls}"),
+                    None => field.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
 }
 
 #[test]
@@ -116,4 +152,135 @@ fn stream_commands_over_resp_reply_exactly_like_redis() {
         successes * 3 > commands,
         "too few commands succeeded to compare much"
     );
+}
+
+/// A script of rejected, failed, transactional and blocking commands, run
+/// on one server by three clients; INFO's counted statistics taken while a
+/// read is blocked and at the end.
+fn statistics_script(port: u16) -> Vec<std::collections::BTreeSet<String>> {
+    let args = |words: &[&str]| -> Vec<Vec<u8>> {
+        words.iter().map(|word| word.as_bytes().to_vec()).collect()
+    };
+    let (mut a, mut b, mut c) = (
+        Client::connect(port),
+        Client::connect(port),
+        Client::connect(port),
+    );
+    let stats = |client: &mut Client| {
+        counted_stats(&client.call(&args(&["INFO", "commandstats", "errorstats"])))
+    };
+    for words in [
+        &["FLUSHALL"][..],
+        &["CONFIG", "RESETSTAT"],
+        &["XADD", "s"],
+        &["XADD", "s", "1-1", "f", "v"],
+        &["XADD", "s", "1-1", "f", "v"],
+        &["XGROUP", "CREATE", "s", "g", "$"],
+        &["XGROUP", "CREATE", "s", "g", "$"],
+        &["XGROUP"],
+        &["XGROUP", "NOSUCH", "s"],
+        &["XGROUP", "CREATE", "s"],
+        &["XINFO", "HELP"],
+        &["MULTI"],
+        &["XADD", "s", "*", "f", "v"],
+        &["XADD", "s"],
+        &["EXEC"],
+        &["MULTI"],
+        &["XADD", "s", "*", "f", "v"],
+        &["XGROUP", "CREATE", "s", "g", "$"],
+        &["XRANGE", "s", "-", "+"],
+        &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+        &["EXEC"],
+        &["XGROUP", "CREATE", "s", "late", "$"],
+    ] {
+        a.call(&args(words));
+    }
+    // A RESP2 client in subscribe mode is refused other commands.
+    c.call(&args(&["SUBSCRIBE", "news"]));
+    c.call(&args(&["XLEN", "s"]));
+    // A blocked read is counted when it completes: served by an XADD...
+    b.send(&args(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
+    wait_for_blocked_clients(&mut a, 1);
+    let while_blocked = stats(&mut a);
+    a.call(&args(&["XADD", "s", "*", "f", "v"]));
+    b.receive();
+    // ... or timed out, or failed when its group goes away.
+    b.call(&args(&[
+        "XREADGROUP",
+        "GROUP",
+        "late",
+        "c",
+        "BLOCK",
+        "20",
+        "STREAMS",
+        "s",
+        ">",
+    ]));
+    b.send(&args(&[
+        "XREADGROUP",
+        "GROUP",
+        "late",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]));
+    wait_for_blocked_clients(&mut a, 1);
+    a.call(&args(&["XGROUP", "DESTROY", "s", "late"]));
+    b.receive();
+    vec![while_blocked, stats(&mut a)]
+}
+
+/// Waits (up to 10 s: a generous bound, not a timing assumption) until
+/// `count` clients are blocked, as INFO clients reports them.
+fn wait_for_blocked_clients(client: &mut Client, count: usize) {
+    let wanted = format!("blocked_clients:{count}\r\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info = client.call(&[b"INFO".to_vec(), b"clients".to_vec()]);
+        if String::from_utf8_lossy(&info).contains(&wanted) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no client blocked in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+#[ignore = "needs a real redis-server: `cargo xtask ci` installs it and runs this test"]
+fn command_and_error_statistics_count_as_redis_counts_them() {
+    let redis_server = RedisServer::start();
+    let weir_server = common::Server::start(&["--compatibility", "7.0", "--appendfsync", "no"]);
+    let expected = statistics_script(redis_server.port);
+    let actual = statistics_script(weir_server.port);
+    for (at, (expected, actual)) in ["while a read is blocked", "at the end"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        let missing: Vec<_> = expected.difference(actual).collect();
+        let extra: Vec<_> = actual.difference(expected).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{at}: redis-server has {missing:?}, weir has {extra:?} instead"
+        );
+    }
+    // The script reaches what it is for: a rejected call, a failed one, a
+    // blocking read counted (Redis 7.0: when it blocks), an error when a
+    // blocked read's group goes away.
+    let end = &expected[1];
+    for wanted in [
+        "cmdstat_xadd:calls=4,rejected_calls=2,failed_calls=1",
+        "cmdstat_xread:calls=2,",
+        "cmdstat_xreadgroup:calls=2,rejected_calls=0,failed_calls=1",
+    ] {
+        assert!(
+            end.iter().any(|line| line.starts_with(wanted)),
+            "{wanted}: {end:?}"
+        );
+    }
 }

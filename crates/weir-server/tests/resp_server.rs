@@ -775,3 +775,57 @@ fn shutdown_command_stops_the_server() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The `cmdstat_<name>` line of INFO commandstats, if any.
+fn command_stat(client: &mut common::Client, name: &str) -> Option<String> {
+    let info = client.call(&["INFO", "commandstats"]).text();
+    let prefix = format!("cmdstat_{name}:");
+    info.lines()
+        .find(|line| line.starts_with(&prefix))
+        .map(|line| line.to_string())
+}
+
+#[test]
+fn commandstats_count_a_blocking_read_when_it_completes_and_reset() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let mut reader = server.client();
+    // Only `all`/`everything` or its name shows the section, as Redis.
+    client.call(&["XADD", "s", "1-1", "f", "v"]);
+    assert!(!client.call(&["INFO"]).text().contains("cmdstat_"));
+    assert!(client
+        .call(&["INFO", "all"])
+        .text()
+        .contains("cmdstat_xadd:calls=1,"));
+    let xadd = command_stat(&mut client, "xadd").expect("xadd counted");
+    assert!(xadd.contains("usec_per_call="), "{xadd}");
+    // Blocked: not a call yet (Redis 7.2 on); completed: one call.
+    reader.send(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !client
+        .call(&["INFO", "clients"])
+        .text()
+        .contains("blocked_clients:1")
+    {
+        assert!(Instant::now() < deadline, "the reader never blocked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(command_stat(&mut client, "xread"), None);
+    client.call(&["XADD", "s", "2-1", "f", "v"]);
+    reader.read();
+    let xread = command_stat(&mut client, "xread").expect("xread counted");
+    assert!(xread.starts_with("cmdstat_xread:calls=1,"), "{xread}");
+    assert!(
+        xread.ends_with("rejected_calls=0,failed_calls=0"),
+        "{xread}"
+    );
+    // Rejected (arity) and failed (ran, replied an error) apart.
+    client.call(&["XADD", "s"]);
+    client.call(&["XADD", "s", "1-1", "f", "v"]);
+    let xadd = command_stat(&mut client, "xadd").expect("xadd counted");
+    assert!(xadd.starts_with("cmdstat_xadd:calls=3,"), "{xadd}");
+    assert!(xadd.ends_with("rejected_calls=1,failed_calls=1"), "{xadd}");
+    assert_eq!(client.call(&["CONFIG", "RESETSTAT"]), ok());
+    assert_eq!(command_stat(&mut client, "xadd"), None);
+    assert!(command_stat(&mut client, "config|resetstat").is_some());
+}

@@ -153,6 +153,12 @@ impl Client {
 
     /// Sends one request and returns its reply's bytes.
     pub fn call(&mut self, args: &[Vec<u8>]) -> Vec<u8> {
+        self.send(args);
+        self.receive()
+    }
+
+    /// Sends one request without waiting for its reply (a blocking read).
+    pub fn send(&mut self, args: &[Vec<u8>]) {
         let mut request = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
@@ -160,6 +166,10 @@ impl Client {
             request.extend_from_slice(b"\r\n");
         }
         self.writer.write_all(&request).expect("send");
+    }
+
+    /// Reads the next reply's bytes.
+    pub fn receive(&mut self) -> Vec<u8> {
         let mut reply = Vec::new();
         read_reply(&mut self.reader, &mut reply);
         reply
