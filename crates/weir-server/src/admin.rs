@@ -783,9 +783,15 @@ pub fn info(session: &Session, node: &Node, state: &mut State, args: &[&[u8]]) -
             None => (0, 0, 0, 0, "no"),
         };
         let recovery = node.recovery.as_ref();
+        let changes = state
+            .db
+            .engine()
+            .stats()
+            .changes
+            .saturating_sub(state.changes_at_start);
         let _ = write!(
             text,
-            "# Persistence\r\nloading:0\r\naof_enabled:{enabled}\r\naof_rewrite_in_progress:{rewriting}\r\naof_last_write_status:{}\r\naof_current_size:{size}\r\naof_synced_size:{synced}\r\nappendfsync:{policy}\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrecovered_commands:{}\r\nrecovered_torn_tail_bytes:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:{enabled}\r\naof_rewrite_in_progress:{rewriting}\r\naof_last_write_status:{}\r\naof_current_size:{size}\r\naof_synced_size:{synced}\r\nappendfsync:{policy}\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:0\r\nrecovered_commands:{}\r\nrecovered_torn_tail_bytes:{}\r\n\r\n",
             if error.is_some() { "err" } else { "ok" },
             recovery.map_or(0, |recovery| recovery.commands),
             recovery

@@ -211,6 +211,9 @@ pub struct State {
     pub runtime: Runtime,
     /// What the last command-log write did, for INFO: ok or the error.
     pub last_write_error: Option<String>,
+    /// The engine's change counter when the node started serving (after
+    /// the command log's replay, which Redis does not count either).
+    pub changes_at_start: u64,
     next_client_id: ClientId,
 }
 
@@ -496,6 +499,7 @@ impl Node {
             ),
         };
         db.engine().pubsub().set_limits(pubsub_limits);
+        let changes_at_start = db.engine().stats().changes;
         let runtime = Runtime {
             requirepass: settings.requirepass.as_bytes().to_vec(),
             maxclients: settings.maxclients,
@@ -515,6 +519,7 @@ impl Node {
                 stats: Stats::default(),
                 runtime,
                 last_write_error: None,
+                changes_at_start,
                 next_client_id: 0,
             }),
             settings,

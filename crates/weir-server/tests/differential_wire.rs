@@ -61,6 +61,7 @@ fn run_case(redis: &mut Client, weir: &mut Client, seed: u64) -> Result<(usize, 
     let mut generator = Generator::new(rng);
     let mut history = Vec::new();
     let mut successes = 0;
+    let mut changes = (changes_counter(redis), changes_counter(weir));
     for index in 0..COMMANDS_PER_CASE {
         let command = generator.command();
         let args: Vec<Vec<u8>> = command.iter().map(|arg| arg.clone().into_bytes()).collect();
@@ -77,6 +78,20 @@ fn run_case(redis: &mut Client, weir: &mut Client, seed: u64) -> Result<(usize, 
                 command.join(" "),
                 printable(&expected),
                 printable(&actual)
+            ));
+        }
+        // Redis's dirty counter moves by as much on both.
+        let now = (changes_counter(redis), changes_counter(weir));
+        let moved = (now.0 - changes.0, now.1 - changes.1);
+        changes = now;
+        if moved.0 != moved.1 {
+            let earlier = history[history.len().saturating_sub(8)..].join("\n    ");
+            return Err(format!(
+                "seed {seed}, command {index}: {}\n  rdb_changes_since_last_save moved by {} on redis, {} on weir\n  reply: {}\n  earlier commands and Redis's replies:\n    {earlier}",
+                command.join(" "),
+                moved.0,
+                moved.1,
+                printable(&expected)
             ));
         }
         if !expected.starts_with(b"-") {
@@ -99,6 +114,16 @@ fn run_case(redis: &mut Client, weir: &mut Client, seed: u64) -> Result<(usize, 
         ));
     }
     Ok((COMMANDS_PER_CASE, successes))
+}
+
+/// INFO persistence's `rdb_changes_since_last_save` (Redis's dirty counter).
+fn changes_counter(server: &mut Client) -> i64 {
+    let reply = server.call(&[b"INFO".to_vec(), b"persistence".to_vec()]);
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|line| line.strip_prefix("rdb_changes_since_last_save:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("INFO persistence has rdb_changes_since_last_save")
 }
 
 /// The lines of INFO commandstats and errorstats without the times, sorted

@@ -534,6 +534,7 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     stream.last_id = id;
     stream.entries_added += 1;
     let (_, exact) = apply_trim(stream, &trim);
+    engine.stats.changes += 1;
     engine.propagate(|| {
         let mut logged = Vec::with_capacity(args.len());
         logged.push(b"XADD".to_vec());
@@ -561,6 +562,7 @@ fn xtrim(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
         return Reply::Integer(0).into();
     };
     let (removed, exact) = apply_trim(stream, &trim);
+    engine.stats.changes += removed;
     if let Some(strategy) = trim.strategy {
         engine.propagate(|| trim_propagation(key, strategy, exact));
     }
@@ -627,7 +629,7 @@ fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let Some(stream) = engine.keys.get_mut(key) else {
         return Reply::Integer(0).into();
     };
-    let mut deleted = 0;
+    let mut deleted: u64 = 0;
     let mut first_deleted = false;
     for id in ids {
         if stream.entries.delete(id) {
@@ -651,9 +653,10 @@ fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         }
         let mut logged = vec![b"XDEL".to_vec(), key.to_vec()];
         logged.extend(args[2..].iter().map(|arg| arg.to_vec()));
+        engine.stats.changes += deleted;
         engine.propagate(|| logged);
     }
-    Reply::Integer(deleted).into()
+    Reply::Integer(deleted as i64).into()
 }
 
 fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
@@ -661,6 +664,7 @@ fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     for key in &args[1..] {
         if engine.keys.remove(*key).is_some() {
             removed += 1;
+            engine.stats.changes += 1;
             engine.signal_ready(key);
             engine.propagate(|| vec![b"DEL".to_vec(), key.to_vec()]);
         }
@@ -676,6 +680,8 @@ fn flush(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         2 if is(args[1], "ASYNC") || is(args[1], "SYNC") => {}
         _ => return Error::SYNTAX.into(),
     }
+    // As Redis: a change per key removed.
+    engine.stats.changes += engine.keys.len() as u64;
     engine.flush_all();
     Reply::OK.into()
 }
@@ -756,6 +762,7 @@ fn xsetid(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     if !max_deleted.is_zero() {
         stream.max_deleted_entry_id = max_deleted;
     }
+    engine.stats.changes += 1;
     engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
     Reply::OK.into()
 }
@@ -915,6 +922,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         stream
             .groups
             .insert(group_name.to_vec(), Group::new(id, entries_read));
+        engine.stats.changes += 1;
         engine.propagate(|| {
             vec![
                 b"XGROUP".to_vec(),
@@ -943,6 +951,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             group.entries_read = entries_read;
         }
         propagate_group_id(engine, key, group_name);
+        engine.stats.changes += 1;
         return Reply::OK.into();
     }
     if is(subcommand, "DESTROY") {
@@ -951,6 +960,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             .get_mut(key)
             .is_some_and(|stream| stream.groups.remove(group_name).is_some());
         if removed {
+            engine.stats.changes += 1;
             engine.propagate(|| {
                 vec![
                     b"XGROUP".to_vec(),
@@ -969,6 +979,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             .map(|group| group.consumer_entry(consumer, now).1)
             .unwrap_or(false);
         if created {
+            engine.stats.changes += 1;
             engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
         }
         return Reply::Integer(i64::from(created)).into();
@@ -987,6 +998,7 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
             }
         }
         if existed {
+            engine.stats.changes += 1;
             engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
         }
         return Reply::Integer(pending as i64).into();
@@ -1101,6 +1113,7 @@ fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     }
     drop(many);
     if acknowledged > 0 {
+        engine.stats.changes += acknowledged as u64;
         engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
     }
     Reply::Integer(acknowledged).into()
@@ -1296,6 +1309,7 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let mut claimed: Vec<StreamId> = Vec::new();
     let mut dropped: Vec<StreamId> = Vec::new();
     let mut consumer: Option<Arc<[u8]>> = None;
+    let mut consumer_created = false;
     for id in ids {
         let exists = stream.entries.get(id).is_some();
         let group = stream.groups.get_mut(group_name).expect("checked above");
@@ -1320,10 +1334,11 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         let owner = match &consumer {
             Some(owner) => Arc::clone(owner),
             None => {
-                let (owner, _) = group.consumer_entry(consumer_name, now);
+                let (owner, created) = group.consumer_entry(consumer_name, now);
                 if let Some(state) = group.consumers.get_mut(&owner) {
                     state.seen_time = now;
                 }
+                consumer_created |= created;
                 consumer = Some(Arc::clone(&owner));
                 owner
             }
@@ -1360,6 +1375,11 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     if propagate_last_id {
         propagate_group_id(engine, key, group_name);
     }
+    // As Redis: a change per entry claimed or dropped (which carry a moved
+    // LASTID), else one for a moved LASTID, and one per consumer created.
+    let entries = (dropped.len() + claimed.len()) as u64;
+    engine.stats.changes +=
+        entries + u64::from(propagate_last_id && entries == 0) + u64::from(consumer_created);
     Reply::Array(replies).into()
 }
 
@@ -1409,6 +1429,7 @@ fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let mut claimed = Vec::new();
     let mut deleted = Vec::new();
     let mut consumer: Option<Arc<[u8]>> = None;
+    let mut consumer_created = false;
     let mut examined = 0;
     while attempts > 0 && count > 0 && examined < candidates.len() {
         attempts -= 1;
@@ -1431,10 +1452,11 @@ fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         let owner = match &consumer {
             Some(owner) => Arc::clone(owner),
             None => {
-                let (owner, _) = group.consumer_entry(consumer_name, now);
+                let (owner, created) = group.consumer_entry(consumer_name, now);
                 if let Some(state) = group.consumers.get_mut(&owner) {
                     state.seen_time = now;
                 }
+                consumer_created |= created;
                 consumer = Some(Arc::clone(&owner));
                 owner
             }
@@ -1464,6 +1486,7 @@ fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     for id in deleted.iter().chain(&claimed) {
         propagate_claim(engine, key, group_name, *id);
     }
+    engine.stats.changes += (deleted.len() + claimed.len()) as u64 + u64::from(consumer_created);
     Reply::Array(vec![
         id_reply(cursor),
         Reply::Array(replies),
@@ -1682,6 +1705,7 @@ fn serve_key(
         consumer.seen_time = now;
     }
     if created {
+        engine.stats.changes += 1;
         engine.propagate(|| {
             vec![
                 b"XGROUP".to_vec(),
@@ -1694,6 +1718,11 @@ fn serve_key(
     }
     if !serve {
         return None;
+    }
+    // Redis 7.0 counts a change for every stream a group read serves
+    // (history too); 7.4 only for one whose group state it changed (below).
+    if compatibility == Compatibility::Redis70 {
+        engine.stats.changes += 1;
     }
     let stream = engine.keys.get_mut(key)?;
     let _ = synchronous;
@@ -1764,7 +1793,8 @@ fn serve_key(
     let group_state = stream.groups.get_mut(group_name)?;
     group_state.last_id = last_id;
     group_state.entries_read = entries_read;
-    if !noack && !ids.is_empty() {
+    let delivered = !noack && !ids.is_empty();
+    if delivered {
         for id in &ids {
             group_state.assign(*id, &owner, now, 1);
         }
@@ -1777,6 +1807,9 @@ fn serve_key(
     }
     if last_id_moved {
         propagate_group_id(engine, key, group_name);
+    }
+    if compatibility == Compatibility::Redis74 && (delivered || last_id_moved) {
+        engine.stats.changes += 1;
     }
     Some(Reply::Array(replies))
 }

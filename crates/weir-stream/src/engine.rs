@@ -163,6 +163,12 @@ pub struct Stats {
     pub commands: u64,
     /// Commands that replied with an error.
     pub errors: u64,
+    /// Changes, counted where Redis counts its `dirty` counter (INFO
+    /// `rdb_changes_since_last_save`): an XADD 1, an XDEL or XTRIM the
+    /// entries removed, an XACK the entries acknowledged, a group read 1
+    /// per stream whose group state it changed, a claim 1 per entry, a
+    /// consumer created 1, a group or ID change 1, a DEL the keys removed.
+    pub changes: u64,
 }
 
 impl Engine {
