@@ -456,7 +456,7 @@ fn ci() -> Result<(), String> {
     }
     eprintln!("\nci passed in {:.1} s:", started.elapsed().as_secs_f64());
     for (name, seconds) in timings {
-        eprintln!("  {name:<20} {seconds:>7.1} s");
+        eprintln!("  {name:<36} {seconds:>7.1} s");
     }
     Ok(())
 }

@@ -623,6 +623,7 @@ fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) ->
     }
     let mut replies = Vec::with_capacity(multi.queued.len());
     state.db.begin_transaction();
+    state.db.engine().begin_batch();
     for command in &multi.queued {
         let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         state.stats.commands += 1;
@@ -641,7 +642,10 @@ fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) ->
         }
         replies.push(reply);
     }
+    // The transaction's record first, then what serving blocked readers
+    // changed, as Redis serves them after the whole EXEC.
     state.db.end_transaction();
+    state.db.end_batch();
     Reply::Array(replies).into()
 }
 

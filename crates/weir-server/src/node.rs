@@ -54,6 +54,15 @@ impl Db {
         }
     }
 
+    /// Ends the engine's batch (a MULTI/EXEC), serving the readers blocked
+    /// on the keys it wrote; what that changes goes to the command log.
+    pub fn end_batch(&mut self) {
+        match self {
+            Db::Persistent(store) => store.end_batch(),
+            Db::Memory(engine) => engine.end_batch(),
+        }
+    }
+
     /// The engine.
     pub fn engine(&mut self) -> &mut Engine {
         match self {

@@ -1672,7 +1672,17 @@ fn serve_key(
     let compatibility = engine.config.compatibility;
     let stream = engine.keys.get_mut(key)?;
     let Some((group_name, consumer_name)) = group else {
-        if stream.entries.is_empty() || stream.last_live_id() <= after {
+        // Redis 7.0 served a blocked reader once the stream's last ID had
+        // passed its ID, even if the entries after it were deleted since
+        // (it gets an empty list); a read, and a blocked reader from 7.2
+        // on (which runs the read again), needs an entry to serve.
+        let blocked_7_0 = !synchronous && compatibility == Compatibility::Redis70;
+        let servable = if blocked_7_0 {
+            stream.last_id > after
+        } else {
+            !stream.entries.is_empty() && stream.last_live_id() > after
+        };
+        if !servable {
             return None;
         }
         let start = after.next()?;

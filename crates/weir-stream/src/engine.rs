@@ -154,6 +154,9 @@ pub struct Engine {
     pub(crate) pubsub: PubSub,
     /// Entries served to readers, for the statistics.
     pub(crate) stats: Stats,
+    /// Inside a batch (a MULTI/EXEC): blocked readers are served when it
+    /// ends, not after each command.
+    in_batch: bool,
 }
 
 /// Counters since the engine started.
@@ -188,6 +191,7 @@ impl Engine {
             propagation: false,
             pubsub: PubSub::default(),
             stats: Stats::default(),
+            in_batch: false,
         }
     }
 
@@ -217,10 +221,30 @@ impl Engine {
         if matches!(outcome, Outcome::Reply(Reply::Error(_))) {
             self.stats.errors += 1;
         }
-        if !self.ready_keys.is_empty() {
+        if !self.ready_keys.is_empty() && !self.in_batch {
             self.serve_ready_keys();
         }
         outcome
+    }
+
+    /// Begins a batch of commands that run as one (MULTI/EXEC): readers
+    /// blocked on keys it writes are served when it ends, with the keys as
+    /// they are then, as Redis serves them after the whole command (so a
+    /// reader sees every entry a transaction added, and nothing it added
+    /// then deleted).
+    pub fn begin_batch(&mut self) {
+        assert!(!self.in_batch, "batches do not nest");
+        self.in_batch = true;
+    }
+
+    /// Ends the batch begun by [`Engine::begin_batch`] and serves the
+    /// readers blocked on the keys it made ready.
+    pub fn end_batch(&mut self) {
+        assert!(self.in_batch, "a batch was begun");
+        self.in_batch = false;
+        if !self.ready_keys.is_empty() {
+            self.serve_ready_keys();
+        }
     }
 
     /// Replies for clients that a write unblocked or that timed out.
@@ -352,7 +376,7 @@ impl Engine {
             self.signal_ready(&key);
         }
         self.propagate(|| vec![b"FLUSHALL".to_vec()]);
-        if !self.ready_keys.is_empty() {
+        if !self.ready_keys.is_empty() && !self.in_batch {
             self.serve_ready_keys();
         }
     }

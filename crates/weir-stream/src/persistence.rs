@@ -463,12 +463,7 @@ impl Store {
             }
         }
         let outcome = self.engine.execute(context, args);
-        let mut propagated = self.engine.take_propagated();
-        match &mut self.transaction {
-            Some(transaction) => transaction.append(&mut propagated),
-            None if !propagated.is_empty() => self.queue(propagated),
-            None => {}
-        }
+        self.collect_propagated();
         outcome
     }
 
@@ -479,6 +474,26 @@ impl Store {
     pub fn begin_transaction(&mut self) {
         assert!(self.transaction.is_none(), "transactions do not nest");
         self.transaction = Some(Vec::new());
+    }
+
+    /// Queues what the engine's commands changed: into the transaction's
+    /// record if one is open, else as a record of their own.
+    fn collect_propagated(&mut self) {
+        let mut propagated = self.engine.take_propagated();
+        match &mut self.transaction {
+            Some(transaction) => transaction.append(&mut propagated),
+            None if !propagated.is_empty() => self.queue(propagated),
+            None => {}
+        }
+    }
+
+    /// Ends the engine's batch ([`Engine::end_batch`]): the readers blocked
+    /// on the keys it wrote are served, and what serving them changed (the
+    /// entries group readers now hold) is queued for the log like any
+    /// command's effects.
+    pub fn end_batch(&mut self) {
+        self.engine.end_batch();
+        self.collect_propagated();
     }
 
     /// Ends the transaction begun by [`Store::begin_transaction`], queueing

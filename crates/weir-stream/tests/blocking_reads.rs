@@ -349,3 +349,50 @@ fn xread_plus_is_an_invalid_id_in_redis_7_0_mode() {
         "ERR Invalid stream ID specified as stream command argument"
     );
 }
+
+#[test]
+fn readers_blocked_on_keys_a_batch_writes_are_served_when_it_ends() {
+    let (mut engine, _) = engine();
+    assert_eq!(
+        run(
+            &mut engine,
+            1,
+            &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]
+        ),
+        Outcome::Blocked
+    );
+    assert_eq!(
+        run(
+            &mut engine,
+            2,
+            &["XREAD", "BLOCK", "0", "STREAMS", "t", "$"]
+        ),
+        Outcome::Blocked
+    );
+    // MULTI; XADD s old; DEL s; XADD t one; XADD t two; EXEC
+    engine.begin_batch();
+    run(&mut engine, 9, &["XADD", "s", "5-0", "old", "x"]);
+    run(&mut engine, 9, &["DEL", "s"]);
+    run(&mut engine, 9, &["XADD", "t", "1-1", "field", "one"]);
+    run(&mut engine, 9, &["XADD", "t", "1-2", "field", "two"]);
+    assert!(
+        engine.take_wakeups().is_empty(),
+        "nobody is served inside the batch"
+    );
+    engine.end_batch();
+    let wakeups = engine.take_wakeups();
+    assert_eq!(wakeups.len(), 1, "s was deleted: its reader waits on");
+    assert_eq!(wakeups[0].0, 2);
+    assert_eq!(
+        ids(&wakeups[0].1),
+        ["1-1", "1-2"],
+        "both entries of the batch"
+    );
+    run(&mut engine, 9, &["XADD", "s", "6-0", "new", "x"]);
+    let wakeups = engine.take_wakeups();
+    assert_eq!(wakeups.len(), 1);
+    assert_eq!(
+        (wakeups[0].0, ids(&wakeups[0].1)),
+        (1, vec!["6-0".to_string()])
+    );
+}

@@ -554,3 +554,56 @@ fn a_rewrite_compacts_the_log_and_survives_crashes_at_any_point() {
         }
     }
 }
+
+#[test]
+fn what_serving_a_group_reader_after_a_transaction_changes_is_logged() {
+    let disk = Arc::new(SimDisk::new(11));
+    let (mut store, _) = open(&disk, FsyncPolicy::Always).expect("open");
+    let words = |line: &str| -> Vec<String> { line.split(' ').map(str::to_string).collect() };
+    run(&mut store, &words("XGROUP CREATE s g $ MKSTREAM"));
+    let blocked = Context {
+        client: 7,
+        ..Context::default()
+    };
+    let read: Vec<&[u8]> = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]
+    .iter()
+    .map(|word| word.as_bytes())
+    .collect();
+    assert_eq!(
+        store.execute(&blocked, &read),
+        weir_stream::Outcome::Blocked
+    );
+    store.begin_transaction();
+    store.engine().begin_batch();
+    run(&mut store, &words("XADD s 1-1 f v"));
+    run(&mut store, &words("XADD s 1-2 f v"));
+    store.end_transaction();
+    store.end_batch();
+    assert_eq!(
+        store.engine().take_wakeups().len(),
+        1,
+        "the reader is served"
+    );
+    store.commit().expect("commit");
+    let before = fingerprint(store.engine(), false);
+    drop(store);
+    disk.crash();
+    let (mut reopened, _) = open(&disk, FsyncPolicy::Always).expect("reopen");
+    // The entries the reader got are pending for its consumer after the
+    // replay, as before.
+    assert_same(
+        &fingerprint(reopened.engine(), false),
+        &before,
+        "after a crash, the replay has the group reader's pending entries",
+    );
+}

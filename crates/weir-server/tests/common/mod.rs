@@ -21,6 +21,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// What it logged so far.
     pub log: Arc<Mutex<String>>,
+    /// The thread that copies its stderr into `log`, joined once it exits
+    /// so that the log then holds every line.
+    log_reader: Option<std::thread::JoinHandle<()>>,
     _temporary: Option<tempfile::TempDir>,
 }
 
@@ -56,10 +59,18 @@ impl Server {
         let log = Arc::new(Mutex::new(String::new()));
         let (port_sender, port_receiver) = std::sync::mpsc::channel();
         let writer = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             let mut lines = BufReader::new(stderr).lines();
             let mut sent = false;
             while let Some(Ok(line)) = lines.next() {
+                // The line is in the log before the port is handed over, so
+                // that a test reading the log once the server is ready finds
+                // the ready line (it did not always, on a busy machine).
+                {
+                    let mut log = writer.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if !sent && line.contains(" ready ") {
                     let port = |prefix: &str| {
                         line.split_whitespace()
@@ -71,9 +82,6 @@ impl Server {
                         sent = true;
                     }
                 }
-                let mut log = writer.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let (port, kafka_port) = match port_receiver.recv_timeout(Duration::from_secs(60)) {
@@ -89,6 +97,7 @@ impl Server {
             kafka_port,
             data_dir: data_dir.to_path_buf(),
             log,
+            log_reader: Some(log_reader),
             _temporary: None,
         }
     }
@@ -103,6 +112,14 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        self.join_log_reader();
+    }
+
+    /// Waits until the log holds everything the exited process wrote.
+    fn join_log_reader(&mut self) {
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
         }
     }
 
@@ -119,11 +136,13 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                self.join_log_reader();
                 return status.success();
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
+                self.join_log_reader();
                 return false;
             }
             std::thread::sleep(Duration::from_millis(10));
