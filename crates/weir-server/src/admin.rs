@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use weir_stream::pubsub::glob_match;
 use weir_stream::{Error, NodeLimits, Reply};
 
-use crate::commands::{help, unknown_subcommand, Response, Session, REDIS_VERSION};
 use crate::config::{fsync_name, parse_fsync};
 use crate::node::{ClientEntry, Node, State};
+use crate::session::{help, unknown_subcommand, Response, Session, REDIS_VERSION};
 
 /// Checks a client name (CLIENT SETNAME, HELLO SETNAME): printable ASCII,
 /// no spaces.

@@ -9,7 +9,8 @@
 //! - [`connection`]: one task per client: read, run a batch of requests,
 //!   write; blocked reads and pub/sub without extra threads;
 //! - [`commands`], [`admin`], [`table`]: the commands the server itself
-//!   answers, and the command table;
+//!   answers, and the command table; [`session`]: what both need (a
+//!   connection's session, a command's response), importing neither;
 //! - [`server`]: the listener, the timer, graceful shutdown;
 //! - [`config`]: settings from defaults, a TOML file and flags;
 //! - [`inspect`]: offline checks of a data directory.
@@ -27,6 +28,7 @@ pub mod inspect;
 pub mod node;
 pub mod resp;
 pub mod server;
+pub mod session;
 pub mod table;
 
 pub use config::Settings;
