@@ -332,6 +332,7 @@ fn ci() -> Result<(), String> {
     ensure_tools()?;
     let python = ensure_python()?.display().to_string();
     planted_patches_apply()?;
+    forget_packaged_libraries()?;
     let newest = newest_copy()?;
     let steps = [
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
@@ -403,7 +404,8 @@ fn ci() -> Result<(), String> {
                 "-p",
                 "weir-stream",
             ],
-        ),
+        )
+        .target(sibling_target("package")),
         // The newest versions the requirements allow, as a crate that
         // depends on weir's libraries may resolve them: `cargo update` in
         // a copy of the tree, then the libraries' tests (all their
@@ -589,6 +591,57 @@ fn planted_patches_apply() -> Result<(), String> {
             stale.join(", ")
         )),
     }
+}
+
+/// The library crates CI packages.
+const LIBRARY_CRATES: [&str; 3] = ["weir-io", "weir-log", "weir-stream"];
+
+/// Removes what earlier `cargo package` runs left of the library crates:
+/// Cargo verifies a packaged crate against the others through a temporary
+/// registry, unpacks those into `$CARGO_HOME/registry/src` once per
+/// version, and builds them once per version: with the version unchanged,
+/// a later run would build against the first run's sources and artifacts
+/// (it did: weir-log failed to verify against an old weir-io).
+fn forget_packaged_libraries() -> Result<(), String> {
+    let cargo_home = env::var_os("CARGO_HOME").map_or_else(
+        || {
+            let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+            home.join(".cargo")
+        },
+        PathBuf::from,
+    );
+    // Cargo never rebuilds a registry crate whose version it has built:
+    // the packages are verified in a target directory of their own, made
+    // afresh each time.
+    let _ = std::fs::remove_dir_all(sibling_target("package"));
+    let sources = cargo_home.join("registry/src");
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        // crates.io's own sources stay; the temporary registries' go.
+        if registry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("index.crates.io")
+        {
+            continue;
+        }
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for unpacked in crates.flatten() {
+            let name = unpacked.file_name().to_string_lossy().into_owned();
+            if LIBRARY_CRATES
+                .iter()
+                .any(|library| name.starts_with(&format!("{library}-")))
+            {
+                std::fs::remove_dir_all(unpacked.path())
+                    .map_err(|error| format!("removing {}: {error}", unpacked.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A copy of the tree outside the clone, for the build with the newest
