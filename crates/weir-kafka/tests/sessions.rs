@@ -517,6 +517,24 @@ async fn init_producer_id_always_allocates_a_new_id_as_kafka_does() {
     }
 }
 
+/// DeleteGroups of `names`: each group's error code.
+async fn delete_groups(kafka: &Arc<Kafka>, session: &mut Session, names: &[&str]) -> Vec<i16> {
+    let request = RequestKind::DeleteGroups(
+        DeleteGroupsRequest::default()
+            .with_groups_names(names.iter().map(|name| GroupId(text(name))).collect()),
+    );
+    let Some(ResponseKind::DeleteGroups(deleted)) =
+        call(kafka, session, ApiKey::DeleteGroups, 2, request).await
+    else {
+        panic!("no DeleteGroups response");
+    };
+    deleted
+        .results
+        .iter()
+        .map(|result| result.error_code)
+        .collect()
+}
+
 #[tokio::test]
 async fn delete_groups_removes_empty_groups_with_their_offsets_and_refuses_busy_ones() {
     let kafka = kafka();
@@ -576,28 +594,7 @@ async fn delete_groups_removes_empty_groups_with_their_offsets_and_refuses_busy_
         panic!("no JoinGroup response");
     };
     assert_eq!(joined.error_code, 0);
-    let delete = |names: &[&str]| {
-        RequestKind::DeleteGroups(
-            DeleteGroupsRequest::default()
-                .with_groups_names(names.iter().map(|name| GroupId(text(name))).collect()),
-        )
-    };
-    let Some(ResponseKind::DeleteGroups(deleted)) = call(
-        &kafka,
-        &mut session,
-        ApiKey::DeleteGroups,
-        2,
-        delete(&["quiet", "busy", "never-seen"]),
-    )
-    .await
-    else {
-        panic!("no DeleteGroups response");
-    };
-    let codes: Vec<i16> = deleted
-        .results
-        .iter()
-        .map(|result| result.error_code)
-        .collect();
+    let codes = delete_groups(&kafka, &mut session, &["quiet", "busy", "never-seen"]).await;
     assert_eq!(
         codes,
         vec![
@@ -637,22 +634,7 @@ async fn delete_groups_removes_empty_groups_with_their_offsets_and_refuses_busy_
         panic!("no LeaveGroup response");
     };
     assert_eq!(left.error_code, 0);
-    let Some(ResponseKind::DeleteGroups(deleted)) = call(
-        &kafka,
-        &mut session,
-        ApiKey::DeleteGroups,
-        2,
-        delete(&["busy", "quiet"]),
-    )
-    .await
-    else {
-        panic!("no DeleteGroups response");
-    };
-    let codes: Vec<i16> = deleted
-        .results
-        .iter()
-        .map(|result| result.error_code)
-        .collect();
+    let codes = delete_groups(&kafka, &mut session, &["busy", "quiet"]).await;
     assert_eq!(codes, vec![0, ResponseError::GroupIdNotFound.code()]);
 }
 

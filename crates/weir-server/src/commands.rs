@@ -124,7 +124,7 @@ fn reject(state: &mut State, name: &str, error: Error) -> Response {
 /// The commandstats name: `container|subcommand` for a known subcommand.
 fn stat_name(spec: &Spec, args: &[&[u8]]) -> String {
     match args.get(1).and_then(|sub| table::subcommand(spec, sub)) {
-        Some((sub, _, _)) if !spec.subcommands.is_empty() => format!("{}|{}", spec.name, sub),
+        Some((sub, _, _)) => format!("{}|{}", spec.name, sub),
         _ => spec.name.to_string(),
     }
 }
@@ -158,7 +158,7 @@ fn call(
         Response::Blocked => {
             let counted = node.settings.compatibility == "7.0";
             if counted {
-                count_call(state, &name, usec, &Reply::OK);
+                count_call(state, &name, usec, false);
             }
             session.blocked_call = Some(BlockedCall {
                 name,
@@ -166,8 +166,8 @@ fn call(
                 counted,
             });
         }
-        Response::Reply(reply) => count_call(state, &name, usec, reply),
-        Response::Replies(_) => count_call(state, &name, usec, &Reply::OK),
+        Response::Reply(reply) => count_call(state, &name, usec, is_error(reply)),
+        Response::Replies(_) => count_call(state, &name, usec, false),
     }
     response
 }
@@ -176,20 +176,22 @@ fn call(
 /// is an error (only the failure if the call was counted when it blocked).
 pub fn count_blocked_call(state: &mut State, call: &BlockedCall, reply: &Reply) {
     if !call.counted {
-        count_call(state, &call.name, call.usec, reply);
-    } else if matches!(reply, Reply::Error(_)) {
+        count_call(state, &call.name, call.usec, is_error(reply));
+    } else if is_error(reply) {
         state.command_stat(&call.name).failed_calls += 1;
     }
 }
 
-/// Counts a completed call, failed if its reply is an error.
-pub fn count_call(state: &mut State, name: &str, usec: u64, reply: &Reply) {
+/// Counts a completed call, and whether it failed (replied an error).
+fn count_call(state: &mut State, name: &str, usec: u64, failed: bool) {
     let stat = state.command_stat(name);
     stat.calls += 1;
     stat.usec += usec;
-    if matches!(reply, Reply::Error(_)) {
-        stat.failed_calls += 1;
-    }
+    stat.failed_calls += u64::from(failed);
+}
+
+fn is_error(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(_))
 }
 
 fn abort_multi(session: &mut Session) {

@@ -1735,7 +1735,6 @@ fn serve_key(
         engine.stats.changes += 1;
     }
     let stream = engine.keys.get_mut(key)?;
-    let _ = synchronous;
     let from = start.next()?;
     if history {
         let group_state = stream.groups.get_mut(group_name)?;
