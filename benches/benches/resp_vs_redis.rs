@@ -1,11 +1,14 @@
 //! The weir server against a real `redis-server`, side by side in one run:
 //! the same `redis-benchmark` commands, and the same custom clients, against
-//! each server in turn, interleaved (redis, weir, weir with persistence,
-//! then again), several rounds; medians and ratios printed at the end.
+//! each server in turn, interleaved (redis, weir, redis with its AOF, weir
+//! with its command log, then again), several rounds; medians and ratios
+//! printed at the end.
 //!
-//! Servers: `redis-server` with persistence off (`--save '' --appendonly
-//! no`); `weir serve --appendonly no` (the fair comparison); `weir serve`
-//! with its default persistence (command log, `appendfsync everysec`).
+//! Servers, in two pairs compared with each other: `redis-server` with
+//! persistence off (`--save '' --appendonly no`) against `weir serve
+//! --appendonly no`; and `redis-server --appendonly yes --appendfsync
+//! everysec` against `weir serve` with its default persistence (command
+//! log, `appendfsync everysec`; target for pipelined XADD ≥ 1.5x).
 //!
 //! Measures:
 //! - XADD, 50 clients, pipeline 16 (target: weir ≥ 1.5x Redis);
@@ -61,20 +64,31 @@ fn weir_binary() -> PathBuf {
     release.join("weir")
 }
 
-fn start_redis() -> Server {
+fn start_redis(name: &'static str, appendonly: bool) -> Server {
+    let data = tempfile::tempdir().expect("data directory");
     let (child, port) = start_resp_server("redis-server", |port| {
-        Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
+        let mut command =
+            Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()));
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .arg("--dir")
+            .arg(data.path());
+        if appendonly {
+            command.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        command
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (cargo xtask setup installs it)")
     });
     Server {
-        name: "redis",
+        name,
         child,
         port,
-        _data: None,
+        _data: Some(data),
     }
 }
 
@@ -380,9 +394,12 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS").map_or(3, |value| value.parse().expect("ROUNDS"));
     let scale: f64 = std::env::var("SCALE").map_or(1.0, |value| value.parse().expect("SCALE"));
     let count = |base: usize| ((base as f64 * scale) as usize).max(1000);
+    // Two pairs: [0] against [1] (no persistence), [2] against [3] (the
+    // command log with `everysec` on both).
     let servers = [
-        start_redis(),
+        start_redis("redis", false),
         start_weir("weir", false),
+        start_redis("redis+aof", true),
         start_weir("weir+log", true),
     ];
     const MEASURES: [&str; 9] = [
@@ -432,10 +449,10 @@ fn main() {
             }
         }
     }
-    println!("\nmedians of {rounds} interleaved rounds (ratio = weir / redis; for latencies, redis / weir, so > 1 is better for weir):");
+    println!("\nmedians of {rounds} interleaved rounds (ratio = weir / redis, weir+log / redis+aof; for latencies, redis / weir, so > 1 is better for weir):");
     println!(
-        "{:<38} {:>12} {:>12} {:>12} {:>8} {:>8}",
-        "measure", "redis", "weir", "weir+log", "ratio", "+log"
+        "{:<38} {:>12} {:>12} {:>8} {:>12} {:>12} {:>8}",
+        "measure", "redis", "weir", "ratio", "redis+aof", "weir+log", "ratio"
     );
     for (measure, name) in MEASURES.iter().enumerate() {
         let values: Vec<f64> = results
@@ -443,20 +460,21 @@ fn main() {
             .map(|server| median(&server[measure]))
             .collect();
         let lower_is_better = name.contains("p99") || name.contains("median");
-        let ratio = |value: f64| {
+        let ratio = |redis: f64, weir: f64| {
             if lower_is_better {
-                values[0] / value
+                redis / weir
             } else {
-                value / values[0]
+                weir / redis
             }
         };
         println!(
-            "{name:<38} {:>12.3} {:>12.3} {:>12.3} {:>7.2}x {:>7.2}x",
+            "{name:<38} {:>12.3} {:>12.3} {:>7.2}x {:>12.3} {:>12.3} {:>7.2}x",
             values[0],
             values[1],
+            ratio(values[0], values[1]),
             values[2],
-            ratio(values[1]),
-            ratio(values[2])
+            values[3],
+            ratio(values[2], values[3])
         );
     }
 }

@@ -73,6 +73,7 @@ where
         start: 0,
         output: Vec::with_capacity(READ_CHUNK),
         uncounted_input: 0,
+        unsettled: false,
     };
     let ended = connection.run(&mut reader, &mut writer, &notify).await;
     let _ = writer.shutdown().await;
@@ -91,6 +92,9 @@ struct Connection {
     output: Vec<u8>,
     /// Bytes read and not yet counted in the statistics.
     uncounted_input: u64,
+    /// The last batch left records for the command log: they are written
+    /// (and, with `always`, synced) before its replies go out.
+    unsettled: bool,
 }
 
 impl Connection {
@@ -102,6 +106,16 @@ impl Connection {
         let mut shutdown = self.node.shutdown.subscribe();
         loop {
             let protocol_error = self.process();
+            if self.unsettled {
+                // Let the other ready clients run their commands first:
+                // one write (and one sync) of the command log then covers
+                // all of them, as Redis writes its AOF once per event-loop
+                // turn before any reply.
+                tokio::task::yield_now().await;
+                let node = Arc::clone(&self.node);
+                let mut state = node.lock();
+                self.settle(&mut state);
+            }
             if !self.output.is_empty() {
                 // The flush is a no-op on a real socket; madsim's simulated
                 // TCP sends only what is flushed.
@@ -244,14 +258,26 @@ impl Connection {
             }
         }
         if let Some(mut state) = guard {
-            if let Err(error) = state.settle() {
-                tracing::error!(client = self.session.id, %error, "the command log could not be synced: closing the connection without replies");
-                self.output.clear();
-                self.session.close = true;
+            if state.db.has_uncommitted() {
+                self.unsettled = true;
+            } else {
+                self.settle(&mut state);
             }
             self.account(&mut state);
         }
         protocol_error
+    }
+
+    /// Writes the command log's queued records (this batch's and any other
+    /// client's) and hands out what the batch woke; on a failure that must
+    /// withhold the replies, the connection closes without them.
+    fn settle(&mut self, state: &mut State) {
+        self.unsettled = false;
+        if let Err(error) = state.settle() {
+            tracing::error!(client = self.session.id, %error, "the command log could not be synced: closing the connection without replies");
+            self.output.clear();
+            self.session.close = true;
+        }
     }
 
     /// Counts traffic and picks up limits changed by CONFIG SET.

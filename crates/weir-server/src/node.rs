@@ -71,6 +71,12 @@ impl Db {
         }
     }
 
+    /// Whether commands have changed what the command log must hold and
+    /// it is not written yet.
+    pub fn has_uncommitted(&self) -> bool {
+        matches!(self, Db::Persistent(store) if store.has_uncommitted())
+    }
+
     /// Writes what the commands run so far changed, and syncs it with
     /// `appendfsync always`.
     pub fn commit(&mut self) -> Result<(), PersistenceError> {
