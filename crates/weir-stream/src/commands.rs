@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::api::{Sink, StreamError};
 use crate::engine::{BlockedGroup, BlockedRead, Compatibility, Context, Engine, Outcome};
 use crate::group::{Group, Stream, ENTRIES_READ_UNKNOWN};
 use crate::id::{parse_id, parse_range_bound, parse_xadd_id, IdSpec, MissingSeq, StreamId};
@@ -333,7 +334,7 @@ fn id_reply(id: StreamId) -> Reply {
     Reply::Bulk(id.to_bytes())
 }
 
-fn entry_reply(entry: &Entry<'_>) -> Reply {
+pub(crate) fn entry_reply(entry: &Entry<'_>) -> Reply {
     Reply::Entry(crate::reply::EntryReply::new(
         entry.id,
         entry.fields(),
@@ -343,15 +344,25 @@ fn entry_reply(entry: &Entry<'_>) -> Reply {
 
 /// Parsed trimming options of XADD and XTRIM.
 #[derive(Clone, Debug, Default)]
-struct TrimArgs {
-    strategy: Option<TrimStrategy>,
-    approx: bool,
-    limit: u64,
-    /// Index of the threshold argument, to rewrite it for the log.
-    no_mkstream: bool,
-    id: Option<IdSpec>,
+pub(crate) struct TrimArgs {
+    pub(crate) strategy: Option<TrimStrategy>,
+    pub(crate) approx: bool,
+    pub(crate) limit: u64,
+    pub(crate) no_mkstream: bool,
+    pub(crate) id: Option<IdSpec>,
     /// Index of the ID argument (XADD) or one past the last option.
-    position: usize,
+    pub(crate) position: usize,
+}
+
+/// How many entries an approximate trim without LIMIT removes at most:
+/// 100 nodes' worth, as Redis.
+pub(crate) fn default_trim_limit(engine: &Engine) -> u64 {
+    let per_node = engine.config.node_limits.max_entries;
+    if per_node == 0 {
+        10_000
+    } else {
+        per_node.saturating_mul(100).clamp(1, 1_000_000)
+    }
 }
 
 fn parse_trim_args(
@@ -433,12 +444,7 @@ fn parse_trim_args(
         }
         parsed.limit = limit as u64;
     } else if parsed.approx {
-        let per_node = engine.config.node_limits.max_entries;
-        parsed.limit = if per_node == 0 {
-            10_000
-        } else {
-            per_node.saturating_mul(100).clamp(1, 1_000_000)
-        };
+        parsed.limit = default_trim_limit(engine);
     }
     Ok(parsed)
 }
@@ -484,12 +490,30 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
         return Error::arity("XADD").into();
     }
     let id_spec = trim.id.unwrap_or(IdSpec::Auto);
-    if id_spec == IdSpec::Explicit(StreamId::MIN) {
-        return Error::fixed("ERR The ID specified in XADD must be greater than 0-0").into();
+    let fields = &args[field_start..];
+    match add_core(engine, args[1], id_spec, fields, &trim, trim.no_mkstream) {
+        Ok(Some(id)) => id_reply(id).into(),
+        Ok(None) => Reply::NullBulk.into(),
+        Err(error) => Error::from(error).into(),
     }
-    let key = args[1];
-    if trim.no_mkstream && !engine.keys.contains_key(key) {
-        return Reply::NullBulk.into();
+}
+
+/// XADD once parsed (and [`Engine::add`]): adds the entry, trims, logs
+/// both and wakes the stream's readers; `None` for NOMKSTREAM on a
+/// missing stream.
+pub(crate) fn add_core(
+    engine: &mut Engine,
+    key: &[u8],
+    id_spec: IdSpec,
+    fields: &[&[u8]],
+    trim: &TrimArgs,
+    no_mkstream: bool,
+) -> Result<Option<StreamId>, StreamError> {
+    if id_spec == IdSpec::Explicit(StreamId::MIN) {
+        return Err(StreamError::IdZero);
+    }
+    if no_mkstream && !engine.keys.contains_key(key) {
+        return Ok(None);
     }
     let now = engine.now;
     let limits = engine.config.node_limits;
@@ -498,10 +522,7 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
         None => engine.keys.entry(key.to_vec()).or_default(),
     };
     if stream.last_id == StreamId::MAX {
-        return Error::fixed(
-            "ERR The stream has exhausted the last possible ID, unable to add more items",
-        )
-        .into();
+        return Err(StreamError::Exhausted);
     }
     let id = match id_spec {
         IdSpec::Auto => {
@@ -515,7 +536,7 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
         IdSpec::AutoSeq(ms) => {
             if ms == stream.last_id.ms {
                 if stream.last_id.seq == u64::MAX {
-                    return smaller_id_error();
+                    return Err(StreamError::IdTooSmall);
                 }
                 StreamId::new(ms, stream.last_id.seq + 1)
             } else {
@@ -525,48 +546,49 @@ fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
         IdSpec::Explicit(id) => id,
     };
     if id <= stream.last_id {
-        return smaller_id_error();
+        return Err(StreamError::IdTooSmall);
     }
     if stream.entries.is_empty() {
         stream.first_id = id;
     }
-    stream.entries.append(id, &args[field_start..], limits);
+    stream.entries.append(id, fields, limits);
     stream.last_id = id;
     stream.entries_added += 1;
-    let (_, exact) = apply_trim(stream, &trim);
+    let (_, exact) = apply_trim(stream, trim);
     engine.stats.changes += 1;
     engine.propagate(|| {
-        let mut logged = Vec::with_capacity(args.len());
+        let mut logged = Vec::with_capacity(fields.len() + 3);
         logged.push(b"XADD".to_vec());
         logged.push(key.to_vec());
         logged.push(id.to_bytes());
-        logged.extend(args[field_start..].iter().map(|arg| arg.to_vec()));
+        logged.extend(fields.iter().map(|arg| arg.to_vec()));
         logged
     });
     if let Some(strategy) = trim.strategy {
         engine.propagate(|| trim_propagation(key, strategy, exact));
     }
     engine.signal_ready(key);
-    id_reply(id).into()
-}
-
-fn smaller_id_error() -> Outcome {
-    Error::fixed("ERR The ID specified in XADD is equal or smaller than the target stream top item")
-        .into()
+    Ok(Some(id))
 }
 
 fn xtrim(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     let trim = try_reply!(parse_trim_args(engine, context, args, false));
-    let key = args[1];
+    let removed = trim_core(engine, args[1], &trim);
+    Reply::Integer(removed as i64).into()
+}
+
+/// XTRIM once parsed (and [`Engine::trim`]): trims and logs the exact
+/// threshold; returns the entries removed.
+pub(crate) fn trim_core(engine: &mut Engine, key: &[u8], trim: &TrimArgs) -> u64 {
     let Some(stream) = engine.keys.get_mut(key) else {
-        return Reply::Integer(0).into();
+        return 0;
     };
-    let (removed, exact) = apply_trim(stream, &trim);
+    let (removed, exact) = apply_trim(stream, trim);
     engine.stats.changes += removed;
     if let Some(strategy) = trim.strategy {
         engine.propagate(|| trim_propagation(key, strategy, exact));
     }
-    Reply::Integer(removed as i64).into()
+    removed
 }
 
 fn xrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
@@ -595,20 +617,38 @@ fn range_command(engine: &mut Engine, args: Args<'_, '_>, reverse: bool) -> Outc
             return Error::SYNTAX.into();
         }
     }
-    let Some(stream) = engine.keys.get(args[1]) else {
+    if !engine.keys.contains_key(args[1]) {
         return Reply::Array(Vec::new()).into();
-    };
+    }
     if count == Some(0) {
         return Reply::NullArray.into();
     }
-    let limit = count.map_or(usize::MAX, |count| count as usize);
-    let entries = stream
-        .entries
-        .range(start, end, reverse)
-        .take(limit)
-        .map(|entry| entry_reply(&entry))
-        .collect();
+    let limit = count.map(|count| count as usize);
+    let mut entries = Vec::new();
+    range_core(engine, args[1], start, end, reverse, limit, |entry| {
+        entries.push(entry_reply(entry));
+    });
     Reply::Array(entries).into()
+}
+
+/// XRANGE and XREVRANGE once parsed (and [`Engine::range`]): visits the
+/// entries from `start` to `end` (both included), at most `limit`.
+pub(crate) fn range_core(
+    engine: &Engine,
+    key: &[u8],
+    start: StreamId,
+    end: StreamId,
+    reverse: bool,
+    limit: Option<usize>,
+    mut visit: impl FnMut(&Entry<'_>),
+) {
+    let Some(stream) = engine.keys.get(key) else {
+        return;
+    };
+    let limit = limit.unwrap_or(usize::MAX);
+    for entry in stream.entries.range(start, end, reverse).take(limit) {
+        visit(&entry);
+    }
 }
 
 fn xlen(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
@@ -905,7 +945,6 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     if needs_group && !group_exists {
         return Error::no_group(key, group_name).into();
     }
-    let now = engine.now;
     if is(subcommand, "CREATE") && args.len() <= 8 {
         let id = if args[4] == b"$" {
             engine
@@ -915,27 +954,10 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         } else {
             try_reply!(strict_id(args[4]))
         };
-        let stream = engine.keys.entry(key.to_vec()).or_default();
-        if stream.groups.contains_key(group_name) {
-            return Error::BUSY_GROUP.into();
-        }
-        stream
-            .groups
-            .insert(group_name.to_vec(), Group::new(id, entries_read));
-        engine.stats.changes += 1;
-        engine.propagate(|| {
-            vec![
-                b"XGROUP".to_vec(),
-                b"CREATE".to_vec(),
-                key.to_vec(),
-                group_name.to_vec(),
-                id.to_bytes(),
-                b"MKSTREAM".to_vec(),
-                b"ENTRIESREAD".to_vec(),
-                entries_read.to_string().into_bytes(),
-            ]
-        });
-        return Reply::OK.into();
+        return match group_create_core(engine, key, group_name, id, entries_read) {
+            Ok(()) => Reply::OK.into(),
+            Err(error) => Error::from(error).into(),
+        };
     }
     if is(subcommand, "SETID") && (args.len() == 5 || args.len() == 7) {
         let id = if args[4] == b"$" {
@@ -946,64 +968,147 @@ fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         } else {
             try_reply!(parse_id(args[4], MissingSeq::Zero, false))
         };
-        if let Some(group) = group_mut(engine, key, group_name) {
-            group.last_id = id;
-            group.entries_read = entries_read;
-        }
-        propagate_group_id(engine, key, group_name);
-        engine.stats.changes += 1;
+        group_set_id_core(engine, key, group_name, id, entries_read);
         return Reply::OK.into();
     }
     if is(subcommand, "DESTROY") {
-        let removed = engine
-            .keys
-            .get_mut(key)
-            .is_some_and(|stream| stream.groups.remove(group_name).is_some());
-        if removed {
-            engine.stats.changes += 1;
-            engine.propagate(|| {
-                vec![
-                    b"XGROUP".to_vec(),
-                    b"DESTROY".to_vec(),
-                    key.to_vec(),
-                    group_name.to_vec(),
-                ]
-            });
-            engine.signal_ready(key);
-        }
+        let removed = group_destroy_core(engine, key, group_name);
         return Reply::Integer(i64::from(removed)).into();
     }
     if is(subcommand, "CREATECONSUMER") {
-        let consumer = args[4];
-        let created = group_mut(engine, key, group_name)
-            .map(|group| group.consumer_entry(consumer, now).1)
-            .unwrap_or(false);
-        if created {
-            engine.stats.changes += 1;
-            engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
-        }
+        let created = consumer_create_core(engine, key, group_name, args[4]);
         return Reply::Integer(i64::from(created)).into();
     }
     if is(subcommand, "DELCONSUMER") {
-        let consumer = args[4];
-        let mut pending = 0;
-        let mut existed = false;
-        if let Some(group) = group_mut(engine, key, group_name) {
-            if let Some(removed) = group.consumers.remove(consumer) {
-                existed = true;
-                pending = removed.pending.len();
-                for id in &removed.pending {
-                    group.pending.remove(id);
-                }
-            }
-        }
-        if existed {
-            engine.stats.changes += 1;
-            engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
-        }
+        let pending = consumer_delete_core(engine, key, group_name, args[4]);
         return Reply::Integer(pending as i64).into();
     }
     subcommand_error(args, "XGROUP")
+}
+
+/// XGROUP CREATE once parsed (and [`Engine::create_group`]): creates the
+/// group (and the stream if it does not exist) and logs it.
+pub(crate) fn group_create_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    id: StreamId,
+    entries_read: i64,
+) -> Result<(), StreamError> {
+    let stream = engine.keys.entry(key.to_vec()).or_default();
+    if stream.groups.contains_key(group_name) {
+        return Err(StreamError::GroupExists);
+    }
+    stream
+        .groups
+        .insert(group_name.to_vec(), Group::new(id, entries_read));
+    engine.stats.changes += 1;
+    engine.propagate(|| {
+        vec![
+            b"XGROUP".to_vec(),
+            b"CREATE".to_vec(),
+            key.to_vec(),
+            group_name.to_vec(),
+            id.to_bytes(),
+            b"MKSTREAM".to_vec(),
+            b"ENTRIESREAD".to_vec(),
+            entries_read.to_string().into_bytes(),
+        ]
+    });
+    Ok(())
+}
+
+/// XGROUP SETID once parsed (and [`Engine::set_group_id`]).
+pub(crate) fn group_set_id_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    id: StreamId,
+    entries_read: i64,
+) {
+    if let Some(group) = group_mut(engine, key, group_name) {
+        group.last_id = id;
+        group.entries_read = entries_read;
+    }
+    propagate_group_id(engine, key, group_name);
+    engine.stats.changes += 1;
+}
+
+/// XGROUP DESTROY (and [`Engine::destroy_group`]): removes the group and
+/// wakes its blocked readers (they get an error); whether it existed.
+pub(crate) fn group_destroy_core(engine: &mut Engine, key: &[u8], group_name: &[u8]) -> bool {
+    let removed = engine
+        .keys
+        .get_mut(key)
+        .is_some_and(|stream| stream.groups.remove(group_name).is_some());
+    if removed {
+        engine.stats.changes += 1;
+        engine.propagate(|| {
+            vec![
+                b"XGROUP".to_vec(),
+                b"DESTROY".to_vec(),
+                key.to_vec(),
+                group_name.to_vec(),
+            ]
+        });
+        engine.signal_ready(key);
+    }
+    removed
+}
+
+/// XGROUP CREATECONSUMER (and [`Engine::create_consumer`]); whether the
+/// consumer is new.
+pub(crate) fn consumer_create_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    consumer: &[u8],
+) -> bool {
+    let now = engine.now;
+    let created = group_mut(engine, key, group_name)
+        .map(|group| group.consumer_entry(consumer, now).1)
+        .unwrap_or(false);
+    if created {
+        engine.stats.changes += 1;
+        engine.propagate(|| consumer_command(b"CREATECONSUMER", key, group_name, consumer));
+    }
+    created
+}
+
+/// XGROUP DELCONSUMER (and [`Engine::delete_consumer`]): removes the
+/// consumer and its pending entries; returns how many it had.
+pub(crate) fn consumer_delete_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    consumer: &[u8],
+) -> u64 {
+    let mut pending = 0;
+    let mut existed = false;
+    if let Some(group) = group_mut(engine, key, group_name) {
+        if let Some(removed) = group.consumers.remove(consumer) {
+            existed = true;
+            pending = removed.pending.len() as u64;
+            for id in &removed.pending {
+                group.pending.remove(id);
+            }
+        }
+    }
+    if existed {
+        engine.stats.changes += 1;
+        engine.propagate(|| consumer_command(b"DELCONSUMER", key, group_name, consumer));
+    }
+    pending
+}
+
+fn consumer_command(subcommand: &[u8], key: &[u8], group: &[u8], consumer: &[u8]) -> Vec<Vec<u8>> {
+    vec![
+        b"XGROUP".to_vec(),
+        subcommand.to_vec(),
+        key.to_vec(),
+        group.to_vec(),
+        consumer.to_vec(),
+    ]
 }
 
 pub(crate) fn help(lines: &[&str]) -> Outcome {
@@ -1090,9 +1195,9 @@ fn propagate_claim(engine: &mut Engine, key: &[u8], group_name: &[u8], id: Strea
 fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let key = args[1];
     let group_name = args[2];
-    let Some(group) = group_mut(engine, key, group_name) else {
+    if group_mut(engine, key, group_name).is_none() {
         return Reply::Integer(0).into();
-    };
+    }
     // Every ID is checked before any is acknowledged.
     let mut ids = [StreamId::MIN; 16];
     let mut many = Vec::new();
@@ -1105,18 +1210,37 @@ fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         many = try_reply!(args[3..].iter().map(|arg| strict_id(arg)).collect());
         &many
     };
-    let mut acknowledged = 0;
+    let acknowledged = ack_core(engine, key, group_name, ids);
+    drop(many);
+    Reply::Integer(acknowledged as i64).into()
+}
+
+/// XACK once parsed (and [`Engine::ack`]): acknowledges the IDs pending in
+/// the group and logs them; returns how many were pending.
+pub(crate) fn ack_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    ids: &[StreamId],
+) -> u64 {
+    let Some(group) = group_mut(engine, key, group_name) else {
+        return 0;
+    };
+    let mut acknowledged: u64 = 0;
     for id in ids {
         if group.acknowledge(*id) {
             acknowledged += 1;
         }
     }
-    drop(many);
     if acknowledged > 0 {
-        engine.stats.changes += acknowledged as u64;
-        engine.propagate(|| args.iter().map(|arg| arg.to_vec()).collect());
+        engine.stats.changes += acknowledged;
+        engine.propagate(|| {
+            let mut logged = vec![b"XACK".to_vec(), key.to_vec(), group_name.to_vec()];
+            logged.extend(ids.iter().map(|id| id.to_bytes()));
+            logged
+        });
     }
-    Reply::Integer(acknowledged).into()
+    acknowledged
 }
 
 fn xpending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
@@ -1294,6 +1418,65 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         }
         index += 1;
     }
+    let claim = ClaimArgs {
+        consumer: consumer_name,
+        min_idle,
+        delivery_time,
+        retry_count,
+        force,
+        just_id,
+        last_id,
+    };
+    let claimed = claim_core(engine, key, group_name, &ids, &claim);
+    let stream = engine.keys.get(key).expect("checked above");
+    let replies = claimed
+        .iter()
+        .map(|id| {
+            if just_id {
+                id_reply(*id)
+            } else {
+                stream
+                    .entries
+                    .get(*id)
+                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
+            }
+        })
+        .collect();
+    Reply::Array(replies).into()
+}
+
+/// XCLAIM's options, parsed.
+pub(crate) struct ClaimArgs<'a> {
+    pub(crate) consumer: &'a [u8],
+    pub(crate) min_idle: i64,
+    /// The delivery time to set (from IDLE or TIME), if given.
+    pub(crate) delivery_time: Option<i64>,
+    pub(crate) retry_count: Option<i64>,
+    pub(crate) force: bool,
+    pub(crate) just_id: bool,
+    pub(crate) last_id: StreamId,
+}
+
+/// XCLAIM once parsed (and [`Engine::claim`]), on a group that exists:
+/// moves the claimable entries to the consumer, drops those deleted from
+/// the stream, logs both; returns the IDs claimed.
+pub(crate) fn claim_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    ids: &[StreamId],
+    claim: &ClaimArgs<'_>,
+) -> Vec<StreamId> {
+    let &ClaimArgs {
+        consumer: consumer_name,
+        min_idle,
+        delivery_time,
+        retry_count,
+        force,
+        just_id,
+        last_id,
+    } = claim;
+    let now = engine.now as i64;
     let delivery_time = match delivery_time {
         Some(time) if time >= 0 && time <= now => time as u64,
         _ => now as u64,
@@ -1310,7 +1493,7 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let mut dropped: Vec<StreamId> = Vec::new();
     let mut consumer: Option<Arc<[u8]>> = None;
     let mut consumer_created = false;
-    for id in ids {
+    for &id in ids {
         let exists = stream.entries.get(id).is_some();
         let group = stream.groups.get_mut(group_name).expect("checked above");
         if !exists {
@@ -1356,19 +1539,6 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         }
         claimed.push(id);
     }
-    let replies = claimed
-        .iter()
-        .map(|id| {
-            if just_id {
-                id_reply(*id)
-            } else {
-                stream
-                    .entries
-                    .get(*id)
-                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
-            }
-        })
-        .collect();
     for id in dropped.iter().chain(&claimed) {
         propagate_claim(engine, key, group_name, *id);
     }
@@ -1380,7 +1550,7 @@ fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let entries = (dropped.len() + claimed.len()) as u64;
     engine.stats.changes +=
         entries + u64::from(propagate_last_id && entries == 0) + u64::from(consumer_created);
-    Reply::Array(replies).into()
+    claimed
 }
 
 fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
@@ -1620,8 +1790,18 @@ fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
     let count = count as usize;
     let mut served = Vec::new();
     for (position, key) in keys.iter().enumerate() {
-        if let Some(reply) = serve_key(engine, key, ids[position], group, noack, count, true) {
-            served.push((Reply::Bulk(key.to_vec()), reply));
+        let mut entries: Vec<Reply> = Vec::new();
+        if serve_key(
+            engine,
+            key,
+            ids[position],
+            group,
+            noack,
+            count,
+            true,
+            &mut entries,
+        ) {
+            served.push((Reply::Bulk(key.to_vec()), Reply::Array(entries)));
         }
     }
     if !served.is_empty() {
@@ -1656,10 +1836,12 @@ fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
     }
 }
 
-/// Serves one key of an XREAD/XREADGROUP; `None` if there is nothing to
-/// serve (so the key is left out of the reply). `synchronous` is false when
-/// serving a blocked client, where only `>` reads are possible.
-fn serve_key(
+/// Serves one key of an XREAD/XREADGROUP (and of [`Engine::read`] and
+/// [`Engine::read_group`]) into `sink`; false if there is nothing to
+/// serve (so the key is left out of the reply). `synchronous` is false
+/// when serving a blocked client, where only `>` reads are possible.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn serve_key<S: Sink>(
     engine: &mut Engine,
     key: &[u8],
     after: StreamId,
@@ -1667,7 +1849,22 @@ fn serve_key(
     noack: bool,
     count: usize,
     synchronous: bool,
-) -> Option<Reply> {
+    sink: &mut S,
+) -> bool {
+    serve_key_into(engine, key, after, group, noack, count, synchronous, sink).is_some()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_key_into<S: Sink>(
+    engine: &mut Engine,
+    key: &[u8],
+    after: StreamId,
+    group: Option<(&[u8], &[u8])>,
+    noack: bool,
+    count: usize,
+    synchronous: bool,
+    sink: &mut S,
+) -> Option<()> {
     let now = engine.now;
     let compatibility = engine.config.compatibility;
     let stream = engine.keys.get_mut(key)?;
@@ -1687,13 +1884,14 @@ fn serve_key(
         }
         let start = after.next()?;
         let limit = if count == 0 { usize::MAX } else { count };
-        let entries = stream
+        for entry in stream
             .entries
             .range(start, StreamId::MAX, false)
             .take(limit)
-            .map(|entry| entry_reply(&entry))
-            .collect();
-        return Some(Reply::Array(entries));
+        {
+            sink.entry(&entry);
+        }
+        return Some(());
     };
     let last_live = stream.last_live_id();
     let group_state = stream.groups.get_mut(group_name)?;
@@ -1744,15 +1942,14 @@ fn serve_key(
             .map(|consumer| consumer.pending.range(from..).copied().collect())
             .unwrap_or_default();
         let limit = if count == 0 { usize::MAX } else { count };
-        let mut replies = Vec::new();
         let mut delivered = Vec::new();
         for id in pending.into_iter().take(limit) {
             match stream.entries.get(id) {
                 Some(entry) => {
-                    replies.push(entry_reply(&entry));
+                    sink.entry(&entry);
                     delivered.push(id);
                 }
-                None => replies.push(Reply::Array(vec![id_reply(id), Reply::NullArray])),
+                None => sink.deleted(id),
             }
         }
         let group_state = stream.groups.get_mut(group_name)?;
@@ -1765,15 +1962,14 @@ fn serve_key(
         for id in delivered {
             propagate_claim(engine, key, group_name, id);
         }
-        return Some(Reply::Array(replies));
+        return Some(());
     }
     // New entries, after the group's last delivered ID.
     let limit = if count == 0 { usize::MAX } else { count };
     let mut ids: Vec<StreamId> = Vec::new();
-    let mut replies = Vec::new();
     for entry in stream.entries.range(from, StreamId::MAX, false).take(limit) {
         ids.push(entry.id);
-        replies.push(entry_reply(&entry));
+        sink.entry(&entry);
     }
     // The group's last ID and read counter after these deliveries.
     let tombstone_rule = compatibility == Compatibility::Redis74;
@@ -1820,7 +2016,7 @@ fn serve_key(
     if compatibility == Compatibility::Redis74 && (delivered || last_id_moved) {
         engine.stats.changes += 1;
     }
-    Some(Reply::Array(replies))
+    Some(())
 }
 
 impl Engine {
@@ -1842,6 +2038,7 @@ impl Engine {
                     else {
                         continue;
                     };
+                    let mut entries: Vec<Reply> = Vec::new();
                     let reply = match &read.group {
                         None => serve_key(
                             self,
@@ -1851,7 +2048,9 @@ impl Engine {
                             false,
                             read.count,
                             false,
-                        ),
+                            &mut entries,
+                        )
+                        .then_some(Reply::Array(entries)),
                         Some(group) => {
                             let exists = self
                                 .keys
@@ -1870,7 +2069,9 @@ impl Engine {
                                     group.noack,
                                     read.count,
                                     false,
+                                    &mut entries,
                                 )
+                                .then_some(Reply::Array(entries))
                             }
                         }
                     };

@@ -139,7 +139,7 @@ pub(crate) struct BlockedGroup {
 pub struct Engine {
     pub(crate) keys: Keyspace,
     pub(crate) config: Config,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// The time of the command being executed.
     pub(crate) now: u64,
     pub(crate) blocked: BTreeMap<ClientId, BlockedRead>,
@@ -156,7 +156,7 @@ pub struct Engine {
     pub(crate) stats: Stats,
     /// Inside a batch (a MULTI/EXEC): blocked readers are served when it
     /// ends, not after each command.
-    in_batch: bool,
+    pub(crate) in_batch: bool,
 }
 
 /// Counters since the engine started.

@@ -25,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 mod commands;
 mod engine;
 pub mod fuzzing;
@@ -38,6 +39,10 @@ pub mod reply;
 mod snapshot;
 pub mod stream;
 
+pub use api::{
+    AddOptions, ClaimOptions, Delivered, GroupStart, ReadFrom, StreamEntry, StreamError,
+    StreamRead, Trim,
+};
 pub use commands::{command_table, is_stream_command, is_write_command, unknown_command};
 pub use engine::{
     ClientId, Compatibility, Config, Context, Engine, FxHasher, Keyspace, Outcome, Stats,
@@ -45,7 +50,7 @@ pub use engine::{
 pub use id::{IdSpec, StreamId};
 pub use persistence::{FsyncPolicy, LogRecovery, PersistenceError, Store};
 pub use reply::{EntryReply, Error, Reply};
-pub use stream::NodeLimits;
+pub use stream::{NodeLimits, TrimStrategy};
 
 /// The crate's README, whose examples `cargo test --doc` compiles.
 #[doc = include_str!("../README.md")]
