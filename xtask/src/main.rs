@@ -406,6 +406,19 @@ fn ci() -> Result<(), String> {
             ],
         )
         .target(sibling_target("package")),
+        // Both engines used by a crate outside the workspace, as another
+        // project depends on them: it builds without warnings and runs.
+        Step::cargo(
+            "embedding example",
+            &[
+                "run",
+                "--locked",
+                "--manifest-path",
+                "examples/embedding/Cargo.toml",
+            ],
+        )
+        .env("RUSTFLAGS", "-D warnings")
+        .target(sibling_target("embedding")),
         // The newest versions the requirements allow, as a crate that
         // depends on weir's libraries may resolve them: `cargo update` in
         // a copy of the tree, then the libraries' tests (all their

@@ -2,10 +2,16 @@
 //! semantics on a compact representation, with persistence through
 //! [`weir_io`].
 //!
-//! The engine speaks Redis's terms: [`Engine::execute`] takes a command as
-//! Redis receives it and returns a [`Reply`] precise enough to render every
+//! From Rust, call it through the typed API ([`api`]): [`Engine::add`],
+//! [`Engine::range`], [`Engine::read`], [`Engine::read_group`],
+//! [`Engine::ack`], [`Engine::claim`], [`Engine::trim`] and the group
+//! calls, with typed results and [`StreamError`]s (through a [`Store`]:
+//! [`Store::run`], so that the command log records them). A server speaks
+//! Redis's terms instead: [`Engine::execute`] takes a command as Redis
+//! receives it and returns a [`Reply`] precise enough to render every
 //! Redis reply in RESP2 and RESP3 (null bulk vs null array, maps, Redis's
-//! exact error texts). It has no threads, no I/O and no clock of its own:
+//! exact error texts); each command parses its arguments and runs the same
+//! code as its typed call. It has no threads, no I/O and no clock of its own:
 //! time comes from the [`weir_io::Clock`] it is given, blocking reads are
 //! registered in the engine and answered through [`Engine::take_wakeups`],
 //! and what a command changed is queued for the command log through

@@ -433,9 +433,25 @@ impl Store {
         ))
     }
 
-    /// The engine.
+    /// The engine. Reads may use it directly; changes made through it are
+    /// logged only if they go through [`Store::run`] or [`Store::execute`].
     pub fn engine(&mut self) -> &mut Engine {
         &mut self.engine
+    }
+
+    /// Runs typed calls ([`crate::api`]) on the engine and queues what they
+    /// changed for the log, as [`Store::execute`] does for a command
+    /// ([`Store::commit`] writes it). After a failed sync nothing runs:
+    /// the log's failure is returned, as commands get `MISCONF`.
+    pub fn run<R>(&mut self, calls: impl FnOnce(&mut Engine) -> R) -> Result<R, PersistenceError> {
+        if let Some(cause) = &self.failure {
+            return Err(PersistenceError::Failed {
+                cause: cause.clone(),
+            });
+        }
+        let result = calls(&mut self.engine);
+        self.collect_propagated();
+        Ok(result)
     }
 
     /// The sync policy.
