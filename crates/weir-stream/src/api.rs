@@ -158,6 +158,17 @@ impl Default for AddOptions {
     }
 }
 
+/// What [`Engine::auto_claim`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoClaim {
+    /// Where to continue the scan (`StreamId::MIN`: it reached the end).
+    pub next: StreamId,
+    /// The entries claimed.
+    pub entries: Vec<StreamEntry>,
+    /// Pending entries found deleted from the stream, now acknowledged.
+    pub deleted: Vec<StreamId>,
+}
+
 /// Options of [`Engine::claim`] (those of XCLAIM).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClaimOptions {
@@ -446,6 +457,45 @@ impl Engine {
                 .filter_map(|id| stream.and_then(|stream| stream.entries.get(*id)))
                 .map(|entry| StreamEntry::of(&entry))
                 .collect()
+        }))
+    }
+
+    /// Scans the group's pending entries from `start` and moves up to
+    /// `count` of those idle for at least `min_idle_ms` to `consumer`
+    /// (XAUTOCLAIM); pending entries deleted from the stream are
+    /// acknowledged and reported. With `just_id` the delivery counts stay.
+    #[allow(clippy::too_many_arguments)]
+    pub fn auto_claim(
+        &mut self,
+        key: &[u8],
+        group: &[u8],
+        consumer: &[u8],
+        min_idle_ms: u64,
+        start: StreamId,
+        count: usize,
+        just_id: bool,
+    ) -> Result<AutoClaim, StreamError> {
+        self.group_must_exist(key, group)?;
+        let min_idle = i64::try_from(min_idle_ms).unwrap_or(i64::MAX);
+        // Redis's bound on COUNT, which keeps count * 10 attempts in range.
+        let count = i64::try_from(count)
+            .unwrap_or(i64::MAX)
+            .clamp(1, i64::MAX / 16);
+        Ok(self.typed(|engine| {
+            let claimed = commands::auto_claim_core(
+                engine, key, group, consumer, min_idle, start, count, just_id,
+            );
+            let stream = engine.keys.get(key);
+            AutoClaim {
+                next: claimed.next,
+                entries: claimed
+                    .claimed
+                    .iter()
+                    .filter_map(|id| stream.and_then(|stream| stream.entries.get(*id)))
+                    .map(|entry| StreamEntry::of(&entry))
+                    .collect(),
+                deleted: claimed.deleted,
+            }
         }))
     }
 

@@ -1585,6 +1585,62 @@ fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     if group_mut(engine, key, group_name).is_none() {
         return no_key_or_group(key, group_name, "").into();
     }
+    let claimed = auto_claim_core(
+        engine,
+        key,
+        group_name,
+        consumer_name,
+        min_idle,
+        start,
+        count,
+        just_id,
+    );
+    let stream = engine.keys.get(key).expect("checked above");
+    let replies = claimed
+        .claimed
+        .iter()
+        .map(|id| {
+            if just_id {
+                id_reply(*id)
+            } else {
+                stream
+                    .entries
+                    .get(*id)
+                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
+            }
+        })
+        .collect();
+    Reply::Array(vec![
+        id_reply(claimed.next),
+        Reply::Array(replies),
+        Reply::Array(claimed.deleted.iter().map(|id| id_reply(*id)).collect()),
+    ])
+    .into()
+}
+
+/// What XAUTOCLAIM did.
+pub(crate) struct AutoClaimed {
+    /// Where the next call starts (0-0: the scan reached the end).
+    pub(crate) next: StreamId,
+    pub(crate) claimed: Vec<StreamId>,
+    /// Pending entries found deleted from the stream (now acknowledged).
+    pub(crate) deleted: Vec<StreamId>,
+}
+
+/// XAUTOCLAIM once parsed (and [`Engine::auto_claim`]), on a group that
+/// exists: scans the PEL from `start`, moves up to `count` entries idle
+/// for `min_idle` to the consumer, drops deleted ones, logs both.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn auto_claim_core(
+    engine: &mut Engine,
+    key: &[u8],
+    group_name: &[u8],
+    consumer_name: &[u8],
+    min_idle: i64,
+    start: StreamId,
+    mut count: i64,
+    just_id: bool,
+) -> AutoClaimed {
     let now = engine.now;
     let stream = engine.keys.get_mut(key).expect("checked above");
     let candidates: Vec<StreamId> = stream
@@ -1639,30 +1695,16 @@ fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
         claimed.push(id);
         count -= 1;
     }
-    let cursor = candidates.get(examined).copied().unwrap_or(StreamId::MIN);
-    let replies = claimed
-        .iter()
-        .map(|id| {
-            if just_id {
-                id_reply(*id)
-            } else {
-                stream
-                    .entries
-                    .get(*id)
-                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
-            }
-        })
-        .collect();
+    let next = candidates.get(examined).copied().unwrap_or(StreamId::MIN);
     for id in deleted.iter().chain(&claimed) {
         propagate_claim(engine, key, group_name, *id);
     }
     engine.stats.changes += (deleted.len() + claimed.len()) as u64 + u64::from(consumer_created);
-    Reply::Array(vec![
-        id_reply(cursor),
-        Reply::Array(replies),
-        Reply::Array(deleted.iter().map(|id| id_reply(*id)).collect()),
-    ])
-    .into()
+    AutoClaimed {
+        next,
+        claimed,
+        deleted,
+    }
 }
 
 // ---------------------------------------------------------------------------

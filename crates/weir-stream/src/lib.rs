@@ -4,7 +4,7 @@
 //!
 //! From Rust, call it through the typed API ([`api`]): [`Engine::add`],
 //! [`Engine::range`], [`Engine::read`], [`Engine::read_group`],
-//! [`Engine::ack`], [`Engine::claim`], [`Engine::trim`] and the group
+//! [`Engine::ack`], [`Engine::claim`], [`Engine::auto_claim`], [`Engine::trim`] and the group
 //! calls, with typed results and [`StreamError`]s (through a [`Store`]:
 //! [`Store::run`], so that the command log records them). A server speaks
 //! Redis's terms instead: [`Engine::execute`] takes a command as Redis
@@ -46,7 +46,7 @@ mod snapshot;
 pub mod stream;
 
 pub use api::{
-    AddOptions, ClaimOptions, Delivered, GroupStart, ReadFrom, StreamEntry, StreamError,
+    AddOptions, AutoClaim, ClaimOptions, Delivered, GroupStart, ReadFrom, StreamEntry, StreamError,
     StreamRead, Trim,
 };
 pub use commands::{command_table, is_stream_command, is_write_command, unknown_command};

@@ -73,6 +73,15 @@ enum Op {
         just_id: bool,
         retry_count: Option<u8>,
     },
+    AutoClaim {
+        key: usize,
+        group: usize,
+        consumer: usize,
+        min_idle: u64,
+        start: (u64, u64),
+        count: u8,
+        just_id: bool,
+    },
     SetId {
         key: usize,
         group: usize,
@@ -122,6 +131,9 @@ fn op() -> impl Strategy<Value = Op> {
               any::<bool>(), any::<bool>(), proptest::option::of(0u8..4))
             .prop_map(|(key, group, consumer, min_idle, ids, force, just_id, retry_count)| Op::Claim {
                 key, group, consumer, min_idle, ids, force, just_id, retry_count }),
+        2 => (key.clone(), group.clone(), consumer.clone(), 0u64..3, id(), 1u8..4, any::<bool>())
+            .prop_map(|(key, group, consumer, min_idle, start, count, just_id)| Op::AutoClaim {
+                key, group, consumer, min_idle, start, count, just_id }),
         1 => (key.clone(), group.clone(), any::<bool>()).prop_map(|(key, group, last)| Op::SetId { key, group, last }),
         1 => (key.clone(), group.clone()).prop_map(|(key, group)| Op::Destroy { key, group }),
         1 => (key.clone(), group.clone(), consumer.clone())
@@ -454,6 +466,67 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
             }
             let reply = command(args);
             // XCLAIM's error for a missing group is worded differently.
+            match (&result, &reply) {
+                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
+                _ => (result, reply),
+            }
+        }
+        Op::AutoClaim {
+            key,
+            group,
+            consumer,
+            min_idle,
+            start,
+            count,
+            just_id,
+        } => {
+            let result = match typed.auto_claim(
+                KEYS[*key],
+                GROUPS[*group],
+                CONSUMERS[*consumer],
+                *min_idle,
+                sid(*start),
+                usize::from(*count),
+                *just_id,
+            ) {
+                Ok(claimed) => {
+                    let entries = if *just_id {
+                        claimed
+                            .entries
+                            .iter()
+                            .map(|e| Reply::Bulk(text(e.id)))
+                            .collect()
+                    } else {
+                        claimed.entries.iter().map(entry).collect()
+                    };
+                    Reply::Array(vec![
+                        Reply::Bulk(text(claimed.next)),
+                        Reply::Array(entries),
+                        Reply::Array(
+                            claimed
+                                .deleted
+                                .iter()
+                                .map(|id| Reply::Bulk(text(*id)))
+                                .collect(),
+                        ),
+                    ])
+                }
+                Err(e) => error(e),
+            };
+            let min_idle = min_idle.to_string().into_bytes();
+            let count = count.to_string().into_bytes();
+            let mut args = owned(&[
+                b"XAUTOCLAIM",
+                KEYS[*key],
+                GROUPS[*group],
+                CONSUMERS[*consumer],
+                &min_idle,
+            ]);
+            args.extend([text(sid(*start)), b"COUNT".to_vec(), count]);
+            if *just_id {
+                args.push(b"JUSTID".to_vec());
+            }
+            let reply = command(args);
             match (&result, &reply) {
                 (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
                 _ => (result, reply),
