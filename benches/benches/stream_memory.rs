@@ -32,8 +32,10 @@ static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's layout, handed on unchanged.
         let pointer = unsafe { System.alloc(layout) };
         if !pointer.is_null() {
+            // SAFETY: a live block the system allocator just returned.
             let size = unsafe { libc::malloc_usable_size(pointer.cast()) };
             LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
         }
@@ -41,15 +43,20 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: the caller frees a live block this allocator returned.
         let size = unsafe { libc::malloc_usable_size(pointer.cast()) };
         LIVE_BYTES.fetch_sub(size, Ordering::Relaxed);
+        // SAFETY: the same block and layout, handed on unchanged.
         unsafe { System.dealloc(pointer, layout) };
     }
 
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller resizes a live block this allocator returned.
         let old = unsafe { libc::malloc_usable_size(pointer.cast()) };
+        // SAFETY: the caller's block, layout and size, handed on unchanged.
         let moved = unsafe { System.realloc(pointer, layout, new_size) };
         if !moved.is_null() {
+            // SAFETY: a live block the system allocator just returned.
             let new = unsafe { libc::malloc_usable_size(moved.cast()) };
             LIVE_BYTES.fetch_sub(old, Ordering::Relaxed);
             LIVE_BYTES.fetch_add(new, Ordering::Relaxed);

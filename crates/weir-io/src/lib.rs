@@ -22,6 +22,12 @@
 //! so the fake cannot drift from the real thing.
 
 #![warn(missing_docs)]
+// Lossy `as` casts are refused in the engines: each conversion either
+// cannot lose (checked with `try_from`) or says why losing is intended.
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)
+)]
 
 use std::fmt::Debug;
 use std::io;

@@ -166,7 +166,7 @@ impl File for OsFile {
                 libc::pwritev(
                     self.file.as_raw_fd(),
                     remaining.as_ptr().cast::<libc::iovec>(),
-                    count as libc::c_int,
+                    libc::c_int::try_from(count).expect("at most IOV_MAX slices"),
                     offset,
                 )
             };
@@ -183,8 +183,10 @@ impl File for OsFile {
                     "pwritev wrote nothing",
                 ));
             }
+            // Not negative: checked above.
+            let written = usize::try_from(written).expect("a positive byte count");
             position += written as u64;
-            io::IoSlice::advance_slices(&mut remaining, written as usize);
+            io::IoSlice::advance_slices(&mut remaining, written);
         }
         Ok(())
     }

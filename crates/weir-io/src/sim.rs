@@ -311,7 +311,8 @@ impl SimDisk {
             } = operation
             {
                 if offset >= *start {
-                    if let Some(byte) = data.get_mut((offset - *start) as usize) {
+                    let at = usize::try_from(offset - *start).unwrap_or(usize::MAX);
+                    if let Some(byte) = data.get_mut(at) {
                         *byte ^= mask;
                     }
                 }

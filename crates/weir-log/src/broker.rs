@@ -494,8 +494,10 @@ impl Broker {
     ) -> Result<Vec<ProducedBatch>, BrokerError> {
         let handle = self.topic_handle(topic)?;
         let partitions = handle.metadata.partitions;
-        let keyless =
-            (handle.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions)) as u32;
+        let keyless = u32::try_from(
+            handle.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions),
+        )
+        .expect("below the partition count");
         let mut groups: BTreeMap<u32, Vec<Record<'_>>> = BTreeMap::new();
         for record in records {
             let partition = match record.key {
@@ -609,7 +611,7 @@ impl Broker {
             for (partition, log) in topic.partitions.iter().enumerate() {
                 action(log).map_err(|source| BrokerError::Log {
                     topic: topic.metadata.name.clone(),
-                    partition: partition as u32,
+                    partition: partition_number(partition),
                     source,
                 })?;
             }
@@ -625,11 +627,15 @@ impl Broker {
             for (partition, log) in topic.partitions.iter().enumerate() {
                 let report = log.apply_retention().map_err(|source| BrokerError::Log {
                     topic: topic.metadata.name.clone(),
-                    partition: partition as u32,
+                    partition: partition_number(partition),
                     source,
                 })?;
                 if !report.segments_deleted.is_empty() {
-                    reports.push((topic.metadata.name.clone(), partition as u32, report));
+                    reports.push((
+                        topic.metadata.name.clone(),
+                        partition_number(partition),
+                        report,
+                    ));
                 }
             }
         }
@@ -740,6 +746,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     }
 }
 
+/// A partition's number from its index in the topic's list.
+fn partition_number(index: usize) -> u32 {
+    u32::try_from(index).expect("at most PARTITIONS_PER_TOPIC_MAX partitions")
+}
+
 fn validate_group(group: &str) -> Result<(), BrokerError> {
     let reason = if group.is_empty() {
         Some("it is empty")
@@ -768,7 +779,9 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 fn murmur2(data: &[u8]) -> u32 {
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
-    let mut hash: u32 = 0x9747_b28c ^ data.len() as u32;
+    // Kafka's Java takes the length as an int: its low 32 bits.
+    let length = u32::try_from(data.len() & 0xffff_ffff).expect("masked to 32 bits");
+    let mut hash: u32 = 0x9747_b28c ^ length;
     let mut chunks = data.chunks_exact(4);
     for chunk in &mut chunks {
         let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);

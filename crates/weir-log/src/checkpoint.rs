@@ -113,7 +113,8 @@ impl Checkpoint {
         bytes.extend_from_slice(&truncation.end_offset.to_le_bytes());
         bytes.extend_from_slice(&truncation.segment_base_offset.to_le_bytes());
         bytes.extend_from_slice(&truncation.position.to_le_bytes());
-        bytes.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        let segments = u32::try_from(self.segments.len()).expect("fewer than 2^32 segments");
+        bytes.extend_from_slice(&segments.to_le_bytes());
         for segment in &self.segments {
             let (timestamp, offset) = segment.max_timestamp.unwrap_or((i64::MIN, 0));
             bytes.extend_from_slice(&segment.base_offset.to_le_bytes());

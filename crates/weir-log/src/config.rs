@@ -138,7 +138,7 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return invalid("index_interval_bytes", "must be positive".into());
         }
-        let batch_range = HEADER_BYTES as u32..=BATCH_BYTES_LIMIT as u32;
+        let batch_range = batch_bytes_range();
         if !batch_range.contains(&self.max_batch_bytes) {
             return invalid(
                 "max_batch_bytes",
@@ -148,9 +148,7 @@ impl LogConfig {
         if self.max_record_bytes == 0 {
             return invalid("max_record_bytes", "must be positive".into());
         }
-        if !(HEADER_BYTES as u32..=BATCH_BYTES_LIMIT as u32)
-            .contains(&self.max_uncompressed_batch_bytes)
-        {
+        if !batch_bytes_range().contains(&self.max_uncompressed_batch_bytes) {
             return invalid(
                 "max_uncompressed_batch_bytes",
                 format!(
@@ -173,4 +171,11 @@ impl LogConfig {
         }
         Ok(())
     }
+}
+
+/// The sizes a batch may have.
+fn batch_bytes_range() -> std::ops::RangeInclusive<u32> {
+    let small = u32::try_from(HEADER_BYTES).expect("61 bytes");
+    let large = u32::try_from(BATCH_BYTES_LIMIT).expect("64 MiB");
+    small..=large
 }

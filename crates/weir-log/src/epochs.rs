@@ -167,7 +167,8 @@ impl LeaderEpochs {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
         bytes.extend_from_slice(&[0; 4]);
-        bytes.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        let entries = u32::try_from(self.entries.len()).expect("fewer than 2^32 epochs");
+        bytes.extend_from_slice(&entries.to_le_bytes());
         for entry in &self.entries {
             bytes.extend_from_slice(&entry.epoch.to_le_bytes());
             bytes.extend_from_slice(&entry.start_offset.to_le_bytes());

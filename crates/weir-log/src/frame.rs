@@ -24,6 +24,8 @@ use crate::batch::{crc32c, Batch, BatchError, BatchHeader, CRC_COVERS_FROM, HEAD
 
 /// Bytes of a frame.
 pub const FRAME_BYTES: usize = 12;
+const FRAME_BYTES_U32: u32 = 12;
+const _: () = assert!(FRAME_BYTES_U32 as usize == FRAME_BYTES);
 /// The frame's first four bytes.
 pub const FRAME_MAGIC: [u8; 4] = *b"WKB2";
 /// Bytes of a frame and the smallest batch header: the least a stored
@@ -106,7 +108,7 @@ impl StoredHeader {
 
     /// Bytes the frame and its batch take in the segment.
     pub fn stored_bytes(&self) -> u32 {
-        FRAME_BYTES as u32 + self.header.batch_bytes
+        FRAME_BYTES_U32 + self.header.batch_bytes
     }
 }
 

@@ -200,15 +200,16 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
         let producer = ProducerInfo {
             producer_id: 7,
             producer_epoch: 0,
-            base_sequence: offset as i32 * 2,
+            base_sequence: i32::try_from(offset).expect("a few seeds") * 2,
         };
-        let compression = codecs[offset as usize % codecs.len()];
+        let compression = codecs[usize::try_from(offset).expect("a few seeds") % codecs.len()];
         let mut one = Vec::new();
         batch::encode_compressed(&records, producer, compression, usize::MAX, &mut one)
             .expect("encode");
         batch::stamp(&mut one, offset * 2, 0);
         kafka.extend_from_slice(&one);
-        segment.extend_from_slice(&frame_for(&one, segment.len() as u32));
+        let position = u32::try_from(segment.len()).expect("a small segment");
+        segment.extend_from_slice(&frame_for(&one, position));
         segment.extend_from_slice(&one);
     }
     corpus.push((

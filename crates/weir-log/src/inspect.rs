@@ -96,7 +96,9 @@ pub struct SegmentInspection {
 
 fn read_all(file: &dyn File) -> io::Result<Vec<u8>> {
     let length = file.len()?;
-    let mut bytes = vec![0; length as usize];
+    let length = usize::try_from(length)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file larger than memory"))?;
+    let mut bytes = vec![0; length];
     file.read_exact_at(&mut bytes, 0)?;
     Ok(bytes)
 }
@@ -164,7 +166,7 @@ pub fn inspect_segment(storage: &dyn Storage, base_offset: u64) -> io::Result<Se
         .last()
         .map_or(0, |batch| batch.header.next_offset() - base_offset);
     let offset_index = check_index(storage, &index_file_name(base_offset), |index| {
-        check_offset_index(index, valid_bytes as u32)
+        check_offset_index(index, u32::try_from(valid_bytes).unwrap_or(u32::MAX))
     })?;
     let time_index = check_index(storage, &time_index_file_name(base_offset), |index| {
         check_time_index(index, relative_end)

@@ -298,7 +298,8 @@ fn encode_key((group, topic, partition): &OffsetKey) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(9 + group.len() + topic.len());
     bytes.push(KEY_VERSION);
     for text in [group, topic] {
-        bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        let length = u16::try_from(text.len()).expect("names are checked shorter than 64 KiB");
+        bytes.extend_from_slice(&length.to_le_bytes());
         bytes.extend_from_slice(text.as_bytes());
     }
     bytes.extend_from_slice(&partition.to_le_bytes());
@@ -321,7 +322,8 @@ fn encode_value(committed: &CommittedOffset) -> Vec<u8> {
     bytes.push(VALUE_VERSION);
     bytes.extend_from_slice(&committed.offset.to_le_bytes());
     bytes.extend_from_slice(&committed.commit_timestamp_ms.to_le_bytes());
-    bytes.extend_from_slice(&(committed.metadata.len() as u16).to_le_bytes());
+    let length = u16::try_from(committed.metadata.len()).expect("checked: at most 4 KiB");
+    bytes.extend_from_slice(&length.to_le_bytes());
     bytes.extend_from_slice(committed.metadata.as_bytes());
     bytes
 }

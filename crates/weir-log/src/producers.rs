@@ -271,11 +271,12 @@ impl ProducerStates {
         bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         bytes.extend_from_slice(&[0; 4]);
         bytes.extend_from_slice(&offset.to_le_bytes());
-        bytes.extend_from_slice(&(self.producers.len() as u32).to_le_bytes());
+        let producers = u32::try_from(self.producers.len()).expect("fewer than 2^32 producers");
+        bytes.extend_from_slice(&producers.to_le_bytes());
         for (id, entry) in &self.producers {
             bytes.extend_from_slice(&id.to_le_bytes());
             bytes.extend_from_slice(&entry.epoch.to_le_bytes());
-            bytes.push(entry.batches.len() as u8);
+            bytes.push(u8::try_from(entry.batches.len()).expect("a few batches per producer"));
             for batch in &entry.batches {
                 bytes.extend_from_slice(&batch.first_sequence.to_le_bytes());
                 bytes.extend_from_slice(&batch.last_sequence.to_le_bytes());

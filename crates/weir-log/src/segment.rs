@@ -143,7 +143,7 @@ impl Segment {
             relative <= u64::from(u32::MAX),
             "offset {offset} is outside its segment"
         );
-        relative as u32
+        u32::try_from(relative).expect("checked above")
     }
 
     /// The offset index bytes, if loaded.
@@ -341,6 +341,12 @@ pub(crate) struct WalkReport {
     pub stop: Option<ScanStop>,
 }
 
+/// A position in a walk, which never passes `u32::MAX` (its length is
+/// capped there).
+fn below_4_gib(position: u64) -> u32 {
+    u32::try_from(position).expect("the walk's length is at most u32::MAX")
+}
+
 /// Walks the first `length` bytes of a segment: checks each stored batch
 /// (frame, header, CRCs, offsets continuing from `base_offset`) and hands
 /// it to `visit` with its position. Stops at the first batch that fails a
@@ -363,7 +369,7 @@ pub(crate) fn walk(
     let mut position = 0u64;
     while position < length {
         let stop = |reason| ScanStop {
-            position: position as u32,
+            position: below_4_gib(position),
             reason,
         };
         let stored = match reader.batch_at(position) {
@@ -388,12 +394,12 @@ pub(crate) fn walk(
             }));
             break;
         }
-        visit(position as u32, &stored);
+        visit(below_4_gib(position), &stored);
         report.synced_claim = report.synced_claim.max(stored.synced_position);
         report.batches += 1;
         report.next_offset = header.next_offset();
         position += u64::from(stored.stored_bytes());
-        report.valid_bytes = position as u32;
+        report.valid_bytes = below_4_gib(position);
     }
     Ok(report)
 }
@@ -428,7 +434,8 @@ pub(crate) fn scan(
     let walked = walk(file, base_offset, length, |position, stored| {
         let header = &stored.header;
         index.add_batch(
-            (header.base_offset - base_offset) as u32,
+            u32::try_from(header.base_offset - base_offset)
+                .expect("the walk stops before 2^32 offsets"),
             position,
             header.max_timestamp,
             interval_bytes,
@@ -472,7 +479,8 @@ pub(crate) fn find_synced_claim_after(
     let mut best: Option<u32> = None;
     let mut chunk_start = from + 1;
     while chunk_start < length {
-        let want = (length - chunk_start).min(SCAN_CHUNK_BYTES as u64) as usize;
+        let want = usize::try_from((length - chunk_start).min(SCAN_CHUNK_BYTES as u64))
+            .expect("at most a chunk");
         let chunk = weir_io::read_agreed(file, chunk_start, want)?;
         if chunk.is_empty() {
             break;
@@ -543,18 +551,19 @@ impl<'a> ChunkReader<'a> {
     /// Makes `position..position + wanted` (clamped to the length) buffered
     /// and returns the buffered bytes from `position`.
     fn fill(&mut self, position: u64, wanted: usize) -> io::Result<&[u8]> {
-        let available = (self.length - position).min(wanted as u64) as usize;
+        let available =
+            usize::try_from((self.length - position).min(wanted as u64)).expect("at most `wanted`");
         let end = self.start + self.buffer.len() as u64;
         if position < self.start || position + available as u64 > end {
             let size = available
                 .max(SCAN_CHUNK_BYTES)
-                .min((self.length - position) as usize);
+                .min(usize::try_from(self.length - position).unwrap_or(usize::MAX));
             self.buffer.resize(size, 0);
             let read = self.file.read_at(&mut self.buffer, position)?;
             self.buffer.truncate(read);
             self.start = position;
         }
-        let from = (position - self.start) as usize;
+        let from = usize::try_from(position - self.start).expect("within the buffer");
         Ok(&self.buffer[from..])
     }
 

@@ -177,47 +177,63 @@ pub fn is_write_command(name: &[u8]) -> bool {
     .any(|write| name.eq_ignore_ascii_case(write.as_bytes()))
 }
 
+/// Whether `count` arguments (the name included) fit Redis's `arity`:
+/// exactly `arity` if positive, at least `-arity` if negative.
+fn arity_fits(arity: i32, count: usize) -> bool {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    if arity >= 0 {
+        count == i64::from(arity)
+    } else {
+        count >= -i64::from(arity)
+    }
+}
+
 fn replay_number(arg: &[u8]) -> Result<i64, Error> {
     parse_i64(arg).ok_or(Error::NOT_AN_INTEGER)
 }
 
+fn replay_unsigned(arg: &[u8]) -> Result<u64, Error> {
+    u64::try_from(replay_number(arg)?).map_err(|_| Error::NOT_AN_INTEGER)
+}
+
 fn replay_stream_meta(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let last_id = try_reply!(strict_id(args[2]));
-    let entries_added = try_reply!(replay_number(args[3]));
+    let entries_added = try_reply!(replay_unsigned(args[3]));
     let max_deleted = try_reply!(strict_id(args[4]));
     let first_id = try_reply!(strict_id(args[5]));
     let stream = engine.keys.entry(args[1].to_vec()).or_default();
     stream.last_id = last_id;
-    stream.entries_added = entries_added as u64;
+    stream.entries_added = entries_added;
     stream.max_deleted_entry_id = max_deleted;
     stream.first_id = first_id;
     Reply::OK.into()
 }
 
 fn replay_consumer(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
-    let seen = try_reply!(replay_number(args[4]));
-    let active = try_reply!(replay_number(args[5]));
+    let seen = try_reply!(replay_unsigned(args[4]));
+    // -1: never active.
+    let active = u64::try_from(try_reply!(replay_number(args[5]))).ok();
     let Some(group) = group_mut(engine, args[1], args[2]) else {
         return Error::no_group(args[1], args[2]).into();
     };
-    let (name, _) = group.consumer_entry(args[3], seen as u64);
+    let (name, _) = group.consumer_entry(args[3], seen);
     if let Some(consumer) = group.consumers.get_mut(&name) {
-        consumer.seen_time = seen as u64;
-        consumer.active_time = (active >= 0).then_some(active as u64);
+        consumer.seen_time = seen;
+        consumer.active_time = active;
     }
     Reply::OK.into()
 }
 
 fn replay_pending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let id = try_reply!(strict_id(args[4]));
-    let time = try_reply!(replay_number(args[5]));
-    let count = try_reply!(replay_number(args[6]));
+    let time = try_reply!(replay_unsigned(args[5]));
+    let count = try_reply!(replay_unsigned(args[6]));
     let now = engine.now;
     let Some(group) = group_mut(engine, args[1], args[2]) else {
         return Error::no_group(args[1], args[2]).into();
     };
     let (owner, _) = group.consumer_entry(args[3], now);
-    group.assign(id, &owner, time as u64, count as u64);
+    group.assign(id, &owner, time, count);
     Reply::OK.into()
 }
 
@@ -248,13 +264,7 @@ pub(crate) fn dispatch(engine: &mut Engine, context: &Context, args: Args<'_, '_
     else {
         return unknown_command(args).into();
     };
-    let count = args.len() as i32;
-    let arity_ok = if command.arity >= 0 {
-        count == command.arity
-    } else {
-        count >= -command.arity
-    };
-    if !arity_ok {
+    if !arity_fits(command.arity, args.len()) {
         return Error::arity(command.name).into();
     }
     (command.run)(engine, context, args)
@@ -373,7 +383,7 @@ fn parse_trim_args(
 ) -> Result<TrimArgs, Error> {
     let mut parsed = TrimArgs::default();
     let mut limit_given = false;
-    let mut limit: i64 = 0;
+    let mut limit: u64 = 0;
     let mut index = 2;
     while index < args.len() {
         let more = args.len() - 1 - index;
@@ -397,20 +407,19 @@ fn parse_trim_args(
             }
             let threshold = args[index + 1];
             parsed.strategy = Some(if is(option, "MAXLEN") {
-                let maxlen = integer(threshold)?;
-                if maxlen < 0 {
+                let Ok(maxlen) = u64::try_from(integer(threshold)?) else {
                     return Err(Error::fixed("ERR The MAXLEN argument must be >= 0."));
-                }
-                TrimStrategy::MaxLen(maxlen as u64)
+                };
+                TrimStrategy::MaxLen(maxlen)
             } else {
                 TrimStrategy::MinId(strict_id(threshold)?)
             });
             index += 1;
         } else if is(option, "LIMIT") && more > 0 {
-            limit = integer(args[index + 1])?;
-            if limit < 0 {
+            let Ok(value) = u64::try_from(integer(args[index + 1])?) else {
                 return Err(Error::fixed("ERR The LIMIT argument must be >= 0."));
-            }
+            };
+            limit = value;
             limit_given = true;
             index += 1;
         } else if xadd && is(option, "NOMKSTREAM") {
@@ -442,7 +451,7 @@ fn parse_trim_args(
                 "ERR syntax error, LIMIT cannot be used without the special ~ option",
             ));
         }
-        parsed.limit = limit as u64;
+        parsed.limit = limit;
     } else if parsed.approx {
         parsed.limit = default_trim_limit(engine);
     }
@@ -623,7 +632,7 @@ fn range_command(engine: &mut Engine, args: Args<'_, '_>, reverse: bool) -> Outc
     if count == Some(0) {
         return Reply::NullArray.into();
     }
-    let limit = count.map(|count| count as usize);
+    let limit = count.map(|count| usize::try_from(count).unwrap_or(usize::MAX));
     let mut entries = Vec::new();
     range_core(engine, args[1], start, end, reverse, limit, |entry| {
         entries.push(entry_reply(entry));
@@ -751,11 +760,10 @@ fn xsetid(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     while index < args.len() {
         let more = args.len() - 1 - index;
         if is(args[index], "ENTRIESADDED") && more > 0 {
-            let value = try_reply!(integer(args[index + 1]));
-            if value < 0 {
+            let Ok(value) = u64::try_from(try_reply!(integer(args[index + 1]))) else {
                 return Error::fixed("ERR entries_added must be positive").into();
-            }
-            entries_added = Some(value as u64);
+            };
+            entries_added = Some(value);
             index += 2;
         } else if is(args[index], "MAXDELETEDID") && more > 0 {
             max_deleted = try_reply!(strict_id(args[index + 1]));
@@ -841,13 +849,7 @@ pub(crate) fn subcommand_arity(
             .into(),
         );
     };
-    let count = args.len() as i32;
-    let ok = if *arity >= 0 {
-        count == *arity
-    } else {
-        count >= -arity
-    };
-    if ok {
+    if arity_fits(*arity, args.len()) {
         None
     } else {
         Some(
@@ -1476,12 +1478,11 @@ pub(crate) fn claim_core(
         just_id,
         last_id,
     } = claim;
-    let now = engine.now as i64;
-    let delivery_time = match delivery_time {
-        Some(time) if time >= 0 && time <= now => time as u64,
-        _ => now as u64,
+    let now = engine.now;
+    let delivery_time = match delivery_time.map(u64::try_from) {
+        Some(Ok(time)) if time <= now => time,
+        _ => now,
     };
-    let now = now as u64;
     let stream = engine.keys.get_mut(key).expect("checked above");
     let group = stream.groups.get_mut(group_name).expect("checked above");
     let mut propagate_last_id = false;
@@ -1529,7 +1530,7 @@ pub(crate) fn claim_core(
         // A pending entry made by FORCE starts with one delivery.
         let previous_count = pending.as_ref().map_or(1, |pending| pending.delivery_count);
         let delivery_count = match retry_count {
-            Some(count) if count >= 0 => count as u64,
+            Some(count) if count >= 0 => count.unsigned_abs(),
             _ if just_id => previous_count,
             _ => previous_count + 1,
         };
@@ -1829,7 +1830,8 @@ fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
         }
         ids.push(try_reply!(strict_id(id_arg)));
     }
-    let count = count as usize;
+    // Not negative: COUNT is read as at least 0.
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
     let mut served = Vec::new();
     for (position, key) in keys.iter().enumerate() {
         let mut entries: Vec<Reply> = Vec::new();
@@ -1861,7 +1863,8 @@ fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome 
                 ids,
                 group: blocked_group,
                 count,
-                deadline_ms: (timeout > 0).then(|| engine.now + timeout as u64),
+                deadline_ms: (timeout > 0)
+                    .then(|| engine.now.saturating_add(timeout.unsigned_abs())),
             };
             engine.unblock(context.client);
             for key in &read.keys {

@@ -83,6 +83,8 @@ const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 8081828384858687888990919293949596979899";
 
 /// Appends the decimal text of `value`, two digits at a time.
+// Each cast takes a value below 100 (a digit pair) or below 10.
+#[allow(clippy::cast_possible_truncation)]
 pub(crate) fn write_u64(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();

@@ -186,7 +186,7 @@ pub(crate) fn xinfo(engine: &mut Engine, _: &Context, args: &[&[u8]]) -> Outcome
     let limit = if count == 0 {
         usize::MAX
     } else {
-        count as usize
+        usize::try_from(count).unwrap_or(usize::MAX)
     };
     let entries = stream
         .entries

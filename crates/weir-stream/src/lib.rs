@@ -30,6 +30,12 @@
 //! assert_eq!(length, Outcome::Reply(Reply::Integer(1)));
 //! ```
 #![warn(missing_docs)]
+// Lossy `as` casts are refused in the engines: each conversion either
+// cannot lose (checked with `try_from`) or says why losing is intended.
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)
+)]
 
 pub mod api;
 mod commands;

@@ -149,7 +149,8 @@ pub fn encode_record(commands: &[Vec<Vec<u8>>], synced_position: u64, out: &mut 
             out.extend_from_slice(arg);
         }
     }
-    let payload_length = (out.len() - start - RECORD_HEADER_BYTES) as u32;
+    let payload_length = u32::try_from(out.len() - start - RECORD_HEADER_BYTES)
+        .expect("a record's commands are below 4 GiB");
     let record = &mut out[start..];
     record[0] = RECORD_MARKER;
     record[1..5].copy_from_slice(&payload_length.to_le_bytes());
@@ -209,19 +210,19 @@ pub fn decode_record(bytes: &[u8]) -> Result<DecodedRecord, String> {
     let mut synced = [0; 8];
     synced.copy_from_slice(&record[5..13]);
     let mut payload = &record[RECORD_HEADER_BYTES..];
-    let command_count = read_varint(&mut payload).ok_or("bad command count")? as usize;
+    let command_count = read_length(&mut payload, "bad command count")?;
     if command_count == 0 || command_count > payload.len() {
         return Err(format!("{command_count} commands"));
     }
     let mut commands = Vec::with_capacity(command_count);
     for _ in 0..command_count {
-        let count = read_varint(&mut payload).ok_or("bad argument count")? as usize;
+        let count = read_length(&mut payload, "bad argument count")?;
         if count == 0 || count > RECORD_ARGUMENTS_MAX || count > payload.len() {
             return Err(format!("{count} arguments"));
         }
         let mut args = Vec::with_capacity(count);
         for _ in 0..count {
-            let arg_length = read_varint(&mut payload).ok_or("bad argument length")? as usize;
+            let arg_length = read_length(&mut payload, "bad argument length")?;
             if arg_length > payload.len() {
                 return Err("argument runs past the record".into());
             }
@@ -243,10 +244,17 @@ pub fn decode_record(bytes: &[u8]) -> Result<DecodedRecord, String> {
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
-        out.push(value as u8 | 0x80);
+        out.push((value & 0x7f) as u8 | 0x80);
         value >>= 7;
     }
-    out.push(value as u8);
+    out.push((value & 0x7f) as u8);
+}
+
+/// A varint count or length; `error` if it is missing or above `usize`.
+fn read_length(bytes: &mut &[u8], error: &'static str) -> Result<usize, &'static str> {
+    read_varint(bytes)
+        .and_then(|value| usize::try_from(value).ok())
+        .ok_or(error)
 }
 
 fn read_varint(bytes: &mut &[u8]) -> Option<u64> {

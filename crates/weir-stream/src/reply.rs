@@ -97,7 +97,8 @@ impl EntryReply {
         let mut count = 0;
         for (name, value) in fields {
             for part in [name, value] {
-                data.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                let length = u32::try_from(part.len()).expect("a field below 4 GiB");
+                data.extend_from_slice(&length.to_le_bytes());
                 data.extend_from_slice(part);
             }
             count += 1;

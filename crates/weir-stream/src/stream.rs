@@ -161,10 +161,10 @@ impl<'a> Iterator for FieldNames<'a> {
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
-        out.push(value as u8 | 0x80);
+        out.push((value & 0x7f) as u8 | 0x80);
         value >>= 7;
     }
-    out.push(value as u8);
+    out.push((value & 0x7f) as u8);
 }
 
 /// Decodes a varint written by this module (the bytes are ours, never
@@ -189,7 +189,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn read_bytes(bytes: &[u8]) -> (&[u8], &[u8]) {
     let (length, rest) = read_varint(bytes);
-    rest.split_at(length as usize)
+    rest.split_at(usize::try_from(length).expect("a length this node wrote"))
 }
 
 /// The ID of the entry at `offset`, without decoding its fields.
@@ -234,7 +234,8 @@ fn decode_entry(node: &Node, offset: usize) -> RawEntry<'_> {
             cursor = read_bytes(cursor).1;
         }
         let names_length = names_start.len() - cursor.len();
-        (count as usize, Some(&names_start[..names_length]), cursor)
+        let count = usize::try_from(count).expect("a count this node wrote");
+        (count, Some(&names_start[..names_length]), cursor)
     };
     let values_start = data.len() - rest.len();
     for _ in 0..count {
@@ -317,7 +318,7 @@ impl Entries {
             while offset < node.data.len() {
                 let entries = live + deleted;
                 if entries > 0 && entries.is_multiple_of(SEEK_STRIDE) {
-                    seeks.push(offset as u32);
+                    seeks.push(u32::try_from(offset).expect("a node below 4 GiB"));
                 }
                 let raw = decode_entry(node, offset);
                 if previous.is_some_and(|before| raw.id <= before) {
@@ -402,7 +403,8 @@ impl Entries {
         let flags = if same_fields { FLAG_SAME_FIELDS } else { 0 };
         let entries = node.live + node.deleted;
         if entries > 0 && entries.is_multiple_of(SEEK_STRIDE) {
-            node.seek_offsets.push(node.data.len() as u32);
+            let offset = u32::try_from(node.data.len()).expect("a node below 4 GiB");
+            node.seek_offsets.push(offset);
         }
         node.last_offset = node.data.len();
         node.data.push(flags);

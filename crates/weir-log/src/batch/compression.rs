@@ -231,7 +231,8 @@ fn compress_snappy(input: &[u8], out: &mut Vec<u8>) -> Result<(), CompressionErr
         let compressed = encoder
             .compress_vec(block)
             .map_err(|error| CompressionError::Corrupt(error.to_string()))?;
-        out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+        let length = u32::try_from(compressed.len()).expect("a block of a batch below 64 MiB");
+        out.extend_from_slice(&length.to_be_bytes());
         out.extend_from_slice(&compressed);
     }
     Ok(())

@@ -121,7 +121,7 @@ fn plan(records: &[Record<'_>], record_bytes_max: usize) -> Result<Plan, BatchEr
                     reason: "timestamps too far apart",
                 })?;
         check_record(record)?;
-        let size = record_size(record, timestamp_delta, index as u32);
+        let size = record_size(record, timestamp_delta, record_index(index));
         if size > record_bytes_max {
             return Err(BatchError::RecordTooLarge {
                 index,
@@ -144,12 +144,17 @@ fn plan(records: &[Record<'_>], record_bytes_max: usize) -> Result<Plan, BatchEr
     })
 }
 
+/// A record's offset delta in its batch.
+fn record_index(index: usize) -> u32 {
+    u32::try_from(index).expect("a batch holds fewer than 2^32 records")
+}
+
 fn encode_records(records: &[Record<'_>], base_timestamp: i64, out: &mut Vec<u8>) {
     for (index, record) in records.iter().enumerate() {
         encode_record(
             record,
             record.timestamp_ms - base_timestamp,
-            index as u32,
+            record_index(index),
             out,
         );
     }
@@ -158,7 +163,7 @@ fn encode_records(records: &[Record<'_>], base_timestamp: i64, out: &mut Vec<u8>
 /// Writes the header of the batch in `batch` (whose records follow it) and
 /// its CRC, computed last.
 fn finish(batch: &mut [u8], plan: &Plan, producer: ProducerInfo, compression: Compression) {
-    let length = (batch.len() - LOG_OVERHEAD) as i32;
+    let length = i32::try_from(batch.len() - LOG_OVERHEAD).expect("a batch below 64 MiB");
     batch[..8].copy_from_slice(&0i64.to_be_bytes());
     batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());

@@ -361,11 +361,12 @@ impl BatchHeader {
                 reason: "negative record count",
             })?;
         Ok(Self {
-            base_offset: be_i64(bytes, BASE_OFFSET_AT) as u64,
-            batch_bytes: total as u32,
+            // The wire's signed fields, their bits taken as they are.
+            base_offset: be_i64(bytes, BASE_OFFSET_AT).cast_unsigned(),
+            batch_bytes: u32::try_from(total).expect("checked against the limit above"),
             leader_epoch: be_i32(bytes, LEADER_EPOCH_AT),
-            crc: be_i32(bytes, CRC_AT) as u32,
-            attributes: Attributes(be_i16(bytes, ATTRIBUTES_AT) as u16),
+            crc: be_i32(bytes, CRC_AT).cast_unsigned(),
+            attributes: Attributes(be_i16(bytes, ATTRIBUTES_AT).cast_unsigned()),
             last_offset_delta,
             base_timestamp: be_i64(bytes, BASE_TIMESTAMP_AT),
             max_timestamp: be_i64(bytes, MAX_TIMESTAMP_AT),
@@ -404,7 +405,7 @@ impl BatchHeader {
 /// do.
 pub fn add_sequence(sequence: i32, delta: u32) -> i32 {
     let sum = i64::from(sequence) + i64::from(delta);
-    (sum % (i64::from(i32::MAX) + 1)) as i32
+    i32::try_from(sum % (i64::from(i32::MAX) + 1)).expect("below 2^31")
 }
 
 /// A batch whose header, length and CRC have been checked.
@@ -648,7 +649,11 @@ pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: i32) {
 /// CRC-32C (Castagnoli), as Kafka's batches use it, in hardware where the
 /// processor has it.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+    u32::try_from(crc_fast::checksum(
+        crc_fast::CrcAlgorithm::Crc32Iscsi,
+        bytes,
+    ))
+    .expect("a CRC-32 has 32 bits")
 }
 
 /// Iterates over concatenated Kafka batches (as a fetch returns them),

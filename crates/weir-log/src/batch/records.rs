@@ -313,7 +313,7 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 }
 
 fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
+    ((value << 1) ^ (value >> 63)).cast_unsigned()
 }
 
 fn unzigzag(value: u64) -> i64 {
@@ -335,10 +335,10 @@ pub fn varint_size(value: i64) -> usize {
 pub fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut value = zigzag(value);
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        out.push((value & 0x7f) as u8 | 0x80);
         value >>= 7;
     }
-    out.push(value as u8);
+    out.push((value & 0x7f) as u8);
 }
 
 #[derive(Clone, Debug)]
@@ -417,8 +417,10 @@ impl<'a> Cursor<'a> {
     fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
         match self.varint()? {
             -1 => Ok(None),
-            length if length >= 0 => Ok(Some(self.take(length as usize)?)),
-            _ => Err(self.malformed("negative length other than -1")),
+            length => match usize::try_from(length) {
+                Ok(length) => Ok(Some(self.take(length)?)),
+                Err(_) => Err(self.malformed("negative length other than -1")),
+            },
         }
     }
 }

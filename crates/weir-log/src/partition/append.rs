@@ -221,7 +221,7 @@ impl Partition {
         let header = BatchHeader::parse(batch)?;
         let (base_offset, epoch) = self.offsets_for(inner, &header, stamp)?;
         let offset_count = header.offset_count();
-        let stored_bytes = (FRAME_BYTES + batch.len()) as u32;
+        let stored_bytes = u32::try_from(FRAME_BYTES + batch.len()).expect("a batch below 64 MiB");
         self.roll_if_due(inner, stored_bytes, offset_count)?;
         self.assign_epoch_locked(inner, epoch, base_offset)?;
         // The header with the offset and epoch stamped, written in place

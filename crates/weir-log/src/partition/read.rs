@@ -409,7 +409,7 @@ impl Partition {
         let slack = u64::from(self.config.index_interval_bytes) + STORED_HEADER_BYTES as u64;
         let mut buffered = 0usize;
         let wanted = (end - start).min(u64::from(max_bytes) + slack);
-        let initial = wanted.min(READ_CHUNK_BYTES as u64) as usize;
+        let initial = chunk(wanted.min(READ_CHUNK_BYTES as u64));
         fill(plan.file.as_ref(), out, &mut buffered, start, initial).map_err(ReadFailure::Io)?;
         let mut cursor = 0usize;
         let mut first: Option<usize> = None;
@@ -418,7 +418,7 @@ impl Partition {
         while start + (cursor as u64) < end {
             let position = start + cursor as u64;
             if buffered - cursor < STORED_HEADER_BYTES {
-                let more = (end - start - buffered as u64).min(READ_CHUNK_BYTES as u64) as usize;
+                let more = chunk((end - start - buffered as u64).min(READ_CHUNK_BYTES as u64));
                 if more == 0 {
                     break;
                 }
@@ -450,7 +450,7 @@ impl Partition {
                     });
                 }
                 let more = (length - (buffered - cursor)).max(READ_CHUNK_BYTES);
-                let more = (end - start - buffered as u64).min(more as u64) as usize;
+                let more = chunk((end - start - buffered as u64).min(more as u64));
                 fill(plan.file.as_ref(), out, &mut buffered, start, more)
                     .map_err(ReadFailure::Io)?;
                 continue;
@@ -663,4 +663,9 @@ pub(crate) fn read_batch_bytes(
     let bytes = weir_io::read_agreed(file, position, parsed.stored_bytes() as usize)?;
     StoredBatch::parse(&bytes)?;
     Ok(bytes)
+}
+
+/// Bytes to read, already bounded by a buffer's size.
+fn chunk(bytes: u64) -> usize {
+    usize::try_from(bytes).expect("bounded by a usize")
 }
