@@ -11,7 +11,7 @@ use crate::node::{Node, State};
 pub use crate::session::{
     help, unknown_subcommand, BlockedCall, Multi, Response, Session, REDIS_VERSION,
 };
-use crate::table::{self, Spec};
+use crate::table::{self, Handler, Spec};
 
 /// Runs one request and appends its replies to `out`.
 pub fn run(
@@ -124,7 +124,7 @@ fn reject(state: &mut State, name: &str, error: Error) -> Response {
 /// The commandstats name: `container|subcommand` for a known subcommand.
 fn stat_name(spec: &Spec, args: &[&[u8]]) -> String {
     match args.get(1).and_then(|sub| table::subcommand(spec, sub)) {
-        Some((sub, _, _)) => format!("{}|{}", spec.name, sub),
+        Some(sub) => format!("{}|{}", spec.name, sub.name),
         _ => spec.name.to_string(),
     }
 }
@@ -206,9 +206,9 @@ fn subcommand_arity_error(spec: &Spec, args: &[&[u8]]) -> Option<Error> {
     if spec.subcommands.is_empty() || args.len() < 2 {
         return None;
     }
-    let (sub, arity, _) = table::subcommand(spec, args[1])?;
-    (!table::arity_fits(*arity, args.len()))
-        .then(|| Error::arity(&format!("{}|{}", spec.name, sub)))
+    let sub = table::subcommand(spec, args[1])?;
+    (!table::arity_fits(sub.arity, args.len()))
+        .then(|| Error::arity(&format!("{}|{}", spec.name, sub.name)))
 }
 
 fn dispatch(
@@ -219,64 +219,48 @@ fn dispatch(
     args: &[&[u8]],
     in_exec: bool,
 ) -> Response {
-    if spec.engine {
-        return engine_command(session, state, spec, args, in_exec);
+    match spec.handler {
+        Handler::Engine => engine_command(session, state, spec, args, in_exec),
+        Handler::Server(run) => run(session, node, state, args, in_exec),
     }
-    match spec.name {
-        "ping" => ping(session, args),
-        "echo" => Reply::Bulk(args[1].to_vec()).into(),
-        "hello" => hello(session, node, state, args),
-        "auth" => auth(session, state, args),
-        "select" => select(args),
-        "quit" => {
-            session.close = true;
-            Reply::OK.into()
-        }
-        "reset" => reset(session, state),
-        "client" => admin::client(session, node, state, args),
-        "multi" => multi(session, state),
-        "exec" => exec(session, node, state, in_exec),
-        "discard" => discard(session, state),
-        "watch" => watch(session, state, args),
-        "unwatch" => {
-            state.unwatch(session.id);
-            Reply::OK.into()
-        }
-        "subscribe" | "psubscribe" => subscribe(session, state, args, spec.name == "psubscribe"),
-        "unsubscribe" | "punsubscribe" => {
-            unsubscribe(session, state, args, spec.name == "punsubscribe")
-        }
-        "publish" => {
-            let now = node.clock.now_ms();
-            let receivers = state.db.engine().pubsub().publish(args[1], args[2], now);
-            Reply::Integer(receivers as i64).into()
-        }
-        "pubsub" => pubsub(state, args),
-        "keys" => keys(state, args),
-        "scan" => scan(state, args),
-        "dbsize" => Reply::Integer(state.db.engine().key_count() as i64).into(),
-        "info" => admin::info(session, node, state, args),
-        "config" => admin::config(node, state, args),
-        "command" => command(args),
-        "memory" => memory(state, args),
-        "time" => {
-            let now = node.clock.now_ms();
-            Reply::Array(vec![
-                Reply::bulk((now / 1000).to_string()),
-                Reply::bulk(((now % 1000) * 1000).to_string()),
-            ])
-            .into()
-        }
-        "bgrewriteaof" => bgrewriteaof(state),
-        "shutdown" => {
-            tracing::info!(client = session.id, "SHUTDOWN requested by a client");
-            node.request_shutdown();
-            session.close = true;
-            // As Redis: no reply, the connection closes.
-            Response::Replies(Vec::new())
-        }
-        other => unreachable!("command {other} is in the table but not dispatched"),
-    }
+}
+
+pub(crate) fn quit(session: &mut Session) -> Response {
+    session.close = true;
+    Reply::OK.into()
+}
+
+pub(crate) fn unwatch(session: &Session, state: &mut State) -> Response {
+    state.unwatch(session.id);
+    Reply::OK.into()
+}
+
+pub(crate) fn publish(node: &Node, state: &mut State, args: &[&[u8]]) -> Response {
+    let now = node.clock.now_ms();
+    let receivers = state.db.engine().pubsub().publish(args[1], args[2], now);
+    Reply::Integer(i64::try_from(receivers).unwrap_or(i64::MAX)).into()
+}
+
+pub(crate) fn dbsize(state: &mut State) -> Response {
+    let keys = state.db.engine().key_count();
+    Reply::Integer(i64::try_from(keys).unwrap_or(i64::MAX)).into()
+}
+
+pub(crate) fn time(node: &Node) -> Response {
+    let now = node.clock.now_ms();
+    Reply::Array(vec![
+        Reply::bulk((now / 1000).to_string()),
+        Reply::bulk(((now % 1000) * 1000).to_string()),
+    ])
+    .into()
+}
+
+pub(crate) fn shutdown(session: &mut Session, node: &Node) -> Response {
+    tracing::info!(client = session.id, "SHUTDOWN requested by a client");
+    node.request_shutdown();
+    session.close = true;
+    // As Redis: no reply, the connection closes.
+    Response::Replies(Vec::new())
 }
 
 fn engine_command(
@@ -293,7 +277,7 @@ fn engine_command(
     };
     let outcome = state.db.execute(&context, args);
     let succeeded = !matches!(outcome, Outcome::Reply(Reply::Error(_)));
-    if succeeded && !state.watchers.is_empty() && (spec.has("write") || spec.name == "xgroup") {
+    if succeeded && !state.watchers.is_empty() && spec.writes() {
         touch_keys(state, spec, args);
     }
     match outcome {
@@ -331,7 +315,7 @@ fn touch_keys(state: &mut State, spec: &Spec, args: &[&[u8]]) {
     }
 }
 
-fn ping(session: &Session, args: &[&[u8]]) -> Response {
+pub(crate) fn ping(session: &Session, args: &[&[u8]]) -> Response {
     if args.len() > 2 {
         return Error::arity("ping").into();
     }
@@ -371,7 +355,7 @@ fn check_credentials(state: &State, user: &[u8], password: &[u8]) -> Result<(), 
     }
 }
 
-fn auth(session: &mut Session, state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn auth(session: &mut Session, state: &mut State, args: &[&[u8]]) -> Response {
     let (user, password): (&[u8], &[u8]) = match args.len() {
         2 => (b"default", args[1]),
         3 => (args[1], args[2]),
@@ -392,7 +376,12 @@ fn auth(session: &mut Session, state: &mut State, args: &[&[u8]]) -> Response {
     }
 }
 
-fn hello(session: &mut Session, node: &Node, state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn hello(
+    session: &mut Session,
+    node: &Node,
+    state: &mut State,
+    args: &[&[u8]],
+) -> Response {
     let mut protocol = session.resp;
     if let Some(version) = args.get(1) {
         match std::str::from_utf8(version)
@@ -462,7 +451,7 @@ fn hello(session: &mut Session, node: &Node, state: &mut State, args: &[&[u8]]) 
     .into()
 }
 
-fn select(args: &[&[u8]]) -> Response {
+pub(crate) fn select(args: &[&[u8]]) -> Response {
     match std::str::from_utf8(args[1])
         .ok()
         .and_then(|text| text.parse::<i64>().ok())
@@ -473,7 +462,7 @@ fn select(args: &[&[u8]]) -> Response {
     }
 }
 
-fn reset(session: &mut Session, state: &mut State) -> Response {
+pub(crate) fn reset(session: &mut Session, state: &mut State) -> Response {
     session.multi = None;
     state.unwatch(session.id);
     let engine = state.db.engine();
@@ -490,7 +479,7 @@ fn reset(session: &mut Session, state: &mut State) -> Response {
     Reply::Simple("RESET".into()).into()
 }
 
-fn multi(session: &mut Session, state: &mut State) -> Response {
+pub(crate) fn multi(session: &mut Session, state: &mut State) -> Response {
     if session.multi.is_some() {
         return Error::fixed("ERR MULTI calls can not be nested").into();
     }
@@ -501,7 +490,7 @@ fn multi(session: &mut Session, state: &mut State) -> Response {
     Reply::OK.into()
 }
 
-fn discard(session: &mut Session, state: &mut State) -> Response {
+pub(crate) fn discard(session: &mut Session, state: &mut State) -> Response {
     if session.multi.take().is_none() {
         return Error::fixed("ERR DISCARD without MULTI").into();
     }
@@ -512,7 +501,12 @@ fn discard(session: &mut Session, state: &mut State) -> Response {
     Reply::OK.into()
 }
 
-fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) -> Response {
+pub(crate) fn exec(
+    session: &mut Session,
+    node: &Node,
+    state: &mut State,
+    in_exec: bool,
+) -> Response {
     if in_exec {
         return Error::fixed("ERR EXEC without MULTI").into();
     }
@@ -561,7 +555,7 @@ fn exec(session: &mut Session, node: &Node, state: &mut State, in_exec: bool) ->
     Reply::Array(replies).into()
 }
 
-fn watch(session: &mut Session, state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn watch(session: &mut Session, state: &mut State, args: &[&[u8]]) -> Response {
     if session.multi.is_some() {
         return Error::fixed("ERR WATCH inside MULTI is not allowed").into();
     }
@@ -581,7 +575,12 @@ fn watch(session: &mut Session, state: &mut State, args: &[&[u8]]) -> Response {
     Reply::OK.into()
 }
 
-fn subscribe(session: &mut Session, state: &mut State, args: &[&[u8]], pattern: bool) -> Response {
+pub(crate) fn subscribe(
+    session: &mut Session,
+    state: &mut State,
+    args: &[&[u8]],
+    pattern: bool,
+) -> Response {
     let kind = if pattern { "psubscribe" } else { "subscribe" };
     let pubsub = state.db.engine().pubsub();
     let mut replies = Vec::with_capacity(args.len() - 1);
@@ -601,7 +600,7 @@ fn subscribe(session: &mut Session, state: &mut State, args: &[&[u8]], pattern: 
     Response::Replies(replies)
 }
 
-fn unsubscribe(
+pub(crate) fn unsubscribe(
     session: &mut Session,
     state: &mut State,
     args: &[&[u8]],
@@ -672,7 +671,7 @@ pub fn message_replies(messages: Vec<Message>) -> impl Iterator<Item = Reply> {
     })
 }
 
-fn pubsub(state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn pubsub(state: &mut State, args: &[&[u8]]) -> Response {
     let pubsub = state.db.engine().pubsub();
     let sub = args[1];
     if sub.eq_ignore_ascii_case(b"CHANNELS") && args.len() <= 3 {
@@ -716,7 +715,7 @@ fn pubsub(state: &mut State, args: &[&[u8]]) -> Response {
     }
 }
 
-fn keys(state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn keys(state: &mut State, args: &[&[u8]]) -> Response {
     let pattern = args[1];
     let all = pattern == b"*";
     let keys = state
@@ -745,7 +744,7 @@ fn scan_position(key: &[u8]) -> u64 {
     hash >> 1
 }
 
-fn scan(state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn scan(state: &mut State, args: &[&[u8]]) -> Response {
     let Some(cursor) = std::str::from_utf8(args[1])
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
@@ -806,15 +805,15 @@ fn scan(state: &mut State, args: &[&[u8]]) -> Response {
     Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)]).into()
 }
 
-fn command(args: &[&[u8]]) -> Response {
+pub(crate) fn command(args: &[&[u8]]) -> Response {
     let Some(sub) = args.get(1) else {
-        return Reply::Array(table::COMMANDS.iter().map(table::info_reply).collect()).into();
+        return Reply::Array(table::all().iter().map(table::info_reply).collect()).into();
     };
     if sub.eq_ignore_ascii_case(b"COUNT") && args.len() == 2 {
-        Reply::Integer(table::COMMANDS.len() as i64).into()
+        Reply::Integer(table::all().len() as i64).into()
     } else if sub.eq_ignore_ascii_case(b"INFO") {
         if args.len() == 2 {
-            return Reply::Array(table::COMMANDS.iter().map(table::info_reply).collect()).into();
+            return Reply::Array(table::all().iter().map(table::info_reply).collect()).into();
         }
         let infos = args[2..]
             .iter()
@@ -823,7 +822,7 @@ fn command(args: &[&[u8]]) -> Response {
         Reply::Array(infos).into()
     } else if sub.eq_ignore_ascii_case(b"DOCS") {
         let docs = if args.len() == 2 {
-            table::COMMANDS.iter().map(table::docs_reply).collect()
+            table::all().iter().map(table::docs_reply).collect()
         } else {
             args[2..]
                 .iter()
@@ -834,7 +833,7 @@ fn command(args: &[&[u8]]) -> Response {
         Reply::Map(docs).into()
     } else if sub.eq_ignore_ascii_case(b"LIST") {
         Reply::Array(
-            table::COMMANDS
+            table::all()
                 .iter()
                 .map(|spec| Reply::bulk(spec.name))
                 .collect(),
@@ -861,7 +860,7 @@ fn command(args: &[&[u8]]) -> Response {
     }
 }
 
-fn memory(state: &mut State, args: &[&[u8]]) -> Response {
+pub(crate) fn memory(state: &mut State, args: &[&[u8]]) -> Response {
     let sub = args[1];
     if sub.eq_ignore_ascii_case(b"USAGE") && args.len() >= 3 {
         if args.len() != 3 && !(args.len() == 5 && args[3].eq_ignore_ascii_case(b"SAMPLES")) {
@@ -884,7 +883,7 @@ fn memory(state: &mut State, args: &[&[u8]]) -> Response {
     }
 }
 
-fn bgrewriteaof(state: &mut State) -> Response {
+pub(crate) fn bgrewriteaof(state: &mut State) -> Response {
     let Some(store) = state.db.store() else {
         return Error::fixed(
             "ERR persistence is off (appendonly no): there is no command log to rewrite",

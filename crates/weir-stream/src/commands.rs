@@ -9,8 +9,9 @@ use crate::group::{Group, Stream, ENTRIES_READ_UNKNOWN};
 use crate::id::{parse_id, parse_range_bound, parse_xadd_id, IdSpec, MissingSeq, StreamId};
 use crate::reply::{Error, Reply};
 use crate::stream::{Entry, TrimStrategy};
+use crate::table::{arity_fits, CommandInfo};
 
-type Args<'a, 'b> = &'a [&'b [u8]];
+pub(crate) type Args<'a, 'b> = &'a [&'b [u8]];
 
 macro_rules! try_reply {
     ($expression:expr) => {
@@ -21,173 +22,6 @@ macro_rules! try_reply {
     };
 }
 
-/// A command of the table: name, arity (negative: at least), handler.
-struct Command {
-    name: &'static str,
-    arity: i32,
-    run: fn(&mut Engine, &Context, Args<'_, '_>) -> Outcome,
-}
-
-const COMMANDS: &[Command] = &[
-    Command {
-        name: "XADD",
-        arity: -5,
-        run: xadd,
-    },
-    Command {
-        name: "XRANGE",
-        arity: -4,
-        run: xrange,
-    },
-    Command {
-        name: "XREVRANGE",
-        arity: -4,
-        run: xrevrange,
-    },
-    Command {
-        name: "XLEN",
-        arity: 2,
-        run: xlen,
-    },
-    Command {
-        name: "XREAD",
-        arity: -4,
-        run: xread,
-    },
-    Command {
-        name: "XREADGROUP",
-        arity: -7,
-        run: xread,
-    },
-    Command {
-        name: "XGROUP",
-        arity: -2,
-        run: xgroup,
-    },
-    Command {
-        name: "XSETID",
-        arity: -3,
-        run: xsetid,
-    },
-    Command {
-        name: "XACK",
-        arity: -4,
-        run: xack,
-    },
-    Command {
-        name: "XPENDING",
-        arity: -3,
-        run: xpending,
-    },
-    Command {
-        name: "XCLAIM",
-        arity: -6,
-        run: xclaim,
-    },
-    Command {
-        name: "XAUTOCLAIM",
-        arity: -6,
-        run: xautoclaim,
-    },
-    Command {
-        name: "XINFO",
-        arity: -2,
-        run: crate::info::xinfo,
-    },
-    Command {
-        name: "XDEL",
-        arity: -3,
-        run: xdel,
-    },
-    Command {
-        name: "XTRIM",
-        arity: -4,
-        run: xtrim,
-    },
-    Command {
-        name: "DEL",
-        arity: -2,
-        run: del,
-    },
-    Command {
-        name: "UNLINK",
-        arity: -2,
-        run: del,
-    },
-    Command {
-        name: "EXISTS",
-        arity: -2,
-        run: exists,
-    },
-    Command {
-        name: "TYPE",
-        arity: 2,
-        run: type_command,
-    },
-    Command {
-        name: "FLUSHALL",
-        arity: -1,
-        run: flush,
-    },
-    Command {
-        name: "FLUSHDB",
-        arity: -1,
-        run: flush,
-    },
-];
-
-/// Commands that exist only while replaying a log (see `snapshot`).
-const REPLAY_COMMANDS: &[Command] = &[
-    Command {
-        name: "WEIR.STREAMMETA",
-        arity: 6,
-        run: replay_stream_meta,
-    },
-    Command {
-        name: "WEIR.CONSUMER",
-        arity: 6,
-        run: replay_consumer,
-    },
-    Command {
-        name: "WEIR.PENDING",
-        arity: 7,
-        run: replay_pending,
-    },
-];
-
-/// The commands that change state (and so are refused when the log
-/// cannot be written).
-pub fn is_write_command(name: &[u8]) -> bool {
-    [
-        "XADD",
-        "XTRIM",
-        "XDEL",
-        "XGROUP",
-        "XSETID",
-        "XACK",
-        "XCLAIM",
-        "XAUTOCLAIM",
-        "XREADGROUP",
-        "DEL",
-        "UNLINK",
-        "FLUSHALL",
-        "FLUSHDB",
-    ]
-    .iter()
-    .any(|write| name.eq_ignore_ascii_case(write.as_bytes()))
-}
-
-/// Whether `count` arguments (the name included) fit Redis's `arity`:
-/// exactly `arity` if positive, at least `-arity` if negative.
-fn arity_fits(arity: i32, count: usize) -> bool {
-    let count = i64::try_from(count).unwrap_or(i64::MAX);
-    if arity >= 0 {
-        count == i64::from(arity)
-    } else {
-        count >= -i64::from(arity)
-    }
-}
-
 fn replay_number(arg: &[u8]) -> Result<i64, Error> {
     parse_i64(arg).ok_or(Error::NOT_AN_INTEGER)
 }
@@ -196,7 +30,7 @@ fn replay_unsigned(arg: &[u8]) -> Result<u64, Error> {
     u64::try_from(replay_number(arg)?).map_err(|_| Error::NOT_AN_INTEGER)
 }
 
-fn replay_stream_meta(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn replay_stream_meta(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let last_id = try_reply!(strict_id(args[2]));
     let entries_added = try_reply!(replay_unsigned(args[3]));
     let max_deleted = try_reply!(strict_id(args[4]));
@@ -209,7 +43,7 @@ fn replay_stream_meta(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> O
     Reply::OK.into()
 }
 
-fn replay_consumer(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn replay_consumer(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let seen = try_reply!(replay_unsigned(args[4]));
     // -1: never active.
     let active = u64::try_from(try_reply!(replay_number(args[5]))).ok();
@@ -224,7 +58,7 @@ fn replay_consumer(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outc
     Reply::OK.into()
 }
 
-fn replay_pending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn replay_pending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let id = try_reply!(strict_id(args[4]));
     let time = try_reply!(replay_unsigned(args[5]));
     let count = try_reply!(replay_unsigned(args[6]));
@@ -237,35 +71,15 @@ fn replay_pending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outco
     Reply::OK.into()
 }
 
-/// Whether the engine implements `name`.
-pub fn is_stream_command(name: &[u8]) -> bool {
-    COMMANDS
-        .iter()
-        .any(|command| name.eq_ignore_ascii_case(command.name.as_bytes()))
-}
-
-/// The names of the commands the engine implements, with their arities.
-pub fn command_table() -> impl Iterator<Item = (&'static str, i32)> {
-    COMMANDS.iter().map(|command| (command.name, command.arity))
-}
-
 pub(crate) fn dispatch(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     let Some(name) = args.first() else {
         return Error::err("empty command").into();
     };
-    let Some(command) = COMMANDS
-        .iter()
-        .find(|command| name.eq_ignore_ascii_case(command.name.as_bytes()))
-        .or_else(|| {
-            REPLAY_COMMANDS.iter().find(|command| {
-                context.replaying && name.eq_ignore_ascii_case(command.name.as_bytes())
-            })
-        })
-    else {
+    let Some(command) = crate::table::find(name, context.replaying) else {
         return unknown_command(args).into();
     };
-    if !arity_fits(command.arity, args.len()) {
-        return Error::arity(command.name).into();
+    if !command.info.arity_ok(args.len()) {
+        return Error::arity(command.info.name).into();
     }
     (command.run)(engine, context, args)
 }
@@ -491,7 +305,7 @@ fn trim_propagation(key: &[u8], strategy: TrimStrategy, exact: Vec<u8>) -> Vec<V
     vec![b"XTRIM".to_vec(), key.to_vec(), name, b"=".to_vec(), exact]
 }
 
-fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xadd(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     let trim = try_reply!(parse_trim_args(engine, context, args, true));
     let field_start = trim.position + 1;
     let fields_given = args.len().saturating_sub(field_start);
@@ -580,7 +394,7 @@ pub(crate) fn add_core(
     Ok(Some(id))
 }
 
-fn xtrim(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xtrim(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     let trim = try_reply!(parse_trim_args(engine, context, args, false));
     let removed = trim_core(engine, args[1], &trim);
     Reply::Integer(removed as i64).into()
@@ -600,11 +414,11 @@ pub(crate) fn trim_core(engine: &mut Engine, key: &[u8], trim: &TrimArgs) -> u64
     removed
 }
 
-fn xrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     range_command(engine, args, false)
 }
 
-fn xrevrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xrevrange(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     range_command(engine, args, true)
 }
 
@@ -660,7 +474,7 @@ pub(crate) fn range_core(
     }
 }
 
-fn xlen(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xlen(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let length = engine
         .keys
         .get(args[1])
@@ -668,7 +482,7 @@ fn xlen(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     Reply::Integer(length as i64).into()
 }
 
-fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let key = args[1];
     // Redis 7.0 looks the key up before checking the IDs.
     if engine.config.compatibility == Compatibility::Redis70 && !engine.keys.contains_key(key) {
@@ -708,7 +522,7 @@ fn xdel(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     Reply::Integer(deleted as i64).into()
 }
 
-fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let mut removed = 0;
     for key in &args[1..] {
         if engine.keys.remove(*key).is_some() {
@@ -723,7 +537,7 @@ fn del(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
 
 /// FLUSHALL and FLUSHDB (one database): `[ASYNC|SYNC]`, both synchronous
 /// here.
-fn flush(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn flush(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     match args.len() {
         1 => {}
         2 if is(args[1], "ASYNC") || is(args[1], "SYNC") => {}
@@ -735,7 +549,7 @@ fn flush(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     Reply::OK.into()
 }
 
-fn exists(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn exists(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let count = args[1..]
         .iter()
         .filter(|key| engine.keys.contains_key(**key))
@@ -743,7 +557,7 @@ fn exists(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     Reply::Integer(count as i64).into()
 }
 
-fn type_command(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn type_command(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let kind = if engine.keys.contains_key(args[1]) {
         "stream"
     } else {
@@ -752,7 +566,7 @@ fn type_command(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome
     Reply::Simple(kind.into()).into()
 }
 
-fn xsetid(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xsetid(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let id = try_reply!(strict_id(args[2]));
     let mut entries_added: Option<u64> = None;
     let mut max_deleted = StreamId::MIN;
@@ -832,15 +646,12 @@ fn subcommand_error(args: Args<'_, '_>, container: &str) -> Outcome {
 
 /// Checks a container subcommand's arity the way Redis's command table
 /// does; `None` when it is fine.
-pub(crate) fn subcommand_arity(
-    args: Args<'_, '_>,
-    container: &str,
-    table: &[(&str, i32)],
-) -> Option<Outcome> {
-    let Some((name, arity)) = table.iter().find(|(name, _)| is(args[1], name)) else {
+pub(crate) fn subcommand_arity(args: Args<'_, '_>, container: &CommandInfo) -> Option<Outcome> {
+    let upper = container.name.to_ascii_uppercase();
+    let Some(sub) = container.subcommand(args[1]) else {
         return Some(
             Error::err(format_args!(
-                "unknown subcommand '{}'. Try {container} HELP.",
+                "unknown subcommand '{}'. Try {upper} HELP.",
                 String::from_utf8_lossy(args[1])
                     .chars()
                     .take(128)
@@ -849,30 +660,22 @@ pub(crate) fn subcommand_arity(
             .into(),
         );
     };
-    if arity_fits(*arity, args.len()) {
+    if arity_fits(sub.arity, args.len()) {
         None
     } else {
         Some(
             Error::err(format_args!(
                 "wrong number of arguments for '{}|{}' command",
-                container.to_ascii_lowercase(),
-                name.to_ascii_lowercase()
+                container.name, sub.name
             ))
             .into(),
         )
     }
 }
 
-fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
-    const TABLE: &[(&str, i32)] = &[
-        ("CREATE", -5),
-        ("SETID", -5),
-        ("DESTROY", 4),
-        ("CREATECONSUMER", 5),
-        ("DELCONSUMER", 5),
-        ("HELP", 2),
-    ];
-    if let Some(error) = subcommand_arity(args, "XGROUP", TABLE) {
+pub(crate) fn xgroup(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+    let info = crate::table::command(b"xgroup").expect("in the table");
+    if let Some(error) = subcommand_arity(args, info) {
         return error;
     }
     let subcommand = args[1];
@@ -1194,7 +997,7 @@ fn propagate_claim(engine: &mut Engine, key: &[u8], group_name: &[u8], id: Strea
     engine.propagate(|| command);
 }
 
-fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xack(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let key = args[1];
     let group_name = args[2];
     if group_mut(engine, key, group_name).is_none() {
@@ -1245,7 +1048,7 @@ pub(crate) fn ack_core(
     acknowledged
 }
 
-fn xpending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xpending(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let summary = args.len() == 3;
     if args.len() != 3 && !(6..=9).contains(&args.len()) {
         return Error::SYNTAX.into();
@@ -1355,7 +1158,7 @@ fn no_key_or_group(key: &[u8], group: &[u8], suffix: &str) -> Error {
     )))
 }
 
-fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let key = args[1];
     let group_name = args[2];
     let consumer_name = args[3];
@@ -1554,7 +1357,7 @@ pub(crate) fn claim_core(
     claimed
 }
 
-fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Outcome {
     let min_idle = try_reply!(integer_or(
         args[4],
         "ERR Invalid min-idle-time argument for XAUTOCLAIM"
@@ -1712,7 +1515,7 @@ pub(crate) fn auto_claim_core(
 // XREAD and XREADGROUP.
 // ---------------------------------------------------------------------------
 
-fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
+pub(crate) fn xread(engine: &mut Engine, context: &Context, args: Args<'_, '_>) -> Outcome {
     let group_command = is(args[0], "XREADGROUP");
     let full_name = if group_command { "xreadgroup" } else { "xread" };
     let mut timeout: Option<i64> = None;

@@ -51,8 +51,8 @@ fn radix_tree_nodes(keys: usize) -> usize {
 }
 
 pub(crate) fn xinfo(engine: &mut Engine, _: &Context, args: &[&[u8]]) -> Outcome {
-    const TABLE: &[(&str, i32)] = &[("CONSUMERS", 4), ("GROUPS", 3), ("STREAM", -3), ("HELP", 2)];
-    if let Some(error) = subcommand_arity(args, "XINFO", TABLE) {
+    let info = crate::table::command(b"xinfo").expect("in the table");
+    if let Some(error) = subcommand_arity(args, info) {
         return error;
     }
     if args[1].eq_ignore_ascii_case(b"HELP") {

@@ -50,12 +50,13 @@ pub mod pubsub;
 pub mod reply;
 mod snapshot;
 pub mod stream;
+mod table;
 
 pub use api::{
     AddOptions, AutoClaim, ClaimOptions, Delivered, GroupStart, ReadFrom, StreamEntry, StreamError,
     StreamRead, Trim,
 };
-pub use commands::{command_table, is_stream_command, is_write_command, unknown_command};
+pub use commands::unknown_command;
 pub use engine::{
     ClientId, Compatibility, Config, Context, Engine, FxHasher, Keyspace, Outcome, Stats,
 };
@@ -63,6 +64,9 @@ pub use id::{IdSpec, StreamId};
 pub use persistence::{FsyncPolicy, LogRecovery, PersistenceError, Store};
 pub use reply::{EntryReply, Error, Reply};
 pub use stream::{NodeLimits, TrimStrategy};
+pub use table::{
+    arity_fits, command, commands, is_stream_command, is_write_command, CommandInfo, Subcommand,
+};
 
 /// The crate's README, whose examples `cargo test --doc` compiles.
 #[doc = include_str!("../README.md")]
