@@ -3,6 +3,9 @@
 //! then the command itself, in the engine (streams) or here (connection,
 //! server, transaction and pub/sub commands).
 
+use std::borrow::Cow;
+use std::time::Instant;
+
 use weir_stream::pubsub::{glob_match, Message};
 use weir_stream::{Context, Error, Outcome, Reply};
 
@@ -54,7 +57,7 @@ fn check_and_run(
     args: &[&[u8]],
 ) -> Response {
     state.stats.commands += 1;
-    let now = node.clock.now_ms();
+    let now = session.now_ms.unwrap_or_else(|| node.clock.now_ms());
     let Some(spec) = table::lookup(args[0]) else {
         abort_multi(session);
         if let Some(entry) = state.clients.get_mut(&session.id) {
@@ -122,10 +125,10 @@ fn reject(state: &mut State, name: &str, error: Error) -> Response {
 }
 
 /// The commandstats name: `container|subcommand` for a known subcommand.
-fn stat_name(spec: &Spec, args: &[&[u8]]) -> String {
+fn stat_name(spec: &Spec, args: &[&[u8]]) -> Cow<'static, str> {
     match args.get(1).and_then(|sub| table::subcommand(spec, sub)) {
-        Some(sub) => format!("{}|{}", spec.name, sub.name),
-        _ => spec.name.to_string(),
+        Some(sub) => Cow::Owned(format!("{}|{}", spec.name, sub.name)),
+        _ => Cow::Borrowed(spec.info.name),
     }
 }
 
@@ -145,12 +148,15 @@ fn call(
     let unknown_subcommand = !spec.subcommands.is_empty()
         && args.len() >= 2
         && table::subcommand(spec, args[1]).is_none();
-    let started = std::time::Instant::now();
+    // Within a batch, one command's end is the next one's start.
+    let started = session.mark.take().unwrap_or_else(Instant::now);
     let response = dispatch(session, node, state, spec, args, in_exec);
+    let ended = Instant::now();
+    session.mark = session.now_ms.is_some().then_some(ended);
     if unknown_subcommand {
         return response;
     }
-    let usec = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let usec = u64::try_from(ended.duration_since(started).as_micros()).unwrap_or(u64::MAX);
     let name = stat_name(spec, args);
     match &response {
         // Redis 7.0 counted a blocking read when it blocked; 7.2 on count
@@ -161,7 +167,7 @@ fn call(
                 count_call(state, &name, usec, false);
             }
             session.blocked_call = Some(BlockedCall {
-                name,
+                name: name.into_owned(),
                 usec,
                 counted,
             });
@@ -274,6 +280,7 @@ fn engine_command(
         client: session.id,
         no_blocking: in_exec,
         replaying: false,
+        now_ms: session.now_ms,
     };
     let outcome = state.db.execute(&context, args);
     let succeeded = !matches!(outcome, Outcome::Reply(Reply::Error(_)));

@@ -215,6 +215,8 @@ impl Connection {
                         );
                         if guard.is_none() {
                             let state = node.lock();
+                            // One clock read for the whole batch.
+                            self.session.now_ms = Some(node.clock.now_ms());
                             // A client killed while its requests were on
                             // their way runs none of them after the kill,
                             // as Redis closes it before reading more.
@@ -250,6 +252,8 @@ impl Connection {
                 }
             }
         }
+        self.session.now_ms = None;
+        self.session.mark = None;
         if reserve > 0 {
             // A large bulk string is arriving: make room for it at once.
             let wanted = reserve.min(self.query_limit());

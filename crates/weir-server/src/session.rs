@@ -28,6 +28,12 @@ pub struct Session {
     pub blocked_call: Option<BlockedCall>,
     /// Close once the replies so far are written.
     pub close: bool,
+    /// The time of the batch of requests being run, read once for all of
+    /// them (`None` outside a batch: read the clock).
+    pub now_ms: Option<u64>,
+    /// When the last command of the batch ended: the next one's start, so
+    /// that timing a batch's commands reads the clock once per command.
+    pub mark: Option<std::time::Instant>,
 }
 
 /// A blocking read waiting to complete, as commandstats sees it.
@@ -53,6 +59,8 @@ impl Session {
             blocked: false,
             blocked_call: None,
             close: false,
+            now_ms: None,
+            mark: None,
         }
     }
 

@@ -47,6 +47,10 @@ pub struct Context {
     /// Replayed from the command log: `LIMIT` is ignored (trims were logged
     /// exactly) and nothing blocks.
     pub replaying: bool,
+    /// The time to run it at, when the caller read the clock already (a
+    /// server reads it once per batch of pipelined commands); `None`: the
+    /// engine reads its clock.
+    pub now_ms: Option<u64>,
 }
 
 /// What executing a command did.
@@ -215,7 +219,7 @@ impl Engine {
     /// writes that unblock readers queue their replies
     /// ([`Engine::take_wakeups`]).
     pub fn execute(&mut self, context: &Context, args: &[&[u8]]) -> Outcome {
-        self.now = self.clock.now_ms();
+        self.now = context.now_ms.unwrap_or_else(|| self.clock.now_ms());
         self.stats.commands += 1;
         let outcome = crate::commands::dispatch(self, context, args);
         if matches!(outcome, Outcome::Reply(Reply::Error(_))) {
