@@ -451,12 +451,7 @@ impl Engine {
                 last_id: options.last_id.unwrap_or(StreamId::MIN),
             };
             let claimed = commands::claim_core(engine, key, group, ids, &claim);
-            let stream = engine.keys.get(key);
-            claimed
-                .iter()
-                .filter_map(|id| stream.and_then(|stream| stream.entries.get(*id)))
-                .map(|entry| StreamEntry::of(&entry))
-                .collect()
+            engine.entries(key, &claimed)
         }))
     }
 
@@ -485,15 +480,9 @@ impl Engine {
             let claimed = commands::auto_claim_core(
                 engine, key, group, consumer, min_idle, start, count, just_id,
             );
-            let stream = engine.keys.get(key);
             AutoClaim {
                 next: claimed.next,
-                entries: claimed
-                    .claimed
-                    .iter()
-                    .filter_map(|id| stream.and_then(|stream| stream.entries.get(*id)))
-                    .map(|entry| StreamEntry::of(&entry))
-                    .collect(),
+                entries: engine.entries(key, &claimed.claimed),
                 deleted: claimed.deleted,
             }
         }))
@@ -560,6 +549,17 @@ impl Engine {
     ) -> Result<u64, StreamError> {
         self.group_must_exist(key, group)?;
         Ok(self.typed(|engine| commands::consumer_delete_core(engine, key, group, consumer)))
+    }
+
+    /// The entries of `key` with these IDs (a claim's), in that order.
+    fn entries(&self, key: &[u8], ids: &[StreamId]) -> Vec<StreamEntry> {
+        let Some(stream) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| stream.entries.get(*id))
+            .map(|entry| StreamEntry::of(&entry))
+            .collect()
     }
 
     fn group_must_exist(&self, key: &[u8], group: &[u8]) -> Result<(), StreamError> {

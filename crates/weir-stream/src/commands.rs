@@ -1233,7 +1233,13 @@ pub(crate) fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Ou
         last_id,
     };
     let claimed = claim_core(engine, key, group_name, &ids, &claim);
-    let stream = engine.keys.get(key).expect("checked above");
+    claimed_replies(engine, key, &claimed, just_id).into()
+}
+
+/// XCLAIM's and XAUTOCLAIM's list of claimed entries: their IDs with
+/// JUSTID, else the entries.
+fn claimed_replies(engine: &Engine, key: &[u8], claimed: &[StreamId], just_id: bool) -> Reply {
+    let stream = engine.keys.get(key).expect("the group's stream exists");
     let replies = claimed
         .iter()
         .map(|id| {
@@ -1247,7 +1253,7 @@ pub(crate) fn xclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -> Ou
             }
         })
         .collect();
-    Reply::Array(replies).into()
+    Reply::Array(replies)
 }
 
 /// XCLAIM's options, parsed.
@@ -1399,24 +1405,9 @@ pub(crate) fn xautoclaim(engine: &mut Engine, _: &Context, args: Args<'_, '_>) -
         count,
         just_id,
     );
-    let stream = engine.keys.get(key).expect("checked above");
-    let replies = claimed
-        .claimed
-        .iter()
-        .map(|id| {
-            if just_id {
-                id_reply(*id)
-            } else {
-                stream
-                    .entries
-                    .get(*id)
-                    .map_or(Reply::NullBulk, |entry| entry_reply(&entry))
-            }
-        })
-        .collect();
     Reply::Array(vec![
         id_reply(claimed.next),
-        Reply::Array(replies),
+        claimed_replies(engine, key, &claimed.claimed, just_id),
         Reply::Array(claimed.deleted.iter().map(|id| id_reply(*id)).collect()),
     ])
     .into()

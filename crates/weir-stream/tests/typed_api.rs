@@ -402,10 +402,7 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
             let reply = command(args);
             // The typed call checks every stream's group before reading;
             // the command names the first stream without it.
-            match (&result, &reply) {
-                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
-                _ => (result, reply),
-            }
+            errors_alike(result, reply)
         }
         Op::Ack { key, group, ids } => {
             let ids: Vec<StreamId> = ids.iter().copied().map(sid).collect();
@@ -466,10 +463,7 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
             }
             let reply = command(args);
             // XCLAIM's error for a missing group is worded differently.
-            match (&result, &reply) {
-                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
-                _ => (result, reply),
-            }
+            errors_alike(result, reply)
         }
         Op::AutoClaim {
             key,
@@ -527,10 +521,7 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
                 args.push(b"JUSTID".to_vec());
             }
             let reply = command(args);
-            match (&result, &reply) {
-                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
-                _ => (result, reply),
-            }
+            errors_alike(result, reply)
         }
         Op::SetId { key, group, last } => {
             let start = if *last {
@@ -551,10 +542,7 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
                 start,
             ]));
             // On a missing stream XGROUP names the stream, not the group.
-            match (&result, &reply) {
-                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
-                _ => (result, reply),
-            }
+            errors_alike(result, reply)
         }
         Op::Destroy { key, group } => {
             let removed = typed.destroy_group(KEYS[*key], GROUPS[*group]);
@@ -583,10 +571,7 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
                 GROUPS[*group],
                 CONSUMERS[*consumer],
             ]));
-            match (&result, &reply) {
-                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
-                _ => (result, reply),
-            }
+            errors_alike(result, reply)
         }
         Op::DeleteConsumer {
             key,
@@ -605,11 +590,19 @@ fn run(typed: &mut Engine, commands: &mut Engine, op: &Op, clock: &ManualClock) 
                 GROUPS[*group],
                 CONSUMERS[*consumer],
             ]));
-            match (&result, &reply) {
-                (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
-                _ => (result, reply),
-            }
+            errors_alike(result, reply)
         }
+    }
+}
+
+/// Where the typed call and the command fail with differently worded
+/// errors (the command names the first stream, XCLAIM words NOGROUP its
+/// own way), both failing is what must agree; any other result is
+/// compared whole.
+fn errors_alike(result: Reply, reply: Reply) -> (Reply, Reply) {
+    match (&result, &reply) {
+        (Reply::Error(_), Reply::Error(_)) => (reply.clone(), reply),
+        _ => (result, reply),
     }
 }
 
