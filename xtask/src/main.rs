@@ -79,7 +79,7 @@ const SIM_SEEDS: &str = "1000";
 const SIM_DETERMINISM_SEEDS: &str = "50";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-const FUZZ_TARGETS: [&str; 11] = [
+const FUZZ_TARGETS: [&str; 13] = [
     "batch_decoding",
     "batch_validation",
     "log_files_decoding",
@@ -91,6 +91,8 @@ const FUZZ_TARGETS: [&str; 11] = [
     "resp_session",
     "kafka_request",
     "kafka_session",
+    "raft_frame",
+    "raft_log_file",
 ];
 
 fn workspace_root() -> PathBuf {
@@ -518,6 +520,7 @@ fn fuzz_seed() -> Result<(), String> {
         ("weir-kafka", "write_kafka_fuzz_seeds"),
         ("weir-stream", "write_stream_fuzz_seeds"),
         ("weir-server", "write_server_fuzz_seeds"),
+        ("weir-replication", "write_replication_fuzz_seeds"),
     ] {
         Step::cargo(
             "write seed corpus",

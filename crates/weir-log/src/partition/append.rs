@@ -25,6 +25,9 @@ pub(crate) const PRODUCER_SNAPSHOTS_KEPT: usize = 3;
 enum Stamp {
     /// This node assigns them: the log end and the current epoch.
     Assign,
+    /// This node assigns the base offset (the log end); the owner gives the
+    /// epoch (a Raft leader's term), not older than the latest.
+    AssignIn(u32),
     /// A leader assigned them; the batch must start at the log end.
     Keep,
 }
@@ -62,7 +65,7 @@ impl Partition {
     /// ([`AppendInfo::duplicate`]). With [`FlushPolicy::Always`] it
     /// returns once the records are durable.
     pub fn append_batch(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
-        let (info, commit_epoch) = self.write_producer_batch(batch)?;
+        let (info, commit_epoch) = self.write_producer_batch(batch, Stamp::Assign)?;
         self.wait_per_policy(&info, commit_epoch)?;
         Ok(info)
     }
@@ -70,7 +73,18 @@ impl Partition {
     /// Like [`Partition::append_batch`], returning once written, not
     /// durable.
     pub fn write_batch(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
-        self.write_producer_batch(batch).map(|(info, _)| info)
+        self.write_producer_batch(batch, Stamp::Assign)
+            .map(|(info, _)| info)
+    }
+
+    /// Like [`Partition::write_batch`], stamping `epoch` rather than the
+    /// latest epoch: for a Raft leader, whose term is the epoch. The epoch
+    /// is recorded when the first batch of it is written, so an epoch in
+    /// which this node wrote nothing leaves no trace. An epoch older than
+    /// the latest is refused.
+    pub fn write_batch_in_epoch(&self, batch: &[u8], epoch: u32) -> Result<AppendInfo, LogError> {
+        self.write_producer_batch(batch, Stamp::AssignIn(epoch))
+            .map(|(info, _)| info)
     }
 
     /// Appends a batch that a leader wrote, keeping its base offset and
@@ -122,11 +136,15 @@ impl Partition {
             .map_err(record_too_large)?;
             self.check_batch_size(scratch.len())?;
             let header = BatchHeader::parse(scratch)?;
-            self.write_checked(scratch, &header, encoded.max_timestamp)
+            self.write_checked(scratch, &header, encoded.max_timestamp, Stamp::Assign)
         })
     }
 
-    fn write_producer_batch(&self, batch: &[u8]) -> Result<(AppendInfo, u64), LogError> {
+    fn write_producer_batch(
+        &self,
+        batch: &[u8],
+        stamp: Stamp,
+    ) -> Result<(AppendInfo, u64), LogError> {
         self.check_batch_size(batch.len())?;
         let parsed = whole_batch(batch)?;
         let attributes = parsed.header().attributes;
@@ -149,7 +167,7 @@ impl Partition {
         let validated = with_decompression_scratch(|scratch| parsed.validate(&limits, scratch))
             .map_err(record_too_large)?;
         let header = *parsed.header();
-        self.write_checked(batch, &header, validated.max_timestamp)
+        self.write_checked(batch, &header, validated.max_timestamp, stamp)
     }
 
     /// Applies the producer's rules and writes under the lock; returns the
@@ -159,6 +177,7 @@ impl Partition {
         batch: &[u8],
         header: &BatchHeader,
         max_timestamp: i64,
+        stamp: Stamp,
     ) -> Result<(AppendInfo, u64), LogError> {
         self.appending.fetch_add(1, Ordering::SeqCst);
         let written = {
@@ -168,9 +187,7 @@ impl Partition {
                 false => SequenceCheck::Append,
             };
             match check {
-                SequenceCheck::Append => {
-                    self.write_locked(&mut inner, batch, Stamp::Assign, max_timestamp)
-                }
+                SequenceCheck::Append => self.write_locked(&mut inner, batch, stamp, max_timestamp),
                 SequenceCheck::Duplicate(original) => {
                     self.duplicates.fetch_add(1, Ordering::Relaxed);
                     Ok(AppendInfo {
@@ -303,6 +320,7 @@ impl Partition {
     ) -> Result<(u64, u32), LogError> {
         match stamp {
             Stamp::Assign => Ok((inner.next_offset, inner.current_epoch())),
+            Stamp::AssignIn(epoch) => Ok((inner.next_offset, epoch)),
             Stamp::Keep => {
                 if header.base_offset != inner.next_offset {
                     return Err(LogError::NotAtLogEnd {

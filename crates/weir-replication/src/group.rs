@@ -1,0 +1,420 @@
+//! One Raft group: the replicas of one partition, driven by their owner.
+//!
+//! A [`Group`] wraps raft-rs's `RawNode` over a [`RaftLog`]. It has no
+//! threads, reads no clock and draws no randomness of its own: the owner
+//! calls [`Group::tick`] from its clock, hands it messages with
+//! [`Group::step`], proposes producers' batches with
+//! [`Group::propose_batch`] and calls [`Group::process_ready`], which
+//! persists what raft asks (durably, before returning the messages that
+//! depend on it), applies what is committed (the high watermark) and
+//! returns the messages to send.
+//!
+//! raft-rs draws its randomized election timeout from an unseeded RNG. The
+//! group overwrites it, after every call into raft, with a timeout drawn
+//! from its own seeded RNG whenever the term, the role or the leader
+//! changed: raft's draw never reaches a tick.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use raft::eraftpb::{Entry, EntryType, Message};
+use raft::{Config, RawNode, StateRole};
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use weir_io::Storage;
+use weir_log::{batch, LogError, Partition};
+
+use crate::store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError};
+
+/// Settings of one group on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// This node's id (not 0).
+    pub node: u64,
+    /// The voters when the group is created (ignored once it exists).
+    pub voters: Vec<u64>,
+    /// Ticks without a leader before an election: the timeout is drawn
+    /// from `election_ticks..2 * election_ticks`.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Seed of the group's RNG (election jitter).
+    pub seed: u64,
+    /// The most bytes of entries in one append message.
+    pub max_size_per_message: u64,
+    /// The most append messages in flight to one follower.
+    pub max_inflight_messages: usize,
+}
+
+impl GroupConfig {
+    /// Defaults for node `node` of a group of `voters`.
+    pub fn new(node: u64, voters: Vec<u64>, seed: u64) -> Self {
+        Self {
+            node,
+            voters,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            seed,
+            max_size_per_message: 1 << 20,
+            max_inflight_messages: 256,
+        }
+    }
+}
+
+/// Why a batch was not proposed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; the leader it knows of, if any.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's node id, when known.
+        leader: Option<u64>,
+    },
+    /// The batch is a producer's retry of one not yet committed: retry later.
+    #[error("a retry of a batch not yet committed")]
+    InFlight,
+    /// The segment log refused the batch (invalid, out of sequence, …).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// raft dropped the proposal (a leadership transfer, too much
+    /// uncommitted data).
+    #[error("proposal dropped by raft: {0}")]
+    Dropped(raft::Error),
+}
+
+/// Where a proposed batch went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    /// Its entry's index (0 for a duplicate, which has no new entry).
+    pub index: u64,
+    /// Its entry's term.
+    pub term: u64,
+    /// The offset of its first record.
+    pub base_offset: u64,
+    /// The offset of its last record.
+    pub last_offset: u64,
+    /// A retry of a committed batch: the original's offsets, nothing new.
+    pub duplicate: bool,
+}
+
+/// What became of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitStatus {
+    /// Committed: on a majority, never lost.
+    Committed,
+    /// Not yet known.
+    Pending,
+    /// Replaced by another leader's entry: it will never commit.
+    Lost,
+}
+
+/// The replica of one partition on this node.
+pub struct Group {
+    node: RawNode<RaftLog>,
+    election_ticks: usize,
+    rng: Xoshiro256PlusPlus,
+    timeout: usize,
+    observed: (u64, StateRole, u64),
+    /// Batches written as leader whose entries raft has not handed back.
+    written: VecDeque<LeaderWrite>,
+    applied: u64,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("node", &self.node.raft.id)
+            .field("term", &self.node.raft.term)
+            .field("role", &self.node.raft.state)
+            .field("commit", &self.node.raft.raft_log.committed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Group {
+    /// Opens this node's replica: its Raft log in `dir` over `partition`
+    /// (whose high watermark policy must be `SetByOwner`).
+    pub fn open(
+        config: &GroupConfig,
+        dir: &dyn Storage,
+        partition: Arc<Partition>,
+    ) -> Result<Self, StoreError> {
+        let store = RaftLog::open(dir, partition, &config.voters)?;
+        let applied = store.state().applied;
+        let raft_config = Config {
+            id: config.node,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            max_size_per_msg: config.max_size_per_message,
+            max_inflight_msgs: config.max_inflight_messages,
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|error| StoreError::Corrupt(format!("raft configuration: {error}")))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let node = RawNode::new(&raft_config, store, &logger)
+            .map_err(|error| StoreError::Corrupt(format!("raft refused the log: {error}")))?;
+        let mut group = Self {
+            node,
+            election_ticks: config.election_ticks,
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.seed),
+            timeout: config.election_ticks,
+            observed: (u64::MAX, StateRole::Follower, 0),
+            written: VecDeque::new(),
+            applied,
+        };
+        let high_watermark = group.node.store().end_offset_at(applied);
+        group.raise_high_watermark(high_watermark);
+        group.after_raft();
+        Ok(group)
+    }
+
+    /// Counts one tick of the owner's clock.
+    pub fn tick(&mut self) {
+        self.node.tick();
+        self.after_raft();
+    }
+
+    /// Starts an election now.
+    pub fn campaign(&mut self) -> Result<(), raft::Error> {
+        let result = self.node.campaign();
+        self.after_raft();
+        result
+    }
+
+    /// Hands the group a message from a peer. Messages of older terms and
+    /// from unknown peers are ignored by raft; an error is a message raft
+    /// refused, which the owner logs and drops.
+    pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {
+        let result = self.node.step(message);
+        self.after_raft();
+        result
+    }
+
+    /// Proposes a producer's batch: the leader validates it, applies the
+    /// idempotent producer's rules and writes it with its offsets and the
+    /// term as leader epoch, then hands it to raft. A retry of a committed
+    /// batch returns the original's offsets.
+    pub fn propose_batch(&mut self, producer_batch: &[u8]) -> Result<Proposed, ProposeError> {
+        if self.node.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let term = self.node.raft.term;
+        let epoch = u32::try_from(term).expect("terms stay below 2^32 (leader epochs)");
+        self.check_leader_writes();
+        let partition = Arc::clone(self.node.store().partition());
+        let info = partition.write_batch_in_epoch(producer_batch, epoch)?;
+        if info.duplicate {
+            return match info.last_offset < partition.high_watermark() {
+                true => Ok(Proposed {
+                    index: 0,
+                    term,
+                    base_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                    duplicate: true,
+                }),
+                false => Err(ProposeError::InFlight),
+            };
+        }
+        let mut stamped = producer_batch.to_vec();
+        batch::stamp(&mut stamped, info.base_offset, epoch as i32);
+        let index = self.node.raft.raft_log.last_index() + 1;
+        if let Err(error) = self.node.propose(Vec::new(), stamped) {
+            partition.truncate(info.base_offset)?;
+            self.after_raft();
+            return Err(ProposeError::Dropped(error));
+        }
+        // After the proposal: raft holds the entry where it was expected.
+        assert_eq!(self.node.raft.raft_log.last_index(), index);
+        self.written.push_back(LeaderWrite {
+            term,
+            start: info.base_offset,
+            end: info.last_offset + 1,
+        });
+        self.after_raft();
+        Ok(Proposed {
+            index,
+            term,
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            duplicate: false,
+        })
+    }
+
+    /// The partition's log ends after the stable entries and the batches
+    /// written as leader since.
+    fn check_leader_writes(&self) {
+        let store = self.node.store();
+        let expected = self
+            .written
+            .back()
+            .map_or(store.end_offset(), |write| write.end);
+        assert_eq!(
+            store.partition().log_end_offset(),
+            expected,
+            "the segment log ends elsewhere than the entries and the leader's writes"
+        );
+    }
+
+    /// Persists what raft asks, applies what it committed, and returns the
+    /// messages to send: every message returned may leave now (what it
+    /// depends on is durable).
+    pub fn process_ready(&mut self) -> Result<Vec<Message>, StoreError> {
+        let mut outgoing = Vec::new();
+        if !self.node.has_ready() {
+            return Ok(outgoing);
+        }
+        let mut ready = self.node.ready();
+        if !ready.snapshot().is_empty() {
+            return Err(StoreError::Corrupt(
+                "a snapshot arrived; this log never makes one".into(),
+            ));
+        }
+        // A leader's appends may leave before its own write.
+        outgoing.extend(ready.take_messages());
+        self.persist(ready.entries(), ready.hs().cloned())?;
+        outgoing.extend(ready.take_persisted_messages());
+        let committed = ready.take_committed_entries();
+        self.apply(&committed)?;
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut state = self.node.store().state().clone();
+            state.hard.commit = commit;
+            self.node.mut_store().set_state(state)?;
+        }
+        outgoing.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(&committed)?;
+        self.node.advance_apply();
+        self.after_raft();
+        Ok(outgoing)
+    }
+
+    fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard: Option<raft::eraftpb::HardState>,
+    ) -> Result<(), StoreError> {
+        let store = self.node.mut_store();
+        store.append(entries, &mut self.written)?;
+        if let Some(hard) = hard {
+            let mut state = store.state().clone();
+            state.hard = hard;
+            store.set_state(state)?;
+        }
+        store.sync()
+    }
+
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        for entry in entries {
+            if entry.entry_type != EntryType::EntryNormal {
+                return Err(StoreError::Corrupt(format!(
+                    "entry {} is a configuration change, which this version does not apply",
+                    entry.index
+                )));
+            }
+            debug_assert!(is_data(entry) || entry.data.is_empty());
+        }
+        // Before applying: the entries continue what was applied and are
+        // durable here.
+        assert_eq!(entries[0].index, self.applied + 1, "applied out of order");
+        assert!(
+            last.index <= self.node.store().last_index_(),
+            "entry {} applied before it was persisted",
+            last.index
+        );
+        self.applied = last.index;
+        let high_watermark = self.node.store().end_offset_at(last.index);
+        self.raise_high_watermark(high_watermark);
+        let mut state: PersistedState = self.node.store().state().clone();
+        state.applied = last.index;
+        state.hard.commit = state.hard.commit.max(last.index);
+        self.node.mut_store().set_state(state)
+    }
+
+    fn raise_high_watermark(&self, offset: u64) {
+        let partition = self.node.store().partition();
+        if offset > partition.high_watermark() {
+            partition.set_high_watermark(offset);
+        }
+    }
+
+    /// Redraws the election timeout from the seeded RNG when the term, the
+    /// role or the leader changed, and puts it in place of raft's.
+    fn after_raft(&mut self) {
+        let raft = &self.node.raft;
+        let now = (raft.term, raft.state, raft.leader_id);
+        if now != self.observed {
+            self.observed = now;
+            let jitter = self.rng.random_range(0..self.election_ticks);
+            self.timeout = self.election_ticks + jitter;
+        }
+        self.node.raft.set_randomized_election_timeout(self.timeout);
+    }
+
+    /// What became of the entry proposed at `index` in `term`.
+    pub fn commit_status(&self, index: u64, term: u64) -> CommitStatus {
+        let log = &self.node.raft.raft_log;
+        match log.term(index) {
+            Ok(found) if found != term => CommitStatus::Lost,
+            Ok(_) if index <= log.committed && index <= self.applied => CommitStatus::Committed,
+            Ok(_) => CommitStatus::Pending,
+            // Gone from this log (truncated) and not replaced yet.
+            Err(_) if index <= log.last_index() => CommitStatus::Lost,
+            Err(_) if self.node.raft.term > term && self.node.raft.state != StateRole::Leader => {
+                CommitStatus::Pending
+            }
+            Err(_) => CommitStatus::Pending,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.node.raft.id
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.node.raft.leader_id).filter(|id| *id != raft::INVALID_ID)
+    }
+
+    /// Whether this node leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    /// The commit index this node knows.
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    /// The high watermark: the offset after the last committed record this
+    /// node applied.
+    pub fn high_watermark(&self) -> u64 {
+        self.node.store().partition().high_watermark()
+    }
+
+    /// The Raft log.
+    pub fn log(&self) -> &RaftLog {
+        self.node.store()
+    }
+
+    /// The election timeout in force, in ticks.
+    pub fn election_timeout(&self) -> usize {
+        self.node.raft.randomized_election_timeout()
+    }
+}

@@ -1,0 +1,23 @@
+//! weir's replication layer: one Raft group per partition.
+//!
+//! - [`Group`]: the replica of one partition on one node, on tikv's `raft`
+//!   crate (raft-rs), driven by its owner: ticks, messages, proposals and
+//!   ready handling, with no threads, clock or randomness of its own.
+//! - [`RaftLog`]: raft's log storage over the partition's segment log (the
+//!   data, one Kafka batch per entry, its offsets assigned by the leader)
+//!   and a small side file (terms, raft's own entries, hard state).
+//! - [`codec`]: the wire format of Raft messages between nodes, so that
+//!   bytes from the network never reach protobuf 2's parser.
+//!
+//! Terms are the partitions' leader epochs; the high watermark is the
+//! commit index in offsets.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod fuzzing;
+mod group;
+mod store;
+
+pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
+pub use store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError, SIDE_FILE};

@@ -1,0 +1,761 @@
+//! The Raft log of one partition.
+//!
+//! The partition's segment log holds the data: each data entry is one Kafka
+//! batch, whose base offset the leader assigned and whose leader epoch is
+//! the entry's term, so a record keeps its offset on every replica and
+//! through every failover. A small side file, `raft-log`, holds what the
+//! segment log cannot:
+//!
+//! - for each entry its index, term and the offsets it covers (`start..end`,
+//!   empty for raft's own entries), so that the index ↔ offset mapping is
+//!   read, never computed from counts;
+//! - raft's own entries in full (the empty entry of a new leader,
+//!   configuration changes): they take no Kafka offset;
+//! - the hard state (term, vote, commit), the applied index and the
+//!   configuration, as records whose last valid one wins.
+//!
+//! ```text
+//! record   u32 body length | u32 CRC-32C of the body | body
+//! entry    u8 1 | u64 index, term, start, end | u8 entry type | u8 data? |
+//!          (own entries:) u32 n | data | u32 n | context
+//! state    u8 2 | u64 term, vote, commit, applied | conf state (as in codec)
+//! ```
+//!
+//! On open, a torn tail of the side file is cut, and the two files are
+//! brought to agree: side-file entries whose batches the segment log lost
+//! (never synced) are dropped, and batches past the last entry (written by
+//! a leader, never made stable) are truncated. Neither can have been
+//! acknowledged: a node answers only after both files are synced.
+
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use weir_io::{File, OpenMode, Storage};
+use weir_log::batch::{crc32c, BatchHeader};
+use weir_log::frame::StoredBatch;
+use weir_log::{Isolation, LogError, Partition};
+
+/// The side file's name in the group's directory.
+pub const SIDE_FILE: &str = "raft-log";
+const ENTRY_RECORD: u8 = 1;
+const STATE_RECORD: u8 = 2;
+const RECORD_HEADER_BYTES: usize = 8;
+/// Bytes read from the segment log at once when entries are fetched.
+const READ_CHUNK_BYTES: u32 = 1 << 20;
+
+/// Why the Raft log could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The side file or the state could not be read or written.
+    #[error("raft log I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The segment log refused an operation.
+    #[error("segment log: {0}")]
+    Log(#[from] LogError),
+    /// The files disagree in a way no crash explains.
+    #[error("raft log corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What the side file records of one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EntryMeta {
+    term: u64,
+    /// Offsets of the records of a data entry; `start == end` for raft's own.
+    start: u64,
+    end: u64,
+    /// Raft's own entries, kept whole (type, data, context).
+    own: Option<(EntryType, Vec<u8>, Vec<u8>)>,
+}
+
+/// The state records: raft's hard state, the applied index, the
+/// configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PersistedState {
+    /// Term, vote and commit.
+    pub hard: HardState,
+    /// Every entry up to this index has been applied.
+    pub applied: u64,
+    /// The configuration after the last applied change.
+    pub conf: ConfState,
+}
+
+/// A batch a leader wrote to its segment log when it proposed it, before
+/// raft handed the entry back to be persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderWrite {
+    /// The term (epoch) it was written in.
+    pub term: u64,
+    /// Its first offset.
+    pub start: u64,
+    /// The offset after its last record.
+    pub end: u64,
+}
+
+/// The Raft log of one partition: raft's [`raft::Storage`] over a
+/// [`Partition`] and the side file.
+#[derive(Debug)]
+pub struct RaftLog {
+    partition: Arc<Partition>,
+    file: Arc<dyn File>,
+    file_len: u64,
+    /// Where each entry's record starts in the side file.
+    positions: Vec<u64>,
+    entries: Vec<EntryMeta>,
+    state: PersistedState,
+    /// Offset where the log's entries begin (the log start when created).
+    base_offset: u64,
+    unsynced: bool,
+}
+
+impl RaftLog {
+    /// Opens (or creates, with `voters` as the first configuration) the Raft
+    /// log in `dir` over `partition`, bringing the two to agree.
+    pub fn open(
+        dir: &dyn Storage,
+        partition: Arc<Partition>,
+        voters: &[u64],
+    ) -> Result<Self, StoreError> {
+        let file = dir.open_file(SIDE_FILE, OpenMode::CreateIfMissing)?;
+        let mut bytes = vec![0; usize::try_from(file.len()?).expect("a side file fits in memory")];
+        let read = file.read_at(&mut bytes, 0)?;
+        bytes.truncate(read);
+        let created = bytes.is_empty();
+        let mut log = Self {
+            base_offset: partition.log_start_offset(),
+            partition,
+            file,
+            file_len: 0,
+            positions: Vec::new(),
+            entries: Vec::new(),
+            state: PersistedState::default(),
+            unsynced: false,
+        };
+        log.replay(&bytes)?;
+        if created {
+            log.state.conf.voters = voters.to_vec();
+            log.write_state()?;
+            log.sync()?;
+            dir.sync_dir()?;
+        }
+        log.reconcile()?;
+        log.check()?;
+        Ok(log)
+    }
+
+    /// Reads the side file's records, cutting a torn tail.
+    fn replay(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut position = 0usize;
+        let mut first_entry = true;
+        while let Some((body, next)) = next_record(bytes, position) {
+            match body.first() {
+                Some(&ENTRY_RECORD) => {
+                    let (index, meta) = decode_entry(body)?;
+                    if first_entry {
+                        self.base_offset = meta.start;
+                        first_entry = false;
+                        if index != 1 {
+                            return Err(StoreError::Corrupt(format!(
+                                "first entry has index {index}, not 1"
+                            )));
+                        }
+                    }
+                    self.push_meta(index, meta, position as u64)?;
+                }
+                Some(&STATE_RECORD) => self.state = decode_state(body)?,
+                _ => return Err(StoreError::Corrupt("unknown record kind".into())),
+            }
+            position = next;
+        }
+        if position < bytes.len() {
+            tracing::warn!(
+                valid = position,
+                cut = bytes.len() - position,
+                "raft log: cutting a torn tail of the side file"
+            );
+            self.file.set_len(position as u64)?;
+            self.file.sync()?;
+        }
+        self.file_len = position as u64;
+        Ok(())
+    }
+
+    fn push_meta(&mut self, index: u64, meta: EntryMeta, position: u64) -> Result<(), StoreError> {
+        let expected = self.last_index_() + 1;
+        if index != expected || meta.start != self.end_offset() || meta.end < meta.start {
+            return Err(StoreError::Corrupt(format!(
+                "entry {index} (offsets {}..{}) does not follow entry {} ending at offset {}",
+                meta.start,
+                meta.end,
+                expected - 1,
+                self.end_offset()
+            )));
+        }
+        self.entries.push(meta);
+        self.positions.push(position);
+        Ok(())
+    }
+
+    /// Brings the side file and the segment log to agree after a crash.
+    /// Writes to the two files that were not synced may survive in one and
+    /// not the other (a disk keeps unsynced writes in any order), so the
+    /// side file may name batches the segment log lost, or a commit index
+    /// past the entries kept. Neither was acknowledged to anyone by this
+    /// node: its messages leave only after both files are synced. The
+    /// committed entries it lost are on a majority, and come back from the
+    /// leader.
+    fn reconcile(&mut self) -> Result<(), StoreError> {
+        let log_end = self.partition.log_end_offset();
+        let keep = self.entries.partition_point(|meta| meta.end <= log_end);
+        if keep < self.entries.len() {
+            let first_lost = self.index_of(keep);
+            tracing::warn!(
+                first_lost,
+                log_end,
+                "raft log: dropping entries the segment log lost"
+            );
+            self.truncate_side(first_lost)?;
+        }
+        let end = self.end_offset();
+        if self.partition.log_end_offset() > end {
+            tracing::warn!(end, "raft log: truncating batches never made stable");
+            self.partition.truncate(end)?;
+        }
+        let last = self.last_index_();
+        if self.state.hard.commit > last || self.state.applied > last {
+            tracing::warn!(
+                commit = self.state.hard.commit,
+                applied = self.state.applied,
+                last,
+                "raft log: commit index past the entries kept; lowered"
+            );
+            self.state.hard.commit = self.state.hard.commit.min(last);
+            self.state.applied = self.state.applied.min(last);
+            self.write_state()?;
+        }
+        Ok(())
+    }
+
+    /// Checks what must hold between the two files.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let last = self.last_index_();
+        if self.state.hard.commit > last {
+            return Err(StoreError::Corrupt(format!(
+                "commit {} past the last entry {last}",
+                self.state.hard.commit
+            )));
+        }
+        if self.end_offset() != self.partition.log_end_offset() {
+            return Err(StoreError::Corrupt(format!(
+                "entries end at offset {}, the segment log at {}",
+                self.end_offset(),
+                self.partition.log_end_offset()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> &Arc<Partition> {
+        &self.partition
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &PersistedState {
+        &self.state
+    }
+
+    /// The index of the last entry.
+    pub fn last_index_(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    fn index_of(&self, position: usize) -> u64 {
+        position as u64 + 1
+    }
+
+    fn meta(&self, index: u64) -> Option<&EntryMeta> {
+        let position = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.entries.get(position)
+    }
+
+    /// The term of the entry at `index`, if the log holds it.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.meta(index).map(|meta| meta.term)
+    }
+
+    /// The offset after the records of entries up to `index` (included).
+    pub fn end_offset_at(&self, index: u64) -> u64 {
+        match index {
+            0 => self.base_offset,
+            _ => self.meta(index).map_or(self.end_offset(), |meta| meta.end),
+        }
+    }
+
+    /// The offset after the last entry's records.
+    pub fn end_offset(&self) -> u64 {
+        self.entries
+            .last()
+            .map_or(self.base_offset, |meta| meta.end)
+    }
+
+    /// The terms and offset ranges of data entries from `index` on: what a
+    /// checker compares between replicas.
+    pub fn data_entries(&self) -> Vec<(u64, u64, u64, u64)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, meta)| meta.own.is_none())
+            .map(|(position, meta)| (self.index_of(position), meta.term, meta.start, meta.end))
+            .collect()
+    }
+
+    /// Persists `entries` (handed out by raft's ready), replacing any
+    /// entries at or after the first one's index. Data entries the leader
+    /// already wrote (`written`, in order) are only recorded; others are
+    /// appended to the segment log as the leader stamped them.
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        written: &mut std::collections::VecDeque<LeaderWrite>,
+    ) -> Result<(), StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        assert!(
+            first.index >= 1 && first.index <= self.last_index_() + 1,
+            "entries from {} after a log ending at {}",
+            first.index,
+            self.last_index_()
+        );
+        if first.index <= self.last_index_() {
+            assert!(
+                first.index > self.state.hard.commit,
+                "raft replaced committed entry {} (commit {})",
+                first.index,
+                self.state.hard.commit
+            );
+            self.truncate_side(first.index)?;
+        }
+        let mut records = Vec::new();
+        for entry in entries {
+            let meta = self.persist_entry(entry, written)?;
+            let position = self.file_len + records.len() as u64;
+            encode_entry(entry.index, &meta, &mut records);
+            self.push_meta(entry.index, meta, position)?;
+        }
+        self.write_records(&records)
+    }
+
+    fn persist_entry(
+        &mut self,
+        entry: &Entry,
+        written: &mut std::collections::VecDeque<LeaderWrite>,
+    ) -> Result<EntryMeta, StoreError> {
+        let start = self.end_offset();
+        if !is_data(entry) {
+            return Ok(EntryMeta {
+                term: entry.term,
+                start,
+                end: start,
+                own: Some((
+                    entry.entry_type,
+                    entry.data.to_vec(),
+                    entry.context.to_vec(),
+                )),
+            });
+        }
+        let header = BatchHeader::parse(&entry.data).map_err(LogError::from)?;
+        let end = header.next_offset();
+        // Before the write: the batch continues the log's offsets and was
+        // stamped with the entry's term.
+        assert_eq!(
+            header.base_offset, start,
+            "entry {} does not continue the offsets",
+            entry.index
+        );
+        assert_eq!(
+            u64::try_from(header.leader_epoch).ok(),
+            Some(entry.term),
+            "entry {} stamped with another epoch than its term",
+            entry.index
+        );
+        let mine = LeaderWrite {
+            term: entry.term,
+            start,
+            end,
+        };
+        if written.front() == Some(&mine) {
+            written.pop_front();
+        } else {
+            written.clear();
+            if self.partition.log_end_offset() > start {
+                self.partition.truncate(start)?;
+            }
+            let info = self.partition.append_replicated(&entry.data)?;
+            assert_eq!((info.base_offset, info.last_offset + 1), (start, end));
+        }
+        Ok(EntryMeta {
+            term: entry.term,
+            start,
+            end,
+            own: None,
+        })
+    }
+
+    /// Drops entries from `index` on, in the side file and the segment log.
+    fn truncate_side(&mut self, index: u64) -> Result<(), StoreError> {
+        let position = usize::try_from(index - 1).expect("an index in memory");
+        let cut_at = self.positions[position];
+        let offset = self.entries[position].start;
+        self.entries.truncate(position);
+        self.positions.truncate(position);
+        self.file.set_len(cut_at)?;
+        self.file_len = cut_at;
+        if self.partition.log_end_offset() > offset {
+            self.partition.truncate(offset)?;
+        }
+        // The state records after the cut went with it: write it again.
+        self.write_state()?;
+        Ok(())
+    }
+
+    /// Records the hard state, the applied index and the configuration
+    /// (durable at the next [`RaftLog::sync`]).
+    pub fn set_state(&mut self, state: PersistedState) -> Result<(), StoreError> {
+        assert!(
+            state.hard.term >= self.state.hard.term,
+            "term moved back from {} to {}",
+            self.state.hard.term,
+            state.hard.term
+        );
+        assert!(state.applied <= state.hard.commit.max(self.state.applied));
+        if state == self.state {
+            return Ok(());
+        }
+        self.state = state;
+        self.write_state()
+    }
+
+    fn write_state(&mut self) -> Result<(), StoreError> {
+        let mut record = Vec::new();
+        encode_state(&self.state, &mut record);
+        self.write_records(&record)
+    }
+
+    fn write_records(&mut self, records: &[u8]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.file.write_at(records, self.file_len)?;
+        self.file_len += records.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes everything persisted so far durable: the segment log, then the
+    /// side file.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.partition.sync()?;
+        if self.unsynced {
+            self.file.sync()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    fn entries_from(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Entry>, LogError> {
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        let mut chunk: Option<weir_log::ReadResult> = None;
+        for index in low..high {
+            let meta = self.meta(index).expect("an index below the last");
+            let mut entry = Entry {
+                term: meta.term,
+                index,
+                ..Entry::default()
+            };
+            match &meta.own {
+                Some((entry_type, data, context)) => {
+                    entry.entry_type = *entry_type;
+                    entry.data = data.clone().into();
+                    entry.context = context.clone().into();
+                }
+                None => entry.data = self.batch_at(meta, &mut chunk)?.into(),
+            }
+            size += entry.data.len() as u64 + 24;
+            if !out.is_empty() && max_size.is_some_and(|max| size > max) {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// The stored batch of a data entry, read in chunks of several batches.
+    fn batch_at(
+        &self,
+        meta: &EntryMeta,
+        chunk: &mut Option<weir_log::ReadResult>,
+    ) -> Result<Vec<u8>, LogError> {
+        for attempt in 0..2 {
+            if let Some(read) = chunk.as_ref() {
+                if let Some(found) = find_batch(read, meta.start) {
+                    let header = found.batch.header();
+                    // After the read: the batch is the entry's.
+                    assert_eq!(
+                        (
+                            header.next_offset(),
+                            u64::try_from(header.leader_epoch).ok()
+                        ),
+                        (meta.end, Some(meta.term)),
+                        "the batch at offset {} is not the entry's",
+                        meta.start
+                    );
+                    return Ok(found.batch.bytes().to_vec());
+                }
+            }
+            assert_eq!(attempt, 0, "batch at offset {} not found", meta.start);
+            *chunk = Some(self.partition.read_with(
+                meta.start,
+                READ_CHUNK_BYTES,
+                Isolation::Uncommitted,
+            )?);
+        }
+        unreachable!("the second attempt returns or panics")
+    }
+}
+
+fn find_batch(read: &weir_log::ReadResult, start: u64) -> Option<StoredBatch<'_>> {
+    read.stored_batches()
+        .find(|stored| stored.batch.header().base_offset == start)
+}
+
+/// Whether an entry carries a Kafka batch (raft's own entries do not).
+pub fn is_data(entry: &Entry) -> bool {
+    entry.entry_type == EntryType::EntryNormal && !entry.data.is_empty()
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.state.hard.clone(),
+            self.state.conf.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < 1 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(
+            high <= self.last_index_() + 1,
+            "entries up to {high} asked of a log ending at {}",
+            self.last_index_()
+        );
+        self.entries_from(low, high, max_size.into())
+            .map_err(|error| raft::Error::Store(StorageError::Other(Box::new(error))))
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.term_of(index)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+fn next_record(bytes: &[u8], position: usize) -> Option<(&[u8], usize)> {
+    let header = bytes.get(position..position + RECORD_HEADER_BYTES)?;
+    let length = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("four bytes"));
+    let start = position + RECORD_HEADER_BYTES;
+    let body = bytes.get(start..start.checked_add(length)?)?;
+    (crc32c(body) == crc).then_some((body, start + length))
+}
+
+fn frame_record(body: &[u8], out: &mut Vec<u8>) {
+    let length = u32::try_from(body.len()).expect("a side-file record below 4 GiB");
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+fn entry_type_byte(entry_type: EntryType) -> u8 {
+    match entry_type {
+        EntryType::EntryNormal => 0,
+        EntryType::EntryConfChange => 1,
+        EntryType::EntryConfChangeV2 => 2,
+    }
+}
+
+fn encode_entry(index: u64, meta: &EntryMeta, out: &mut Vec<u8>) {
+    let mut body = vec![ENTRY_RECORD];
+    for value in [index, meta.term, meta.start, meta.end] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    match &meta.own {
+        None => body.extend_from_slice(&[0, 0]),
+        Some((entry_type, data, context)) => {
+            body.extend_from_slice(&[entry_type_byte(*entry_type), 1]);
+            for bytes in [data, context] {
+                let length = u32::try_from(bytes.len()).expect("an own entry below 4 GiB");
+                body.extend_from_slice(&length.to_le_bytes());
+                body.extend_from_slice(bytes);
+            }
+        }
+    }
+    frame_record(&body, out);
+}
+
+fn encode_state(state: &PersistedState, out: &mut Vec<u8>) {
+    let mut body = vec![STATE_RECORD];
+    for value in [
+        state.hard.term,
+        state.hard.vote,
+        state.hard.commit,
+        state.applied,
+    ] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    let conf = &state.conf;
+    for ids in [
+        &conf.voters,
+        &conf.learners,
+        &conf.voters_outgoing,
+        &conf.learners_next,
+    ] {
+        let count = u32::try_from(ids.len()).expect("fewer than 4 G nodes");
+        body.extend_from_slice(&count.to_le_bytes());
+        for id in ids {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    body.push(u8::from(conf.auto_leave));
+    frame_record(&body, out);
+}
+
+/// Reads little-endian fields of a record whose CRC matched; running out of
+/// bytes means a record written by another version, or a bug: corrupt.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], StoreError> {
+        if self.0.len() < count {
+            return Err(StoreError::Corrupt("side-file record too short".into()));
+        }
+        let (taken, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("four bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("eight bytes"),
+        ))
+    }
+
+    fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
+        let length = self.u32()? as usize;
+        Ok(self.take(length)?.to_vec())
+    }
+
+    fn ids(&mut self) -> Result<Vec<u64>, StoreError> {
+        let count = self.u32()? as usize;
+        if count > self.0.len() / 8 {
+            return Err(StoreError::Corrupt(
+                "node list longer than its record".into(),
+            ));
+        }
+        (0..count).map(|_| self.u64()).collect()
+    }
+}
+
+fn decode_entry(body: &[u8]) -> Result<(u64, EntryMeta), StoreError> {
+    let mut fields = Fields(&body[1..]);
+    let index = fields.u64()?;
+    let term = fields.u64()?;
+    let start = fields.u64()?;
+    let end = fields.u64()?;
+    let entry_type = match fields.u8()? {
+        0 => EntryType::EntryNormal,
+        1 => EntryType::EntryConfChange,
+        2 => EntryType::EntryConfChangeV2,
+        other => return Err(StoreError::Corrupt(format!("entry type {other}"))),
+    };
+    let own = match fields.u8()? {
+        0 => None,
+        1 => Some((entry_type, fields.bytes()?, fields.bytes()?)),
+        other => return Err(StoreError::Corrupt(format!("entry kind {other}"))),
+    };
+    Ok((
+        index,
+        EntryMeta {
+            term,
+            start,
+            end,
+            own,
+        },
+    ))
+}
+
+fn decode_state(body: &[u8]) -> Result<PersistedState, StoreError> {
+    let mut fields = Fields(&body[1..]);
+    let hard = HardState {
+        term: fields.u64()?,
+        vote: fields.u64()?,
+        commit: fields.u64()?,
+        ..HardState::default()
+    };
+    let applied = fields.u64()?;
+    let conf = ConfState {
+        voters: fields.ids()?,
+        learners: fields.ids()?,
+        voters_outgoing: fields.ids()?,
+        learners_next: fields.ids()?,
+        auto_leave: fields.u8()? == 1,
+        ..ConfState::default()
+    };
+    Ok(PersistedState {
+        hard,
+        applied,
+        conf,
+    })
+}
