@@ -272,6 +272,11 @@ impl SimDisk {
         lock(&self.state).crash_countdown = Some(operations.max(1));
     }
 
+    /// Cancels a scheduled crash that has not fired.
+    pub fn cancel_crash(&self) {
+        lock(&self.state).crash_countdown = None;
+    }
+
     /// Whether a scheduled crash is still pending.
     pub fn crash_pending(&self) -> bool {
         lock(&self.state).crash_countdown.is_some()

@@ -377,6 +377,48 @@ impl Group {
         }
     }
 
+    /// Whether raft has something for [`Group::process_ready`].
+    pub fn has_ready(&self) -> bool {
+        self.node.has_ready()
+    }
+
+    /// Whether nothing is in flight: every entry committed and applied
+    /// here, and, on a leader, on every replica too.
+    pub fn is_settled(&self) -> bool {
+        let raft = &self.node.raft;
+        let last = raft.raft_log.last_index();
+        let settled_here = raft.raft_log.committed == last && self.applied == last;
+        match raft.state {
+            StateRole::Leader => {
+                settled_here
+                    && self.written.is_empty()
+                    && raft
+                        .prs()
+                        .iter()
+                        .all(|(_, progress)| progress.matched == last)
+            }
+            _ => settled_here,
+        }
+    }
+
+    /// Sends heartbeats now (a leader woken from quiescence).
+    pub fn ping(&mut self) {
+        self.node.ping();
+        self.after_raft();
+    }
+
+    /// The index of the last entry (stable or not).
+    pub fn last_index(&self) -> u64 {
+        self.node.raft.raft_log.last_index()
+    }
+
+    /// The ids of the group's voters.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        voters.sort_unstable();
+        voters
+    }
+
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.node.raft.id

@@ -3,6 +3,8 @@
 //! - [`Group`]: the replica of one partition on one node, on tikv's `raft`
 //!   crate (raft-rs), driven by its owner: ticks, messages, proposals and
 //!   ready handling, with no threads, clock or randomness of its own.
+//! - [`Replicas`]: all the groups of one node: messages batched per peer,
+//!   quiescence of idle groups, liveness of peers.
 //! - [`RaftLog`]: raft's log storage over the partition's segment log (the
 //!   data, one Kafka batch per entry, its offsets assigned by the leader)
 //!   and a small side file (terms, raft's own entries, hard state).
@@ -17,7 +19,9 @@
 pub mod codec;
 pub mod fuzzing;
 mod group;
+mod replicas;
 mod store;
 
 pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
+pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, LIVENESS_GROUP, QUIESCE};
 pub use store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError, SIDE_FILE};

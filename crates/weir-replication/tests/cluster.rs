@@ -19,35 +19,35 @@ fn seeds(default: u64) -> Vec<u64> {
     (0..count).collect()
 }
 
-fn run(nodes: u64, default_seeds: u64) {
-    let plan = Plan {
-        nodes,
-        steps: 4_000,
-        faulty_steps: 2_500,
-    };
-    let (mut acknowledged, mut crashes, mut elections, mut mid) = (0, 0, 0, 0);
+fn run(nodes: u64, groups: u64, default_seeds: u64) {
+    let plan = Plan::standard(nodes, groups);
+    let mut total = harness::Report::default();
     for seed in seeds(default_seeds) {
         let report = run_seed(seed, plan);
-        acknowledged += report.acknowledged;
-        crashes += report.crashes;
-        elections += report.elections;
-        mid += report.crashes_mid_operation;
+        total.acknowledged += report.acknowledged;
+        total.crashes += report.crashes;
+        total.crashes_mid_operation += report.crashes_mid_operation;
+        total.elections += report.elections;
+        total.quiet_group_ticks += report.quiet_group_ticks;
+        total.asleep_at_kill += report.asleep_at_kill;
     }
     eprintln!(
-        "{nodes} nodes: {acknowledged} records acknowledged, {crashes} crashes ({mid} mid-operation), {elections} elections"
+        "{nodes} nodes, {groups} groups: {} records acknowledged, {} crashes ({} mid-operation), {} elections, {} group ticks saved by quiescence, {} node-groups asleep at the kill",
+        total.acknowledged, total.crashes, total.crashes_mid_operation, total.elections, total.quiet_group_ticks, total.asleep_at_kill
     );
     // The runs must exercise what they check.
-    assert!(acknowledged > 0 && crashes > 0 && mid > 0 && elections > 1);
+    assert!(total.acknowledged > 0 && total.crashes_mid_operation > 0 && total.elections > 1);
+    assert!(total.quiet_group_ticks > 0, "no group ever quiesced");
 }
 
 #[test]
 fn three_nodes() {
-    run(3, 150);
+    run(3, 3, 100);
 }
 
 #[test]
 fn five_nodes() {
-    run(5, 100);
+    run(5, 2, 60);
 }
 
 /// The same seed runs the same way: raft-rs's own RNG never decides
@@ -55,9 +55,8 @@ fn five_nodes() {
 #[test]
 fn a_seed_replays_exactly() {
     let plan = Plan {
-        nodes: 3,
-        steps: 1_500,
         faulty_steps: 1_000,
+        ..Plan::standard(3, 2)
     };
     for seed in [3, 11] {
         let first = run_seed(seed, plan);

@@ -37,6 +37,10 @@ const KNOWN: &[(&str, &str)] = &[
     ("admin", "KeyError: 'retention.ms'"),
     // A member joining a stable group gets no partitions before it leaves.
     ("group", "members that got partitions"),
+    // The same fault seen earlier in the scenario when tansu runs slower
+    // (a busy machine): after the second member leaves, some partitions
+    // stay with no member, and their records are never consumed.
+    ("group", "distinct of 600 records"),
     // ListGroups omits groups that have members.
     ("groups_admin", "not listed"),
 ];

@@ -1,32 +1,56 @@
-//! A deterministic cluster of Raft groups for one partition, in process:
-//! nodes on simulated disks that lose power, a network that delays, drops,
-//! duplicates, reorders and partitions messages (through weir's wire
-//! codec), clocks that tick at different rates, and a producer that
-//! proposes batches at whichever node thinks it leads. Checks Raft's
-//! safety and the log's promises after every step, and liveness after
-//! healing. Everything follows from the seed.
+//! A deterministic cluster of nodes, each running [`Replicas`] with the
+//! same few Raft groups (partitions), in process: simulated disks that
+//! lose power (between operations and in the middle of one), a network
+//! that delays, drops, duplicates, reorders and partitions messages
+//! (through weir's wire codec, one frame per peer per step), clocks that
+//! tick at different rates, producers that propose at whichever node
+//! thinks it leads a group, and consumers. Checks Raft's safety and the
+//! log's promises after every step, and liveness after healing and after
+//! the death of the busiest leader. Everything follows from the seed.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::MessageType;
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use weir_io::{ManualClock, SimDisk, Storage};
 use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::{HighWatermarkPolicy, LogConfig, Partition};
 use weir_replication::codec::{decode_frame, encode_frame, Envelope, Limits};
-use weir_replication::{CommitStatus, Group, GroupConfig, ProposeError};
+use weir_replication::{CommitStatus, Group, ProposeError, Replicas, ReplicasConfig};
 
 /// How hard the run is.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     pub nodes: u64,
-    pub steps: u64,
-    /// Steps with faults and proposals; the rest heal and settle.
+    pub groups: u64,
+    /// Steps with faults and proposals.
     pub faulty_steps: u64,
+    /// Quiet steps after healing (groups quiesce), before the node leading
+    /// most groups is killed.
+    pub quiet_steps: u64,
+    /// Steps the remaining nodes have to elect and acknowledge a record in
+    /// every group.
+    pub failover_steps: u64,
+    /// Steps after the killed node returns, before the final checks.
+    pub settle_steps: u64,
+}
+
+impl Plan {
+    /// The plan of the CI runs.
+    pub fn standard(nodes: u64, groups: u64) -> Self {
+        Self {
+            nodes,
+            groups,
+            faulty_steps: 2_500,
+            quiet_steps: 300,
+            failover_steps: 600,
+            settle_steps: 600,
+        }
+    }
 }
 
 /// What a run found.
@@ -37,29 +61,33 @@ pub struct Report {
     pub crashes_mid_operation: usize,
     pub elections: usize,
     pub delivered: u64,
-    /// A hash of every node's term, role, commit and log end after every
-    /// step: equal for two runs of one seed, or the run is not determined
-    /// by its seed.
+    /// Groups asleep (on all nodes) when the busiest leader was killed.
+    pub asleep_at_kill: usize,
+    /// Group ticks saved by quiescence while the cluster was quiet.
+    pub quiet_group_ticks: u64,
+    /// A hash of every node's groups (term, role, commit, log end, high
+    /// watermark, election timeout) after every step: equal for two runs of
+    /// one seed, or the run is not determined by its seed.
     pub trace: u64,
 }
 
 struct Node {
     id: u64,
     disk: Arc<SimDisk>,
-    group: Option<Group>,
-    /// Steps left before a crashed node restarts.
+    replicas: Option<Replicas>,
+    /// Steps left before a crashed node restarts (`u64::MAX`: kept down).
     down_for: u64,
     /// A crash is scheduled on the disk, to fire mid-operation.
     crash_armed: bool,
     /// Chance in 1000 that a tick is skipped (a slow clock).
     slow: u32,
-    /// The commit index and high watermark seen in this life.
-    commit_seen: u64,
-    high_watermark_seen: u64,
+    /// Per group: the commit index and high watermark seen in this life.
+    seen: BTreeMap<u64, (u64, u64)>,
 }
 
 struct InFlight {
     deliver_at: u64,
+    from: u64,
     to: u64,
     frame: Vec<u8>,
 }
@@ -75,31 +103,39 @@ struct Pending {
     since: u64,
 }
 
-pub struct Cluster {
-    seed: u64,
-    rng: Xoshiro256PlusPlus,
-    nodes: Vec<Node>,
-    network: Vec<InFlight>,
-    /// Pairs (from, to) whose messages are dropped.
-    cut: BTreeSet<(u64, u64)>,
-    step: u64,
-    pending: Vec<Pending>,
-    /// Acknowledged records: offset → value.
-    acknowledged: BTreeMap<u64, Vec<u8>>,
+/// What the checks know of one group.
+#[derive(Default)]
+struct Model {
     /// The leader of each term seen.
     leaders: BTreeMap<u64, u64>,
     /// Entries (index → (term, start, end)) known committed somewhere.
     committed: BTreeMap<u64, (u64, u64, u64)>,
-    /// What consumers read at each offset (below a high watermark).
+    /// Acknowledged records: offset → value.
+    acknowledged: BTreeMap<u64, Vec<u8>>,
+    /// What consumers read at each offset.
     observed: BTreeMap<u64, Vec<u8>>,
+    pending: Vec<Pending>,
     produced: u64,
-    /// Whether faults are being injected (not while settling).
-    faulty: bool,
-    acknowledged_after_heal: usize,
     /// The idempotent producer's next sequence, and whether its batch is
     /// in flight.
     idempotent_next: u64,
     idempotent_waiting: bool,
+    /// Records acknowledged since the phase began (liveness).
+    acknowledged_in_phase: usize,
+}
+
+pub struct Cluster {
+    seed: u64,
+    rng: Xoshiro256PlusPlus,
+    nodes: Vec<Node>,
+    groups: Vec<u64>,
+    models: BTreeMap<u64, Model>,
+    network: Vec<InFlight>,
+    /// Pairs (from, to) whose messages are dropped.
+    cut: BTreeSet<(u64, u64)>,
+    step: u64,
+    /// Whether faults are being injected.
+    faulty: bool,
     violation: Option<String>,
     pub report: Report,
 }
@@ -113,37 +149,30 @@ fn log_config() -> LogConfig {
 }
 
 impl Cluster {
-    pub fn new(seed: u64, nodes: u64) -> Self {
+    pub fn new(seed: u64, plan: &Plan) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let nodes = (1..=nodes)
+        let nodes = (1..=plan.nodes)
             .map(|id| Node {
                 id,
                 disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)),
-                group: None,
+                replicas: None,
                 down_for: 0,
                 crash_armed: false,
                 slow: rng.random_range(0..300),
-                commit_seen: 0,
-                high_watermark_seen: 0,
+                seen: BTreeMap::new(),
             })
             .collect();
+        let groups: Vec<u64> = (1..=plan.groups).collect();
         let mut cluster = Self {
             seed,
             rng,
             nodes,
+            models: groups.iter().map(|id| (*id, Model::default())).collect(),
+            groups,
             network: Vec::new(),
             cut: BTreeSet::new(),
             step: 0,
-            pending: Vec::new(),
-            acknowledged: BTreeMap::new(),
-            leaders: BTreeMap::new(),
-            committed: BTreeMap::new(),
-            observed: BTreeMap::new(),
-            produced: 0,
             faulty: false,
-            acknowledged_after_heal: 0,
-            idempotent_next: 0,
-            idempotent_waiting: false,
             violation: None,
             report: Report::default(),
         };
@@ -153,51 +182,56 @@ impl Cluster {
         cluster
     }
 
-    fn voters(&self) -> Vec<u64> {
+    fn ids(&self) -> Vec<u64> {
         self.nodes.iter().map(|node| node.id).collect()
     }
 
     fn start(&mut self, index: usize) -> Result<(), String> {
-        let voters = self.voters();
+        let ids = self.ids();
+        let groups = self.groups.clone();
         let node = &mut self.nodes[index];
+        let id = node.id;
         let root = node.disk.root();
-        let dir: Arc<dyn Storage> = root
-            .open_or_create_dir("partition")
-            .map_err(|error| format!("node {}: {error}", node.id))?;
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let (partition, _) = Partition::open(dir, clock, log_config())
-            .map_err(|error| format!("node {}: partition: {error}", node.id))?;
-        let raft_dir = root
-            .open_or_create_dir("raft")
-            .map_err(|error| format!("node {}: {error}", node.id))?;
-        let config = GroupConfig::new(node.id, voters, self.seed ^ (node.id << 32));
-        let group = Group::open(&config, raft_dir.as_ref(), Arc::new(partition))
-            .map_err(|error| format!("node {}: raft log: {error}", node.id))?;
-        node.commit_seen = group.commit_index();
-        node.high_watermark_seen = group.high_watermark();
-        node.group = Some(group);
+        let mut replicas = Replicas::new(ReplicasConfig::new(id, self.seed ^ (id << 40)), &ids);
+        for group in groups {
+            let dir: Arc<dyn Storage> = root
+                .open_or_create_dir(&format!("p{group}"))
+                .map_err(|error| format!("node {id}: {error}"))?;
+            let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+            let (partition, _) = Partition::open(dir, clock, log_config())
+                .map_err(|error| format!("node {id}: partition {group}: {error}"))?;
+            let raft_dir = root
+                .open_or_create_dir(&format!("r{group}"))
+                .map_err(|error| format!("node {id}: {error}"))?;
+            replicas
+                .open_group(group, ids.clone(), raft_dir.as_ref(), Arc::new(partition))
+                .map_err(|error| format!("node {id}: group {group}: raft log: {error}"))?;
+            let opened = replicas.group(group).expect("just opened");
+            node.seen
+                .insert(group, (opened.commit_index(), opened.high_watermark()));
+        }
+        node.replicas = Some(replicas);
         Ok(())
     }
 
-    /// Runs an operation of node `index`'s group. If the node's disk lost
-    /// power during it (a crash scheduled mid-operation), whatever it did
-    /// or returned is void: the node is down. Otherwise an error or a panic
-    /// is a violation.
+    /// Runs an operation of node `index`. If the node's disk lost power
+    /// during it (a crash scheduled mid-operation), whatever it did or
+    /// returned is void: the node is down. Otherwise an error or a panic is
+    /// a violation.
     fn guarded<T>(
         &mut self,
         index: usize,
         what: &str,
-        operation: impl FnOnce(&mut Group) -> Result<T, String>,
+        operation: impl FnOnce(&mut Replicas) -> Result<T, String>,
     ) -> Result<Option<T>, String> {
         let node = &mut self.nodes[index];
         let id = node.id;
-        let Some(group) = node.group.as_mut() else {
+        let Some(replicas) = node.replicas.as_mut() else {
             return Ok(None);
         };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(group)));
-        let crashed = node.crash_armed && !node.disk.crash_pending();
-        if crashed {
-            node.crash_armed = false;
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| operation(replicas)));
+        if node.crash_armed && !node.disk.crash_pending() {
             self.report.crashes_mid_operation += 1;
             let down_for = self.rng.random_range(1..100);
             self.crash_for(index, down_for);
@@ -220,38 +254,94 @@ impl Cluster {
             self.step_once(true)?;
         }
         self.heal()?;
-        let healed_at = self.step;
-        let deadline = self.step + (plan.steps - plan.faulty_steps);
-        while self.step < deadline {
-            // Liveness: after healing, a producer keeps trying until one
-            // more record is acknowledged.
-            if self.acknowledged_after_heal == 0 && (self.step - healed_at).is_multiple_of(50) {
-                self.propose()?;
+        let ticks_before = self.group_ticks();
+        for _ in 0..plan.quiet_steps {
+            self.step_once(false)?;
+        }
+        // A node that restarts in the quiet steps (a crash scheduled in the
+        // faulty ones) starts its counters again: saturate.
+        let ticked = self.group_ticks().saturating_sub(ticks_before);
+        let possible = plan.quiet_steps * plan.nodes * plan.groups;
+        self.report.quiet_group_ticks += possible.saturating_sub(ticked);
+        // Liveness through a failover: the node leading most groups dies
+        // and stays down; every group must acknowledge a record anyway.
+        self.check_caught_up()?;
+        self.report.asleep_at_kill += self
+            .nodes
+            .iter()
+            .filter_map(|node| node.replicas.as_ref())
+            .map(|replicas| replicas.stats().asleep)
+            .sum::<usize>();
+        let victim = self.busiest_leader();
+        self.crash_for(victim, u64::MAX);
+        self.live_phase(plan.failover_steps, "after the busiest leader died")?;
+        self.nodes[victim].down_for = 1;
+        self.live_phase(plan.settle_steps, "after healing")?;
+        self.check_settled()
+    }
+
+    /// Steps without faults, producing until every group has a record
+    /// acknowledged in the phase.
+    fn live_phase(&mut self, steps: u64, what: &str) -> Result<(), String> {
+        for model in self.models.values_mut() {
+            model.acknowledged_in_phase = 0;
+        }
+        for offset in 0..steps {
+            if offset.is_multiple_of(25) {
+                for group in self.groups.clone() {
+                    if self.models[&group].acknowledged_in_phase == 0 {
+                        self.propose(group)?;
+                    }
+                }
             }
             self.step_once(false)?;
         }
-        if self.acknowledged_after_heal == 0 {
-            return Err(format!(
-                "no record acknowledged in the {} steps after healing",
-                deadline - healed_at
-            ));
+        for (group, model) in &self.models {
+            if model.acknowledged_in_phase == 0 {
+                return Err(format!(
+                    "group {group}: no record acknowledged in the {steps} steps {what}"
+                ));
+            }
         }
-        self.check_settled()
+        Ok(())
+    }
+
+    fn group_ticks(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.replicas.as_ref())
+            .map(|replicas| replicas.stats().group_ticks)
+            .sum()
+    }
+
+    fn busiest_leader(&self) -> usize {
+        (0..self.nodes.len())
+            .max_by_key(|index| {
+                let led = self.nodes[*index].replicas.as_ref().map_or(0, |replicas| {
+                    self.groups
+                        .iter()
+                        .filter(|group| replicas.group(**group).is_some_and(Group::is_leader))
+                        .count()
+                });
+                (led, std::cmp::Reverse(*index))
+            })
+            .expect("nodes")
     }
 
     fn step_once(&mut self, faulty: bool) -> Result<(), String> {
         self.step += 1;
         self.faulty = faulty;
         if faulty {
-            self.inject_faults()?;
+            self.inject_faults();
             if self.chance(300_000) {
-                self.propose()?;
+                let group = self.groups[self.rng.random_range(0..self.groups.len())];
+                self.propose(group)?;
             }
         }
         self.restart_due()?;
         self.tick_all()?;
         self.deliver()?;
-        self.drain_all()?;
+        self.process_all()?;
         self.resolve_pending();
         if self.chance(100_000) {
             self.consume()?;
@@ -259,68 +349,23 @@ impl Cluster {
         self.check_step()
     }
 
-    /// A consumer reads a few records below a node's high watermark: every
-    /// read of an offset, on any node, returns the same record.
-    fn consume(&mut self) -> Result<(), String> {
-        let index = self.rng.random_range(0..self.nodes.len());
-        let Some(group) = self.nodes[index].group.as_ref() else {
-            return Ok(());
-        };
-        if self.nodes[index].crash_armed {
-            return Ok(());
-        }
-        let id = self.nodes[index].id;
-        let partition = group.log().partition();
-        let (start, end) = (partition.log_start_offset(), partition.high_watermark());
-        if start == end {
-            return Ok(());
-        }
-        let from = self.rng.random_range(start..end);
-        let read = partition
-            .read(from, 4096)
-            .map_err(|error| format!("node {id}: consumer read at {from}: {error}"))?;
-        for record in read.records() {
-            let record = record.map_err(|error| format!("node {id}: record: {error}"))?;
-            if record.offset >= end {
-                return Err(format!(
-                    "node {id}: read offset {} at or above the high watermark {end}",
-                    record.offset
-                ));
-            }
-            let value = record.value.unwrap_or_default().to_vec();
-            match self.observed.get(&record.offset) {
-                Some(seen) if *seen != value => {
-                    return Err(format!(
-                        "node {id}: offset {} read as {:?}, earlier as {:?}",
-                        record.offset,
-                        String::from_utf8_lossy(&value),
-                        String::from_utf8_lossy(seen)
-                    ))
-                }
-                Some(_) => {}
-                None => {
-                    self.observed.insert(record.offset, value);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn inject_faults(&mut self) -> Result<(), String> {
+    fn inject_faults(&mut self) {
         if self.chance(1_500) {
             let index = self.rng.random_range(0..self.nodes.len());
-            if self.nodes[index].group.is_some() {
-                self.crash(index);
+            if self.nodes[index].replicas.is_some() {
+                let down_for = self.rng.random_range(20..300);
+                self.crash_for(index, down_for);
             }
         }
         if self.chance(1_000) {
             // Power lost in the middle of whatever the node does next: a
             // write, a sync, a truncation.
             let index = self.rng.random_range(0..self.nodes.len());
+            let countdown = self.rng.random_range(1..40);
             let node = &mut self.nodes[index];
-            if node.group.is_some() && !node.crash_armed {
+            if node.replicas.is_some() && !node.crash_armed {
                 node.crash_armed = true;
-                node.disk.schedule_crash(self.rng.random_range(1..40));
+                node.disk.schedule_crash(countdown);
             }
         }
         if self.chance(2_000) {
@@ -329,27 +374,21 @@ impl Cluster {
         if self.chance(4_000) {
             self.cut.clear();
         }
-        Ok(())
-    }
-
-    fn crash(&mut self, index: usize) {
-        let down_for = self.rng.random_range(20..300);
-        self.crash_for(index, down_for);
     }
 
     fn crash_for(&mut self, index: usize, down_for: u64) {
         let node = &mut self.nodes[index];
         node.disk.crash();
         node.crash_armed = false;
-        node.group = None;
+        node.replicas = None;
         node.down_for = down_for;
         self.report.crashes += 1;
     }
 
-    /// Cuts the network: a minority apart, a bridge, or one way.
+    /// Cuts the network: a node alone, a bridge, or one way.
     fn partition_randomly(&mut self) {
         self.cut.clear();
-        let ids = self.voters();
+        let ids = self.ids();
         match self.rng.random_range(0..3) {
             0 => {
                 let alone = ids[self.rng.random_range(0..ids.len())];
@@ -384,8 +423,14 @@ impl Cluster {
 
     fn heal(&mut self) -> Result<(), String> {
         self.cut.clear();
+        for node in &mut self.nodes {
+            if node.crash_armed && node.disk.crash_pending() {
+                node.disk.cancel_crash();
+                node.crash_armed = false;
+            }
+        }
         for index in 0..self.nodes.len() {
-            if self.nodes[index].group.is_none() {
+            if self.nodes[index].replicas.is_none() {
                 self.start(index)?;
             }
         }
@@ -395,7 +440,7 @@ impl Cluster {
     fn restart_due(&mut self) -> Result<(), String> {
         for index in 0..self.nodes.len() {
             let node = &mut self.nodes[index];
-            if node.group.is_none() {
+            if node.replicas.is_none() && node.down_for != u64::MAX {
                 node.down_for = node.down_for.saturating_sub(1);
                 if node.down_for == 0 {
                     self.start(index)?;
@@ -409,8 +454,8 @@ impl Cluster {
         for index in 0..self.nodes.len() {
             let skip = self.rng.random_range(0..1000) < self.nodes[index].slow;
             if !skip {
-                self.guarded(index, "tick", |group| {
-                    group.tick();
+                self.guarded(index, "tick", |replicas| {
+                    replicas.tick();
                     Ok(())
                 })?;
             }
@@ -418,12 +463,13 @@ impl Cluster {
         Ok(())
     }
 
-    fn propose(&mut self) -> Result<(), String> {
+    fn propose(&mut self, group: u64) -> Result<(), String> {
         let leaders: Vec<usize> = (0..self.nodes.len())
             .filter(|index| {
                 self.nodes[*index]
-                    .group
+                    .replicas
                     .as_ref()
+                    .and_then(|replicas| replicas.group(group))
                     .is_some_and(Group::is_leader)
             })
             .collect();
@@ -431,21 +477,22 @@ impl Cluster {
             return Ok(());
         };
         let idempotent = self.rng.random_range(0..2) == 0;
+        let model = self.models.get_mut(&group).expect("a model per group");
         let (value, producer) = match idempotent {
-            true if self.idempotent_waiting => return Ok(()),
+            true if model.idempotent_waiting => return Ok(()),
             true => {
-                let sequence = self.idempotent_next;
+                let sequence = model.idempotent_next;
                 let producer = ProducerInfo {
-                    producer_id: 1,
+                    producer_id: i64::try_from(group).expect("a small group id"),
                     producer_epoch: 0,
                     base_sequence: i32::try_from(sequence).expect("fewer than 2^31 batches"),
                 };
-                (format!("i-{sequence}").into_bytes(), producer)
+                (format!("{group}-i-{sequence}").into_bytes(), producer)
             }
             false => {
-                self.produced += 1;
+                model.produced += 1;
                 (
-                    format!("n-{}", self.produced).into_bytes(),
+                    format!("{group}-n-{}", model.produced).into_bytes(),
                     ProducerInfo::NONE,
                 )
             }
@@ -454,7 +501,9 @@ impl Cluster {
         let mut batch = Vec::new();
         encode(&records, producer, &mut batch).expect("a small batch encodes");
         let id = self.nodes[index].id;
-        let outcome = self.guarded(index, "propose", |group| Ok(group.propose_batch(&batch)))?;
+        let outcome = self.guarded(index, "propose", |replicas| {
+            Ok(replicas.propose(group, &batch))
+        })?;
         let Some(outcome) = outcome else {
             return Ok(());
         };
@@ -462,39 +511,42 @@ impl Cluster {
             Ok(proposed) if proposed.duplicate => {
                 // A retry of a committed batch: acknowledged with the
                 // original's offsets, which must hold this very record.
-                self.acknowledge(proposed.base_offset, value, true);
+                self.acknowledge(group, proposed.base_offset, value, true);
             }
             Ok(proposed) => {
-                self.idempotent_waiting |= idempotent;
-                self.pending.push(Pending {
+                let step = self.step;
+                let model = self.models.get_mut(&group).expect("a model");
+                model.idempotent_waiting |= idempotent;
+                model.pending.push(Pending {
                     node: id,
                     index: proposed.index,
                     term: proposed.term,
                     base_offset: proposed.base_offset,
                     value,
                     idempotent,
-                    since: self.step,
+                    since: step,
                 });
             }
             Err(
                 ProposeError::NotLeader { .. } | ProposeError::Dropped(_) | ProposeError::InFlight,
             ) => {}
-            Err(error) => return Err(format!("node {id}: propose: {error}")),
+            Err(error) => return Err(format!("node {id}: group {group}: propose: {error}")),
         }
         Ok(())
     }
 
-    fn acknowledge(&mut self, offset: u64, value: Vec<u8>, idempotent: bool) {
-        self.acknowledged_after_heal += usize::from(!self.faulty);
+    fn acknowledge(&mut self, group: u64, offset: u64, value: Vec<u8>, idempotent: bool) {
         self.report.acknowledged += 1;
+        let model = self.models.get_mut(&group).expect("a model");
+        model.acknowledged_in_phase += 1;
         if idempotent {
-            self.idempotent_next += 1;
-            self.idempotent_waiting = false;
+            model.idempotent_next += 1;
+            model.idempotent_waiting = false;
         }
-        if let Some(earlier) = self.acknowledged.insert(offset, value.clone()) {
+        if let Some(earlier) = model.acknowledged.insert(offset, value.clone()) {
             if earlier != value {
                 self.violation.get_or_insert(format!(
-                    "offset {offset} acknowledged for {:?} and for {:?}",
+                    "group {group}: offset {offset} acknowledged for {:?} and for {:?}",
                     String::from_utf8_lossy(&earlier),
                     String::from_utf8_lossy(&value)
                 ));
@@ -502,8 +554,8 @@ impl Cluster {
         }
     }
 
-    /// Delivers the messages due, through the wire codec; some are lost,
-    /// some duplicated, and those due together arrive in random order.
+    /// Delivers the frames due, through the wire codec; some are lost, some
+    /// duplicated, and those due together arrive in random order.
     fn deliver(&mut self) -> Result<(), String> {
         let now = self.step;
         let mut due = Vec::new();
@@ -515,9 +567,9 @@ impl Cluster {
                 index += 1;
             }
         }
-        // swap_remove scrambles the order: sort by deterministic keys, then
-        // shuffle from the seed.
-        due.sort_by(|a, b| (a.deliver_at, a.to, &a.frame).cmp(&(b.deliver_at, b.to, &b.frame)));
+        due.sort_by(|a, b| {
+            (a.deliver_at, a.from, a.to, &a.frame).cmp(&(b.deliver_at, b.from, b.to, &b.frame))
+        });
         for position in (1..due.len()).rev() {
             let other = self.rng.random_range(0..=position);
             due.swap(position, other);
@@ -526,34 +578,30 @@ impl Cluster {
             let (envelopes, _) = decode_frame(&flight.frame, &Limits::default())
                 .map_err(|error| format!("a frame did not decode: {error}"))?
                 .ok_or("a frame was cut short")?;
+            self.report.delivered += envelopes.len() as u64;
             let index = self
                 .nodes
                 .iter()
                 .position(|node| node.id == flight.to)
                 .expect("a node");
-            for envelope in envelopes {
-                self.report.delivered += 1;
-                // A refused message is dropped, as the owner would.
-                self.guarded(index, "step", |group| {
-                    let _ = group.step(envelope.message);
-                    Ok(())
-                })?;
-            }
+            self.guarded(index, "receive", |replicas| {
+                replicas.receive(flight.from, envelopes);
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
-    fn send(&mut self, from: u64, messages: Vec<Message>) {
-        for message in messages {
-            let to = message.to;
+    fn send(&mut self, from: u64, outbox: Vec<(u64, Vec<Envelope>)>) {
+        for (to, envelopes) in outbox {
             if self.cut.contains(&(from, to)) || self.chance(20_000) {
                 continue;
             }
             let copies = if self.chance(10_000) { 2 } else { 1 };
-            // Mostly quick; now and then late, overtaken by later messages.
+            // Mostly quick; now and then late, overtaken by later frames.
             let late = self.chance(50_000);
             let mut frame = Vec::new();
-            encode_frame(&[Envelope { group: 1, message }], &mut frame);
+            encode_frame(&envelopes, &mut frame);
             for _ in 0..copies {
                 let delay = match late {
                     true => self.rng.random_range(4..30),
@@ -561,6 +609,7 @@ impl Cluster {
                 };
                 self.network.push(InFlight {
                     deliver_at: self.step + delay,
+                    from,
                     to,
                     frame: frame.clone(),
                 });
@@ -568,22 +617,26 @@ impl Cluster {
         }
     }
 
-    fn drain_all(&mut self) -> Result<(), String> {
+    fn process_all(&mut self) -> Result<(), String> {
         for index in 0..self.nodes.len() {
             let id = self.nodes[index].id;
-            let messages = self.guarded(index, "ready", |group| {
-                group.process_ready().map_err(|error| error.to_string())
+            let outbox = self.guarded(index, "process", |replicas| {
+                replicas
+                    .process()
+                    .map_err(|(group, error)| format!("group {group}: {error}"))?;
+                Ok(replicas.take_outbox())
             })?;
-            let Some(messages) = messages else {
+            let Some(outbox) = outbox else {
                 continue;
             };
             // The moments a crash hurts most: just after granting a vote or
             // acknowledging entries. Back at once, before the election or
             // the round moves on.
             let granted = |wanted: MessageType| {
-                messages
+                outbox
                     .iter()
-                    .any(|message| message.msg_type == wanted && !message.reject)
+                    .flat_map(|(_, envelopes)| envelopes)
+                    .any(|envelope| envelope.message.msg_type == wanted && !envelope.message.reject)
             };
             let odds = match (
                 granted(MessageType::MsgRequestVoteResponse),
@@ -593,7 +646,7 @@ impl Cluster {
                 (false, true) => 5_000,
                 (false, false) => 0,
             };
-            self.send(id, messages);
+            self.send(id, outbox);
             if self.faulty && odds > 0 && self.chance(odds) {
                 let down_for = self.rng.random_range(1..4);
                 self.crash_for(index, down_for);
@@ -607,29 +660,96 @@ impl Cluster {
     /// took too long (its request timed out; the original may still
     /// commit, and the retry must not write it twice).
     fn resolve_pending(&mut self) {
-        let mut still = Vec::new();
-        for pending in std::mem::take(&mut self.pending) {
-            let node = self
-                .nodes
-                .iter()
-                .find(|node| node.id == pending.node)
-                .expect("a node");
-            let status = node
-                .group
-                .as_ref()
-                .map(|group| group.commit_status(pending.index, pending.term));
-            let timed_out = self.step - pending.since > 100;
-            match status {
-                Some(CommitStatus::Committed) => {
-                    self.acknowledge(pending.base_offset, pending.value, pending.idempotent)
+        for group in self.groups.clone() {
+            let pendings =
+                std::mem::take(&mut self.models.get_mut(&group).expect("a model").pending);
+            let mut still = Vec::new();
+            for pending in pendings {
+                let node = self
+                    .nodes
+                    .iter()
+                    .find(|node| node.id == pending.node)
+                    .expect("a node");
+                let status = node
+                    .replicas
+                    .as_ref()
+                    .and_then(|replicas| replicas.group(group))
+                    .map(|group| group.commit_status(pending.index, pending.term));
+                let timed_out = self.step - pending.since > 100;
+                match status {
+                    Some(CommitStatus::Committed) => self.acknowledge(
+                        group,
+                        pending.base_offset,
+                        pending.value,
+                        pending.idempotent,
+                    ),
+                    Some(CommitStatus::Pending) if !timed_out => still.push(pending),
+                    None | Some(CommitStatus::Lost | CommitStatus::Pending) => {
+                        let model = self.models.get_mut(&group).expect("a model");
+                        model.idempotent_waiting &= !pending.idempotent;
+                    }
                 }
-                Some(CommitStatus::Pending) if !timed_out => still.push(pending),
-                None | Some(CommitStatus::Lost | CommitStatus::Pending) => {
-                    self.idempotent_waiting &= !pending.idempotent;
+            }
+            self.models
+                .get_mut(&group)
+                .expect("a model")
+                .pending
+                .extend(still);
+        }
+    }
+
+    /// A consumer reads a few records below a node's high watermark: every
+    /// read of an offset, on any node, returns the same record.
+    fn consume(&mut self) -> Result<(), String> {
+        let index = self.rng.random_range(0..self.nodes.len());
+        let group_id = self.groups[self.rng.random_range(0..self.groups.len())];
+        let node = &self.nodes[index];
+        if node.crash_armed {
+            return Ok(());
+        }
+        let Some(group) = node
+            .replicas
+            .as_ref()
+            .and_then(|replicas| replicas.group(group_id))
+        else {
+            return Ok(());
+        };
+        let id = node.id;
+        let partition = group.log().partition();
+        let (start, end) = (partition.log_start_offset(), partition.high_watermark());
+        if start == end {
+            return Ok(());
+        }
+        let from = self.rng.random_range(start..end);
+        let read = partition
+            .read(from, 4096)
+            .map_err(|error| format!("node {id}: consumer read at {from}: {error}"))?;
+        let observed = &mut self.models.get_mut(&group_id).expect("a model").observed;
+        for record in read.records() {
+            let record = record.map_err(|error| format!("node {id}: record: {error}"))?;
+            if record.offset >= end {
+                return Err(format!(
+                    "node {id}: group {group_id}: read offset {} at or above the high watermark {end}",
+                    record.offset
+                ));
+            }
+            let value = record.value.unwrap_or_default().to_vec();
+            match observed.get(&record.offset) {
+                Some(seen) if *seen != value => {
+                    return Err(format!(
+                        "node {id}: group {group_id}: offset {} read as {:?}, earlier as {:?}",
+                        record.offset,
+                        String::from_utf8_lossy(&value),
+                        String::from_utf8_lossy(seen)
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    observed.insert(record.offset, value);
                 }
             }
         }
-        self.pending = still;
+        Ok(())
     }
 
     /// What must hold after every step.
@@ -638,132 +758,164 @@ impl Cluster {
             return Err(violation);
         }
         for node in &mut self.nodes {
-            let Some(group) = node.group.as_ref() else {
+            let Some(replicas) = node.replicas.as_ref() else {
                 continue;
             };
-            if group.is_leader() {
-                match self.leaders.insert(group.term(), node.id) {
-                    Some(other) if other != node.id => {
-                        return Err(format!(
-                            "two leaders in term {}: nodes {other} and {}",
-                            group.term(),
-                            node.id
-                        ))
-                    }
-                    None => self.report.elections += 1,
-                    _ => {}
+            for group_id in &self.groups {
+                let group = replicas
+                    .group(*group_id)
+                    .expect("every node has every group");
+                let model = self.models.get_mut(group_id).expect("a model");
+                let seen = node.seen.get_mut(group_id).expect("seen at start");
+                check_group(node.id, *group_id, group, model, seen, &mut self.report)?;
+                for value in [
+                    self.step,
+                    node.id,
+                    *group_id,
+                    group.term(),
+                    u64::from(group.is_leader()),
+                    group.commit_index(),
+                    group.log().last_index_(),
+                    group.high_watermark(),
+                    group.election_timeout() as u64,
+                ] {
+                    self.report.trace = (self.report.trace ^ value).wrapping_mul(0x0100_0000_01b3);
                 }
             }
-            if group.commit_index() < node.commit_seen {
-                return Err(format!(
-                    "node {}: commit index moved back from {} to {}",
-                    node.id,
-                    node.commit_seen,
-                    group.commit_index()
-                ));
-            }
-            if group.high_watermark() < node.high_watermark_seen {
-                return Err(format!(
-                    "node {}: high watermark moved back from {} to {}",
-                    node.id,
-                    node.high_watermark_seen,
-                    group.high_watermark()
-                ));
-            }
-            let committed_end = group.log().end_offset_at(group.commit_index());
-            if group.high_watermark() > committed_end {
-                return Err(format!(
-                    "node {}: high watermark {} above the end of its committed entries {committed_end}",
-                    node.id,
-                    group.high_watermark()
-                ));
-            }
-            for value in [
-                self.step,
-                node.id,
-                group.term(),
-                u64::from(group.is_leader()),
-                group.commit_index(),
-                group.log().last_index_(),
-                group.high_watermark(),
-                group.election_timeout() as u64,
-            ] {
-                self.report.trace = (self.report.trace ^ value).wrapping_mul(0x0100_0000_01b3);
-            }
-            node.commit_seen = group.commit_index();
-            node.high_watermark_seen = group.high_watermark();
-            check_committed_entries(node.id, group, &mut self.committed)?;
         }
         Ok(())
     }
 
-    /// After healing: one leader, every node caught up, every acknowledged
-    /// record on every node at its offset.
-    fn check_settled(&self) -> Result<(), String> {
-        let leaders: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter_map(|node| {
-                node.group
-                    .as_ref()
-                    .filter(|group| group.is_leader())
-                    .map(|_| node.id)
-            })
-            .collect();
-        if leaders.len() != 1 {
-            return Err(format!("no single leader after healing: {leaders:?}"));
-        }
-        let leader = self.group(leaders[0]);
-        for node in &self.nodes {
-            let group = node.group.as_ref().expect("every node runs after healing");
-            if group.commit_index() != leader.commit_index()
-                || group.log().data_entries() != leader.log().data_entries()
-            {
-                return Err(format!(
-                    "node {} did not catch up with leader {} after healing (commit {} vs {})",
-                    node.id,
-                    leaders[0],
-                    group.commit_index(),
-                    leader.commit_index()
-                ));
+    /// After the quiet steps: in every group every node holds what the
+    /// leader committed (a follower left behind while its group sleeps
+    /// would serve stale reads and slow the next failover).
+    fn check_caught_up(&self) -> Result<(), String> {
+        for group_id in &self.groups {
+            let groups: Vec<(u64, &Group)> = self
+                .nodes
+                .iter()
+                .filter_map(|node| Some((node.id, node.replicas.as_ref()?.group(*group_id)?)))
+                .collect();
+            let Some(leader) = groups.iter().find(|(_, group)| group.is_leader()) else {
+                return Err(format!("group {group_id}: no leader after the quiet steps"));
+            };
+            for (id, group) in &groups {
+                if group.commit_index() != leader.1.commit_index() {
+                    return Err(format!(
+                        "group {group_id}: node {id} at commit {} after the quiet steps, leader {} at {}",
+                        group.commit_index(),
+                        leader.0,
+                        leader.1.commit_index()
+                    ));
+                }
             }
-            check_acknowledged(node.id, group, &self.acknowledged)?;
         }
-        check_no_duplicates(leaders[0], leader)
+        Ok(())
     }
 
-    fn group(&self, id: u64) -> &Group {
-        self.nodes
-            .iter()
-            .find(|node| node.id == id)
-            .and_then(|node| node.group.as_ref())
-            .expect("a live node")
+    /// After healing: in every group one leader, every node caught up,
+    /// every acknowledged record on every node at its offset, no duplicate.
+    fn check_settled(&self) -> Result<(), String> {
+        for group_id in &self.groups {
+            let groups: Vec<(u64, &Group)> = self
+                .nodes
+                .iter()
+                .map(|node| {
+                    let replicas = node.replicas.as_ref().expect("every node runs at the end");
+                    (node.id, replicas.group(*group_id).expect("every group"))
+                })
+                .collect();
+            let leaders: Vec<u64> = groups
+                .iter()
+                .filter(|(_, group)| group.is_leader())
+                .map(|(id, _)| *id)
+                .collect();
+            if leaders.len() != 1 {
+                return Err(format!(
+                    "group {group_id}: no single leader at the end: {leaders:?}"
+                ));
+            }
+            let leader = groups
+                .iter()
+                .find(|(id, _)| *id == leaders[0])
+                .expect("the leader")
+                .1;
+            let model = &self.models[group_id];
+            for (id, group) in &groups {
+                if group.commit_index() != leader.commit_index()
+                    || group.log().data_entries() != leader.log().data_entries()
+                {
+                    return Err(format!(
+                        "group {group_id}: node {id} did not catch up with leader {} (commit {} vs {})",
+                        leaders[0],
+                        group.commit_index(),
+                        leader.commit_index()
+                    ));
+                }
+                check_acknowledged(*id, group, &model.acknowledged)?;
+            }
+            check_no_duplicates(leaders[0], leader)?;
+        }
+        Ok(())
     }
 }
 
-/// Every committed entry a node holds matches what any node committed at
-/// that index (log matching and leader completeness, seen from the data).
-fn check_committed_entries(
+/// One node's view of one group after a step.
+fn check_group(
     id: u64,
+    group_id: u64,
     group: &Group,
-    committed: &mut BTreeMap<u64, (u64, u64, u64)>,
+    model: &mut Model,
+    seen: &mut (u64, u64),
+    report: &mut Report,
 ) -> Result<(), String> {
-    let commit = group.commit_index();
+    if group.is_leader() {
+        match model.leaders.insert(group.term(), id) {
+            Some(other) if other != id => {
+                return Err(format!(
+                    "group {group_id}: two leaders in term {}: nodes {other} and {id}",
+                    group.term()
+                ))
+            }
+            None => report.elections += 1,
+            _ => {}
+        }
+    }
+    let (commit, high_watermark) = (group.commit_index(), group.high_watermark());
+    if commit < seen.0 {
+        return Err(format!(
+            "node {id}: group {group_id}: commit index moved back from {} to {commit}",
+            seen.0
+        ));
+    }
+    if high_watermark < seen.1 {
+        return Err(format!(
+            "node {id}: group {group_id}: high watermark moved back from {} to {high_watermark}",
+            seen.1
+        ));
+    }
+    let committed_end = group.log().end_offset_at(commit);
+    if high_watermark > committed_end {
+        return Err(format!(
+            "node {id}: group {group_id}: high watermark {high_watermark} above the end of its committed entries {committed_end}"
+        ));
+    }
+    *seen = (commit, high_watermark);
     for (index, term, start, end) in group.log().data_entries() {
         if index > commit {
             break;
         }
-        match committed.get(&index) {
+        match model.committed.get(&index) {
             Some(known) if *known != (term, start, end) => {
                 return Err(format!(
-                    "node {id}: committed entry {index} is (term {term}, offsets {start}..{end}), \
+                    "node {id}: group {group_id}: committed entry {index} is (term {term}, offsets {start}..{end}), \
                      another node committed (term {}, offsets {}..{})",
                     known.0, known.1, known.2
                 ))
             }
             Some(_) => {}
             None => {
-                committed.insert(index, (term, start, end));
+                model.committed.insert(index, (term, start, end));
             }
         }
     }
@@ -821,7 +973,7 @@ fn check_no_duplicates(id: u64, group: &Group) -> Result<(), String> {
         for record in read.records() {
             let record = record.map_err(|error| format!("node {id}: record: {error}"))?;
             let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
-            if let Some(sequence) = value.strip_prefix("i-") {
+            if let Some((_, sequence)) = value.split_once("-i-") {
                 let sequence: u64 = sequence.parse().expect("a sequence");
                 if sequence != next_sequence {
                     return Err(format!(
@@ -853,13 +1005,13 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs one seed; panics with the seed and the command that replays it.
 pub fn run_seed(seed: u64, plan: Plan) -> Report {
-    let mut cluster = Cluster::new(seed, plan.nodes);
+    let mut cluster = Cluster::new(seed, &plan);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.run(plan)));
     let outcome = outcome.unwrap_or_else(|panic| Err(format!("panic: {}", panic_text(&panic))));
     if let Err(violation) = outcome {
         panic!(
-            "seed {seed} ({} nodes), step {}: {violation}\nreplay: WEIR_RAFT_SEED={seed} cargo test -p weir-replication --test cluster -- --nocapture",
-            plan.nodes, cluster.step
+            "seed {seed} ({} nodes, {} groups), step {}: {violation}\nreplay: WEIR_RAFT_SEED={seed} cargo test -p weir-replication --test cluster -- --nocapture",
+            plan.nodes, plan.groups, cluster.step
         );
     }
     cluster.report

@@ -1,0 +1,377 @@
+//! All the Raft groups of one node, and what they share: the messages to
+//! each peer (batched, one list per peer), the liveness of peers, and
+//! quiescence of idle groups.
+//!
+//! [`Replicas`] is driven like a [`Group`]: the owner calls
+//! [`Replicas::tick`] from its clock, [`Replicas::receive`] with what a peer
+//! sent, [`Replicas::propose`], then [`Replicas::process`] and sends what
+//! [`Replicas::take_outbox`] returns. It does no I/O of its own but the
+//! groups' storage.
+//!
+//! **Quiescence.** A group with nothing in flight costs nothing: once a
+//! leader has seen every entry committed and applied on every replica for
+//! `quiesce_after_ticks` ticks, it sends its followers a quiesce message
+//! (a heartbeat with [`QUIESCE`] as context, handled here, never stepped
+//! into raft) and stops ticking; a follower whose log matches the leader's
+//! commit stops ticking on receiving it. Any other message for the group,
+//! or a proposal, wakes it. A sleeping follower cannot notice its leader's
+//! death by missed heartbeats, so the node watches its peers instead: it
+//! sends each peer a liveness message (group [`LIVENESS_GROUP`]) every
+//! heartbeat, and when nothing has come from a peer for two election
+//! timeouts it wakes every group that peer leads, which then elect. The
+//! cost of idle groups is one message per peer per heartbeat, whatever
+//! their number.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raft::eraftpb::{Message, MessageType};
+use weir_io::Storage;
+use weir_log::Partition;
+
+use crate::codec::Envelope;
+use crate::group::{Group, GroupConfig, ProposeError, Proposed};
+use crate::store::StoreError;
+
+/// The group id of node-to-node liveness messages (no Raft group has it).
+pub const LIVENESS_GROUP: u64 = 0;
+/// The context of a leader's quiesce message.
+pub const QUIESCE: &[u8] = b"weir:quiesce";
+
+/// Settings shared by a node's groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicasConfig {
+    /// This node's id (not 0).
+    pub node: u64,
+    /// Ticks without a leader before an election (see [`GroupConfig`]).
+    pub election_ticks: usize,
+    /// Ticks between heartbeats, and between liveness messages.
+    pub heartbeat_ticks: usize,
+    /// Ticks a leader's group must be settled before it quiesces; 0 never.
+    pub quiesce_after_ticks: u64,
+    /// Seed of the node; each group's is derived from it and its id.
+    pub seed: u64,
+}
+
+impl ReplicasConfig {
+    /// Defaults for node `node`.
+    pub fn new(node: u64, seed: u64) -> Self {
+        Self {
+            node,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            quiesce_after_ticks: 20,
+            seed,
+        }
+    }
+}
+
+struct Slot {
+    group: Group,
+    /// Consecutive ticks the group has been settled (as leader).
+    settled_ticks: u64,
+    asleep: bool,
+}
+
+/// What happened to a message or a tick, for the owner's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicasStats {
+    /// Group ticks done.
+    pub group_ticks: u64,
+    /// Groups asleep now.
+    pub asleep: usize,
+    /// Groups in all.
+    pub groups: usize,
+    /// Messages queued for peers.
+    pub messages_out: u64,
+    /// Messages for groups this node does not have.
+    pub unknown_group: u64,
+}
+
+/// The Raft groups of one node.
+pub struct Replicas {
+    config: ReplicasConfig,
+    groups: BTreeMap<u64, Slot>,
+    outbox: BTreeMap<u64, Vec<Envelope>>,
+    /// The tick at which something last came from each peer.
+    heard: BTreeMap<u64, u64>,
+    /// Peers taken for down (their groups were woken).
+    down: BTreeMap<u64, bool>,
+    ticks: u64,
+    stats: ReplicasStats,
+}
+
+impl std::fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicas")
+            .field("node", &self.config.node)
+            .field("groups", &self.groups.len())
+            .field("ticks", &self.ticks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicas {
+    /// No groups yet; `peers` are the other nodes watched for liveness.
+    pub fn new(config: ReplicasConfig, peers: &[u64]) -> Self {
+        let others = peers.iter().copied().filter(|peer| *peer != config.node);
+        Self {
+            heard: others.clone().map(|peer| (peer, 0)).collect(),
+            down: others.map(|peer| (peer, false)).collect(),
+            config,
+            groups: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            ticks: 0,
+            stats: ReplicasStats::default(),
+        }
+    }
+
+    /// Opens this node's replica of group `id` (not [`LIVENESS_GROUP`]),
+    /// whose voters are `voters` when it is created.
+    pub fn open_group(
+        &mut self,
+        id: u64,
+        voters: Vec<u64>,
+        dir: &dyn Storage,
+        partition: Arc<Partition>,
+    ) -> Result<(), StoreError> {
+        assert_ne!(id, LIVENESS_GROUP, "group id 0 is the liveness channel");
+        let mut config =
+            GroupConfig::new(self.config.node, voters, group_seed(self.config.seed, id));
+        config.election_ticks = self.config.election_ticks;
+        config.heartbeat_ticks = self.config.heartbeat_ticks;
+        let group = Group::open(&config, dir, partition)?;
+        self.groups.insert(
+            id,
+            Slot {
+                group,
+                settled_ticks: 0,
+                asleep: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Closes this node's replica of group `id`.
+    pub fn close_group(&mut self, id: u64) -> Option<Group> {
+        self.groups.remove(&id).map(|slot| slot.group)
+    }
+
+    /// The group, if this node has it.
+    pub fn group(&self, id: u64) -> Option<&Group> {
+        self.groups.get(&id).map(|slot| &slot.group)
+    }
+
+    /// The ids of the groups this node has.
+    pub fn group_ids(&self) -> Vec<u64> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// Whether group `id` is quiescent here.
+    pub fn is_asleep(&self, id: u64) -> bool {
+        self.groups.get(&id).is_some_and(|slot| slot.asleep)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ReplicasStats {
+        ReplicasStats {
+            asleep: self.groups.values().filter(|slot| slot.asleep).count(),
+            groups: self.groups.len(),
+            ..self.stats
+        }
+    }
+
+    /// Counts one tick: ticks the groups that are awake, quiesces settled
+    /// leaders, sends liveness messages and wakes the groups of peers gone
+    /// silent.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        let quiesce_after = self.config.quiesce_after_ticks;
+        let mut quiescing = Vec::new();
+        for (id, slot) in &mut self.groups {
+            if slot.asleep {
+                continue;
+            }
+            slot.group.tick();
+            self.stats.group_ticks += 1;
+            let settled_leader = slot.group.is_leader() && slot.group.is_settled();
+            slot.settled_ticks = if settled_leader {
+                slot.settled_ticks + 1
+            } else {
+                0
+            };
+            if quiesce_after > 0 && slot.settled_ticks >= quiesce_after {
+                slot.asleep = true;
+                quiescing.push(*id);
+            }
+        }
+        for id in quiescing {
+            self.send_quiesce(id);
+        }
+        if self.ticks.is_multiple_of(self.config.heartbeat_ticks as u64) {
+            self.send_liveness();
+        }
+        self.watch_peers();
+    }
+
+    fn send_quiesce(&mut self, id: u64) {
+        let group = &self.groups[&id].group;
+        let (term, commit, from) = (group.term(), group.commit_index(), group.id());
+        for voter in group.voters() {
+            if voter == from {
+                continue;
+            }
+            let message = Message {
+                msg_type: MessageType::MsgHeartbeat,
+                to: voter,
+                from,
+                term,
+                commit,
+                context: QUIESCE.to_vec().into(),
+                ..Message::default()
+            };
+            self.queue(id, message);
+        }
+    }
+
+    fn send_liveness(&mut self) {
+        let peers: Vec<u64> = self.heard.keys().copied().collect();
+        for peer in peers {
+            let message = Message {
+                msg_type: MessageType::MsgHeartbeat,
+                to: peer,
+                from: self.config.node,
+                ..Message::default()
+            };
+            self.queue(LIVENESS_GROUP, message);
+        }
+    }
+
+    /// Wakes the groups led by a peer that has been silent for two
+    /// election timeouts, once per silence.
+    fn watch_peers(&mut self) {
+        let silence = 2 * self.config.election_ticks as u64;
+        let ticks = self.ticks;
+        let silent: Vec<u64> = self
+            .heard
+            .iter()
+            .filter(|(peer, heard)| ticks - **heard > silence && !self.down[*peer])
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in silent {
+            self.down.insert(peer, true);
+            for slot in self.groups.values_mut() {
+                if slot.asleep && slot.group.leader() == Some(peer) {
+                    slot.asleep = false;
+                    slot.settled_ticks = 0;
+                }
+            }
+        }
+    }
+
+    /// Hands over what peer `from` sent. Messages for unknown groups are
+    /// counted and dropped; raft ignores stale ones.
+    pub fn receive(&mut self, from: u64, envelopes: Vec<Envelope>) {
+        if let Some(heard) = self.heard.get_mut(&from) {
+            *heard = self.ticks;
+            self.down.insert(from, false);
+        }
+        for envelope in envelopes {
+            if envelope.group == LIVENESS_GROUP {
+                continue;
+            }
+            let Some(slot) = self.groups.get_mut(&envelope.group) else {
+                self.stats.unknown_group += 1;
+                continue;
+            };
+            let message = envelope.message;
+            if message.msg_type == MessageType::MsgHeartbeat && message.context.as_ref() == QUIESCE
+            {
+                quiesce_follower(slot, &message);
+                continue;
+            }
+            let keepalive = matches!(
+                message.msg_type,
+                MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+            ) && message.term == slot.group.term();
+            // A message raft refuses (a stale term, an unknown peer) is
+            // dropped, as raft would drop it.
+            let _ = slot.group.step(message);
+            // A sleeping group stays asleep through the heartbeats still in
+            // flight when it quiesced, unless they show it is not settled
+            // (a follower behind); anything else wakes it.
+            if slot.asleep && !(keepalive && slot.group.is_settled()) {
+                slot.asleep = false;
+                slot.settled_ticks = 0;
+            }
+        }
+    }
+
+    /// Proposes a producer's batch to group `id`, waking it.
+    pub fn propose(&mut self, id: u64, batch: &[u8]) -> Result<Proposed, ProposeError> {
+        let Some(slot) = self.groups.get_mut(&id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        if slot.asleep {
+            slot.asleep = false;
+            slot.group.ping();
+        }
+        slot.settled_ticks = 0;
+        slot.group.propose_batch(batch)
+    }
+
+    /// Persists and applies what every group has ready, and queues the
+    /// messages. Stops at the first group whose storage fails (the node
+    /// must stop: its disk is in an unknown state).
+    pub fn process(&mut self) -> Result<(), (u64, StoreError)> {
+        let ready: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, slot)| slot.group.has_ready())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let slot = self.groups.get_mut(&id).expect("a group listed above");
+            let messages = slot.group.process_ready().map_err(|error| (id, error))?;
+            for message in messages {
+                self.queue(id, message);
+            }
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, group: u64, message: Message) {
+        self.stats.messages_out += 1;
+        self.outbox
+            .entry(message.to)
+            .or_default()
+            .push(Envelope { group, message });
+    }
+
+    /// The messages to send, one list per peer, in peer order.
+    pub fn take_outbox(&mut self) -> Vec<(u64, Vec<Envelope>)> {
+        std::mem::take(&mut self.outbox).into_iter().collect()
+    }
+}
+
+/// A follower quiesces on its leader's word if its log holds everything
+/// the leader committed.
+fn quiesce_follower(slot: &mut Slot, message: &Message) {
+    let group = &slot.group;
+    let from_leader = group.leader() == Some(message.from) && group.term() == message.term;
+    if from_leader
+        && !group.is_leader()
+        && group.is_settled()
+        && group.commit_index() == message.commit
+    {
+        slot.asleep = true;
+    }
+}
+
+/// A group's seed: the node's, mixed with the group id (splitmix64).
+fn group_seed(seed: u64, group: u64) -> u64 {
+    let mut z = seed ^ group.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
