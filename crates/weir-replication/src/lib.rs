@@ -8,6 +8,10 @@
 //! - [`RaftLog`]: raft's log storage over the partition's segment log (the
 //!   data, one Kafka batch per entry, its offsets assigned by the leader)
 //!   and a small side file (terms, raft's own entries, hard state).
+//! - [`transport`]: one TCP connection per pair of nodes on
+//!   (madsim-)tokio, frames of the codec both ways.
+//! - [`runner`]: a node's groups run as one task: ticks, frames,
+//!   proposals answered at their acks level.
 //! - [`codec`]: the wire format of Raft messages between nodes, so that
 //!   bytes from the network never reach protobuf 2's parser.
 //!
@@ -20,7 +24,9 @@ pub mod codec;
 pub mod fuzzing;
 mod group;
 mod replicas;
+pub mod runner;
 mod store;
+pub mod transport;
 
 pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
 pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, LIVENESS_GROUP, QUIESCE};

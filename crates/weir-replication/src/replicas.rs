@@ -208,7 +208,10 @@ impl Replicas {
         for id in quiescing {
             self.send_quiesce(id);
         }
-        if self.ticks.is_multiple_of(self.config.heartbeat_ticks as u64) {
+        if self
+            .ticks
+            .is_multiple_of(self.config.heartbeat_ticks as u64)
+        {
             self.send_liveness();
         }
         self.watch_peers();

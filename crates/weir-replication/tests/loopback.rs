@@ -1,0 +1,253 @@
+//! Three nodes in one process, each with its own data directory on the
+//! real file system, its runner and its TCP transport on loopback: a
+//! partition's group elects a leader, acknowledges produced batches with
+//! acks=all on a majority, survives the death of its leader (the other
+//! two elect and go on), and catches the returning node up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use weir_io::{OsStorage, Storage, SystemClock};
+use weir_log::batch::{encode, ProducerInfo, Record};
+use weir_log::{HighWatermarkPolicy, LogConfig, Partition};
+use weir_replication::codec::Limits;
+use weir_replication::runner::{self, Acks, ProduceError, ReplicasHandle, RunnerConfig};
+use weir_replication::transport::Transport;
+use weir_replication::{Replicas, ReplicasConfig};
+
+const GROUP: u64 = 1;
+
+struct Node {
+    handle: ReplicasHandle,
+    task: JoinHandle<()>,
+    transport: Transport,
+}
+
+async fn start(
+    id: u64,
+    listener: TcpListener,
+    addresses: &BTreeMap<u64, SocketAddr>,
+    root: &std::path::Path,
+) -> Node {
+    let storage = OsStorage::open(root.join(format!("node-{id}"))).expect("a data directory");
+    let partition_dir: Arc<dyn Storage> = storage.open_or_create_dir("p").expect("a directory");
+    let config = LogConfig {
+        high_watermark: HighWatermarkPolicy::SetByOwner,
+        ..LogConfig::default()
+    };
+    let (partition, _) =
+        Partition::open(partition_dir, Arc::new(SystemClock), config).expect("a partition");
+    let raft_dir = storage.open_or_create_dir("r").expect("a directory");
+    let mut config = ReplicasConfig::new(id, id);
+    config.election_ticks = 10;
+    let ids: Vec<u64> = addresses.keys().copied().collect();
+    let mut replicas = Replicas::new(config, &ids);
+    replicas
+        .open_group(GROUP, ids, raft_dir.as_ref(), Arc::new(partition))
+        .expect("the group opens");
+    let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+    let transport = Transport::start(id, listener, addresses, inbound_tx, Limits::default());
+    let stopper = transport.clone();
+    let runner_config = RunnerConfig {
+        tick: Duration::from_millis(20),
+        produce_timeout_ticks: 250,
+    };
+    let (handle, task) = runner::spawn(replicas, transport, inbound_rx, runner_config);
+    Node {
+        handle,
+        task,
+        transport: stopper,
+    }
+}
+
+fn batch(value: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(
+        &[Record::value(1, value.as_bytes())],
+        ProducerInfo::NONE,
+        &mut bytes,
+    )
+    .expect("a batch");
+    bytes
+}
+
+/// Produces `value` with acks=all at whichever node leads, retrying
+/// through elections; the offset it got.
+async fn produce(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no leader acknowledged {value:?} in 60 s"
+        );
+        for node in nodes.values() {
+            match node.handle.produce(GROUP, batch(value), Acks::All).await {
+                Ok(appended) => return appended.base_offset,
+                Err(
+                    ProduceError::NotLeader { .. } | ProduceError::Lost | ProduceError::TimedOut,
+                ) => {}
+                Err(error) => panic!("produce {value:?}: {error}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn leader(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
+    for (id, node) in nodes {
+        let status = node.handle.status().await;
+        if status.first().and_then(|group| group.leader) == Some(*id) {
+            return Some(*id);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_loopback_replicate_elect_and_catch_up() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let mut listeners = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        addresses.insert(id, listener.local_addr().expect("an address"));
+        listeners.insert(id, listener);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        nodes.insert(id, start(id, listener, &addresses, directory.path()).await);
+    }
+    let mut offsets = Vec::new();
+    for i in 0..50 {
+        offsets.push(produce(&nodes, &format!("before-{i}")).await);
+    }
+    assert_eq!(
+        offsets,
+        (0..50).collect::<Vec<u64>>(),
+        "one offset per record, in order"
+    );
+
+    // The leader dies; the other two elect and go on.
+    let dead = leader(&nodes)
+        .await
+        .expect("a leader after 50 acknowledged records");
+    let node = nodes.remove(&dead).expect("the leader");
+    node.task.abort();
+    node.transport.stop();
+    let _ = node.task.await;
+    for i in 0..50 {
+        offsets.push(produce(&nodes, &format!("after-{i}")).await);
+    }
+    assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
+
+    // It returns on its port and data directory, and catches up.
+    let listener = loop {
+        match TcpListener::bind(addresses[&dead]).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    nodes.insert(
+        dead,
+        start(dead, listener, &addresses, directory.path()).await,
+    );
+    offsets.push(produce(&nodes, "last").await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = nodes[&dead].handle.status().await;
+        if status
+            .first()
+            .is_some_and(|group| group.high_watermark == 101)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {dead} did not catch up: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads until the peer closes; true if it did within five seconds.
+async fn closed_by_peer(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connections_are_closed_and_harm_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let mut listeners = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        addresses.insert(id, listener.local_addr().expect("an address"));
+        listeners.insert(id, listener);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        nodes.insert(id, start(id, listener, &addresses, directory.path()).await);
+    }
+    produce(&nodes, "first").await;
+
+    // Not a hello at all.
+    let mut garbage = tokio::net::TcpStream::connect(addresses[&3])
+        .await
+        .expect("a connection");
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("a write");
+    assert!(
+        closed_by_peer(&mut garbage).await,
+        "a connection without a hello stays open"
+    );
+
+    // A hello from a node that should not dial node 3 (a higher id).
+    let mut wrong = tokio::net::TcpStream::connect(addresses[&3])
+        .await
+        .expect("a connection");
+    let mut hello = b"WRH1".to_vec();
+    hello.extend_from_slice(&7u64.to_le_bytes());
+    wrong.write_all(&hello).await.expect("a write");
+    assert!(
+        closed_by_peer(&mut wrong).await,
+        "a hello from an unknown node is accepted"
+    );
+
+    // A good hello as node 1, then a frame whose CRC is wrong.
+    let mut corrupt = tokio::net::TcpStream::connect(addresses[&3])
+        .await
+        .expect("a connection");
+    let mut hello = b"WRH1".to_vec();
+    hello.extend_from_slice(&1u64.to_le_bytes());
+    corrupt.write_all(&hello).await.expect("a write");
+    let mut frame = Vec::new();
+    weir_replication::codec::encode_frame(&[], &mut frame);
+    frame[4] ^= 0xff;
+    corrupt.write_all(&frame).await.expect("a write");
+    assert!(
+        closed_by_peer(&mut corrupt).await,
+        "a corrupt frame leaves the connection open"
+    );
+
+    // The cluster goes on: the real node 1 reconnects.
+    for i in 0..20 {
+        produce(&nodes, &format!("after-{i}")).await;
+    }
+}
