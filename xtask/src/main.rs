@@ -79,7 +79,7 @@ const SIM_SEEDS: &str = "1000";
 const SIM_DETERMINISM_SEEDS: &str = "50";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-const FUZZ_TARGETS: [&str; 13] = [
+const FUZZ_TARGETS: [&str; 14] = [
     "batch_decoding",
     "batch_validation",
     "log_files_decoding",
@@ -93,6 +93,7 @@ const FUZZ_TARGETS: [&str; 13] = [
     "kafka_session",
     "raft_frame",
     "raft_log_file",
+    "metadata_record",
 ];
 
 fn workspace_root() -> PathBuf {

@@ -28,6 +28,35 @@ pub fn raft_frame(data: &[u8]) {
     }
 }
 
+/// Decodes `data` as a metadata record; whatever decodes encodes back to
+/// the same bytes, and applying it to a small cluster's state either
+/// changes it or leaves it as it was.
+pub fn metadata_record(data: &[u8]) {
+    use crate::metadata::{MetadataRecord, MetadataState};
+    let Ok(record) = MetadataRecord::decode(data) else {
+        return;
+    };
+    assert_eq!(
+        record.encode(),
+        data,
+        "a decoded record encodes differently"
+    );
+    let mut state = MetadataState::new();
+    for id in 1..=3 {
+        state
+            .apply(&MetadataRecord::Node {
+                id,
+                kafka_address: String::new(),
+                resp_address: String::new(),
+            })
+            .expect("a node");
+    }
+    let before = state.clone();
+    if state.apply(&record).is_err() {
+        assert_eq!(state, before, "a refused record changed the state");
+    }
+}
+
 /// Opens a Raft log whose side file holds `data`, over a partition with a
 /// few batches: the log opens or refuses with an error, never panics, and
 /// once open its invariants hold.
@@ -60,12 +89,58 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
         seeds.push(("raft_frame", name.to_string(), bytes));
     }
     seeds.push(("raft_log_file", "empty".to_string(), Vec::new()));
+    for (name, record) in sample_metadata() {
+        seeds.push(("metadata_record", name.to_string(), record.encode()));
+    }
     seeds.push((
         "raft_log_file",
         "state-and-own-entries".to_string(),
         sample_side_file(),
     ));
     seeds
+}
+
+fn sample_metadata() -> Vec<(&'static str, crate::metadata::MetadataRecord)> {
+    use crate::metadata::{MetadataRecord, PartitionAssignment, FIRST_PARTITION_GROUP};
+    vec![
+        (
+            "node",
+            MetadataRecord::Node {
+                id: 2,
+                kafka_address: "127.0.0.1:9092".into(),
+                resp_address: "127.0.0.1:6379".into(),
+            },
+        ),
+        (
+            "topic",
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                partitions: vec![
+                    PartitionAssignment {
+                        group: FIRST_PARTITION_GROUP,
+                        replicas: vec![1, 2, 3],
+                    },
+                    PartitionAssignment {
+                        group: FIRST_PARTITION_GROUP + 1,
+                        replicas: vec![2, 3, 1],
+                    },
+                ],
+            },
+        ),
+        (
+            "deletion",
+            MetadataRecord::TopicDeleted {
+                name: "orders".into(),
+            },
+        ),
+        (
+            "producer-ids",
+            MetadataRecord::ProducerIds {
+                first: 0,
+                count: 1000,
+            },
+        ),
+    ]
 }
 
 fn sample_frames() -> Vec<(&'static str, Vec<Envelope>)> {
@@ -219,6 +294,7 @@ mod tests {
             match target {
                 "raft_frame" => raft_frame(&input),
                 "raft_log_file" => raft_log_file(&input),
+                "metadata_record" => metadata_record(&input),
                 other => panic!("unknown target {other}"),
             }
         }

@@ -12,6 +12,9 @@
 //!   (madsim-)tokio, frames of the codec both ways.
 //! - [`runner`]: a node's groups run as one task: ticks, frames,
 //!   proposals answered at their acks level.
+//! - [`metadata`]: the cluster's metadata as records of a replicated log
+//!   (nodes, topics and their partitions' groups and replicas, producer-id
+//!   blocks) and the state every node applies them to.
 //! - [`codec`]: the wire format of Raft messages between nodes, so that
 //!   bytes from the network never reach protobuf 2's parser.
 //!
@@ -23,6 +26,7 @@
 pub mod codec;
 pub mod fuzzing;
 mod group;
+pub mod metadata;
 mod replicas;
 pub mod runner;
 mod store;

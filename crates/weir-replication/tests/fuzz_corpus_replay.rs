@@ -29,3 +29,11 @@ fn raft_frame_corpus() {
 fn raft_log_file_corpus() {
     replay("raft_log_file", weir_replication::fuzzing::raft_log_file);
 }
+
+#[test]
+fn metadata_record_corpus() {
+    replay(
+        "metadata_record",
+        weir_replication::fuzzing::metadata_record,
+    );
+}

@@ -1,0 +1,507 @@
+//! The cluster's metadata as a replicated log, after KRaft: nodes and
+//! their addresses, topics and each partition's replicas and Raft group,
+//! and producer-id blocks, as records of a log of their own (a partition
+//! replicated by the metadata group, [`METADATA_GROUP`], on every node).
+//! Every node applies the committed records in order to a
+//! [`MetadataState`]; nothing else decides who replicates what.
+//!
+//! A record is a Kafka record whose value is one [`MetadataRecord`] in
+//! this format (little-endian):
+//!
+//! ```text
+//! u8 version = 1 | u8 kind | fields
+//! kind 1 node:      u64 id | str kafka address | str resp address
+//! kind 2 topic:     str name | u32 partitions | u32 replication factor |
+//!                   u32 n | n × (u64 group | u32 r | r × u64 node)
+//! kind 3 deletion:  str name
+//! kind 4 producers: u64 first id | u64 count
+//! str               u16 length | UTF-8 bytes
+//! ```
+//!
+//! Decoding checks every length against the bytes left and refuses
+//! anything a writer would not produce.
+
+use std::collections::BTreeMap;
+
+/// The Raft group of the metadata log (0 is the liveness channel).
+pub const METADATA_GROUP: u64 = 1;
+/// The first group id given to a partition.
+pub const FIRST_PARTITION_GROUP: u64 = 2;
+const VERSION: u8 = 1;
+/// The most replicas of one partition.
+pub const MAX_REPLICATION_FACTOR: u32 = 7;
+/// The most partitions of one topic.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// One change to the cluster's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataRecord {
+    /// A node joined (or changed its addresses).
+    Node {
+        /// Its id.
+        id: u64,
+        /// Where Kafka clients reach it.
+        kafka_address: String,
+        /// Where Redis clients reach it.
+        resp_address: String,
+    },
+    /// A topic was created, with each partition's group and replicas.
+    Topic {
+        /// Its name.
+        name: String,
+        /// Each partition: its Raft group and its replicas (the first is
+        /// the preferred leader).
+        partitions: Vec<PartitionAssignment>,
+    },
+    /// A topic was deleted.
+    TopicDeleted {
+        /// Its name.
+        name: String,
+    },
+    /// A block of producer ids was handed out.
+    ProducerIds {
+        /// The first id of the block.
+        first: u64,
+        /// Ids in the block.
+        count: u64,
+    },
+}
+
+/// Where one partition lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    /// Its Raft group.
+    pub group: u64,
+    /// Its replicas' node ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+}
+
+/// Why bytes are not a metadata record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// The record ended inside a field.
+    #[error("metadata record truncated in {0}")]
+    Truncated(&'static str),
+    /// A version this node does not know.
+    #[error("metadata record version {0} is not known")]
+    Version(u8),
+    /// A kind this node does not know.
+    #[error("metadata record kind {0} is not known")]
+    Kind(u8),
+    /// A field out of its range.
+    #[error("metadata record: {0}")]
+    Invalid(String),
+    /// Bytes after the record.
+    #[error("{0} bytes after a metadata record")]
+    Trailing(usize),
+}
+
+impl MetadataRecord {
+    /// The record's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        match self {
+            Self::Node {
+                id,
+                kafka_address,
+                resp_address,
+            } => {
+                out.push(1);
+                out.extend_from_slice(&id.to_le_bytes());
+                put_str(&mut out, kafka_address);
+                put_str(&mut out, resp_address);
+            }
+            Self::Topic { name, partitions } => {
+                out.push(2);
+                put_str(&mut out, name);
+                put_u32(&mut out, partitions.len());
+                for partition in partitions {
+                    out.extend_from_slice(&partition.group.to_le_bytes());
+                    put_u32(&mut out, partition.replicas.len());
+                    for node in &partition.replicas {
+                        out.extend_from_slice(&node.to_le_bytes());
+                    }
+                }
+            }
+            Self::TopicDeleted { name } => {
+                out.push(3);
+                put_str(&mut out, name);
+            }
+            Self::ProducerIds { first, count } => {
+                out.push(4);
+                out.extend_from_slice(&first.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Decodes a record written by [`MetadataRecord::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetadataError> {
+        let mut reader = Reader(bytes);
+        let version = reader.u8("version")?;
+        if version != VERSION {
+            return Err(MetadataError::Version(version));
+        }
+        let record = match reader.u8("kind")? {
+            1 => Self::Node {
+                id: reader.u64("node id")?,
+                kafka_address: reader.str("kafka address")?,
+                resp_address: reader.str("resp address")?,
+            },
+            2 => Self::Topic {
+                name: reader.str("topic name")?,
+                partitions: reader.partitions()?,
+            },
+            3 => Self::TopicDeleted {
+                name: reader.str("topic name")?,
+            },
+            4 => Self::ProducerIds {
+                first: reader.u64("first producer id")?,
+                count: reader.u64("producer id count")?,
+            },
+            other => return Err(MetadataError::Kind(other)),
+        };
+        match reader.0.len() {
+            0 => Ok(record),
+            left => Err(MetadataError::Trailing(left)),
+        }
+    }
+}
+
+fn put_u32(out: &mut Vec<u8>, value: usize) {
+    let value = u32::try_from(value).expect("counts of a metadata record fit in u32");
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    let length = u16::try_from(text.len()).expect("names and addresses below 64 KiB");
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize, field: &'static str) -> Result<&'a [u8], MetadataError> {
+        if self.0.len() < count {
+            return Err(MetadataError::Truncated(field));
+        }
+        let (taken, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, MetadataError> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, MetadataError> {
+        Ok(u32::from_le_bytes(
+            self.take(4, field)?.try_into().expect("4"),
+        ))
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, MetadataError> {
+        Ok(u64::from_le_bytes(
+            self.take(8, field)?.try_into().expect("8"),
+        ))
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<String, MetadataError> {
+        let length = u16::from_le_bytes(self.take(2, field)?.try_into().expect("2"));
+        let bytes = self.take(usize::from(length), field)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| MetadataError::Invalid(format!("{field} is not UTF-8")))
+    }
+
+    fn partitions(&mut self) -> Result<Vec<PartitionAssignment>, MetadataError> {
+        let count = self.u32("partition count")?;
+        if count == 0 || count > MAX_PARTITIONS {
+            return Err(MetadataError::Invalid(format!("{count} partitions")));
+        }
+        let mut partitions = Vec::new();
+        for _ in 0..count {
+            let group = self.u64("group")?;
+            let replicas = self.u32("replica count")?;
+            if replicas == 0 || replicas > MAX_REPLICATION_FACTOR {
+                return Err(MetadataError::Invalid(format!("{replicas} replicas")));
+            }
+            let nodes = (0..replicas)
+                .map(|_| self.u64("replica"))
+                .collect::<Result<Vec<u64>, _>>()?;
+            partitions.push(PartitionAssignment {
+                group,
+                replicas: nodes,
+            });
+        }
+        Ok(partitions)
+    }
+}
+
+/// Addresses of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Where Kafka clients reach it.
+    pub kafka_address: String,
+    /// Where Redis clients reach it.
+    pub resp_address: String,
+}
+
+/// The cluster's metadata: what the committed records say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataState {
+    /// The nodes, by id.
+    pub nodes: BTreeMap<u64, NodeInfo>,
+    /// The topics, by name: their partitions in order.
+    pub topics: BTreeMap<String, Vec<PartitionAssignment>>,
+    /// The next group id to give a partition.
+    pub next_group: u64,
+    /// The next producer id to hand out.
+    pub next_producer_id: u64,
+    /// Partitions created so far (spreads the preferred leaders).
+    pub partitions_created: u64,
+}
+
+impl MetadataState {
+    /// An empty cluster.
+    pub fn new() -> Self {
+        Self {
+            next_group: FIRST_PARTITION_GROUP,
+            ..Self::default()
+        }
+    }
+
+    /// Applies a committed record. A record that contradicts the state (a
+    /// topic that exists, groups out of order) is a bug of whoever
+    /// proposed it: refused, and the state is unchanged.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
+        match record {
+            MetadataRecord::Node {
+                id,
+                kafka_address,
+                resp_address,
+            } => {
+                self.nodes.insert(
+                    *id,
+                    NodeInfo {
+                        kafka_address: kafka_address.clone(),
+                        resp_address: resp_address.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, partitions } => self.apply_topic(name, partitions)?,
+            MetadataRecord::TopicDeleted { name } => {
+                if self.topics.remove(name).is_none() {
+                    return Err(MetadataError::Invalid(format!("no topic {name} to delete")));
+                }
+            }
+            MetadataRecord::ProducerIds { first, count } => {
+                if *first != self.next_producer_id {
+                    return Err(MetadataError::Invalid(format!(
+                        "producer ids from {first}, expected {}",
+                        self.next_producer_id
+                    )));
+                }
+                self.next_producer_id = first
+                    .checked_add(*count)
+                    .ok_or_else(|| MetadataError::Invalid("producer ids overflow".into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_topic(
+        &mut self,
+        name: &str,
+        partitions: &[PartitionAssignment],
+    ) -> Result<(), MetadataError> {
+        if self.topics.contains_key(name) {
+            return Err(MetadataError::Invalid(format!("topic {name} exists")));
+        }
+        for (offset, partition) in partitions.iter().enumerate() {
+            if partition.group != self.next_group + offset as u64 {
+                return Err(MetadataError::Invalid(format!(
+                    "partition {offset} of {name} has group {}, expected {}",
+                    partition.group,
+                    self.next_group + offset as u64
+                )));
+            }
+            let mut unique = partition.replicas.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            if unique.len() != partition.replicas.len()
+                || unique.iter().any(|node| !self.nodes.contains_key(node))
+            {
+                return Err(MetadataError::Invalid(format!(
+                    "partition {offset} of {name}: replicas {:?} repeat or name unknown nodes",
+                    partition.replicas
+                )));
+            }
+        }
+        self.next_group += partitions.len() as u64;
+        self.partitions_created += partitions.len() as u64;
+        self.topics.insert(name.to_string(), partitions.to_vec());
+        Ok(())
+    }
+
+    /// The record that creates topic `name` with `partitions` partitions
+    /// and `replication_factor` replicas each (at most the nodes known),
+    /// spreading replicas and preferred leaders across the nodes
+    /// round-robin from where the previous topic stopped.
+    pub fn plan_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<MetadataRecord, MetadataError> {
+        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(MetadataError::Invalid(format!("{partitions} partitions")));
+        }
+        let factor = usize::try_from(replication_factor).expect("u32 fits usize");
+        if factor == 0 || factor > nodes.len() || replication_factor > MAX_REPLICATION_FACTOR {
+            return Err(MetadataError::Invalid(format!(
+                "replication factor {replication_factor} with {} nodes",
+                nodes.len()
+            )));
+        }
+        let start = self.partitions_created;
+        let partitions = (0..u64::from(partitions))
+            .map(|partition| {
+                let first = usize::try_from((start + partition) % nodes.len() as u64)
+                    .expect("an index below the node count");
+                PartitionAssignment {
+                    group: self.next_group + partition,
+                    replicas: (0..factor)
+                        .map(|r| nodes[(first + r) % nodes.len()])
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(MetadataRecord::Topic {
+            name: name.to_string(),
+            partitions,
+        })
+    }
+
+    /// The groups of which node `node` is a replica: (group, replicas).
+    pub fn groups_of(&self, node: u64) -> Vec<(u64, Vec<u64>)> {
+        self.topics
+            .values()
+            .flatten()
+            .filter(|partition| partition.replicas.contains(&node))
+            .map(|partition| (partition.group, partition.replicas.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn three_nodes() -> MetadataState {
+        let mut state = MetadataState::new();
+        for id in 1..=3 {
+            state
+                .apply(&MetadataRecord::Node {
+                    id,
+                    kafka_address: format!("127.0.0.1:909{id}"),
+                    resp_address: format!("127.0.0.1:637{id}"),
+                })
+                .expect("a node");
+        }
+        state
+    }
+
+    #[test]
+    fn topics_spread_replicas_and_preferred_leaders() {
+        let mut state = three_nodes();
+        let orders = state.plan_topic("orders", 6, 3).expect("a plan");
+        state.apply(&orders).expect("applied");
+        let leaders: Vec<u64> = state.topics["orders"]
+            .iter()
+            .map(|p| p.replicas[0])
+            .collect();
+        assert_eq!(leaders, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(state.topics["orders"][1].replicas, [2, 3, 1]);
+        assert_eq!(state.topics["orders"][5].group, FIRST_PARTITION_GROUP + 5);
+        // The next topic starts where this one stopped.
+        let events = state.plan_topic("events", 2, 2).expect("a plan");
+        state.apply(&events).expect("applied");
+        assert_eq!(state.topics["events"][0].replicas, [1, 2]);
+        assert_eq!(state.topics["events"][0].group, FIRST_PARTITION_GROUP + 6);
+        assert_eq!(state.groups_of(3).len(), 6 + 1);
+        // A plan made before another topic was applied is refused.
+        assert!(state.apply(&orders).is_err());
+        assert!(state.plan_topic("big", 1, 4).is_err());
+    }
+
+    #[test]
+    fn records_that_contradict_the_state_change_nothing() {
+        let mut state = three_nodes();
+        let before = state.clone();
+        let unknown_node = MetadataRecord::Topic {
+            name: "t".into(),
+            partitions: vec![PartitionAssignment {
+                group: FIRST_PARTITION_GROUP,
+                replicas: vec![1, 9],
+            }],
+        };
+        assert!(state.apply(&unknown_node).is_err());
+        assert!(state
+            .apply(&MetadataRecord::TopicDeleted { name: "t".into() })
+            .is_err());
+        assert!(state
+            .apply(&MetadataRecord::ProducerIds { first: 5, count: 1 })
+            .is_err());
+        assert_eq!(state, before);
+    }
+
+    fn record_strategy() -> impl Strategy<Value = MetadataRecord> {
+        let name = "[a-z0-9._-]{1,20}";
+        prop_oneof![
+            (any::<u64>(), name, name).prop_map(|(id, kafka_address, resp_address)| {
+                MetadataRecord::Node {
+                    id,
+                    kafka_address,
+                    resp_address,
+                }
+            }),
+            (
+                name,
+                proptest::collection::vec(
+                    (any::<u64>(), proptest::collection::vec(any::<u64>(), 1..4)),
+                    1..5
+                )
+            )
+                .prop_map(|(name, partitions)| MetadataRecord::Topic {
+                    name,
+                    partitions: partitions
+                        .into_iter()
+                        .map(|(group, replicas)| PartitionAssignment { group, replicas })
+                        .collect(),
+                }),
+            name.prop_map(|name| MetadataRecord::TopicDeleted { name }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(first, count)| MetadataRecord::ProducerIds { first, count }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(record in record_strategy()) {
+            let bytes = record.encode();
+            prop_assert_eq!(MetadataRecord::decode(&bytes), Ok(record));
+            for cut in 0..bytes.len() {
+                prop_assert!(MetadataRecord::decode(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = MetadataRecord::decode(&bytes);
+        }
+    }
+}
