@@ -22,7 +22,7 @@
 //! cost of idle groups is one message per peer per heartbeat, whatever
 //! their number.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use raft::eraftpb::{Message, MessageType};
@@ -92,6 +92,10 @@ pub struct ReplicasStats {
 pub struct Replicas {
     config: ReplicasConfig,
     groups: BTreeMap<u64, Slot>,
+    /// Groups ticked, stepped or proposed to since the last
+    /// [`Replicas::process`]: the only ones that may have something ready,
+    /// so that idle groups cost nothing there either.
+    touched: BTreeSet<u64>,
     outbox: BTreeMap<u64, Vec<Envelope>>,
     /// The tick at which something last came from each peer.
     heard: BTreeMap<u64, u64>,
@@ -120,6 +124,7 @@ impl Replicas {
             down: others.map(|peer| (peer, false)).collect(),
             config,
             groups: BTreeMap::new(),
+            touched: BTreeSet::new(),
             outbox: BTreeMap::new(),
             ticks: 0,
             stats: ReplicasStats::default(),
@@ -149,6 +154,7 @@ impl Replicas {
                 asleep: false,
             },
         );
+        self.touched.insert(id);
         Ok(())
     }
 
@@ -193,6 +199,7 @@ impl Replicas {
                 continue;
             }
             slot.group.tick();
+            self.touched.insert(*id);
             self.stats.group_ticks += 1;
             let settled_leader = slot.group.is_leader() && slot.group.is_settled();
             slot.settled_ticks = if settled_leader {
@@ -300,6 +307,7 @@ impl Replicas {
             // A message raft refuses (a stale term, an unknown peer) is
             // dropped, as raft would drop it.
             let _ = slot.group.step(message);
+            self.touched.insert(envelope.group);
             // A sleeping group stays asleep through the heartbeats still in
             // flight when it quiesced, unless they show it is not settled
             // (a follower behind); anything else wakes it.
@@ -320,6 +328,7 @@ impl Replicas {
             slot.group.ping();
         }
         slot.settled_ticks = 0;
+        self.touched.insert(id);
         slot.group.propose_batch(batch)
     }
 
@@ -327,15 +336,17 @@ impl Replicas {
     /// messages. Stops at the first group whose storage fails (the node
     /// must stop: its disk is in an unknown state).
     pub fn process(&mut self) -> Result<(), (u64, StoreError)> {
-        let ready: Vec<u64> = self
-            .groups
-            .iter()
-            .filter(|(_, slot)| slot.group.has_ready())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ready {
-            let slot = self.groups.get_mut(&id).expect("a group listed above");
+        for id in std::mem::take(&mut self.touched) {
+            let Some(slot) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            if !slot.group.has_ready() {
+                continue;
+            }
             let messages = slot.group.process_ready().map_err(|error| (id, error))?;
+            if slot.group.has_ready() {
+                self.touched.insert(id);
+            }
             for message in messages {
                 self.queue(id, message);
             }
