@@ -23,6 +23,9 @@
 
 use std::collections::BTreeMap;
 
+use weir_log::batch::{encode, ProducerInfo, Record};
+use weir_log::{LogError, Partition};
+
 /// The Raft group of the metadata log (0 is the liveness channel).
 pub const METADATA_GROUP: u64 = 1;
 /// The first group id given to a partition.
@@ -393,6 +396,112 @@ impl MetadataState {
             .filter(|partition| partition.replicas.contains(&node))
             .map(|partition| (partition.group, partition.replicas.clone()))
             .collect()
+    }
+}
+
+/// A producer batch holding one metadata record, to propose to the
+/// metadata group.
+pub fn record_batch(record: &MetadataRecord, timestamp_ms: i64) -> Vec<u8> {
+    let value = record.encode();
+    let mut batch = Vec::new();
+    encode(
+        &[Record::value(timestamp_ms, &value)],
+        ProducerInfo::NONE,
+        &mut batch,
+    )
+    .expect("a metadata record is far below the batch limits");
+    batch
+}
+
+/// Why the metadata log could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataLogError {
+    /// The log could not be read.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A committed record does not decode: written by a newer version, or
+    /// corrupt. Nothing after it can be applied.
+    #[error("metadata record at offset {offset}: {error}")]
+    Record {
+        /// Its offset.
+        offset: u64,
+        /// Why it does not decode.
+        error: MetadataError,
+    },
+}
+
+/// The state built from a metadata log's committed records, and how far
+/// it has read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataLog {
+    state: MetadataState,
+    next_offset: u64,
+    refused: u64,
+}
+
+impl Default for MetadataLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MetadataLog {
+    /// Nothing applied yet.
+    pub fn new() -> Self {
+        Self {
+            state: MetadataState::new(),
+            next_offset: 0,
+            refused: 0,
+        }
+    }
+
+    /// The state so far.
+    pub fn state(&self) -> &MetadataState {
+        &self.state
+    }
+
+    /// The offset of the next record to apply: every record below it is
+    /// applied.
+    pub fn applied_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Committed records that contradicted the state (refused, the same way
+    /// on every node).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Applies the records committed since the last call (those below the
+    /// partition's high watermark); returns how many were read.
+    pub fn catch_up(&mut self, partition: &Partition) -> Result<u64, MetadataLogError> {
+        let mut read = 0;
+        while self.next_offset < partition.high_watermark() {
+            let result = partition.read(self.next_offset, 1 << 20)?;
+            let before = self.next_offset;
+            for record in result.records() {
+                let record = record.map_err(LogError::from)?;
+                self.apply_value(record.offset, record.value.unwrap_or_default())?;
+                self.next_offset = record.offset + 1;
+                read += 1;
+            }
+            if self.next_offset == before {
+                break;
+            }
+        }
+        Ok(read)
+    }
+
+    fn apply_value(&mut self, offset: u64, value: &[u8]) -> Result<(), MetadataLogError> {
+        let record = MetadataRecord::decode(value)
+            .map_err(|error| MetadataLogError::Record { offset, error })?;
+        if let Err(error) = self.state.apply(&record) {
+            // A proposal made from a state that changed before it was
+            // committed: every node refuses it alike.
+            tracing::debug!(offset, %error, "metadata record refused");
+            self.refused += 1;
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use weir_io::{ManualClock, SimDisk, Storage};
 use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::{HighWatermarkPolicy, LogConfig, Partition};
 use weir_replication::codec::{decode_frame, encode_frame, Envelope, Limits};
+use weir_replication::metadata::{record_batch, MetadataLog, MetadataRecord};
 use weir_replication::{CommitStatus, Group, ProposeError, Replicas, ReplicasConfig};
 
 /// How hard the run is.
@@ -61,6 +62,10 @@ pub struct Report {
     pub crashes_mid_operation: usize,
     pub elections: usize,
     pub delivered: u64,
+    /// Topics in the metadata at the end.
+    pub topics: usize,
+    /// Metadata records refused on apply (plans overtaken by others).
+    pub metadata_refused: u64,
     /// Groups asleep (on all nodes) when the busiest leader was killed.
     pub asleep_at_kill: usize,
     /// Group ticks saved by quiescence while the cluster was quiet.
@@ -83,6 +88,9 @@ struct Node {
     slow: u32,
     /// Per group: the commit index and high watermark seen in this life.
     seen: BTreeMap<u64, (u64, u64)>,
+    /// The cluster metadata this node built from the metadata group's
+    /// committed records (rebuilt from its log after a restart).
+    metadata: MetadataLog,
 }
 
 struct InFlight {
@@ -137,6 +145,12 @@ pub struct Cluster {
     /// Whether faults are being injected.
     faulty: bool,
     violation: Option<String>,
+    /// The group whose log holds the cluster metadata (the last one).
+    metadata_group: u64,
+    /// A fingerprint of the metadata state at each applied offset, from
+    /// whichever node got there first.
+    metadata_at: BTreeMap<u64, String>,
+    topics_planned: u64,
     pub report: Report,
 }
 
@@ -160,9 +174,12 @@ impl Cluster {
                 crash_armed: false,
                 slow: rng.random_range(0..300),
                 seen: BTreeMap::new(),
+                metadata: MetadataLog::new(),
             })
             .collect();
-        let groups: Vec<u64> = (1..=plan.groups).collect();
+        // The last group carries the cluster metadata.
+        let groups: Vec<u64> = (1..=plan.groups + 1).collect();
+        let metadata_group = plan.groups + 1;
         let mut cluster = Self {
             seed,
             rng,
@@ -174,6 +191,9 @@ impl Cluster {
             step: 0,
             faulty: false,
             violation: None,
+            metadata_group,
+            metadata_at: BTreeMap::new(),
+            topics_planned: 0,
             report: Report::default(),
         };
         for index in 0..cluster.nodes.len() {
@@ -211,6 +231,7 @@ impl Cluster {
                 .insert(group, (opened.commit_index(), opened.high_watermark()));
         }
         node.replicas = Some(replicas);
+        node.metadata = MetadataLog::new();
         Ok(())
     }
 
@@ -261,7 +282,7 @@ impl Cluster {
         // A node that restarts in the quiet steps (a crash scheduled in the
         // faulty ones) starts its counters again: saturate.
         let ticked = self.group_ticks().saturating_sub(ticks_before);
-        let possible = plan.quiet_steps * plan.nodes * plan.groups;
+        let possible = plan.quiet_steps * plan.nodes * self.groups.len() as u64;
         self.report.quiet_group_ticks += possible.saturating_sub(ticked);
         // Liveness through a failover: the node leading most groups dies
         // and stays down; every group must acknowledge a record anyway.
@@ -346,6 +367,7 @@ impl Cluster {
         if self.chance(100_000) {
             self.consume()?;
         }
+        self.apply_metadata()?;
         self.check_step()
     }
 
@@ -476,6 +498,9 @@ impl Cluster {
         let Some(&index) = leaders.first() else {
             return Ok(());
         };
+        if group == self.metadata_group {
+            return self.propose_metadata(index);
+        }
         let idempotent = self.rng.random_range(0..2) == 0;
         let model = self.models.get_mut(&group).expect("a model per group");
         let (value, producer) = match idempotent {
@@ -531,6 +556,101 @@ impl Cluster {
                 ProposeError::NotLeader { .. } | ProposeError::Dropped(_) | ProposeError::InFlight,
             ) => {}
             Err(error) => return Err(format!("node {id}: group {group}: propose: {error}")),
+        }
+        Ok(())
+    }
+
+    /// Proposes a metadata change planned from the leader's own view: a
+    /// node's registration, a topic, or a block of producer ids. A plan
+    /// overtaken by another change is refused when applied, alike on
+    /// every node.
+    fn propose_metadata(&mut self, index: usize) -> Result<(), String> {
+        let state = self.nodes[index].metadata.state().clone();
+        let unregistered = self
+            .ids()
+            .into_iter()
+            .find(|id| !state.nodes.contains_key(id));
+        let record = match (unregistered, self.rng.random_range(0..3)) {
+            (Some(id), _) => MetadataRecord::Node {
+                id,
+                kafka_address: format!("127.0.0.1:{}", 9090 + id),
+                resp_address: format!("127.0.0.1:{}", 6370 + id),
+            },
+            (None, 0) => MetadataRecord::ProducerIds {
+                first: state.next_producer_id,
+                count: 1000,
+            },
+            (None, _) => {
+                self.topics_planned += 1;
+                let partitions = self.rng.random_range(1..4);
+                let factor = state.nodes.len().min(3) as u32;
+                state
+                    .plan_topic(&format!("t{}", self.topics_planned), partitions, factor)
+                    .map_err(|error| format!("planning a topic: {error}"))?
+            }
+        };
+        let batch = record_batch(&record, 1_700_000_000_000);
+        let group = self.metadata_group;
+        let id = self.nodes[index].id;
+        let outcome = self.guarded(index, "propose metadata", |replicas| {
+            Ok(replicas.propose(group, &batch))
+        })?;
+        match outcome {
+            Some(Ok(proposed)) => {
+                let step = self.step;
+                self.models
+                    .get_mut(&group)
+                    .expect("a model")
+                    .pending
+                    .push(Pending {
+                        node: id,
+                        index: proposed.index,
+                        term: proposed.term,
+                        base_offset: proposed.base_offset,
+                        value: record.encode(),
+                        idempotent: false,
+                        since: step,
+                    });
+            }
+            Some(Err(ProposeError::NotLeader { .. } | ProposeError::Dropped(_))) | None => {}
+            Some(Err(error)) => return Err(format!("node {id}: propose metadata: {error}")),
+        }
+        Ok(())
+    }
+
+    /// Every node applies the metadata records committed so far; two nodes
+    /// that have applied up to the same offset hold the same metadata.
+    fn apply_metadata(&mut self) -> Result<(), String> {
+        let group = self.metadata_group;
+        for node in &mut self.nodes {
+            if node.crash_armed {
+                continue;
+            }
+            let Some(replicas) = node.replicas.as_ref() else {
+                continue;
+            };
+            let partition = replicas
+                .group(group)
+                .expect("the metadata group")
+                .log()
+                .partition();
+            node.metadata
+                .catch_up(partition)
+                .map_err(|error| format!("node {}: metadata: {error}", node.id))?;
+            let offset = node.metadata.applied_offset();
+            let fingerprint = format!("{:?}", node.metadata.state());
+            match self.metadata_at.get(&offset) {
+                Some(known) if *known != fingerprint => {
+                    return Err(format!(
+                        "node {}: metadata at offset {offset} differs from another node's:\n{fingerprint}\n{known}",
+                        node.id
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    self.metadata_at.insert(offset, fingerprint);
+                }
+            }
         }
         Ok(())
     }
@@ -854,7 +974,28 @@ impl Cluster {
                 }
                 check_acknowledged(*id, group, &model.acknowledged)?;
             }
-            check_no_duplicates(leaders[0], leader)?;
+            if *group_id != self.metadata_group {
+                check_no_duplicates(leaders[0], leader)?;
+            }
+        }
+        self.check_metadata_settled()
+    }
+
+    /// At the end every node holds the same metadata, with every node
+    /// registered.
+    fn check_metadata_settled(&self) -> Result<(), String> {
+        let first = &self.nodes[0].metadata;
+        for node in &self.nodes {
+            if node.metadata != *first {
+                return Err(format!(
+                    "node {} ends with other metadata than node {}",
+                    node.id, self.nodes[0].id
+                ));
+            }
+        }
+        let state = first.state();
+        if state.nodes.len() != self.nodes.len() {
+            return Err(format!("only {} nodes registered", state.nodes.len()));
         }
         Ok(())
     }
@@ -1014,5 +1155,7 @@ pub fn run_seed(seed: u64, plan: Plan) -> Report {
             plan.nodes, plan.groups, cluster.step
         );
     }
+    cluster.report.topics = cluster.nodes[0].metadata.state().topics.len();
+    cluster.report.metadata_refused = cluster.nodes[0].metadata.refused();
     cluster.report
 }
