@@ -75,6 +75,9 @@ pub fn raft_log_file(data: &[u8]) {
         .open_file(SIDE_FILE, OpenMode::CreateIfMissing)
         .expect("a file");
     file.write_at(data, 0).expect("a write");
+    // The read-only inspection reads the same bytes the same way.
+    let report = crate::store::inspect_side_file(data);
+    assert!(report.invalid_tail_bytes <= data.len() as u64);
     if let Ok(log) = RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3]) {
         log.check().expect("an opened log holds its invariants");
     }
@@ -305,5 +308,21 @@ mod tests {
         let bytes = sample_side_file();
         assert!(!bytes.is_empty());
         raft_log_file(&bytes);
+        let report = crate::store::inspect_side_file(&bytes);
+        assert_eq!((report.entries, report.own_entries), (2, 2));
+        assert_eq!(report.terms, [(2, 1, 0)]);
+        assert_eq!(
+            report
+                .state
+                .map(|state| (state.hard.term, state.hard.vote, state.hard.commit)),
+            Some((2, 1, 2))
+        );
+        assert_eq!(report.invalid_tail_bytes, 0);
+        // The last state record torn: the one before it is reported, and
+        // the torn bytes counted.
+        let torn = crate::store::inspect_side_file(&bytes[..bytes.len() - 3]);
+        assert!(torn.invalid_tail_bytes > 0);
+        assert_eq!(torn.state.map(|state| state.hard.term), Some(0));
+        assert_eq!(torn.entries, 2);
     }
 }

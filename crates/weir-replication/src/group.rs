@@ -22,7 +22,7 @@ use raft::{Config, RawNode, StateRole};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use weir_io::Storage;
-use weir_log::{batch, LogError, Partition};
+use weir_log::{batch, LogError, Partition, SequenceError};
 
 use crate::store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError};
 
@@ -73,6 +73,19 @@ pub enum ProposeError {
     /// The batch is a producer's retry of one not yet committed: retry later.
     #[error("a retry of a batch not yet committed")]
     InFlight,
+    /// The producer's batch is ahead of every batch of it this leader's
+    /// log holds: the leader may be stale (a newer one has the batches it
+    /// lacks). Retriable, like a change of leader: a leader whose log is
+    /// complete never sees this from a correct producer.
+    #[error("producer {producer_id}: sequence {found} is ahead of this leader's {expected}")]
+    SequenceAhead {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence this leader's log expects.
+        expected: i32,
+        /// The batch's first sequence.
+        found: i32,
+    },
     /// The segment log refused the batch (invalid, out of sequence, …).
     #[error(transparent)]
     Log(#[from] LogError),
@@ -128,6 +141,24 @@ impl std::fmt::Debug for Group {
             .field("role", &self.node.raft.state)
             .field("commit", &self.node.raft.raft_log.committed)
             .finish_non_exhaustive()
+    }
+}
+
+/// A sequence ahead of the leader's log (rather than behind it, or of an
+/// older epoch) is what a stale leader sees: made retriable.
+fn sequence_ahead(error: LogError) -> ProposeError {
+    match error {
+        LogError::Sequence(SequenceError::OutOfOrder {
+            producer_id,
+            expected,
+            found,
+            ..
+        }) if found.wrapping_sub(expected) > 0 => ProposeError::SequenceAhead {
+            producer_id,
+            expected,
+            found,
+        },
+        other => ProposeError::Log(other),
     }
 }
 
@@ -209,7 +240,9 @@ impl Group {
         let epoch = u32::try_from(term).expect("terms stay below 2^32 (leader epochs)");
         self.check_leader_writes();
         let partition = Arc::clone(self.node.store().partition());
-        let info = partition.write_batch_in_epoch(producer_batch, epoch)?;
+        let info = partition
+            .write_batch_in_epoch(producer_batch, epoch)
+            .map_err(sequence_ahead)?;
         if info.duplicate {
             return match info.last_offset < partition.high_watermark() {
                 true => Ok(Proposed {

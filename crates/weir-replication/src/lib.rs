@@ -24,6 +24,12 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+
+/// raft-rs's types that weir-replication's API takes (entries, hard
+/// state), for crates that do not depend on raft themselves.
+pub mod raft_types {
+    pub use raft::eraftpb::{ConfState, Entry, HardState};
+}
 pub mod fuzzing;
 mod group;
 pub mod metadata;
@@ -34,4 +40,7 @@ pub mod transport;
 
 pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
 pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, LIVENESS_GROUP, QUIESCE};
-pub use store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError, SIDE_FILE};
+pub use store::{
+    inspect_side_file, is_data, LeaderWrite, PersistedState, RaftLog, SideFileReport, StoreError,
+    SIDE_FILE,
+};

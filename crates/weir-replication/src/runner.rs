@@ -48,6 +48,10 @@ pub enum ProduceError {
     /// A producer's retry of a batch not yet committed: retry later.
     #[error("a retry of a batch not yet committed")]
     InFlight,
+    /// The producer is ahead of this leader's log (a stale leader): retry,
+    /// after refreshing who leads.
+    #[error("the producer is ahead of this leader's log: {0}")]
+    SequenceAhead(String),
     /// The log refused the batch.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -285,6 +289,9 @@ impl Runner {
                 let _ = reply.send(Err(match error {
                     ProposeError::NotLeader { leader } => ProduceError::NotLeader { leader },
                     ProposeError::InFlight => ProduceError::InFlight,
+                    error @ ProposeError::SequenceAhead { .. } => {
+                        ProduceError::SequenceAhead(error.to_string())
+                    }
                     ProposeError::Log(error) => ProduceError::Log(error),
                     ProposeError::Dropped(_) => ProduceError::NotLeader { leader: None },
                 }));

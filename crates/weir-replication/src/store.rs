@@ -592,6 +592,66 @@ impl raft::Storage for RaftLog {
     }
 }
 
+/// What a side file holds, read without changing it (`weir inspect raft`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SideFileReport {
+    /// The last valid state record.
+    pub state: Option<PersistedState>,
+    /// Entries, and how many of them are raft's own (no offsets).
+    pub entries: u64,
+    /// Raft's own entries among them.
+    pub own_entries: u64,
+    /// Each term (leader epoch) in the log: its first index and the first
+    /// offset of its records.
+    pub terms: Vec<(u64, u64, u64)>,
+    /// The offset after the last entry's records.
+    pub end_offset: u64,
+    /// Bytes after the last valid record (a torn tail, or corruption).
+    pub invalid_tail_bytes: u64,
+    /// Why reading stopped early, if a valid record broke the file's rules.
+    pub problem: Option<String>,
+}
+
+/// Reads a side file's bytes as [`RaftLog::open`] would, without cutting
+/// or changing anything.
+pub fn inspect_side_file(bytes: &[u8]) -> SideFileReport {
+    let mut report = SideFileReport::default();
+    let mut position = 0usize;
+    let mut last_index = 0u64;
+    while let Some((body, next)) = next_record(bytes, position) {
+        let outcome = match body.first() {
+            Some(&ENTRY_RECORD) => decode_entry(body).map(|(index, meta)| {
+                if index != last_index + 1 || (last_index > 0 && meta.start != report.end_offset) {
+                    report.problem =
+                        Some(format!("entry {index} does not follow entry {last_index}"));
+                }
+                if report
+                    .terms
+                    .last()
+                    .is_none_or(|(term, _, _)| *term != meta.term)
+                {
+                    report.terms.push((meta.term, index, meta.start));
+                }
+                report.entries += 1;
+                report.own_entries += u64::from(meta.own.is_some());
+                report.end_offset = meta.end;
+                last_index = index;
+            }),
+            Some(&STATE_RECORD) => decode_state(body).map(|state| report.state = Some(state)),
+            _ => Err(StoreError::Corrupt("unknown record kind".into())),
+        };
+        if let Err(error) = outcome {
+            report.problem = Some(error.to_string());
+        }
+        if report.problem.is_some() {
+            break;
+        }
+        position = next;
+    }
+    report.invalid_tail_bytes = (bytes.len() - position) as u64;
+    report
+}
+
 fn next_record(bytes: &[u8], position: usize) -> Option<(&[u8], usize)> {
     let header = bytes.get(position..position + RECORD_HEADER_BYTES)?;
     let length = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;

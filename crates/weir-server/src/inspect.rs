@@ -11,6 +11,7 @@ use weir_io::{read_whole_file, EntryKind, OsStorage, Storage};
 use weir_log::inspect::{
     inspect_partition, inspect_partition_files, BatchSummary, PartitionFiles, SegmentProblem,
 };
+use weir_replication::{inspect_side_file, SIDE_FILE};
 use weir_stream::persistence::{log_generation, scan_log, LogEnd};
 
 /// What an inspection found.
@@ -348,6 +349,63 @@ fn quote(arg: &[u8]) -> String {
     }
     out.push('"');
     out
+}
+
+/// Reports the Raft state of a replicated partition's Raft directory (the
+/// one holding `raft-log`): term, vote, commit, applied index,
+/// configuration, entries and the terms (leader epochs) they span, and a
+/// torn or corrupt tail. Changes nothing.
+pub fn raft(dir: &Path) -> std::io::Result<Report> {
+    let storage = OsStorage::open(dir)?;
+    let bytes = read_whole_file(&storage, SIDE_FILE)?.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no {SIDE_FILE} in this directory"),
+        )
+    })?;
+    let found = inspect_side_file(&bytes);
+    let mut report = Report::default();
+    let text = &mut report.text;
+    match &found.state {
+        Some(state) => {
+            let _ = writeln!(
+                text,
+                "term {}, vote {}, commit {}, applied {}, voters {:?}, learners {:?}",
+                state.hard.term,
+                state.hard.vote,
+                state.hard.commit,
+                state.applied,
+                state.conf.voters,
+                state.conf.learners
+            );
+        }
+        None => {
+            let _ = writeln!(text, "no state record");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "{} entries ({} raft's own, taking no offset), records up to offset {}",
+        found.entries, found.own_entries, found.end_offset
+    );
+    for (term, index, offset) in &found.terms {
+        let _ = writeln!(
+            text,
+            "  term (leader epoch) {term}: from entry {index}, offset {offset}"
+        );
+    }
+    if let Some(problem) = &found.problem {
+        let _ = writeln!(text, "CORRUPT: {problem}");
+        report.corrupt = true;
+    }
+    if found.invalid_tail_bytes > 0 {
+        let _ = writeln!(
+            text,
+            "{} bytes after the last valid record: a torn tail (cut when the group opens) or corruption",
+            found.invalid_tail_bytes
+        );
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

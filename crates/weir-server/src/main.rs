@@ -51,6 +51,12 @@ enum InspectCommand {
         #[arg(long)]
         dump: bool,
     },
+    /// A replicated partition's Raft state: term, vote, commit, applied,
+    /// configuration, entries and their terms (leader epochs).
+    Raft {
+        /// The directory holding the partition's `raft-log`.
+        dir: PathBuf,
+    },
 }
 
 /// Every setting, as a flag; each overrides the config file.
@@ -218,6 +224,7 @@ fn inspect(what: InspectCommand) -> ExitCode {
     let (dir, result) = match &what {
         InspectCommand::Streams { dir, dump } => (dir, weir_server::inspect::streams(dir, *dump)),
         InspectCommand::Log { dir, dump } => (dir, weir_server::inspect::log(dir, *dump)),
+        InspectCommand::Raft { dir } => (dir, weir_server::inspect::raft(dir)),
     };
     match result {
         Ok(report) => {

@@ -62,6 +62,9 @@ pub struct Report {
     pub crashes_mid_operation: usize,
     pub elections: usize,
     pub delivered: u64,
+    /// Clocks that jumped forward, and processes paused.
+    pub clock_jumps: usize,
+    pub pauses: usize,
     /// Topics in the metadata at the end.
     pub topics: usize,
     /// Metadata records refused on apply (plans overtaken by others).
@@ -86,6 +89,11 @@ struct Node {
     crash_armed: bool,
     /// Chance in 1000 that a tick is skipped (a slow clock).
     slow: u32,
+    /// Steps left in a pause (a stalled process: no ticks, nothing
+    /// received, nothing sent; frames for it wait in the network).
+    paused_for: u64,
+    /// Ticks to add at the next step (the clock jumped forward).
+    jump: u64,
     /// Per group: the commit index and high watermark seen in this life.
     seen: BTreeMap<u64, (u64, u64)>,
     /// The cluster metadata this node built from the metadata group's
@@ -128,8 +136,10 @@ struct Model {
     /// in flight.
     idempotent_next: u64,
     idempotent_waiting: bool,
-    /// Records acknowledged since the phase began (liveness).
+    /// Records acknowledged since the phase began (liveness), and of them
+    /// the idempotent producer's.
     acknowledged_in_phase: usize,
+    idempotent_acknowledged_in_phase: usize,
 }
 
 pub struct Cluster {
@@ -173,6 +183,8 @@ impl Cluster {
                 down_for: 0,
                 crash_armed: false,
                 slow: rng.random_range(0..300),
+                paused_for: 0,
+                jump: 0,
                 seen: BTreeMap::new(),
                 metadata: MetadataLog::new(),
             })
@@ -306,25 +318,35 @@ impl Cluster {
     fn live_phase(&mut self, steps: u64, what: &str) -> Result<(), String> {
         for model in self.models.values_mut() {
             model.acknowledged_in_phase = 0;
+            model.idempotent_acknowledged_in_phase = 0;
         }
         for offset in 0..steps {
             if offset.is_multiple_of(25) {
                 for group in self.groups.clone() {
-                    if self.models[&group].acknowledged_in_phase == 0 {
+                    if !self.live_in_phase(group) {
                         self.propose(group)?;
                     }
                 }
             }
             self.step_once(false)?;
         }
-        for (group, model) in &self.models {
-            if model.acknowledged_in_phase == 0 {
+        for group in &self.groups {
+            if !self.live_in_phase(*group) {
                 return Err(format!(
-                    "group {group}: no record acknowledged in the {steps} steps {what}"
+                    "group {group}: no record (or none of the idempotent producer's) acknowledged in the {steps} steps {what}"
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Whether group `group` acknowledged a record in this phase, and one
+    /// of its idempotent producer's (which a stale or incomplete log would
+    /// block).
+    fn live_in_phase(&self, group: u64) -> bool {
+        let model = &self.models[&group];
+        model.acknowledged_in_phase > 0
+            && (group == self.metadata_group || model.idempotent_acknowledged_in_phase > 0)
     }
 
     fn group_ticks(&self) -> u64 {
@@ -372,6 +394,19 @@ impl Cluster {
     }
 
     fn inject_faults(&mut self) {
+        if self.chance(1_000) {
+            // A clock that jumps forward: many ticks at once.
+            let index = self.rng.random_range(0..self.nodes.len());
+            self.nodes[index].jump = self.rng.random_range(5..60);
+            self.report.clock_jumps += 1;
+        }
+        if self.chance(1_000) {
+            // A process that stalls (a long pause), then resumes as if
+            // nothing happened.
+            let index = self.rng.random_range(0..self.nodes.len());
+            self.nodes[index].paused_for = self.rng.random_range(5..80);
+            self.report.pauses += 1;
+        }
         if self.chance(1_500) {
             let index = self.rng.random_range(0..self.nodes.len());
             if self.nodes[index].replicas.is_some() {
@@ -446,6 +481,8 @@ impl Cluster {
     fn heal(&mut self) -> Result<(), String> {
         self.cut.clear();
         for node in &mut self.nodes {
+            node.paused_for = 0;
+            node.jump = 0;
             if node.crash_armed && node.disk.crash_pending() {
                 node.disk.cancel_crash();
                 node.crash_armed = false;
@@ -474,19 +511,25 @@ impl Cluster {
 
     fn tick_all(&mut self) -> Result<(), String> {
         for index in 0..self.nodes.len() {
-            let skip = self.rng.random_range(0..1000) < self.nodes[index].slow;
-            if !skip {
-                self.guarded(index, "tick", |replicas| {
-                    replicas.tick();
-                    Ok(())
-                })?;
+            if self.nodes[index].paused_for > 0 {
+                self.nodes[index].paused_for -= 1;
+                continue;
             }
+            let skip = self.rng.random_range(0..1000) < self.nodes[index].slow;
+            let ticks = u64::from(!skip) + std::mem::take(&mut self.nodes[index].jump);
+            self.guarded(index, "tick", |replicas| {
+                for _ in 0..ticks {
+                    replicas.tick();
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
     fn propose(&mut self, group: u64) -> Result<(), String> {
         let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|index| self.nodes[*index].paused_for == 0)
             .filter(|index| {
                 self.nodes[*index]
                     .replicas
@@ -552,8 +595,13 @@ impl Cluster {
                     since: step,
                 });
             }
+            // A stale leader (one that has not heard of the newer term)
+            // answers a producer ahead of its log with a retriable error.
             Err(
-                ProposeError::NotLeader { .. } | ProposeError::Dropped(_) | ProposeError::InFlight,
+                ProposeError::NotLeader { .. }
+                | ProposeError::Dropped(_)
+                | ProposeError::InFlight
+                | ProposeError::SequenceAhead { .. },
             ) => {}
             Err(error) => return Err(format!("node {id}: group {group}: propose: {error}")),
         }
@@ -659,6 +707,7 @@ impl Cluster {
         self.report.acknowledged += 1;
         let model = self.models.get_mut(&group).expect("a model");
         model.acknowledged_in_phase += 1;
+        model.idempotent_acknowledged_in_phase += usize::from(idempotent);
         if idempotent {
             model.idempotent_next += 1;
             model.idempotent_waiting = false;
@@ -681,7 +730,12 @@ impl Cluster {
         let mut due = Vec::new();
         let mut index = 0;
         while index < self.network.len() {
-            if self.network[index].deliver_at <= now {
+            let to = self.network[index].to;
+            let paused = self
+                .nodes
+                .iter()
+                .any(|node| node.id == to && node.paused_for > 0);
+            if self.network[index].deliver_at <= now && !paused {
                 due.push(self.network.swap_remove(index));
             } else {
                 index += 1;
@@ -739,6 +793,9 @@ impl Cluster {
 
     fn process_all(&mut self) -> Result<(), String> {
         for index in 0..self.nodes.len() {
+            if self.nodes[index].paused_for > 0 {
+                continue;
+            }
             let id = self.nodes[index].id;
             let outbox = self.guarded(index, "process", |replicas| {
                 replicas
