@@ -17,13 +17,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use raft::eraftpb::{Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+};
 use raft::{Config, RawNode, StateRole};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use weir_io::Storage;
 use weir_log::{batch, LogError, Partition, SequenceError};
 
+use crate::confchange::decode_conf_change;
 use crate::store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError};
 
 /// Settings of one group on one node.
@@ -348,15 +351,6 @@ impl Group {
         let Some(last) = entries.last() else {
             return Ok(());
         };
-        for entry in entries {
-            if entry.entry_type != EntryType::EntryNormal {
-                return Err(StoreError::Corrupt(format!(
-                    "entry {} is a configuration change, which this version does not apply",
-                    entry.index
-                )));
-            }
-            debug_assert!(is_data(entry) || entry.data.is_empty());
-        }
         // Before applying: the entries continue what was applied and are
         // durable here.
         assert_eq!(entries[0].index, self.applied + 1, "applied out of order");
@@ -365,13 +359,80 @@ impl Group {
             "entry {} applied before it was persisted",
             last.index
         );
+        let mut conf = None;
+        for entry in entries {
+            match entry.entry_type {
+                EntryType::EntryNormal => debug_assert!(is_data(entry) || entry.data.is_empty()),
+                EntryType::EntryConfChangeV2 => conf = self.apply_conf_change(entry)?.or(conf),
+                EntryType::EntryConfChange => {
+                    return Err(StoreError::Corrupt(format!(
+                        "entry {} is a version 1 configuration change, which weir never proposes",
+                        entry.index
+                    )))
+                }
+            }
+        }
         self.applied = last.index;
         let high_watermark = self.node.store().end_offset_at(last.index);
         self.raise_high_watermark(high_watermark);
         let mut state: PersistedState = self.node.store().state().clone();
         state.applied = last.index;
         state.hard.commit = state.hard.commit.max(last.index);
+        if let Some(conf) = conf {
+            state.conf = conf;
+        }
         self.node.mut_store().set_state(state)
+    }
+
+    /// Applies a committed configuration change, read with weir's own
+    /// decoder; the new configuration, or `None` if raft refused the change
+    /// (as it does on every node alike).
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+    ) -> Result<Option<raft::eraftpb::ConfState>, StoreError> {
+        let change = decode_conf_change(&entry.data)
+            .map_err(|error| StoreError::Corrupt(format!("entry {}: {error}", entry.index)))?;
+        match self.node.apply_conf_change(&change) {
+            Ok(conf) => Ok(Some(conf)),
+            Err(error) => {
+                tracing::warn!(index = entry.index, %error, "configuration change refused");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Proposes a change of the group's members (a leader only): each
+    /// `(change, node)` adds a voter, removes a node or adds a learner.
+    /// Several changes go through joint consensus, left automatically once
+    /// committed. Returns the entry's index and term.
+    pub fn propose_membership(
+        &mut self,
+        changes: &[(ConfChangeType, u64)],
+    ) -> Result<(u64, u64), ProposeError> {
+        if self.node.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let change = ConfChangeV2 {
+            transition: ConfChangeTransition::Auto,
+            changes: changes
+                .iter()
+                .map(|(change_type, node_id)| ConfChangeSingle {
+                    change_type: *change_type,
+                    node_id: *node_id,
+                    ..ConfChangeSingle::default()
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            ..ConfChangeV2::default()
+        };
+        let index = self.node.raft.raft_log.last_index() + 1;
+        let result = self.node.propose_conf_change(Vec::new(), change);
+        self.after_raft();
+        result.map_err(ProposeError::Dropped)?;
+        Ok((index, self.node.raft.term))
     }
 
     fn raise_high_watermark(&self, offset: u64) {

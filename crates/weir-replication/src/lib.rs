@@ -24,11 +24,12 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod confchange;
 
 /// raft-rs's types that weir-replication's API takes (entries, hard
 /// state), for crates that do not depend on raft themselves.
 pub mod raft_types {
-    pub use raft::eraftpb::{ConfState, Entry, HardState};
+    pub use raft::eraftpb::{ConfChangeType, ConfState, Entry, HardState};
 }
 pub mod fuzzing;
 mod group;

@@ -158,6 +158,33 @@ impl Replicas {
         Ok(())
     }
 
+    /// Watches node `peer` for liveness from now on (a node that joined).
+    pub fn add_peer(&mut self, peer: u64) {
+        if peer != self.config.node {
+            self.heard.entry(peer).or_insert(self.ticks);
+            self.down.entry(peer).or_insert(false);
+        }
+    }
+
+    /// Proposes a change of group `id`'s members (see
+    /// [`Group::propose_membership`]), waking it.
+    pub fn propose_membership(
+        &mut self,
+        id: u64,
+        changes: &[(raft::eraftpb::ConfChangeType, u64)],
+    ) -> Result<(u64, u64), ProposeError> {
+        let Some(slot) = self.groups.get_mut(&id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        if slot.asleep {
+            slot.asleep = false;
+            slot.group.ping();
+        }
+        slot.settled_ticks = 0;
+        self.touched.insert(id);
+        slot.group.propose_membership(changes)
+    }
+
     /// Closes this node's replica of group `id`.
     pub fn close_group(&mut self, id: u64) -> Option<Group> {
         self.groups.remove(&id).map(|slot| slot.group)

@@ -29,9 +29,14 @@
 
 use std::sync::Arc;
 
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState,
+    Snapshot,
+};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use weir_io::{File, OpenMode, Storage};
+
+use crate::confchange::encode_conf_change;
 use weir_log::batch::{crc32c, BatchHeader};
 use weir_log::frame::StoredBatch;
 use weir_log::{Isolation, LogError, Partition};
@@ -134,14 +139,61 @@ impl RaftLog {
         };
         log.replay(&bytes)?;
         if created {
-            log.state.conf.voters = voters.to_vec();
-            log.write_state()?;
-            log.sync()?;
+            if log.partition.log_end_offset() > log.partition.log_start_offset() {
+                return Err(StoreError::Corrupt(
+                    "the partition has records but no raft log: not a replica's".into(),
+                ));
+            }
+            log.bootstrap(voters)?;
             dir.sync_dir()?;
         }
         log.reconcile()?;
         log.check()?;
         Ok(log)
+    }
+
+    /// Starts a new group's log. With `voters`, as an original member: the
+    /// configuration goes into the log as one committed entry per voter
+    /// (term 1, no offsets), written alike by every original member, so that
+    /// a node that joins later learns it by applying the log from the
+    /// start. Without, as a joining node: an empty log and configuration.
+    fn bootstrap(&mut self, voters: &[u64]) -> Result<(), StoreError> {
+        let entries: Vec<Entry> = voters
+            .iter()
+            .enumerate()
+            .map(|(position, voter)| {
+                let change = ConfChangeV2 {
+                    changes: vec![ConfChangeSingle {
+                        change_type: ConfChangeType::AddNode,
+                        node_id: *voter,
+                        ..ConfChangeSingle::default()
+                    }]
+                    .into(),
+                    ..ConfChangeV2::default()
+                };
+                Entry {
+                    entry_type: EntryType::EntryConfChangeV2,
+                    term: 1,
+                    index: position as u64 + 1,
+                    data: encode_conf_change(&change).into(),
+                    ..Entry::default()
+                }
+            })
+            .collect();
+        self.append(&entries, &mut std::collections::VecDeque::new())?;
+        let count = entries.len() as u64;
+        let mut state = PersistedState {
+            applied: count,
+            ..PersistedState::default()
+        };
+        if count > 0 {
+            state.hard.term = 1;
+            state.hard.commit = count;
+            state.conf.voters = voters.to_vec();
+        }
+        self.state = state;
+        self.write_state()?;
+        self.sync()
     }
 
     /// Reads the side file's records, cutting a torn tail.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -230,7 +230,7 @@ impl Link {
         stream: TcpStream,
         mut replacements: Option<&mut mpsc::Receiver<TcpStream>>,
     ) -> Option<TcpStream> {
-        let (reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = tokio::io::split(stream);
         let mut reading = AbortOnDrop(tokio::spawn(read_frames(
             reader,
             self.peer,
@@ -276,7 +276,7 @@ impl Drop for AbortOnDrop {
 
 /// Writes `first` and whatever else is queued, in one write.
 async fn write_frames(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut WriteHalf<TcpStream>,
     mut first: Vec<u8>,
     frames: &mut mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<()> {
@@ -291,7 +291,7 @@ async fn write_frames(
 
 /// Reads frames until the connection ends or a frame does not decode.
 async fn read_frames(
-    mut reader: OwnedReadHalf,
+    mut reader: ReadHalf<TcpStream>,
     peer: u64,
     inbound: mpsc::Sender<Inbound>,
     limits: Limits,

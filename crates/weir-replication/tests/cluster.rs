@@ -31,18 +31,20 @@ fn run(nodes: u64, groups: u64, default_seeds: u64) {
         total.quiet_group_ticks += report.quiet_group_ticks;
         total.asleep_at_kill += report.asleep_at_kill;
         total.topics += report.topics;
+        total.replacements += report.replacements;
         total.clock_jumps += report.clock_jumps;
         total.pauses += report.pauses;
         total.metadata_refused += report.metadata_refused;
     }
     eprintln!(
-        "{nodes} nodes, {groups} groups: {} records acknowledged, {} crashes ({} mid-operation), {} clock jumps, {} pauses, {} elections, {} group ticks saved by quiescence, {} node-groups asleep at the kill, {} topics created through the metadata group ({} plans refused as overtaken)",
-        total.acknowledged, total.crashes, total.crashes_mid_operation, total.clock_jumps, total.pauses, total.elections, total.quiet_group_ticks, total.asleep_at_kill, total.topics, total.metadata_refused
+        "{nodes} nodes, {groups} groups: {} records acknowledged, {} crashes ({} mid-operation), {} clock jumps, {} pauses, {} elections, {} nodes replaced through joint consensus, {} group ticks saved by quiescence, {} node-groups asleep at the kill, {} topics created through the metadata group ({} plans refused as overtaken)",
+        total.acknowledged, total.crashes, total.crashes_mid_operation, total.clock_jumps, total.pauses, total.elections, total.replacements, total.quiet_group_ticks, total.asleep_at_kill, total.topics, total.metadata_refused
     );
     // The runs must exercise what they check.
     assert!(total.acknowledged > 0 && total.crashes_mid_operation > 0 && total.elections > 1);
     assert!(total.quiet_group_ticks > 0, "no group ever quiesced");
     assert!(total.clock_jumps > 0 && total.pauses > 0);
+    assert!(total.replacements > 0, "no node was ever replaced");
     assert!(total.topics > 0, "no topic was ever created");
 }
 

@@ -32,21 +32,22 @@ fn raft_state_terms_and_a_torn_tail_are_reported() {
         Partition::open(partition_dir, Arc::new(SystemClock), config).expect("a partition");
     let raft_dir = storage.open_or_create_dir("r").expect("a directory");
     let mut log = RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3]).expect("a log");
+    // Entries 1 to 3 are the configuration the group was created with.
     let entries = [
         Entry {
             term: 2,
-            index: 1,
+            index: 4,
             ..Entry::default()
         },
         Entry {
             term: 2,
-            index: 2,
+            index: 5,
             data: batch(0, 2).into(),
             ..Entry::default()
         },
         Entry {
             term: 3,
-            index: 3,
+            index: 6,
             data: batch(1, 3).into(),
             ..Entry::default()
         },
@@ -57,7 +58,7 @@ fn raft_state_terms_and_a_torn_tail_are_reported() {
     state.hard = HardState {
         term: 3,
         vote: 2,
-        commit: 2,
+        commit: 5,
         ..HardState::default()
     };
     log.set_state(state).expect("a state");
@@ -66,10 +67,11 @@ fn raft_state_terms_and_a_torn_tail_are_reported() {
     let report = weir_server::inspect::raft(&directory.path().join("r")).expect("a report");
     assert!(!report.corrupt, "{}", report.text);
     for expected in [
-        "term 3, vote 2, commit 2, applied 0, voters [1, 2, 3]",
-        "3 entries (1 raft's own, taking no offset), records up to offset 2",
-        "term (leader epoch) 2: from entry 1, offset 0",
-        "term (leader epoch) 3: from entry 3, offset 1",
+        "term 3, vote 2, commit 5, applied 3, voters [1, 2, 3]",
+        "6 entries (4 raft's own, taking no offset), records up to offset 2",
+        "term (leader epoch) 1: from entry 1, offset 0",
+        "term (leader epoch) 2: from entry 4, offset 0",
+        "term (leader epoch) 3: from entry 6, offset 1",
     ] {
         assert!(
             report.text.contains(expected),

@@ -65,6 +65,8 @@ pub struct Report {
     /// Clocks that jumped forward, and processes paused.
     pub clock_jumps: usize,
     pub pauses: usize,
+    /// Nodes replaced by a new one through joint consensus.
+    pub replacements: usize,
     /// Topics in the metadata at the end.
     pub topics: usize,
     /// Metadata records refused on apply (plans overtaken by others).
@@ -96,6 +98,11 @@ struct Node {
     jump: u64,
     /// Per group: the commit index and high watermark seen in this life.
     seen: BTreeMap<u64, (u64, u64)>,
+    /// Joined after the start: its groups begin with no members and learn
+    /// them from the log.
+    joining: bool,
+    /// Gone for good (replaced): out of every check.
+    retired: bool,
     /// The cluster metadata this node built from the metadata group's
     /// committed records (rebuilt from its log after a restart).
     metadata: MetadataLog,
@@ -157,6 +164,8 @@ pub struct Cluster {
     violation: Option<String>,
     /// The group whose log holds the cluster metadata (the last one).
     metadata_group: u64,
+    /// The members every group starts with.
+    initial_voters: Vec<u64>,
     /// A fingerprint of the metadata state at each applied offset, from
     /// whichever node got there first.
     metadata_at: BTreeMap<u64, String>,
@@ -186,6 +195,8 @@ impl Cluster {
                 paused_for: 0,
                 jump: 0,
                 seen: BTreeMap::new(),
+                joining: false,
+                retired: false,
                 metadata: MetadataLog::new(),
             })
             .collect();
@@ -204,6 +215,7 @@ impl Cluster {
             faulty: false,
             violation: None,
             metadata_group,
+            initial_voters: (1..=plan.nodes).collect(),
             metadata_at: BTreeMap::new(),
             topics_planned: 0,
             report: Report::default(),
@@ -221,6 +233,10 @@ impl Cluster {
     fn start(&mut self, index: usize) -> Result<(), String> {
         let ids = self.ids();
         let groups = self.groups.clone();
+        let voters = match self.nodes[index].joining {
+            true => Vec::new(),
+            false => self.initial_voters.clone(),
+        };
         let node = &mut self.nodes[index];
         let id = node.id;
         let root = node.disk.root();
@@ -236,7 +252,12 @@ impl Cluster {
                 .open_or_create_dir(&format!("r{group}"))
                 .map_err(|error| format!("node {id}: {error}"))?;
             replicas
-                .open_group(group, ids.clone(), raft_dir.as_ref(), Arc::new(partition))
+                .open_group(
+                    group,
+                    voters.clone(),
+                    raft_dir.as_ref(),
+                    Arc::new(partition),
+                )
                 .map_err(|error| format!("node {id}: group {group}: raft log: {error}"))?;
             let opened = replicas.group(group).expect("just opened");
             node.seen
@@ -308,9 +329,115 @@ impl Cluster {
         let victim = self.busiest_leader();
         self.crash_for(victim, u64::MAX);
         self.live_phase(plan.failover_steps, "after the busiest leader died")?;
-        self.nodes[victim].down_for = 1;
+        if self.seed.is_multiple_of(2) {
+            // The dead node returns.
+            self.nodes[victim].down_for = 1;
+        } else {
+            // The dead node is gone for good: a new node replaces it in
+            // every group, through joint consensus.
+            self.replace(victim, plan.failover_steps)?;
+        }
         self.live_phase(plan.settle_steps, "after healing")?;
         self.check_settled()
+    }
+
+    /// Adds a new node, and in every group swaps it for `victim` (one
+    /// configuration change: add the new voter, remove the dead one, joint
+    /// consensus left automatically); every group must have the new
+    /// members within `steps`.
+    fn replace(&mut self, victim: usize, steps: u64) -> Result<(), String> {
+        let old = self.nodes[victim].id;
+        let new = self.nodes.iter().map(|node| node.id).max().expect("nodes") + 1;
+        self.nodes[victim].retired = true;
+        self.nodes.push(Node {
+            id: new,
+            disk: SimDisk::new(self.seed.wrapping_mul(31).wrapping_add(new)),
+            replicas: None,
+            down_for: 0,
+            crash_armed: false,
+            slow: 0,
+            paused_for: 0,
+            jump: 0,
+            seen: BTreeMap::new(),
+            metadata: MetadataLog::new(),
+            joining: true,
+            retired: false,
+        });
+        for node in &mut self.nodes {
+            if let Some(replicas) = node.replicas.as_mut() {
+                replicas.add_peer(new);
+            }
+        }
+        self.start(self.nodes.len() - 1)?;
+        let mut expected: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|node| !node.retired)
+            .map(|node| node.id)
+            .collect();
+        expected.sort_unstable();
+        for offset in 0..steps {
+            let pending = self.groups_not_reconfigured(&expected);
+            if pending.is_empty() {
+                self.report.replacements += 1;
+                // One member restarts from what it persisted of the change.
+                let live: Vec<usize> = (0..self.nodes.len())
+                    .filter(|index| !self.nodes[*index].retired)
+                    .collect();
+                let index = live[self.rng.random_range(0..live.len())];
+                self.crash_for(index, 5);
+                return Ok(());
+            }
+            if offset.is_multiple_of(25) {
+                for group in pending {
+                    self.propose_replacement(group, old, new)?;
+                }
+            }
+            self.step_once(false)?;
+        }
+        Err(format!(
+            "groups {:?} did not replace node {old} by node {new} in {steps} steps",
+            self.groups_not_reconfigured(&expected)
+        ))
+    }
+
+    /// The groups whose leader does not yet have `expected` as its voters.
+    fn groups_not_reconfigured(&self, expected: &[u64]) -> Vec<u64> {
+        self.groups
+            .iter()
+            .copied()
+            .filter(|group| {
+                !self.nodes.iter().any(|node| {
+                    node.replicas
+                        .as_ref()
+                        .and_then(|replicas| replicas.group(*group))
+                        .is_some_and(|group| group.is_leader() && group.voters() == expected)
+                })
+            })
+            .collect()
+    }
+
+    fn propose_replacement(&mut self, group: u64, old: u64, new: u64) -> Result<(), String> {
+        use weir_replication::raft_types::ConfChangeType;
+        let changes = [
+            (ConfChangeType::AddNode, new),
+            (ConfChangeType::RemoveNode, old),
+        ];
+        for index in 0..self.nodes.len() {
+            let leads = self.nodes[index]
+                .replicas
+                .as_ref()
+                .and_then(|replicas| replicas.group(group))
+                .is_some_and(Group::is_leader);
+            if leads {
+                // Refused while another change is in flight: retried later.
+                let _ = self.guarded(index, "propose membership", |replicas| {
+                    Ok(replicas.propose_membership(group, &changes))
+                })?;
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Steps without faults, producing until every group has a record
@@ -997,6 +1124,7 @@ impl Cluster {
             let groups: Vec<(u64, &Group)> = self
                 .nodes
                 .iter()
+                .filter(|node| !node.retired)
                 .map(|node| {
                     let replicas = node.replicas.as_ref().expect("every node runs at the end");
                     (node.id, replicas.group(*group_id).expect("every group"))
@@ -1019,6 +1147,14 @@ impl Cluster {
                 .1;
             let model = &self.models[group_id];
             for (id, group) in &groups {
+                if group.voters() != leader.voters() {
+                    return Err(format!(
+                        "group {group_id}: node {id} has voters {:?}, leader {} has {:?}",
+                        group.voters(),
+                        leaders[0],
+                        leader.voters()
+                    ));
+                }
                 if group.commit_index() != leader.commit_index()
                     || group.log().data_entries() != leader.log().data_entries()
                 {
@@ -1041,17 +1177,19 @@ impl Cluster {
     /// At the end every node holds the same metadata, with every node
     /// registered.
     fn check_metadata_settled(&self) -> Result<(), String> {
-        let first = &self.nodes[0].metadata;
-        for node in &self.nodes {
+        let live: Vec<&Node> = self.nodes.iter().filter(|node| !node.retired).collect();
+        let first = &live[0].metadata;
+        for node in &live {
             if node.metadata != *first {
                 return Err(format!(
                     "node {} ends with other metadata than node {}",
-                    node.id, self.nodes[0].id
+                    node.id, live[0].id
                 ));
             }
         }
         let state = first.state();
         if state.nodes.len() != self.nodes.len() {
+            // Every node ever started registers (the replaced one too).
             return Err(format!("only {} nodes registered", state.nodes.len()));
         }
         Ok(())
@@ -1212,7 +1350,12 @@ pub fn run_seed(seed: u64, plan: Plan) -> Report {
             plan.nodes, plan.groups, cluster.step
         );
     }
-    cluster.report.topics = cluster.nodes[0].metadata.state().topics.len();
-    cluster.report.metadata_refused = cluster.nodes[0].metadata.refused();
+    let live = cluster
+        .nodes
+        .iter()
+        .find(|node| !node.retired)
+        .expect("a live node");
+    cluster.report.topics = live.metadata.state().topics.len();
+    cluster.report.metadata_refused = live.metadata.refused();
     cluster.report
 }
