@@ -462,11 +462,9 @@ impl Group {
             Ok(found) if found != term => CommitStatus::Lost,
             Ok(_) if index <= log.committed && index <= self.applied => CommitStatus::Committed,
             Ok(_) => CommitStatus::Pending,
-            // Gone from this log (truncated) and not replaced yet.
+            // Not in this log: truncated below its end (lost), or not yet
+            // received (a follower behind; it may still come).
             Err(_) if index <= log.last_index() => CommitStatus::Lost,
-            Err(_) if self.node.raft.term > term && self.node.raft.state != StateRole::Leader => {
-                CommitStatus::Pending
-            }
             Err(_) => CommitStatus::Pending,
         }
     }

@@ -173,6 +173,12 @@ impl Replicas {
         id: u64,
         changes: &[(raft::eraftpb::ConfChangeType, u64)],
     ) -> Result<(u64, u64), ProposeError> {
+        self.wake_to_propose(id)?.propose_membership(changes)
+    }
+
+    /// Group `id`, woken (heartbeats sent at once if it slept) and marked
+    /// for the next [`Replicas::process`], for a proposal.
+    fn wake_to_propose(&mut self, id: u64) -> Result<&mut Group, ProposeError> {
         let Some(slot) = self.groups.get_mut(&id) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
@@ -182,7 +188,7 @@ impl Replicas {
         }
         slot.settled_ticks = 0;
         self.touched.insert(id);
-        slot.group.propose_membership(changes)
+        Ok(&mut slot.group)
     }
 
     /// Closes this node's replica of group `id`.
@@ -347,16 +353,7 @@ impl Replicas {
 
     /// Proposes a producer's batch to group `id`, waking it.
     pub fn propose(&mut self, id: u64, batch: &[u8]) -> Result<Proposed, ProposeError> {
-        let Some(slot) = self.groups.get_mut(&id) else {
-            return Err(ProposeError::NotLeader { leader: None });
-        };
-        if slot.asleep {
-            slot.asleep = false;
-            slot.group.ping();
-        }
-        slot.settled_ticks = 0;
-        self.touched.insert(id);
-        slot.group.propose_batch(batch)
+        self.wake_to_propose(id)?.propose_batch(batch)
     }
 
     /// Persists and applies what every group has ready, and queues the

@@ -98,18 +98,12 @@ async fn produce(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
     }
 }
 
-async fn leader(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
-    for (id, node) in nodes {
-        let status = node.handle.status().await;
-        if status.first().and_then(|group| group.leader) == Some(*id) {
-            return Some(*id);
-        }
-    }
-    None
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_on_loopback_replicate_elect_and_catch_up() {
+/// Three nodes on ports of their own, with data in a temporary directory.
+async fn three_nodes() -> (
+    tempfile::TempDir,
+    BTreeMap<u64, SocketAddr>,
+    BTreeMap<u64, Node>,
+) {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let mut listeners = BTreeMap::new();
     let mut addresses = BTreeMap::new();
@@ -122,6 +116,22 @@ async fn three_nodes_on_loopback_replicate_elect_and_catch_up() {
     for (id, listener) in listeners {
         nodes.insert(id, start(id, listener, &addresses, directory.path()).await);
     }
+    (directory, addresses, nodes)
+}
+
+async fn leader(nodes: &BTreeMap<u64, Node>) -> Option<u64> {
+    for (id, node) in nodes {
+        let status = node.handle.status().await;
+        if status.first().and_then(|group| group.leader) == Some(*id) {
+            return Some(*id);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_loopback_replicate_elect_and_catch_up() {
+    let (directory, addresses, mut nodes) = three_nodes().await;
     let mut offsets = Vec::new();
     for i in 0..50 {
         offsets.push(produce(&nodes, &format!("before-{i}")).await);
@@ -191,18 +201,7 @@ async fn closed_by_peer(stream: &mut tokio::net::TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_connections_are_closed_and_harm_nothing() {
     use tokio::io::AsyncWriteExt;
-    let directory = tempfile::tempdir().expect("a temporary directory");
-    let mut listeners = BTreeMap::new();
-    let mut addresses = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        addresses.insert(id, listener.local_addr().expect("an address"));
-        listeners.insert(id, listener);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, listener) in listeners {
-        nodes.insert(id, start(id, listener, &addresses, directory.path()).await);
-    }
+    let (_directory, addresses, nodes) = three_nodes().await;
     produce(&nodes, "first").await;
 
     // Not a hello at all.
