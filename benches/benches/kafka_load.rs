@@ -37,15 +37,16 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+use weir_benches::kafka_wire::{self, batch, weir_binary, Connection, Server};
 use weir_benches::{free_port, start_resp_server};
-use weir_log::{FlushPolicy, LogConfig, Partition, ProducerInfo, Record};
+use weir_log::{FlushPolicy, LogConfig, Partition};
 
 const BATCH_BYTES: usize = 64 << 10;
 const IN_FLIGHT: usize = 5;
@@ -89,109 +90,8 @@ fn rounds() -> usize {
 }
 
 /// One 64 KiB batch of records of `record_bytes`, as a producer sends it.
-fn batch(record_bytes: usize, bytes_max: usize) -> Bytes {
-    let value = vec![b'x'; record_bytes];
-    let mut records = Vec::new();
-    let mut encoded = Vec::new();
-    loop {
-        records.push(Record::value(1_700_000_000_000, &value));
-        encoded.clear();
-        weir_log::batch::encode(&records, ProducerInfo::NONE, &mut encoded).expect("encodes");
-        if encoded.len() > bytes_max {
-            records.pop();
-            encoded.clear();
-            weir_log::batch::encode(&records, ProducerInfo::NONE, &mut encoded).expect("encodes");
-            return Bytes::from(encoded);
-        }
-    }
-}
-
-// ------------------------------------------------------------ the wire
-
-/// A client connection, as lean as a real client's: responses read
-/// through a buffer, a repeated request encoded once.
-struct Connection {
-    stream: TcpStream,
-    responses: std::io::BufReader<TcpStream>,
-    correlation: i32,
-}
-
-impl Connection {
-    fn connect(port: u16) -> Connection {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let responses =
-            std::io::BufReader::with_capacity(64 << 10, stream.try_clone().expect("clone"));
-        Connection {
-            stream,
-            responses,
-            correlation: 0,
-        }
-    }
-
-    fn send(&mut self, api: ApiKey, version: i16, request: &RequestKind) {
-        let bytes = self.encode(api, version, request);
-        self.stream.write_all(&bytes).expect("send");
-    }
-
-    /// Sends a request encoded by [`Connection::encode`] again, with the
-    /// next correlation id: what a producer's repeated batch costs the
-    /// client is then the kernel's copy only, as with librdkafka's
-    /// vectored writes from its batch buffers.
-    fn send_again(&mut self, encoded: &mut [u8]) {
-        self.correlation += 1;
-        encoded[8..12].copy_from_slice(&self.correlation.to_be_bytes());
-        self.stream.write_all(encoded).expect("send");
-    }
-
-    /// A size-prefixed request with the next correlation id.
-    fn encode(&mut self, api: ApiKey, version: i16, request: &RequestKind) -> BytesMut {
-        self.correlation += 1;
-        let mut bytes = BytesMut::with_capacity(BATCH_BYTES + 256);
-        bytes.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("kafka_load")))
-            .encode(&mut bytes, api.request_header_version(version))
-            .expect("header");
-        request.encode(&mut bytes, version).expect("request");
-        let size = (bytes.len() - 4) as i32;
-        bytes[..4].copy_from_slice(&size.to_be_bytes());
-        bytes
-    }
-
-    fn receive(&mut self, api: ApiKey, version: i16) -> ResponseKind {
-        let mut size = [0u8; 4];
-        self.responses.read_exact(&mut size).expect("response size");
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.responses.read_exact(&mut body).expect("response");
-        let mut body = Bytes::from(body);
-        ResponseHeader::decode(&mut body, api.response_header_version(version)).expect("header");
-        ResponseKind::decode(api, &mut body, version).expect("response")
-    }
-
-    fn call(&mut self, api: ApiKey, version: i16, request: &RequestKind) -> ResponseKind {
-        self.send(api, version, request);
-        self.receive(api, version)
-    }
-}
-
 fn produce_request(acks: i16, batch: &Bytes) -> RequestKind {
-    RequestKind::Produce(
-        ProduceRequest::default()
-            .with_transactional_id(None)
-            .with_acks(acks)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch.clone())),
-                ])]),
-    )
+    kafka_wire::produce_request(TOPIC, 0, acks, batch)
 }
 
 fn check_produced(response: ResponseKind) {
@@ -287,30 +187,6 @@ fn next_offset(mut records: &[u8]) -> Option<i64> {
 }
 
 // ------------------------------------------------------------ servers
-
-struct Server {
-    child: Child,
-    kafka_port: u16,
-    _data: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn weir_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("WEIR_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the bench's path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/release")
-        .join("weir")
-}
 
 fn start_weir(flush: &str) -> Server {
     let binary = weir_binary();

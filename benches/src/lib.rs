@@ -6,6 +6,8 @@
 //! `iter_custom` routines and kept here, so the medians are exactly those of
 //! the samples criterion reports.
 
+pub mod kafka_wire;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};

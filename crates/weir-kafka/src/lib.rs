@@ -39,4 +39,4 @@ pub mod server;
 pub mod shape;
 pub mod versions;
 
-pub use node::{Kafka, KafkaSettings, Leaders, NodeAddress, SingleNode};
+pub use node::{Kafka, KafkaSettings, Leaders, NodeAddress, Refusal, Replication, SingleNode};

@@ -4,11 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
 
 use tokio::sync::Notify;
 use weir_io::{Clock, Storage};
-use weir_log::{Broker, Partition};
+use weir_log::{Broker, CommittedOffset, Partition};
 
 use crate::coordinator::Coordinator;
 use crate::limits::{FETCH_WAIT_MS_MAX, REQUEST_BYTES_MAX};
@@ -59,8 +64,15 @@ pub struct NodeAddress {
     pub port: u16,
 }
 
+/// What the replication seam's calls return.
+pub type SeamFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A refusal: Kafka's error and a message for the client.
+pub type Refusal = (ResponseError, Option<String>);
+
 /// Which node leads each partition: the one seam a replication layer
 /// replaces. Every request that must reach a partition's leader asks it.
+/// The defaults describe one node that holds everything.
 pub trait Leaders: Send + Sync + Debug {
     /// This node's id.
     fn node_id(&self) -> i32;
@@ -68,6 +80,79 @@ pub trait Leaders: Send + Sync + Debug {
     fn nodes(&self) -> Vec<NodeAddress>;
     /// The node leading a partition, if one does.
     fn leader(&self, topic: &str, partition: u32) -> Option<i32>;
+    /// The partition's replicas and in-sync replicas.
+    fn replicas(&self, _topic: &str, _partition: u32) -> (Vec<i32>, Vec<i32>) {
+        (vec![self.node_id()], vec![self.node_id()])
+    }
+    /// The partition's leader epoch, when the seam knows it better than
+    /// the local log (whose epoch is that of its last batch).
+    fn leader_epoch(&self, _topic: &str, _partition: u32) -> Option<i32> {
+        None
+    }
+    /// Whether a topic is the cluster's own (Metadata marks it internal;
+    /// clients may not produce to it nor delete it).
+    fn is_internal(&self, _topic: &str) -> bool {
+        false
+    }
+    /// The node that creates and deletes topics (Metadata's controller).
+    fn controller(&self) -> i32 {
+        self.node_id()
+    }
+    /// The node that coordinates consumer group `group`, if one does.
+    fn coordinator(&self, _group: &str) -> Option<i32> {
+        Some(self.node_id())
+    }
+    /// Whether this node, the coordinator, is still loading the groups'
+    /// committed offsets (a new leader of the offsets' group catching up).
+    fn coordinator_loading(&self, _group: &str) -> bool {
+        false
+    }
+    /// The replication layer, when partitions are replicated: produce and
+    /// topic creation and deletion go through it, not to the local log.
+    fn replication(&self) -> Option<&dyn Replication> {
+        None
+    }
+}
+
+/// Writes that a replication layer makes on the cluster's behalf.
+pub trait Replication: Send + Sync + Debug {
+    /// Appends a producer's batch to a partition this node leads, answered
+    /// at `acks` (1: durable on this node, -1: committed on a majority);
+    /// the batch's base offset.
+    fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: i16,
+    ) -> SeamFuture<Result<u64, Refusal>>;
+    /// Creates a topic across the cluster (the replication factor defaults
+    /// to the cluster's); done when this node's metadata has it.
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u32>,
+    ) -> SeamFuture<Result<(), Refusal>>;
+    /// Deletes a topic across the cluster; done when this node's metadata
+    /// no longer has it.
+    fn delete_topic(&self, name: &str) -> SeamFuture<Result<(), Refusal>>;
+    /// The replication factor of a topic created without one.
+    fn default_replication_factor(&self) -> u32;
+    /// Commits a consumer group's offsets (topic, partition, offset,
+    /// metadata) on the cluster: done once a majority has them durably and
+    /// this node has applied them.
+    fn commit_offsets(
+        &self,
+        group: &str,
+        entries: Vec<(String, u32, u64, String)>,
+    ) -> SeamFuture<Result<(), Refusal>>;
+    /// Deletes every offset a group committed, on the cluster; how many.
+    fn delete_group_offsets(&self, group: &str) -> SeamFuture<Result<usize, Refusal>>;
+    /// The offsets a group committed, as this node has applied them.
+    fn committed_offsets(&self, group: &str) -> Vec<(String, u32, CommittedOffset)>;
+    /// Every group with committed offsets.
+    fn groups_with_offsets(&self) -> Vec<String>;
 }
 
 /// One node that leads every partition.
@@ -123,6 +208,10 @@ pub struct Kafka {
     pub clock: Arc<dyn Clock>,
     /// The cluster id Metadata returns.
     pub cluster_id: String,
+    /// Added to every producer id this node hands out: 0 on one node; in a
+    /// cluster the node's id, shifted, so that nodes never hand out the
+    /// same id.
+    pub producer_id_base: i64,
 }
 
 impl Kafka {
@@ -144,7 +233,101 @@ impl Kafka {
             appended: Notify::new(),
             clock,
             cluster_id: "weir-cluster".into(),
+            producer_id_base: 0,
         })
+    }
+
+    /// The partition, if it exists here (led by this node or not).
+    pub fn known_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        let index = u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition)?;
+        self.log
+            .partition(topic, index)
+            .map_err(|_| ResponseError::UnknownTopicOrPartition)
+    }
+
+    /// Commits a group's offsets (topic, partition, offset, metadata),
+    /// durably: on the cluster, or in the local log.
+    pub async fn commit_offsets(
+        &self,
+        group: String,
+        entries: Vec<(String, u32, u64, String)>,
+    ) -> Result<(), Refusal> {
+        if let Some(replication) = self.leaders.replication() {
+            return replication.commit_offsets(&group, entries).await;
+        }
+        let log = Arc::clone(&self.log);
+        off_loop(move || {
+            let borrowed: Vec<(&str, u32, u64, &str)> = entries
+                .iter()
+                .map(|(topic, partition, offset, metadata)| {
+                    (topic.as_str(), *partition, *offset, metadata.as_str())
+                })
+                .collect();
+            log.commit_offsets(&group, &borrowed)
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "committing offsets failed");
+            (
+                crate::handlers::errors::for_broker(&error),
+                Some(error.to_string()),
+            )
+        })
+    }
+
+    /// The offsets a group committed.
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(String, u32, CommittedOffset)>, ResponseError> {
+        match self.leaders.replication() {
+            Some(replication) => Ok(replication.committed_offsets(group)),
+            None => self
+                .log
+                .committed_offsets(group)
+                .map_err(|error| crate::handlers::errors::for_broker(&error)),
+        }
+    }
+
+    /// Every group with committed offsets.
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        match self.leaders.replication() {
+            Some(replication) => replication.groups_with_offsets(),
+            None => self.log.groups_with_offsets(),
+        }
+    }
+
+    /// Deletes a group's committed offsets; how many there were.
+    pub async fn delete_group_offsets(&self, group: String) -> Result<usize, ResponseError> {
+        if let Some(replication) = self.leaders.replication() {
+            return replication
+                .delete_group_offsets(&group)
+                .await
+                .map_err(|(error, _)| error);
+        }
+        let log = Arc::clone(&self.log);
+        off_loop(move || log.delete_group_offsets(&group))
+            .await
+            .map_err(|error| crate::handlers::errors::for_broker(&error))
+    }
+
+    /// Whether this node coordinates consumer group `group`.
+    pub fn coordinates(&self, group: &str) -> Result<(), ResponseError> {
+        match self.leaders.coordinator(group) {
+            Some(node) if node == self.leaders.node_id() => {
+                if self.leaders.coordinator_loading(group) {
+                    Err(ResponseError::CoordinatorLoadInProgress)
+                } else {
+                    Ok(())
+                }
+            }
+            Some(_) => Err(ResponseError::NotCoordinator),
+            None => Err(ResponseError::CoordinatorNotAvailable),
+        }
     }
 
     /// The partition, if it exists and this node leads it.
@@ -152,8 +335,7 @@ impl Kafka {
         &self,
         topic: &str,
         partition: i32,
-    ) -> Result<Arc<Partition>, kafka_protocol::ResponseError> {
-        use kafka_protocol::ResponseError;
+    ) -> Result<Arc<Partition>, ResponseError> {
         let index = u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition)?;
         let log = self
             .log

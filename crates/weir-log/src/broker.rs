@@ -181,7 +181,9 @@ fn offsets_error(source: LogError) -> BrokerError {
 /// Settings of a broker.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BrokerConfig {
-    /// Log settings for topics created without their own.
+    /// Log settings for topics created without their own. Its
+    /// `high_watermark` is the node's: every topic's partitions open with
+    /// it (a replication layer sets [`HighWatermarkPolicy::SetByOwner`]).
     pub default_log: LogConfig,
 }
 
@@ -293,7 +295,16 @@ impl Broker {
                 recovery.leftovers_removed.push(entry.name);
                 continue;
             }
-            let topic = open_topic(topics_storage.as_ref(), &clock, &entry.name, &mut recovery)?;
+            let opening = Opening {
+                clock: &clock,
+                high_watermark: config.default_log.high_watermark,
+            };
+            let topic = open_topic(
+                topics_storage.as_ref(),
+                &opening,
+                &entry.name,
+                &mut recovery,
+            )?;
             topics.insert(entry.name, Arc::new(topic));
         }
         // Make every directory entry found here durable before anything is
@@ -307,11 +318,14 @@ impl Broker {
         storage
             .sync_dir()
             .map_err(io("syncing", "the data directory"))?;
-        let (offsets, offsets_recovery) = OffsetStore::open(
-            offsets_storage,
-            Arc::clone(&clock),
-            config.default_log.clone(),
-        )?;
+        // The committed offsets are this node's own: their log's high
+        // watermark follows its flushes whoever owns the topics'.
+        let offsets_log = LogConfig {
+            high_watermark: HighWatermarkPolicy::FollowsFlush,
+            ..config.default_log.clone()
+        };
+        let (offsets, offsets_recovery) =
+            OffsetStore::open(offsets_storage, Arc::clone(&clock), offsets_log)?;
         recovery.offsets = offsets_recovery;
         tracing::info!(
             topics = topics.len(),
@@ -389,7 +403,11 @@ impl Broker {
             .sync_dir()
             .map_err(io("syncing", TOPICS_DIRECTORY))?;
         let mut reports = BrokerRecovery::default();
-        let topic = open_topic(storage, &self.clock, name, &mut reports)?;
+        let opening = Opening {
+            clock: &self.clock,
+            high_watermark: self.config.default_log.high_watermark,
+        };
+        let topic = open_topic(storage, &opening, name, &mut reports)?;
         write(&self.topics).insert(name.into(), Arc::new(topic));
         tracing::info!(
             topic = name,
@@ -465,6 +483,21 @@ impl Broker {
                 partition,
                 partitions: handle.metadata.partitions,
             })
+    }
+
+    /// The directory of a partition's files (a replication layer keeps its
+    /// own beside them).
+    pub fn partition_dir(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<dyn Storage>, BrokerError> {
+        self.partition(topic, partition)?;
+        let path = format!("{topic}/{partition}");
+        self.topics_storage
+            .open_dir(topic)
+            .and_then(|directory| directory.open_dir(&partition.to_string()))
+            .map_err(io("opening", &path))
     }
 
     /// Appends records to one partition.
@@ -679,9 +712,18 @@ fn io(operation: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> Bro
     }
 }
 
+/// What a topic's partitions are opened with besides its stored settings:
+/// the node's.
+struct Opening<'a> {
+    clock: &'a Arc<dyn Clock>,
+    /// Who moves the high watermark: the broker's default log settings say
+    /// (a replication layer sets it on every topic of its node).
+    high_watermark: HighWatermarkPolicy,
+}
+
 fn open_topic(
     topics_storage: &dyn Storage,
-    clock: &Arc<dyn Clock>,
+    opening: &Opening<'_>,
     name: &str,
     recovery: &mut BrokerRecovery,
 ) -> Result<Topic, BrokerError> {
@@ -692,22 +734,25 @@ fn open_topic(
             topic: name.into(),
             reason: "topic.meta is missing".into(),
         })?;
-    let metadata =
+    let mut metadata =
         decode_metadata(name, &bytes).map_err(|reason| BrokerError::CorruptTopicMetadata {
             topic: name.into(),
             reason,
         })?;
+    metadata.log.high_watermark = opening.high_watermark;
     let mut partitions = Vec::with_capacity(metadata.partitions as usize);
     for partition in 0..metadata.partitions {
         let storage = directory
             .open_or_create_dir(&partition.to_string())
             .map_err(io("opening", &format!("{name}/{partition}")))?;
-        let (log, report) = Partition::open(storage, Arc::clone(clock), metadata.log.clone())
-            .map_err(|source| BrokerError::Log {
-                topic: name.into(),
-                partition,
-                source,
-            })?;
+        let (log, report) =
+            Partition::open(storage, Arc::clone(opening.clock), metadata.log.clone()).map_err(
+                |source| BrokerError::Log {
+                    topic: name.into(),
+                    partition,
+                    source,
+                },
+            )?;
         recovery
             .partitions
             .insert((name.to_string(), partition), report);

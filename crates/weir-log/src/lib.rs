@@ -76,7 +76,7 @@ pub use config::{
 };
 pub use epochs::EpochEntry;
 pub use error::LogError;
-pub use offsets::{CommittedOffset, OffsetsRecovery};
+pub use offsets::{decode_offset_record, offsets_batch, CommittedOffset, OffsetsRecovery};
 pub use partition::{
     AppendInfo, Isolation, Partition, PartitionStats, ReadInfo, ReadRecords, ReadResult,
     RetentionReport, TimestampOffset,

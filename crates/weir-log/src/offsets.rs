@@ -294,6 +294,48 @@ impl OffsetStore {
     }
 }
 
+/// A record batch of committed offsets (`None`: the key is deleted) in the
+/// offsets log's format, for a log that someone else appends to (a
+/// cluster's replicated offsets). Names must be shorter than 64 KiB and
+/// metadata at most [`crate::OFFSET_METADATA_BYTES_MAX`].
+pub fn offsets_batch(
+    commits: &[(&str, &str, u32, Option<CommittedOffset>)],
+    timestamp_ms: i64,
+) -> Result<Vec<u8>, LogError> {
+    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = commits
+        .iter()
+        .map(|(group, topic, partition, committed)| {
+            let key = encode_key(&((*group).to_string(), (*topic).to_string(), *partition));
+            (key, committed.as_ref().map(encode_value))
+        })
+        .collect();
+    let records: Vec<Record<'_>> = encoded
+        .iter()
+        .map(|(key, value)| Record {
+            timestamp_ms,
+            key: Some(key),
+            value: value.as_deref(),
+            headers: &[],
+        })
+        .collect();
+    let mut batch = Vec::new();
+    crate::batch::encode(&records, ProducerInfo::NONE, &mut batch)?;
+    Ok(batch)
+}
+
+/// Decodes one record of an offsets log: its (group, topic, partition)
+/// and the committed offset (`None`: deleted); `None` if it is not one.
+pub fn decode_offset_record(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Option<((String, String, u32), Option<CommittedOffset>)> {
+    let key = decode_key(key)?;
+    match value {
+        None => Some((key, None)),
+        Some(value) => Some((key, Some(decode_value(value)?))),
+    }
+}
+
 fn encode_key((group, topic, partition): &OffsetKey) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(9 + group.len() + topic.len());
     bytes.push(KEY_VERSION);

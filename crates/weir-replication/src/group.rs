@@ -511,6 +511,31 @@ impl Group {
         voters
     }
 
+    /// On a leader, Kafka's in-sync replicas: the leader first, then the
+    /// voters that hold every committed entry or are being replicated to
+    /// and were heard from within an election timeout (Kafka counts a
+    /// follower that keeps up within a time, not one that holds the very
+    /// last entry); elsewhere, the leader alone when known (a follower
+    /// cannot tell how far the others are).
+    pub fn in_sync(&self) -> Vec<u64> {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return self.leader().into_iter().collect();
+        }
+        let commit = raft.raft_log.committed;
+        let mut in_sync = vec![raft.id];
+        for voter in self.voters() {
+            let caught_up = raft.prs().get(voter).is_some_and(|progress| {
+                progress.matched >= commit
+                    || (progress.recent_active && progress.state == raft::ProgressState::Replicate)
+            });
+            if voter != raft.id && caught_up {
+                in_sync.push(voter);
+            }
+        }
+        in_sync
+    }
+
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.node.raft.id

@@ -37,6 +37,10 @@ use crate::store::StoreError;
 pub const LIVENESS_GROUP: u64 = 0;
 /// The context of a leader's quiesce message.
 pub const QUIESCE: &[u8] = b"weir:quiesce";
+/// The start of the context of an application message: the owner's bytes
+/// from one node to another, on the liveness channel (the owner's own
+/// protocol, e.g. requests to the metadata leader).
+pub const APPLICATION: &[u8] = b"weir:app:";
 
 /// Settings shared by a node's groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +105,10 @@ pub struct Replicas {
     heard: BTreeMap<u64, u64>,
     /// Peers taken for down (their groups were woken).
     down: BTreeMap<u64, bool>,
+    /// Application messages received, with their senders.
+    applications: Vec<(u64, Vec<u8>)>,
+    /// Groups that had something ready since [`Replicas::take_processed`].
+    processed: BTreeSet<u64>,
     ticks: u64,
     stats: ReplicasStats,
 }
@@ -126,6 +134,8 @@ impl Replicas {
             groups: BTreeMap::new(),
             touched: BTreeSet::new(),
             outbox: BTreeMap::new(),
+            applications: Vec::new(),
+            processed: BTreeSet::new(),
             ticks: 0,
             stats: ReplicasStats::default(),
         }
@@ -321,6 +331,10 @@ impl Replicas {
         }
         for envelope in envelopes {
             if envelope.group == LIVENESS_GROUP {
+                let context = envelope.message.context;
+                if let Some(payload) = context.strip_prefix(APPLICATION) {
+                    self.applications.push((from, payload.to_vec()));
+                }
                 continue;
             }
             let Some(slot) = self.groups.get_mut(&envelope.group) else {
@@ -368,6 +382,7 @@ impl Replicas {
                 continue;
             }
             let messages = slot.group.process_ready().map_err(|error| (id, error))?;
+            self.processed.insert(id);
             if slot.group.has_ready() {
                 self.touched.insert(id);
             }
@@ -376,6 +391,32 @@ impl Replicas {
             }
         }
         Ok(())
+    }
+
+    /// Queues an application message for `peer` (see [`APPLICATION`]).
+    pub fn send_application(&mut self, peer: u64, payload: &[u8]) {
+        let mut context = APPLICATION.to_vec();
+        context.extend_from_slice(payload);
+        let message = Message {
+            msg_type: MessageType::MsgHeartbeat,
+            to: peer,
+            from: self.config.node,
+            context: context.into(),
+            ..Message::default()
+        };
+        self.queue(LIVENESS_GROUP, message);
+    }
+
+    /// The application messages received since the last call, with their
+    /// senders, in arrival order.
+    pub fn take_applications(&mut self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut self.applications)
+    }
+
+    /// The groups that had something ready (and may have changed leader,
+    /// term or high watermark) since the last call.
+    pub fn take_processed(&mut self) -> BTreeSet<u64> {
+        std::mem::take(&mut self.processed)
     }
 
     fn queue(&mut self, group: u64, message: Message) {

@@ -8,15 +8,24 @@
 //! runtime of its own ([`spawn_on_thread`]) so that the front-ends' event
 //! loops never wait for a sync.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use weir_log::LogError;
+use weir_io::sync::{lock, read, write, Mutex, RwLock};
+use weir_io::Storage;
+use weir_log::{LogError, Partition};
 
-use crate::group::{CommitStatus, ProposeError};
+use crate::group::{CommitStatus, Group, ProposeError};
 use crate::replicas::Replicas;
+use crate::store::StoreError;
 use crate::transport::{Inbound, Transport};
+
+/// Application messages queued for the owner before the oldest are
+/// dropped (their senders retry).
+const APPLICATIONS_QUEUED: usize = 1024;
 
 /// When a produce is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +73,9 @@ pub enum ProduceError {
     /// The runner has stopped.
     #[error("the replication runner has stopped")]
     Stopped,
+    /// A group's storage could not be opened.
+    #[error("opening the group's storage failed: {0}")]
+    Storage(String),
 }
 
 /// One group as the runner sees it.
@@ -83,7 +95,66 @@ pub struct GroupStatus {
     pub asleep: bool,
 }
 
+/// One group as the front-ends see it, published by the runner whenever
+/// it changes, so that reading it never waits for the runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    /// Its leader, when known.
+    pub leader: Option<u64>,
+    /// Its current term (the leader epoch).
+    pub term: u64,
+    /// Its high watermark on this node.
+    pub high_watermark: u64,
+    /// Its voters.
+    pub voters: Vec<u64>,
+    /// Its in-sync replicas as this node knows them ([`Group::in_sync`]).
+    pub in_sync: Vec<u64>,
+    /// The term of the entry at its commit index: a leader whose commit
+    /// is of its own term has every entry committed before it.
+    pub commit_term: u64,
+}
+
+impl GroupView {
+    fn of(group: &Group) -> Self {
+        Self {
+            leader: group.leader(),
+            term: group.term(),
+            high_watermark: group.high_watermark(),
+            voters: group.voters(),
+            in_sync: group.in_sync(),
+            commit_term: group.log().term_of(group.commit_index()).unwrap_or(0),
+        }
+    }
+}
+
+/// Application messages from peers: (sender, payload).
+pub type Applications = mpsc::Receiver<(u64, Vec<u8>)>;
+
+/// What the runner publishes.
+#[derive(Debug, Default)]
+struct Published {
+    views: RwLock<BTreeMap<u64, GroupView>>,
+    /// Notified whenever a view changes.
+    changed: Notify,
+    /// Application messages from peers, taken once by the owner.
+    applications: Mutex<Option<Applications>>,
+}
+
 enum Command {
+    Open {
+        group: u64,
+        voters: Vec<u64>,
+        dir: Arc<dyn Storage>,
+        partition: Arc<Partition>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Close {
+        group: u64,
+    },
+    Send {
+        peer: u64,
+        payload: Vec<u8>,
+    },
     Propose {
         group: u64,
         batch: Vec<u8>,
@@ -99,9 +170,65 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct ReplicasHandle {
     commands: mpsc::Sender<Command>,
+    published: Arc<Published>,
 }
 
 impl ReplicasHandle {
+    /// Opens this node's replica of group `group` (see
+    /// [`Replicas::open_group`]).
+    pub async fn open_group(
+        &self,
+        group: u64,
+        voters: Vec<u64>,
+        dir: Arc<dyn Storage>,
+        partition: Arc<Partition>,
+    ) -> Result<(), ProduceError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Open {
+            group,
+            voters,
+            dir,
+            partition,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ProduceError::Stopped)?;
+        match answer.await.map_err(|_| ProduceError::Stopped)? {
+            Ok(()) => Ok(()),
+            Err(error) => Err(ProduceError::Storage(error.to_string())),
+        }
+    }
+
+    /// Closes this node's replica of group `group` (its files stay).
+    pub async fn close_group(&self, group: u64) {
+        let _ = self.commands.send(Command::Close { group }).await;
+    }
+
+    /// Sends `payload` to node `peer` as an application message; dropped
+    /// when the peer cannot be reached (the sender retries).
+    pub async fn send(&self, peer: u64, payload: Vec<u8>) {
+        let _ = self.commands.send(Command::Send { peer, payload }).await;
+    }
+
+    /// The application messages from peers: the receiver, to the first
+    /// caller only.
+    pub fn applications(&self) -> Option<Applications> {
+        lock(&self.published.applications).take()
+    }
+
+    /// Group `group` as last published.
+    pub fn view(&self, group: u64) -> Option<GroupView> {
+        read(&self.published.views).get(&group).cloned()
+    }
+
+    /// Notified whenever a group's view changes (a leader, a term, a high
+    /// watermark).
+    pub fn changed(&self) -> &Notify {
+        &self.published.changed
+    }
+
     /// Produces a producer's batch to `group` (this node must lead it).
     pub async fn produce(
         &self,
@@ -167,6 +294,8 @@ struct Runner {
     config: RunnerConfig,
     waiters: Vec<Waiter>,
     ticks: u64,
+    published: Arc<Published>,
+    applications: mpsc::Sender<(u64, Vec<u8>)>,
 }
 
 /// Starts the runner as a task of the current runtime.
@@ -177,17 +306,27 @@ pub fn spawn(
     config: RunnerConfig,
 ) -> (ReplicasHandle, JoinHandle<()>) {
     let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let runner = Runner {
+    let (applications, applications_rx) = mpsc::channel(APPLICATIONS_QUEUED);
+    let published = Arc::new(Published {
+        applications: Mutex::new(Some(applications_rx)),
+        ..Published::default()
+    });
+    let mut runner = Runner {
         replicas,
         transport,
         config,
         waiters: Vec::new(),
         ticks: 0,
+        published: Arc::clone(&published),
+        applications,
     };
+    let all = runner.replicas.group_ids().into_iter().collect();
+    runner.publish(all);
     let task = tokio::spawn(runner.run(commands_rx, inbound));
     (
         ReplicasHandle {
             commands: commands_tx,
+            published,
         },
         task,
     )
@@ -259,11 +398,65 @@ impl Runner {
             self.transport.send(peer, &envelopes);
         }
         self.answer_waiters();
+        let processed = self.replicas.take_processed();
+        self.publish(processed);
+        for (from, payload) in self.replicas.take_applications() {
+            if self.applications.try_send((from, payload)).is_err() {
+                tracing::debug!(from, "application message dropped: the owner is behind");
+            }
+        }
         true
+    }
+
+    /// Publishes the views of `groups` that changed (and forgets closed
+    /// ones), waking whoever waits for a change.
+    fn publish(&mut self, groups: std::collections::BTreeSet<u64>) {
+        if groups.is_empty() {
+            return;
+        }
+        let mut changed = false;
+        {
+            let mut views = write(&self.published.views);
+            for id in groups {
+                match self.replicas.group(id).map(GroupView::of) {
+                    Some(view) => {
+                        if views.get(&id) != Some(&view) {
+                            views.insert(id, view);
+                            changed = true;
+                        }
+                    }
+                    None => changed |= views.remove(&id).is_some(),
+                }
+            }
+        }
+        if changed {
+            self.published.changed.notify_waiters();
+        }
     }
 
     fn command(&mut self, command: Command) {
         match command {
+            Command::Open {
+                group,
+                voters,
+                dir,
+                partition,
+                reply,
+            } => {
+                let opened = if self.replicas.group(group).is_some() {
+                    Ok(())
+                } else {
+                    self.replicas
+                        .open_group(group, voters, dir.as_ref(), partition)
+                };
+                self.publish([group].into());
+                let _ = reply.send(opened);
+            }
+            Command::Close { group } => {
+                self.replicas.close_group(group);
+                self.publish([group].into());
+            }
+            Command::Send { peer, payload } => self.replicas.send_application(peer, &payload),
             Command::Propose {
                 group,
                 batch,

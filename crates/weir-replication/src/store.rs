@@ -39,6 +39,7 @@ use weir_io::{File, OpenMode, Storage};
 use crate::confchange::encode_conf_change;
 use weir_log::batch::{crc32c, BatchHeader};
 use weir_log::frame::StoredBatch;
+use weir_log::FlushPolicy;
 use weir_log::{Isolation, LogError, Partition};
 
 /// The side file's name in the group's directory.
@@ -112,6 +113,9 @@ pub struct RaftLog {
     /// Offset where the log's entries begin (the log start when created).
     base_offset: u64,
     unsynced: bool,
+    /// A term or vote written and not yet synced (synced whatever the
+    /// flush policy: Raft's safety rests on them).
+    vote_unsynced: bool,
 }
 
 impl RaftLog {
@@ -136,6 +140,7 @@ impl RaftLog {
             entries: Vec::new(),
             state: PersistedState::default(),
             unsynced: false,
+            vote_unsynced: false,
         };
         log.replay(&bytes)?;
         if created {
@@ -193,6 +198,8 @@ impl RaftLog {
         }
         self.state = state;
         self.write_state()?;
+        // The founding configuration is durable whatever the flush policy.
+        self.vote_unsynced = true;
         self.sync()
     }
 
@@ -489,6 +496,8 @@ impl RaftLog {
         if state == self.state {
             return Ok(());
         }
+        let (hard, old) = (&state.hard, &self.state.hard);
+        self.vote_unsynced |= hard.term != old.term || hard.vote != old.vote;
         self.state = state;
         self.write_state()
     }
@@ -509,13 +518,21 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Makes everything persisted so far durable: the segment log, then the
-    /// side file.
+    /// Makes what was persisted durable as the partition's flush policy
+    /// asks: with `always`, everything (the segment log, then the side
+    /// file); otherwise only a new term or vote (with the side file's
+    /// records before it), and entries when the partition's own flush
+    /// comes: a replica then acknowledges entries its disk may lose in a
+    /// power loss, as Kafka's brokers do by default (see GUARANTEES.md).
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        self.partition.sync()?;
-        if self.unsynced {
+        let durable_data = self.partition.config().flush == FlushPolicy::Always;
+        if durable_data {
+            self.partition.sync()?;
+        }
+        if self.unsynced && (durable_data || self.vote_unsynced) {
             self.file.sync()?;
             self.unsynced = false;
+            self.vote_unsynced = false;
         }
         Ok(())
     }

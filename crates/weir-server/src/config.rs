@@ -62,6 +62,19 @@ pub struct Settings {
     pub kafka_advertised_addr: String,
     /// The Kafka front-end's other settings (`[kafka]` in the file).
     pub kafka: KafkaSection,
+    /// This node's id in a cluster; 0 (the default) runs one node alone.
+    pub node_id: u64,
+    /// Where this node listens for its peers; its own entry of `peers`
+    /// when empty.
+    pub cluster_addr: String,
+    /// Every node of the cluster, this one included:
+    /// `ID=HOST:PORT,ID=HOST:PORT,...` (their cluster addresses).
+    pub peers: String,
+    /// The replication layer's tick, in milliseconds.
+    pub raft_tick_ms: u64,
+    /// Ticks without word from a leader before a follower stands for
+    /// election (the timeout is drawn between this and twice this).
+    pub raft_election_ticks: usize,
 }
 
 /// The `[kafka]` table of the config file.
@@ -153,6 +166,11 @@ impl Default for Settings {
             kafka_addr: "127.0.0.1:9092".into(),
             kafka_advertised_addr: String::new(),
             kafka: KafkaSection::default(),
+            node_id: 0,
+            cluster_addr: String::new(),
+            peers: String::new(),
+            raft_tick_ms: 50,
+            raft_election_ticks: 10,
         }
     }
 }
@@ -226,6 +244,7 @@ impl Settings {
             ));
         }
         self.compatibility()?;
+        self.cluster()?;
         parse_level(&self.log_level)?;
         if self.maxclients == 0 {
             return Err(invalid("maxclients", "0", "at least 1"));
@@ -252,6 +271,54 @@ impl Settings {
         parse_fsync(&self.appendfsync)
     }
 
+    /// The cluster settings: `None` for a node alone (`node-id` 0).
+    pub fn cluster(&self) -> Result<Option<crate::cluster::ClusterSettings>, ConfigError> {
+        if self.node_id == 0 {
+            if !self.peers.is_empty() || !self.cluster_addr.is_empty() {
+                return Err(invalid(
+                    "node-id",
+                    "0",
+                    "a node id (1 or more) when peers or cluster-addr are given",
+                ));
+            }
+            return Ok(None);
+        }
+        let peers = parse_peers(&self.peers)?;
+        let Some(own) = peers.get(&self.node_id) else {
+            return Err(invalid(
+                "peers",
+                &self.peers,
+                "a list that includes this node's id (node-id)",
+            ));
+        };
+        if !(1..=60_000).contains(&self.raft_tick_ms) {
+            return Err(invalid(
+                "raft-tick-ms",
+                &self.raft_tick_ms.to_string(),
+                "1 to 60000",
+            ));
+        }
+        if !(3..=1000).contains(&self.raft_election_ticks) {
+            return Err(invalid(
+                "raft-election-ticks",
+                &self.raft_election_ticks.to_string(),
+                "3 to 1000",
+            ));
+        }
+        let listen = if self.cluster_addr.is_empty() {
+            own.to_string()
+        } else {
+            self.cluster_addr.clone()
+        };
+        Ok(Some(crate::cluster::ClusterSettings {
+            node: self.node_id,
+            listen,
+            peers,
+            tick: std::time::Duration::from_millis(self.raft_tick_ms),
+            election_ticks: self.raft_election_ticks,
+        }))
+    }
+
     /// The compatibility level.
     pub fn compatibility(&self) -> Result<Compatibility, ConfigError> {
         match self.compatibility.as_str() {
@@ -260,6 +327,34 @@ impl Settings {
             other => Err(invalid("compatibility", other, "7.4 or 7.0")),
         }
     }
+}
+
+/// Parses `ID=HOST:PORT,...` (host names resolved now).
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, std::net::SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    const EXPECTED: &str = "ID=HOST:PORT,ID=HOST:PORT,... with distinct ids of 1 or more";
+    let mut peers = BTreeMap::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let parsed = entry.split_once('=').and_then(|(id, address)| {
+            let id = id.trim().parse::<u64>().ok().filter(|id| *id > 0)?;
+            let address = address.trim().to_socket_addrs().ok()?.next()?;
+            Some((id, address))
+        });
+        let Some((id, address)) = parsed else {
+            return Err(invalid("peers", entry, EXPECTED));
+        };
+        if peers.insert(id, address).is_some() {
+            return Err(invalid("peers", text, EXPECTED));
+        }
+    }
+    if peers.is_empty() {
+        return Err(invalid("peers", text, EXPECTED));
+    }
+    Ok(peers)
 }
 
 fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {

@@ -20,6 +20,7 @@
 //! simulator when built with `--cfg madsim`.
 
 pub mod admin;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod connection;

@@ -140,6 +140,22 @@ struct ServeArgs {
     /// A SASL/PLAIN user, as USER:PASSWORD (repeatable).
     #[arg(long = "kafka-user", value_name = "USER:PASSWORD")]
     kafka_users: Vec<String>,
+    /// This node's id in a cluster (0: one node alone).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Where this node listens for its peers (default: its entry in
+    /// --peers).
+    #[arg(long)]
+    cluster_addr: Option<String>,
+    /// Every node: ID=HOST:PORT,... (cluster addresses).
+    #[arg(long)]
+    peers: Option<String>,
+    /// The replication tick (ms).
+    #[arg(long)]
+    raft_tick_ms: Option<u64>,
+    /// Ticks before a follower without a leader stands for election.
+    #[arg(long)]
+    raft_election_ticks: Option<usize>,
 }
 
 fn parse_yes_no(text: &str) -> Result<bool, String> {
@@ -183,7 +199,12 @@ impl ServeArgs {
             client_output_limit,
             timeout,
             kafka_addr,
-            kafka_advertised_addr
+            kafka_advertised_addr,
+            node_id,
+            cluster_addr,
+            peers,
+            raft_tick_ms,
+            raft_election_ticks
         );
         if let Some(partitions) = self.kafka_num_partitions {
             settings.kafka.num_partitions = partitions;
@@ -296,7 +317,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let clock = std::sync::Arc::clone(&node.clock);
-        let kafka = match weir_server::server::start_kafka(&settings, storage, clock).await {
+        let shutdown = node.shutdown.subscribe();
+        let kafka = match weir_server::server::start_kafka(&settings, storage, clock, shutdown).await {
             Ok(kafka) => kafka,
             Err(error) => {
                 tracing::error!(%error, "cannot start");

@@ -12,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use weir_io::{Clock, OsStorage, Storage};
 use weir_kafka::node::off_loop;
-use weir_kafka::{Kafka, KafkaSettings, SingleNode};
-use weir_log::{Broker, BrokerConfig, BrokerRecovery, LogConfig};
+use weir_kafka::{Kafka, KafkaSettings, Leaders, NodeAddress, SingleNode};
+use weir_log::{Broker, BrokerConfig, BrokerRecovery, HighWatermarkPolicy, LogConfig};
+
+use crate::cluster::Cluster;
 
 use crate::config::Settings;
 use crate::node::{Node, StartError};
@@ -45,6 +47,8 @@ pub struct KafkaListener {
     pub listener: TcpListener,
     /// What opening the topics recovered.
     pub recovery: BrokerRecovery,
+    /// The cluster, when this node is one of several.
+    pub cluster: Option<Cluster>,
 }
 
 /// Opens the data directory's `log` subdirectory: Kafka topics, committed
@@ -66,19 +70,27 @@ pub async fn start_kafka(
     settings: &Settings,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<KafkaListener>, StartError> {
     if !crate::config::kafka_enabled(settings) {
         return Ok(None);
     }
     let flush = crate::config::parse_log_flush(&settings.kafka.flush)?;
+    let cluster_settings = settings.cluster()?;
+    let high_watermark = match cluster_settings {
+        Some(_) => HighWatermarkPolicy::SetByOwner,
+        None => HighWatermarkPolicy::FollowsFlush,
+    };
     let config = BrokerConfig {
         default_log: LogConfig {
             flush,
+            high_watermark,
             ..LogConfig::default()
         },
     };
-    let (log, recovery) = Broker::open(Arc::clone(&storage), clock, config)
+    let (log, recovery) = Broker::open(Arc::clone(&storage), Arc::clone(&clock), config)
         .map_err(|error| StartError::Log(error.to_string()))?;
+    let log = Arc::new(log);
     let addr = settings.kafka_addr.clone();
     let bind_error = |source| StartError::Bind {
         addr: addr.clone(),
@@ -108,19 +120,60 @@ pub async fn start_kafka(
             path: "log/kafka".into(),
             source,
         })?;
-    let kafka = Kafka::new(
-        Arc::new(log),
-        own,
-        kafka_settings,
-        Box::new(SingleNode::new(host, port)),
-    )
-    .map_err(|error| StartError::Log(error.to_string()))?;
+    let cluster = match &cluster_settings {
+        Some(cluster_settings) => {
+            let own_address = NodeAddress {
+                id: i32::try_from(cluster_settings.node).unwrap_or(-1),
+                host: host.clone(),
+                port,
+            };
+            let cluster = crate::cluster::start(
+                cluster_settings,
+                Arc::clone(&log),
+                storage.as_ref(),
+                clock,
+                own_address,
+                settings.resp_addr.clone(),
+                shutdown,
+            )
+            .await?;
+            Some(cluster)
+        }
+        None => None,
+    };
+    let leaders: Box<dyn Leaders> = match &cluster {
+        Some(cluster) => Box::new(cluster.clone()),
+        None => Box::new(SingleNode::new(host, port)),
+    };
+    let mut kafka = Kafka::new(Arc::clone(&log), own, kafka_settings, leaders)
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    if let Some(cluster) = &cluster {
+        // Producer ids: each node hands out its own range.
+        kafka.producer_id_base = i64::try_from(cluster.node()).unwrap_or(0) << 40;
+    }
+    let kafka = Arc::new(kafka);
+    if let Some(cluster) = &cluster {
+        tokio::spawn(wake_fetches(cluster.clone(), Arc::downgrade(&kafka)));
+    }
     Ok(Some(KafkaListener {
-        kafka: Arc::new(kafka),
+        kafka,
         addr: local,
         listener,
         recovery,
+        cluster,
     }))
+}
+
+/// Wakes waiting fetches whenever a group's high watermark (or leader)
+/// changes, while the front-end lives.
+async fn wake_fetches(cluster: Cluster, kafka: std::sync::Weak<Kafka>) {
+    loop {
+        cluster.handle().changed().notified().await;
+        match kafka.upgrade() {
+            Some(kafka) => kafka.appended.notify_waiters(),
+            None => return,
+        }
+    }
 }
 
 /// Serves Kafka clients until the node shuts down, then closes the topics

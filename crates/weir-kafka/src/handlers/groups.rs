@@ -29,9 +29,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use weir_log::{GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 
-use super::errors::for_broker;
 use crate::coordinator::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
-use crate::node::{off_loop, Kafka};
+use crate::node::{off_loop, Kafka, NodeAddress};
 
 /// FindCoordinator's key type for consumer groups.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -44,46 +43,65 @@ fn optional(value: Option<&StrBytes>) -> Option<String> {
     value.map(|value| value.to_string())
 }
 
-/// Handles FindCoordinator: this node coordinates every group.
+/// Handles FindCoordinator: the node the leader seam names for each group
+/// (this node, on one node).
 pub fn find_coordinator(
     kafka: &Kafka,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let node = kafka
-        .leaders
-        .nodes()
-        .into_iter()
-        .find(|node| node.id == kafka.leaders.node_id())
-        .unwrap_or_else(|| panic!("this node is not among the nodes the leader seam lists"));
-    let error =
-        (request.key_type != KEY_TYPE_GROUP).then_some(ResponseError::CoordinatorNotAvailable);
-    let code = error.map_or(0, |error| error.code());
-    let message = error
-        .filter(|_| version >= 1)
-        .map(|_| text("weir coordinates consumer groups only, not transactions"));
+    let find = |key: &str| -> Result<NodeAddress, (ResponseError, &'static str)> {
+        if request.key_type != KEY_TYPE_GROUP {
+            return Err((
+                ResponseError::CoordinatorNotAvailable,
+                "weir coordinates consumer groups only, not transactions",
+            ));
+        }
+        let unavailable = (
+            ResponseError::CoordinatorNotAvailable,
+            "no node coordinates the group now",
+        );
+        let id = kafka.leaders.coordinator(key).ok_or(unavailable)?;
+        let nodes = kafka.leaders.nodes();
+        nodes
+            .into_iter()
+            .find(|node| node.id == id)
+            .ok_or(unavailable)
+    };
+    let answer = |found: Result<NodeAddress, (ResponseError, &'static str)>| match found {
+        Ok(node) => (0, None, node.id, text(node.host), i32::from(node.port)),
+        Err((error, message)) => (
+            error.code(),
+            Some(text(message)).filter(|_| version >= 1),
+            -1,
+            text(""),
+            -1,
+        ),
+    };
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|key| {
+                let (code, message, id, host, port) = answer(find(key));
                 FoundCoordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(node.id))
-                    .with_host(text(node.host.clone()))
-                    .with_port(i32::from(node.port))
+                    .with_key(key.clone())
+                    .with_node_id(BrokerId(id))
+                    .with_host(host)
+                    .with_port(port)
                     .with_error_code(code)
-                    .with_error_message(message.clone())
+                    .with_error_message(message)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (code, message, id, host, port) = answer(find(&request.key));
     FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_error_message(message)
-        .with_node_id(BrokerId(node.id))
-        .with_host(text(node.host))
-        .with_port(i32::from(node.port))
+        .with_node_id(BrokerId(id))
+        .with_host(host)
+        .with_port(port)
 }
 
 async fn settle<T>(reply: Reply<T>, gone: T) -> T {
@@ -102,6 +120,11 @@ pub async fn join_group(
     client_id: &str,
     client_host: &str,
 ) -> JoinGroupResponse {
+    if let Err(error) = kafka.coordinates(&request.group_id.0) {
+        return JoinGroupResponse::default()
+            .with_error_code(error.code())
+            .with_generation_id(-1);
+    }
     let join = JoinRequest {
         group: request.group_id.0.to_string(),
         member_id: request.member_id.to_string(),
@@ -160,6 +183,9 @@ pub async fn sync_group(
     request: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
+    if let Err(error) = kafka.coordinates(&request.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(error.code());
+    }
     let reply = kafka.coordinator.sync(
         &request.group_id.0,
         request.generation_id,
@@ -190,6 +216,9 @@ pub async fn sync_group(
 
 /// Handles Heartbeat.
 pub fn heartbeat(kafka: &Kafka, request: HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(error) = kafka.coordinates(&request.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(error.code());
+    }
     let error = kafka.coordinator.heartbeat(
         &request.group_id.0,
         request.generation_id,
@@ -201,6 +230,9 @@ pub fn heartbeat(kafka: &Kafka, request: HeartbeatRequest) -> HeartbeatResponse 
 
 /// Handles LeaveGroup (one member before v3, a list after).
 pub fn leave_group(kafka: &Kafka, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    if let Err(error) = kafka.coordinates(&request.group_id.0) {
+        return LeaveGroupResponse::default().with_error_code(error.code());
+    }
     let leaving: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
@@ -244,6 +276,9 @@ pub async fn offset_commit(
 ) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
     let refused = group_id_error(&group).or_else(|| {
+        if let Err(error) = kafka.coordinates(&group) {
+            return Some(error);
+        }
         kafka.coordinator.validate_commit(
             &group,
             request.generation_id_or_member_epoch,
@@ -265,7 +300,7 @@ pub async fn offset_commit(
             } else if partition.committed_offset < 0 {
                 ResponseError::InvalidCommitOffsetSize.code()
             } else {
-                match kafka.led_partition(&topic.name.0, partition.partition_index) {
+                match kafka.known_partition(&topic.name.0, partition.partition_index) {
                     Ok(_) => {
                         entries.push((
                             topic.name.0.to_string(),
@@ -284,22 +319,9 @@ pub async fn offset_commit(
         codes.push(topic_codes);
     }
     if !entries.is_empty() {
-        let log = Arc::clone(&kafka.log);
-        let committed = off_loop(move || {
-            let borrowed: Vec<(&str, u32, u64, &str)> = entries
-                .iter()
-                .map(|(topic, partition, offset, metadata)| {
-                    (topic.as_str(), *partition, *offset, metadata.as_str())
-                })
-                .collect();
-            log.commit_offsets(&group, &borrowed)
-        })
-        .await;
-        if let Err(error) = committed {
-            tracing::error!(%error, "committing offsets failed");
-            let code = for_broker(&error).code();
+        if let Err((error, _)) = kafka.commit_offsets(group, entries).await {
             for (topic, partition) in positions {
-                codes[topic][partition] = code;
+                codes[topic][partition] = error.code();
             }
         }
     }
@@ -368,9 +390,12 @@ pub fn offset_fetch(
     if let Some(error) = group_id_error(&group) {
         return refused(error.code(), request.topics);
     }
-    let committed = match kafka.log.committed_offsets(&group) {
+    if let Err(error) = kafka.coordinates(&group) {
+        return refused(error.code(), request.topics);
+    }
+    let committed = match kafka.committed_offsets(&group) {
         Ok(committed) => committed,
-        Err(error) => return refused(for_broker(&error).code(), request.topics),
+        Err(error) => return refused(error.code(), request.topics),
     };
     let wanted: Vec<(String, Vec<i32>)> = match request.topics {
         Some(topics) => topics
@@ -429,6 +454,9 @@ pub fn describe_groups(
         .into_iter()
         .map(|group| {
             let described = DescribedGroup::default().with_group_id(group.clone());
+            if let Err(error) = kafka.coordinates(&group.0) {
+                return described.with_error_code(error.code());
+            }
             match kafka.coordinator.describe(&group.0) {
                 Some(description) => described
                     .with_group_state(text(description.state.name()))
@@ -478,7 +506,7 @@ pub fn list_groups(kafka: &Kafka, request: ListGroupsRequest, version: i16) -> L
         seen.insert(name.clone());
         listed.push((name, state, protocol_type));
     }
-    for name in kafka.log.groups_with_offsets() {
+    for name in kafka.groups_with_offsets() {
         if seen.insert(name.clone()) {
             listed.push((name, GroupState::Empty, "consumer".into()));
         }
@@ -522,15 +550,11 @@ pub async fn delete_groups(
         let known = kafka.coordinator.describe(&group.0).is_some();
         let code = match kafka.coordinator.remove_if_empty(&name) {
             Err(error) => error.code(),
-            Ok(()) => {
-                let log = Arc::clone(&kafka.log);
-                let deleted = off_loop(move || log.delete_group_offsets(&name)).await;
-                match deleted {
-                    Ok(0) if !known => ResponseError::GroupIdNotFound.code(),
-                    Ok(_) => 0,
-                    Err(error) => for_broker(&error).code(),
-                }
-            }
+            Ok(()) => match kafka.delete_group_offsets(name).await {
+                Ok(0) if !known => ResponseError::GroupIdNotFound.code(),
+                Ok(_) => 0,
+                Err(error) => error.code(),
+            },
         };
         results.push(
             DeletableGroupResult::default()
@@ -561,11 +585,12 @@ pub async fn init_producer_id(
         Some("") => return failed(ResponseError::InvalidRequest),
         Some(_) => return failed(ResponseError::TransactionalIdAuthorizationFailed),
     }
+    let base = kafka.producer_id_base;
     let kafka = Arc::clone(kafka);
     let allocated = off_loop(move || kafka.producer_ids.allocate()).await;
     match allocated {
         Ok(id) => InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(id))
+            .with_producer_id(ProducerId(base + id))
             .with_producer_epoch(0),
         Err(error) => {
             tracing::error!(%error, "allocating a producer id failed");

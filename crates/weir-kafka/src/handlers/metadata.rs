@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use weir_log::{validate_topic_name, BrokerError, LogConfig, TopicConfig, TopicMetadata};
+use weir_log::{validate_topic_name, LogConfig, TopicConfig, TopicMetadata};
 
 use super::errors::for_broker;
 use crate::node::{off_loop, Kafka};
@@ -85,7 +85,7 @@ pub async fn metadata(
         .with_brokers(brokers)
         .with_topics(topics);
     let response = if version >= 1 {
-        response.with_controller_id(BrokerId(kafka.leaders.node_id()))
+        response.with_controller_id(BrokerId(kafka.leaders.controller()))
     } else {
         response
     };
@@ -117,38 +117,67 @@ async fn named_topic(
         return failed(ResponseError::UnknownTopicOrPartition);
     }
     let config = TopicConfig::with_partitions(kafka.settings.default_partitions);
-    match create(kafka, name.to_string(), config).await {
-        Ok(()) | Err(BrokerError::TopicExists { .. }) => match kafka.log.topic(name) {
-            Ok(topic) => describe_topic(kafka, &topic, version),
-            Err(error) => failed(for_broker(&error)),
-        },
-        Err(error) => {
-            tracing::warn!(topic = name, %error, "auto-creating a topic failed");
-            failed(for_broker(&error))
+    match create(kafka, name.to_string(), config, None).await {
+        Ok(()) => {}
+        Err((ResponseError::TopicAlreadyExists, _)) => {}
+        Err((error, message)) => {
+            tracing::warn!(topic = name, message, "auto-creating a topic failed");
+            return failed(error);
         }
+    }
+    match kafka.log.topic(name) {
+        Ok(topic) => describe_topic(kafka, &topic, version),
+        Err(error) => failed(for_broker(&error)),
     }
 }
 
-/// Creates a topic on the blocking pool (it syncs directories).
-async fn create(kafka: &Arc<Kafka>, name: String, config: TopicConfig) -> Result<(), BrokerError> {
+/// Creates a topic: through the replication layer when there is one,
+/// otherwise in the local log on the blocking pool (it syncs directories).
+async fn create(
+    kafka: &Arc<Kafka>,
+    name: String,
+    config: TopicConfig,
+    replication_factor: Option<u32>,
+) -> Result<(), (ResponseError, String)> {
+    if let Some(replication) = kafka.leaders.replication() {
+        if config
+            .log
+            .as_ref()
+            .is_some_and(|log| log != kafka.log.default_log_config())
+        {
+            return Err((
+                ResponseError::InvalidConfig,
+                "a cluster's topics take the nodes' log settings: per-topic configs are not replicated yet".into(),
+            ));
+        }
+        let created = replication
+            .create_topic(&name, config.partitions, replication_factor)
+            .await;
+        return created.map_err(|(error, message)| (error, message.unwrap_or_default()));
+    }
     let log = Arc::clone(&kafka.log);
-    off_loop(move || log.create_topic(&name, config)).await
+    off_loop(move || log.create_topic(&name, config))
+        .await
+        .map_err(|error| (for_broker(&error), error.to_string()))
 }
 
 fn describe_topic(kafka: &Kafka, topic: &TopicMetadata, version: i16) -> MetadataResponseTopic {
-    let node = kafka.leaders.node_id();
     let partitions = (0..topic.partitions)
         .map(|index| {
             let leader = kafka.leaders.leader(&topic.name, index);
             let epoch = match kafka.log.partition(&topic.name, index) {
-                Ok(log) if version >= 7 => log.leader_epoch() as i32,
+                Ok(log) if version >= 7 => kafka
+                    .leaders
+                    .leader_epoch(&topic.name, index)
+                    .unwrap_or(log.leader_epoch() as i32),
                 _ => -1,
             };
+            let (replicas, in_sync) = kafka.leaders.replicas(&topic.name, index);
             let answer = MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
                 .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![BrokerId(node)])
-                .with_isr_nodes(vec![BrokerId(node)]);
+                .with_replica_nodes(replicas.into_iter().map(BrokerId).collect())
+                .with_isr_nodes(in_sync.into_iter().map(BrokerId).collect());
             match leader {
                 Some(leader) => answer.with_leader_id(BrokerId(leader)),
                 None => answer
@@ -159,6 +188,7 @@ fn describe_topic(kafka: &Kafka, topic: &TopicMetadata, version: i16) -> Metadat
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(text(topic.name.clone()))))
+        .with_is_internal(kafka.leaders.is_internal(&topic.name))
         .with_partitions(partitions)
 }
 
@@ -172,12 +202,11 @@ pub async fn create_topics(
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
-        let outcome = topic_config(kafka, &topic);
+        let factor = replication_factor(kafka, topic.replication_factor);
+        let outcome = topic_config(kafka, &topic).and_then(|config| Ok((config, factor?)));
         let outcome = match outcome {
-            Ok(config) if request.validate_only => validate(kafka, &name, config),
-            Ok(config) => create(kafka, name.clone(), config)
-                .await
-                .map_err(|error| (for_broker(&error), error.to_string())),
+            Ok((config, _)) if request.validate_only => validate(kafka, &name, config),
+            Ok((config, factor)) => create(kafka, name.clone(), config, Some(factor)).await,
             Err(refused) => Err(refused),
         };
         results.push(match outcome {
@@ -196,9 +225,10 @@ pub async fn create_topics(
                     },
                     |topic| topic.partitions as i32,
                 );
+                let factor = replication_factor(kafka, topic.replication_factor).unwrap_or(1);
                 result
                     .with_num_partitions(partitions)
-                    .with_replication_factor(1)
+                    .with_replication_factor(factor as i16)
                     .with_configs(Some(
                         topic_configs(&log)
                             .into_iter()
@@ -234,6 +264,28 @@ fn validate(kafka: &Kafka, name: &str, config: TopicConfig) -> Result<(), (Respo
     Ok(())
 }
 
+/// The replication factor CreateTopics asks for (-1: the default), checked
+/// against the nodes.
+fn replication_factor(kafka: &Kafka, asked: i16) -> Result<u32, (ResponseError, String)> {
+    let (default, nodes) = match kafka.leaders.replication() {
+        Some(replication) => (
+            replication.default_replication_factor(),
+            kafka.leaders.nodes().len(),
+        ),
+        None => (1, 1),
+    };
+    match asked {
+        -1 => Ok(default),
+        factor if factor >= 1 && factor as usize <= nodes => Ok(factor as u32),
+        factor => Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {factor} is not between 1 and the {nodes} available brokers"
+            ),
+        )),
+    }
+}
+
 /// The topic's settings from CreateTopics' fields and Kafka config names.
 fn topic_config(
     kafka: &Kafka,
@@ -249,15 +301,6 @@ fn topic_config(
             ))
         }
     };
-    if !matches!(topic.replication_factor, -1 | 1) {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "replication factor {} is larger than the 1 available broker",
-                topic.replication_factor
-            ),
-        ));
-    }
     if !topic.assignments.is_empty() {
         return Err((
             ResponseError::InvalidRequest,
@@ -342,19 +385,37 @@ pub async fn delete_topics(
             );
             continue;
         };
-        let log = Arc::clone(&kafka.log);
-        let topic = name.0.to_string();
-        let outcome = off_loop(move || log.delete_topic(&topic)).await;
+        let outcome = delete(kafka, name.0.to_string()).await;
         let result = DeletableTopicResult::default().with_name(Some(name));
         results.push(match outcome {
             Ok(()) => result,
-            Err(error) if version >= 5 => result
-                .with_error_code(for_broker(&error).code())
-                .with_error_message(Some(text(error.to_string()))),
-            Err(error) => result.with_error_code(for_broker(&error).code()),
+            Err((error, message)) if version >= 5 => result
+                .with_error_code(error.code())
+                .with_error_message(Some(text(message))),
+            Err((error, _)) => result.with_error_code(error.code()),
         });
     }
     DeleteTopicsResponse::default().with_responses(results)
+}
+
+/// Deletes a topic, through the replication layer when there is one.
+async fn delete(kafka: &Arc<Kafka>, topic: String) -> Result<(), (ResponseError, String)> {
+    if kafka.leaders.is_internal(&topic) {
+        return Err((
+            ResponseError::InvalidTopicException,
+            format!("{topic} is internal: it may not be deleted"),
+        ));
+    }
+    if let Some(replication) = kafka.leaders.replication() {
+        return replication
+            .delete_topic(&topic)
+            .await
+            .map_err(|(error, message)| (error, message.unwrap_or_default()));
+    }
+    let log = Arc::clone(&kafka.log);
+    off_loop(move || log.delete_topic(&topic))
+        .await
+        .map_err(|error| (for_broker(&error), error.to_string()))
 }
 
 /// Handles DescribeConfigs for topics and the broker.

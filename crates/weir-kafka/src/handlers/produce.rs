@@ -27,6 +27,9 @@ pub async fn produce(
     request: ProduceRequest,
     version: i16,
 ) -> (Option<ProduceResponse>, bool) {
+    if kafka.leaders.replication().is_some() {
+        return produce_replicated(kafka, request, version).await;
+    }
     let acks = request.acks;
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut to_sync: Vec<Written> = Vec::new();
@@ -45,7 +48,7 @@ pub async fn produce(
             };
             partitions.push(match outcome {
                 Ok((log, info)) => {
-                    let response = success(data.index, &log, &info, version);
+                    let response = success(data.index, &log, info.base_offset, version);
                     let durable_per_policy = log.config().flush == FlushPolicy::Always;
                     if durable_per_policy {
                         to_sync.push(Written {
@@ -109,6 +112,125 @@ async fn sync(written: Vec<Written>) -> Vec<(usize, usize)> {
 
 type WriteError = (ResponseError, Option<String>);
 
+/// A partition's batch handed to the replication layer.
+struct Replicating {
+    topic: usize,
+    partition: usize,
+    log: Arc<Partition>,
+    task: tokio::task::JoinHandle<Result<u64, WriteError>>,
+}
+
+/// Produce through the replication layer: each partition's batch goes to
+/// its group (this node must lead it), all partitions at once; answered
+/// at the acks level asked for.
+async fn produce_replicated(
+    kafka: &Arc<Kafka>,
+    request: ProduceRequest,
+    version: i16,
+) -> (Option<ProduceResponse>, bool) {
+    let acks = request.acks;
+    let replication = kafka
+        .leaders
+        .replication()
+        .expect("called with a replication layer");
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
+    for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for (partition_index, data) in topic.partition_data.into_iter().enumerate() {
+            let checked = check_replicated(
+                kafka,
+                &request.transactional_id,
+                acks,
+                &topic.name.0,
+                data.index,
+                data.records,
+            );
+            match checked {
+                Ok((log, records)) => {
+                    let future =
+                        replication.produce(&topic.name.0, data.index as u32, records, acks);
+                    pending.push(Replicating {
+                        topic: topic_index,
+                        partition: partition_index,
+                        log,
+                        task: tokio::spawn(future),
+                    });
+                    partitions.push(failure(
+                        data.index,
+                        ResponseError::UnknownServerError,
+                        None,
+                        version,
+                    ));
+                }
+                Err((error, message)) => {
+                    partitions.push(failure(data.index, error, message, version))
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return (None, false);
+    }
+    for replicating in pending {
+        let outcome = replicating.task.await.unwrap_or_else(|_| {
+            Err((
+                ResponseError::UnknownServerError,
+                Some("the write was abandoned".into()),
+            ))
+        });
+        let slot = &mut responses[replicating.topic].partition_responses[replicating.partition];
+        *slot = match outcome {
+            Ok(base_offset) => success(slot.index, &replicating.log, base_offset, version),
+            Err((error, message)) => failure(slot.index, error, message, version),
+        };
+    }
+    (
+        Some(ProduceResponse::default().with_responses(responses)),
+        true,
+    )
+}
+
+/// A replicated partition's batch, checked as far as this node can before
+/// the group takes it.
+fn check_replicated(
+    kafka: &Kafka,
+    transactional_id: &Option<kafka_protocol::messages::TransactionalId>,
+    acks: i16,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+) -> Result<(Arc<Partition>, Bytes), WriteError> {
+    if !matches!(acks, -1..=1) {
+        return Err((ResponseError::InvalidRequiredAcks, None));
+    }
+    if transactional_id.is_some() {
+        return Err((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            Some("weir does not implement transactions".to_string()),
+        ));
+    }
+    if kafka.leaders.is_internal(topic) {
+        return Err((
+            ResponseError::InvalidTopicException,
+            Some(format!(
+                "{topic} is internal: clients may not produce to it"
+            )),
+        ));
+    }
+    let log = kafka
+        .led_partition(topic, index)
+        .map_err(|error| (error, None))?;
+    let records = records.unwrap_or_default();
+    check_one_batch(&records)?;
+    Ok((log, records))
+}
+
 fn write_one(
     kafka: &Kafka,
     topic: &str,
@@ -154,12 +276,12 @@ fn check_one_batch(records: &[u8]) -> Result<(), WriteError> {
 fn success(
     index: i32,
     log: &Partition,
-    info: &AppendInfo,
+    base_offset: u64,
     version: i16,
 ) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default()
         .with_index(index)
-        .with_base_offset(info.base_offset as i64)
+        .with_base_offset(base_offset as i64)
         .with_log_append_time_ms(-1);
     if version >= 5 {
         response.with_log_start_offset(log.log_start_offset() as i64)

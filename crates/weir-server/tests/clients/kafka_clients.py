@@ -386,6 +386,8 @@ def scenario_produce_acked():
     topic, outfile, count = ARGS[0], ARGS[1], int(ARGS[2])
     extra = {"retries": 1000000, "request_timeout_ms": 5000, "reconnect_backoff_ms": 100} if LIB == "kp" \
         else {"message.timeout.ms": 120000, "request.timeout.ms": 5000, "linger.ms": 0}
+    if LIB == "kp" and "idempotent" in ARGS[3:]:
+        extra["enable_idempotence"] = True
     producer = client.producer(**extra)
     with open(outfile, "a") as out:
         for i in range(count):
@@ -429,7 +431,19 @@ def scenario_commit():
             c.close()
         print(json.dumps({"committed": 7}))
     else:
-        committed = client.committed(group, topic, 1)
+        # With "retry" (a cluster whose coordinator was just killed), the
+        # read is tried again until another node coordinates the group, as
+        # an application would.
+        deadline = time.time() + (30 if "retry" in ARGS[3:] else 0)
+        while True:
+            try:
+                committed = client.committed(group, topic, 1)
+                break
+            except Exception as error:  # noqa: BLE001 - retried, then reported
+                if time.time() >= deadline:
+                    raise
+                print(f"retrying the read of committed offsets: {error!r}", file=sys.stderr)
+                time.sleep(0.5)
         check(committed.get(0) == 7, f"committed offsets after the restart: {committed}")
         print(json.dumps({"committed": committed.get(0)}))
 
@@ -588,6 +602,94 @@ def scenario_retries():
     check(values == list(range(count)), f"read {len(values)} records for {count} sent; first wrong at "
           f"{next((i for i, v in enumerate(values) if i >= count or v != i), None)}")
     print(json.dumps({"records": len(values)}))
+
+
+def scenario_cluster_create():
+    """Creates TOPIC with PARTITIONS partitions of FACTOR replicas, and
+    waits until every partition has a leader."""
+    topic, partitions, factor = ARGS[0], int(ARGS[1]), int(ARGS[2])
+    if LIB == "kp":
+        admin = client.admin()
+        admin.create_topics([client.NewTopic(topic, partitions, factor)])
+        admin.close()
+    else:
+        admin = client.admin()
+        for future in admin.create_topics([client.NewTopic(topic, num_partitions=partitions, replication_factor=factor)]).values():
+            future.result(timeout=30)
+    deadline = time.time() + 30
+    while True:
+        leaders = partition_leaders(topic)
+        if len(leaders) == partitions and all(leader >= 0 for leader in leaders.values()):
+            break
+        check(time.time() < deadline, f"partitions without a leader after 30 s: {leaders}")
+        time.sleep(0.2)
+    print(json.dumps({"leaders": leaders}))
+
+
+def partition_leaders(topic):
+    """Each partition's leader as the client's metadata shows it."""
+    if LIB == "kp":
+        admin = client.admin()
+        try:
+            described = admin.describe_topics([topic])
+        finally:
+            admin.close()
+        return {p["partition_index"]: p["leader_id"] for t in described for p in t["partitions"]}
+    metadata = client.admin().list_topics(topic, timeout=10)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        return {}
+    return {p.id: p.leader for p in found.partitions.values()}
+
+
+def scenario_cluster_ready():
+    """Waits until the metadata lists NODES brokers and a controller."""
+    nodes = int(ARGS[0])
+    deadline = time.time() + 30
+    while True:
+        if LIB == "kp":
+            admin = client.admin()
+            try:
+                described = admin.describe_cluster()
+            finally:
+                admin.close()
+            brokers, controller = len(described["brokers"]), described["controller_id"]
+        else:
+            metadata = client.admin().list_topics(timeout=10)
+            brokers, controller = len(metadata.brokers), metadata.controller_id
+        if brokers == nodes and controller >= 0:
+            break
+        check(time.time() < deadline, f"{brokers} brokers and controller {controller} after 30 s")
+        time.sleep(0.2)
+    print(json.dumps({"brokers": brokers}))
+
+
+def scenario_cluster_leader():
+    """Prints the leader of TOPIC's PARTITION."""
+    topic, partition = ARGS[0], int(ARGS[1])
+    print(partition_leaders(topic).get(partition, -1))
+
+
+def scenario_group_verify():
+    """A consumer group reads TOPIC until it has every record acknowledged
+    (as OUTFILE lists them): each at its offset, each key once."""
+    topic, outfile, group = ARGS[0], ARGS[1], ARGS[2]
+    acked = {}
+    for line in open(outfile):
+        partition, offset, key = line.split()
+        acked[(int(partition), int(offset))] = key.encode()
+    consumer = client.group_consumer(group, topic, lambda assigned: None)
+    seen, keys, deadline = {}, [], time.time() + 90
+    while not all(at in seen for at in acked) and time.time() < deadline:
+        for partition, offset, key in client.poll(consumer):
+            check((partition, offset) not in seen, f"offset {(partition, offset)} delivered twice")
+            seen[(partition, offset)] = key
+            keys.append(key)
+    consumer.close()
+    for at, key in acked.items():
+        check(seen.get(at) == key, f"acknowledged {key!r} at {at} not consumed (found {seen.get(at)!r})")
+    check(len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} records written twice")
+    print(json.dumps({"acked": len(acked), "consumed": len(keys)}))
 
 
 SCENARIOS = {name[len("scenario_"):]: f for name, f in globals().items() if name.startswith("scenario_")}

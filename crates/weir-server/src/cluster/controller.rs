@@ -1,0 +1,530 @@
+//! Starting a cluster node, and its cluster task: applies the committed
+//! metadata to the local log and groups, and, on the metadata group's
+//! leader, turns the nodes' requests into metadata records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tokio::sync::mpsc;
+use tokio::sync::watch;
+use weir_io::sync::{lock, write};
+use weir_io::{Clock, Storage};
+use weir_kafka::node::off_loop;
+use weir_kafka::NodeAddress;
+use weir_log::{Broker, HighWatermarkPolicy, LogConfig, Partition, TopicConfig};
+use weir_replication::codec::Limits;
+use weir_replication::metadata::METADATA_GROUP;
+use weir_replication::metadata::{record_batch, MetadataLog, MetadataRecord, NodeInfo};
+use weir_replication::runner::{self, Acks, ReplicasHandle, RunnerConfig};
+use weir_replication::transport::Transport;
+use weir_replication::{Replicas, ReplicasConfig};
+
+use super::messages::ClusterMessage;
+use super::{Cluster, ClusterSettings, Shared, OFFSETS_TOPIC};
+use crate::node::StartError;
+
+/// How often the cluster task looks again when nothing woke it (its own
+/// registration, a controller that changed).
+const PERIOD: Duration = Duration::from_millis(250);
+/// How long the controller waits for one of its records to be applied.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts this node's replication (the metadata group, the transport and
+/// the runner) and its cluster task; `log` is the node's topics (opened
+/// with [`HighWatermarkPolicy::SetByOwner`]), `storage` the directory that
+/// holds them, where the metadata group lives in `cluster/metadata`.
+pub async fn start(
+    settings: &ClusterSettings,
+    log: Arc<Broker>,
+    storage: &dyn Storage,
+    clock: Arc<dyn Clock>,
+    own_kafka: NodeAddress,
+    resp_address: String,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Cluster, StartError> {
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        StartError::Log(format!("cluster: {what}: {error}"))
+    };
+    let dir = storage
+        .open_or_create_dir("cluster")
+        .and_then(|cluster| cluster.open_or_create_dir("metadata"))
+        .map_err(|error| failed("opening cluster/metadata", &error))?;
+    let config = LogConfig {
+        high_watermark: HighWatermarkPolicy::SetByOwner,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let (partition, _) = Partition::open(Arc::clone(&dir), Arc::clone(&clock), config)
+        .map_err(|error| failed("opening the metadata log", &error))?;
+    let partition = Arc::new(partition);
+    let peers: Vec<u64> = settings.peers.keys().copied().collect();
+    let mut replicas_config = ReplicasConfig::new(settings.node, settings.node);
+    replicas_config.election_ticks = settings.election_ticks;
+    let mut replicas = Replicas::new(replicas_config, &peers);
+    replicas
+        .open_group(
+            METADATA_GROUP,
+            peers.clone(),
+            dir.as_ref(),
+            Arc::clone(&partition),
+        )
+        .map_err(|error| failed("opening the metadata group", &error))?;
+    let mut metadata = MetadataLog::new();
+    metadata
+        .catch_up(&partition)
+        .map_err(|error| failed("reading the metadata log", &error))?;
+    let runner_config = RunnerConfig {
+        tick: settings.tick,
+        ..RunnerConfig::default()
+    };
+    let handle = spawn_runner(settings, replicas, runner_config).await?;
+    let applications = handle
+        .applications()
+        .expect("a new runner's application messages");
+    let (local_tx, local_rx) = mpsc::channel(256);
+    let shared = Arc::new(Shared::default());
+    *write(&shared.metadata) = metadata.state().clone();
+    let cluster = Cluster {
+        node: settings.node,
+        peers: Arc::new(peers),
+        own_kafka: own_kafka.clone(),
+        handle: handle.clone(),
+        shared,
+        local: local_tx,
+        clock,
+    };
+    let task = Task {
+        cluster: cluster.clone(),
+        log,
+        metadata,
+        metadata_partition: partition,
+        opened: BTreeMap::new(),
+        registration: MetadataRecord::Node {
+            id: settings.node,
+            kafka_address: format!("{}:{}", own_kafka.host, own_kafka.port),
+            resp_address,
+        },
+        materialized: None,
+    };
+    tokio::spawn(task.run(applications, local_rx, shutdown));
+    Ok(cluster)
+}
+
+/// Binds the cluster listener and starts the transport and the runner: on
+/// a thread of their own (so that syncs never stall the front-ends), or,
+/// under the simulator, as tasks.
+async fn spawn_runner(
+    settings: &ClusterSettings,
+    replicas: Replicas,
+    config: RunnerConfig,
+) -> Result<ReplicasHandle, StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: settings.listen.clone(),
+        source,
+    };
+    let (node, peers) = (settings.node, settings.peers.clone());
+    #[cfg(madsim)]
+    {
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(bind_error)?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let transport = Transport::start(node, listener, &peers, inbound_tx, Limits::default());
+        let (handle, _task) = runner::spawn(replicas, transport, inbound_rx, config);
+        Ok(handle)
+    }
+    #[cfg(not(madsim))]
+    {
+        let listener = std::net::TcpListener::bind(&settings.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+        runner::spawn_on_thread("weir-raft", async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "the cluster listener cannot be used");
+                    return;
+                }
+            };
+            let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+            let transport = Transport::start(node, listener, &peers, inbound_tx, Limits::default());
+            let (handle, task) = runner::spawn(replicas, transport.clone(), inbound_rx, config);
+            let _ = handle_tx.send(handle);
+            let _ = task.await;
+            transport.stop();
+            tracing::error!("the replication runner stopped");
+        })
+        .map_err(bind_error)?;
+        handle_rx
+            .await
+            .map_err(|_| StartError::Log("cluster: the replication runner did not start".into()))
+    }
+}
+
+/// The cluster task of one node.
+struct Task {
+    cluster: Cluster,
+    log: Arc<Broker>,
+    metadata: MetadataLog,
+    metadata_partition: Arc<Partition>,
+    /// The groups opened here, and their topics.
+    opened: BTreeMap<u64, String>,
+    /// This node's record, until the metadata has it.
+    registration: MetadataRecord,
+    /// The metadata offset last applied to the local log and groups.
+    materialized: Option<u64>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut applications: mpsc::Receiver<(u64, Vec<u8>)>,
+        mut local: mpsc::Receiver<ClusterMessage>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let handle = self.cluster.handle.clone();
+        loop {
+            let changed = handle.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            self.catch_up();
+            self.materialize().await;
+            self.catch_up_offsets();
+            self.register().await;
+            self.ensure_offsets_topic().await;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                message = local.recv() => match message {
+                    Some(message) => self.handle(self.cluster.node, message).await,
+                    None => break,
+                },
+                received = applications.recv() => match received {
+                    Some((from, bytes)) => match ClusterMessage::decode(&bytes) {
+                        Ok(message) => self.handle(from, message).await,
+                        Err(error) => tracing::warn!(from, %error, "a peer sent a bad cluster message"),
+                    },
+                    None => break,
+                },
+                _ = changed => {}
+                _ = tokio::time::sleep(PERIOD) => {}
+            }
+        }
+    }
+
+    /// Applies the metadata committed since the last call.
+    fn catch_up(&mut self) {
+        match self.metadata.catch_up(&self.metadata_partition) {
+            Ok(0) => {}
+            Ok(_) => {
+                *write(&self.cluster.shared.metadata) = self.metadata.state().clone();
+                self.cluster.shared.applied.notify_waiters();
+            }
+            Err(error) => {
+                tracing::error!(%error, "the metadata log cannot be applied");
+            }
+        }
+    }
+
+    /// Applies the committed offsets records since the last call, when
+    /// this node replicates the offsets partition.
+    fn catch_up_offsets(&mut self) {
+        let Some(assignment) = self
+            .metadata
+            .state()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .and_then(|partitions| partitions.first())
+        else {
+            return;
+        };
+        if !self.opened.contains_key(&assignment.group) {
+            return;
+        }
+        let Ok(partition) = self.log.partition(OFFSETS_TOPIC, 0) else {
+            return;
+        };
+        let applied = write(&self.cluster.shared.offsets).catch_up(&partition);
+        match applied {
+            Ok(0) => {}
+            Ok(_) => self.cluster.shared.applied.notify_waiters(),
+            Err(error) => tracing::error!(%error, "the committed offsets cannot be applied"),
+        }
+    }
+
+    /// The controller creates the offsets topic once enough nodes have
+    /// registered for its replicas.
+    async fn ensure_offsets_topic(&mut self) {
+        let state = self.metadata.state();
+        if state.topics.contains_key(OFFSETS_TOPIC) || !self.is_controller() {
+            return;
+        }
+        let factor = (self.cluster.peers.len() as u32).min(3);
+        if (state.nodes.len() as u32) < factor {
+            return;
+        }
+        match state.plan_topic(OFFSETS_TOPIC, 1, factor) {
+            Ok(record) => self.propose(record).await,
+            Err(error) => tracing::warn!(%error, "cannot plan the offsets topic"),
+        }
+    }
+
+    fn is_controller(&self) -> bool {
+        let view = self.cluster.handle.view(METADATA_GROUP);
+        view.and_then(|view| view.leader) == Some(self.cluster.node)
+    }
+
+    fn controller(&self) -> Option<u64> {
+        self.cluster
+            .handle
+            .view(METADATA_GROUP)
+            .and_then(|view| view.leader)
+    }
+
+    /// Asks the controller to record this node's addresses, until the
+    /// metadata has them.
+    async fn register(&mut self) {
+        let MetadataRecord::Node {
+            id,
+            kafka_address,
+            resp_address,
+        } = &self.registration
+        else {
+            return;
+        };
+        let wanted = NodeInfo {
+            kafka_address: kafka_address.clone(),
+            resp_address: resp_address.clone(),
+        };
+        if self.metadata.state().nodes.get(id) == Some(&wanted) {
+            return;
+        }
+        let message = ClusterMessage::Register {
+            node: *id,
+            kafka_address: wanted.kafka_address,
+            resp_address: wanted.resp_address,
+        };
+        self.handle(self.cluster.node, message).await;
+    }
+
+    /// A request from `from` (this node's own included), or an answer.
+    async fn handle(&mut self, from: u64, message: ClusterMessage) {
+        if let ClusterMessage::Refused {
+            request,
+            code,
+            message,
+        } = message
+        {
+            let waiting = lock(&self.cluster.shared.pending).remove(&request);
+            if let Some(waiting) = waiting {
+                let error =
+                    ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+                let _ = waiting.send((error, Some(message)));
+            }
+            return;
+        }
+        if self.is_controller() {
+            self.decide(from, message).await;
+        } else if from == self.cluster.node {
+            // Forwarded to the controller; dropped when there is none yet
+            // (the asker sends it again).
+            if let Some(controller) = self.controller() {
+                self.cluster.handle.send(controller, message.encode()).await;
+            }
+        }
+        // A peer's request reaching a node that no longer leads is dropped:
+        // the peer sends it again to the leader it learns of.
+    }
+
+    /// The controller's decision on a request: the record that makes it,
+    /// proposed and applied before the next request is looked at; nothing
+    /// when the metadata already says so; a refusal when it cannot be.
+    async fn decide(&mut self, from: u64, message: ClusterMessage) {
+        let state = self.metadata.state();
+        let (request, outcome) = match &message {
+            ClusterMessage::Register {
+                node,
+                kafka_address,
+                resp_address,
+            } => {
+                let record = MetadataRecord::Node {
+                    id: *node,
+                    kafka_address: kafka_address.clone(),
+                    resp_address: resp_address.clone(),
+                };
+                let known = state.nodes.get(node).is_some_and(|info| {
+                    info.kafka_address == *kafka_address && info.resp_address == *resp_address
+                });
+                let known_peer = self.cluster.peers.contains(node);
+                (
+                    None,
+                    Ok((!known && known_peer && *node == from).then_some(record)),
+                )
+            }
+            ClusterMessage::CreateTopic {
+                request,
+                name,
+                partitions,
+                replication_factor,
+            } => {
+                let planned = if state.topics.contains_key(name) {
+                    Ok(None)
+                } else {
+                    state
+                        .plan_topic(name, *partitions, *replication_factor)
+                        .map(Some)
+                        .map_err(|error| {
+                            (ResponseError::InvalidReplicationFactor, error.to_string())
+                        })
+                };
+                (Some(*request), planned)
+            }
+            ClusterMessage::DeleteTopic { request, name } => {
+                let record = state
+                    .topics
+                    .contains_key(name)
+                    .then(|| MetadataRecord::TopicDeleted { name: name.clone() });
+                (Some(*request), Ok(record))
+            }
+            ClusterMessage::Refused { .. } => unreachable!("answers are handled before"),
+        };
+        match outcome {
+            Ok(Some(record)) => self.propose(record).await,
+            Ok(None) => {}
+            Err((error, reason)) => {
+                let Some(request) = request else { return };
+                let refusal = ClusterMessage::Refused {
+                    request,
+                    code: error.code(),
+                    message: reason,
+                };
+                if from == self.cluster.node {
+                    Box::pin(self.handle(from, refusal)).await;
+                } else {
+                    self.cluster.handle.send(from, refusal.encode()).await;
+                }
+            }
+        }
+    }
+
+    /// Proposes a metadata record and waits until it is applied here.
+    async fn propose(&mut self, record: MetadataRecord) {
+        let batch = record_batch(&record, 0);
+        let appended = self
+            .cluster
+            .handle
+            .produce(METADATA_GROUP, batch, Acks::All)
+            .await;
+        let appended = match appended {
+            Ok(appended) => appended,
+            Err(error) => {
+                tracing::warn!(%error, ?record, "a metadata record was not committed");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        while self.metadata.applied_offset() <= appended.last_offset {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    ?record,
+                    "a committed metadata record was not applied in time"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.catch_up();
+        }
+        tracing::info!(?record, "metadata changed");
+    }
+
+    /// Makes the local log and groups match the applied metadata: topics
+    /// created and deleted, the groups of this node's partitions opened.
+    async fn materialize(&mut self) {
+        let applied = self.metadata.applied_offset();
+        if self.materialized == Some(applied) {
+            return;
+        }
+        let state = self.metadata.state().clone();
+        let mut complete = true;
+        for topic in self.log.topics() {
+            if !state.topics.contains_key(&topic.name) {
+                complete &= self.remove_topic(&topic.name).await;
+            }
+        }
+        for (name, partitions) in &state.topics {
+            if self.log.topic(name).is_err() {
+                let log = Arc::clone(&self.log);
+                let (topic, count) = (name.clone(), partitions.len() as u32);
+                let created =
+                    off_loop(move || log.create_topic(&topic, TopicConfig::with_partitions(count)))
+                        .await;
+                if let Err(error) = created {
+                    tracing::error!(topic = name, %error, "creating a replicated topic failed");
+                    complete = false;
+                    continue;
+                }
+            }
+            for (index, assignment) in partitions.iter().enumerate() {
+                let mine = assignment.replicas.contains(&self.cluster.node);
+                if mine && !self.opened.contains_key(&assignment.group) {
+                    complete &= self
+                        .open(name, index as u32, assignment.group, &assignment.replicas)
+                        .await;
+                }
+            }
+        }
+        if complete {
+            self.materialized = Some(applied);
+        }
+    }
+
+    async fn open(&mut self, topic: &str, partition: u32, group: u64, replicas: &[u64]) -> bool {
+        let opened = match (
+            self.log.partition_dir(topic, partition),
+            self.log.partition(topic, partition),
+        ) {
+            (Ok(dir), Ok(log)) => self
+                .cluster
+                .handle
+                .open_group(group, replicas.to_vec(), dir, log)
+                .await
+                .map_err(|error| error.to_string()),
+            (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
+        };
+        match opened {
+            Ok(()) => {
+                self.opened.insert(group, topic.to_string());
+                tracing::info!(topic, partition, group, ?replicas, "replica opened");
+                true
+            }
+            Err(error) => {
+                tracing::error!(topic, partition, group, %error, "opening a replica failed");
+                false
+            }
+        }
+    }
+
+    async fn remove_topic(&mut self, name: &str) -> bool {
+        let groups: BTreeSet<u64> = self
+            .opened
+            .iter()
+            .filter(|(_, topic)| topic.as_str() == name)
+            .map(|(group, _)| *group)
+            .collect();
+        for group in &groups {
+            self.cluster.handle.close_group(*group).await;
+            self.opened.remove(group);
+        }
+        let log = Arc::clone(&self.log);
+        let topic = name.to_string();
+        match off_loop(move || log.delete_topic(&topic)).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(topic = name, %error, "deleting a replicated topic failed");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! A node of a weir cluster: every partition is a Raft group of
+//! [`weir_replication`], the cluster's metadata is a group of its own on
+//! every node (after KRaft), and the Kafka front-end reaches both through
+//! [`Cluster`], its [`Leaders`] and [`Replication`] seams.
+//!
+//! - The metadata group's leader is the controller: it alone proposes
+//!   metadata records (nodes, topics, deletions). Other nodes ask it with
+//!   [`messages::ClusterMessage`]s over the replication transport and
+//!   retry until their own metadata shows the change.
+//! - The cluster task of every node applies the committed metadata: it
+//!   creates and deletes topics in the local log and opens the groups of
+//!   the partitions this node replicates ([`controller`]).
+//! - Produce goes to the partition's group on its leader; the group's
+//!   high watermark is what consumers read up to.
+
+pub mod controller;
+pub mod messages;
+pub mod offsets;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::{mpsc, oneshot, Notify};
+use weir_io::sync::{lock, read, Mutex, RwLock};
+use weir_io::Clock;
+use weir_kafka::handlers::errors::for_log;
+use weir_kafka::node::SeamFuture;
+use weir_kafka::{Leaders, NodeAddress, Refusal, Replication};
+use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
+use weir_replication::metadata::{MetadataState, METADATA_GROUP};
+use weir_replication::runner::{Acks, ProduceError, ReplicasHandle};
+
+use messages::ClusterMessage;
+use offsets::ReplicatedOffsets;
+
+/// The internal topic of the consumer groups' committed offsets: one
+/// partition, whose leader coordinates every group, so that the
+/// coordinator moves with it.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How long a node waits for the controller to make a metadata change.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a request to the controller is sent again meanwhile.
+const ADMIN_RETRY: Duration = Duration::from_millis(500);
+
+/// Settings of a cluster node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's id (not 0).
+    pub node: u64,
+    /// Where this node listens for its peers.
+    pub listen: String,
+    /// Every node's id and cluster address, this one's included.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// The replication layer's tick.
+    pub tick: Duration,
+    /// Ticks without a leader before an election.
+    pub election_ticks: usize,
+}
+
+/// What the front-ends and the cluster task share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The metadata as this node has applied it.
+    metadata: RwLock<MetadataState>,
+    /// The committed offsets as this node has applied them (when it
+    /// replicates [`OFFSETS_TOPIC`]).
+    offsets: RwLock<ReplicatedOffsets>,
+    /// Notified whenever metadata or offsets are applied.
+    applied: Notify,
+    /// Requests to the controller awaiting an answer, by number.
+    pending: Mutex<BTreeMap<u64, oneshot::Sender<Refusal>>>,
+    next_request: AtomicU64,
+}
+
+/// This node's view of the cluster, for the Kafka front-end.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    node: u64,
+    peers: Arc<Vec<u64>>,
+    own_kafka: NodeAddress,
+    handle: ReplicasHandle,
+    shared: Arc<Shared>,
+    /// Requests made on this node, for the cluster task.
+    local: mpsc::Sender<ClusterMessage>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Cluster {
+    /// The replication runner's handle.
+    pub fn handle(&self) -> &ReplicasHandle {
+        &self.handle
+    }
+
+    /// The metadata as this node has applied it.
+    pub fn metadata(&self) -> MetadataState {
+        read(&self.shared.metadata).clone()
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Whether Metadata lists node `node` (this one always is).
+    fn is_listed(&self, node: u64) -> bool {
+        node == self.node || read(&self.shared.metadata).nodes.contains_key(&node)
+    }
+
+    /// The group of a partition, if the metadata has it.
+    fn group_of(&self, topic: &str, partition: u32) -> Option<(u64, Vec<u64>)> {
+        let metadata = read(&self.shared.metadata);
+        let assignment = metadata.topics.get(topic)?.get(partition as usize)?;
+        Some((assignment.group, assignment.replicas.clone()))
+    }
+
+    /// Asks the controller for a change and waits until this node's
+    /// metadata shows it (`done`), the controller refuses it, or time runs
+    /// out. Sent again every [`ADMIN_RETRY`]: requests are idempotent.
+    async fn ask(
+        &self,
+        make: impl Fn(u64) -> ClusterMessage,
+        done: impl Fn(&MetadataState) -> bool,
+    ) -> Result<(), Refusal> {
+        let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (reply, mut refused) = oneshot::channel();
+        lock(&self.shared.pending).insert(request, reply);
+        let outcome = self.wait_for(&make(request), &done, &mut refused).await;
+        lock(&self.shared.pending).remove(&request);
+        outcome
+    }
+
+    async fn wait_for(
+        &self,
+        message: &ClusterMessage,
+        done: &impl Fn(&MetadataState) -> bool,
+        refused: &mut oneshot::Receiver<Refusal>,
+    ) -> Result<(), Refusal> {
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let applied = self.shared.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if done(&read(&self.shared.metadata)) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err((
+                    ResponseError::RequestTimedOut,
+                    Some("the cluster's controller did not make the change in time".into()),
+                ));
+            }
+            if self.local.send(message.clone()).await.is_err() {
+                return Err((
+                    ResponseError::KafkaStorageError,
+                    Some("the node is stopping".into()),
+                ));
+            }
+            tokio::select! {
+                biased;
+                refusal = &mut *refused => {
+                    return Err(refusal.unwrap_or((ResponseError::UnknownServerError, None)));
+                }
+                _ = applied => {}
+                _ = tokio::time::sleep(ADMIN_RETRY) => {}
+            }
+        }
+    }
+}
+
+fn as_id(node: u64) -> i32 {
+    i32::try_from(node).unwrap_or(-1)
+}
+
+impl Leaders for Cluster {
+    fn node_id(&self) -> i32 {
+        as_id(self.node)
+    }
+
+    fn nodes(&self) -> Vec<NodeAddress> {
+        let metadata = read(&self.shared.metadata);
+        let mut nodes: Vec<NodeAddress> = metadata
+            .nodes
+            .iter()
+            .filter_map(|(id, info)| {
+                let (host, port) = crate::config::parse_host_port(&info.kafka_address)?;
+                Some(NodeAddress {
+                    id: as_id(*id),
+                    host,
+                    port,
+                })
+            })
+            .collect();
+        if !metadata.nodes.contains_key(&self.node) {
+            nodes.push(self.own_kafka.clone());
+        }
+        nodes
+    }
+
+    /// The group's leader, once clients can reach it.
+    fn leader(&self, topic: &str, partition: u32) -> Option<i32> {
+        let (group, _) = self.group_of(topic, partition)?;
+        let leader = self.handle.view(group)?.leader?;
+        self.is_listed(leader).then(|| as_id(leader))
+    }
+
+    fn replicas(&self, topic: &str, partition: u32) -> (Vec<i32>, Vec<i32>) {
+        let Some((group, assigned)) = self.group_of(topic, partition) else {
+            return (Vec::new(), Vec::new());
+        };
+        let ids = |nodes: &[u64]| nodes.iter().copied().map(as_id).collect::<Vec<_>>();
+        match self.handle.view(group) {
+            Some(view) => (ids(&view.voters), ids(&view.in_sync)),
+            None => (ids(&assigned), Vec::new()),
+        }
+    }
+
+    fn leader_epoch(&self, topic: &str, partition: u32) -> Option<i32> {
+        let (group, _) = self.group_of(topic, partition)?;
+        let term = self.handle.view(group)?.term;
+        i32::try_from(term).ok()
+    }
+
+    /// The metadata group's leader, once clients can reach it (its
+    /// address is in the metadata); -1 until then.
+    fn controller(&self) -> i32 {
+        let leader = self
+            .handle
+            .view(METADATA_GROUP)
+            .and_then(|view| view.leader);
+        match leader {
+            Some(leader) if self.is_listed(leader) => as_id(leader),
+            _ => -1,
+        }
+    }
+
+    /// Every consumer group is coordinated by the leader of
+    /// [`OFFSETS_TOPIC`]'s partition.
+    fn coordinator(&self, _group: &str) -> Option<i32> {
+        self.leader(OFFSETS_TOPIC, 0)
+    }
+
+    /// A new leader of the offsets' partition serves once it has committed
+    /// an entry of its term (so every earlier commit is committed too) and
+    /// applied the offsets up to its high watermark.
+    fn coordinator_loading(&self, _group: &str) -> bool {
+        let Some((group, _)) = self.group_of(OFFSETS_TOPIC, 0) else {
+            return true;
+        };
+        let Some(view) = self.handle.view(group) else {
+            return true;
+        };
+        let applied = read(&self.shared.offsets).applied_offset();
+        let ready = view.leader == Some(self.node)
+            && view.commit_term == view.term
+            && applied >= view.high_watermark;
+        !ready
+    }
+
+    fn is_internal(&self, topic: &str) -> bool {
+        topic == OFFSETS_TOPIC
+    }
+
+    fn replication(&self) -> Option<&dyn Replication> {
+        Some(self)
+    }
+}
+
+impl Replication for Cluster {
+    fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
+        acks: i16,
+    ) -> SeamFuture<Result<u64, Refusal>> {
+        let group = self.group_of(topic, partition).map(|(group, _)| group);
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            let Some(group) = group else {
+                return Err((ResponseError::UnknownTopicOrPartition, None));
+            };
+            let level = if acks == -1 { Acks::All } else { Acks::Leader };
+            match handle.produce(group, batch.to_vec(), level).await {
+                Ok(appended) => Ok(appended.base_offset),
+                Err(error) => Err(refusal(&error)),
+            }
+        })
+    }
+
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u32>,
+    ) -> SeamFuture<Result<(), Refusal>> {
+        let cluster = self.clone();
+        let name = name.to_string();
+        let factor = replication_factor.unwrap_or_else(|| self.default_replication_factor());
+        Box::pin(async move {
+            if let Err(error) = validate_topic_name(&name) {
+                return Err((
+                    ResponseError::InvalidTopicException,
+                    Some(error.to_string()),
+                ));
+            }
+            if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
+                return Err((
+                    ResponseError::InvalidPartitions,
+                    Some(format!(
+                        "{partitions} partitions: 1 to {PARTITIONS_PER_TOPIC_MAX}"
+                    )),
+                ));
+            }
+            if read(&cluster.shared.metadata).topics.contains_key(&name) {
+                return Err((
+                    ResponseError::TopicAlreadyExists,
+                    Some(format!("topic {name} already exists")),
+                ));
+            }
+            let make = |request| ClusterMessage::CreateTopic {
+                request,
+                name: name.clone(),
+                partitions,
+                replication_factor: factor,
+            };
+            let done = |metadata: &MetadataState| metadata.topics.contains_key(&name);
+            cluster.ask(make, done).await
+        })
+    }
+
+    fn delete_topic(&self, name: &str) -> SeamFuture<Result<(), Refusal>> {
+        let cluster = self.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            if !read(&cluster.shared.metadata).topics.contains_key(&name) {
+                return Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    Some(format!("no topic {name}")),
+                ));
+            }
+            let make = |request| ClusterMessage::DeleteTopic {
+                request,
+                name: name.clone(),
+            };
+            let done = |metadata: &MetadataState| !metadata.topics.contains_key(&name);
+            cluster.ask(make, done).await
+        })
+    }
+
+    fn default_replication_factor(&self) -> u32 {
+        (self.peers.len() as u32).min(3)
+    }
+
+    fn commit_offsets(
+        &self,
+        group: &str,
+        entries: Vec<(String, u32, u64, String)>,
+    ) -> SeamFuture<Result<(), Refusal>> {
+        let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        let commits: Vec<(&str, &str, u32, Option<CommittedOffset>)> = entries
+            .iter()
+            .map(|(topic, partition, offset, metadata)| {
+                let committed = CommittedOffset {
+                    offset: *offset,
+                    metadata: metadata.clone(),
+                    commit_timestamp_ms: now,
+                };
+                (group, topic.as_str(), *partition, Some(committed))
+            })
+            .collect();
+        let batch = offsets_batch(&commits, now);
+        let cluster = self.clone();
+        Box::pin(async move {
+            let batch = batch.map_err(|error| (for_log(&error), Some(error.to_string())))?;
+            cluster.append_offsets(batch).await
+        })
+    }
+
+    fn delete_group_offsets(&self, group: &str) -> SeamFuture<Result<usize, Refusal>> {
+        let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        let keys = read(&self.shared.offsets).keys_of(group);
+        let deletions: Vec<(&str, &str, u32, Option<CommittedOffset>)> = keys
+            .iter()
+            .map(|(topic, partition)| (group, topic.as_str(), *partition, None))
+            .collect();
+        let batch = (!deletions.is_empty()).then(|| offsets_batch(&deletions, now));
+        let cluster = self.clone();
+        let count = keys.len();
+        Box::pin(async move {
+            if let Some(batch) = batch {
+                let batch = batch.map_err(|error| (for_log(&error), Some(error.to_string())))?;
+                cluster.append_offsets(batch).await?;
+            }
+            Ok(count)
+        })
+    }
+
+    fn committed_offsets(&self, group: &str) -> Vec<(String, u32, CommittedOffset)> {
+        read(&self.shared.offsets).group(group)
+    }
+
+    fn groups_with_offsets(&self) -> Vec<String> {
+        read(&self.shared.offsets).groups()
+    }
+}
+
+impl Cluster {
+    /// Appends a batch of offsets records to [`OFFSETS_TOPIC`] (this node
+    /// must lead it), committed on a majority, and waits until this node
+    /// has applied it.
+    async fn append_offsets(&self, batch: Vec<u8>) -> Result<(), Refusal> {
+        let not_available = || (ResponseError::CoordinatorNotAvailable, None);
+        let (group, _) = self.group_of(OFFSETS_TOPIC, 0).ok_or_else(not_available)?;
+        let appended = self
+            .handle
+            .produce(group, batch, Acks::All)
+            .await
+            .map_err(|error| match error {
+                ProduceError::NotLeader { .. } | ProduceError::Lost => {
+                    (ResponseError::NotCoordinator, Some(error.to_string()))
+                }
+                other => refusal(&other),
+            })?;
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let applied = self.shared.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if read(&self.shared.offsets).applied_offset() > appended.last_offset {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err((ResponseError::RequestTimedOut, None));
+            }
+            tokio::select! {
+                _ = applied => {}
+                _ = tokio::time::sleep(ADMIN_RETRY) => {}
+            }
+        }
+    }
+}
+
+/// Kafka's answer to a produce the replication layer refused.
+fn refusal(error: &ProduceError) -> Refusal {
+    let message = Some(error.to_string());
+    let code = match error {
+        ProduceError::NotLeader { .. } | ProduceError::SequenceAhead(_) | ProduceError::Lost => {
+            ResponseError::NotLeaderOrFollower
+        }
+        ProduceError::InFlight | ProduceError::TimedOut => ResponseError::RequestTimedOut,
+        ProduceError::Log(error) => for_log(error),
+        ProduceError::Stopped | ProduceError::Storage(_) => ResponseError::KafkaStorageError,
+    };
+    (code, message)
+}
+
+pub use controller::start;

@@ -1,0 +1,241 @@
+//! A real three-node weir cluster on loopback (three `weir serve`
+//! processes) driven by real Kafka clients: kafka-python and
+//! confluent-kafka produce with acks=all and idempotence while the leader
+//! of a partition is killed with SIGKILL and started again; afterwards a
+//! consumer group consumes every acknowledged record exactly once.
+//!
+//! The client side lives in `tests/clients/kafka_clients.py`. Ignored by
+//! plain `cargo test`, which does not install the clients; `cargo xtask ci`
+//! runs it, and it fails, never skips, when a client is missing.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::Server;
+
+fn python() -> String {
+    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafka_clients.py")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn show(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Three nodes, each with its data directory and fixed ports (so that a
+/// node restarts where its peers and the clients expect it).
+struct Cluster {
+    root: tempfile::TempDir,
+    peers: String,
+    kafka_ports: BTreeMap<u64, u16>,
+    nodes: BTreeMap<u64, Server>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let ids = [1u64, 2, 3];
+        let peers = ids
+            .iter()
+            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let kafka_ports = ids.iter().map(|id| (*id, free_port())).collect();
+        let mut cluster = Self {
+            root: tempfile::tempdir().expect("a temporary directory"),
+            peers,
+            kafka_ports,
+            nodes: BTreeMap::new(),
+        };
+        for id in ids {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    fn start_node(&mut self, id: u64) {
+        let dir = self.root.path().join(format!("node-{id}"));
+        let kafka = format!("127.0.0.1:{}", self.kafka_ports[&id]);
+        let id_text = id.to_string();
+        let flags = [
+            "--node-id",
+            id_text.as_str(),
+            "--peers",
+            self.peers.as_str(),
+            "--kafka-addr",
+            kafka.as_str(),
+            "--raft-tick-ms",
+            "50",
+        ];
+        self.nodes.insert(id, Server::start_in(&dir, &flags));
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(mut node) = self.nodes.remove(&id) {
+            node.kill();
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.kafka_ports
+            .values()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(id, node)| format!("--- node {id}\n{}", node.log_text()))
+            .collect()
+    }
+
+    fn command(&self, scenario: &str, library: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(python());
+        command
+            .arg(script())
+            .args([scenario, library, &self.bootstrap()])
+            .args(args);
+        command
+    }
+
+    /// Runs a client scenario to its end; panics with its output and the
+    /// nodes' logs if it fails.
+    fn scenario(&self, scenario: &str, library: &str, args: &[&str]) -> String {
+        let output = self
+            .command(scenario, library, args)
+            .output()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot run {}: {error}; `cargo xtask ci` creates the virtualenv with the Kafka clients",
+                    python()
+                )
+            });
+        assert!(
+            output.status.success(),
+            "{scenario} with {library}:\n{}\nthe nodes' logs:\n{}",
+            show(&output),
+            self.logs()
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        eprintln!("{scenario} {library}: {stdout}");
+        stdout
+    }
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+/// Waits until the producer has acknowledged `count` records in all.
+fn wait_for_acks(out: &Path, count: usize, producer: &mut Child, cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while lines(out) < count {
+        if let Ok(Some(status)) = producer.try_wait() {
+            assert!(
+                status.success() && lines(out) >= count,
+                "the producer stopped ({status}) after {} acknowledgements\nthe nodes' logs:\n{}",
+                lines(out),
+                cluster.logs()
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} records acknowledged after 120 s\nthe nodes' logs:\n{}",
+            lines(out),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn acks_all_records_survive_the_sigkill_of_a_partition_leader() {
+    const RECORDS: usize = 1500;
+    let mut cluster = Cluster::start();
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    for library in ["kp", "ck"] {
+        let topic = format!("replicated-{library}");
+        cluster.scenario("cluster_ready", library, &["3"]);
+        cluster.scenario("cluster_create", library, &[&topic, "3", "3"]);
+        let out = scratch.path().join(format!("{library}.acked"));
+        let out_text = out.display().to_string();
+        let mut producer = cluster
+            .command(
+                "produce_acked",
+                library,
+                &[&topic, &out_text, &RECORDS.to_string(), "idempotent"],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a producer");
+        wait_for_acks(&out, RECORDS / 4, &mut producer, &cluster);
+        let leader: u64 = cluster
+            .scenario("cluster_leader", library, &[&topic, "0"])
+            .parse()
+            .expect("a node id");
+        assert!(cluster.nodes.contains_key(&leader), "leader {leader}");
+        cluster.kill(leader);
+        let at_kill = lines(&out);
+        // Records keep being acknowledged without the dead node ...
+        wait_for_acks(&out, at_kill + RECORDS / 4, &mut producer, &cluster);
+        // ... and once it is back.
+        cluster.start_node(leader);
+        wait_for_acks(&out, RECORDS, &mut producer, &cluster);
+        let output = producer.wait_with_output().expect("the producer's end");
+        assert!(
+            output.status.success(),
+            "the producer failed:\n{}",
+            show(&output)
+        );
+        cluster.scenario(
+            "group_verify",
+            library,
+            &[&topic, &out_text, &format!("verifier-{library}")],
+        );
+        committed_offsets_survive_the_coordinators_death(&mut cluster, library);
+    }
+}
+
+/// A group's committed offset (with its metadata) is read back after the
+/// node coordinating the group, the leader of `__consumer_offsets`, is
+/// killed: another replica takes over with the offsets.
+fn committed_offsets_survive_the_coordinators_death(cluster: &mut Cluster, library: &str) {
+    let topic = format!("committed-{library}");
+    let group = format!("kept-{library}");
+    cluster.scenario("commit", library, &[&topic, &group, "write"]);
+    let coordinator: u64 = cluster
+        .scenario("cluster_leader", library, &["__consumer_offsets", "0"])
+        .parse()
+        .expect("a node id");
+    assert!(
+        cluster.nodes.contains_key(&coordinator),
+        "coordinator {coordinator}"
+    );
+    cluster.kill(coordinator);
+    cluster.scenario("commit", library, &[&topic, &group, "read", "retry"]);
+    cluster.start_node(coordinator);
+}
