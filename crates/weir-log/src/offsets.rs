@@ -430,4 +430,27 @@ mod tests {
         trailing.push(0);
         assert_eq!(decode_value(&trailing), None);
     }
+
+    #[test]
+    fn a_batch_of_commits_and_deletions_reads_back_record_by_record() {
+        let kept = CommittedOffset {
+            offset: 9,
+            metadata: "m".into(),
+            commit_timestamp_ms: 5,
+        };
+        let commits = [("g", "t", 0, Some(kept.clone())), ("g", "t", 1, None)];
+        let batch = offsets_batch(&commits, 5).expect("a batch");
+        let parsed = crate::batch::Batch::parse(&batch).expect("a valid batch");
+        let records: Vec<_> = parsed
+            .records()
+            .expect("uncompressed")
+            .map(|record| {
+                let record = record.expect("a record");
+                decode_offset_record(record.key, record.value).expect("an offsets record")
+            })
+            .collect();
+        let key = |partition| ("g".to_string(), "t".to_string(), partition);
+        assert_eq!(records, vec![(key(0), Some(kept)), (key(1), None)]);
+        assert_eq!(decode_offset_record(Some(b"x"), None), None);
+    }
 }
