@@ -220,6 +220,21 @@ fn acks_all_records_survive_the_sigkill_of_a_partition_leader() {
     }
 }
 
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn topics_are_created_auto_created_and_deleted_across_the_cluster() {
+    let cluster = Cluster::start();
+    for library in ["kp", "ck"] {
+        cluster.scenario("cluster_ready", library, &["3"]);
+        let observed = cluster.scenario(
+            "cluster_admin",
+            library,
+            &[&format!("admin-{library}"), &format!("auto-{library}")],
+        );
+        assert!(observed.contains("\"auto\": 0"), "{observed}");
+    }
+}
+
 /// A group's committed offset (with its metadata) is read back after the
 /// node coordinating the group, the leader of `__consumer_offsets`, is
 /// killed: another replica takes over with the offsets.

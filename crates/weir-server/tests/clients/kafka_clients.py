@@ -642,6 +642,90 @@ def partition_leaders(topic):
     return {p.id: p.leader for p in found.partitions.values()}
 
 
+def listed_topics():
+    """The topics the client's metadata lists."""
+    if LIB == "kp":
+        admin = client.admin()
+        try:
+            return set(admin.list_topics())
+        finally:
+            admin.close()
+    return set(client.admin().list_topics(timeout=10).topics)
+
+
+def eventually(condition, message, seconds=15):
+    deadline = time.time() + seconds
+    while not condition():
+        check(time.time() < deadline, message)
+        time.sleep(0.2)
+
+
+def scenario_cluster_admin():
+    """In a cluster: a topic created with the admin client and another
+    auto-created by a producer are listed; an existing topic is refused;
+    the internal offsets topic is refused to producers and to deletion;
+    a deleted topic goes away."""
+    topic, auto = ARGS[0], ARGS[1]
+    observed = {}
+    if LIB == "kp":
+        from kafka.errors import TopicAlreadyExistsError
+        admin = client.admin()
+        admin.create_topics([client.NewTopic(topic, 2, 3)])
+        try:
+            admin.create_topics([client.NewTopic(topic, 2, 3)])
+            fail("creating an existing topic succeeded")
+        except TopicAlreadyExistsError:
+            observed["exists"] = "TopicAlreadyExists"
+        producer = client.kafka.KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        observed["auto"] = producer.send(auto, b"first").get(timeout=30).offset
+        try:
+            producer.send("__consumer_offsets", b"x", partition=0).get(timeout=30)
+            fail("a produce to the internal topic succeeded")
+        except Exception as error:  # noqa: BLE001 - the kind is checked
+            observed["internal-produce"] = type(error).__name__
+        producer.close()
+        try:
+            result = admin.delete_topics(["__consumer_offsets"])
+            codes = [code for _, code, *rest in getattr(result, "topic_error_codes", [])]
+            check(any(codes), "deleting the internal topic succeeded")
+            observed["internal-delete"] = f"error {max(codes)}"
+        except Exception as error:  # noqa: BLE001 - the kind is recorded
+            observed["internal-delete"] = type(error).__name__
+        eventually(lambda: {topic, auto} <= listed_topics(), "created topics not listed")
+        admin.delete_topics([topic])
+        admin.close()
+    else:
+        from confluent_kafka import KafkaException
+        admin = client.admin()
+        for future in admin.create_topics([client.NewTopic(topic, num_partitions=2, replication_factor=3)]).values():
+            future.result(timeout=30)
+        try:
+            for future in admin.create_topics([client.NewTopic(topic, num_partitions=2, replication_factor=3)]).values():
+                future.result(timeout=30)
+            fail("creating an existing topic succeeded")
+        except KafkaException as error:
+            observed["exists"] = error.args[0].name()
+        producer = client.producer(**{"acks": "all"})
+        observed["auto"] = client.send(producer, auto, b"k", b"first")()[1]
+        result = {}
+        producer.produce("__consumer_offsets", b"x", partition=0,
+                         on_delivery=lambda error, message: result.update(error=error))
+        producer.flush(30)
+        check(result.get("error") is not None, "a produce to the internal topic succeeded")
+        observed["internal-produce"] = result["error"].name()
+        try:
+            for future in admin.delete_topics(["__consumer_offsets"]).values():
+                future.result(timeout=30)
+            fail("deleting the internal topic succeeded")
+        except KafkaException as error:
+            observed["internal-delete"] = error.args[0].name()
+        eventually(lambda: {topic, auto} <= listed_topics(), "created topics not listed")
+        for future in admin.delete_topics([topic]).values():
+            future.result(timeout=30)
+    eventually(lambda: topic not in listed_topics(), "the deleted topic is still listed")
+    print(json.dumps(observed))
+
+
 def scenario_cluster_ready():
     """Waits until the metadata lists NODES brokers and a controller."""
     nodes = int(ARGS[0])
