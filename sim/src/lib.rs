@@ -13,6 +13,8 @@
 
 pub mod check;
 pub mod client;
+#[cfg(madsim)]
+pub mod cluster;
 pub mod coverage;
 #[cfg(madsim)]
 pub mod harness;

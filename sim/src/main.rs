@@ -21,6 +21,7 @@ mod runner {
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
 
+    use weir_sim::cluster::{run_cluster_seed, run_cluster_seed_checked};
     use weir_sim::coverage::below_floors;
     use weir_sim::harness::{run_seed, run_seed_checked, SeedReport};
 
@@ -30,6 +31,7 @@ mod runner {
         one: Option<u64>,
         determinism: bool,
         stop_at_first: bool,
+        cluster: bool,
     }
 
     fn arguments() -> Result<Arguments, String> {
@@ -39,6 +41,7 @@ mod runner {
             one: None,
             determinism: false,
             stop_at_first: false,
+            cluster: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -53,6 +56,7 @@ mod runner {
                 "--seed" => parsed.one = Some(number("--seed")?),
                 "--check-determinism" => parsed.determinism = true,
                 "--stop-at-first" => parsed.stop_at_first = true,
+                "--cluster" => parsed.cluster = true,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -60,6 +64,17 @@ mod runner {
     }
 
     pub fn main() {
+        // WEIR_SIM_TRACE=debug (or info, trace): the nodes' own logs, for
+        // looking into one seed.
+        if let Some(level) = std::env::var("WEIR_SIM_TRACE")
+            .ok()
+            .and_then(|level| level.parse::<tracing::Level>().ok())
+        {
+            tracing_subscriber::fmt()
+                .with_max_level(level)
+                .with_writer(std::io::stderr)
+                .init();
+        }
         let arguments = match arguments() {
             Ok(arguments) => arguments,
             Err(error) => {
@@ -81,15 +96,20 @@ mod runner {
         let mut ran = 0;
         for &seed in &seeds {
             ran += 1;
+            let (run, checked): (Runner, Runner) = if arguments.cluster {
+                (run_cluster_seed, run_cluster_seed_checked)
+            } else {
+                (run_seed, run_seed_checked)
+            };
             let report = if arguments.determinism {
-                let first = run_seed_checked(seed);
-                let second = run_seed(seed);
+                let first = checked(seed);
+                let second = run(seed);
                 if first.fingerprint != second.fingerprint {
                     nondeterministic.push(seed);
                 }
                 first
             } else {
-                run_seed(seed)
+                run(seed)
             };
             if arguments.one.is_some() {
                 for line in &report.trace {
@@ -107,7 +127,7 @@ mod runner {
                 }
             }
             if !report.violations.is_empty() {
-                print_violations(&report);
+                print_violations(&report, arguments.cluster);
                 failed.push(seed);
                 if arguments.stop_at_first {
                     break;
@@ -132,7 +152,12 @@ mod runner {
             }
         );
         println!("sometimes (seeds that reached each path): {coverage:?}");
-        let below = below_floors(&coverage, ran);
+        // The coverage floors are the single-node runs'.
+        let below = if arguments.cluster {
+            Vec::new()
+        } else {
+            below_floors(&coverage, ran)
+        };
         for path in &below {
             println!("COVERAGE below its floor: {path}");
         }
@@ -141,11 +166,15 @@ mod runner {
         }
     }
 
-    fn print_violations(report: &SeedReport) {
+    /// Runs one seed.
+    type Runner = fn(u64) -> SeedReport;
+
+    fn print_violations(report: &SeedReport, cluster: bool) {
         println!("VIOLATION in seed {}:", report.seed);
         for violation in &report.violations {
             println!("  {violation}");
         }
-        println!("  reproduce: cargo xtask sim --seed {}", report.seed);
+        let kind = if cluster { " --cluster" } else { "" };
+        println!("  reproduce: cargo xtask sim{kind} --seed {}", report.seed);
     }
 }

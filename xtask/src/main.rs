@@ -77,6 +77,10 @@ const USAGE: &str =
 /// to compare (from 100000).
 const SIM_SEEDS: &str = "1000";
 const SIM_DETERMINISM_SEEDS: &str = "50";
+/// Cluster seeds (`weir-sim --cluster`: three and five nodes of the real
+/// server) run in CI, and those run twice to compare (from 100000).
+const SIM_CLUSTER_SEEDS: &str = "60";
+const SIM_CLUSTER_DETERMINISM_SEEDS: &str = "5";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
 const FUZZ_TARGETS: [&str; 14] = [
@@ -467,6 +471,21 @@ fn ci() -> Result<(), String> {
                 "100000",
             ],
         ),
+        sim_run(
+            "simulator cluster seeds",
+            &["--cluster", "--seeds", SIM_CLUSTER_SEEDS],
+        ),
+        sim_run(
+            "simulator cluster determinism",
+            &[
+                "--cluster",
+                "--check-determinism",
+                "--seeds",
+                SIM_CLUSTER_DETERMINISM_SEEDS,
+                "--from",
+                "100000",
+            ],
+        ),
     ];
     let mut timings = Vec::new();
     for step in &steps {
@@ -732,8 +751,17 @@ fn planted(only: Option<&str>) -> Result<(), String> {
                 named_test_fails(&scratch, &test)?.then(|| format!("`{test}` fails"))
             }
             None => {
-                eprintln!("\n==> planted bug {name}: running up to {SIM_SEEDS} seeds");
-                sim_catches(&scratch)?.map(|(seed, violation)| format!("seed {seed}: {violation}"))
+                let cluster = text
+                    .lines()
+                    .any(|line| line.trim() == "# Simulator: --cluster");
+                let seeds = if cluster {
+                    SIM_CLUSTER_SEEDS
+                } else {
+                    SIM_SEEDS
+                };
+                eprintln!("\n==> planted bug {name}: running up to {seeds} seeds");
+                sim_catches(&scratch, cluster)?
+                    .map(|(seed, violation)| format!("seed {seed}: {violation}"))
             }
         };
         match caught {
@@ -816,9 +844,15 @@ fn named_test_fails(scratch: &Path, test: &str) -> Result<bool, String> {
     Ok(!run(&[])?.success())
 }
 
-/// Runs the simulator over the CI seed range in the scratch tree, stopping
-/// at the first violation: its seed and first line.
-fn sim_catches(scratch: &Path) -> Result<Option<(String, String)>, String> {
+/// Runs the simulator over the CI seed range in the scratch tree (the
+/// cluster seeds for a patch marked `# Simulator: --cluster`), stopping at
+/// the first violation: its seed and first line.
+fn sim_catches(scratch: &Path, cluster: bool) -> Result<Option<(String, String)>, String> {
+    let seeds: &[&str] = if cluster {
+        &["--cluster", "--seeds", SIM_CLUSTER_SEEDS, "--stop-at-first"]
+    } else {
+        &["--seeds", SIM_SEEDS, "--stop-at-first"]
+    };
     let output = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "run",
@@ -829,7 +863,7 @@ fn sim_catches(scratch: &Path) -> Result<Option<(String, String)>, String> {
             "weir-sim",
             "--",
         ])
-        .args(["--seeds", SIM_SEEDS, "--stop-at-first"])
+        .args(seeds)
         .current_dir(scratch)
         .env("RUSTFLAGS", "--cfg madsim")
         .env("CARGO_TARGET_DIR", sibling_target("madsim-planted"))

@@ -150,6 +150,8 @@ async fn greet(mut stream: TcpStream, node: u64) -> std::io::Result<(u64, TcpStr
     hello[..4].copy_from_slice(&HELLO_MAGIC);
     hello[4..].copy_from_slice(&node.to_le_bytes());
     stream.write_all(&hello).await?;
+    // madsim's streams send on flush only; tokio's flush is free.
+    stream.flush().await?;
     let mut theirs = [0u8; HELLO_BYTES];
     tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut theirs))
         .await
@@ -244,7 +246,10 @@ impl Link {
                     None => std::future::pending().await,
                 }
             };
+            // `biased`: a fixed polling order, the same on every run (the
+            // simulator cannot reseed tokio's random one).
             tokio::select! {
+                biased;
                 _ = &mut reading.0 => break None,
                 stream = newer => break stream,
                 frame = self.frames.recv() => {
@@ -286,7 +291,8 @@ async fn write_frames(
             Err(_) => break,
         }
     }
-    writer.write_all(&first).await
+    writer.write_all(&first).await?;
+    writer.flush().await
 }
 
 /// Reads frames until the connection ends or a frame does not decode.

@@ -439,6 +439,7 @@ impl Cluster {
                 return Err((ResponseError::RequestTimedOut, None));
             }
             tokio::select! {
+                biased;
                 _ = applied => {}
                 _ = tokio::time::sleep(ADMIN_RETRY) => {}
             }

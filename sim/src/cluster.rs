@@ -1,0 +1,1042 @@
+//! Clusters of the real server on madsim (compiled only with `--cfg
+//! madsim`): three or five nodes, each running `weir-server`'s own
+//! `start_kafka` as a node of a cluster (`node-id`, `peers`) on its own
+//! [`SimDisk`] and clock, so that the server's controller, metadata
+//! application, replication runner, transport and Kafka front-end all run
+//! as they do in `weir serve`.
+//!
+//! Clients: idempotent producers that follow the partitions' leaders over
+//! the Kafka protocol (Metadata, then Produce with acks=all, retrying a
+//! batch with its sequence until it is acknowledged), and a consumer that
+//! fetches from the leaders. The nemesis kills nodes with a power loss of
+//! their disks (at most a minority down at once) and restarts them,
+//! isolates nodes (both ways or one way), makes links lossy and slow, and
+//! skews and jumps nodes' clocks.
+//!
+//! Checks, after healing: every partition has a leader and takes a
+//! produce again within bounded time (liveness); every acknowledged record
+//! is in the log at its offset, on every replica once they caught up; no
+//! two replicas hold different records at one offset; no record twice
+//! (idempotence across retries, leader changes and restarts); each
+//! producer's records in order; every record a consumer read is the one
+//! the log holds at that offset.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle, Runtime};
+use madsim::time::{sleep, timeout, Instant};
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use tokio::net::TcpStream;
+use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage};
+use weir_log::batch::{encode, ProducerInfo, Record};
+use weir_log::Broker;
+use weir_server::Settings;
+
+use crate::check::Violation;
+use crate::harness::SeedReport;
+use crate::kafka::KafkaClient;
+
+const TOPIC: &str = "replicated";
+const PARTITIONS: i32 = 3;
+const KAFKA_PORT: u16 = 9092;
+const CLUSTER_PORT: u16 = 7000;
+const CLIENT_IP: [u8; 4] = [10, 0, 2, 1];
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+const PRODUCERS: usize = 2;
+
+fn node_ip(id: u64) -> [u8; 4] {
+    [10, 0, 1, id as u8]
+}
+
+fn kafka_address(id: u64) -> SocketAddr {
+    SocketAddr::from((node_ip(id), KAFKA_PORT))
+}
+
+/// A node's clock: simulated time plus an offset the nemesis moves.
+#[derive(Debug, Default)]
+struct NodeClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Clock for NodeClock {
+    fn now_ms(&self) -> u64 {
+        let now = weir_io::SystemClock.now_ms() as i64
+            + self.offset_ms.load(std::sync::atomic::Ordering::SeqCst);
+        now.max(0) as u64
+    }
+}
+
+/// One record a producer had acknowledged.
+#[derive(Clone, Debug)]
+struct Acked {
+    partition: i32,
+    offset: i64,
+    value: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    trace: Vec<String>,
+    operations: u64,
+    faults: BTreeMap<&'static str, u64>,
+    coverage: BTreeMap<&'static str, u64>,
+    acked: Vec<Acked>,
+    /// Records consumers read: (partition, offset) → value.
+    read: BTreeMap<(i32, i64), String>,
+    violations: Vec<Violation>,
+    /// Each node's topics, while it runs.
+    brokers: BTreeMap<u64, Arc<Broker>>,
+    /// The replicas of each partition, as the metadata says.
+    replicas: BTreeMap<i32, Vec<u64>>,
+    stop_producers: bool,
+    stop_all: bool,
+    producers_done: usize,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+struct World {
+    handle: Handle,
+    started: Instant,
+    rng: Xoshiro256PlusPlus,
+    shared: SharedRef,
+    nodes: BTreeMap<u64, (NodeHandle, Arc<SimDisk>, Arc<NodeClock>)>,
+    down: BTreeSet<u64>,
+    client: NodeHandle,
+}
+
+fn note(shared: &SharedRef, started: Instant, text: String) {
+    let elapsed = started.elapsed().as_secs_f64();
+    let line = format!("{elapsed:>9.3}s {text}");
+    if std::env::var_os("WEIR_SIM_LIVE").is_some() {
+        eprintln!("{line}");
+    }
+    shared.lock().expect("shared").trace.push(line);
+}
+
+fn violation(shared: &SharedRef, invariant: &'static str, evidence: String) {
+    let mut shared = shared.lock().expect("shared");
+    shared.violations.push(Violation {
+        invariant,
+        evidence,
+    });
+}
+
+fn count(shared: &SharedRef, what: &'static str) {
+    *shared
+        .lock()
+        .expect("shared")
+        .faults
+        .entry(what)
+        .or_default() += 1;
+}
+
+fn reached(shared: &SharedRef, what: &'static str) {
+    *shared
+        .lock()
+        .expect("shared")
+        .coverage
+        .entry(what)
+        .or_default() += 1;
+}
+
+/// Runs one cluster seed.
+pub fn run_cluster_seed(seed: u64) -> SeedReport {
+    let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.set_time_limit(Duration::from_secs(3600));
+    runtime.block_on(simulate(seed))
+}
+
+/// Runs one cluster seed under madsim's determinism check.
+pub fn run_cluster_seed_checked(seed: u64) -> SeedReport {
+    Runtime::check_determinism(seed, madsim::Config::default(), || async {
+        simulate(Handle::current().seed()).await
+    })
+}
+
+async fn simulate(seed: u64) -> SeedReport {
+    let mut world = build(seed);
+    spawn_clients(&world);
+    fault_phase(&mut world).await;
+    heal(&mut world).await;
+    final_checks(&world).await;
+    report(&world, seed)
+}
+
+fn build(seed: u64) -> World {
+    let handle = Handle::current();
+    let started = Instant::now();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xc105_7e25);
+    let size: u64 = if rng.random_bool(0.3) { 5 } else { 3 };
+    let shared: SharedRef = Arc::default();
+    note(
+        &shared,
+        started,
+        format!("cluster seed {seed}: {size} nodes"),
+    );
+    let peers = (1..=size)
+        .map(|id| format!("{id}={}", SocketAddr::from((node_ip(id), CLUSTER_PORT))))
+        .collect::<Vec<_>>()
+        .join(",");
+    let weights = CrashWeights {
+        lose_all: rng.random_range(0..4),
+        keep_prefix: rng.random_range(0..4),
+        tear: rng.random_range(1..4),
+    };
+    let mut nodes = BTreeMap::new();
+    for id in 1..=size {
+        let disk = SimDisk::with_faults(
+            rng.random(),
+            Faults {
+                crash: weights,
+                ..Faults::default()
+            },
+        );
+        let clock = Arc::new(NodeClock::default());
+        let node = start_node(&handle, id, &peers, &disk, &clock, &shared, started);
+        nodes.insert(id, (node, disk, clock));
+    }
+    let client = handle
+        .create_node()
+        .name("clients")
+        .ip(CLIENT_IP.into())
+        .build();
+    World {
+        handle,
+        started,
+        rng,
+        shared,
+        nodes,
+        down: BTreeSet::new(),
+        client,
+    }
+}
+
+fn start_node(
+    handle: &Handle,
+    id: u64,
+    peers: &str,
+    disk: &Arc<SimDisk>,
+    clock: &Arc<NodeClock>,
+    shared: &SharedRef,
+    started: Instant,
+) -> NodeHandle {
+    let settings = Settings {
+        node_id: id,
+        peers: peers.to_string(),
+        cluster_addr: format!("0.0.0.0:{CLUSTER_PORT}"),
+        kafka_addr: format!("0.0.0.0:{KAFKA_PORT}"),
+        kafka_advertised_addr: kafka_address(id).to_string(),
+        raft_tick_ms: 50,
+        ..Settings::default()
+    };
+    let (disk, clock, shared) = (Arc::clone(disk), Arc::clone(clock), Arc::clone(shared));
+    handle
+        .create_node()
+        .name(format!("weir-{id}"))
+        .ip(node_ip(id).into())
+        .init(move || {
+            let storage: Arc<dyn Storage> = Arc::new(disk.root());
+            let clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+            let (settings, shared) = (settings.clone(), Arc::clone(&shared));
+            async move { run_node(id, settings, storage, clock, shared, started).await }
+        })
+        .build()
+}
+
+async fn run_node(
+    id: u64,
+    settings: Settings,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    shared: SharedRef,
+    started: Instant,
+) {
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let listener =
+        weir_server::server::start_kafka(&settings, storage, clock, shutdown.clone()).await;
+    let listener = match listener {
+        Ok(Some(listener)) => listener,
+        Ok(None) => return,
+        Err(error) => {
+            note(
+                &shared,
+                started,
+                format!("weir-{id} failed to start: {error}"),
+            );
+            violation(&shared, "a node starts", format!("weir-{id}: {error}"));
+            return;
+        }
+    };
+    note(&shared, started, format!("weir-{id} up"));
+    if let Some(cluster) = listener.cluster.clone() {
+        let shared = Arc::clone(&shared);
+        madsim::task::spawn(async move {
+            // The partitions' replicas, once the metadata has the topic.
+            loop {
+                sleep(Duration::from_millis(500)).await;
+                if let Some(partitions) = cluster.metadata().topics.get(TOPIC) {
+                    let mut shared = shared.lock().expect("shared");
+                    for (index, assignment) in partitions.iter().enumerate() {
+                        shared
+                            .replicas
+                            .insert(index as i32, assignment.replicas.clone());
+                    }
+                    return;
+                }
+            }
+        });
+    }
+    shared
+        .lock()
+        .expect("shared")
+        .brokers
+        .insert(id, Arc::clone(&listener.kafka.log));
+    weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
+}
+
+// ------------------------------------------------------------ clients
+
+async fn call(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    api: ApiKey,
+    version: i16,
+    request: &RequestKind,
+) -> Option<ResponseKind> {
+    shared.lock().expect("shared").operations += 1;
+    match timeout(REQUEST_TIMEOUT, client.call(api, version, request)).await {
+        Ok(Ok(response)) => Some(response),
+        _ => None,
+    }
+}
+
+async fn connect(node: u64) -> Option<KafkaClient> {
+    match timeout(REQUEST_TIMEOUT, TcpStream::connect(kafka_address(node))).await {
+        Ok(Ok(stream)) => Some(KafkaClient::new(stream)),
+        _ => None,
+    }
+}
+
+/// The leader of each partition, as node `node` says.
+async fn leaders(node: u64, shared: &SharedRef) -> Option<BTreeMap<i32, u64>> {
+    let mut client = connect(node).await?;
+    let request = RequestKind::Metadata(
+        MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))]))
+            .with_allow_auto_topic_creation(false),
+    );
+    let ResponseKind::Metadata(response) =
+        call(&mut client, shared, ApiKey::Metadata, 9, &request).await?
+    else {
+        return None;
+    };
+    let topic = response.topics.first()?;
+    Some(
+        topic
+            .partitions
+            .iter()
+            .filter(|partition| partition.leader_id.0 > 0)
+            .map(|partition| (partition.partition_index, partition.leader_id.0 as u64))
+            .collect(),
+    )
+}
+
+async fn create_topic(
+    nodes: u64,
+    shared: &SharedRef,
+    rng: &mut Xoshiro256PlusPlus,
+    started: Instant,
+) {
+    for attempt in 0u64..3000 {
+        let node = rng.random_range(1..=nodes);
+        if let Some(mut client) = connect(node).await {
+            let request = RequestKind::CreateTopics(
+                CreateTopicsRequest::default()
+                    .with_timeout_ms(10_000)
+                    .with_topics(vec![create_topics_request::CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_num_partitions(PARTITIONS)
+                        .with_replication_factor(-1)]),
+            );
+            let created = call(&mut client, shared, ApiKey::CreateTopics, 4, &request).await;
+            let code = match created {
+                Some(ResponseKind::CreateTopics(response)) => response.topics[0].error_code,
+                _ => -1,
+            };
+            if matches!(code, 0 | 36) {
+                return;
+            }
+            if attempt % 20 == 0 {
+                note(
+                    shared,
+                    started,
+                    format!("creating the topic through weir-{node}: error {code}"),
+                );
+            }
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    violation(
+        shared,
+        "a topic is created",
+        "no node created the topic in 3,000 tries".into(),
+    );
+}
+
+/// A producer id from any node, within `within` (`None` after that).
+async fn init_producer_id(
+    nodes: u64,
+    shared: &SharedRef,
+    rng: &mut Xoshiro256PlusPlus,
+    within: Duration,
+) -> Option<i64> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let node = rng.random_range(1..=nodes);
+        if let Some(mut client) = connect(node).await {
+            let request = RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000),
+            );
+            if let Some(ResponseKind::InitProducerId(response)) =
+                call(&mut client, shared, ApiKey::InitProducerId, 2, &request).await
+            {
+                if response.error_code == 0 {
+                    return Some(response.producer_id.0);
+                }
+            }
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+fn spawn_clients(world: &World) {
+    let nodes = world.nodes.len() as u64;
+    let (shared, started) = (Arc::clone(&world.shared), world.started);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(world.handle.seed() ^ 0x9e0d);
+    world.client.spawn(async move {
+        create_topic(nodes, &shared, &mut rng, started).await;
+        note(&shared, started, format!("topic {TOPIC} created"));
+        for producer in 0..PRODUCERS {
+            let (shared, rng) = (
+                Arc::clone(&shared),
+                Xoshiro256PlusPlus::seed_from_u64(rng.random()),
+            );
+            madsim::task::spawn(produce(producer, nodes, shared, rng, started));
+        }
+        let consumer_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        madsim::task::spawn(consume(nodes, Arc::clone(&shared), consumer_rng));
+    });
+}
+
+/// The batch of one record `value` with the producer's sequence.
+fn batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
+    let mut bytes = Vec::new();
+    let producer = ProducerInfo {
+        producer_id,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    };
+    encode(&[Record::value(1, value.as_bytes())], producer, &mut bytes).expect("a batch");
+    Bytes::from(bytes)
+}
+
+/// One idempotent producer: records `p<producer>-<partition>-<n>` to each
+/// partition in turn, each retried with its sequence until acknowledged.
+async fn produce(
+    producer: usize,
+    nodes: u64,
+    shared: SharedRef,
+    mut rng: Xoshiro256PlusPlus,
+    started: Instant,
+) {
+    let within = Duration::from_secs(600);
+    let Some(producer_id) = init_producer_id(nodes, &shared, &mut rng, within).await else {
+        let evidence = format!("producer {producer}: no id in 600 s");
+        violation(&shared, "producers get an id", evidence);
+        shared.lock().expect("shared").producers_done += 1;
+        return;
+    };
+    note(
+        &shared,
+        started,
+        format!("producer {producer} has id {producer_id}"),
+    );
+    let mut sequences = [0i32; PARTITIONS as usize];
+    let mut known: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut partition = 0;
+    while !shared.lock().expect("shared").stop_producers {
+        let sequence = sequences[partition as usize];
+        let value = format!("p{producer}-{partition}-{sequence}");
+        let batch = batch(producer_id, sequence, &value);
+        loop {
+            if shared.lock().expect("shared").stop_producers {
+                break;
+            }
+            match produce_once(&shared, &mut known, nodes, partition, &batch, &mut rng).await {
+                Outcome::Acked(offset) => {
+                    shared.lock().expect("shared").acked.push(Acked {
+                        partition,
+                        offset,
+                        value: value.clone(),
+                    });
+                    sequences[partition as usize] += 1;
+                    break;
+                }
+                Outcome::Retry => sleep(Duration::from_millis(rng.random_range(5..100))).await,
+                Outcome::Fatal(code) => {
+                    violation(
+                        &shared,
+                        "an idempotent producer's retries are accepted",
+                        format!("{value} refused with error {code}"),
+                    );
+                    shared.lock().expect("shared").stop_producers = true;
+                    break;
+                }
+            }
+        }
+        partition = (partition + 1) % PARTITIONS;
+    }
+    shared.lock().expect("shared").producers_done += 1;
+}
+
+enum Outcome {
+    Acked(i64),
+    Retry,
+    Fatal(i16),
+}
+
+async fn produce_once(
+    shared: &SharedRef,
+    known: &mut BTreeMap<i32, u64>,
+    nodes: u64,
+    partition: i32,
+    batch: &Bytes,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Outcome {
+    let leader = match known.get(&partition) {
+        Some(leader) => *leader,
+        None => {
+            let asked = rng.random_range(1..=nodes);
+            match leaders(asked, shared).await {
+                Some(found) => {
+                    *known = found;
+                    match known.get(&partition) {
+                        Some(leader) => *leader,
+                        None => return Outcome::Retry,
+                    }
+                }
+                None => return Outcome::Retry,
+            }
+        }
+    };
+    let Some(mut client) = connect(leader).await else {
+        known.remove(&partition);
+        return Outcome::Retry;
+    };
+    let request = RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(batch.clone())),
+                ])]),
+    );
+    let Some(ResponseKind::Produce(response)) =
+        call(&mut client, shared, ApiKey::Produce, 9, &request).await
+    else {
+        known.remove(&partition);
+        return Outcome::Retry;
+    };
+    let answer = &response.responses[0].partition_responses[0];
+    match answer.error_code {
+        0 => Outcome::Acked(answer.base_offset),
+        // NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC,
+        // REQUEST_TIMED_OUT, KAFKA_STORAGE_ERROR, NOT_ENOUGH_REPLICAS:
+        // retriable.
+        6 | 5 | 3 | 7 | 56 | 19 | 20 => {
+            known.remove(&partition);
+            Outcome::Retry
+        }
+        code => Outcome::Fatal(code),
+    }
+}
+
+/// Fetches every partition from its leader, round after round, keeping
+/// what it read.
+async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
+    let mut next = [0i64; PARTITIONS as usize];
+    while !shared.lock().expect("shared").stop_all {
+        let asked = rng.random_range(1..=nodes);
+        let Some(found) = leaders(asked, &shared).await else {
+            sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        for (partition, leader) in found {
+            let Some(records) = fetch(&shared, leader, partition, next[partition as usize]).await
+            else {
+                continue;
+            };
+            for (offset, value) in records {
+                let mut guard = shared.lock().expect("shared");
+                if let Some(seen) = guard.read.get(&(partition, offset)) {
+                    if *seen != value {
+                        let evidence =
+                            format!("partition {partition} offset {offset}: {seen} then {value}");
+                        drop(guard);
+                        violation(&shared, "one record per offset across reads", evidence);
+                        continue;
+                    }
+                }
+                guard.read.insert((partition, offset), value);
+                next[partition as usize] = next[partition as usize].max(offset + 1);
+            }
+        }
+        sleep(Duration::from_millis(rng.random_range(50..300))).await;
+    }
+}
+
+/// The records of one fetch at `offset` from `node`: (offset, value).
+async fn fetch(
+    shared: &SharedRef,
+    node: u64,
+    partition: i32,
+    offset: i64,
+) -> Option<Vec<(i64, String)>> {
+    let mut client = connect(node).await?;
+    let request = RequestKind::Fetch(
+        FetchRequest::default()
+            .with_max_wait_ms(200)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]),
+    );
+    let ResponseKind::Fetch(response) =
+        call(&mut client, shared, ApiKey::Fetch, 11, &request).await?
+    else {
+        return None;
+    };
+    let answer = response.responses.first()?.partitions.first()?;
+    if answer.error_code != 0 {
+        return None;
+    }
+    let mut records = answer.records.clone().unwrap_or_default();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records).ok()?;
+    Some(
+        set.records
+            .into_iter()
+            .filter(|record| record.offset >= offset)
+            .map(|record| {
+                let value = record
+                    .value
+                    .map(|value| String::from_utf8_lossy(&value[..]).into_owned());
+                (record.offset, value.unwrap_or_default())
+            })
+            .collect(),
+    )
+}
+
+// ------------------------------------------------------------ the nemesis
+
+async fn fault_phase(world: &mut World) {
+    let steps = world.rng.random_range(40..80);
+    for _ in 0..steps {
+        sleep(Duration::from_millis(world.rng.random_range(200..1500))).await;
+        match world.rng.random_range(0..10) {
+            0..=2 => kill_or_restart(world),
+            3 | 4 => isolate(world).await,
+            5 => {
+                let loss = world.rng.random_range(0.0..0.2);
+                set_links(loss, 1..world.rng.random_range(2..40));
+                world.note(format!("links: loss {loss:.2}"));
+                count(&world.shared, "lossy links");
+            }
+            6 => {
+                let (id, (_, _, clock)) = pick(&world.nodes, &mut world.rng);
+                let jump = world.rng.random_range(-3_000..60_000i64);
+                clock
+                    .offset_ms
+                    .fetch_add(jump, std::sync::atomic::Ordering::SeqCst);
+                world.note(format!("weir-{id}'s clock moves by {jump} ms"));
+                count(&world.shared, "clock jump");
+            }
+            _ => set_links(0.0, 1..5),
+        }
+    }
+}
+
+fn pick<'a, V>(map: &'a BTreeMap<u64, V>, rng: &mut Xoshiro256PlusPlus) -> (u64, &'a V) {
+    let index = rng.random_range(0..map.len());
+    let (id, value) = map.iter().nth(index).expect("an index below the length");
+    (*id, value)
+}
+
+fn set_links(loss: f64, latency_ms: std::ops::Range<u64>) {
+    NetSim::current().update_config(|config| {
+        config.packet_loss_rate = loss;
+        config.send_latency =
+            Duration::from_millis(latency_ms.start)..Duration::from_millis(latency_ms.end);
+    });
+}
+
+impl World {
+    fn note(&self, text: String) {
+        note(&self.shared, self.started, text);
+    }
+
+    /// Power loss of a node.
+    fn kill(&mut self, id: u64) {
+        let (node, disk, _) = &self.nodes[&id];
+        self.handle.kill(node.id());
+        disk.crash();
+        self.shared.lock().expect("shared").brokers.remove(&id);
+        self.down.insert(id);
+        self.note(format!("weir-{id} loses power"));
+        count(&self.shared, "power loss");
+    }
+
+    fn restart(&mut self, id: u64) {
+        let (node, _, _) = &self.nodes[&id];
+        self.handle.restart(node.id());
+        self.down.remove(&id);
+        self.note(format!("weir-{id} restarts"));
+    }
+}
+
+/// Kills a node (keeping a majority up) or restarts a dead one.
+fn kill_or_restart(world: &mut World) {
+    let minority = (world.nodes.len() - 1) / 2;
+    if !world.down.is_empty() && (world.down.len() >= minority || world.rng.random_bool(0.5)) {
+        let id = *world.down.iter().next().expect("a node down");
+        world.restart(id);
+        return;
+    }
+    let up: Vec<u64> = world
+        .nodes
+        .keys()
+        .filter(|id| !world.down.contains(id))
+        .copied()
+        .collect();
+    let id = up[world.rng.random_range(0..up.len())];
+    world.kill(id);
+}
+
+/// Cuts a node off (both ways, or only in or out) for a while.
+async fn isolate(world: &mut World) {
+    let (id, (node, _, _)) = pick(&world.nodes, &mut world.rng);
+    let net = NetSim::current();
+    let direction = world.rng.random_range(0..3);
+    match direction {
+        0 => net.clog_node(node.id()),
+        1 => net.clog_node_in(node.id()),
+        _ => net.clog_node_out(node.id()),
+    }
+    let lasting = Duration::from_millis(world.rng.random_range(300..5000));
+    world.note(format!("weir-{id} cut off ({direction}) for {lasting:?}"));
+    count(&world.shared, "partition");
+    sleep(lasting).await;
+    net.unclog_node(node.id());
+}
+
+async fn heal(world: &mut World) {
+    set_links(0.0, 1..5);
+    for (node, _, _) in world.nodes.values() {
+        NetSim::current().unclog_node(node.id());
+    }
+    let down: Vec<u64> = world.down.iter().copied().collect();
+    for id in down {
+        world.restart(id);
+    }
+    world.note("healed".into());
+    sleep(Duration::from_secs(5)).await;
+    world.shared.lock().expect("shared").stop_producers = true;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while world.shared.lock().expect("shared").producers_done < PRODUCERS {
+        if Instant::now() > deadline {
+            violation(
+                &world.shared,
+                "producers finish after healing",
+                "a producer still waits 60 s after healing".into(),
+            );
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ------------------------------------------------------------ checks
+
+async fn final_checks(world: &World) {
+    liveness(world).await;
+    let caught_up = replicas_catch_up(world).await;
+    world.shared.lock().expect("shared").stop_all = true;
+    let shared = world.shared.lock().expect("shared");
+    let mut problems = Vec::new();
+    let logs: BTreeMap<u64, BTreeMap<(i32, i64), String>> = shared
+        .brokers
+        .iter()
+        .map(|(id, broker)| (*id, committed(broker)))
+        .collect();
+    // No two replicas hold different records at one offset.
+    let mut union: BTreeMap<(i32, i64), (u64, String)> = BTreeMap::new();
+    for (id, log) in &logs {
+        for (at, value) in log {
+            match union.get(at) {
+                Some((other, seen)) if seen != value => problems.push((
+                    "replicas agree at every offset",
+                    format!("{at:?}: weir-{other} has {seen}, weir-{id} has {value}"),
+                )),
+                Some(_) => {}
+                None => {
+                    union.insert(*at, (*id, value.clone()));
+                }
+            }
+        }
+    }
+    // Every acknowledged record, at its offset, on every caught-up replica.
+    for acked in &shared.acked {
+        let at = (acked.partition, acked.offset);
+        let replicas = shared
+            .replicas
+            .get(&acked.partition)
+            .cloned()
+            .unwrap_or_default();
+        for (id, log) in logs.iter().filter(|(id, _)| replicas.contains(id)) {
+            if caught_up && log.get(&at) != Some(&acked.value) {
+                problems.push((
+                    "no acknowledged record lost",
+                    format!(
+                        "{} acknowledged at {at:?}; weir-{id} has {:?}",
+                        acked.value,
+                        log.get(&at)
+                    ),
+                ));
+            }
+        }
+    }
+    // Each record once, each producer's records in order.
+    let mut seen: BTreeMap<&str, (i32, i64)> = BTreeMap::new();
+    let mut last: BTreeMap<(String, i32), (i64, u64)> = BTreeMap::new();
+    for (at, (_, value)) in &union {
+        if let Some(first) = seen.insert(value.as_str(), *at) {
+            problems.push((
+                "no duplicates from idempotent producers",
+                format!("{value} at {first:?} and at {at:?}"),
+            ));
+        }
+        let mut parts = value.split('-');
+        let (who, sequence) = (
+            parts.next().unwrap_or(""),
+            parts.nth(1).and_then(|n| n.parse::<u64>().ok()),
+        );
+        if let Some(sequence) = sequence {
+            let key = (who.to_string(), at.0);
+            if let Some((offset, previous)) = last.get(&key) {
+                if *previous >= sequence {
+                    problems.push((
+                        "a producer's records in order",
+                        format!("{value} at {at:?} after sequence {previous} at offset {offset}"),
+                    ));
+                }
+            }
+            last.insert(key, (at.1, sequence));
+        }
+    }
+    // Every record a consumer read is the log's.
+    for (at, value) in &shared.read {
+        if let Some((_, logged)) = union.get(at) {
+            if logged != value {
+                problems.push((
+                    "reads return the log's record",
+                    format!("{at:?}: read {value}, the log has {logged}"),
+                ));
+            }
+        } else if caught_up {
+            problems.push((
+                "reads return the log's record",
+                format!("{at:?}: read {value}, which no replica holds"),
+            ));
+        }
+    }
+    let acked = shared.acked.len();
+    let read = shared.read.len();
+    drop(shared);
+    for (invariant, evidence) in problems {
+        violation(&world.shared, invariant, evidence);
+    }
+    world.note(format!("{acked} records acknowledged, {read} read"));
+    if acked > 0 {
+        reached(&world.shared, "records acknowledged");
+    }
+}
+
+/// The committed records of every partition of `TOPIC` in a node's log.
+fn committed(broker: &Broker) -> BTreeMap<(i32, i64), String> {
+    let mut records = BTreeMap::new();
+    for partition in 0..PARTITIONS {
+        let Ok(log) = broker.partition(TOPIC, partition as u32) else {
+            continue;
+        };
+        let mut offset = log.log_start_offset();
+        while offset < log.high_watermark() {
+            let Ok(read) = log.read(offset, 1 << 20) else {
+                break;
+            };
+            let before = offset;
+            for record in read.records().flatten() {
+                let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
+                records.insert((partition, record.offset as i64), value);
+                offset = record.offset + 1;
+            }
+            if offset == before {
+                break;
+            }
+        }
+    }
+    records
+}
+
+/// After healing, every partition has a leader that takes a produce
+/// within bounded time.
+async fn liveness(world: &World) {
+    let shared = Arc::clone(&world.shared);
+    let nodes = world.nodes.len() as u64;
+    let seed = world.handle.seed();
+    let done = world
+        .client
+        .spawn(async move {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x11fe);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let Some(producer_id) =
+                init_producer_id(nodes, &shared, &mut rng, Duration::from_secs(60)).await
+            else {
+                return Err("no producer id within 60 s of healing".to_string());
+            };
+            let mut known = BTreeMap::new();
+            for partition in 0..PARTITIONS {
+                let value = format!("final-{partition}-0");
+                let batch = batch(producer_id, 0, &value);
+                loop {
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "partition {partition} took no produce within 60 s of healing"
+                        ));
+                    }
+                    match produce_once(&shared, &mut known, nodes, partition, &batch, &mut rng)
+                        .await
+                    {
+                        Outcome::Acked(offset) => {
+                            shared.lock().expect("shared").acked.push(Acked {
+                                partition,
+                                offset,
+                                value,
+                            });
+                            break;
+                        }
+                        Outcome::Retry => sleep(Duration::from_millis(50)).await,
+                        Outcome::Fatal(code) => {
+                            return Err(format!("final produce refused: {code}"))
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    if let Ok(Err(evidence)) = done {
+        violation(&world.shared, "liveness after healing", evidence);
+    }
+}
+
+/// Waits until every node runs and holds the same committed records (up
+/// to 60 s); whether they do.
+async fn replicas_catch_up(world: &World) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let agree = {
+            let shared = world.shared.lock().expect("shared");
+            shared.brokers.len() == world.nodes.len()
+                && (0..PARTITIONS).all(|partition| {
+                    let replicas = shared.replicas.get(&partition).cloned().unwrap_or_default();
+                    let ends: BTreeSet<u64> = replicas
+                        .iter()
+                        .filter_map(|id| shared.brokers.get(id))
+                        .map(|broker| {
+                            broker
+                                .partition(TOPIC, partition as u32)
+                                .map_or(0, |log| log.high_watermark())
+                        })
+                        .collect();
+                    !replicas.is_empty() && ends.len() == 1
+                })
+        };
+        if agree {
+            return true;
+        }
+        if Instant::now() > deadline {
+            let ends: Vec<String> = {
+                let shared = world.shared.lock().expect("shared");
+                shared
+                    .brokers
+                    .iter()
+                    .map(|(id, broker)| {
+                        let ends: Vec<(u64, u64)> = (0..PARTITIONS as u32)
+                            .map(|p| {
+                                broker.partition(TOPIC, p).map_or((0, 0), |log| {
+                                    (log.high_watermark(), log.log_end_offset())
+                                })
+                            })
+                            .collect();
+                        format!("weir-{id} (high watermark, end) {ends:?}")
+                    })
+                    .collect()
+            };
+            violation(
+                &world.shared,
+                "replicas catch up after healing",
+                format!("60 s after healing the nodes differ: {}", ends.join("; ")),
+            );
+            return false;
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn report(world: &World, seed: u64) -> SeedReport {
+    let shared = world.shared.lock().expect("shared");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&shared.trace, &mut hasher);
+    std::hash::Hash::hash(&format!("{:?}", shared.violations), &mut hasher);
+    SeedReport {
+        seed,
+        simulated: world.started.elapsed(),
+        operations: shared.operations,
+        faults: shared.faults.clone(),
+        coverage: shared.coverage.clone(),
+        violations: shared.violations.clone(),
+        trace: shared.trace.clone(),
+        fingerprint: std::hash::Hasher::finish(&hasher),
+    }
+}
