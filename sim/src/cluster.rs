@@ -328,6 +328,17 @@ async fn connect(node: u64) -> Option<KafkaClient> {
 
 /// The leader of each partition, as node `node` says.
 async fn leaders(node: u64, shared: &SharedRef) -> Option<BTreeMap<i32, u64>> {
+    let found = partitions_of(node, shared).await?;
+    Some(
+        found
+            .into_iter()
+            .map(|(partition, (leader, _))| (partition, leader))
+            .collect(),
+    )
+}
+
+/// Each partition's leader and leader epoch, as node `node` says.
+async fn partitions_of(node: u64, shared: &SharedRef) -> Option<BTreeMap<i32, (u64, i32)>> {
     let mut client = connect(node).await?;
     let request = RequestKind::Metadata(
         MetadataRequest::default()
@@ -347,7 +358,10 @@ async fn leaders(node: u64, shared: &SharedRef) -> Option<BTreeMap<i32, u64>> {
             .partitions
             .iter()
             .filter(|partition| partition.leader_id.0 > 0)
-            .map(|partition| (partition.partition_index, partition.leader_id.0 as u64))
+            .map(|partition| {
+                let leader = partition.leader_id.0 as u64;
+                (partition.partition_index, (leader, partition.leader_epoch))
+            })
             .collect(),
     )
 }
@@ -580,20 +594,40 @@ async fn produce_once(
 }
 
 /// Fetches every partition from its leader, round after round, keeping
-/// what it read.
+/// what it read; names the newest leader epoch it has seen (as Kafka's
+/// consumers do, KIP-320), and checks that the high watermark it is told
+/// never moves back.
 async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
     let mut next = [0i64; PARTITIONS as usize];
+    let mut epochs = [-1i32; PARTITIONS as usize];
+    let mut high_watermarks = [0i64; PARTITIONS as usize];
     while !shared.lock().expect("shared").stop_all {
         let asked = rng.random_range(1..=nodes);
-        let Some(found) = leaders(asked, &shared).await else {
+        let Some(found) = partitions_of(asked, &shared).await else {
             sleep(Duration::from_millis(100)).await;
             continue;
         };
-        for (partition, leader) in found {
-            let Some(records) = fetch(&shared, leader, partition, next[partition as usize]).await
+        for (partition, (leader, epoch)) in found {
+            let index = partition as usize;
+            epochs[index] = epochs[index].max(epoch);
+            let Some((high_watermark, records)) =
+                fetch(&shared, leader, partition, next[index], epochs[index]).await
             else {
                 continue;
             };
+            if high_watermark < high_watermarks[index] {
+                let evidence = format!(
+                    "partition {partition}: high watermark {high_watermark} from weir-{leader} \
+                     after {} (epoch {})",
+                    high_watermarks[index], epochs[index]
+                );
+                violation(
+                    &shared,
+                    "the high watermark never moves back for a consumer",
+                    evidence,
+                );
+            }
+            high_watermarks[index] = high_watermarks[index].max(high_watermark);
             for (offset, value) in records {
                 let mut guard = shared.lock().expect("shared");
                 if let Some(seen) = guard.read.get(&(partition, offset)) {
@@ -606,20 +640,22 @@ async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
                     }
                 }
                 guard.read.insert((partition, offset), value);
-                next[partition as usize] = next[partition as usize].max(offset + 1);
+                next[index] = next[index].max(offset + 1);
             }
         }
-        sleep(Duration::from_millis(rng.random_range(50..300))).await;
+        sleep(Duration::from_millis(rng.random_range(5..60))).await;
     }
 }
 
-/// The records of one fetch at `offset` from `node`: (offset, value).
+/// One fetch at `offset` from `node`, naming leader epoch `epoch`: the
+/// high watermark and the records (offset, value).
 async fn fetch(
     shared: &SharedRef,
     node: u64,
     partition: i32,
     offset: i64,
-) -> Option<Vec<(i64, String)>> {
+    epoch: i32,
+) -> Option<(i64, Vec<(i64, String)>)> {
     let mut client = connect(node).await?;
     let request = RequestKind::Fetch(
         FetchRequest::default()
@@ -630,6 +666,7 @@ async fn fetch(
                 .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_partitions(vec![fetch_request::FetchPartition::default()
                     .with_partition(partition)
+                    .with_current_leader_epoch(epoch)
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(1 << 20)])]),
     );
@@ -643,19 +680,22 @@ async fn fetch(
         return None;
     }
     let mut records = answer.records.clone().unwrap_or_default();
+    if records.is_empty() {
+        return Some((answer.high_watermark, Vec::new()));
+    }
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records).ok()?;
-    Some(
-        set.records
-            .into_iter()
-            .filter(|record| record.offset >= offset)
-            .map(|record| {
-                let value = record
-                    .value
-                    .map(|value| String::from_utf8_lossy(&value[..]).into_owned());
-                (record.offset, value.unwrap_or_default())
-            })
-            .collect(),
-    )
+    let records = set
+        .records
+        .into_iter()
+        .filter(|record| record.offset >= offset)
+        .map(|record| {
+            let value = record
+                .value
+                .map(|value| String::from_utf8_lossy(&value[..]).into_owned());
+            (record.offset, value.unwrap_or_default())
+        })
+        .collect();
+    Some((answer.high_watermark, records))
 }
 
 // ------------------------------------------------------------ the nemesis

@@ -89,6 +89,12 @@ pub trait Leaders: Send + Sync + Debug {
     fn leader_epoch(&self, _topic: &str, _partition: u32) -> Option<i32> {
         None
     }
+    /// Whether this node, the partition's leader, may serve reads: a new
+    /// leader whose high watermark may still be below one an earlier
+    /// leader showed answers an error until it has caught up.
+    fn serves_reads(&self, _topic: &str, _partition: u32) -> Result<(), ResponseError> {
+        Ok(())
+    }
     /// Whether a topic is the cluster's own (Metadata marks it internal;
     /// clients may not produce to it nor delete it).
     fn is_internal(&self, _topic: &str) -> bool {
@@ -247,6 +253,35 @@ impl Kafka {
         self.log
             .partition(topic, index)
             .map_err(|_| ResponseError::UnknownTopicOrPartition)
+    }
+
+    /// The partition, for a read (fetch, list offsets): this node must
+    /// lead it and serve reads, and a client that names the leader epoch it
+    /// knows (`current_leader_epoch`, -1 for none) must know the current
+    /// one: an older epoch is fenced (FENCED_LEADER_EPOCH), a newer one is
+    /// unknown here (UNKNOWN_LEADER_EPOCH: this node is a stale leader), as
+    /// Kafka answers (KIP-320). Only a replication layer's epochs are
+    /// checked.
+    pub fn readable_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        let log = self.led_partition(topic, partition)?;
+        let index = u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition)?;
+        self.leaders.serves_reads(topic, index)?;
+        if current_leader_epoch >= 0 {
+            if let Some(epoch) = self.leaders.leader_epoch(topic, index) {
+                if current_leader_epoch < epoch {
+                    return Err(ResponseError::FencedLeaderEpoch);
+                }
+                if current_leader_epoch > epoch {
+                    return Err(ResponseError::UnknownLeaderEpoch);
+                }
+            }
+        }
+        Ok(log)
     }
 
     /// Commits a group's offsets (topic, partition, offset, metadata),

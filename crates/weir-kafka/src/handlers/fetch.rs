@@ -122,7 +122,7 @@ fn read_partition(
     let empty = PartitionData::default()
         .with_partition_index(wanted.partition)
         .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
-    let log = match kafka.led_partition(topic, wanted.partition) {
+    let log = match kafka.readable_partition(topic, wanted.partition, wanted.current_leader_epoch) {
         Ok(log) => log,
         Err(error) => {
             let data = empty
@@ -199,12 +199,7 @@ pub fn list_offsets(
                 .map(|wanted| {
                     let answer = ListOffsetsPartitionResponse::default()
                         .with_partition_index(wanted.partition_index);
-                    match list_one(
-                        kafka,
-                        &topic.name.0,
-                        wanted.partition_index,
-                        wanted.timestamp,
-                    ) {
+                    match list_one(kafka, &topic.name.0, wanted) {
                         Ok((offset, timestamp, epoch)) => answer
                             .with_offset(offset)
                             .with_timestamp(timestamp)
@@ -227,12 +222,15 @@ pub fn list_offsets(
 fn list_one(
     kafka: &Kafka,
     topic: &str,
-    partition: i32,
-    timestamp: i64,
+    wanted: &kafka_protocol::messages::list_offsets_request::ListOffsetsPartition,
 ) -> Result<(i64, i64, i32), ResponseError> {
-    let log = kafka.led_partition(topic, partition)?;
-    let epoch = log.leader_epoch() as i32;
-    match timestamp {
+    let partition = wanted.partition_index;
+    let log = kafka.readable_partition(topic, partition, wanted.current_leader_epoch)?;
+    let epoch = u32::try_from(partition)
+        .ok()
+        .and_then(|index| kafka.leaders.leader_epoch(topic, index))
+        .unwrap_or(log.leader_epoch() as i32);
+    match wanted.timestamp {
         LATEST => Ok((log.high_watermark() as i64, -1, epoch)),
         EARLIEST => Ok((log.log_start_offset() as i64, -1, epoch)),
         wanted if wanted >= 0 => match log.offset_for_timestamp(wanted) {

@@ -262,6 +262,20 @@ impl Leaders for Cluster {
         !ready
     }
 
+    /// A leader serves reads once it has committed an entry of its term:
+    /// its commit then covers every entry an earlier leader committed, so
+    /// its high watermark is not below one a consumer saw before.
+    fn serves_reads(&self, topic: &str, partition: u32) -> Result<(), ResponseError> {
+        let (group, _) = self
+            .group_of(topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        match self.handle.view(group) {
+            Some(view) if view.leader == Some(self.node) && view.commit_term == view.term => Ok(()),
+            Some(view) if view.leader == Some(self.node) => Err(ResponseError::LeaderNotAvailable),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
     fn is_internal(&self, topic: &str) -> bool {
         topic == OFFSETS_TOPIC
     }
