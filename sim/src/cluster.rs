@@ -96,6 +96,8 @@ struct Shared {
     brokers: BTreeMap<u64, Arc<Broker>>,
     /// The replicas of each partition, as the metadata says.
     replicas: BTreeMap<i32, Vec<u64>>,
+    /// The leader each node saw for each (group, term).
+    leaders: BTreeMap<(u64, u64), (u64, u64)>,
     stop_producers: bool,
     stop_all: bool,
     producers_done: usize,
@@ -295,12 +297,62 @@ async fn run_node(
             }
         });
     }
+    if let Some(cluster) = listener.cluster.clone() {
+        madsim::task::spawn(watch_raft(id, cluster, Arc::clone(&shared)));
+    }
     shared
         .lock()
         .expect("shared")
         .brokers
         .insert(id, Arc::clone(&listener.kafka.log));
     weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
+}
+
+/// Samples node `id`'s groups every 50 ms, for Raft's safety: one leader
+/// per term across the nodes, and a high watermark that never moves back
+/// while the node runs.
+async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: SharedRef) {
+    let mut high_watermarks: BTreeMap<u64, u64> = BTreeMap::new();
+    loop {
+        sleep(Duration::from_millis(50)).await;
+        let groups = cluster.handle().status().await;
+        let mut problems = Vec::new();
+        {
+            let mut guard = shared.lock().expect("shared");
+            for group in groups {
+                if let Some(leader) = group.leader {
+                    let seen = guard
+                        .leaders
+                        .entry((group.group, group.term))
+                        .or_insert((leader, id));
+                    if seen.0 != leader {
+                        problems.push((
+                            "one leader per term",
+                            format!(
+                                "group {} term {}: weir-{} saw leader {}, weir-{id} saw {leader}",
+                                group.group, group.term, seen.1, seen.0
+                            ),
+                        ));
+                    }
+                }
+                let before = high_watermarks.insert(group.group, group.high_watermark);
+                if before.is_some_and(|before| before > group.high_watermark) {
+                    problems.push((
+                        "the high watermark never moves back on a node",
+                        format!(
+                            "weir-{id} group {}: {} after {}",
+                            group.group,
+                            group.high_watermark,
+                            before.unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        }
+        for (invariant, evidence) in problems {
+            violation(&shared, invariant, evidence);
+        }
+    }
 }
 
 // ------------------------------------------------------------ clients
@@ -628,6 +680,13 @@ async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
                 );
             }
             high_watermarks[index] = high_watermarks[index].max(high_watermark);
+            if let Some((offset, _)) = records.iter().find(|(offset, _)| *offset >= high_watermark)
+            {
+                let evidence = format!(
+                    "partition {partition}: offset {offset} read from weir-{leader}, whose high watermark is {high_watermark}"
+                );
+                violation(&shared, "reads stop at the high watermark", evidence);
+            }
             for (offset, value) in records {
                 let mut guard = shared.lock().expect("shared");
                 if let Some(seen) = guard.read.get(&(partition, offset)) {
@@ -704,9 +763,11 @@ async fn fault_phase(world: &mut World) {
     let steps = world.rng.random_range(40..80);
     for _ in 0..steps {
         sleep(Duration::from_millis(world.rng.random_range(200..1500))).await;
-        match world.rng.random_range(0..10) {
+        match world.rng.random_range(0..12) {
             0..=2 => kill_or_restart(world),
             3 | 4 => isolate(world).await,
+            10 => pause(world).await,
+            11 => bridge(world).await,
             5 => {
                 let loss = world.rng.random_range(0.0..0.2);
                 set_links(loss, 1..world.rng.random_range(2..40));
@@ -798,6 +859,53 @@ async fn isolate(world: &mut World) {
     count(&world.shared, "partition");
     sleep(lasting).await;
     net.unclog_node(node.id());
+}
+
+/// Stops a node's tasks for a while (a process stall: a GC pause, a VM
+/// migration); its peers take it for dead, then it resumes.
+async fn pause(world: &mut World) {
+    let (id, (node, _, _)) = pick(&world.nodes, &mut world.rng);
+    if world.down.contains(&id) {
+        return;
+    }
+    let node = node.id();
+    let lasting = Duration::from_millis(world.rng.random_range(100..3000));
+    world.note(format!("weir-{id} paused for {lasting:?}"));
+    count(&world.shared, "pause");
+    world.handle.pause(node);
+    sleep(lasting).await;
+    world.handle.resume(node);
+}
+
+/// Splits the nodes in two halves that cannot reach each other, but both
+/// reach one bridge node.
+async fn bridge(world: &mut World) {
+    let ids: Vec<u64> = world.nodes.keys().copied().collect();
+    let bridge = ids[world.rng.random_range(0..ids.len())];
+    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != bridge).collect();
+    let half = others.len() / 2;
+    let (left, right) = others.split_at(half);
+    let net = NetSim::current();
+    let links: Vec<(madsim::task::NodeId, madsim::task::NodeId)> = left
+        .iter()
+        .flat_map(|a| right.iter().map(move |b| (*a, *b)))
+        .flat_map(|(a, b)| {
+            let (a, b) = (world.nodes[&a].0.id(), world.nodes[&b].0.id());
+            [(a, b), (b, a)]
+        })
+        .collect();
+    for (a, b) in &links {
+        net.clog_link(*a, *b);
+    }
+    let lasting = Duration::from_millis(world.rng.random_range(500..5000));
+    world.note(format!(
+        "{left:?} and {right:?} cut apart, weir-{bridge} between them, for {lasting:?}"
+    ));
+    count(&world.shared, "bridge partition");
+    sleep(lasting).await;
+    for (a, b) in &links {
+        net.unclog_link(*a, *b);
+    }
 }
 
 async fn heal(world: &mut World) {
