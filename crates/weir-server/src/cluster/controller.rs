@@ -163,6 +163,33 @@ async fn spawn_runner(
     }
 }
 
+/// The file in a partition's directory naming the group its Raft log
+/// belongs to.
+const GROUP_MARKER: &str = "cluster-group";
+
+/// What opening a replica did.
+enum Opened {
+    Yes,
+    Failed,
+    /// The partition's files belong to another group.
+    Stale,
+}
+
+/// Whether the partition directory `dir` may hold group `group`'s log:
+/// it names that group, or it is new (then it is made to name it, durably,
+/// before the group's log is created). A directory that names another
+/// group, or holds a Raft log without naming one, is an earlier topic's.
+fn claim_for_group(dir: &dyn Storage, group: u64) -> std::io::Result<bool> {
+    match weir_io::read_whole_file(dir, GROUP_MARKER)? {
+        Some(bytes) => Ok(bytes.as_slice() == group.to_le_bytes().as_slice()),
+        None if dir.exists(weir_replication::SIDE_FILE)? => Ok(false),
+        None => {
+            weir_io::write_file_atomically(dir, GROUP_MARKER, &group.to_le_bytes())?;
+            Ok(true)
+        }
+    }
+}
+
 /// The cluster task of one node.
 struct Task {
     cluster: Cluster,
@@ -468,10 +495,22 @@ impl Task {
             }
             for (index, assignment) in partitions.iter().enumerate() {
                 let mine = assignment.replicas.contains(&self.cluster.node);
-                if mine && !self.opened.contains_key(&assignment.group) {
-                    complete &= self
-                        .open(name, index as u32, assignment.group, &assignment.replicas)
-                        .await;
+                if !mine || self.opened.contains_key(&assignment.group) {
+                    continue;
+                }
+                let (group, replicas) = (assignment.group, &assignment.replicas);
+                match self.open(name, index as u32, group, replicas).await {
+                    Opened::Yes => {}
+                    Opened::Failed => complete = false,
+                    Opened::Stale => {
+                        tracing::warn!(
+                            topic = name,
+                            "local files of an earlier topic of the same name: removed"
+                        );
+                        self.remove_topic(name).await;
+                        complete = false;
+                        break;
+                    }
                 }
             }
         }
@@ -480,28 +519,35 @@ impl Task {
         }
     }
 
-    async fn open(&mut self, topic: &str, partition: u32, group: u64, replicas: &[u64]) -> bool {
+    /// Opens this node's replica of a partition's group; `Stale` when the
+    /// partition's files are another group's (the topic was deleted and
+    /// created again under its name while this node was away).
+    async fn open(&mut self, topic: &str, partition: u32, group: u64, replicas: &[u64]) -> Opened {
         let opened = match (
             self.log.partition_dir(topic, partition),
             self.log.partition(topic, partition),
         ) {
-            (Ok(dir), Ok(log)) => self
-                .cluster
-                .handle
-                .open_group(group, replicas.to_vec(), dir, log)
-                .await
-                .map_err(|error| error.to_string()),
+            (Ok(dir), Ok(log)) => match claim_for_group(dir.as_ref(), group) {
+                Ok(true) => self
+                    .cluster
+                    .handle
+                    .open_group(group, replicas.to_vec(), dir, log)
+                    .await
+                    .map_err(|error| error.to_string()),
+                Ok(false) => return Opened::Stale,
+                Err(error) => Err(error.to_string()),
+            },
             (Err(error), _) | (_, Err(error)) => Err(error.to_string()),
         };
         match opened {
             Ok(()) => {
                 self.opened.insert(group, topic.to_string());
                 tracing::info!(topic, partition, group, ?replicas, "replica opened");
-                true
+                Opened::Yes
             }
             Err(error) => {
                 tracing::error!(topic, partition, group, %error, "opening a replica failed");
-                false
+                Opened::Failed
             }
         }
     }
