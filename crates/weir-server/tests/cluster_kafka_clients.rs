@@ -235,6 +235,53 @@ fn topics_are_created_auto_created_and_deleted_across_the_cluster() {
     }
 }
 
+/// A node that was down while a topic was deleted and created again under
+/// the same name drops its old files and replicates the new topic: once
+/// back, its copy of the partition holds the new records, not the old.
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn a_replica_down_while_its_topic_is_recreated_takes_the_new_one() {
+    let mut cluster = Cluster::start();
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let (old, new) = (scratch.path().join("old"), scratch.path().join("new"));
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    cluster.scenario("cluster_create", "kp", &["reborn", "1", "3"]);
+    let produce = |cluster: &Cluster, out: &Path, count: &str| {
+        let out = out.display().to_string();
+        cluster.scenario(
+            "produce_acked",
+            "kp",
+            &["reborn", &out, count, "idempotent"],
+        );
+    };
+    produce(&cluster, &old, "5");
+    cluster.kill(3);
+    cluster.scenario("cluster_recreate", "kp", &["reborn", "1", "3"]);
+    produce(&cluster, &new, "3");
+    cluster.start_node(3);
+    let dir = cluster.root.path().join("node-3/log/topics/reborn/0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dump = loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["inspect", "log"])
+            .arg(&dir)
+            .arg("--dump")
+            .output()
+            .expect("weir inspect");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if text.contains("batches, 3 records,") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        dump.contains("3 batches, 3 records, offsets 0..3"),
+        "node 3's copy of the recreated partition:\n{dump}\nthe nodes' logs:\n{}",
+        cluster.logs()
+    );
+    cluster.scenario("verify", "kp", &["reborn", &new.display().to_string(), "1"]);
+}
+
 /// A group's committed offset (with its metadata) is read back after the
 /// node coordinating the group, the leader of `__consumer_offsets`, is
 /// killed: another replica takes over with the offsets.

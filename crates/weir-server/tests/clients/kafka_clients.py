@@ -654,8 +654,15 @@ def listed_topics():
 
 
 def eventually(condition, message, seconds=15):
+    """Waits until `condition()` holds; a condition that raises (a node
+    named in stale metadata is down) counts as not holding yet."""
     deadline = time.time() + seconds
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except Exception as error:  # noqa: BLE001 - retried until the deadline
+            message = f"{message} (last error: {error!r})"
         check(time.time() < deadline, message)
         time.sleep(0.2)
 
@@ -724,6 +731,60 @@ def scenario_cluster_admin():
             future.result(timeout=30)
     eventually(lambda: topic not in listed_topics(), "the deleted topic is still listed")
     print(json.dumps(observed))
+
+
+def scenario_cluster_recreate():
+    """Deletes TOPIC and creates it again with PARTITIONS partitions of
+    FACTOR replicas; waits until it has leaders. Each call is tried again
+    (a killed controller makes the client's first try fail, as it would an
+    application's)."""
+    topic = ARGS[0]
+
+    def retried(what, call):
+        deadline = time.time() + 30
+        while True:
+            try:
+                return call()
+            except Exception as error:  # noqa: BLE001 - retried, then reported
+                if time.time() >= deadline:
+                    raise
+                print(f"retrying {what}: {error!r}", file=sys.stderr)
+                time.sleep(0.5)
+
+    def delete():
+        if topic not in listed_topics():
+            return
+        admin = client.admin()
+        try:
+            if LIB == "kp":
+                admin.delete_topics([topic])
+            else:
+                for future in admin.delete_topics([topic]).values():
+                    future.result(timeout=30)
+        finally:
+            if LIB == "kp":
+                admin.close()
+
+    def create():
+        try:
+            scenario_cluster_create()
+        except Exception as error:  # noqa: BLE001 - an earlier try may have created it
+            if "TopicAlreadyExists" not in type(error).__name__ and "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise
+
+    retried("the deletion", delete)
+    eventually(lambda: topic not in listed_topics(), "the deleted topic is still listed")
+    retried("the creation", create)
+    partitions = int(ARGS[1])
+
+    def led():
+        try:
+            leaders = partition_leaders(topic)
+        except Exception:  # noqa: BLE001 - a dead node named in stale metadata
+            return False
+        return len(leaders) == partitions and all(leader >= 0 for leader in leaders.values())
+
+    eventually(led, "the recreated topic has no leaders", seconds=30)
 
 
 def scenario_cluster_ready():
