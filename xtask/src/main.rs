@@ -17,12 +17,15 @@
 //! - `setup`: installs what the tests need (Debian's redis packages, the
 //!   Python clients' virtualenv) without running anything.
 //! - `fuzz-seed`: writes the seed inputs of every target to the corpus.
-//! - `sim [--seeds N] [--from S] | --seed S | --check-determinism --seeds N`:
-//!   builds the simulator (`weir-sim`) with `--cfg madsim` in its own target
-//!   directory and runs seeds; `--seed S` prints that seed's trace.
+//! - `sim [--cluster] [--seeds N] [--from S] | --seed S | --check-determinism
+//!   --seeds N`: builds the simulator (`weir-sim`) with `--cfg madsim` in its
+//!   own target directory and runs seeds (`--cluster`: clusters of the real
+//!   server instead of one node); `--seed S` prints that seed's trace.
 //! - `sim --planted [name]`: for each patch in `sim/planted/`, copies the
 //!   tree to a scratch directory, plants the bug, and runs the CI seed range
-//!   until the simulator reports a violation; fails if a bug goes uncaught.
+//!   (the cluster seeds for a patch marked `# Simulator: --cluster`) until
+//!   the simulator reports a violation, or the test its `# Caught by:` line
+//!   names; fails if a bug goes uncaught.
 //! - `bench [filter]`: runs the criterion benchmarks, which print their
 //!   ratios against a baseline measured in the same run.
 //!
@@ -71,7 +74,7 @@ fn main() -> ExitCode {
 }
 
 const USAGE: &str =
-    "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | setup | bench [filter] | sim [--seeds N] [--from S] [--seed S] [--check-determinism]";
+    "usage: cargo xtask ci | fuzz <target> [seconds] | fuzz-seed | setup | bench [filter] | sim [--cluster] [--seeds N] [--from S] [--seed S] [--check-determinism]";
 
 /// Seeds the simulator runs in CI (0..SIM_SEEDS), and seeds it runs twice
 /// to compare (from 100000).
