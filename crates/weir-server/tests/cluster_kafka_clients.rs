@@ -9,38 +9,13 @@
 //! runs it, and it fails, never skips, when a client is missing.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Server;
-
-fn python() -> String {
-    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafka_clients.py")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{free_port, kafka_script, lines, python, show, Server};
 
 /// Three nodes, each with its data directory and fixed ports (so that a
 /// node restarts where its peers and the clients expect it).
@@ -113,7 +88,7 @@ impl Cluster {
     fn command(&self, scenario: &str, library: &str, args: &[&str]) -> Command {
         let mut command = Command::new(python());
         command
-            .arg(script())
+            .arg(kafka_script())
             .args([scenario, library, &self.bootstrap()])
             .args(args);
         command
@@ -141,10 +116,6 @@ impl Cluster {
         eprintln!("{scenario} {library}: {stdout}");
         stdout
     }
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
 /// Waits until the producer has acknowledged `count` records in all.

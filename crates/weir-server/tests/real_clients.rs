@@ -17,23 +17,10 @@ mod common;
 #[allow(dead_code)]
 mod wire;
 
-use common::Server;
+use common::{python, show, Server};
 use wire::RedisServer;
 
 const PASSWORD: &str = "correct horse";
-
-fn python() -> String {
-    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn run_redis_py(port: u16, protocol: u8, auth_port: u16) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py.py");

@@ -17,31 +17,14 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::Server;
+use common::{free_port, kafka_script, lines, python, show, Server};
 
 const LIBRARIES: [&str; 2] = ["kp", "ck"];
-
-fn python() -> String {
-    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafka_clients.py")
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn client_command(scenario: &str, library: &str, port: u16, args: &[&str]) -> Command {
     let mut command = Command::new(python());
     command
-        .arg(script())
+        .arg(kafka_script())
         .args([scenario, library, &format!("127.0.0.1:{port}")])
         .args(args);
     command
@@ -66,13 +49,6 @@ fn scenario(server: &Server, scenario: &str, library: &str, args: &[&str]) -> St
     let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
     eprintln!("{scenario} {library}: {stdout}");
     stdout
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 fn kcat(port: u16, args: &[&str], input: Option<&str>) -> Output {
@@ -223,10 +199,6 @@ fn spawn_producer(port: u16, library: &str, topic: &str, out: &Path, count: usiz
     .stderr(Stdio::piped())
     .spawn()
     .expect("start a producer")
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
 }
 
 #[test]

@@ -404,3 +404,37 @@ pub fn read_value(reader: &mut impl BufRead) -> std::io::Result<Value> {
 pub fn tool(variable: &str, default: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| default.to_string())
 }
+
+/// The Python with the clients (`WEIR_PYTHON`, which `cargo xtask ci`
+/// sets to its virtualenv's).
+pub fn python() -> String {
+    std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The Kafka client scenarios.
+pub fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/kafka_clients.py")
+}
+
+/// A finished process's status and output, for a failure message.
+pub fn show(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A port free now (another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// Lines in a file (0 when it does not exist yet).
+pub fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
