@@ -39,4 +39,6 @@ pub mod server;
 pub mod shape;
 pub mod versions;
 
-pub use node::{Kafka, KafkaSettings, Leaders, NodeAddress, Refusal, Replication, SingleNode};
+pub use node::{
+    Kafka, KafkaSettings, Leaders, NodeAddress, Reassignment, Refusal, Replication, SingleNode,
+};

@@ -159,6 +159,32 @@ pub trait Replication: Send + Sync + Debug {
     fn committed_offsets(&self, group: &str) -> Vec<(String, u32, CommittedOffset)>;
     /// Every group with committed offsets.
     fn groups_with_offsets(&self) -> Vec<String>;
+    /// Moves a partition's replicas to `target` (`None`: cancels the move
+    /// under way); done once the controller has recorded it, before the
+    /// replicas have moved (Kafka's AlterPartitionReassignments).
+    fn reassign(
+        &self,
+        topic: &str,
+        partition: u32,
+        target: Option<Vec<u64>>,
+    ) -> SeamFuture<Result<(), Refusal>>;
+    /// The reassignments under way.
+    fn reassignments(&self) -> Vec<Reassignment>;
+}
+
+/// A partition whose replicas are moving (ListPartitionReassignments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reassignment {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The replicas now and to come.
+    pub replicas: Vec<u64>,
+    /// Those being added.
+    pub adding: Vec<u64>,
+    /// Those being removed.
+    pub removing: Vec<u64>,
 }
 
 /// One node that leads every partition.

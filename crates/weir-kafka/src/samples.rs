@@ -126,6 +126,23 @@ pub fn populated(api: ApiKey) -> RequestKind {
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(
             DeleteGroupsRequest::default().with_groups_names(two(GroupId(text("g")))),
         ),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(two(
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(TopicName(text("t")))
+                    .with_partitions(two(
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_replicas(Some(vec![BrokerId(1), BrokerId(2)])),
+                    )),
+            )),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_topics(Some(two(
+                list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                    .with_name(TopicName(text("t")))
+                    .with_partition_indexes(vec![0, 1]),
+            ))),
+        ),
         other => panic!("no populated request for {other:?}"),
     }
 }

@@ -211,6 +211,12 @@ const DESCRIBE_CONFIGS: &[F] = &[
 const SASL_AUTHENTICATE: &[F] = &[f(Bytes, 0)];
 const DELETE_GROUPS: &[F] = &[f(Strings, 0)];
 
+const REASSIGN_PARTITION: &[F] = &[f(I32, 0), f(Ints, 0)];
+const REASSIGN_TOPIC: &[F] = &[f(Str, 0), f(Structs(REASSIGN_PARTITION), 0)];
+const ALTER_REASSIGNMENTS: &[F] = &[f(I32, 0), f(Bool, 1), f(Structs(REASSIGN_TOPIC), 0)];
+const LIST_REASSIGNMENTS_TOPIC: &[F] = &[f(Str, 0), f(Ints, 0)];
+const LIST_REASSIGNMENTS: &[F] = &[f(I32, 0), f(Structs(LIST_REASSIGNMENTS_TOPIC), 0)];
+
 /// The schema of an API's request and its first flexible version.
 fn schema(api: ApiKey) -> Option<(&'static [F], i16)> {
     Some(match api {
@@ -235,6 +241,8 @@ fn schema(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::SaslAuthenticate => (SASL_AUTHENTICATE, 2),
         ApiKey::DeleteGroups => (DELETE_GROUPS, 2),
+        ApiKey::AlterPartitionReassignments => (ALTER_REASSIGNMENTS, 0),
+        ApiKey::ListPartitionReassignments => (LIST_REASSIGNMENTS, 0),
         _ => return None,
     })
 }

@@ -43,6 +43,8 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The versions implemented of the API with this key, if it is one.

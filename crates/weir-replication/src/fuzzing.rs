@@ -61,6 +61,7 @@ pub fn metadata_record(data: &[u8]) {
                 id,
                 kafka_address: String::new(),
                 resp_address: String::new(),
+                cluster_address: String::new(),
             })
             .expect("a node");
     }
@@ -125,6 +126,21 @@ fn sample_metadata() -> Vec<(&'static str, crate::metadata::MetadataRecord)> {
                 id: 2,
                 kafka_address: "127.0.0.1:9092".into(),
                 resp_address: "127.0.0.1:6379".into(),
+                cluster_address: "127.0.0.1:7002".into(),
+            },
+        ),
+        (
+            "reassignment",
+            MetadataRecord::Reassignment {
+                group: FIRST_PARTITION_GROUP,
+                target: vec![1, 2, 4],
+            },
+        ),
+        (
+            "reassigned",
+            MetadataRecord::Reassigned {
+                group: FIRST_PARTITION_GROUP,
+                replicas: vec![1, 2, 4],
             },
         ),
         (

@@ -511,6 +511,59 @@ impl Group {
         voters
     }
 
+    /// The ids of the group's learners (nodes that receive its log and do
+    /// not vote: joining nodes, before they are made voters).
+    pub fn learners(&self) -> Vec<u64> {
+        let mut learners: Vec<u64> = self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect();
+        learners.sort_unstable();
+        learners
+    }
+
+    /// Whether the group is between two configurations (joint consensus).
+    pub fn is_joint(&self) -> bool {
+        !self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters_outgoing
+            .is_empty()
+    }
+
+    /// On a leader, the members (voters and learners) that hold every
+    /// committed entry; elsewhere, none.
+    pub fn caught_up(&self) -> Vec<u64> {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return Vec::new();
+        }
+        let commit = raft.raft_log.committed;
+        let mut caught_up: Vec<u64> = raft
+            .prs()
+            .iter()
+            .filter(|(_, progress)| progress.matched >= commit)
+            .map(|(id, _)| *id)
+            .collect();
+        caught_up.sort_unstable();
+        caught_up
+    }
+
+    /// Asks voter `to` to take over as leader (a leader that is to be
+    /// removed hands over first).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.node.transfer_leader(to);
+        self.after_raft();
+    }
+
     /// On a leader, Kafka's in-sync replicas: the leader first, then the
     /// voters that hold every committed entry or are being replicated to
     /// and were heard from within an election timeout (Kafka counts a

@@ -11,10 +11,15 @@
 //! ```text
 //! u8 version = 1 | u8 kind | fields
 //! kind 1 node:      u64 id | str kafka address | str resp address
+//!                   (a node whose cluster address is not recorded)
 //! kind 2 topic:     str name | u32 partitions | u32 replication factor |
 //!                   u32 n | n × (u64 group | u32 r | r × u64 node)
 //! kind 3 deletion:  str name
 //! kind 4 producers: u64 first id | u64 count
+//! kind 5 node:      u64 id | str kafka address | str resp address |
+//!                   str cluster address (not empty)
+//! kind 6 reassign:  u64 group | u32 r | r × u64 node   (r = 0: cancel)
+//! kind 7 reassigned: u64 group | u32 r | r × u64 node
 //! str               u16 length | UTF-8 bytes
 //! ```
 //!
@@ -47,6 +52,9 @@ pub enum MetadataRecord {
         kafka_address: String,
         /// Where Redis clients reach it.
         resp_address: String,
+        /// Where its peers reach it (empty in records written before
+        /// nodes could join a running cluster).
+        cluster_address: String,
     },
     /// A topic was created, with each partition's group and replicas.
     Topic {
@@ -67,6 +75,22 @@ pub enum MetadataRecord {
         first: u64,
         /// Ids in the block.
         count: u64,
+    },
+    /// A partition's (or the metadata group's) replicas are to become
+    /// `target`, through joint consensus; an empty target cancels a
+    /// reassignment not yet done.
+    Reassignment {
+        /// The partition's Raft group.
+        group: u64,
+        /// The replicas it is to have.
+        target: Vec<u64>,
+    },
+    /// A reassignment is done: the group's voters are `replicas`.
+    Reassigned {
+        /// The partition's Raft group.
+        group: u64,
+        /// Its voters now.
+        replicas: Vec<u64>,
     },
 }
 
@@ -108,11 +132,15 @@ impl MetadataRecord {
                 id,
                 kafka_address,
                 resp_address,
+                cluster_address,
             } => {
-                out.push(1);
+                out.push(if cluster_address.is_empty() { 1 } else { 5 });
                 out.extend_from_slice(&id.to_le_bytes());
                 put_str(&mut out, kafka_address);
                 put_str(&mut out, resp_address);
+                if !cluster_address.is_empty() {
+                    put_str(&mut out, cluster_address);
+                }
             }
             Self::Topic { name, partitions } => {
                 out.push(2);
@@ -135,6 +163,16 @@ impl MetadataRecord {
                 out.extend_from_slice(&first.to_le_bytes());
                 out.extend_from_slice(&count.to_le_bytes());
             }
+            Self::Reassignment { group, target } => {
+                out.push(6);
+                out.extend_from_slice(&group.to_le_bytes());
+                put_nodes(&mut out, target);
+            }
+            Self::Reassigned { group, replicas } => {
+                out.push(7);
+                out.extend_from_slice(&group.to_le_bytes());
+                put_nodes(&mut out, replicas);
+            }
         }
         out
     }
@@ -151,6 +189,26 @@ impl MetadataRecord {
                 id: reader.u64("node id")?,
                 kafka_address: reader.str("kafka address")?,
                 resp_address: reader.str("resp address")?,
+                cluster_address: String::new(),
+            },
+            5 => Self::Node {
+                id: reader.u64("node id")?,
+                kafka_address: reader.str("kafka address")?,
+                resp_address: reader.str("resp address")?,
+                cluster_address: match reader.str("cluster address")? {
+                    empty if empty.is_empty() => {
+                        return Err(MetadataError::Invalid("an empty cluster address".into()))
+                    }
+                    address => address,
+                },
+            },
+            6 => Self::Reassignment {
+                group: reader.u64("group")?,
+                target: reader.nodes(0)?,
+            },
+            7 => Self::Reassigned {
+                group: reader.u64("group")?,
+                replicas: reader.nodes(1)?,
             },
             2 => Self::Topic {
                 name: reader.str("topic name")?,
@@ -175,6 +233,13 @@ impl MetadataRecord {
 fn put_u32(out: &mut Vec<u8>, value: usize) {
     let value = u32::try_from(value).expect("counts of a metadata record fit in u32");
     out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_nodes(out: &mut Vec<u8>, nodes: &[u64]) {
+    put_u32(out, nodes.len());
+    for node in nodes {
+        out.extend_from_slice(&node.to_le_bytes());
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
@@ -218,6 +283,16 @@ impl<'a> Reader<'a> {
             .map_err(|_| MetadataError::Invalid(format!("{field} is not UTF-8")))
     }
 
+    /// A list of at least `least` and at most [`MAX_REPLICATION_FACTOR`]
+    /// node ids.
+    fn nodes(&mut self, least: u32) -> Result<Vec<u64>, MetadataError> {
+        let count = self.u32("node count")?;
+        if count < least || count > MAX_REPLICATION_FACTOR {
+            return Err(MetadataError::Invalid(format!("{count} replicas")));
+        }
+        (0..count).map(|_| self.u64("replica")).collect()
+    }
+
     fn partitions(&mut self) -> Result<Vec<PartitionAssignment>, MetadataError> {
         let count = self.u32("partition count")?;
         if count == 0 || count > MAX_PARTITIONS {
@@ -226,13 +301,7 @@ impl<'a> Reader<'a> {
         let mut partitions = Vec::new();
         for _ in 0..count {
             let group = self.u64("group")?;
-            let replicas = self.u32("replica count")?;
-            if replicas == 0 || replicas > MAX_REPLICATION_FACTOR {
-                return Err(MetadataError::Invalid(format!("{replicas} replicas")));
-            }
-            let nodes = (0..replicas)
-                .map(|_| self.u64("replica"))
-                .collect::<Result<Vec<u64>, _>>()?;
+            let nodes = self.nodes(1)?;
             partitions.push(PartitionAssignment {
                 group,
                 replicas: nodes,
@@ -249,6 +318,8 @@ pub struct NodeInfo {
     pub kafka_address: String,
     /// Where Redis clients reach it.
     pub resp_address: String,
+    /// Where its peers reach it (empty if not recorded).
+    pub cluster_address: String,
 }
 
 /// The cluster's metadata: what the committed records say.
@@ -264,6 +335,14 @@ pub struct MetadataState {
     pub next_producer_id: u64,
     /// Partitions created so far (spreads the preferred leaders).
     pub partitions_created: u64,
+    /// Reassignments under way: group → the replicas it is to have.
+    pub reassignments: BTreeMap<u64, Vec<u64>>,
+    /// Each partition's replicas when its topic was created (those that
+    /// bootstrapped its Raft log), by group.
+    pub original_replicas: BTreeMap<u64, Vec<u64>>,
+    /// The metadata group's voters, once reassigned (before that, the
+    /// cluster's initial peers).
+    pub metadata_voters: Option<Vec<u64>>,
 }
 
 impl MetadataState {
@@ -284,19 +363,31 @@ impl MetadataState {
                 id,
                 kafka_address,
                 resp_address,
+                cluster_address,
             } => {
                 self.nodes.insert(
                     *id,
                     NodeInfo {
                         kafka_address: kafka_address.clone(),
                         resp_address: resp_address.clone(),
+                        cluster_address: cluster_address.clone(),
                     },
                 );
             }
+            MetadataRecord::Reassignment { group, target } => {
+                self.apply_reassignment(*group, target)?;
+            }
+            MetadataRecord::Reassigned { group, replicas } => {
+                self.apply_reassigned(*group, replicas)?;
+            }
             MetadataRecord::Topic { name, partitions } => self.apply_topic(name, partitions)?,
             MetadataRecord::TopicDeleted { name } => {
-                if self.topics.remove(name).is_none() {
+                let Some(partitions) = self.topics.remove(name) else {
                     return Err(MetadataError::Invalid(format!("no topic {name} to delete")));
+                };
+                for partition in partitions {
+                    self.reassignments.remove(&partition.group);
+                    self.original_replicas.remove(&partition.group);
                 }
             }
             MetadataRecord::ProducerIds { first, count } => {
@@ -344,7 +435,71 @@ impl MetadataState {
         }
         self.next_group += partitions.len() as u64;
         self.partitions_created += partitions.len() as u64;
+        for partition in partitions {
+            self.original_replicas
+                .insert(partition.group, partition.replicas.clone());
+        }
         self.topics.insert(name.to_string(), partitions.to_vec());
+        Ok(())
+    }
+
+    /// The current replicas of group `group` (a partition's, or the
+    /// metadata group's when reassigned), if it is known.
+    pub fn replicas_of(&self, group: u64) -> Option<Vec<u64>> {
+        if group == METADATA_GROUP {
+            return self.metadata_voters.clone();
+        }
+        self.topics
+            .values()
+            .flatten()
+            .find(|partition| partition.group == group)
+            .map(|partition| partition.replicas.clone())
+    }
+
+    fn apply_reassignment(&mut self, group: u64, target: &[u64]) -> Result<(), MetadataError> {
+        if target.is_empty() {
+            return match self.reassignments.remove(&group) {
+                Some(_) => Ok(()),
+                None => Err(MetadataError::Invalid(format!(
+                    "no reassignment of group {group} to cancel"
+                ))),
+            };
+        }
+        let known = group == METADATA_GROUP || self.replicas_of(group).is_some();
+        let mut unique = target.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if !known
+            || unique.len() != target.len()
+            || unique.iter().any(|node| !self.nodes.contains_key(node))
+            || self.reassignments.contains_key(&group)
+        {
+            return Err(MetadataError::Invalid(format!(
+                "group {group} cannot be reassigned to {target:?}"
+            )));
+        }
+        self.reassignments.insert(group, target.to_vec());
+        Ok(())
+    }
+
+    fn apply_reassigned(&mut self, group: u64, replicas: &[u64]) -> Result<(), MetadataError> {
+        if self.reassignments.get(&group).map(Vec::as_slice) != Some(replicas) {
+            return Err(MetadataError::Invalid(format!(
+                "group {group} was not being reassigned to {replicas:?}"
+            )));
+        }
+        self.reassignments.remove(&group);
+        if group == METADATA_GROUP {
+            self.metadata_voters = Some(replicas.to_vec());
+            return Ok(());
+        }
+        let partition = self
+            .topics
+            .values_mut()
+            .flatten()
+            .find(|partition| partition.group == group)
+            .expect("a reassignment's group is known while it lasts");
+        partition.replicas = replicas.to_vec();
         Ok(())
     }
 
@@ -518,6 +673,7 @@ mod tests {
                     id,
                     kafka_address: format!("127.0.0.1:909{id}"),
                     resp_address: format!("127.0.0.1:637{id}"),
+                    cluster_address: format!("127.0.0.1:700{id}"),
                 })
                 .expect("a node");
         }
@@ -571,13 +727,18 @@ mod tests {
     fn record_strategy() -> impl Strategy<Value = MetadataRecord> {
         let name = "[a-z0-9._-]{1,20}";
         prop_oneof![
-            (any::<u64>(), name, name).prop_map(|(id, kafka_address, resp_address)| {
-                MetadataRecord::Node {
+            (any::<u64>(), name, name, "|[a-z0-9.:]{1,20}").prop_map(
+                |(id, kafka_address, resp_address, cluster_address)| MetadataRecord::Node {
                     id,
                     kafka_address,
                     resp_address,
+                    cluster_address,
                 }
-            }),
+            ),
+            (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..4))
+                .prop_map(|(group, target)| MetadataRecord::Reassignment { group, target }),
+            (any::<u64>(), proptest::collection::vec(any::<u64>(), 1..4))
+                .prop_map(|(group, replicas)| MetadataRecord::Reassigned { group, replicas }),
             (
                 name,
                 proptest::collection::vec(

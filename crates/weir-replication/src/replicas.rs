@@ -201,6 +201,14 @@ impl Replicas {
         Ok(&mut slot.group)
     }
 
+    /// Asks this node's replica of group `id` (its leader) to hand the
+    /// lead to voter `to`.
+    pub fn transfer_leader(&mut self, id: u64, to: u64) {
+        if let Ok(group) = self.wake_to_propose(id) {
+            group.transfer_leader(to);
+        }
+    }
+
     /// Closes this node's replica of group `id`.
     pub fn close_group(&mut self, id: u64) -> Option<Group> {
         self.groups.remove(&id).map(|slot| slot.group)
@@ -298,6 +306,15 @@ impl Replicas {
             };
             self.queue(LIVENESS_GROUP, message);
         }
+    }
+
+    /// The peers silent for two election timeouts (taken for down).
+    pub fn down_peers(&self) -> BTreeSet<u64> {
+        self.down
+            .iter()
+            .filter(|(_, down)| **down)
+            .map(|(peer, _)| *peer)
+            .collect()
     }
 
     /// Wakes the groups led by a peer that has been silent for two

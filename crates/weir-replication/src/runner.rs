@@ -18,6 +18,8 @@ use weir_io::sync::{lock, read, write, Mutex, RwLock};
 use weir_io::Storage;
 use weir_log::{LogError, Partition};
 
+use raft::eraftpb::ConfChangeType;
+
 use crate::group::{CommitStatus, Group, ProposeError};
 use crate::replicas::Replicas;
 use crate::store::StoreError;
@@ -112,6 +114,12 @@ pub struct GroupView {
     /// The term of the entry at its commit index: a leader whose commit
     /// is of its own term has every entry committed before it.
     pub commit_term: u64,
+    /// Its learners.
+    pub learners: Vec<u64>,
+    /// Whether it is in joint consensus.
+    pub joint: bool,
+    /// On its leader, the members holding every committed entry.
+    pub caught_up: Vec<u64>,
 }
 
 impl GroupView {
@@ -123,6 +131,9 @@ impl GroupView {
             voters: group.voters(),
             in_sync: group.in_sync(),
             commit_term: group.log().term_of(group.commit_index()).unwrap_or(0),
+            learners: group.learners(),
+            joint: group.is_joint(),
+            caught_up: group.caught_up(),
         }
     }
 }
@@ -138,6 +149,8 @@ struct Published {
     changed: Notify,
     /// Application messages from peers, taken once by the owner.
     applications: Mutex<Option<Applications>>,
+    /// The peers taken for down.
+    down: RwLock<std::collections::BTreeSet<u64>>,
 }
 
 enum Command {
@@ -163,6 +176,19 @@ enum Command {
     },
     Status {
         reply: oneshot::Sender<Vec<GroupStatus>>,
+    },
+    Membership {
+        group: u64,
+        changes: Vec<(ConfChangeType, u64)>,
+        reply: oneshot::Sender<Result<(), ProduceError>>,
+    },
+    TransferLeader {
+        group: u64,
+        to: u64,
+    },
+    AddPeer {
+        peer: u64,
+        address: Option<std::net::SocketAddr>,
     },
 }
 
@@ -223,6 +249,12 @@ impl ReplicasHandle {
         read(&self.published.views).get(&group).cloned()
     }
 
+    /// The peers this node takes for down (silent for two election
+    /// timeouts).
+    pub fn down_peers(&self) -> std::collections::BTreeSet<u64> {
+        read(&self.published.down).clone()
+    }
+
     /// Notified whenever a group's view changes (a leader, a term, a high
     /// watermark).
     pub fn changed(&self) -> &Notify {
@@ -248,6 +280,42 @@ impl ReplicasHandle {
             .await
             .map_err(|_| ProduceError::Stopped)?;
         answer.await.map_err(|_| ProduceError::Stopped)?
+    }
+
+    /// Proposes a change of group `group`'s members (this node must lead
+    /// it): see [`Replicas::propose_membership`]. Done when proposed; the
+    /// group's view shows when it is applied.
+    pub async fn change_membership(
+        &self,
+        group: u64,
+        changes: Vec<(ConfChangeType, u64)>,
+    ) -> Result<(), ProduceError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Membership {
+            group,
+            changes,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ProduceError::Stopped)?;
+        answer.await.map_err(|_| ProduceError::Stopped)?
+    }
+
+    /// Asks this node's replica of `group`, its leader, to hand the lead
+    /// to voter `to`.
+    pub async fn transfer_leader(&self, group: u64, to: u64) {
+        let _ = self
+            .commands
+            .send(Command::TransferLeader { group, to })
+            .await;
+    }
+
+    /// Adds node `peer` (one that joined) to the transport and to the
+    /// peers watched for liveness.
+    pub async fn add_peer(&self, peer: u64, address: Option<std::net::SocketAddr>) {
+        let _ = self.commands.send(Command::AddPeer { peer, address }).await;
     }
 
     /// The state of every group of this node.
@@ -369,6 +437,10 @@ impl Runner {
                 _ = timer.tick() => {
                     self.ticks += 1;
                     self.replicas.tick();
+                    let down = self.replicas.down_peers();
+                    if *read(&self.published.down) != down {
+                        *write(&self.published.down) = down;
+                    }
                 }
             }
             // Whatever else is queued joins this turn's writes and syncs.
@@ -465,6 +537,27 @@ impl Runner {
             } => self.propose(group, &batch, acks, reply),
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Command::Membership {
+                group,
+                changes,
+                reply,
+            } => {
+                let proposed = self
+                    .replicas
+                    .propose_membership(group, &changes)
+                    .map(|_| ())
+                    .map_err(|error| match error {
+                        ProposeError::NotLeader { leader } => ProduceError::NotLeader { leader },
+                        ProposeError::InFlight => ProduceError::InFlight,
+                        other => ProduceError::Storage(other.to_string()),
+                    });
+                let _ = reply.send(proposed);
+            }
+            Command::TransferLeader { group, to } => self.replicas.transfer_leader(group, to),
+            Command::AddPeer { peer, address } => {
+                self.transport.add_peer(peer, address);
+                self.replicas.add_peer(peer);
             }
         }
     }

@@ -4,14 +4,18 @@
 //!
 //! A connection starts with a hello each way (`"WRH1"` and the sender's
 //! node id), so that a node never takes one peer for another; the
-//! acceptor refuses an unknown id or one that should not dial it. A frame
+//! acceptor refuses an id that should not dial it (a higher one). Peers
+//! are added at run time (a node that joined): a node of lower id learns
+//! a new node's address from the cluster's metadata, or from the node
+//! itself, which tells its peers of lower id where it is (`"WRJ1"`, its
+//! id, a u16 length and its address as text) until they dial it. A frame
 //! that does not decode closes its connection, with the reason logged;
 //! the dialer reconnects. Frames queued for a peer whose connection is
 //! down, or beyond the queue's bound, are dropped: Raft retries.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,9 +24,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use weir_io::sync::lock;
+
 use crate::codec::{decode_frame, encode_frame, Envelope, Limits};
 
 const HELLO_MAGIC: [u8; 4] = *b"WRH1";
+/// The hello of a node telling a peer of lower id where it is.
+const JOIN_MAGIC: [u8; 4] = *b"WRJ1";
+/// How often a node tells a peer of lower id where it is, until dialed.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 const HELLO_BYTES: usize = 12;
 /// Frames queued per peer before new ones are dropped.
 const QUEUE_FRAMES: usize = 1024;
@@ -37,16 +47,31 @@ pub type Inbound = (u64, Vec<Envelope>);
 /// The sending side of the transport, shared by whoever sends.
 #[derive(Clone, Debug)]
 pub struct Transport {
+    shared: Arc<Shared>,
+}
+
+/// What the transport's tasks share: the links, added to at run time.
+#[derive(Debug)]
+struct Shared {
     node: u64,
-    queues: Arc<BTreeMap<u64, mpsc::Sender<Vec<u8>>>>,
+    inbound: mpsc::Sender<Inbound>,
+    limits: Limits,
+    /// Each peer's queue of frames.
+    queues: Mutex<BTreeMap<u64, mpsc::Sender<Vec<u8>>>>,
+    /// The links that take connections the peer dials, by peer.
+    accepted: Mutex<BTreeMap<u64, mpsc::Sender<TcpStream>>>,
     /// The listener's and the links' tasks, stopped by [`Transport::stop`].
-    tasks: Arc<Vec<AbortHandle>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// The peers that have dialed this node.
+    dialed_by: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl Transport {
     /// Starts the transport of node `node`: accepts on `listener`, dials
     /// the peers of higher id at their `addresses`, and hands every
-    /// decoded frame to `inbound`.
+    /// decoded frame to `inbound`. Peers of lower id are told this node's
+    /// own address (its entry in `addresses`) until they dial it: a node
+    /// that joins a running cluster is not yet known to them.
     pub fn start(
         node: u64,
         listener: TcpListener,
@@ -54,52 +79,53 @@ impl Transport {
         inbound: mpsc::Sender<Inbound>,
         limits: Limits,
     ) -> Self {
-        let mut queues = BTreeMap::new();
-        let mut accepted = BTreeMap::new();
-        let mut tasks = Vec::new();
-        for (&peer, &address) in addresses.iter().filter(|(peer, _)| **peer != node) {
-            let (frames_tx, frames_rx) = mpsc::channel(QUEUE_FRAMES);
-            queues.insert(peer, frames_tx);
-            let link = Link {
+        let transport = Self {
+            shared: Arc::new(Shared {
                 node,
-                peer,
-                frames: frames_rx,
-                inbound: inbound.clone(),
+                inbound,
                 limits,
-            };
-            let task = if node < peer {
-                tokio::spawn(link.dial(address))
-            } else {
-                let (streams_tx, streams_rx) = mpsc::channel(4);
-                accepted.insert(peer, streams_tx);
-                tokio::spawn(link.accept(streams_rx))
-            };
-            tasks.push(task.abort_handle());
+                queues: Mutex::new(BTreeMap::new()),
+                accepted: Mutex::new(BTreeMap::new()),
+                tasks: Mutex::new(Vec::new()),
+                dialed_by: Mutex::new(std::collections::BTreeSet::new()),
+            }),
+        };
+        for (&peer, &address) in addresses.iter().filter(|(peer, _)| **peer != node) {
+            transport.add_peer(peer, Some(address));
+            if let (true, Some(own)) = (peer < node, addresses.get(&node)) {
+                let announcing =
+                    tokio::spawn(announce(Arc::clone(&transport.shared), peer, address, *own));
+                lock(&transport.shared.tasks).push(announcing.abort_handle());
+            }
         }
-        tasks.push(tokio::spawn(listen(node, listener, accepted)).abort_handle());
-        Self {
-            node,
-            queues: Arc::new(queues),
-            tasks: Arc::new(tasks),
-        }
+        let listening = tokio::spawn(listen(Arc::clone(&transport.shared), listener));
+        lock(&transport.shared.tasks).push(listening.abort_handle());
+        transport
+    }
+
+    /// Adds a link to node `peer` (a node that joined), unless there is
+    /// one: dialed at `address` when this node's id is the lower, else
+    /// taking the connections the peer dials.
+    pub fn add_peer(&self, peer: u64, address: Option<SocketAddr>) {
+        self.shared.add_peer(peer, address);
     }
 
     /// Closes the listener and every connection (a node that stops).
     pub fn stop(&self) {
-        for task in self.tasks.iter() {
+        for task in lock(&self.shared.tasks).iter() {
             task.abort();
         }
     }
 
     /// This node's id.
     pub fn node(&self) -> u64 {
-        self.node
+        self.shared.node
     }
 
     /// Queues `envelopes` for `peer` as one frame; dropped if the peer is
     /// unknown or its queue is full.
     pub fn send(&self, peer: u64, envelopes: &[Envelope]) {
-        let Some(queue) = self.queues.get(&peer) else {
+        let Some(queue) = lock(&self.shared.queues).get(&peer).cloned() else {
             tracing::warn!(peer, "raft messages for an unknown node dropped");
             return;
         };
@@ -114,9 +140,81 @@ impl Transport {
     }
 }
 
+impl Shared {
+    fn add_peer(self: &Arc<Self>, peer: u64, address: Option<SocketAddr>) {
+        if peer == self.node {
+            return;
+        }
+        let mut queues = lock(&self.queues);
+        if queues.contains_key(&peer) {
+            return;
+        }
+        if self.node > peer {
+            return self.add_accepting(peer, &mut queues);
+        }
+        let Some(address) = address else {
+            return;
+        };
+        let (frames_tx, frames_rx) = mpsc::channel(QUEUE_FRAMES);
+        queues.insert(peer, frames_tx);
+        let task = tokio::spawn(self.link(peer, frames_rx).dial(address));
+        lock(&self.tasks).push(task.abort_handle());
+    }
+
+    fn add_accepting(
+        self: &Arc<Self>,
+        peer: u64,
+        queues: &mut BTreeMap<u64, mpsc::Sender<Vec<u8>>>,
+    ) {
+        let (frames_tx, frames_rx) = mpsc::channel(QUEUE_FRAMES);
+        queues.insert(peer, frames_tx);
+        let (streams_tx, streams_rx) = mpsc::channel(4);
+        lock(&self.accepted).insert(peer, streams_tx);
+        let task = tokio::spawn(self.link(peer, frames_rx).accept(streams_rx));
+        lock(&self.tasks).push(task.abort_handle());
+    }
+
+    fn link(&self, peer: u64, frames: mpsc::Receiver<Vec<u8>>) -> Link {
+        Link {
+            node: self.node,
+            peer,
+            frames,
+            inbound: self.inbound.clone(),
+            limits: self.limits,
+        }
+    }
+
+    /// Whether `peer` has dialed this node.
+    fn heard_from(&self, peer: u64) -> bool {
+        lock(&self.dialed_by).contains(&peer)
+    }
+}
+
+/// Tells node `peer` (of lower id, which dials this one) where this node
+/// is, every [`ANNOUNCE_EVERY`], until it has dialed once.
+async fn announce(shared: Arc<Shared>, peer: u64, address: SocketAddr, own: SocketAddr) {
+    loop {
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+        if shared.heard_from(peer) {
+            return;
+        }
+        let told = async {
+            let mut stream = TcpStream::connect(address).await?;
+            let mut hello = hello(JOIN_MAGIC, shared.node);
+            let text = own.to_string();
+            hello.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            hello.extend_from_slice(text.as_bytes());
+            stream.write_all(&hello).await?;
+            stream.flush().await
+        };
+        if let Err(error) = told.await {
+            tracing::debug!(peer, %error, "telling a node where this one is failed");
+        }
+    }
+}
+
 /// Accepts connections, reads their hello and hands each to its link.
-async fn listen(node: u64, listener: TcpListener, links: BTreeMap<u64, mpsc::Sender<TcpStream>>) {
-    let links = Arc::new(links);
+async fn listen(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let (stream, address) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -126,44 +224,88 @@ async fn listen(node: u64, listener: TcpListener, links: BTreeMap<u64, mpsc::Sen
                 continue;
             }
         };
-        let links = Arc::clone(&links);
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            match greet(stream, node).await {
-                Ok((peer, stream)) => match links.get(&peer) {
-                    Some(link) => {
-                        let _ = link.send(stream).await;
-                    }
-                    None => {
-                        tracing::warn!(peer, %address, "cluster connection refused: not a node that dials this one")
-                    }
-                },
+            match greet(stream, shared.node).await {
+                Ok(Greeting::Peer(peer, stream)) => shared.hand_over(peer, stream, address).await,
+                Ok(Greeting::Joining(peer, at)) => {
+                    tracing::info!(peer, %at, "a node told where it is");
+                    shared.add_peer(peer, Some(at));
+                }
                 Err(error) => tracing::warn!(%error, %address, "cluster connection refused"),
             }
         });
     }
 }
 
+impl Shared {
+    /// Hands a connection that `peer` dialed to its link (made for a node
+    /// of lower id not known yet).
+    async fn hand_over(self: &Arc<Self>, peer: u64, stream: TcpStream, address: SocketAddr) {
+        if peer < self.node {
+            self.add_peer(peer, None);
+        }
+        let link = lock(&self.accepted).get(&peer).cloned();
+        match link {
+            Some(link) => {
+                lock(&self.dialed_by).insert(peer);
+                let _ = link.send(stream).await;
+            }
+            None => {
+                tracing::warn!(peer, %address, "cluster connection refused: not a node that dials this one")
+            }
+        }
+    }
+}
+
+fn hello(magic: [u8; 4], node: u64) -> Vec<u8> {
+    let mut hello = Vec::with_capacity(HELLO_BYTES);
+    hello.extend_from_slice(&magic);
+    hello.extend_from_slice(&node.to_le_bytes());
+    hello
+}
+
+/// What a new connection said.
+enum Greeting {
+    /// A peer's connection.
+    Peer(u64, TcpStream),
+    /// A node telling where it is (the connection is done).
+    Joining(u64, SocketAddr),
+}
+
 /// Exchanges hellos: sends this node's, returns the peer's id.
-async fn greet(mut stream: TcpStream, node: u64) -> std::io::Result<(u64, TcpStream)> {
-    let mut hello = [0u8; HELLO_BYTES];
-    hello[..4].copy_from_slice(&HELLO_MAGIC);
-    hello[4..].copy_from_slice(&node.to_le_bytes());
-    stream.write_all(&hello).await?;
+async fn greet(mut stream: TcpStream, node: u64) -> std::io::Result<Greeting> {
+    stream.write_all(&hello(HELLO_MAGIC, node)).await?;
     // madsim's streams send on flush only; tokio's flush is free.
     stream.flush().await?;
     let mut theirs = [0u8; HELLO_BYTES];
-    tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut theirs))
+    read_within(&mut stream, &mut theirs).await?;
+    let peer = u64::from_le_bytes(theirs[4..].try_into().expect("eight bytes"));
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    match <[u8; 4]>::try_from(&theirs[..4]).expect("four bytes") {
+        HELLO_MAGIC => Ok(Greeting::Peer(peer, stream)),
+        JOIN_MAGIC => {
+            let mut length = [0u8; 2];
+            read_within(&mut stream, &mut length).await?;
+            let mut text = vec![0u8; usize::from(u16::from_le_bytes(length)).min(256)];
+            read_within(&mut stream, &mut text).await?;
+            let address = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| invalid("a node told an address that does not parse"))?;
+            Ok(Greeting::Joining(peer, address))
+        }
+        _ => Err(invalid("not a weir cluster connection")),
+    }
+}
+
+async fn read_within(stream: &mut TcpStream, bytes: &mut [u8]) -> std::io::Result<()> {
+    tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(bytes))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
-    if theirs[..4] != HELLO_MAGIC {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a weir cluster connection",
-        ));
-    }
-    let peer = u64::from_le_bytes(theirs[4..].try_into().expect("eight bytes"));
-    Ok((peer, stream))
+    Ok(())
 }
 
 /// One peer: its queue of frames and the connection that carries them.
@@ -193,7 +335,12 @@ impl Link {
     async fn connect(&self, address: SocketAddr) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect(address).await?;
         let _ = stream.set_nodelay(true);
-        let (peer, stream) = greet(stream, self.node).await?;
+        let Greeting::Peer(peer, stream) = greet(stream, self.node).await? else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a node answered with a join hello",
+            ));
+        };
         if peer != self.peer {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

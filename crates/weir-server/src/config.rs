@@ -75,6 +75,10 @@ pub struct Settings {
     /// Ticks without word from a leader before a follower stands for
     /// election (the timeout is drawn between this and twice this).
     pub raft_election_ticks: usize,
+    /// This node joins a running cluster (`peers` names some of its
+    /// nodes): it takes the cluster's metadata from them rather than
+    /// starting it with `peers` as its first members.
+    pub join: bool,
 }
 
 /// The `[kafka]` table of the config file.
@@ -171,6 +175,7 @@ impl Default for Settings {
             peers: String::new(),
             raft_tick_ms: 50,
             raft_election_ticks: 10,
+            join: false,
         }
     }
 }
@@ -316,6 +321,7 @@ impl Settings {
             peers,
             tick: std::time::Duration::from_millis(self.raft_tick_ms),
             election_ticks: self.raft_election_ticks,
+            join: self.join,
         }))
     }
 

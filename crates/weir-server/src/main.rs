@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Ticks before a follower without a leader stands for election.
     #[arg(long)]
     raft_election_ticks: Option<usize>,
+    /// Join a running cluster (--peers names its nodes and this one); its
+    /// replicas then move here with AlterPartitionReassignments.
+    #[arg(long)]
+    join: bool,
 }
 
 fn parse_yes_no(text: &str) -> Result<bool, String> {
@@ -206,6 +210,9 @@ impl ServeArgs {
             raft_tick_ms,
             raft_election_ticks
         );
+        if self.join {
+            settings.join = true;
+        }
         if let Some(partitions) = self.kafka_num_partitions {
             settings.kafka.num_partitions = partitions;
         }

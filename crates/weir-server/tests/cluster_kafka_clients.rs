@@ -48,10 +48,15 @@ impl Cluster {
     }
 
     fn start_node(&mut self, id: u64) {
+        self.start_with(id, &[]);
+    }
+
+    /// Starts node `id` with `extra` flags after the usual ones.
+    fn start_with(&mut self, id: u64, extra: &[&str]) {
         let dir = self.root.path().join(format!("node-{id}"));
         let kafka = format!("127.0.0.1:{}", self.kafka_ports[&id]);
         let id_text = id.to_string();
-        let flags = [
+        let mut flags = vec![
             "--node-id",
             id_text.as_str(),
             "--peers",
@@ -61,7 +66,15 @@ impl Cluster {
             "--raft-tick-ms",
             "50",
         ];
+        flags.extend_from_slice(extra);
         self.nodes.insert(id, Server::start_in(&dir, &flags));
+    }
+
+    /// Starts a new node `id` that joins the running cluster.
+    fn join(&mut self, id: u64) {
+        self.peers = format!("{},{id}=127.0.0.1:{}", self.peers, free_port());
+        self.kafka_ports.insert(id, free_port());
+        self.start_with(id, &["--join"]);
     }
 
     fn kill(&mut self, id: u64) {
@@ -251,6 +264,46 @@ fn a_replica_down_while_its_topic_is_recreated_takes_the_new_one() {
         cluster.logs()
     );
     cluster.scenario("verify", "kp", &["reborn", &new.display().to_string(), "1"]);
+}
+
+/// A node gone for good is replaced: a new node joins, every replica of
+/// the dead one (the topic's, the offsets topic's, the metadata log's)
+/// moves to it through joint consensus (AlterPartitionReassignments from
+/// kafka-python), and the cluster then survives the loss of one more
+/// original node, which it could not if the new node were not a voter
+/// everywhere: records acknowledged before and after are all consumed once.
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn a_dead_node_is_replaced_by_a_new_one_through_reassignment() {
+    let mut cluster = Cluster::start();
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let acked = scratch.path().join("acked");
+    let acked_text = acked.display().to_string();
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    cluster.scenario("cluster_create", "kp", &["moved", "3", "3"]);
+    cluster.scenario("commit", "kp", &["kept", "group-kept", "write"]);
+    cluster.scenario(
+        "produce_acked",
+        "kp",
+        &["moved", &acked_text, "100", "idempotent"],
+    );
+    cluster.kill(3);
+    cluster.join(4);
+    let observed = cluster.scenario("cluster_replace", "kp", &["3", "4", "1,2,3", "moved"]);
+    assert!(observed.contains("\"moved\": 5"), "{observed}");
+    // Nodes 2 and 4 of voters 1, 2 and 4 are a majority everywhere.
+    cluster.kill(1);
+    cluster.scenario(
+        "produce_acked",
+        "kp",
+        &["moved", &acked_text, "100", "idempotent", "from=100"],
+    );
+    cluster.scenario("commit", "kp", &["kept", "group-kept", "read", "retry"]);
+    cluster.scenario(
+        "group_verify",
+        "kp",
+        &["moved", &acked_text, "after-the-move"],
+    );
 }
 
 /// A group's committed offset (with its metadata) is read back after the

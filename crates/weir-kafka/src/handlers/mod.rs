@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod groups;
 pub mod metadata;
 pub mod produce;
+pub mod reassign;
 
 use std::sync::Arc;
 
@@ -143,6 +144,12 @@ pub async fn dispatch(
         RequestKind::DeleteGroups(request) => Reply(ResponseKind::DeleteGroups(
             groups::delete_groups(kafka, request).await,
         )),
+        RequestKind::AlterPartitionReassignments(request) => Reply(
+            ResponseKind::AlterPartitionReassignments(reassign::alter(kafka, request).await),
+        ),
+        RequestKind::ListPartitionReassignments(request) => Reply(
+            ResponseKind::ListPartitionReassignments(reassign::list(kafka, request)),
+        ),
         RequestKind::SaslHandshake(request) => Reply(ResponseKind::SaslHandshake(sasl_handshake(
             kafka, session, request,
         ))),

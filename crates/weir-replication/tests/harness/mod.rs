@@ -750,6 +750,7 @@ impl Cluster {
                 id,
                 kafka_address: format!("127.0.0.1:{}", 9090 + id),
                 resp_address: format!("127.0.0.1:{}", 6370 + id),
+                cluster_address: format!("127.0.0.1:{}", 7000 + id),
             },
             (None, 0) => MetadataRecord::ProducerIds {
                 first: state.next_producer_id,

@@ -16,8 +16,11 @@ use weir_kafka::NodeAddress;
 use weir_log::{Broker, HighWatermarkPolicy, LogConfig, Partition, TopicConfig};
 use weir_replication::codec::Limits;
 use weir_replication::metadata::METADATA_GROUP;
-use weir_replication::metadata::{record_batch, MetadataLog, MetadataRecord, NodeInfo};
-use weir_replication::runner::{self, Acks, ReplicasHandle, RunnerConfig};
+use weir_replication::metadata::{
+    record_batch, MetadataLog, MetadataRecord, MetadataState, NodeInfo, MAX_REPLICATION_FACTOR,
+};
+use weir_replication::raft_types::ConfChangeType;
+use weir_replication::runner::{self, Acks, GroupView, ReplicasHandle, RunnerConfig};
 use weir_replication::transport::Transport;
 use weir_replication::{Replicas, ReplicasConfig};
 
@@ -30,6 +33,9 @@ use crate::node::StartError;
 const PERIOD: Duration = Duration::from_millis(250);
 /// How long the controller waits for one of its records to be applied.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node waits before proposing a group's membership change
+/// again.
+const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
 
 /// Starts this node's replication (the metadata group, the transport and
 /// the runner) and its cluster task; `log` is the node's topics (opened
@@ -63,10 +69,17 @@ pub async fn start(
     let mut replicas_config = ReplicasConfig::new(settings.node, settings.node);
     replicas_config.election_ticks = settings.election_ticks;
     let mut replicas = Replicas::new(replicas_config, &peers);
+    // A joining node starts the metadata group empty: the controller makes
+    // it a learner, and the log tells it the members.
+    let first_voters = if settings.join {
+        Vec::new()
+    } else {
+        peers.clone()
+    };
     replicas
         .open_group(
             METADATA_GROUP,
-            peers.clone(),
+            first_voters,
             dir.as_ref(),
             Arc::clone(&partition),
         )
@@ -105,8 +118,15 @@ pub async fn start(
             id: settings.node,
             kafka_address: format!("{}:{}", own_kafka.host, own_kafka.port),
             resp_address,
+            cluster_address: settings
+                .peers
+                .get(&settings.node)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         },
         materialized: None,
+        peers_added: settings.peers.keys().copied().collect(),
+        proposed_membership: BTreeMap::new(),
     };
     tokio::spawn(task.run(applications, local_rx, shutdown));
     Ok(cluster)
@@ -190,6 +210,134 @@ fn claim_for_group(dir: &dyn Storage, group: u64) -> std::io::Result<bool> {
     }
 }
 
+/// Whether node `node` is to hold a replica of group `group`: one of its
+/// replicas, or of the replicas it is being moved to.
+fn hosts(state: &MetadataState, group: u64, replicas: &[u64], node: u64) -> bool {
+    replicas.contains(&node)
+        || state
+            .reassignments
+            .get(&group)
+            .is_some_and(|target| target.contains(&node))
+}
+
+/// The controller's answer to a reassignment request: the record, nothing
+/// when the metadata already says so, or Kafka's error.
+fn plan_reassignment(
+    state: &MetadataState,
+    group: u64,
+    target: &[u64],
+) -> Result<Option<MetadataRecord>, (ResponseError, String)> {
+    let under_way = state.reassignments.get(&group);
+    if target.is_empty() {
+        return match under_way {
+            Some(_) => Ok(Some(MetadataRecord::Reassignment {
+                group,
+                target: Vec::new(),
+            })),
+            None => Err((
+                ResponseError::NoReassignmentInProgress,
+                "no reassignment of this partition is under way".into(),
+            )),
+        };
+    }
+    if under_way.map(Vec::as_slice) == Some(target) {
+        return Ok(None);
+    }
+    if under_way.is_some() {
+        return Err((
+            ResponseError::ReassignmentInProgress,
+            "another reassignment of this partition is under way: cancel it first".into(),
+        ));
+    }
+    let mut unique = target.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != target.len() || target.len() > MAX_REPLICATION_FACTOR as usize {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!("replicas {target:?} repeat a node or are more than {MAX_REPLICATION_FACTOR}"),
+        ));
+    }
+    if let Some(unknown) = target.iter().find(|node| !state.nodes.contains_key(node)) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!("node {unknown} has not joined the cluster"),
+        ));
+    }
+    Ok(Some(MetadataRecord::Reassignment {
+        group,
+        target: target.to_vec(),
+    }))
+}
+
+/// What a group's leader does next to move the group to `target`.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Propose this change of members.
+    Change(Vec<(ConfChangeType, u64)>),
+    /// Hand the lead to this voter (the leader is to go).
+    HandOver(u64),
+    /// The voters are the target: tell the controller.
+    Report,
+    /// Wait for the new replicas to catch up.
+    Wait,
+}
+
+/// The next step of a reassignment, on the group's leader `node` (not in
+/// joint consensus): learners first, then one joint change once they
+/// hold every committed entry, which makes them voters and applies
+/// `removal` to the voters that go (removed, or made learners).
+fn next_membership_step(
+    view: &GroupView,
+    target: &[u64],
+    node: u64,
+    removal: ConfChangeType,
+) -> Step {
+    let mut wanted = target.to_vec();
+    wanted.sort_unstable();
+    if view.voters == wanted {
+        return Step::Report;
+    }
+    let adding: Vec<u64> = wanted
+        .iter()
+        .copied()
+        .filter(|id| !view.voters.contains(id))
+        .collect();
+    let removing: Vec<u64> = view
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| !wanted.contains(id))
+        .collect();
+    let not_learning: Vec<(ConfChangeType, u64)> = adding
+        .iter()
+        .filter(|id| !view.learners.contains(id))
+        .map(|id| (ConfChangeType::AddLearnerNode, *id))
+        .collect();
+    if !not_learning.is_empty() {
+        return Step::Change(not_learning);
+    }
+    if !adding.iter().all(|id| view.caught_up.contains(id)) {
+        return Step::Wait;
+    }
+    if removing.contains(&node) {
+        let staying = view
+            .voters
+            .iter()
+            .copied()
+            .find(|id| wanted.contains(id) && view.caught_up.contains(id));
+        if let Some(to) = staying {
+            return Step::HandOver(to);
+        }
+    }
+    let changes = adding
+        .iter()
+        .map(|id| (ConfChangeType::AddNode, *id))
+        .chain(removing.iter().map(|id| (removal, *id)))
+        .collect();
+    Step::Change(changes)
+}
+
 /// The cluster task of one node.
 struct Task {
     cluster: Cluster,
@@ -202,6 +350,10 @@ struct Task {
     registration: MetadataRecord,
     /// The metadata offset last applied to the local log and groups.
     materialized: Option<u64>,
+    /// The nodes the transport knows the addresses of.
+    peers_added: BTreeSet<u64>,
+    /// When this node last proposed a change of each group's members.
+    proposed_membership: BTreeMap<u64, tokio::time::Instant>,
 }
 
 impl Task {
@@ -217,10 +369,12 @@ impl Task {
             tokio::pin!(changed);
             changed.as_mut().enable();
             self.catch_up();
+            self.learn_peers().await;
             self.materialize().await;
             self.catch_up_offsets();
             self.register().await;
             self.ensure_offsets_topic().await;
+            self.drive_reassignments().await;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -317,6 +471,7 @@ impl Task {
             id,
             kafka_address,
             resp_address,
+            cluster_address,
         } = &self.registration
         else {
             return;
@@ -324,14 +479,21 @@ impl Task {
         let wanted = NodeInfo {
             kafka_address: kafka_address.clone(),
             resp_address: resp_address.clone(),
+            cluster_address: cluster_address.clone(),
         };
-        if self.metadata.state().nodes.get(id) == Some(&wanted) {
+        let member = self
+            .cluster
+            .handle
+            .view(METADATA_GROUP)
+            .is_some_and(|view| view.voters.contains(id) || view.learners.contains(id));
+        if member && self.metadata.state().nodes.get(id) == Some(&wanted) {
             return;
         }
         let message = ClusterMessage::Register {
             node: *id,
             kafka_address: wanted.kafka_address,
             resp_address: wanted.resp_address,
+            cluster_address: wanted.cluster_address,
         };
         self.handle(self.cluster.node, message).await;
     }
@@ -355,10 +517,22 @@ impl Task {
         if self.is_controller() {
             self.decide(from, message).await;
         } else if from == self.cluster.node {
-            // Forwarded to the controller; dropped when there is none yet
-            // (the asker sends it again).
-            if let Some(controller) = self.controller() {
-                self.cluster.handle.send(controller, message.encode()).await;
+            // Forwarded to the controller. A node that knows of none (a
+            // joining node before the metadata reaches it) sends it to every
+            // peer: the controller among them takes it, the others drop it.
+            // The asker sends it again until its metadata shows it done.
+            let to: Vec<u64> = match self.controller() {
+                Some(controller) => vec![controller],
+                None => self
+                    .cluster
+                    .peers
+                    .iter()
+                    .copied()
+                    .filter(|peer| *peer != from)
+                    .collect(),
+            };
+            for peer in to {
+                self.cluster.handle.send(peer, message.encode()).await;
             }
         }
         // A peer's request reaching a node that no longer leads is dropped:
@@ -375,20 +549,38 @@ impl Task {
                 node,
                 kafka_address,
                 resp_address,
+                cluster_address,
             } => {
+                if *node != from {
+                    return;
+                }
+                self.admit_to_metadata(*node).await;
+                let state = self.metadata.state();
                 let record = MetadataRecord::Node {
                     id: *node,
                     kafka_address: kafka_address.clone(),
                     resp_address: resp_address.clone(),
+                    cluster_address: cluster_address.clone(),
                 };
                 let known = state.nodes.get(node).is_some_and(|info| {
-                    info.kafka_address == *kafka_address && info.resp_address == *resp_address
+                    info.kafka_address == *kafka_address
+                        && info.resp_address == *resp_address
+                        && info.cluster_address == *cluster_address
                 });
-                let known_peer = self.cluster.peers.contains(node);
-                (
-                    None,
-                    Ok((!known && known_peer && *node == from).then_some(record)),
-                )
+                (None, Ok((!known).then_some(record)))
+            }
+            ClusterMessage::Reassign {
+                request,
+                group,
+                target,
+            } => (Some(*request), plan_reassignment(state, *group, target)),
+            ClusterMessage::Reassigned { group, voters } => {
+                let done = state.reassignments.get(group) == Some(voters);
+                let record = MetadataRecord::Reassigned {
+                    group: *group,
+                    replicas: voters.clone(),
+                };
+                (None, Ok(done.then_some(record)))
             }
             ClusterMessage::CreateTopic {
                 request,
@@ -494,12 +686,21 @@ impl Task {
                 }
             }
             for (index, assignment) in partitions.iter().enumerate() {
-                let mine = assignment.replicas.contains(&self.cluster.node);
-                if !mine || self.opened.contains_key(&assignment.group) {
+                let group = assignment.group;
+                let mine = hosts(&state, group, &assignment.replicas, self.cluster.node);
+                if !mine || self.opened.contains_key(&group) {
                     continue;
                 }
-                let (group, replicas) = (assignment.group, &assignment.replicas);
-                match self.open(name, index as u32, group, replicas).await {
+                // Only the replicas the topic was created with start its log
+                // (all alike); a replica added later starts empty and learns
+                // the members from the leader.
+                let first_voters = state
+                    .original_replicas
+                    .get(&group)
+                    .filter(|original| original.contains(&self.cluster.node))
+                    .cloned()
+                    .unwrap_or_default();
+                match self.open(name, index as u32, group, &first_voters).await {
                     Opened::Yes => {}
                     Opened::Failed => complete = false,
                     Opened::Stale => {
@@ -514,8 +715,129 @@ impl Task {
                 }
             }
         }
+        self.close_moved_away(&state).await;
         if complete {
             self.materialized = Some(applied);
+        }
+    }
+
+    /// Closes the replicas of groups that moved away from this node (their
+    /// files stay until the topic is deleted).
+    async fn close_moved_away(&mut self, state: &MetadataState) {
+        let node = self.cluster.node;
+        let gone: Vec<u64> = self
+            .opened
+            .keys()
+            .copied()
+            .filter(|group| {
+                state
+                    .replicas_of(*group)
+                    .is_some_and(|replicas| !hosts(state, *group, &replicas, node))
+            })
+            .collect();
+        for group in gone {
+            self.cluster.handle.close_group(group).await;
+            self.opened.remove(&group);
+            tracing::info!(
+                group,
+                "replica closed: the partition moved away from this node"
+            );
+        }
+    }
+
+    /// Tells the transport the addresses of nodes that joined.
+    async fn learn_peers(&mut self) {
+        let nodes: Vec<(u64, String)> = self
+            .metadata
+            .state()
+            .nodes
+            .iter()
+            .filter(|(id, info)| !info.cluster_address.is_empty() && !self.peers_added.contains(id))
+            .map(|(id, info)| (*id, info.cluster_address.clone()))
+            .collect();
+        for (id, address) in nodes {
+            match address.parse() {
+                Ok(address) => {
+                    self.cluster.handle.add_peer(id, Some(address)).await;
+                    tracing::info!(node = id, %address, "a node joined the cluster");
+                }
+                Err(error) => {
+                    tracing::warn!(node = id, address, %error, "a node's cluster address does not parse")
+                }
+            }
+            self.peers_added.insert(id);
+        }
+    }
+
+    /// On the controller: makes node `node` a learner of the metadata group
+    /// unless it is a member, so that it receives the metadata.
+    async fn admit_to_metadata(&mut self, node: u64) {
+        let Some(view) = self.cluster.handle.view(METADATA_GROUP) else {
+            return;
+        };
+        if view.voters.contains(&node) || view.learners.contains(&node) {
+            return;
+        }
+        self.change_membership(METADATA_GROUP, vec![(ConfChangeType::AddLearnerNode, node)])
+            .await;
+    }
+
+    /// Proposes a change of a group's members, at most once a second per
+    /// group (raft refuses a change while another is under way).
+    async fn change_membership(&mut self, group: u64, changes: Vec<(ConfChangeType, u64)>) {
+        let now = tokio::time::Instant::now();
+        if let Some(last) = self.proposed_membership.get(&group) {
+            if now.duration_since(*last) < MEMBERSHIP_RETRY {
+                return;
+            }
+        }
+        self.proposed_membership.insert(group, now);
+        match self
+            .cluster
+            .handle
+            .change_membership(group, changes.clone())
+            .await
+        {
+            Ok(()) => tracing::info!(group, ?changes, "membership change proposed"),
+            Err(error) => {
+                tracing::debug!(group, ?changes, %error, "membership change not proposed")
+            }
+        }
+    }
+
+    /// On the leader of each group being reassigned: adds the new replicas
+    /// as learners, then, once they hold every committed entry, makes them
+    /// voters and removes the old ones in one joint-consensus change (left
+    /// automatically), and reports the new voters to the controller. A
+    /// leader that is to go hands the lead to a staying voter first.
+    async fn drive_reassignments(&mut self) {
+        let reassignments = self.metadata.state().reassignments.clone();
+        for (group, target) in reassignments {
+            let Some(view) = self.cluster.handle.view(group) else {
+                continue;
+            };
+            if view.leader != Some(self.cluster.node) || view.joint {
+                continue;
+            }
+            // Nodes leaving the metadata group stay as learners: every node
+            // keeps the metadata.
+            let removal = if group == METADATA_GROUP {
+                ConfChangeType::AddLearnerNode
+            } else {
+                ConfChangeType::RemoveNode
+            };
+            match next_membership_step(&view, &target, self.cluster.node, removal) {
+                Step::Report => {
+                    let message = ClusterMessage::Reassigned {
+                        group,
+                        voters: target,
+                    };
+                    self.handle(self.cluster.node, message).await;
+                }
+                Step::Change(changes) => self.change_membership(group, changes).await,
+                Step::HandOver(to) => self.cluster.handle.transfer_leader(group, to).await,
+                Step::Wait => {}
+            }
         }
     }
 

@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! message   u8 version (1) | u8 kind | fields
-//! register  (kind 1) u64 node | text kafka address | text resp address
+//! register  (kind 1) u64 node | text kafka address | text resp address |
+//!                    text cluster address
 //! create    (kind 2) u64 request | text topic | u32 partitions | u32 factor
 //! delete    (kind 3) u64 request | text topic
 //! refused   (kind 4) u64 request | i16 Kafka error code | text message
+//! reassign  (kind 5) u64 request | u64 group | nodes target (none: cancel)
+//! moved     (kind 6) u64 group | nodes voters (a group leader's report)
+//! nodes     u8 count (at most 7) | count × u64 node
 //! text      u16 length | that many bytes of UTF-8 (at most 1024)
 //! ```
 //!
@@ -28,6 +32,8 @@ pub enum ClusterMessage {
         kafka_address: String,
         /// Where Redis clients reach it.
         resp_address: String,
+        /// Where its peers reach it.
+        cluster_address: String,
     },
     /// Create a topic.
     CreateTopic {
@@ -56,7 +62,28 @@ pub enum ClusterMessage {
         /// Why.
         message: String,
     },
+    /// Move a group's replicas to `target` (empty: cancel the move under
+    /// way).
+    Reassign {
+        /// The asker's number for the request.
+        request: u64,
+        /// The partition's Raft group.
+        group: u64,
+        /// The replicas it is to have.
+        target: Vec<u64>,
+    },
+    /// A group's leader reports that its voters are now `voters` (the
+    /// target of its reassignment).
+    Reassigned {
+        /// The partition's Raft group.
+        group: u64,
+        /// Its voters.
+        voters: Vec<u64>,
+    },
 }
+
+/// The most nodes in a message's list.
+pub const NODES_MAX: usize = 7;
 
 /// Why bytes are not a cluster message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,11 +99,13 @@ impl ClusterMessage {
                 node,
                 kafka_address,
                 resp_address,
+                cluster_address,
             } => {
                 out.push(1);
                 out.extend_from_slice(&node.to_le_bytes());
                 put_text(&mut out, kafka_address);
                 put_text(&mut out, resp_address);
+                put_text(&mut out, cluster_address);
             }
             Self::CreateTopic {
                 request,
@@ -105,6 +134,21 @@ impl ClusterMessage {
                 out.extend_from_slice(&code.to_le_bytes());
                 put_text(&mut out, message);
             }
+            Self::Reassign {
+                request,
+                group,
+                target,
+            } => {
+                out.push(5);
+                out.extend_from_slice(&request.to_le_bytes());
+                out.extend_from_slice(&group.to_le_bytes());
+                put_nodes(&mut out, target);
+            }
+            Self::Reassigned { group, voters } => {
+                out.push(6);
+                out.extend_from_slice(&group.to_le_bytes());
+                put_nodes(&mut out, voters);
+            }
         }
         out
     }
@@ -121,6 +165,7 @@ impl ClusterMessage {
                 node: reader.u64()?,
                 kafka_address: reader.text()?,
                 resp_address: reader.text()?,
+                cluster_address: reader.text()?,
             },
             2 => Self::CreateTopic {
                 request: reader.u64()?,
@@ -136,6 +181,15 @@ impl ClusterMessage {
                 request: reader.u64()?,
                 code: i16::from_le_bytes(reader.take(2)?.try_into().expect("two bytes")),
                 message: reader.text()?,
+            },
+            5 => Self::Reassign {
+                request: reader.u64()?,
+                group: reader.u64()?,
+                target: reader.nodes()?,
+            },
+            6 => Self::Reassigned {
+                group: reader.u64()?,
+                voters: reader.nodes()?,
             },
             kind => return Err(MessageError(format!("kind {kind} is not known"))),
         };
@@ -157,6 +211,15 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&(end as u16).to_le_bytes());
     out.extend_from_slice(&text.as_bytes()[..end]);
+}
+
+/// Writes a list of node ids (callers keep it within [`NODES_MAX`]).
+fn put_nodes(out: &mut Vec<u8>, nodes: &[u64]) {
+    let count = nodes.len().min(NODES_MAX);
+    out.push(count as u8);
+    for node in &nodes[..count] {
+        out.extend_from_slice(&node.to_le_bytes());
+    }
 }
 
 struct Reader<'a> {
@@ -192,6 +255,16 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    fn nodes(&mut self) -> Result<Vec<u64>, MessageError> {
+        let count = usize::from(self.u8()?);
+        if count > NODES_MAX {
+            return Err(MessageError(format!(
+                "{count} nodes, more than {NODES_MAX}"
+            )));
+        }
+        (0..count).map(|_| self.u64()).collect()
+    }
+
     fn text(&mut self) -> Result<String, MessageError> {
         let length = usize::from(u16::from_le_bytes(
             self.take(2)?.try_into().expect("two bytes"),
@@ -214,13 +287,29 @@ mod tests {
     fn message() -> impl Strategy<Value = ClusterMessage> {
         let text = "\\PC{0,40}";
         prop_oneof![
-            (any::<u64>(), text, text).prop_map(|(node, kafka_address, resp_address)| {
-                ClusterMessage::Register {
+            (any::<u64>(), text, text, text).prop_map(
+                |(node, kafka_address, resp_address, cluster_address)| ClusterMessage::Register {
                     node,
                     kafka_address,
                     resp_address,
+                    cluster_address,
                 }
-            }),
+            ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u64>(), 0..=NODES_MAX)
+            )
+                .prop_map(|(request, group, target)| ClusterMessage::Reassign {
+                    request,
+                    group,
+                    target,
+                }),
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u64>(), 0..=NODES_MAX)
+            )
+                .prop_map(|(group, voters)| ClusterMessage::Reassigned { group, voters }),
             (any::<u64>(), text, any::<u32>(), any::<u32>()).prop_map(
                 |(request, name, partitions, replication_factor)| ClusterMessage::CreateTopic {
                     request,

@@ -30,7 +30,7 @@ use weir_io::sync::{lock, read, Mutex, RwLock};
 use weir_io::Clock;
 use weir_kafka::handlers::errors::for_log;
 use weir_kafka::node::SeamFuture;
-use weir_kafka::{Leaders, NodeAddress, Refusal, Replication};
+use weir_kafka::{Leaders, NodeAddress, Reassignment, Refusal, Replication};
 use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
 use weir_replication::metadata::{MetadataState, METADATA_GROUP};
 use weir_replication::runner::{Acks, ProduceError, ReplicasHandle};
@@ -61,6 +61,9 @@ pub struct ClusterSettings {
     pub tick: Duration,
     /// Ticks without a leader before an election.
     pub election_ticks: usize,
+    /// The node joins a running cluster: its metadata group starts empty
+    /// and learns its members from the controller.
+    pub join: bool,
 }
 
 /// What the front-ends and the cluster task share.
@@ -107,9 +110,12 @@ impl Cluster {
         self.node
     }
 
-    /// Whether Metadata lists node `node` (this one always is).
+    /// Whether Metadata lists node `node` (this one always is; others
+    /// once registered, unless taken for down).
     fn is_listed(&self, node: u64) -> bool {
-        node == self.node || read(&self.shared.metadata).nodes.contains_key(&node)
+        node == self.node
+            || (read(&self.shared.metadata).nodes.contains_key(&node)
+                && !self.handle.down_peers().contains(&node))
     }
 
     /// The group of a partition, if the metadata has it.
@@ -182,11 +188,15 @@ impl Leaders for Cluster {
         as_id(self.node)
     }
 
+    /// The registered nodes this node does not take for down (as Kafka
+    /// lists the brokers that are not fenced), and itself.
     fn nodes(&self) -> Vec<NodeAddress> {
         let metadata = read(&self.shared.metadata);
+        let down = self.handle.down_peers();
         let mut nodes: Vec<NodeAddress> = metadata
             .nodes
             .iter()
+            .filter(|(id, _)| !down.contains(id))
             .filter_map(|(id, info)| {
                 let (host, port) = crate::config::parse_host_port(&info.kafka_address)?;
                 Some(NodeAddress {
@@ -215,7 +225,12 @@ impl Leaders for Cluster {
         };
         let ids = |nodes: &[u64]| nodes.iter().copied().map(as_id).collect::<Vec<_>>();
         match self.handle.view(group) {
-            Some(view) => (ids(&view.voters), ids(&view.in_sync)),
+            // Learners are replicas being added (Kafka lists them too).
+            Some(view) => {
+                let mut replicas = view.voters.clone();
+                replicas.extend(view.learners.iter().copied());
+                (ids(&replicas), ids(&view.in_sync))
+            }
             None => (ids(&assigned), Vec::new()),
         }
     }
@@ -421,6 +436,98 @@ impl Replication for Cluster {
 
     fn groups_with_offsets(&self) -> Vec<String> {
         read(&self.shared.offsets).groups()
+    }
+
+    fn reassign(
+        &self,
+        topic: &str,
+        partition: u32,
+        target: Option<Vec<u64>>,
+    ) -> SeamFuture<Result<(), Refusal>> {
+        let group = self.reassignable_group(topic, partition);
+        let cluster = self.clone();
+        Box::pin(async move {
+            let group = group.ok_or((ResponseError::UnknownTopicOrPartition, None))?;
+            let target = target.unwrap_or_default();
+            let make = |request| ClusterMessage::Reassign {
+                request,
+                group,
+                target: target.clone(),
+            };
+            let done = |metadata: &MetadataState| match metadata.reassignments.get(&group) {
+                Some(under_way) => *under_way == target,
+                // Cancelled, or already done.
+                None => target.is_empty() || metadata.replicas_of(group).as_ref() == Some(&target),
+            };
+            cluster.ask(make, done).await
+        })
+    }
+
+    fn reassignments(&self) -> Vec<Reassignment> {
+        let metadata = read(&self.shared.metadata);
+        let mut moving = Vec::new();
+        for (group, target) in &metadata.reassignments {
+            let (topic, partition) = match self.partition_of(&metadata, *group) {
+                Some(found) => found,
+                None => continue,
+            };
+            let current = match *group {
+                METADATA_GROUP => self
+                    .handle
+                    .view(METADATA_GROUP)
+                    .map(|view| view.voters)
+                    .unwrap_or_default(),
+                _ => metadata.replicas_of(*group).unwrap_or_default(),
+            };
+            let adding: Vec<u64> = target
+                .iter()
+                .copied()
+                .filter(|id| !current.contains(id))
+                .collect();
+            let removing: Vec<u64> = current
+                .iter()
+                .copied()
+                .filter(|id| !target.contains(id))
+                .collect();
+            let mut replicas = target.clone();
+            replicas.extend(removing.iter().copied());
+            moving.push(Reassignment {
+                topic,
+                partition,
+                replicas,
+                adding,
+                removing,
+            });
+        }
+        moving
+    }
+}
+
+/// The name under which the metadata group's voters are reassigned, as
+/// KRaft's metadata log is named.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+impl Cluster {
+    /// The group a reassignment names: a partition's, or the metadata
+    /// group's as partition 0 of [`METADATA_TOPIC`].
+    fn reassignable_group(&self, topic: &str, partition: u32) -> Option<u64> {
+        if topic == METADATA_TOPIC {
+            return (partition == 0).then_some(METADATA_GROUP);
+        }
+        self.group_of(topic, partition).map(|(group, _)| group)
+    }
+
+    /// The topic and partition of group `group`.
+    fn partition_of(&self, metadata: &MetadataState, group: u64) -> Option<(String, u32)> {
+        if group == METADATA_GROUP {
+            return Some((METADATA_TOPIC.to_string(), 0));
+        }
+        metadata.topics.iter().find_map(|(name, partitions)| {
+            let index = partitions
+                .iter()
+                .position(|partition| partition.group == group)?;
+            Some((name.clone(), index as u32))
+        })
     }
 }
 

@@ -388,9 +388,11 @@ def scenario_produce_acked():
         else {"message.timeout.ms": 120000, "request.timeout.ms": 5000, "linger.ms": 0}
     if LIB == "kp" and "idempotent" in ARGS[3:]:
         extra["enable_idempotence"] = True
+    # "from=N" numbers the keys from N (a second run into the same file).
+    first = next((int(arg[5:]) for arg in ARGS[3:] if arg.startswith("from=")), 0)
     producer = client.producer(**extra)
     with open(outfile, "a") as out:
-        for i in range(count):
+        for i in range(first, first + count):
             partition, offset = client.send(producer, topic, f"{LIB}-{i}".encode(), f"v{i}".encode())()
             out.write(f"{partition} {offset} {LIB}-{i}\n")
             out.flush()
@@ -785,6 +787,90 @@ def scenario_cluster_recreate():
         return len(leaders) == partitions and all(leader >= 0 for leader in leaders.values())
 
     eventually(led, "the recreated topic has no leaders", seconds=30)
+
+
+def scenario_cluster_replace():
+    """Moves every replica on node OLD to node NEW (which joined the
+    cluster) with AlterPartitionReassignments: the partitions of TOPICS and
+    of the offsets topic, and the metadata log (partition 0 of
+    `__cluster_metadata`, whose voters are METADATA_VOTERS); waits until
+    ListPartitionReassignments shows none under way and every partition has
+    its new replicas."""
+    from kafka import TopicPartition
+    check(LIB == "kp", "reassignments are driven with kafka-python's admin client")
+    old, new = int(ARGS[0]), int(ARGS[1])
+    metadata_voters = [int(voter) for voter in ARGS[2].split(",")]
+    topics = ARGS[3:] + ["__consumer_offsets"]
+
+    def brokers():
+        admin = client.admin()
+        try:
+            return {broker["broker_id"] for broker in admin.describe_cluster()["brokers"]}
+        finally:
+            admin.close()
+
+    def swap(replicas):
+        return [new if replica == old else replica for replica in replicas]
+
+    def described():
+        admin = client.admin()
+        try:
+            return {(t["name"], p["partition_index"]): p
+                    for t in admin.describe_topics(topics) for p in t["partitions"]}
+        finally:
+            admin.close()
+
+    eventually(lambda: new in brokers(), f"node {new} is not listed", seconds=30)
+    # The node that answers may be the new one, still learning the topics:
+    # the plan is made from an answer that describes them all.
+    seen = {}
+
+    def describes_all():
+        seen["partitions"] = described()
+        return {topic for topic, _ in seen["partitions"]} == set(topics)
+
+    eventually(describes_all, "the topics are not described")
+    plan = {TopicPartition(topic, partition): swap(found["replica_nodes"])
+            for (topic, partition), found in seen["partitions"].items() if old in found["replica_nodes"]}
+    plan[TopicPartition("__cluster_metadata", 0)] = swap(metadata_voters)
+    answers = {}
+
+    def alter():
+        # Tried again while the client picks the dead node to ask, and
+        # while the new node is not registered yet (refused as an invalid
+        # assignment: a node the controller does not know).
+        from kafka.errors import InvalidReplicationAssignmentError
+        admin = client.admin()
+        try:
+            answers["results"] = admin.alter_partition_reassignments(plan)
+            answers["under_way"] = admin.list_partition_reassignments()
+        finally:
+            admin.close()
+        return InvalidReplicationAssignmentError not in answers["results"].values()
+
+    eventually(alter, "AlterPartitionReassignments failed", seconds=30)
+    results, under_way = answers["results"], answers["under_way"]
+    check(all(error is None for error in results.values()), f"reassignments refused: {results}")
+    check(set(results) == set(plan), f"answers for {sorted(results)}, asked {sorted(plan)}")
+    for moving in under_way.values():
+        check(new in moving["replicas"], f"a move under way without node {new}: {moving}")
+
+    def settled():
+        admin = client.admin()
+        try:
+            if admin.list_partition_reassignments():
+                return False
+        finally:
+            admin.close()
+        now = described()
+        answers["last"] = {f"{topic}-{partition}": (found["replica_nodes"], found["isr_nodes"])
+                           for (topic, partition), found in now.items()}
+        return all(sorted(now[(tp.topic, tp.partition)]["replica_nodes"]) == sorted(target)
+                   for tp, target in plan.items() if tp.topic != "__cluster_metadata")
+
+    eventually(lambda: settled() or print(f"now (replicas, in sync): {answers.get('last')}", file=sys.stderr),
+               "the reassignments did not finish", seconds=90)
+    print(json.dumps({"moved": len(plan), "under_way_at_first": len(under_way)}))
 
 
 def scenario_cluster_ready():
