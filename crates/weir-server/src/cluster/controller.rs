@@ -896,3 +896,125 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(voters: &[u64], learners: &[u64], caught_up: &[u64]) -> GroupView {
+        GroupView {
+            leader: Some(1),
+            term: 2,
+            high_watermark: 10,
+            voters: voters.to_vec(),
+            in_sync: voters.to_vec(),
+            commit_term: 2,
+            learners: learners.to_vec(),
+            joint: false,
+            caught_up: caught_up.to_vec(),
+        }
+    }
+
+    const REMOVE: ConfChangeType = ConfChangeType::RemoveNode;
+
+    #[test]
+    fn a_reassignment_adds_learners_waits_for_them_then_changes_once() {
+        use ConfChangeType::{AddLearnerNode, AddNode};
+        let target = [1, 2, 4];
+        let step = |view: &GroupView| next_membership_step(view, &target, 1, REMOVE);
+        assert_eq!(
+            step(&view(&[1, 2, 3], &[], &[1, 2])),
+            Step::Change(vec![(AddLearnerNode, 4)])
+        );
+        assert_eq!(step(&view(&[1, 2, 3], &[4], &[1, 2])), Step::Wait);
+        assert_eq!(
+            step(&view(&[1, 2, 3], &[4], &[1, 2, 4])),
+            Step::Change(vec![(AddNode, 4), (REMOVE, 3)])
+        );
+        assert_eq!(step(&view(&[1, 2, 4], &[], &[1, 2, 4])), Step::Report);
+        // A learner is not yet a voter: not done.
+        assert_ne!(step(&view(&[1, 2], &[4], &[1, 2, 4])), Step::Report);
+    }
+
+    #[test]
+    fn a_leader_that_is_to_go_hands_over_to_a_staying_voter() {
+        let step = next_membership_step(
+            &view(&[1, 2, 3], &[4], &[1, 2, 3, 4]),
+            &[2, 3, 4],
+            1,
+            REMOVE,
+        );
+        assert_eq!(step, Step::HandOver(2));
+        // The metadata group's voters that go stay learners.
+        let step = next_membership_step(
+            &view(&[1, 2, 3], &[4], &[2, 4]),
+            &[1, 2, 4],
+            1,
+            ConfChangeType::AddLearnerNode,
+        );
+        assert_eq!(
+            step,
+            Step::Change(vec![
+                (ConfChangeType::AddNode, 4),
+                (ConfChangeType::AddLearnerNode, 3)
+            ])
+        );
+    }
+
+    fn state_with_topic() -> MetadataState {
+        let mut state = MetadataState::new();
+        for id in 1..=4 {
+            let node = MetadataRecord::Node {
+                id,
+                kafka_address: String::new(),
+                resp_address: String::new(),
+                cluster_address: format!("127.0.0.1:700{id}"),
+            };
+            state.apply(&node).expect("a node");
+        }
+        let topic = state.plan_topic("t", 1, 3).expect("a plan");
+        state.apply(&topic).expect("a topic");
+        state
+    }
+
+    #[test]
+    fn reassignment_requests_are_checked_against_the_metadata() {
+        let mut state = state_with_topic();
+        let group = state.topics["t"][0].group;
+        let code = |result: Result<Option<MetadataRecord>, (ResponseError, String)>| {
+            result.map_err(|(error, _)| error)
+        };
+        assert_eq!(
+            code(plan_reassignment(&state, group, &[1, 1, 2])),
+            Err(ResponseError::InvalidReplicaAssignment)
+        );
+        assert_eq!(
+            code(plan_reassignment(&state, group, &[1, 2, 9])),
+            Err(ResponseError::InvalidReplicaAssignment)
+        );
+        assert_eq!(
+            code(plan_reassignment(&state, group, &[])),
+            Err(ResponseError::NoReassignmentInProgress)
+        );
+        let record = plan_reassignment(&state, group, &[1, 2, 4])
+            .expect("accepted")
+            .expect("a record");
+        state.apply(&record).expect("applied");
+        assert_eq!(plan_reassignment(&state, group, &[1, 2, 4]), Ok(None));
+        assert_eq!(
+            code(plan_reassignment(&state, group, &[2, 3, 4])),
+            Err(ResponseError::ReassignmentInProgress)
+        );
+        let done = MetadataRecord::Reassigned {
+            group,
+            replicas: vec![1, 2, 4],
+        };
+        state.apply(&done).expect("done");
+        assert_eq!(state.topics["t"][0].replicas, [1, 2, 4]);
+        assert!(state.reassignments.is_empty());
+        // The replicas the topic started with are kept: they alone start
+        // its log.
+        assert_eq!(state.original_replicas[&group], [1, 2, 3]);
+        assert!(state.apply(&done).is_err(), "done twice");
+    }
+}
