@@ -145,6 +145,9 @@ pub trait Replication: Send + Sync + Debug {
     fn delete_topic(&self, name: &str) -> SeamFuture<Result<(), Refusal>>;
     /// The replication factor of a topic created without one.
     fn default_replication_factor(&self) -> u32;
+    /// The nodes a topic's replicas may be placed on: every registered
+    /// node, down or not (one that is down catches up when back).
+    fn registered_nodes(&self) -> usize;
     /// Commits a consumer group's offsets (topic, partition, offset,
     /// metadata) on the cluster: done once a majority has them durably and
     /// this node has applied them.

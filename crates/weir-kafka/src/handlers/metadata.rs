@@ -270,7 +270,7 @@ fn replication_factor(kafka: &Kafka, asked: i16) -> Result<u32, (ResponseError, 
     let (default, nodes) = match kafka.leaders.replication() {
         Some(replication) => (
             replication.default_replication_factor(),
-            kafka.leaders.nodes().len(),
+            replication.registered_nodes(),
         ),
         None => (1, 1),
     };
@@ -280,7 +280,7 @@ fn replication_factor(kafka: &Kafka, asked: i16) -> Result<u32, (ResponseError, 
         factor => Err((
             ResponseError::InvalidReplicationFactor,
             format!(
-                "replication factor {factor} is not between 1 and the {nodes} available brokers"
+                "replication factor {factor} is not between 1 and the {nodes} registered nodes"
             ),
         )),
     }

@@ -386,6 +386,10 @@ impl Replication for Cluster {
         (self.peers.len() as u32).min(3)
     }
 
+    fn registered_nodes(&self) -> usize {
+        read(&self.shared.metadata).nodes.len().max(1)
+    }
+
     fn commit_offsets(
         &self,
         group: &str,
