@@ -98,6 +98,10 @@ struct Shared {
     replicas: BTreeMap<i32, Vec<u64>>,
     /// The leader each node saw for each (group, term).
     leaders: BTreeMap<(u64, u64), (u64, u64)>,
+    /// Each running node's view of the cluster.
+    clusters: BTreeMap<u64, weir_server::cluster::Cluster>,
+    /// Every replica of a node gone for good has moved.
+    replacement_done: bool,
     stop_producers: bool,
     stop_all: bool,
     producers_done: usize,
@@ -113,6 +117,10 @@ struct World {
     nodes: BTreeMap<u64, (NodeHandle, Arc<SimDisk>, Arc<NodeClock>)>,
     down: BTreeSet<u64>,
     client: NodeHandle,
+    /// The first nodes' cluster addresses (`--peers`).
+    peers: String,
+    /// A node gone for good, and the node that replaced it.
+    replaced: Option<(u64, u64)>,
 }
 
 fn note(shared: &SharedRef, started: Instant, text: String) {
@@ -203,7 +211,7 @@ fn build(seed: u64) -> World {
             },
         );
         let clock = Arc::new(NodeClock::default());
-        let node = start_node(&handle, id, &peers, &disk, &clock, &shared, started);
+        let node = start_node(&handle, id, &peers, false, &disk, &clock, &shared, started);
         nodes.insert(id, (node, disk, clock));
     }
     let client = handle
@@ -219,13 +227,17 @@ fn build(seed: u64) -> World {
         nodes,
         down: BTreeSet::new(),
         client,
+        peers,
+        replaced: None,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_node(
     handle: &Handle,
     id: u64,
     peers: &str,
+    join: bool,
     disk: &Arc<SimDisk>,
     clock: &Arc<NodeClock>,
     shared: &SharedRef,
@@ -238,6 +250,7 @@ fn start_node(
         kafka_addr: format!("0.0.0.0:{KAFKA_PORT}"),
         kafka_advertised_addr: kafka_address(id).to_string(),
         raft_tick_ms: 50,
+        join,
         ..Settings::default()
     };
     let (disk, clock, shared) = (Arc::clone(disk), Arc::clone(clock), Arc::clone(shared));
@@ -282,22 +295,30 @@ async fn run_node(
     if let Some(cluster) = listener.cluster.clone() {
         let shared = Arc::clone(&shared);
         madsim::task::spawn(async move {
-            // The partitions' replicas, once the metadata has the topic.
+            // The partitions' replicas, as the metadata says (they move
+            // when a node is replaced).
             loop {
                 sleep(Duration::from_millis(500)).await;
                 if let Some(partitions) = cluster.metadata().topics.get(TOPIC) {
                     let mut shared = shared.lock().expect("shared");
+                    if shared.stop_all {
+                        return;
+                    }
                     for (index, assignment) in partitions.iter().enumerate() {
                         shared
                             .replicas
                             .insert(index as i32, assignment.replicas.clone());
                     }
-                    return;
                 }
             }
         });
     }
     if let Some(cluster) = listener.cluster.clone() {
+        shared
+            .lock()
+            .expect("shared")
+            .clusters
+            .insert(id, cluster.clone());
         madsim::task::spawn(watch_raft(id, cluster, Arc::clone(&shared)));
     }
     shared
@@ -766,6 +787,8 @@ async fn fault_phase(world: &mut World) {
         match world.rng.random_range(0..12) {
             0..=2 => kill_or_restart(world),
             3 | 4 => isolate(world).await,
+            7 if world.replaced.is_none() && world.rng.random_bool(0.3) => replace_node(world),
+            9 => disk_errors(world).await,
             10 => pause(world).await,
             11 => bridge(world).await,
             5 => {
@@ -812,10 +835,28 @@ impl World {
         let (node, disk, _) = &self.nodes[&id];
         self.handle.kill(node.id());
         disk.crash();
-        self.shared.lock().expect("shared").brokers.remove(&id);
+        let mut shared = self.shared.lock().expect("shared");
+        shared.brokers.remove(&id);
+        shared.clusters.remove(&id);
+        drop(shared);
         self.down.insert(id);
         self.note(format!("weir-{id} loses power"));
         count(&self.shared, "power loss");
+    }
+
+    /// The nodes that are down but not gone for good.
+    fn down_for_now(&self) -> Vec<u64> {
+        let gone = self.replaced.map(|(old, _)| old);
+        self.down
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != gone)
+            .collect()
+    }
+
+    /// The nodes in the cluster (not gone for good).
+    fn members(&self) -> usize {
+        self.nodes.len() - usize::from(self.replaced.is_some())
     }
 
     fn restart(&mut self, id: u64) {
@@ -828,10 +869,10 @@ impl World {
 
 /// Kills a node (keeping a majority up) or restarts a dead one.
 fn kill_or_restart(world: &mut World) {
-    let minority = (world.nodes.len() - 1) / 2;
-    if !world.down.is_empty() && (world.down.len() >= minority || world.rng.random_bool(0.5)) {
-        let id = *world.down.iter().next().expect("a node down");
-        world.restart(id);
+    let minority = (world.members() - 1) / 2;
+    let down = world.down_for_now();
+    if !down.is_empty() && (down.len() >= minority || world.rng.random_bool(0.5)) {
+        world.restart(down[0]);
         return;
     }
     let up: Vec<u64> = world
@@ -877,6 +918,205 @@ async fn pause(world: &mut World) {
     world.handle.resume(node);
 }
 
+/// A node is gone for good (power lost, never back): a new node joins and
+/// a client moves every replica of the old one to it with
+/// AlterPartitionReassignments (the topic's partitions, the offsets
+/// topic's and the metadata log's), retrying until the metadata shows the
+/// moves done; the nemesis goes on meanwhile.
+fn replace_node(world: &mut World) {
+    if !world.down_for_now().is_empty() {
+        return;
+    }
+    let (old, (_, disk, _)) = pick(&world.nodes, &mut world.rng);
+    let crash = disk.faults().crash;
+    world.kill(old);
+    let new = world.nodes.keys().max().expect("nodes") + 1;
+    world.replaced = Some((old, new));
+    let peers = format!(
+        "{},{new}={}",
+        world.peers,
+        SocketAddr::from((node_ip(new), CLUSTER_PORT))
+    );
+    let disk = SimDisk::with_faults(
+        world.rng.random(),
+        Faults {
+            crash,
+            ..Faults::default()
+        },
+    );
+    let clock = Arc::new(NodeClock::default());
+    let (shared, started) = (&world.shared, world.started);
+    let node = start_node(
+        &world.handle,
+        new,
+        &peers,
+        true,
+        &disk,
+        &clock,
+        shared,
+        started,
+    );
+    world.nodes.insert(new, (node, disk, clock));
+    world.note(format!(
+        "weir-{old} is gone for good: weir-{new} joins to replace it"
+    ));
+    count(&world.shared, "node replaced");
+    let (shared, nodes) = (Arc::clone(&world.shared), new);
+    let rng = Xoshiro256PlusPlus::seed_from_u64(world.rng.random());
+    world
+        .client
+        .spawn(move_replicas(old, new, nodes, shared, started, rng));
+}
+
+/// The moves still to make: each partition (of the topic, the offsets
+/// topic and the metadata log) whose replicas, as a running node's
+/// metadata says, include `old`, with `new` in its place. `None` until a
+/// running node knows `new` and the topic.
+fn replacement_plan(
+    shared: &SharedRef,
+    old: u64,
+    new: u64,
+) -> Option<Vec<(String, i32, Vec<i32>)>> {
+    let shared = shared.lock().expect("shared");
+    let cluster = shared.clusters.values().next()?;
+    let metadata = cluster.metadata();
+    if !metadata.nodes.contains_key(&new) || !metadata.topics.contains_key(TOPIC) {
+        return None;
+    }
+    let swap = |replicas: &[u64]| -> Option<Vec<i32>> {
+        replicas.contains(&old).then(|| {
+            replicas
+                .iter()
+                .map(|id| if *id == old { new as i32 } else { *id as i32 })
+                .collect()
+        })
+    };
+    let mut plan = Vec::new();
+    for name in [TOPIC, "__consumer_offsets"] {
+        for (index, assignment) in metadata.topics.get(name).into_iter().flatten().enumerate() {
+            if let Some(target) = swap(&assignment.replicas) {
+                plan.push((name.to_string(), index as i32, target));
+            }
+        }
+    }
+    // The metadata log's voters (group 1), as this node's replica knows them.
+    let voters = cluster
+        .handle()
+        .view(1)
+        .map(|view| view.voters)
+        .unwrap_or_default();
+    if let Some(target) = swap(&voters) {
+        plan.push(("__cluster_metadata".to_string(), 0, target));
+    }
+    Some(plan)
+}
+
+async fn move_replicas(
+    old: u64,
+    new: u64,
+    nodes: u64,
+    shared: SharedRef,
+    started: Instant,
+    mut rng: Xoshiro256PlusPlus,
+) {
+    loop {
+        sleep(Duration::from_millis(500)).await;
+        if shared.lock().expect("shared").stop_all {
+            return;
+        }
+        let Some(plan) = replacement_plan(&shared, old, new) else {
+            continue;
+        };
+        if plan.is_empty() {
+            shared.lock().expect("shared").replacement_done = true;
+            note(
+                &shared,
+                started,
+                format!("every replica of weir-{old} moved to weir-{new}"),
+            );
+            return;
+        }
+        let node = rng.random_range(1..=nodes);
+        let Some(mut client) = connect(node).await else {
+            continue;
+        };
+        let topics = plan
+            .iter()
+            .map(|(name, partition, target)| {
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name.clone())))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(*partition)
+                            .with_replicas(Some(target.iter().copied().map(BrokerId).collect())),
+                    ])
+            })
+            .collect();
+        let request = RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(topics),
+        );
+        let answer = call(
+            &mut client,
+            &shared,
+            ApiKey::AlterPartitionReassignments,
+            0,
+            &request,
+        )
+        .await;
+        if let Some(ResponseKind::AlterPartitionReassignments(response)) = answer {
+            let codes: Vec<i16> = response
+                .responses
+                .iter()
+                .flat_map(|topic| {
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|partition| partition.error_code)
+                })
+                .collect();
+            note(
+                &shared,
+                started,
+                format!("reassignments through weir-{node}: errors {codes:?}"),
+            );
+        }
+    }
+}
+
+/// A node's disk fails writes and syncs with EIO (some writes after a
+/// prefix) for a while; the node must stop using what it could not make
+/// durable (its replication stops on a storage error), and is then power
+/// cycled, as a supervisor restarts a node whose disk failed: it recovers
+/// from what the disk holds. Keeps a majority of nodes without trouble.
+async fn disk_errors(world: &mut World) {
+    let minority = (world.members() - 1) / 2;
+    if world.down_for_now().len() >= minority {
+        return;
+    }
+    let (id, (_, disk, _)) = pick(&world.nodes, &mut world.rng);
+    if world.down.contains(&id) {
+        return;
+    }
+    let probability = world.rng.random_range(0.01..0.2);
+    let lasting = Duration::from_millis(world.rng.random_range(100..2000));
+    let healthy = disk.faults();
+    disk.set_faults(Faults {
+        write_error: probability,
+        sync_failure: probability,
+        ..healthy.clone()
+    });
+    world.note(format!(
+        "weir-{id}'s disk fails writes and syncs ({probability:.2}) for {lasting:?}"
+    ));
+    count(&world.shared, "disk errors");
+    sleep(lasting).await;
+    let (_, disk, _) = &world.nodes[&id];
+    disk.set_faults(healthy);
+    world.kill(id);
+}
+
 /// Splits the nodes in two halves that cannot reach each other, but both
 /// reach one bridge node.
 async fn bridge(world: &mut World) {
@@ -913,8 +1153,7 @@ async fn heal(world: &mut World) {
     for (node, _, _) in world.nodes.values() {
         NetSim::current().unclog_node(node.id());
     }
-    let down: Vec<u64> = world.down.iter().copied().collect();
-    for id in down {
+    for id in world.down_for_now() {
         world.restart(id);
     }
     world.note("healed".into());
@@ -938,6 +1177,7 @@ async fn heal(world: &mut World) {
 
 async fn final_checks(world: &World) {
     liveness(world).await;
+    replacement_finishes(world).await;
     let caught_up = replicas_catch_up(world).await;
     world.shared.lock().expect("shared").stop_all = true;
     let shared = world.shared.lock().expect("shared");
@@ -1118,6 +1358,29 @@ async fn liveness(world: &World) {
     }
 }
 
+/// A node gone for good has every replica moved to its replacement
+/// within 60 s of healing.
+async fn replacement_finishes(world: &World) {
+    let Some((old, new)) = world.replaced else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !world.shared.lock().expect("shared").replacement_done {
+        if Instant::now() > deadline {
+            let plan = replacement_plan(&world.shared, old, new);
+            violation(
+                &world.shared,
+                "a dead node's replicas move to its replacement",
+                format!(
+                    "60 s after healing, still to move from weir-{old} to weir-{new}: {plan:?}"
+                ),
+            );
+            return;
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until every node runs and holds the same committed records (up
 /// to 60 s); whether they do.
 async fn replicas_catch_up(world: &World) -> bool {
@@ -1125,7 +1388,7 @@ async fn replicas_catch_up(world: &World) -> bool {
     loop {
         let agree = {
             let shared = world.shared.lock().expect("shared");
-            shared.brokers.len() == world.nodes.len()
+            shared.brokers.len() == world.members()
                 && (0..PARTITIONS).all(|partition| {
                     let replicas = shared.replicas.get(&partition).cloned().unwrap_or_default();
                     let ends: BTreeSet<u64> = replicas

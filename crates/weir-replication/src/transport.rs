@@ -205,7 +205,11 @@ async fn announce(shared: Arc<Shared>, peer: u64, address: SocketAddr, own: Sock
             hello.extend_from_slice(&(text.len() as u16).to_le_bytes());
             hello.extend_from_slice(text.as_bytes());
             stream.write_all(&hello).await?;
-            stream.flush().await
+            stream.flush().await?;
+            // The peer's own hello: the announcement has arrived before
+            // this side closes the connection.
+            let mut theirs = [0u8; HELLO_BYTES];
+            read_within(&mut stream, &mut theirs).await
         };
         if let Err(error) = told.await {
             tracing::debug!(peer, %error, "telling a node where this one is failed");

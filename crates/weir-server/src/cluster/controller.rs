@@ -127,6 +127,7 @@ pub async fn start(
         materialized: None,
         peers_added: settings.peers.keys().copied().collect(),
         proposed_membership: BTreeMap::new(),
+        registered_at: None,
     };
     tokio::spawn(task.run(applications, local_rx, shutdown));
     Ok(cluster)
@@ -354,6 +355,8 @@ struct Task {
     peers_added: BTreeSet<u64>,
     /// When this node last proposed a change of each group's members.
     proposed_membership: BTreeMap<u64, tokio::time::Instant>,
+    /// When this node last asked the controller to register it.
+    registered_at: Option<tokio::time::Instant>,
 }
 
 impl Task {
@@ -465,8 +468,18 @@ impl Task {
     }
 
     /// Asks the controller to record this node's addresses, until the
-    /// metadata has them.
+    /// metadata has them and this node is a member of the metadata group;
+    /// at most once a [`PERIOD`] (a request that wakes its receiver must
+    /// not feed a storm between two nodes that each take the other for
+    /// the controller).
     async fn register(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self
+            .registered_at
+            .is_some_and(|last| now.duration_since(last) < PERIOD)
+        {
+            return;
+        }
         let MetadataRecord::Node {
             id,
             kafka_address,
@@ -489,12 +502,14 @@ impl Task {
         if member && self.metadata.state().nodes.get(id) == Some(&wanted) {
             return;
         }
+        tracing::debug!(member, "registering with the controller");
         let message = ClusterMessage::Register {
             node: *id,
             kafka_address: wanted.kafka_address,
             resp_address: wanted.resp_address,
             cluster_address: wanted.cluster_address,
         };
+        self.registered_at = Some(now);
         self.handle(self.cluster.node, message).await;
     }
 
