@@ -539,22 +539,24 @@ impl Group {
             .is_empty()
     }
 
-    /// On a leader, the members (voters and learners) that hold every
-    /// committed entry; elsewhere, none.
+    /// On a leader, the learners that hold every committed entry (ready to
+    /// be made voters); elsewhere, or without learners, none. Voters are
+    /// left out: their progress moves with every append, and the view that
+    /// holds this list is published whenever it changes.
     pub fn caught_up(&self) -> Vec<u64> {
         let raft = &self.node.raft;
         if raft.state != StateRole::Leader {
             return Vec::new();
         }
         let commit = raft.raft_log.committed;
-        let mut caught_up: Vec<u64> = raft
-            .prs()
-            .iter()
-            .filter(|(_, progress)| progress.matched >= commit)
-            .map(|(id, _)| *id)
-            .collect();
-        caught_up.sort_unstable();
-        caught_up
+        self.learners()
+            .into_iter()
+            .filter(|id| {
+                raft.prs()
+                    .get(*id)
+                    .is_some_and(|progress| progress.matched >= commit)
+            })
+            .collect()
     }
 
     /// Asks voter `to` to take over as leader (a leader that is to be

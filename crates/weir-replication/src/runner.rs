@@ -118,7 +118,7 @@ pub struct GroupView {
     pub learners: Vec<u64>,
     /// Whether it is in joint consensus.
     pub joint: bool,
-    /// On its leader, the members holding every committed entry.
+    /// On its leader, the learners holding every committed entry.
     pub caught_up: Vec<u64>,
 }
 
