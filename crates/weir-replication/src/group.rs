@@ -27,7 +27,7 @@ use weir_io::Storage;
 use weir_log::{batch, LogError, Partition, SequenceError};
 
 use crate::confchange::decode_conf_change;
-use crate::store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError};
+use crate::store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError, SyncPlan};
 
 /// Settings of one group on one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +134,8 @@ pub struct Group {
     /// Batches written as leader whose entries raft has not handed back.
     written: VecDeque<LeaderWrite>,
     applied: u64,
+    /// A ready written by [`Group::write_ready`], to finish.
+    pending: Option<raft::Ready>,
 }
 
 impl std::fmt::Debug for Group {
@@ -186,6 +188,10 @@ impl Group {
             pre_vote: true,
             ..Config::default()
         };
+        // The Raft log hands raft committed entries without their batches
+        // (store.rs), which would upset raft's count of uncommitted bytes:
+        // that limit stays off.
+        assert_eq!(raft_config.max_uncommitted_size, raft::NO_LIMIT);
         raft_config
             .validate()
             .map_err(|error| StoreError::Corrupt(format!("raft configuration: {error}")))?;
@@ -200,6 +206,7 @@ impl Group {
             observed: (u64::MAX, StateRole::Follower, 0),
             written: VecDeque::new(),
             applied,
+            pending: None,
         };
         let high_watermark = group.node.store().end_offset_at(applied);
         group.raise_high_watermark(high_watermark);
@@ -300,11 +307,25 @@ impl Group {
 
     /// Persists what raft asks, applies what it committed, and returns the
     /// messages to send: every message returned may leave now (what it
-    /// depends on is durable).
+    /// depends on is durable). The three steps of [`Group::write_ready`],
+    /// [`RaftLog::sync`] and [`Group::finish_ready`], which a node with
+    /// many groups runs across them, so that their syncs go together.
     pub fn process_ready(&mut self) -> Result<Vec<Message>, StoreError> {
-        let mut outgoing = Vec::new();
+        let mut outgoing = self.write_ready()?;
+        self.node.mut_store().sync()?;
+        outgoing.extend(self.finish_ready()?);
+        Ok(outgoing)
+    }
+
+    /// Takes what raft has ready and writes what it asks to persist, not
+    /// yet durably; returns the messages that may leave before it is (a
+    /// leader's appends). [`Group::finish_ready`] must follow once the
+    /// log is synced ([`Group::sync_plan`]), before anything else is
+    /// asked of the group.
+    pub fn write_ready(&mut self) -> Result<Vec<Message>, StoreError> {
+        assert!(self.pending.is_none(), "a ready written twice");
         if !self.node.has_ready() {
-            return Ok(outgoing);
+            return Ok(Vec::new());
         }
         let mut ready = self.node.ready();
         if !ready.snapshot().is_empty() {
@@ -313,9 +334,29 @@ impl Group {
             ));
         }
         // A leader's appends may leave before its own write.
-        outgoing.extend(ready.take_messages());
+        let outgoing = ready.take_messages();
         self.persist(ready.entries(), ready.hs().cloned())?;
-        outgoing.extend(ready.take_persisted_messages());
+        self.pending = Some(ready);
+        Ok(outgoing)
+    }
+
+    /// What must be synced before [`Group::finish_ready`].
+    pub fn sync_plan(&self) -> SyncPlan {
+        self.node.store().sync_plan()
+    }
+
+    /// Records that `plan` ([`Group::sync_plan`]) has run.
+    pub fn synced(&mut self, plan: &SyncPlan) {
+        self.node.mut_store().synced(plan);
+    }
+
+    /// Once what [`Group::write_ready`] wrote is durable: applies what is
+    /// committed and returns the messages that waited for the sync.
+    pub fn finish_ready(&mut self) -> Result<Vec<Message>, StoreError> {
+        let Some(mut ready) = self.pending.take() else {
+            return Ok(Vec::new());
+        };
+        let mut outgoing = ready.take_persisted_messages();
         let committed = ready.take_committed_entries();
         self.apply(&committed)?;
         let mut light = self.node.advance(ready);
@@ -329,7 +370,25 @@ impl Group {
         self.apply(&committed)?;
         self.node.advance_apply();
         self.after_raft();
+        self.forget_replicated();
         Ok(outgoing)
+    }
+
+    /// Lets the log forget the batches it kept for followers that every
+    /// follower has (all of them on a follower).
+    fn forget_replicated(&mut self) {
+        let raft = &self.node.raft;
+        let below = match raft.state {
+            StateRole::Leader => raft
+                .prs()
+                .iter()
+                .filter(|(id, _)| **id != raft.id)
+                .map(|(_, progress)| progress.matched + 1)
+                .min()
+                .unwrap_or(u64::MAX),
+            _ => u64::MAX,
+        };
+        self.node.mut_store().forget_below(below);
     }
 
     fn persist(
@@ -344,7 +403,7 @@ impl Group {
             state.hard = hard;
             store.set_state(state)?;
         }
-        store.sync()
+        Ok(())
     }
 
     fn apply(&mut self, entries: &[Entry]) -> Result<(), StoreError> {

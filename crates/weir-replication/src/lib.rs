@@ -43,5 +43,5 @@ pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
 pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, APPLICATION, LIVENESS_GROUP, QUIESCE};
 pub use store::{
     inspect_side_file, is_data, LeaderWrite, PersistedState, RaftLog, SideFileReport, StoreError,
-    SIDE_FILE,
+    SyncPlan, SIDE_FILE,
 };

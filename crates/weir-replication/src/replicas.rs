@@ -31,7 +31,7 @@ use weir_log::Partition;
 
 use crate::codec::Envelope;
 use crate::group::{Group, GroupConfig, ProposeError, Proposed};
-use crate::store::StoreError;
+use crate::store::{StoreError, SyncPlan};
 
 /// The group id of node-to-node liveness messages (no Raft group has it).
 pub const LIVENESS_GROUP: u64 = 0;
@@ -55,6 +55,9 @@ pub struct ReplicasConfig {
     pub quiesce_after_ticks: u64,
     /// Seed of the node; each group's is derived from it and its id.
     pub seed: u64,
+    /// Threads that sync the groups' files at once in a turn (1: one
+    /// after the other, on the caller's thread). Under madsim, always 1.
+    pub sync_threads: usize,
 }
 
 impl ReplicasConfig {
@@ -66,6 +69,7 @@ impl ReplicasConfig {
             heartbeat_ticks: 2,
             quiesce_after_ticks: 20,
             seed,
+            sync_threads: 1,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Replicas {
     applications: Vec<(u64, Vec<u8>)>,
     /// Groups that had something ready since [`Replicas::take_processed`].
     processed: BTreeSet<u64>,
+    /// Groups whose ready [`Replicas::write_ready`] wrote, to finish.
+    writing: Vec<u64>,
     ticks: u64,
     stats: ReplicasStats,
 }
@@ -136,6 +142,7 @@ impl Replicas {
             outbox: BTreeMap::new(),
             applications: Vec::new(),
             processed: BTreeSet::new(),
+            writing: Vec::new(),
             ticks: 0,
             stats: ReplicasStats::default(),
         }
@@ -391,6 +398,15 @@ impl Replicas {
     /// messages. Stops at the first group whose storage fails (the node
     /// must stop: its disk is in an unknown state).
     pub fn process(&mut self) -> Result<(), (u64, StoreError)> {
+        self.write_ready()?;
+        self.finish_ready()
+    }
+
+    /// The first half of [`Replicas::process`]: every group with something
+    /// ready writes it (not yet durably) and queues the messages that may
+    /// leave before it is durable (a leader's appends), for the owner to
+    /// send before [`Replicas::finish_ready`].
+    pub fn write_ready(&mut self) -> Result<(), (u64, StoreError)> {
         for id in std::mem::take(&mut self.touched) {
             let Some(slot) = self.groups.get_mut(&id) else {
                 continue;
@@ -398,7 +414,39 @@ impl Replicas {
             if !slot.group.has_ready() {
                 continue;
             }
-            let messages = slot.group.process_ready().map_err(|error| (id, error))?;
+            let messages = slot.group.write_ready().map_err(|error| (id, error))?;
+            self.writing.push(id);
+            for message in messages {
+                self.queue(id, message);
+            }
+        }
+        Ok(())
+    }
+
+    /// The second half of [`Replicas::process`]: syncs what the groups
+    /// wrote, all at once (on up to [`ReplicasConfig::sync_threads`]
+    /// threads), then applies what they committed and queues the messages
+    /// that waited for the sync.
+    pub fn finish_ready(&mut self) -> Result<(), (u64, StoreError)> {
+        let writing = std::mem::take(&mut self.writing);
+        let plans: Vec<(u64, SyncPlan)> = writing
+            .iter()
+            .filter_map(|id| {
+                let plan = self.groups.get(id)?.group.sync_plan();
+                (!plan.is_empty()).then_some((*id, plan))
+            })
+            .collect();
+        run_syncs(&plans, self.config.sync_threads)?;
+        for (id, plan) in &plans {
+            if let Some(slot) = self.groups.get_mut(id) {
+                slot.group.synced(plan);
+            }
+        }
+        for id in writing {
+            let Some(slot) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let messages = slot.group.finish_ready().map_err(|error| (id, error))?;
             self.processed.insert(id);
             if slot.group.has_ready() {
                 self.touched.insert(id);
@@ -470,4 +518,32 @@ fn group_seed(seed: u64, group: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Runs `plans`, on up to `threads` threads at once (a disk serves
+/// concurrent syncs together: one journal commit, one cache flush); the
+/// first failure, with its group.
+fn run_syncs(plans: &[(u64, SyncPlan)], threads: usize) -> Result<(), (u64, StoreError)> {
+    let run = |chunk: &[(u64, SyncPlan)]| {
+        chunk
+            .iter()
+            .try_for_each(|(id, plan)| plan.run().map_err(|error| (*id, error)))
+    };
+    if cfg!(madsim) || threads <= 1 || plans.len() <= 1 {
+        return run(plans);
+    }
+    let per_thread = plans.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = plans
+            .chunks(per_thread)
+            .skip(1)
+            .map(|chunk| scope.spawn(move || run(chunk)))
+            .collect();
+        let mut result = run(&plans[..per_thread]);
+        for other in others {
+            let outcome = other.join().expect("a sync thread panicked");
+            result = result.and(outcome);
+        }
+        result
+    })
 }

@@ -268,6 +268,22 @@ impl ReplicasHandle {
         batch: Vec<u8>,
         acks: Acks,
     ) -> Result<Appended, ProduceError> {
+        self.propose(group, batch, acks).await?.await
+    }
+
+    /// Hands a producer's batch to `group` (this node must lead it): done
+    /// once it is queued, behind everything sent to the runner before it
+    /// (so that one producer's batches, proposed one after the other,
+    /// keep their order); the future returned answers at `acks`.
+    pub async fn propose(
+        &self,
+        group: u64,
+        batch: Vec<u8>,
+        acks: Acks,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Appended, ProduceError>> + Send + 'static,
+        ProduceError,
+    > {
         let (reply, answer) = oneshot::channel();
         let command = Command::Propose {
             group,
@@ -279,7 +295,7 @@ impl ReplicasHandle {
             .send(command)
             .await
             .map_err(|_| ProduceError::Stopped)?;
-        answer.await.map_err(|_| ProduceError::Stopped)?
+        Ok(async move { answer.await.map_err(|_| ProduceError::Stopped)? })
     }
 
     /// Proposes a change of group `group`'s members (this node must lead
@@ -461,14 +477,16 @@ impl Runner {
 
     /// Persists, sends and answers; false if the node's storage failed
     /// (the node must stop: its disk is in an unknown state).
+    /// A leader's appends leave before its own syncs, so that its
+    /// followers write while it syncs.
     fn turn(&mut self) -> bool {
-        if let Err((group, error)) = self.replicas.process() {
+        let processed = self.replicas.write_ready();
+        self.send_outbox();
+        if let Err((group, error)) = processed.and_then(|()| self.replicas.finish_ready()) {
             tracing::error!(group, %error, "replication storage failed; the node stops replicating");
             return false;
         }
-        for (peer, envelopes) in self.replicas.take_outbox() {
-            self.transport.send(peer, &envelopes);
-        }
+        self.send_outbox();
         self.answer_waiters();
         let processed = self.replicas.take_processed();
         self.publish(processed);
@@ -478,6 +496,12 @@ impl Runner {
             }
         }
         true
+    }
+
+    fn send_outbox(&mut self) {
+        for (peer, envelopes) in self.replicas.take_outbox() {
+            self.transport.send(peer, &envelopes);
+        }
     }
 
     /// Publishes the views of `groups` that changed (and forgets closed

@@ -27,7 +27,10 @@
 //! a leader, never made stable) are truncated. Neither can have been
 //! acknowledged: a node answers only after both files are synced.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState,
@@ -49,6 +52,8 @@ const STATE_RECORD: u8 = 2;
 const RECORD_HEADER_BYTES: usize = 8;
 /// Bytes read from the segment log at once when entries are fetched.
 const READ_CHUNK_BYTES: u32 = 1 << 20;
+/// Bytes of recent batches a log keeps for its followers at most.
+const RECENT_BYTES_MAX: usize = 8 << 20;
 
 /// Why the Raft log could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +118,44 @@ pub struct RaftLog {
     /// Offset where the log's entries begin (the log start when created).
     base_offset: u64,
     unsynced: bool,
+    /// Entries written and not yet synced (synced under flush `always`).
+    entries_unsynced: bool,
     /// A term or vote written and not yet synced (synced whatever the
     /// flush policy: Raft's safety rests on them).
     vote_unsynced: bool,
+    /// The batches of the last data entries persisted, by index (in
+    /// order, without gaps), so that appends to followers are sent without
+    /// reading them back; the owner forgets those every follower has.
+    recent: VecDeque<(u64, Bytes)>,
+    recent_bytes: usize,
+}
+
+/// What a [`RaftLog`] needs synced to make its writes as durable as its
+/// flush policy asks: the files, to sync from any thread (several groups'
+/// syncs may run at once), then [`RaftLog::synced`].
+#[derive(Clone, Debug, Default)]
+pub struct SyncPlan {
+    partition: Option<Arc<Partition>>,
+    side: Option<Arc<dyn File>>,
+}
+
+impl SyncPlan {
+    /// Nothing to sync.
+    pub fn is_empty(&self) -> bool {
+        self.partition.is_none() && self.side.is_none()
+    }
+
+    /// Syncs the segment log, then the side file (whose entries name the
+    /// segment log's batches).
+    pub fn run(&self) -> Result<(), StoreError> {
+        if let Some(partition) = &self.partition {
+            partition.sync()?;
+        }
+        if let Some(side) = &self.side {
+            side.sync()?;
+        }
+        Ok(())
+    }
 }
 
 impl RaftLog {
@@ -140,7 +180,10 @@ impl RaftLog {
             entries: Vec::new(),
             state: PersistedState::default(),
             unsynced: false,
+            entries_unsynced: false,
             vote_unsynced: false,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         };
         log.replay(&bytes)?;
         if created {
@@ -405,8 +448,12 @@ impl RaftLog {
             let meta = self.persist_entry(entry, written)?;
             let position = self.file_len + records.len() as u64;
             encode_entry(entry.index, &meta, &mut records);
+            if meta.own.is_none() {
+                self.remember(entry.index, entry.data.clone());
+            }
             self.push_meta(entry.index, meta, position)?;
         }
+        self.entries_unsynced = true;
         self.write_records(&records)
     }
 
@@ -471,6 +518,9 @@ impl RaftLog {
         let position = usize::try_from(index - 1).expect("an index in memory");
         let cut_at = self.positions[position];
         let offset = self.entries[position].start;
+        while self.recent.back().is_some_and(|(at, _)| *at >= index) {
+            self.forget_last();
+        }
         self.entries.truncate(position);
         self.positions.truncate(position);
         self.file.set_len(cut_at)?;
@@ -524,24 +574,61 @@ impl RaftLog {
     /// records before it), and entries when the partition's own flush
     /// comes: a replica then acknowledges entries its disk may lose in a
     /// power loss, as Kafka's brokers do by default (see GUARANTEES.md).
+    ///
+    /// Under `always`, a state record that only moves the commit or
+    /// applied index is synced too: the owner of the metadata log rebuilds
+    /// its view from the applied index at start (and drops the topics that
+    /// view lacks), so that index must not move back. (The cluster
+    /// simulator caught a version that left those records unsynced: a
+    /// node restarted with an older view, dropped a topic and took it
+    /// again empty.)
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        let durable_data = self.partition.config().flush == FlushPolicy::Always;
-        if durable_data {
-            self.partition.sync()?;
-        }
-        if self.unsynced && (durable_data || self.vote_unsynced) {
-            self.file.sync()?;
-            self.unsynced = false;
-            self.vote_unsynced = false;
-        }
+        let plan = self.sync_plan();
+        plan.run()?;
+        self.synced(&plan);
         Ok(())
     }
 
+    /// The syncs [`RaftLog::sync`] would do, to run elsewhere; nothing may
+    /// be written to this log until [`RaftLog::synced`].
+    pub fn sync_plan(&self) -> SyncPlan {
+        let durable_data = self.partition.config().flush == FlushPolicy::Always;
+        // Entries written since the last sync wrote the segment log too
+        // (a truncation there leaves its durable mark where it was, so
+        // that mark alone does not tell).
+        let partition = durable_data
+            && (self.entries_unsynced
+                || self.partition.durable_offset() < self.partition.log_end_offset());
+        let side = self.unsynced && (durable_data || self.vote_unsynced);
+        SyncPlan {
+            partition: partition.then(|| Arc::clone(&self.partition)),
+            side: side.then(|| Arc::clone(&self.file)),
+        }
+    }
+
+    /// Records that `plan`, taken from this log, has run.
+    pub fn synced(&mut self, plan: &SyncPlan) {
+        if plan.side.is_some() {
+            self.unsynced = false;
+            self.entries_unsynced = false;
+            self.vote_unsynced = false;
+        }
+        // After the sync, under `always`: every entry's batch is durable.
+        debug_assert!(
+            plan.partition.is_none() || self.partition.durable_offset() >= self.end_offset(),
+            "a synced log whose entries' batches are not durable"
+        );
+    }
+
+    /// Entries `low..high`, up to `max_size` bytes (at least one); data
+    /// entries with their batches read from the segment log when
+    /// `with_batches`, without (empty data) otherwise.
     fn entries_from(
         &self,
         low: u64,
         high: u64,
         max_size: Option<u64>,
+        with_batches: bool,
     ) -> Result<Vec<Entry>, LogError> {
         let mut out = Vec::new();
         let mut size = 0u64;
@@ -559,7 +646,13 @@ impl RaftLog {
                     entry.data = data.clone().into();
                     entry.context = context.clone().into();
                 }
-                None => entry.data = self.batch_at(meta, &mut chunk)?.into(),
+                None if with_batches => {
+                    entry.data = match self.recent_batch(index) {
+                        Some(batch) => batch,
+                        None => self.batch_at(meta, &mut chunk)?.into(),
+                    }
+                }
+                None => {}
             }
             size += entry.data.len() as u64 + 24;
             if !out.is_empty() && max_size.is_some_and(|max| size > max) {
@@ -568,6 +661,57 @@ impl RaftLog {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Keeps a data entry's batch for appends to followers, within
+    /// [`RECENT_BYTES_MAX`].
+    fn remember(&mut self, index: u64, batch: Bytes) {
+        if self
+            .recent
+            .back()
+            .is_some_and(|(last, _)| *last + 1 != index)
+        {
+            // Raft's own entries between: the kept ones stay in order
+            // without gaps, so start again.
+            while !self.recent.is_empty() {
+                self.forget_first();
+            }
+        }
+        self.recent_bytes += batch.len();
+        self.recent.push_back((index, batch));
+        while self.recent_bytes > RECENT_BYTES_MAX {
+            self.forget_first();
+        }
+    }
+
+    fn forget_first(&mut self) {
+        if let Some((_, batch)) = self.recent.pop_front() {
+            self.recent_bytes -= batch.len();
+        }
+    }
+
+    fn forget_last(&mut self) {
+        if let Some((_, batch)) = self.recent.pop_back() {
+            self.recent_bytes -= batch.len();
+        }
+    }
+
+    /// Forgets the batches kept of entries below `index` (every follower
+    /// has them).
+    pub fn forget_below(&mut self, index: u64) {
+        while self.recent.front().is_some_and(|(at, _)| *at < index) {
+            self.forget_first();
+        }
+    }
+
+    /// The kept batch of entry `index`, if kept.
+    fn recent_batch(&self, index: u64) -> Option<Bytes> {
+        let (first, _) = self.recent.front()?;
+        let position = usize::try_from(index.checked_sub(*first)?).ok()?;
+        let (at, batch) = self.recent.get(position)?;
+        // After the lookup: the kept batch is the entry's.
+        assert_eq!(*at, index, "kept batches out of order");
+        Some(batch.clone())
     }
 
     /// The stored batch of a data entry, read in chunks of several batches.
@@ -627,7 +771,7 @@ impl raft::Storage for RaftLog {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         if low < 1 {
             return Err(raft::Error::Store(StorageError::Compacted));
@@ -637,7 +781,16 @@ impl raft::Storage for RaftLog {
             "entries up to {high} asked of a log ending at {}",
             self.last_index_()
         );
-        self.entries_from(low, high, max_size.into())
+        // Only appends to followers carry the batches. Raft's other reads
+        // (the committed entries handed over to apply, its checks for
+        // configuration changes) look at indexes, terms and types, and
+        // weir applies a data entry without its batch (the records are in
+        // the segment log already): reading the batches back for them
+        // would cost a read and a CRC check of every byte committed. Raft
+        // also sizes committed entries to limit uncommitted bytes, a limit
+        // weir leaves off (`max_uncommitted_size`).
+        let with_batches = context.can_async();
+        self.entries_from(low, high, max_size.into(), with_batches)
             .map_err(|error| raft::Error::Store(StorageError::Other(Box::new(error))))
     }
 

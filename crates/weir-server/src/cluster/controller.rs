@@ -36,6 +36,9 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node waits before proposing a group's membership change
 /// again.
 const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
+/// Threads syncing the replication's files at once (see
+/// `ReplicasConfig::sync_threads`).
+const SYNC_THREADS: usize = 8;
 
 /// Starts this node's replication (the metadata group, the transport and
 /// the runner) and its cluster task; `log` is the node's topics (opened
@@ -68,6 +71,8 @@ pub async fn start(
     let peers: Vec<u64> = settings.peers.keys().copied().collect();
     let mut replicas_config = ReplicasConfig::new(settings.node, settings.node);
     replicas_config.election_ticks = settings.election_ticks;
+    // A turn's syncs (one or two files per group written) run together.
+    replicas_config.sync_threads = SYNC_THREADS;
     let mut replicas = Replicas::new(replicas_config, &peers);
     // A joining node starts the metadata group empty: the controller makes
     // it a learner, and the log tells it the members.
