@@ -10,9 +10,9 @@
 //! v0 with UNSUPPORTED_VERSION and weir's versions, so that the client
 //! retries with one it can use.
 
-use std::sync::Arc;
-
+use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::handlers::{self, Handled, Session};
 use crate::limits::REQUEST_BYTES_MIN;
-use crate::node::Kafka;
+use crate::node::{Kafka, Later};
 use crate::reply::{self, encode, Reply};
 use crate::shape;
 use crate::versions;
@@ -36,19 +36,31 @@ pub enum Outcome {
     Nothing,
     /// Write this response (if any), then close the connection.
     Close(Option<Reply>, String),
+    /// Do what this gives once it is done; later produce requests may run
+    /// meanwhile (see [`Handled::Later`]).
+    Later(Later<Outcome>),
 }
 
 /// Replies held back at most, to go out in one write.
 const REPLIES_HELD_MAX: usize = 8;
+/// Produce requests of one connection waiting for their syncs or
+/// replicas at most, before the connection stops reading (Kafka clients
+/// keep at most 5 in flight by default).
+const IN_FLIGHT_MAX: usize = 16;
 
 /// Serves one client until it disconnects or must be disconnected.
 ///
-/// Replies go out in order. The reply of a produce answered at once (it
-/// waited for no sync) is held back while the next request, also a
-/// produce, is already read, so that a pipelining producer's replies go
-/// out several to a write: on loopback each write wakes the client, and
-/// that wake-up cost the broker more than the rest of a small reply. A
-/// reply is never held while a request waits for storage or the network.
+/// Replies go out in order. A produce waiting for its sync or its
+/// replicas does not stop the connection: its next requests are read,
+/// and the next produce requests written (or queued for the replicas)
+/// behind it, while it waits; any other request first waits for the
+/// produce requests before it, as Kafka runs a connection's requests one
+/// at a time. The reply of a produce answered at once (it waited for no
+/// sync) is held back while the next request, also a produce, is already
+/// read, so that a pipelining producer's replies go out several to a
+/// write: on loopback each write wakes the client, and that wake-up cost
+/// the broker more than the rest of a small reply. A reply is never held
+/// while a request waits for storage or the network.
 pub async fn serve<S>(kafka: Arc<Kafka>, stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -60,42 +72,121 @@ where
         ..Session::default()
     };
     let mut held: Vec<Reply> = Vec::new();
+    let mut in_flight: VecDeque<Later<Outcome>> = VecDeque::new();
     loop {
         let hold = session.answered_at_once
+            && in_flight.is_empty()
             && held.len() < REPLIES_HELD_MAX
             && frames.buffered_api_key() == Some(ApiKey::Produce as i16);
         if !hold && write_replies(&mut writer, &mut held).await.is_err() {
             return;
         }
-        // Held replies imply a whole request in the buffer: `next` does
-        // not wait on the socket with replies held.
-        let frame = match frames.next().await {
+        let full = in_flight.len() >= IN_FLIGHT_MAX;
+        let next = match in_flight.front_mut() {
+            None => frames.next().await,
+            Some(oldest) if full => {
+                let outcome = (&mut oldest.0).await;
+                in_flight.pop_front();
+                if finished(outcome, &mut held, &peer, &mut writer).await {
+                    return;
+                }
+                continue;
+            }
+            // Held replies imply a whole request in the buffer or one in
+            // flight: `next` does not wait on the socket with replies held
+            // and nothing to wait for.
+            Some(oldest) => tokio::select! {
+                biased;
+                outcome = &mut oldest.0 => {
+                    in_flight.pop_front();
+                    if finished(outcome, &mut held, &peer, &mut writer).await {
+                        return;
+                    }
+                    continue;
+                }
+                next = frames.next() => next,
+            },
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
-            Ok(None) => return,
+            Ok(None) => {
+                // The client may have closed only its side: it still gets
+                // the replies of the requests it sent.
+                settle(&mut in_flight, &mut held).await;
+                let _ = write_replies(&mut writer, &mut held).await;
+                return;
+            }
             Err(reason) => {
                 tracing::warn!(%peer, %reason, "closing a Kafka connection");
+                settle(&mut in_flight, &mut held).await;
                 let _ = write_replies(&mut writer, &mut held).await;
                 return;
             }
         };
-        let close = match handle_frame(&kafka, &mut session, frame).await {
-            Outcome::Reply(reply) => {
-                held.push(reply);
-                None
-            }
-            Outcome::Nothing => None,
-            Outcome::Close(reply, reason) => {
-                held.extend(reply);
-                Some(reason)
-            }
-        };
-        if let Some(reason) = close {
-            tracing::warn!(%peer, %reason, "closing a Kafka connection");
+        if !is_produce(&frame) && settle(&mut in_flight, &mut held).await.is_some() {
             let _ = write_replies(&mut writer, &mut held).await;
-            let _ = writer.shutdown().await;
             return;
         }
+        match handle_frame(&kafka, &mut session, frame).await {
+            Outcome::Later(later) => in_flight.push_back(later),
+            Outcome::Nothing => {}
+            outcome if !in_flight.is_empty() && !matches!(outcome, Outcome::Close(..)) => {
+                in_flight.push_back(Later(Box::pin(async move { outcome })));
+            }
+            outcome => {
+                settle(&mut in_flight, &mut held).await;
+                if finished(outcome, &mut held, &peer, &mut writer).await {
+                    return;
+                }
+            }
+        }
     }
+}
+
+/// Whether a request frame is a produce.
+fn is_produce(frame: &[u8]) -> bool {
+    frame.get(..2) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
+}
+
+/// Waits for every request in flight, in order, holding their replies;
+/// the reason to close the connection if one gives one.
+async fn settle(in_flight: &mut VecDeque<Later<Outcome>>, held: &mut Vec<Reply>) -> Option<String> {
+    while let Some(later) = in_flight.pop_front() {
+        match later.0.await {
+            Outcome::Reply(reply) => held.push(reply),
+            Outcome::Nothing => {}
+            Outcome::Close(reply, reason) => {
+                held.extend(reply);
+                return Some(reason);
+            }
+            Outcome::Later(_) => return Some("a request deferred twice".into()),
+        }
+    }
+    None
+}
+
+/// Holds a finished request's reply; true if the connection was closed
+/// (the replies held written first).
+async fn finished<W>(outcome: Outcome, held: &mut Vec<Reply>, peer: &str, writer: &mut W) -> bool
+where
+    W: AsyncWrite + Unpin,
+{
+    let reason = match outcome {
+        Outcome::Reply(reply) => {
+            held.push(reply);
+            return false;
+        }
+        Outcome::Nothing => return false,
+        Outcome::Close(reply, reason) => {
+            held.extend(reply);
+            reason
+        }
+        Outcome::Later(_) => "a request deferred twice".into(),
+    };
+    tracing::warn!(%peer, %reason, "closing a Kafka connection");
+    let _ = write_replies(writer, held).await;
+    let _ = writer.shutdown().await;
+    true
 }
 
 /// Writes the replies held, in order, in as few writes as they fit.
@@ -247,12 +338,26 @@ pub async fn handle_frame(kafka: &Arc<Kafka>, session: &mut Session, mut frame: 
         ));
     }
     let handled = handlers::dispatch(kafka, session, request, version).await;
+    respond(handled, api.key, version, correlation_id)
+}
+
+/// Encodes a handled request's response.
+fn respond(handled: Handled, key: ApiKey, version: i16, correlation_id: i32) -> Outcome {
+    let close = |reason: String| Outcome::Close(None, reason);
     let (encoded, reason) = match handled {
+        Handled::Later(later) => {
+            return Outcome::Later(Later(Box::pin(async move {
+                match later.0.await {
+                    Handled::Later(_) => close("a request deferred twice".into()),
+                    handled => respond(handled, key, version, correlation_id),
+                }
+            })))
+        }
         Handled::Nothing => return Outcome::Nothing,
-        Handled::Reply(response) => (encode(api.key, version, correlation_id, &response), None),
+        Handled::Reply(response) => (encode(key, version, correlation_id, &response), None),
         Handled::Fetch(reply) => (reply::encode_fetch(version, correlation_id, reply), None),
         Handled::ReplyAndClose(response, reason) => (
-            encode(api.key, version, correlation_id, &response),
+            encode(key, version, correlation_id, &response),
             Some(reason),
         ),
     };

@@ -359,10 +359,12 @@ pub fn kafka_session(data: &[u8]) {
             let frame = &rest[2..(2 + length).min(rest.len())];
             rest = &rest[(2 + length).min(rest.len())..];
             let api = split_request(frame).map(|(api, version, _)| (api, version));
-            let outcome = tokio::time::timeout(
-                Duration::from_millis(20),
-                handle_frame(&kafka, &mut session, Bytes::copy_from_slice(frame)),
-            )
+            let outcome = tokio::time::timeout(Duration::from_millis(20), async {
+                match handle_frame(&kafka, &mut session, Bytes::copy_from_slice(frame)).await {
+                    Outcome::Later(later) => later.0.await,
+                    outcome => outcome,
+                }
+            })
             .await;
             match outcome {
                 // A request parked (a join waiting for other members).
@@ -375,6 +377,7 @@ pub fn kafka_session(data: &[u8]) {
                     }
                     break;
                 }
+                Ok(Outcome::Later(_)) => panic!("a request deferred twice"),
             }
         }
     });

@@ -70,6 +70,19 @@ pub type SeamFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A refusal: Kafka's error and a message for the client.
 pub type Refusal = (ResponseError, Option<String>);
 
+/// Work a request leaves to finish later (see `Handled::Later`).
+pub struct Later<T>(pub SeamFuture<T>);
+
+impl<T> std::fmt::Debug for Later<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Later(..)")
+    }
+}
+
+/// When a batch handed to the replication layer is acknowledged: its base
+/// offset, or why it was refused.
+pub type Acknowledgement = SeamFuture<Result<u64, Refusal>>;
+
 /// Which node leads each partition: the one seam a replication layer
 /// replaces. Every request that must reach a partition's leader asks it.
 /// The defaults describe one node that holds everything.
@@ -122,8 +135,11 @@ pub trait Leaders: Send + Sync + Debug {
 
 /// Writes that a replication layer makes on the cluster's behalf.
 pub trait Replication: Send + Sync + Debug {
-    /// Appends a producer's batch to a partition this node leads, answered
-    /// at `acks` (1: durable on this node, -1: committed on a majority);
+    /// Hands a producer's batch to a partition this node leads: done once
+    /// it is queued behind every batch handed over before it (a
+    /// connection hands its requests' batches over in order, and may read
+    /// its next request meanwhile); the [`Acknowledgement`] answers at
+    /// `acks` (1: durable on this node, -1: committed on a majority) with
     /// the batch's base offset.
     fn produce(
         &self,
@@ -131,7 +147,7 @@ pub trait Replication: Send + Sync + Debug {
         partition: u32,
         batch: Bytes,
         acks: i16,
-    ) -> SeamFuture<Result<u64, Refusal>>;
+    ) -> SeamFuture<Acknowledgement>;
     /// Creates a topic across the cluster (the replication factor defaults
     /// to the cluster's); done when this node's metadata has it.
     fn create_topic(

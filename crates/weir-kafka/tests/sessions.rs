@@ -50,7 +50,12 @@ async fn call(
     request: RequestKind,
 ) -> Option<ResponseKind> {
     let frame = samples::frame(api, version, 7, &request);
-    match handle_frame(kafka, session, Bytes::from(frame)).await {
+    let outcome = match handle_frame(kafka, session, Bytes::from(frame)).await {
+        Outcome::Later(later) => later.0.await,
+        outcome => outcome,
+    };
+    match outcome {
+        Outcome::Later(_) => panic!("{api:?} v{version} deferred twice"),
         Outcome::Reply(bytes) => Some(decode(api, version, &bytes)),
         Outcome::Nothing => None,
         Outcome::Close(_, reason) => panic!("{api:?} v{version} closed the connection: {reason}"),
@@ -731,7 +736,21 @@ async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
         }
         let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
         from_server.read_exact(&mut body).await.unwrap();
-        seen.push(i32::from_be_bytes(body[..4].try_into().unwrap()));
+        let correlation = i32::from_be_bytes(body[..4].try_into().unwrap());
+        seen.push(correlation);
+        if correlation == 10 {
+            // The fetch ran after every produce before it was answered
+            // (durable, under `always`): it sees all ten batches.
+            let mut framed = size.to_vec();
+            framed.extend(&body);
+            let ResponseKind::Fetch(response) =
+                decode(ApiKey::Fetch, 11, &Reply::whole(framed[..].into()))
+            else {
+                panic!("not a fetch response");
+            };
+            let partition = &response.responses[0].partitions[0];
+            assert_eq!(partition.high_watermark, 20);
+        }
     }
     assert_eq!(seen, expected);
     let log = kafka.log.partition("orders", 0).unwrap();

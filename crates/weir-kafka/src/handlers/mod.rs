@@ -52,6 +52,10 @@ pub enum Handled {
     Nothing,
     /// Send this response, then close the connection with this reason.
     ReplyAndClose(ResponseKind, String),
+    /// Send what this gives once it is done (a produce waiting for its
+    /// sync or its replicas); the connection's next produce requests may
+    /// run meanwhile, and their responses follow this one.
+    Later(crate::node::Later<Handled>),
 }
 
 /// The ApiVersions response: weir's table (also the body of the
@@ -87,14 +91,19 @@ pub async fn dispatch(
         RequestKind::Metadata(request) => Reply(ResponseKind::Metadata(
             metadata::metadata(kafka, request, version).await,
         )),
-        RequestKind::Produce(request) => {
-            let (response, synced) = produce::produce(kafka, request, version).await;
-            session.answered_at_once = !synced;
-            match response {
-                Some(response) => Reply(ResponseKind::Produce(response)),
-                None => Handled::Nothing,
+        RequestKind::Produce(request) => match produce::produce(kafka, request, version).await {
+            produce::Produced::Now(response) => {
+                session.answered_at_once = true;
+                response.map_or(Handled::Nothing, |response| {
+                    Reply(ResponseKind::Produce(response))
+                })
             }
-        }
+            produce::Produced::Later(response) => {
+                Handled::Later(crate::node::Later(Box::pin(async move {
+                    Reply(ResponseKind::Produce(response.await))
+                })))
+            }
+        },
         RequestKind::Fetch(request) => Handled::Fetch(fetch::fetch(kafka, request, version).await),
         RequestKind::ListOffsets(request) => Reply(ResponseKind::ListOffsets(fetch::list_offsets(
             kafka, request, version,

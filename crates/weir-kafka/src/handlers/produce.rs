@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use weir_log::{AppendInfo, FlushPolicy, Partition};
 
 use super::errors::for_log;
-use crate::node::{off_loop, Kafka};
+use crate::node::{off_loop, Acknowledgement, Kafka, SeamFuture};
 
 /// One partition's outcome before the sync.
 struct Written {
@@ -20,13 +20,18 @@ struct Written {
     log: Arc<Partition>,
 }
 
-/// Handles a produce request: the response (`None` for `acks=0`, which
-/// gets none) and whether it waited for a sync.
-pub async fn produce(
-    kafka: &Arc<Kafka>,
-    request: ProduceRequest,
-    version: i16,
-) -> (Option<ProduceResponse>, bool) {
+/// A produce request's response.
+pub enum Produced {
+    /// Answered at once (`None` for `acks=0`, which gets no response).
+    Now(Option<ProduceResponse>),
+    /// Answered once the batches are durable (or replicated) as `acks`
+    /// asks. They are written, or queued behind every earlier batch,
+    /// already: the connection may read its next request meanwhile.
+    Later(SeamFuture<ProduceResponse>),
+}
+
+/// Handles a produce request.
+pub async fn produce(kafka: &Arc<Kafka>, request: ProduceRequest, version: i16) -> Produced {
     if kafka.leaders.replication().is_some() {
         return produce_replicated(kafka, request, version).await;
     }
@@ -69,16 +74,19 @@ pub async fn produce(
         );
     }
     let mut response = ProduceResponse::default().with_responses(responses);
-    let synced = !to_sync.is_empty() && acks != 0;
     if to_sync.is_empty() {
         kafka.appended.notify_waiters();
-    } else if acks == 0 {
-        let kafka = Arc::clone(kafka);
+        return Produced::Now((acks != 0).then_some(response));
+    }
+    let kafka = Arc::clone(kafka);
+    if acks == 0 {
         tokio::spawn(async move {
             let _ = sync(to_sync).await;
             kafka.appended.notify_waiters();
         });
-    } else {
+        return Produced::Now(None);
+    }
+    Produced::Later(Box::pin(async move {
         for failed in sync(to_sync).await {
             let partition = &mut response.responses[failed.0].partition_responses[failed.1];
             *partition = failure(
@@ -89,8 +97,8 @@ pub async fn produce(
             );
         }
         kafka.appended.notify_waiters();
-    }
-    ((acks != 0).then_some(response), synced)
+        response
+    }))
 }
 
 /// Syncs the partitions written (sharing syncs with other connections'
@@ -117,17 +125,13 @@ struct Replicating {
     topic: usize,
     partition: usize,
     log: Arc<Partition>,
-    task: tokio::task::JoinHandle<Result<u64, WriteError>>,
+    acknowledgement: Acknowledgement,
 }
 
-/// Produce through the replication layer: each partition's batch goes to
-/// its group (this node must lead it), all partitions at once; answered
-/// at the acks level asked for.
-async fn produce_replicated(
-    kafka: &Arc<Kafka>,
-    request: ProduceRequest,
-    version: i16,
-) -> (Option<ProduceResponse>, bool) {
+/// Produce through the replication layer: each partition's batch is
+/// queued for its group (this node must lead it), in the request's order;
+/// answered at the acks level asked for, all partitions at once.
+async fn produce_replicated(kafka: &Arc<Kafka>, request: ProduceRequest, version: i16) -> Produced {
     let acks = request.acks;
     let replication = kafka
         .leaders
@@ -148,13 +152,14 @@ async fn produce_replicated(
             );
             match checked {
                 Ok((log, records)) => {
-                    let future =
-                        replication.produce(&topic.name.0, data.index as u32, records, acks);
+                    let acknowledgement = replication
+                        .produce(&topic.name.0, data.index as u32, records, acks)
+                        .await;
                     pending.push(Replicating {
                         topic: topic_index,
                         partition: partition_index,
                         log,
-                        task: tokio::spawn(future),
+                        acknowledgement,
                     });
                     partitions.push(failure(
                         data.index,
@@ -175,25 +180,20 @@ async fn produce_replicated(
         );
     }
     if acks == 0 {
-        return (None, false);
+        // Nobody waits for the acknowledgements: the batches are queued.
+        return Produced::Now(None);
     }
-    for replicating in pending {
-        let outcome = replicating.task.await.unwrap_or_else(|_| {
-            Err((
-                ResponseError::UnknownServerError,
-                Some("the write was abandoned".into()),
-            ))
-        });
-        let slot = &mut responses[replicating.topic].partition_responses[replicating.partition];
-        *slot = match outcome {
-            Ok(base_offset) => success(slot.index, &replicating.log, base_offset, version),
-            Err((error, message)) => failure(slot.index, error, message, version),
-        };
-    }
-    (
-        Some(ProduceResponse::default().with_responses(responses)),
-        true,
-    )
+    Produced::Later(Box::pin(async move {
+        for replicating in pending {
+            let outcome = replicating.acknowledgement.await;
+            let slot = &mut responses[replicating.topic].partition_responses[replicating.partition];
+            *slot = match outcome {
+                Ok(base_offset) => success(slot.index, &replicating.log, base_offset, version),
+                Err((error, message)) => failure(slot.index, error, message, version),
+            };
+        }
+        ProduceResponse::default().with_responses(responses)
+    }))
 }
 
 /// A replicated partition's batch, checked as far as this node can before

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use weir_io::sync::{lock, read, Mutex, RwLock};
 use weir_io::Clock;
 use weir_kafka::handlers::errors::for_log;
-use weir_kafka::node::SeamFuture;
+use weir_kafka::node::{Acknowledgement, SeamFuture};
 use weir_kafka::{Leaders, NodeAddress, Reassignment, Refusal, Replication};
 use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
 use weir_replication::metadata::{MetadataState, METADATA_GROUP};
@@ -301,23 +301,34 @@ impl Leaders for Cluster {
 }
 
 impl Replication for Cluster {
+    // The future yields the acknowledgement's future on purpose: the first
+    // is done when the batch is queued, in order; the second when it is
+    // acknowledged.
+    #[allow(clippy::async_yields_async)]
     fn produce(
         &self,
         topic: &str,
         partition: u32,
         batch: Bytes,
         acks: i16,
-    ) -> SeamFuture<Result<u64, Refusal>> {
+    ) -> SeamFuture<Acknowledgement> {
         let group = self.group_of(topic, partition).map(|(group, _)| group);
         let handle = self.handle.clone();
+        let refused =
+            |refusal: Refusal| -> Acknowledgement { Box::pin(async move { Err(refusal) }) };
         Box::pin(async move {
             let Some(group) = group else {
-                return Err((ResponseError::UnknownTopicOrPartition, None));
+                return refused((ResponseError::UnknownTopicOrPartition, None));
             };
             let level = if acks == -1 { Acks::All } else { Acks::Leader };
-            match handle.produce(group, batch.to_vec(), level).await {
-                Ok(appended) => Ok(appended.base_offset),
-                Err(error) => Err(refusal(&error)),
+            match handle.propose(group, batch.to_vec(), level).await {
+                Ok(answer) => Box::pin(async move {
+                    match answer.await {
+                        Ok(appended) => Ok(appended.base_offset),
+                        Err(error) => Err(refusal(&error)),
+                    }
+                }) as Acknowledgement,
+                Err(error) => refused(refusal(&error)),
             }
         })
     }
