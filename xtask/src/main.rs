@@ -344,6 +344,11 @@ fn ci() -> Result<(), String> {
     planted_patches_apply()?;
     forget_packaged_libraries()?;
     let newest = newest_copy()?;
+    // The simulator's seeds are shared among as many processes as there
+    // are cores (each seed runs alone, the same whichever process runs it).
+    let jobs = std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get())
+        .to_string();
     let steps = [
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
@@ -473,7 +478,7 @@ fn ci() -> Result<(), String> {
                 "warnings",
             ],
         ),
-        sim_run("simulator seeds", &["--seeds", SIM_SEEDS]),
+        sim_run("simulator seeds", &["--seeds", SIM_SEEDS, "--jobs", &jobs]),
         sim_run(
             "simulator determinism",
             &[
@@ -482,11 +487,13 @@ fn ci() -> Result<(), String> {
                 SIM_DETERMINISM_SEEDS,
                 "--from",
                 "100000",
+                "--jobs",
+                &jobs,
             ],
         ),
         sim_run(
             "simulator cluster seeds",
-            &["--cluster", "--seeds", SIM_CLUSTER_SEEDS],
+            &["--cluster", "--seeds", SIM_CLUSTER_SEEDS, "--jobs", &jobs],
         ),
         sim_run(
             "simulator cluster determinism",
@@ -497,6 +504,8 @@ fn ci() -> Result<(), String> {
                 SIM_CLUSTER_DETERMINISM_SEEDS,
                 "--from",
                 "100000",
+                "--jobs",
+                &jobs,
             ],
         ),
     ];
