@@ -81,43 +81,20 @@ where
         if !hold && write_replies(&mut writer, &mut held).await.is_err() {
             return;
         }
-        let full = in_flight.len() >= IN_FLIGHT_MAX;
-        let next = match in_flight.front_mut() {
-            None => frames.next().await,
-            Some(oldest) if full => {
-                let outcome = (&mut oldest.0).await;
-                in_flight.pop_front();
+        let frame = match next_event(&mut frames, &mut in_flight).await {
+            Event::Finished(outcome) => {
                 if finished(outcome, &mut held, &peer, &mut writer).await {
                     return;
                 }
                 continue;
             }
-            // Held replies imply a whole request in the buffer or one in
-            // flight: `next` does not wait on the socket with replies held
-            // and nothing to wait for.
-            Some(oldest) => tokio::select! {
-                biased;
-                outcome = &mut oldest.0 => {
-                    in_flight.pop_front();
-                    if finished(outcome, &mut held, &peer, &mut writer).await {
-                        return;
-                    }
-                    continue;
-                }
-                next = frames.next() => next,
-            },
-        };
-        let frame = match next {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
+            Event::Frame(Ok(Some(frame))) => frame,
+            Event::Frame(end) => {
                 // The client may have closed only its side: it still gets
                 // the replies of the requests it sent.
-                settle(&mut in_flight, &mut held).await;
-                let _ = write_replies(&mut writer, &mut held).await;
-                return;
-            }
-            Err(reason) => {
-                tracing::warn!(%peer, %reason, "closing a Kafka connection");
+                if let Err(reason) = end {
+                    tracing::warn!(%peer, %reason, "closing a Kafka connection");
+                }
                 settle(&mut in_flight, &mut held).await;
                 let _ = write_replies(&mut writer, &mut held).await;
                 return;
@@ -141,6 +118,45 @@ where
             }
         }
     }
+}
+
+/// What a connection waits for.
+enum Event {
+    /// The next request frame (or the end of the stream, or why it
+    /// cannot be read).
+    Frame(Result<Option<Bytes>, String>),
+    /// The oldest request in flight finished.
+    Finished(Outcome),
+}
+
+/// The next request frame, or the oldest request in flight finishing,
+/// whichever comes first (only the latter once [`IN_FLIGHT_MAX`] wait).
+/// Held replies imply a whole request in the buffer or one in flight:
+/// this does not wait on the socket alone with replies held.
+async fn next_event<R>(
+    frames: &mut FrameReader<R>,
+    in_flight: &mut VecDeque<Later<Outcome>>,
+) -> Event
+where
+    R: AsyncRead + Unpin,
+{
+    let full = in_flight.len() >= IN_FLIGHT_MAX;
+    let Some(oldest) = in_flight.front_mut() else {
+        return Event::Frame(frames.next().await);
+    };
+    let event = if full {
+        Event::Finished((&mut oldest.0).await)
+    } else {
+        tokio::select! {
+            biased;
+            outcome = &mut oldest.0 => Event::Finished(outcome),
+            next = frames.next() => Event::Frame(next),
+        }
+    };
+    if matches!(event, Event::Finished(_)) {
+        in_flight.pop_front();
+    }
+    event
 }
 
 /// Whether a request frame is a produce.
