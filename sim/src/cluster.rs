@@ -6,9 +6,10 @@
 //! as they do in `weir serve`.
 //!
 //! Clients: idempotent producers that follow the partitions' leaders over
-//! the Kafka protocol (Metadata, then Produce with acks=all, retrying a
-//! batch with its sequence until it is acknowledged), and a consumer that
-//! fetches from the leaders. The nemesis kills nodes with a power loss of
+//! the Kafka protocol (Metadata, then up to five Produce requests with
+//! acks=all pipelined on one connection, now and then followed by a
+//! ListOffsets, each batch retried with its sequence until it is
+//! acknowledged), and a consumer that fetches from the leaders. The nemesis kills nodes with a power loss of
 //! their disks (at most a minority down at once) and restarts them,
 //! isolates nodes (both ways or one way), makes links lossy and slow, and
 //! skews and jumps nodes' clocks.
@@ -19,7 +20,9 @@
 //! two replicas hold different records at one offset; no record twice
 //! (idempotence across retries, leader changes and restarts); each
 //! producer's records in order; every record a consumer read is the one
-//! the log holds at that offset.
+//! the log holds at that offset. While running: responses come in request
+//! order; a request pipelined behind produce requests sees the records
+//! they had acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -385,9 +388,43 @@ async fn call(
     version: i16,
     request: &RequestKind,
 ) -> Option<ResponseKind> {
+    if !send(client, shared, api, version, request).await {
+        return None;
+    }
+    receive(client, shared).await
+}
+
+/// Sends a request without waiting for its response; false if the
+/// connection failed.
+async fn send(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    api: ApiKey,
+    version: i16,
+    request: &RequestKind,
+) -> bool {
     shared.lock().expect("shared").operations += 1;
-    match timeout(REQUEST_TIMEOUT, client.call(api, version, request)).await {
+    matches!(
+        timeout(REQUEST_TIMEOUT, client.send(api, version, request)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The response to the oldest request sent on `client` and not answered;
+/// `None` if the connection failed or timed out, or if the broker sent
+/// what does not decode or answers another request (a violation).
+async fn receive(client: &mut KafkaClient, shared: &SharedRef) -> Option<ResponseKind> {
+    match timeout(REQUEST_TIMEOUT, client.receive()).await {
         Ok(Ok(response)) => Some(response),
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
+            let evidence = error.to_string();
+            violation(
+                shared,
+                "responses decode and come in request order",
+                evidence,
+            );
+            None
+        }
         _ => None,
     }
 }
@@ -541,8 +578,23 @@ fn batch(producer_id: i64, sequence: i32, value: &str) -> Bytes {
     Bytes::from(bytes)
 }
 
-/// One idempotent producer: records `p<producer>-<partition>-<n>` to each
-/// partition in turn, each retried with its sequence until acknowledged.
+/// The most produce requests a producer sends on one connection before
+/// their responses: Kafka clients' `max.in.flight.requests.per.connection`
+/// for idempotence.
+const IN_FLIGHT_MAX: i32 = 5;
+
+/// A batch of a producer's window, and the offset it was acknowledged at.
+struct Pending {
+    value: String,
+    batch: Bytes,
+    acked: Option<i64>,
+}
+
+/// One idempotent producer: windows of 1 to [`IN_FLIGHT_MAX`] batches of
+/// one record `p<producer>-<partition>-<n>` to each partition in turn,
+/// each window sent on one connection before its responses (as Kafka
+/// clients pipeline), every batch retried with its sequence until it is
+/// acknowledged.
 async fn produce(
     producer: usize,
     nodes: u64,
@@ -566,103 +618,217 @@ async fn produce(
     let mut known: BTreeMap<i32, u64> = BTreeMap::new();
     let mut partition = 0;
     while !shared.lock().expect("shared").stop_producers {
-        let sequence = sequences[partition as usize];
-        let value = format!("p{producer}-{partition}-{sequence}");
-        let batch = batch(producer_id, sequence, &value);
+        let first = sequences[partition as usize];
+        let width = match rng.random_range(0..10) {
+            0..=3 => 1,
+            _ => rng.random_range(2..=IN_FLIGHT_MAX),
+        };
+        let mut window: Vec<Pending> = (first..first + width)
+            .map(|sequence| {
+                let value = format!("p{producer}-{partition}-{sequence}");
+                let batch = batch(producer_id, sequence, &value);
+                Pending {
+                    value,
+                    batch,
+                    acked: None,
+                }
+            })
+            .collect();
         loop {
             if shared.lock().expect("shared").stop_producers {
                 break;
             }
-            match produce_once(&shared, &mut known, nodes, partition, &batch, &mut rng).await {
-                Outcome::Acked(offset) => {
-                    shared.lock().expect("shared").acked.push(Acked {
-                        partition,
-                        offset,
-                        value: value.clone(),
-                    });
-                    sequences[partition as usize] += 1;
-                    break;
-                }
-                Outcome::Retry => sleep(Duration::from_millis(rng.random_range(5..100))).await,
-                Outcome::Fatal(code) => {
-                    violation(
-                        &shared,
-                        "an idempotent producer's retries are accepted",
-                        format!("{value} refused with error {code}"),
-                    );
-                    shared.lock().expect("shared").stop_producers = true;
-                    break;
-                }
+            let sent = produce_window(&shared, &mut known, nodes, partition, &mut window, &mut rng);
+            if let Err(evidence) = sent.await {
+                violation(
+                    &shared,
+                    "an idempotent producer's retries are accepted",
+                    evidence,
+                );
+                shared.lock().expect("shared").stop_producers = true;
+                break;
             }
+            if window.iter().all(|pending| pending.acked.is_some()) {
+                sequences[partition as usize] = first + width;
+                break;
+            }
+            sleep(Duration::from_millis(rng.random_range(5..100))).await;
         }
         partition = (partition + 1) % PARTITIONS;
     }
     shared.lock().expect("shared").producers_done += 1;
 }
 
-enum Outcome {
-    Acked(i64),
-    Retry,
-    Fatal(i16),
-}
-
-async fn produce_once(
+/// The leader of `partition`, as the producer knows it or a random node's
+/// metadata says.
+async fn leader_of(
     shared: &SharedRef,
     known: &mut BTreeMap<i32, u64>,
     nodes: u64,
     partition: i32,
-    batch: &Bytes,
     rng: &mut Xoshiro256PlusPlus,
-) -> Outcome {
-    let leader = match known.get(&partition) {
-        Some(leader) => *leader,
-        None => {
-            let asked = rng.random_range(1..=nodes);
-            match leaders(asked, shared).await {
-                Some(found) => {
-                    *known = found;
-                    match known.get(&partition) {
-                        Some(leader) => *leader,
-                        None => return Outcome::Retry,
-                    }
-                }
-                None => return Outcome::Retry,
-            }
-        }
+) -> Option<u64> {
+    if let Some(leader) = known.get(&partition) {
+        return Some(*leader);
+    }
+    *known = leaders(rng.random_range(1..=nodes), shared).await?;
+    known.get(&partition).copied()
+}
+
+/// Sends the window's batches not yet acknowledged to the partition's
+/// leader, one produce request each, all before the first response; half
+/// the time a ListOffsets for the partition's end follows them on the same
+/// connection. Reads the responses in order and keeps each batch's
+/// offset. Violations: responses out of order or undecodable, a batch
+/// refused as out of order right after its predecessor was acknowledged
+/// on the same connection, and an end below a record acknowledged before
+/// it on the same connection (the broker must finish a connection's
+/// produce requests before a later request). `Err` for an answer an
+/// idempotent producer's retry must never get.
+async fn produce_window(
+    shared: &SharedRef,
+    known: &mut BTreeMap<i32, u64>,
+    nodes: u64,
+    partition: i32,
+    window: &mut [Pending],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<(), String> {
+    let Some(leader) = leader_of(shared, known, nodes, partition, rng).await else {
+        return Ok(());
     };
     let Some(mut client) = connect(leader).await else {
         known.remove(&partition);
-        return Outcome::Retry;
+        return Ok(());
     };
-    let request = RequestKind::Produce(
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
+    let unacked: Vec<usize> = (0..window.len())
+        .filter(|at| window[*at].acked.is_none())
+        .collect();
+    let ask_end = rng.random_bool(0.5);
+    if !send_window(&mut client, shared, partition, window, &unacked, ask_end).await {
+        known.remove(&partition);
+        return Ok(());
+    }
+    if unacked.len() > 1 {
+        reached(shared, "produce requests pipelined on a connection");
+    }
+    let mut highest: Option<i64> = None;
+    let mut before: Option<bool> = None;
+    for &at in &unacked {
+        let Some(ResponseKind::Produce(response)) = receive(&mut client, shared).await else {
+            known.remove(&partition);
+            return Ok(());
+        };
+        let answer = &response.responses[0].partition_responses[0];
+        let value = &window[at].value;
+        match answer.error_code {
+            0 => {
+                let offset = answer.base_offset;
+                window[at].acked = Some(offset);
+                highest = highest.max(Some(offset));
+                shared.lock().expect("shared").acked.push(Acked {
+                    partition,
+                    offset,
+                    value: value.clone(),
+                });
+                before = Some(true);
+            }
+            // NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC,
+            // REQUEST_TIMED_OUT, KAFKA_STORAGE_ERROR, NOT_ENOUGH_REPLICAS,
+            // NOT_ENOUGH_REPLICAS_AFTER_APPEND: retriable.
+            6 | 5 | 3 | 7 | 56 | 19 | 20 => {
+                known.remove(&partition);
+                before = Some(false);
+            }
+            // OUT_OF_ORDER_SEQUENCE_NUMBER after a batch before it failed.
+            45 if before == Some(false) => {}
+            45 if before == Some(true) => violation(
+                shared,
+                "a connection's produce requests are applied in their order",
+                format!("{value} out of order right after its predecessor was acknowledged"),
+            ),
+            code => return Err(format!("{value} refused with error {code}")),
+        }
+    }
+    if ask_end {
+        check_end(&mut client, shared, partition, highest).await;
+    }
+    Ok(())
+}
+
+/// Writes the produce requests of `window[unacked]`, then, if `ask_end`,
+/// a ListOffsets of the partition's end; false if the connection failed.
+async fn send_window(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    partition: i32,
+    window: &[Pending],
+    unacked: &[usize],
+    ask_end: bool,
+) -> bool {
+    for &at in unacked {
+        let request = RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(window[at].batch.clone())),
+                    ])]),
+        );
+        if !send(client, shared, ApiKey::Produce, 9, &request).await {
+            return false;
+        }
+    }
+    if !ask_end {
+        return true;
+    }
+    let request = RequestKind::ListOffsets(
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(batch.clone())),
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(-1),
                 ])]),
     );
-    let Some(ResponseKind::Produce(response)) =
-        call(&mut client, shared, ApiKey::Produce, 9, &request).await
-    else {
-        known.remove(&partition);
-        return Outcome::Retry;
+    send(client, shared, ApiKey::ListOffsets, 5, &request).await
+}
+
+/// Reads the answer to a ListOffsets of the partition's end sent after
+/// produce requests on the same connection: a record acknowledged before
+/// it (`highest`) must be below that end.
+async fn check_end(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    partition: i32,
+    highest: Option<i64>,
+) {
+    let Some(ResponseKind::ListOffsets(response)) = receive(client, shared).await else {
+        return;
     };
-    let answer = &response.responses[0].partition_responses[0];
-    match answer.error_code {
-        0 => Outcome::Acked(answer.base_offset),
-        // NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC,
-        // REQUEST_TIMED_OUT, KAFKA_STORAGE_ERROR, NOT_ENOUGH_REPLICAS:
-        // retriable.
-        6 | 5 | 3 | 7 | 56 | 19 | 20 => {
-            known.remove(&partition);
-            Outcome::Retry
-        }
-        code => Outcome::Fatal(code),
+    let answer = &response.topics[0].partitions[0];
+    let Some(highest) = highest else {
+        return;
+    };
+    if answer.error_code != 0 {
+        return;
+    }
+    reached(shared, "end read after produce requests on its connection");
+    if answer.offset <= highest {
+        violation(
+            shared,
+            "a request sees the produce requests its connection sent before it",
+            format!(
+                "partition {partition}: end {} after offset {highest} was acknowledged",
+                answer.offset
+            ),
+        );
     }
 }
 
@@ -1326,27 +1492,29 @@ async fn liveness(world: &World) {
             for partition in 0..PARTITIONS {
                 let value = format!("final-{partition}-0");
                 let batch = batch(producer_id, 0, &value);
-                loop {
+                let mut window = [Pending {
+                    value,
+                    batch,
+                    acked: None,
+                }];
+                while window[0].acked.is_none() {
                     if Instant::now() > deadline {
                         return Err(format!(
                             "partition {partition} took no produce within 60 s of healing"
                         ));
                     }
-                    match produce_once(&shared, &mut known, nodes, partition, &batch, &mut rng)
-                        .await
-                    {
-                        Outcome::Acked(offset) => {
-                            shared.lock().expect("shared").acked.push(Acked {
-                                partition,
-                                offset,
-                                value,
-                            });
-                            break;
-                        }
-                        Outcome::Retry => sleep(Duration::from_millis(50)).await,
-                        Outcome::Fatal(code) => {
-                            return Err(format!("final produce refused: {code}"))
-                        }
+                    let sent = produce_window(
+                        &shared,
+                        &mut known,
+                        nodes,
+                        partition,
+                        &mut window,
+                        &mut rng,
+                    );
+                    sent.await
+                        .map_err(|evidence| format!("final produce: {evidence}"))?;
+                    if window[0].acked.is_none() {
+                        sleep(Duration::from_millis(50)).await;
                     }
                 }
             }

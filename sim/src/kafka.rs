@@ -1,6 +1,10 @@
 //! A small Kafka client for the simulator's workload, on `kafka-protocol`
-//! and the simulated network: one connection, one request at a time.
+//! and the simulated network: one connection, requests sent one at a time
+//! ([`KafkaClient::call`]) or several before their responses
+//! ([`KafkaClient::send`], then [`KafkaClient::receive`] in order), as a
+//! pipelining producer sends them.
 
+use std::collections::VecDeque;
 use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,8 +20,14 @@ const RESPONSE_BYTES_MAX: usize = 64 << 20;
 pub struct KafkaClient {
     stream: TcpStream,
     correlation: i32,
+    /// The requests sent and not yet answered, oldest first: correlation
+    /// id, API and version.
+    waiting: VecDeque<(i32, ApiKey, i16)>,
 }
 
+/// An error that is the broker's fault (a response that does not decode,
+/// or answers another request than the oldest one waiting) rather than
+/// the network's: [`io::ErrorKind::InvalidData`].
 fn invalid(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
@@ -28,17 +38,29 @@ impl KafkaClient {
         Self {
             stream,
             correlation: 0,
+            waiting: VecDeque::new(),
         }
     }
 
-    /// Sends a request and reads its response (`None` for a produce with
-    /// acks=0, which gets none).
+    /// Sends a request and reads its response.
     pub async fn call(
         &mut self,
         api: ApiKey,
         version: i16,
         request: &RequestKind,
     ) -> io::Result<ResponseKind> {
+        self.send(api, version, request).await?;
+        self.receive().await
+    }
+
+    /// Sends a request without waiting for its response (one that gets a
+    /// response: not a produce with acks=0).
+    pub async fn send(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &RequestKind,
+    ) -> io::Result<()> {
         self.correlation += 1;
         let mut bytes = BytesMut::with_capacity(256);
         bytes.put_i32(0);
@@ -56,6 +78,15 @@ impl KafkaClient {
         bytes[..4].copy_from_slice(&size.to_be_bytes());
         self.stream.write_all(&bytes).await?;
         self.stream.flush().await?;
+        self.waiting.push_back((self.correlation, api, version));
+        Ok(())
+    }
+
+    /// Reads the response to the oldest request sent and not answered.
+    pub async fn receive(&mut self) -> io::Result<ResponseKind> {
+        let Some(&(correlation, api, version)) = self.waiting.front() else {
+            return Err(io::Error::other("no request waits for a response"));
+        };
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size).await?;
         let size = usize::try_from(i32::from_be_bytes(size))
@@ -64,13 +95,14 @@ impl KafkaClient {
             .ok_or_else(|| invalid("response size out of range".into()))?;
         let mut body = vec![0u8; size];
         self.stream.read_exact(&mut body).await?;
+        self.waiting.pop_front();
         let mut body = Bytes::from(body);
         let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
             .map_err(|error| invalid(error.to_string()))?;
-        if header.correlation_id != self.correlation {
+        if header.correlation_id != correlation {
             return Err(invalid(format!(
-                "response {} to request {}",
-                header.correlation_id, self.correlation
+                "response {} to request {correlation} ({api:?})",
+                header.correlation_id
             )));
         }
         ResponseKind::decode(api, &mut body, version).map_err(|error| invalid(error.to_string()))

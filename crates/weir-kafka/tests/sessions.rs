@@ -698,7 +698,7 @@ async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
         "pipelined".into(),
     ));
     let (mut from_server, mut to_server) = tokio::io::split(client);
-    // Ten produces, acks=0 among them (no reply), then a fetch, written
+    // Eleven produces, acks=0 among them (no reply), then a fetch, written
     // in one go: the broker holds some produce replies back to write them
     // together, and must still answer each, in order.
     let mut bytes = Vec::new();
@@ -707,9 +707,12 @@ async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
         bytes.extend((frame.len() as i32).to_be_bytes());
         bytes.extend(frame);
     };
-    for correlation in 0..10 {
+    // One of them, to a partition that does not exist, is refused at
+    // once, while the produces before it may still wait for their sync.
+    for correlation in 0..11 {
         let acks = if correlation == 4 { 0 } else { 1 };
-        let request = produce("orders", 0, acks, batch(-1, 0, 2));
+        let partition = if correlation == 7 { 99 } else { 0 };
+        let request = produce("orders", partition, acks, batch(-1, 0, 2));
         put(samples::frame(ApiKey::Produce, 9, correlation, &request));
         if acks != 0 {
             expected.push(correlation);
@@ -718,10 +721,10 @@ async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
     put(samples::frame(
         ApiKey::Fetch,
         11,
-        10,
+        11,
         &fetch("orders", 0, 0, 0),
     ));
-    expected.push(10);
+    expected.push(11);
     to_server.write_all(&bytes).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..expected.len() {
@@ -738,7 +741,7 @@ async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
         from_server.read_exact(&mut body).await.unwrap();
         let correlation = i32::from_be_bytes(body[..4].try_into().unwrap());
         seen.push(correlation);
-        if correlation == 10 {
+        if correlation == 11 {
             // The fetch ran after every produce before it was answered
             // (durable, under `always`): it sees all ten batches.
             let mut framed = size.to_vec();
