@@ -41,6 +41,7 @@ use tokio::net::TcpStream;
 use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage};
 use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::Broker;
+use weir_server::cluster::OFFSETS_TOPIC;
 use weir_server::Settings;
 
 use crate::check::Violation;
@@ -54,6 +55,8 @@ const CLUSTER_PORT: u16 = 7000;
 const CLIENT_IP: [u8; 4] = [10, 0, 2, 1];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const PRODUCERS: usize = 2;
+/// The consumer group whose offsets a client commits.
+const GROUP: &str = "committer";
 
 fn node_ip(id: u64) -> [u8; 4] {
     [10, 0, 1, id as u8]
@@ -103,6 +106,16 @@ struct Shared {
     leaders: BTreeMap<(u64, u64), (u64, u64)>,
     /// Each running node's view of the cluster.
     clusters: BTreeMap<u64, weir_server::cluster::Cluster>,
+    /// The highest offset of each partition whose commit for group
+    /// [`GROUP`] was acknowledged, and the highest committed.
+    commits_acked: BTreeMap<i32, i64>,
+    commits_tried: BTreeMap<i32, i64>,
+    /// The highest committed offset of each partition an OffsetFetch
+    /// returned.
+    commits_seen: BTreeMap<i32, i64>,
+    /// The highest end (high watermark) of each partition the watchers
+    /// were answered by its leader in the newest term.
+    ends_seen: BTreeMap<i32, i64>,
     /// Every replica of a node gone for good has moved.
     replacement_done: bool,
     stop_producers: bool,
@@ -563,6 +576,12 @@ fn spawn_clients(world: &World) {
         }
         let consumer_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
         madsim::task::spawn(consume(nodes, Arc::clone(&shared), consumer_rng));
+        let committer_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        madsim::task::spawn(commit_offsets(nodes, Arc::clone(&shared), committer_rng));
+        for node in 1..=nodes {
+            let watcher_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+            madsim::task::spawn(watch_commits(node, Arc::clone(&shared), watcher_rng));
+        }
     });
 }
 
@@ -829,6 +848,292 @@ async fn check_end(
                 answer.offset
             ),
         );
+    }
+}
+
+// ------------------------------------------------------------ offsets
+
+/// Commits offsets for group [`GROUP`] (a group without members, as a
+/// client that manages its own assignment commits: generation -1), each
+/// partition's higher than the last tried, to whichever node FindCoordinator
+/// names, and reads them back: an offset acknowledged must be there in
+/// every later read, whichever node coordinates the group by then, and no
+/// read may go below an earlier one.
+async fn commit_offsets(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
+    let mut coordinator: Option<u64> = None;
+    while !shared.lock().expect("shared").stop_producers {
+        sleep(Duration::from_millis(rng.random_range(20..200))).await;
+        let node = match coordinator {
+            Some(node) => node,
+            None => match find_coordinator(rng.random_range(1..=nodes), &shared).await {
+                Some(node) => node,
+                None => continue,
+            },
+        };
+        coordinator = Some(node);
+        let Some(mut client) = connect(node).await else {
+            coordinator = None;
+            continue;
+        };
+        let kept = if rng.random_bool(0.5) {
+            let partition = rng.random_range(0..PARTITIONS);
+            let offset = {
+                let mut shared = shared.lock().expect("shared");
+                let tried = shared.commits_tried.entry(partition).or_default();
+                *tried += rng.random_range(1..50);
+                *tried
+            };
+            commit(&mut client, &shared, partition, offset).await
+        } else {
+            read_commits(&mut client, &shared, node).await.is_some()
+        };
+        if !kept {
+            coordinator = None;
+        }
+    }
+}
+
+/// The node that coordinates [`GROUP`], as node `asked` says.
+async fn find_coordinator(asked: u64, shared: &SharedRef) -> Option<u64> {
+    let mut client = connect(asked).await?;
+    let request = RequestKind::FindCoordinator(
+        FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str(GROUP))
+            .with_key_type(0),
+    );
+    let ResponseKind::FindCoordinator(response) =
+        call(&mut client, shared, ApiKey::FindCoordinator, 2, &request).await?
+    else {
+        return None;
+    };
+    (response.error_code == 0 && response.node_id.0 > 0).then_some(response.node_id.0 as u64)
+}
+
+/// Commits `offset` for `partition`; false if the coordinator refused it
+/// or did not answer.
+async fn commit(client: &mut KafkaClient, shared: &SharedRef, partition: i32, offset: i64) -> bool {
+    let request = RequestKind::OffsetCommit(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset),
+                    ]),
+            ]),
+    );
+    let Some(ResponseKind::OffsetCommit(response)) =
+        call(client, shared, ApiKey::OffsetCommit, 7, &request).await
+    else {
+        return false;
+    };
+    if response.topics[0].partitions[0].error_code != 0 {
+        return false;
+    }
+    reached(shared, "offset commit acknowledged");
+    let mut shared = shared.lock().expect("shared");
+    let acked = shared.commits_acked.entry(partition).or_default();
+    *acked = (*acked).max(offset);
+    true
+}
+
+fn offset_fetch() -> RequestKind {
+    RequestKind::OffsetFetch(
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partition_indexes((0..PARTITIONS).collect()),
+            ])),
+    )
+}
+
+/// Reads the group's committed offsets from `node` and checks them; the
+/// offsets read, or `None` if the node did not answer them.
+async fn read_commits(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    node: u64,
+) -> Option<BTreeMap<i32, i64>> {
+    let floor = shared.lock().expect("shared").commits_acked.clone();
+    let Some(ResponseKind::OffsetFetch(response)) =
+        call(client, shared, ApiKey::OffsetFetch, 5, &offset_fetch()).await
+    else {
+        return None;
+    };
+    let read = offsets_read(&response)?;
+    check_commits(shared, node, &floor, &read);
+    Some(read)
+}
+
+/// Each partition's committed offset in an OffsetFetch answer without
+/// errors.
+fn offsets_read(response: &OffsetFetchResponse) -> Option<BTreeMap<i32, i64>> {
+    if response.error_code != 0 {
+        return None;
+    }
+    let mut read = BTreeMap::new();
+    for answer in &response.topics.first()?.partitions {
+        if answer.error_code != 0 {
+            return None;
+        }
+        read.insert(answer.partition_index, answer.committed_offset);
+    }
+    Some(read)
+}
+
+/// Whether `node` leads the group of `topic`'s `partition` in the newest
+/// term any running node knows of.
+fn leads_in_the_newest_term(shared: &Shared, node: u64, topic: &str, partition: usize) -> bool {
+    let views: Vec<_> = shared
+        .clusters
+        .iter()
+        .filter_map(|(id, cluster)| {
+            let metadata = cluster.metadata();
+            let group = metadata.topics.get(topic)?.get(partition)?.group;
+            Some((*id, cluster.handle().view(group)?))
+        })
+        .collect();
+    let newest = views.iter().map(|(_, view)| view.term).max();
+    views
+        .iter()
+        .any(|(id, view)| *id == node && view.leader == Some(node) && Some(view.term) == newest)
+}
+
+/// Checks offsets `node` answered against those acknowledged before the
+/// read was sent (`floor`) and those read before. Only the answers of a
+/// node that leads the offsets group in the newest term when they arrive
+/// are judged: a coordinator cut off from the others answers from its own
+/// state until it steps down (OffsetFetch names no epoch to fence it, in
+/// Kafka as here), and a node that has stepped down is asked again.
+fn check_commits(
+    shared: &SharedRef,
+    node: u64,
+    floor: &BTreeMap<i32, i64>,
+    read: &BTreeMap<i32, i64>,
+) {
+    let mut shared = shared.lock().expect("shared");
+    if !leads_in_the_newest_term(&shared, node, OFFSETS_TOPIC, 0) {
+        return;
+    }
+    *shared.coverage.entry("committed offsets read").or_default() += 1;
+    for (&partition, &offset) in read {
+        let acked = floor.get(&partition).copied().unwrap_or(-1);
+        let seen = shared.commits_seen.get(&partition).copied().unwrap_or(-1);
+        let tried = shared.commits_tried.get(&partition).copied().unwrap_or(-1);
+        let evidence = format!(
+            "partition {partition}: weir-{node} answered {offset} after {acked} was acknowledged and {seen} read"
+        );
+        if offset < acked || offset < seen {
+            shared.violations.push(Violation {
+                invariant: "committed offsets never move back",
+                evidence,
+            });
+        } else if offset > tried {
+            shared.violations.push(Violation {
+                invariant: "a committed offset is one a client committed",
+                evidence: format!("partition {partition}: read {offset}, highest tried {tried}"),
+            });
+        }
+        shared.commits_seen.insert(partition, seen.max(offset));
+    }
+}
+
+/// Asks node `node` for the group's committed offsets and the partitions'
+/// ends every 10 to 40 ms, with short deadlines: a node that has just
+/// become a leader is asked within its first round trips, when it could
+/// answer before its commit index covers its predecessor's.
+async fn watch_commits(node: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
+    const WAIT: Duration = Duration::from_millis(200);
+    let mut client: Option<KafkaClient> = None;
+    while !shared.lock().expect("shared").stop_producers {
+        sleep(Duration::from_millis(rng.random_range(10..40))).await;
+        if client.is_none() {
+            let connected = timeout(WAIT, TcpStream::connect(kafka_address(node))).await;
+            client = connected.ok().and_then(Result::ok).map(KafkaClient::new);
+        }
+        let Some(connection) = client.as_mut() else {
+            continue;
+        };
+        let floor = shared.lock().expect("shared").commits_acked.clone();
+        shared.lock().expect("shared").operations += 1;
+        let answer = timeout(
+            WAIT,
+            connection.call(ApiKey::OffsetFetch, 5, &offset_fetch()),
+        )
+        .await;
+        let Ok(Ok(ResponseKind::OffsetFetch(response))) = answer else {
+            client = None;
+            continue;
+        };
+        if let Some(read) = offsets_read(&response) {
+            check_commits(&shared, node, &floor, &read);
+        }
+        let answer = timeout(WAIT, connection.call(ApiKey::ListOffsets, 5, &list_ends())).await;
+        let Ok(Ok(ResponseKind::ListOffsets(response))) = answer else {
+            client = None;
+            continue;
+        };
+        check_ends(&shared, node, &response);
+    }
+}
+
+/// ListOffsets of every partition's end (its high watermark).
+fn list_ends() -> RequestKind {
+    let partitions = (0..PARTITIONS)
+        .map(|partition| {
+            list_offsets_request::ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(-1)
+        })
+        .collect();
+    RequestKind::ListOffsets(
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(partitions)]),
+    )
+}
+
+/// Checks that the ends `node` answered, for the partitions it leads in
+/// the newest term, are not below an end answered before. A leader cut
+/// off from the others answers until it steps down; a consumer that names
+/// the newest epoch it saw fences it (KIP-320), this reader names none, so
+/// only the newest term's leader is judged.
+fn check_ends(shared: &SharedRef, node: u64, response: &ListOffsetsResponse) {
+    let mut shared = shared.lock().expect("shared");
+    let Some(topic) = response.topics.first() else {
+        return;
+    };
+    for answer in topic
+        .partitions
+        .iter()
+        .filter(|answer| answer.error_code == 0)
+    {
+        let partition = answer.partition_index;
+        let index = usize::try_from(partition).unwrap_or(usize::MAX);
+        if !leads_in_the_newest_term(&shared, node, TOPIC, index) {
+            continue;
+        }
+        *shared.coverage.entry("end read from a leader").or_default() += 1;
+        let seen = shared.ends_seen.get(&partition).copied().unwrap_or(0);
+        if answer.offset < seen {
+            shared.violations.push(Violation {
+                invariant: "the high watermark never moves back for a reader",
+                evidence: format!(
+                    "partition {partition}: weir-{node} answered an end of {} after {seen}",
+                    answer.offset
+                ),
+            });
+        }
+        shared.ends_seen.insert(partition, seen.max(answer.offset));
     }
 }
 
@@ -1343,6 +1648,7 @@ async fn heal(world: &mut World) {
 
 async fn final_checks(world: &World) {
     liveness(world).await;
+    commits_kept(world).await;
     replacement_finishes(world).await;
     let caught_up = replicas_catch_up(world).await;
     world.shared.lock().expect("shared").stop_all = true;
@@ -1522,6 +1828,36 @@ async fn liveness(world: &World) {
         })
         .await;
     if let Ok(Err(evidence)) = done {
+        violation(&world.shared, "liveness after healing", evidence);
+    }
+}
+
+/// After healing, the group's coordinator answers within bounded time
+/// with every offset commit acknowledged (`read_commits` checks them).
+async fn commits_kept(world: &World) {
+    let shared = Arc::clone(&world.shared);
+    let nodes = world.nodes.len() as u64;
+    let seed = world.handle.seed();
+    let done = world
+        .client
+        .spawn(async move {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xc0ff);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Some(node) = find_coordinator(rng.random_range(1..=nodes), &shared).await {
+                    if let Some(mut client) = connect(node).await {
+                        if read_commits(&mut client, &shared, node).await.is_some() {
+                            return true;
+                        }
+                    }
+                }
+                sleep(Duration::from_millis(100)).await;
+            }
+            false
+        })
+        .await;
+    if !matches!(done, Ok(true)) {
+        let evidence = "no coordinator answered OffsetFetch within 60 s of healing".into();
         violation(&world.shared, "liveness after healing", evidence);
     }
 }
