@@ -862,7 +862,7 @@ async fn check_end(
 async fn commit_offsets(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
     let mut coordinator: Option<u64> = None;
     while !shared.lock().expect("shared").stop_producers {
-        sleep(Duration::from_millis(rng.random_range(20..200))).await;
+        sleep(Duration::from_millis(rng.random_range(5..100))).await;
         let node = match coordinator {
             Some(node) => node,
             None => match find_coordinator(rng.random_range(1..=nodes), &shared).await {
@@ -1061,25 +1061,27 @@ async fn watch_commits(node: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus
             continue;
         };
         let floor = shared.lock().expect("shared").commits_acked.clone();
-        shared.lock().expect("shared").operations += 1;
-        let answer = timeout(
-            WAIT,
-            connection.call(ApiKey::OffsetFetch, 5, &offset_fetch()),
-        )
-        .await;
-        let Ok(Ok(ResponseKind::OffsetFetch(response))) = answer else {
+        shared.lock().expect("shared").operations += 2;
+        // Both requests at once: one round trip a round.
+        let answers = timeout(WAIT, async {
+            connection
+                .send(ApiKey::OffsetFetch, 5, &offset_fetch())
+                .await?;
+            connection
+                .send(ApiKey::ListOffsets, 5, &list_ends())
+                .await?;
+            Ok::<_, std::io::Error>((connection.receive().await?, connection.receive().await?))
+        });
+        let Ok(Ok((ResponseKind::OffsetFetch(offsets), ResponseKind::ListOffsets(ends)))) =
+            answers.await
+        else {
             client = None;
             continue;
         };
-        if let Some(read) = offsets_read(&response) {
+        if let Some(read) = offsets_read(&offsets) {
             check_commits(&shared, node, &floor, &read);
         }
-        let answer = timeout(WAIT, connection.call(ApiKey::ListOffsets, 5, &list_ends())).await;
-        let Ok(Ok(ResponseKind::ListOffsets(response))) = answer else {
-            client = None;
-            continue;
-        };
-        check_ends(&shared, node, &response);
+        check_ends(&shared, node, &ends);
     }
 }
 
