@@ -9,10 +9,12 @@
 //! the Kafka protocol (Metadata, then up to five Produce requests with
 //! acks=all pipelined on one connection, now and then followed by a
 //! ListOffsets, each batch retried with its sequence until it is
-//! acknowledged), and a consumer that fetches from the leaders. The nemesis kills nodes with a power loss of
-//! their disks (at most a minority down at once) and restarts them,
-//! isolates nodes (both ways or one way), makes links lossy and slow, and
-//! skews and jumps nodes' clocks.
+//! acknowledged); a consumer that fetches from the leaders; a client that
+//! commits a group's offsets through its coordinator; a watcher per node
+//! that reads the group's offsets and the partitions' ends. The nemesis
+//! kills nodes with a power loss of their disks (at most a minority down
+//! at once) and restarts them, isolates nodes (both ways or one way),
+//! makes links lossy and slow, and skews and jumps nodes' clocks.
 //!
 //! Checks, after healing: every partition has a leader and takes a
 //! produce again within bounded time (liveness); every acknowledged record
@@ -22,7 +24,8 @@
 //! producer's records in order; every record a consumer read is the one
 //! the log holds at that offset. While running: responses come in request
 //! order; a request pipelined behind produce requests sees the records
-//! they had acknowledged.
+//! they had acknowledged; committed offsets and partition ends, as the
+//! newest term's leaders answer them, never move back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -107,7 +110,7 @@ struct Shared {
     /// Each running node's view of the cluster.
     clusters: BTreeMap<u64, weir_server::cluster::Cluster>,
     /// The highest offset of each partition whose commit for group
-    /// [`GROUP`] was acknowledged, and the highest committed.
+    /// [`GROUP`] was acknowledged, and the highest tried.
     commits_acked: BTreeMap<i32, i64>,
     commits_tried: BTreeMap<i32, i64>,
     /// The highest committed offset of each partition an OffsetFetch
