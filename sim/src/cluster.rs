@@ -807,18 +807,7 @@ async fn send_window(
     if !ask_end {
         return true;
     }
-    let request = RequestKind::ListOffsets(
-        ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(-1),
-                ])]),
-    );
+    let request = list_ends(partition..partition + 1);
     send(client, shared, ApiKey::ListOffsets, 5, &request).await
 }
 
@@ -1071,7 +1060,7 @@ async fn watch_commits(node: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus
                 .send(ApiKey::OffsetFetch, 5, &offset_fetch())
                 .await?;
             connection
-                .send(ApiKey::ListOffsets, 5, &list_ends())
+                .send(ApiKey::ListOffsets, 5, &list_ends(0..PARTITIONS))
                 .await?;
             Ok::<_, std::io::Error>((connection.receive().await?, connection.receive().await?))
         });
@@ -1088,9 +1077,9 @@ async fn watch_commits(node: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus
     }
 }
 
-/// ListOffsets of every partition's end (its high watermark).
-fn list_ends() -> RequestKind {
-    let partitions = (0..PARTITIONS)
+/// ListOffsets of the ends (high watermarks) of `partitions`.
+fn list_ends(partitions: std::ops::Range<i32>) -> RequestKind {
+    let partitions = partitions
         .map(|partition| {
             list_offsets_request::ListOffsetsPartition::default()
                 .with_partition_index(partition)
