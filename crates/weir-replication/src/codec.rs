@@ -7,7 +7,7 @@
 //! anything is allocated.
 //!
 //! ```text
-//! frame     u32 body length | u32 CRC-32C of the body | body
+//! frame     u32 body length | u32 CRC-32C of the body but batch tails | body
 //! body      "WRM1" | u32 message count | message*
 //! message   u64 group | u8 type | u64 to, from, term, log_term, index,
 //!           commit, commit_term, request_snapshot, reject_hint | u8 reject |
@@ -23,9 +23,22 @@
 //! Integers are little-endian. Messages a node only makes for itself
 //! (hup, beat, unreachable, snapshot status, check quorum) and proposals
 //! (never forwarded between nodes here) are refused on decode.
+//!
+//! A normal entry's data is empty (raft's own entries) or one Kafka batch.
+//! Kafka's CRC-32C covers a batch from its attributes on, so the frame's
+//! CRC leaves that tail out: it covers the batch's first
+//! [`CRC_COVERS_FROM`] bytes (base offset, length, leader epoch, magic,
+//! CRC) and every other byte of the body. The decoder checks each batch
+//! whole ([`weir_log::batch::check_whole`]) before it accepts the frame, so
+//! every byte is checked once on each side: a leader computes no CRC over
+//! the batches it sends, and a follower's log does not check them again
+//! ([`weir_log::Partition::append_replicated_verified`]). Batches are not
+//! copied either: an encoded [`Frame`] shares them with the entries, and
+//! a decoded entry's data is a slice of the frame it came in.
 
+use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
-use weir_log::batch::crc32c;
+use weir_log::batch::{check_whole, BatchError, Crc32c, CRC_COVERS_FROM};
 
 /// Bytes of a frame's header (body length and CRC).
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -111,6 +124,14 @@ pub enum CodecError {
     /// Bytes after the last message.
     #[error("{0} bytes after the last message")]
     Trailing(usize),
+    /// A normal entry's data is not one whole, intact Kafka batch.
+    #[error("entry {index}: not a whole Kafka batch: {error}")]
+    Batch {
+        /// The entry's index.
+        index: u64,
+        /// What is wrong with the batch.
+        error: BatchError,
+    },
 }
 
 /// A Raft message and the group (partition) it belongs to.
@@ -122,69 +143,218 @@ pub struct Envelope {
     pub message: Message,
 }
 
-/// Appends a frame holding `envelopes` to `out`.
-pub fn encode_frame(envelopes: &[Envelope], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-    out.extend_from_slice(&MAGIC);
-    put_u32(out, len_u32(envelopes.len()));
-    for envelope in envelopes {
-        put_u64(out, envelope.group);
-        put_message(out, &envelope.message);
-    }
-    let body = &out[start + FRAME_HEADER_BYTES..];
-    let length = len_u32(body.len());
-    let crc = crc32c(body);
-    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+/// A frame ready to write, in parts. Raft's fields and the first
+/// [`CRC_COVERS_FROM`] bytes of each batch are copied into the frame's own
+/// buffers; the rest of a large batch is shared with its entry, not copied,
+/// and written with the others in one vectored write.
+#[derive(Clone, Debug, Default)]
+pub struct Frame {
+    parts: Vec<Bytes>,
+    len: usize,
 }
 
-/// Decodes the frame at the start of `bytes`: `Ok(None)` if more bytes are
-/// needed, otherwise the messages and the bytes the frame took.
-pub fn decode_frame(
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<Option<(Vec<Envelope>, usize)>, CodecError> {
-    if bytes.len() < FRAME_HEADER_BYTES {
-        return Ok(None);
+impl Frame {
+    /// The frame's bytes, header included.
+    pub fn len(&self) -> usize {
+        self.len
     }
-    let length = u32::from_le_bytes(bytes[0..4].try_into().expect("four bytes"));
+
+    /// Whether the frame has no bytes (never, once encoded).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The frame's bytes in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len);
+        for part in &self.parts {
+            bytes.extend_from_slice(part);
+        }
+        bytes
+    }
+}
+
+/// Batch bytes copied into the frame's buffer rather than shared: below
+/// this, a part of its own costs more than the copy.
+const SHARED_TAIL_MIN_BYTES: usize = 4 << 10;
+
+/// Builds a frame's parts and the CRC of the bytes it covers.
+struct Encoder {
+    parts: Vec<Bytes>,
+    owned: Vec<u8>,
+    /// Bytes of `owned` fed to the CRC so far.
+    hashed: usize,
+    crc: Crc32c,
+    body_len: usize,
+}
+
+impl Encoder {
+    /// Feeds `owned`'s bytes written since the last call to the CRC.
+    fn hash(&mut self) {
+        self.crc.update(&self.owned[self.hashed..]);
+        self.hashed = self.owned.len();
+    }
+
+    /// A batch's bytes past its CRC'd head, which the frame CRC does not
+    /// cover (the batch's own CRC does).
+    fn put_tail(&mut self, tail: Bytes) {
+        self.hash();
+        if tail.len() < SHARED_TAIL_MIN_BYTES {
+            self.owned.extend_from_slice(&tail);
+        } else {
+            self.flush();
+            self.body_len += tail.len();
+            self.parts.push(tail);
+        }
+        self.hashed = self.owned.len();
+    }
+
+    fn flush(&mut self) {
+        if !self.owned.is_empty() {
+            self.body_len += self.owned.len();
+            self.parts.push(std::mem::take(&mut self.owned).into());
+        }
+        self.hashed = 0;
+    }
+}
+
+/// Encodes `envelopes` as one frame. A normal entry's data, when not empty,
+/// must be one whole Kafka batch: the decoder refuses anything else.
+pub fn encode_frame_parts(envelopes: &[Envelope]) -> Frame {
+    let mut encoder = Encoder {
+        parts: vec![Bytes::new()],
+        owned: Vec::with_capacity(256),
+        hashed: 0,
+        crc: Crc32c::new(),
+        body_len: 0,
+    };
+    encoder.owned.extend_from_slice(&MAGIC);
+    put_u32(&mut encoder.owned, len_u32(envelopes.len()));
+    for envelope in envelopes {
+        put_u64(&mut encoder.owned, envelope.group);
+        put_message(&mut encoder, &envelope.message);
+    }
+    encoder.hash();
+    encoder.flush();
+    let mut header = Vec::with_capacity(FRAME_HEADER_BYTES);
+    put_u32(&mut header, len_u32(encoder.body_len));
+    put_u32(&mut header, encoder.crc.value());
+    encoder.parts[0] = header.into();
+    Frame {
+        len: FRAME_HEADER_BYTES + encoder.body_len,
+        parts: encoder.parts,
+    }
+}
+
+/// Appends a frame holding `envelopes` to `out` (the bytes of
+/// [`encode_frame_parts`], in one buffer).
+pub fn encode_frame(envelopes: &[Envelope], out: &mut Vec<u8>) {
+    for part in encode_frame_parts(envelopes).parts() {
+        out.extend_from_slice(part);
+    }
+}
+
+/// The length of the frame that `bytes` start with, header included, once
+/// its header is there: checked against the limit before any of the rest
+/// is read or room made for it.
+pub fn frame_length(bytes: &[u8], limits: &Limits) -> Result<Option<usize>, CodecError> {
+    let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else {
+        return Ok(None);
+    };
+    let length = u32::from_le_bytes(header[0..4].try_into().expect("four bytes"));
     if length > limits.max_frame_bytes {
         return Err(CodecError::FrameTooLarge {
             announced: length,
             limit: limits.max_frame_bytes,
         });
     }
-    let end = FRAME_HEADER_BYTES + length as usize;
-    if bytes.len() < end {
+    Ok(Some(FRAME_HEADER_BYTES + length as usize))
+}
+
+/// Decodes the frame at the start of `bytes`: `Ok(None)` if more bytes are
+/// needed, otherwise the messages and the bytes the frame took. The
+/// messages' data is copied out of `bytes` (see [`decode_whole_frame`]).
+pub fn decode_frame(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Option<(Vec<Envelope>, usize)>, CodecError> {
+    let Some(end) = frame_length(bytes, limits)? else {
         return Ok(None);
+    };
+    let Some(frame) = bytes.get(..end) else {
+        return Ok(None);
+    };
+    decode_whole_frame(Bytes::copy_from_slice(frame), limits)
+        .map(|envelopes| Some((envelopes, end)))
+}
+
+/// Decodes `frame`, exactly one whole frame. Entries' data and contexts
+/// are slices of `frame`, not copies. The frame's CRC covers every byte
+/// but the batches' own CRC'd bytes; each batch is checked whole (its CRC
+/// among the rest) before the frame is accepted, so a follower's log need
+/// not check it again.
+pub fn decode_whole_frame(frame: Bytes, limits: &Limits) -> Result<Vec<Envelope>, CodecError> {
+    let end = frame_length(&frame, limits)?.ok_or(CodecError::Truncated {
+        field: "frame header",
+        needed: FRAME_HEADER_BYTES as u64,
+        available: frame.len(),
+    })?;
+    if end != frame.len() {
+        return Err(CodecError::Truncated {
+            field: "frame",
+            needed: end as u64,
+            available: frame.len(),
+        });
     }
-    let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("four bytes"));
-    let body = &bytes[FRAME_HEADER_BYTES..end];
-    let computed = crc32c(body);
+    let stored = u32::from_le_bytes(frame[4..8].try_into().expect("four bytes"));
+    let mut reader = Reader {
+        body: frame.slice(FRAME_HEADER_BYTES..),
+        position: 0,
+        tails: Vec::new(),
+    };
+    let envelopes = reader.body(limits)?;
+    let computed = reader.covered_crc();
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    decode_body(body, limits).map(|envelopes| Some((envelopes, end)))
+    check_batches(&envelopes)?;
+    Ok(envelopes)
 }
 
-/// Decodes a frame's body (after its length and CRC).
+/// Every normal entry's data is empty or one whole Kafka batch.
+fn check_batches(envelopes: &[Envelope]) -> Result<(), CodecError> {
+    let entries = envelopes
+        .iter()
+        .flat_map(|envelope| envelope.message.entries.iter());
+    for entry in entries.filter(|entry| carries_batch(entry)) {
+        check_whole(&entry.data).map_err(|error| CodecError::Batch {
+            index: entry.index,
+            error,
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether an entry's data is a Kafka batch (a normal entry's, when not
+/// empty: raft's own are empty).
+fn carries_batch(entry: &Entry) -> bool {
+    entry.entry_type == EntryType::EntryNormal && !entry.data.is_empty()
+}
+
+/// Decodes a frame's body (after its length and CRC), without checking a
+/// CRC: the messages and their batches as they are.
 pub fn decode_body(body: &[u8], limits: &Limits) -> Result<Vec<Envelope>, CodecError> {
-    let mut reader = Reader { bytes: body };
-    if reader.take(4, "magic")? != MAGIC {
-        return Err(CodecError::BadMagic);
-    }
-    let count = reader.count("messages", limits.max_messages, 8 + 1 + 9 * 8)?;
-    let mut envelopes = Vec::with_capacity(count);
-    for _ in 0..count {
-        let group = reader.u64("group")?;
-        let message = reader.message(limits)?;
-        envelopes.push(Envelope { group, message });
-    }
-    if !reader.bytes.is_empty() {
-        return Err(CodecError::Trailing(reader.bytes.len()));
-    }
-    Ok(envelopes)
+    let mut reader = Reader {
+        body: Bytes::copy_from_slice(body),
+        position: 0,
+        tails: Vec::new(),
+    };
+    reader.body(limits)
 }
 
 /// Whether a message of this type may arrive from another node: not those
@@ -242,7 +412,8 @@ fn message_type_byte(message_type: MessageType) -> u8 {
     u8::try_from(message_type as i32).expect("raft's message types are below 256")
 }
 
-fn put_message(out: &mut Vec<u8>, message: &Message) {
+fn put_message(encoder: &mut Encoder, message: &Message) {
+    let out = &mut encoder.owned;
     out.push(message_type_byte(message.msg_type));
     for value in [
         message.to,
@@ -262,8 +433,9 @@ fn put_message(out: &mut Vec<u8>, message: &Message) {
     put_bytes(out, &message.context);
     put_u32(out, len_u32(message.entries.len()));
     for entry in message.entries.iter() {
-        put_entry(out, entry);
+        put_entry(encoder, entry);
     }
+    let out = &mut encoder.owned;
     match message.snapshot.as_ref() {
         None => out.push(0),
         Some(snapshot) => {
@@ -273,17 +445,32 @@ fn put_message(out: &mut Vec<u8>, message: &Message) {
     }
 }
 
-fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
+fn put_entry(encoder: &mut Encoder, entry: &Entry) {
     let entry_type = match entry.entry_type {
         EntryType::EntryNormal => 0,
         EntryType::EntryConfChange => 1,
         EntryType::EntryConfChangeV2 => 2,
     };
+    let out = &mut encoder.owned;
     out.push(entry_type);
     put_u64(out, entry.term);
     put_u64(out, entry.index);
-    put_bytes(out, &entry.data);
-    put_bytes(out, &entry.context);
+    match batch_tail_at(entry.entry_type, entry.data.len()) {
+        Some(tail_at) => {
+            put_u32(out, len_u32(entry.data.len()));
+            out.extend_from_slice(&entry.data[..tail_at]);
+            encoder.put_tail(entry.data.slice(tail_at..));
+        }
+        None => put_bytes(out, &entry.data),
+    }
+    put_bytes(&mut encoder.owned, &entry.context);
+}
+
+/// Where the part of an entry's data that the frame CRC does not cover
+/// starts: in a normal entry's batch, after the bytes Kafka's CRC leaves
+/// out (base offset, length, leader epoch, magic and the CRC itself).
+fn batch_tail_at(entry_type: EntryType, data_len: usize) -> Option<usize> {
+    (entry_type == EntryType::EntryNormal && data_len > CRC_COVERS_FROM).then_some(CRC_COVERS_FROM)
 }
 
 fn put_snapshot(out: &mut Vec<u8>, snapshot: &Snapshot) {
@@ -299,22 +486,67 @@ fn put_snapshot(out: &mut Vec<u8>, snapshot: &Snapshot) {
     out.push(u8::from(conf.auto_leave));
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+struct Reader {
+    body: Bytes,
+    position: usize,
+    /// Ranges of the body that the frame CRC does not cover (batch tails).
+    tails: Vec<std::ops::Range<usize>>,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, needed: usize, field: &'static str) -> Result<&'a [u8], CodecError> {
-        if self.bytes.len() < needed {
+impl Reader {
+    fn left(&self) -> usize {
+        self.body.len() - self.position
+    }
+
+    fn take(&mut self, needed: usize, field: &'static str) -> Result<&[u8], CodecError> {
+        let range = self.skip(needed, field)?;
+        Ok(&self.body[range])
+    }
+
+    fn skip(
+        &mut self,
+        needed: usize,
+        field: &'static str,
+    ) -> Result<std::ops::Range<usize>, CodecError> {
+        if self.left() < needed {
             return Err(CodecError::Truncated {
                 field,
                 needed: needed as u64,
-                available: self.bytes.len(),
+                available: self.left(),
             });
         }
-        let (taken, rest) = self.bytes.split_at(needed);
-        self.bytes = rest;
-        Ok(taken)
+        let start = self.position;
+        self.position += needed;
+        Ok(start..self.position)
+    }
+
+    /// The CRC-32C of the body without its batch tails.
+    fn covered_crc(&self) -> u32 {
+        let mut crc = Crc32c::new();
+        let mut from = 0;
+        for tail in &self.tails {
+            crc.update(&self.body[from..tail.start]);
+            from = tail.end;
+        }
+        crc.update(&self.body[from..]);
+        crc.value()
+    }
+
+    fn body(&mut self, limits: &Limits) -> Result<Vec<Envelope>, CodecError> {
+        if self.take(4, "magic")? != MAGIC {
+            return Err(CodecError::BadMagic);
+        }
+        let count = self.count("messages", limits.max_messages, 8 + 1 + 9 * 8)?;
+        let mut envelopes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let group = self.u64("group")?;
+            let message = self.message(limits)?;
+            envelopes.push(Envelope { group, message });
+        }
+        if self.left() != 0 {
+            return Err(CodecError::Trailing(self.left()));
+        }
+        Ok(envelopes)
     }
 
     fn u8(&mut self, field: &'static str) -> Result<u8, CodecError> {
@@ -352,19 +584,21 @@ impl<'a> Reader<'a> {
             return Err(CodecError::TooMany { what, count, limit });
         }
         let needed = u64::from(count) * item_bytes as u64;
-        if needed > self.bytes.len() as u64 {
+        if needed > self.left() as u64 {
             return Err(CodecError::Truncated {
                 field: what,
                 needed,
-                available: self.bytes.len(),
+                available: self.left(),
             });
         }
         Ok(count as usize)
     }
 
-    fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, CodecError> {
+    /// Length-prefixed bytes: a slice of the frame, not a copy.
+    fn bytes(&mut self, field: &'static str) -> Result<Bytes, CodecError> {
         let length = self.u32(field)? as usize;
-        Ok(self.take(length, field)?.to_vec())
+        let range = self.skip(length, field)?;
+        Ok(self.body.slice(range))
     }
 
     fn ids(&mut self, what: &'static str, limits: &Limits) -> Result<Vec<u64>, CodecError> {
@@ -390,7 +624,7 @@ impl<'a> Reader<'a> {
             ..Message::default()
         };
         message.priority = i64::from_le_bytes(self.take(8, "priority")?.try_into().expect("8"));
-        message.context = self.bytes("context")?.into();
+        message.context = self.bytes("context")?;
         let entries = self.count("entries", limits.max_entries, 1 + 16 + 8)?;
         let mut list = Vec::with_capacity(entries);
         for _ in 0..entries {
@@ -410,19 +644,26 @@ impl<'a> Reader<'a> {
             2 => EntryType::EntryConfChangeV2,
             other => return Err(CodecError::EntryType(other)),
         };
+        let term = self.u64("entry term")?;
+        let index = self.u64("entry index")?;
+        let data = self.bytes("entry data")?;
+        if let Some(tail_at) = batch_tail_at(entry_type, data.len()) {
+            let end = self.position;
+            self.tails.push(end - data.len() + tail_at..end);
+        }
         Ok(Entry {
             entry_type,
-            term: self.u64("entry term")?,
-            index: self.u64("entry index")?,
-            data: self.bytes("entry data")?.into(),
-            context: self.bytes("entry context")?.into(),
+            term,
+            index,
+            data,
+            context: self.bytes("entry context")?,
             ..Entry::default()
         })
     }
 
     fn snapshot(&mut self, limits: &Limits) -> Result<Snapshot, CodecError> {
         let mut snapshot = Snapshot {
-            data: self.bytes("snapshot data")?.into(),
+            data: self.bytes("snapshot data")?,
             ..Snapshot::default()
         };
         let metadata = snapshot.mut_metadata();
@@ -445,9 +686,20 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use weir_log::batch::{encode, ProducerInfo, Record};
 
     fn network_types() -> Vec<MessageType> {
         (0..=u8::MAX).filter_map(network_type).collect()
+    }
+
+    /// A Kafka batch of records of these sizes (large ones are sent as
+    /// shared parts of a frame, small ones copied into it).
+    fn batch(sizes: &[usize]) -> Vec<u8> {
+        let values: Vec<Vec<u8>> = sizes.iter().map(|size| vec![7; *size]).collect();
+        let records: Vec<Record<'_>> = values.iter().map(|value| Record::value(1, value)).collect();
+        let mut batch = Vec::new();
+        encode(&records, ProducerInfo::NONE, &mut batch).expect("a batch");
+        batch
     }
 
     fn entry_strategy() -> impl Strategy<Value = Entry> {
@@ -456,19 +708,29 @@ mod tests {
             any::<u64>(),
             any::<u64>(),
             proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(0usize..6000, 0..3),
             proptest::collection::vec(any::<u8>(), 0..8),
         )
-            .prop_map(|(kind, term, index, data, context)| Entry {
-                entry_type: [
+            .prop_map(|(kind, term, index, data, records, context)| {
+                let entry_type = [
                     EntryType::EntryNormal,
                     EntryType::EntryConfChange,
                     EntryType::EntryConfChangeV2,
-                ][kind as usize],
-                term,
-                index,
-                data: data.into(),
-                context: context.into(),
-                ..Entry::default()
+                ][kind as usize];
+                // A normal entry carries a batch or nothing.
+                let data = match (entry_type, records.is_empty()) {
+                    (EntryType::EntryNormal, true) => Vec::new(),
+                    (EntryType::EntryNormal, false) => batch(&records),
+                    _ => data,
+                };
+                Entry {
+                    entry_type,
+                    term,
+                    index,
+                    data: data.into(),
+                    context: context.into(),
+                    ..Entry::default()
+                }
             })
     }
 
@@ -574,12 +836,98 @@ mod tests {
         }
 
         #[test]
+        fn frames_in_parts_are_the_frames_bytes(envelopes in proptest::collection::vec(envelope_strategy(), 0..6)) {
+            let frame = encode_frame_parts(&envelopes);
+            let bytes = frame.to_vec();
+            prop_assert_eq!(bytes.len(), frame.len());
+            let decoded = decode_whole_frame(Bytes::from(bytes), &Limits::default()).unwrap();
+            prop_assert_eq!(decoded, envelopes);
+        }
+
+        #[test]
         fn bodies_of_random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut with_magic = MAGIC.to_vec();
             with_magic.extend_from_slice(&body);
             let _ = decode_body(&body, &Limits::default());
             let _ = decode_body(&with_magic, &Limits::default());
         }
+    }
+
+    fn append_of(data: Vec<u8>) -> Envelope {
+        Envelope {
+            group: 2,
+            message: Message {
+                msg_type: MessageType::MsgAppend,
+                entries: vec![Entry {
+                    term: 1,
+                    index: 5,
+                    data: data.into(),
+                    ..Entry::default()
+                }]
+                .into(),
+                ..Message::default()
+            },
+        }
+    }
+
+    #[test]
+    fn large_batches_are_shared_not_copied() {
+        let data = Bytes::from(batch(&[10_000, 10_000]));
+        let mut envelope = append_of(Vec::new());
+        envelope.message.entries[0].data = data.clone();
+        let frame = encode_frame_parts(&[envelope]);
+        let shared = frame
+            .parts()
+            .iter()
+            .find(|part| part.len() == data.len() - CRC_COVERS_FROM)
+            .expect("the batch's tail is a part of its own");
+        assert_eq!(shared.as_ptr(), data[CRC_COVERS_FROM..].as_ptr());
+        let bytes = Bytes::from(frame.to_vec());
+        let decoded = decode_whole_frame(bytes.clone(), &Limits::default()).unwrap();
+        let entry = &decoded[0].message.entries[0];
+        assert_eq!(entry.data, data);
+        // The decoded batch is a slice of the frame's buffer.
+        let inside = bytes.as_ptr_range();
+        assert!(inside.contains(&entry.data.as_ptr()));
+    }
+
+    #[test]
+    fn a_normal_entry_must_carry_a_whole_batch() {
+        for data in [vec![1, 2, 3], vec![0; 100], {
+            let mut twice = batch(&[5]);
+            twice.extend_from_slice(&batch(&[5]));
+            twice
+        }] {
+            let mut bytes = Vec::new();
+            encode_frame(&[append_of(data)], &mut bytes);
+            assert!(
+                matches!(
+                    decode_frame(&bytes, &Limits::default()),
+                    Err(CodecError::Batch { index: 5, .. })
+                ),
+                "{:?}",
+                decode_frame(&bytes, &Limits::default())
+            );
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_batch_tail_fails_the_batch_crc() {
+        let data = batch(&[10_000]);
+        let mut bytes = Vec::new();
+        encode_frame(&[append_of(data.clone())], &mut bytes);
+        let at = bytes
+            .windows(data.len())
+            .position(|window| window == data)
+            .expect("the batch is in the frame");
+        bytes[at + CRC_COVERS_FROM + 100] ^= 4;
+        assert!(matches!(
+            decode_frame(&bytes, &Limits::default()),
+            Err(CodecError::Batch {
+                error: BatchError::ChecksumMismatch { .. },
+                ..
+            })
+        ));
     }
 
     #[test]

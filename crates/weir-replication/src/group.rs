@@ -240,7 +240,7 @@ impl Group {
     /// idempotent producer's rules and writes it with its offsets and the
     /// term as leader epoch, then hands it to raft. A retry of a committed
     /// batch returns the original's offsets.
-    pub fn propose_batch(&mut self, producer_batch: &[u8]) -> Result<Proposed, ProposeError> {
+    pub fn propose_batch(&mut self, producer_batch: Vec<u8>) -> Result<Proposed, ProposeError> {
         if self.node.raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader(),
@@ -251,7 +251,7 @@ impl Group {
         self.check_leader_writes();
         let partition = Arc::clone(self.node.store().partition());
         let info = partition
-            .write_batch_in_epoch(producer_batch, epoch)
+            .write_batch_in_epoch(&producer_batch, epoch)
             .map_err(sequence_ahead)?;
         if info.duplicate {
             return match info.last_offset < partition.high_watermark() {
@@ -265,7 +265,7 @@ impl Group {
                 false => Err(ProposeError::InFlight),
             };
         }
-        let mut stamped = producer_batch.to_vec();
+        let mut stamped = producer_batch;
         batch::stamp(&mut stamped, info.base_offset, epoch as i32);
         let index = self.node.raft.raft_log.last_index() + 1;
         if let Err(error) = self.node.propose(Vec::new(), stamped) {

@@ -389,8 +389,9 @@ impl Replicas {
         }
     }
 
-    /// Proposes a producer's batch to group `id`, waking it.
-    pub fn propose(&mut self, id: u64, batch: &[u8]) -> Result<Proposed, ProposeError> {
+    /// Proposes a producer's batch to group `id`, waking it (the batch is
+    /// stamped in place and becomes the entry's data, not copied).
+    pub fn propose(&mut self, id: u64, batch: Vec<u8>) -> Result<Proposed, ProposeError> {
         self.wake_to_propose(id)?.propose_batch(batch)
     }
 

@@ -558,7 +558,7 @@ impl Runner {
                 batch,
                 acks,
                 reply,
-            } => self.propose(group, &batch, acks, reply),
+            } => self.propose(group, batch, acks, reply),
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -589,7 +589,7 @@ impl Runner {
     fn propose(
         &mut self,
         group: u64,
-        batch: &[u8],
+        batch: Vec<u8>,
         acks: Acks,
         reply: oneshot::Sender<Result<Appended, ProduceError>>,
     ) {

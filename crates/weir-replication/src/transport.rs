@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +27,7 @@ use tokio::task::AbortHandle;
 
 use weir_io::sync::lock;
 
-use crate::codec::{decode_frame, encode_frame, Envelope, Limits};
+use crate::codec::{decode_whole_frame, encode_frame_parts, frame_length, Envelope, Frame, Limits};
 
 const HELLO_MAGIC: [u8; 4] = *b"WRH1";
 /// The hello of a node telling a peer of lower id where it is.
@@ -57,7 +58,7 @@ struct Shared {
     inbound: mpsc::Sender<Inbound>,
     limits: Limits,
     /// Each peer's queue of frames.
-    queues: Mutex<BTreeMap<u64, mpsc::Sender<Vec<u8>>>>,
+    queues: Mutex<BTreeMap<u64, mpsc::Sender<Frame>>>,
     /// The links that take connections the peer dials, by peer.
     accepted: Mutex<BTreeMap<u64, mpsc::Sender<TcpStream>>>,
     /// The listener's and the links' tasks, stopped by [`Transport::stop`].
@@ -129,9 +130,7 @@ impl Transport {
             tracing::warn!(peer, "raft messages for an unknown node dropped");
             return;
         };
-        let mut frame = Vec::new();
-        encode_frame(envelopes, &mut frame);
-        if queue.try_send(frame).is_err() {
+        if queue.try_send(encode_frame_parts(envelopes)).is_err() {
             tracing::debug!(
                 peer,
                 "raft frame dropped: the peer's queue is full or closed"
@@ -161,11 +160,7 @@ impl Shared {
         lock(&self.tasks).push(task.abort_handle());
     }
 
-    fn add_accepting(
-        self: &Arc<Self>,
-        peer: u64,
-        queues: &mut BTreeMap<u64, mpsc::Sender<Vec<u8>>>,
-    ) {
+    fn add_accepting(self: &Arc<Self>, peer: u64, queues: &mut BTreeMap<u64, mpsc::Sender<Frame>>) {
         let (frames_tx, frames_rx) = mpsc::channel(QUEUE_FRAMES);
         queues.insert(peer, frames_tx);
         let (streams_tx, streams_rx) = mpsc::channel(4);
@@ -174,7 +169,7 @@ impl Shared {
         lock(&self.tasks).push(task.abort_handle());
     }
 
-    fn link(&self, peer: u64, frames: mpsc::Receiver<Vec<u8>>) -> Link {
+    fn link(&self, peer: u64, frames: mpsc::Receiver<Frame>) -> Link {
         Link {
             node: self.node,
             peer,
@@ -316,7 +311,7 @@ async fn read_within(stream: &mut TcpStream, bytes: &mut [u8]) -> std::io::Resul
 struct Link {
     node: u64,
     peer: u64,
-    frames: mpsc::Receiver<Vec<u8>>,
+    frames: mpsc::Receiver<Frame>,
     inbound: mpsc::Sender<Inbound>,
     limits: Limits,
 }
@@ -430,50 +425,106 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Writes `first` and whatever else is queued, in one write.
+/// Bytes of queued frames gathered into one vectored write at most.
+const WRITE_BYTES_MAX: usize = 1 << 20;
+/// Parts handed to one `writev` at most (Linux takes 1,024).
+const WRITE_PARTS_MAX: usize = 256;
+/// Room made in the read buffer at least, before each read.
+const READ_BYTES_MIN: usize = 64 << 10;
+
+/// Writes `first` and whatever else is queued (up to [`WRITE_BYTES_MAX`]),
+/// in vectored writes of their parts: batches are not copied.
 async fn write_frames(
     writer: &mut WriteHalf<TcpStream>,
-    mut first: Vec<u8>,
-    frames: &mut mpsc::Receiver<Vec<u8>>,
+    first: Frame,
+    frames: &mut mpsc::Receiver<Frame>,
 ) -> std::io::Result<()> {
-    while first.len() < (1 << 20) {
+    let mut bytes = first.len();
+    let mut parts: Vec<Bytes> = first.parts().to_vec();
+    while bytes < WRITE_BYTES_MAX {
         match frames.try_recv() {
-            Ok(next) => first.extend_from_slice(&next),
+            Ok(next) => {
+                bytes += next.len();
+                parts.extend_from_slice(next.parts());
+            }
             Err(_) => break,
         }
     }
-    writer.write_all(&first).await?;
+    write_parts(writer, &mut parts).await?;
     writer.flush().await
 }
 
-/// Reads frames until the connection ends or a frame does not decode.
+/// Writes every part, in order, however the writes split them.
+async fn write_parts(
+    writer: &mut WriteHalf<TcpStream>,
+    parts: &mut [Bytes],
+) -> std::io::Result<()> {
+    let mut next = 0;
+    while next < parts.len() {
+        if parts[next].is_empty() {
+            next += 1;
+            continue;
+        }
+        let end = parts.len().min(next + WRITE_PARTS_MAX);
+        let slices: Vec<std::io::IoSlice<'_>> = parts[next..end]
+            .iter()
+            .map(|part| std::io::IoSlice::new(part))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let part = &mut parts[next];
+            let step = written.min(part.len());
+            part.advance(step);
+            written -= step;
+            if part.is_empty() {
+                next += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads frames until the connection ends or a frame does not decode. A
+/// frame's bytes are read into one buffer, from which its batches are
+/// handed on as slices, not copies.
 async fn read_frames(
     mut reader: ReadHalf<TcpStream>,
     peer: u64,
     inbound: mpsc::Sender<Inbound>,
     limits: Limits,
 ) {
-    let mut buffer: Vec<u8> = Vec::with_capacity(64 << 10);
-    let mut chunk = vec![0u8; 64 << 10];
+    let mut buffer = BytesMut::with_capacity(READ_BYTES_MIN);
     loop {
-        loop {
-            match decode_frame(&buffer, &limits) {
-                Ok(Some((envelopes, used))) => {
-                    buffer.drain(..used);
+        let needed = loop {
+            let end = match frame_length(&buffer, &limits) {
+                Ok(Some(end)) if buffer.len() >= end => end,
+                Ok(Some(end)) => break end - buffer.len(),
+                Ok(None) => break READ_BYTES_MIN,
+                Err(error) => return bad_frame(peer, &error),
+            };
+            let frame = buffer.split_to(end).freeze();
+            match decode_whole_frame(frame, &limits) {
+                Ok(envelopes) => {
                     if inbound.send((peer, envelopes)).await.is_err() {
                         return;
                     }
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(peer, %error, "closing a cluster connection: bad frame");
-                    return;
-                }
+                Err(error) => return bad_frame(peer, &error),
             }
-        }
-        match reader.read(&mut chunk).await {
+        };
+        // Room for the rest of the frame at once (its length is checked
+        // against the limit), so that a large frame is not moved as it grows.
+        buffer.reserve(needed.max(READ_BYTES_MIN));
+        match reader.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => return,
-            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            Ok(_) => {}
         }
     }
+}
+
+fn bad_frame(peer: u64, error: &crate::codec::CodecError) {
+    tracing::warn!(peer, %error, "closing a cluster connection: bad frame");
 }

@@ -656,6 +656,48 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     .expect("a CRC-32 has 32 bits")
 }
 
+/// CRC-32C computed over pieces fed one after the other: the same value as
+/// [`crc32c`] of their concatenation.
+pub struct Crc32c(crc_fast::Digest);
+
+impl Crc32c {
+    /// A CRC over nothing yet.
+    pub fn new() -> Self {
+        Self(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi))
+    }
+
+    /// Feeds the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The CRC of every piece fed so far.
+    pub fn value(&self) -> u32 {
+        u32::try_from(self.0.finalize()).expect("a CRC-32 has 32 bits")
+    }
+}
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks that `bytes` are exactly one batch, whole: its header, its CRC,
+/// its counts, and nothing after it (records are not decoded). What a
+/// follower's log requires of a batch its leader sends
+/// ([`crate::Partition::append_replicated_verified`]).
+pub fn check_whole(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
+    let batch = Batch::parse(bytes)?;
+    if batch.bytes().len() != bytes.len() {
+        return Err(BatchError::Malformed {
+            position: batch.bytes().len(),
+            reason: "bytes after the batch",
+        });
+    }
+    Ok(batch)
+}
+
 /// Iterates over concatenated Kafka batches (as a fetch returns them),
 /// checking each one. Stops with an error at the first invalid batch.
 pub fn batches(bytes: &[u8]) -> Batches<'_> {

@@ -100,6 +100,24 @@ impl Partition {
         self.write_locked(&mut inner, batch, Stamp::Keep, max_timestamp)
     }
 
+    /// [`Partition::append_replicated`] of a batch the caller has already
+    /// checked whole with [`batch::check_whole`] (weir-replication's wire
+    /// codec checks every batch a follower receives before raft sees it):
+    /// its CRC is not computed a second time. Its header is still read and
+    /// its length checked.
+    pub fn append_replicated_verified(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
+        self.check_batch_size(batch.len())?;
+        let header = BatchHeader::parse(batch)?;
+        // Before the write: the caller's check held (a whole batch).
+        assert_eq!(
+            header.batch_bytes as usize,
+            batch.len(),
+            "a verified batch is exactly one whole batch"
+        );
+        let mut inner = lock(&self.inner);
+        self.write_locked(&mut inner, batch, Stamp::Keep, header.max_timestamp)
+    }
+
     /// Makes `epoch` the leader epoch stamped on batches this node appends
     /// from now on, starting at the log end, and records it durably. An
     /// epoch older than the latest is refused.
@@ -521,14 +539,7 @@ fn allocate_ahead(segment: &mut Segment, end: u64, step: u32) {
 
 /// Parses a batch that must fill `bytes` exactly.
 fn whole_batch(bytes: &[u8]) -> Result<Batch<'_>, LogError> {
-    let batch = Batch::parse(bytes)?;
-    if batch.bytes().len() != bytes.len() {
-        return Err(LogError::InvalidBatch(BatchError::Malformed {
-            position: batch.bytes().len(),
-            reason: "bytes after the batch",
-        }));
-    }
-    Ok(batch)
+    Ok(batch::check_whole(bytes)?)
 }
 
 fn record_too_large(error: BatchError) -> LogError {

@@ -697,7 +697,7 @@ impl Cluster {
         encode(&records, producer, &mut batch).expect("a small batch encodes");
         let id = self.nodes[index].id;
         let outcome = self.guarded(index, "propose", |replicas| {
-            Ok(replicas.propose(group, &batch))
+            Ok(replicas.propose(group, batch.clone()))
         })?;
         let Some(outcome) = outcome else {
             return Ok(());
@@ -769,7 +769,7 @@ impl Cluster {
         let group = self.metadata_group;
         let id = self.nodes[index].id;
         let outcome = self.guarded(index, "propose metadata", |replicas| {
-            Ok(replicas.propose(group, &batch))
+            Ok(replicas.propose(group, batch.clone()))
         })?;
         match outcome {
             Some(Ok(proposed)) => {
