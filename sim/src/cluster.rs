@@ -51,6 +51,8 @@ use crate::check::Violation;
 use crate::harness::SeedReport;
 use crate::kafka::KafkaClient;
 
+mod group;
+
 const TOPIC: &str = "replicated";
 const PARTITIONS: i32 = 3;
 const KAFKA_PORT: u16 = 9092;
@@ -119,8 +121,13 @@ struct Shared {
     /// The highest end (high watermark) of each partition the watchers
     /// were answered by its leader in the newest term.
     ends_seen: BTreeMap<i32, i64>,
+    /// (partition, offset) of every record a member of
+    /// [`group::CONSUMERS`] read.
+    group_read: BTreeSet<(i32, i64)>,
     /// Every replica of a node gone for good has moved.
     replacement_done: bool,
+    /// The faults are over.
+    healed: bool,
     stop_producers: bool,
     stop_all: bool,
     producers_done: usize,
@@ -585,6 +592,11 @@ fn spawn_clients(world: &World) {
             let watcher_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
             madsim::task::spawn(watch_commits(node, Arc::clone(&shared), watcher_rng));
         }
+        for _ in 0..group::MEMBERS {
+            let member_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+            let member = group::member(nodes, Arc::clone(&shared), member_rng, started);
+            madsim::task::spawn(member);
+        }
     });
 }
 
@@ -857,7 +869,7 @@ async fn commit_offsets(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPl
         sleep(Duration::from_millis(rng.random_range(5..100))).await;
         let node = match coordinator {
             Some(node) => node,
-            None => match find_coordinator(rng.random_range(1..=nodes), &shared).await {
+            None => match find_coordinator(GROUP, rng.random_range(1..=nodes), &shared).await {
                 Some(node) => node,
                 None => continue,
             },
@@ -885,12 +897,12 @@ async fn commit_offsets(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPl
     }
 }
 
-/// The node that coordinates [`GROUP`], as node `asked` says.
-async fn find_coordinator(asked: u64, shared: &SharedRef) -> Option<u64> {
+/// The node that coordinates `group`, as node `asked` says.
+async fn find_coordinator(group: &'static str, asked: u64, shared: &SharedRef) -> Option<u64> {
     let mut client = connect(asked).await?;
     let request = RequestKind::FindCoordinator(
         FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_static_str(GROUP))
+            .with_key(StrBytes::from_static_str(group))
             .with_key_type(0),
     );
     let ResponseKind::FindCoordinator(response) =
@@ -1224,13 +1236,24 @@ async fn fetch(
     if answer.error_code != 0 {
         return None;
     }
-    let mut records = answer.records.clone().unwrap_or_default();
-    if records.is_empty() {
-        return Some((answer.high_watermark, Vec::new()));
+    let mut bytes = answer.records.clone().unwrap_or_default();
+    let mut decoded = Vec::new();
+    // Every batch of the answer (weir returns whole batches only).
+    while !bytes.is_empty() {
+        match kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes) {
+            Ok(set) => decoded.extend(set.records),
+            Err(error) => {
+                let evidence = format!(
+                    "partition {partition}: a fetch at {offset} from weir-{node} returned a batch \
+                     that does not decode ({error}), {} bytes before the end",
+                    bytes.len()
+                );
+                violation(shared, "fetched batches decode", evidence);
+                return None;
+            }
+        }
     }
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records).ok()?;
-    let records = set
-        .records
+    let records = decoded
         .into_iter()
         .filter(|record| record.offset >= offset)
         .map(|record| {
@@ -1622,6 +1645,7 @@ async fn heal(world: &mut World) {
         world.restart(id);
     }
     world.note("healed".into());
+    world.shared.lock().expect("shared").healed = true;
     sleep(Duration::from_secs(5)).await;
     world.shared.lock().expect("shared").stop_producers = true;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1643,6 +1667,7 @@ async fn heal(world: &mut World) {
 async fn final_checks(world: &World) {
     liveness(world).await;
     commits_kept(world).await;
+    group::consumes_everything(world).await;
     replacement_finishes(world).await;
     let caught_up = replicas_catch_up(world).await;
     world.shared.lock().expect("shared").stop_all = true;
@@ -1838,7 +1863,9 @@ async fn commits_kept(world: &World) {
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xc0ff);
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                if let Some(node) = find_coordinator(rng.random_range(1..=nodes), &shared).await {
+                if let Some(node) =
+                    find_coordinator(GROUP, rng.random_range(1..=nodes), &shared).await
+                {
                     if let Some(mut client) = connect(node).await {
                         if read_commits(&mut client, &shared, node).await.is_some() {
                             return true;
