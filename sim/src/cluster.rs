@@ -9,7 +9,9 @@
 //! the Kafka protocol (Metadata, then up to five Produce requests with
 //! acks=all pipelined on one connection, now and then followed by a
 //! ListOffsets, each batch retried with its sequence until it is
-//! acknowledged); a consumer that fetches from the leaders; a client that
+//! acknowledged); a producer without idempotence that pipelines windows
+//! the same way and never retries; a consumer that fetches from the
+//! leaders; a client that
 //! commits a group's offsets through its coordinator; a watcher per node
 //! that reads the group's offsets and the partitions' ends; a consumer
 //! group whose members join, sync, heartbeat, commit, crash and leave
@@ -27,7 +29,8 @@
 //! the log holds at that offset; the consumer group reads every
 //! acknowledged record. While running: responses come in request order;
 //! a request pipelined behind produce requests sees the records they had
-//! acknowledged; committed offsets and partition ends, as the newest
+//! acknowledged; a connection's produce requests are acknowledged at
+//! offsets in the order it sent them; committed offsets and partition ends, as the newest
 //! term's leaders answer them, never move back; a group member's polls
 //! continue its assignment without a gap; fetched batches decode.
 
