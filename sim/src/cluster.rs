@@ -116,6 +116,8 @@ struct Shared {
     replicas: BTreeMap<i32, Vec<u64>>,
     /// The leader each node saw for each (group, term).
     leaders: BTreeMap<(u64, u64), (u64, u64)>,
+    /// The term of the last answer judged, by Raft group.
+    judged_terms: BTreeMap<u64, u64>,
     /// Each running node's view of the cluster.
     clusters: BTreeMap<u64, weir_server::cluster::Cluster>,
     /// The highest offset of each partition whose commit for group
@@ -754,7 +756,7 @@ async fn plain_window(
         return false;
     };
     let all: Vec<usize> = (0..window.len()).collect();
-    if !send_window(&mut client, shared, partition, window, &all, false).await {
+    if !send_window(&mut client, shared, partition, window, &all, (false, true)).await {
         return false;
     }
     let mut last: Option<(i64, &str)> = None;
@@ -780,7 +782,9 @@ async fn plain_window(
             );
         }
         last = Some((offset, &pending.value));
-        reached(shared, "plain records acknowledged");
+        if window.len() > 1 {
+            reached(shared, "pipelined plain records acknowledged");
+        }
         shared.lock().expect("shared").acked.push(Acked {
             partition,
             offset,
@@ -835,7 +839,9 @@ async fn produce_window(
         .filter(|at| window[*at].acked.is_none())
         .collect();
     let ask_end = rng.random_bool(0.5);
-    if !send_window(&mut client, shared, partition, window, &unacked, ask_end).await {
+    let together = rng.random_bool(0.5);
+    let how = (ask_end, together);
+    if !send_window(&mut client, shared, partition, window, &unacked, how).await {
         known.remove(&partition);
         return Ok(());
     }
@@ -882,28 +888,22 @@ async fn produce_window(
 }
 
 /// Writes the produce requests of `window[unacked]`, then, if `ask_end`,
-/// a ListOffsets of the partition's end; false if the connection failed.
+/// a ListOffsets of the partition's end: in one write if `together` (so
+/// that the broker reads them at once), else one write each; false if the
+/// connection failed.
 async fn send_window(
     client: &mut KafkaClient,
     shared: &SharedRef,
     partition: i32,
     window: &[Pending],
     unacked: &[usize],
-    ask_end: bool,
+    (ask_end, together): (bool, bool),
 ) -> bool {
+    if together {
+        return send_together(client, shared, partition, window, unacked, ask_end).await;
+    }
     for &at in unacked {
-        let request = RequestKind::Produce(
-            ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(10_000)
-                .with_topic_data(vec![produce_request::TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partition_data(vec![
-                        produce_request::PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(window[at].batch.clone())),
-                    ])]),
-        );
+        let request = produce_of(partition, &window[at].batch);
         if !send(client, shared, ApiKey::Produce, 9, &request).await {
             return false;
         }
@@ -913,6 +913,50 @@ async fn send_window(
     }
     let request = list_ends(partition..partition + 1);
     send(client, shared, ApiKey::ListOffsets, 5, &request).await
+}
+
+/// [`send_window`]'s requests, queued and written at once.
+async fn send_together(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    partition: i32,
+    window: &[Pending],
+    unacked: &[usize],
+    ask_end: bool,
+) -> bool {
+    let produces = unacked
+        .iter()
+        .map(|&at| produce_of(partition, &window[at].batch));
+    let mut requests: Vec<(ApiKey, i16, RequestKind)> = produces
+        .map(|request| (ApiKey::Produce, 9, request))
+        .collect();
+    if ask_end {
+        requests.push((ApiKey::ListOffsets, 5, list_ends(partition..partition + 1)));
+    }
+    for (api, version, request) in &requests {
+        if client.queue(*api, *version, request).is_err() {
+            return false;
+        }
+    }
+    shared.lock().expect("shared").operations += requests.len() as u64;
+    reached(shared, "requests written together");
+    matches!(timeout(REQUEST_TIMEOUT, client.flush()).await, Ok(Ok(())))
+}
+
+/// A produce request of one batch with acks=all.
+fn produce_of(partition: i32, batch: &Bytes) -> RequestKind {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(batch.clone())),
+                ])]),
+    )
 }
 
 /// Reads the answer to a ListOffsets of the partition's end sent after
@@ -1084,21 +1128,42 @@ fn offsets_read(response: &OffsetFetchResponse) -> Option<BTreeMap<i32, i64>> {
 }
 
 /// Whether `node` leads the group of `topic`'s `partition` in the newest
-/// term any running node knows of.
-fn leads_in_the_newest_term(shared: &Shared, node: u64, topic: &str, partition: usize) -> bool {
+/// term known: the newest any running node knows now, any node was seen
+/// leading in (sampled every 50 ms), or an answer judged before came from.
+/// (With five nodes and three replicas, every node that knows a newer
+/// term may be down at once, while a deposed leader runs on.)
+fn leads_in_the_newest_term(shared: &mut Shared, node: u64, topic: &str, partition: usize) -> bool {
     let views: Vec<_> = shared
         .clusters
         .iter()
         .filter_map(|(id, cluster)| {
             let metadata = cluster.metadata();
             let group = metadata.topics.get(topic)?.get(partition)?.group;
-            Some((*id, cluster.handle().view(group)?))
+            Some((*id, group, cluster.handle().view(group)?))
         })
         .collect();
-    let newest = views.iter().map(|(_, view)| view.term).max();
-    views
+    let Some(&(_, group, _)) = views.first() else {
+        return false;
+    };
+    let sampled = shared
+        .leaders
+        .range((group, 0)..=(group, u64::MAX))
+        .next_back()
+        .map(|((_, term), _)| *term);
+    let judged = shared.judged_terms.get(&group).copied();
+    let newest = views
         .iter()
-        .any(|(id, view)| *id == node && view.leader == Some(node) && Some(view.term) == newest)
+        .map(|(_, _, view)| view.term)
+        .chain(sampled)
+        .chain(judged)
+        .max();
+    let leads = views
+        .iter()
+        .any(|(id, _, view)| *id == node && view.leader == Some(node) && Some(view.term) == newest);
+    if let (true, Some(term)) = (leads, newest) {
+        shared.judged_terms.insert(group, term);
+    }
+    leads
 }
 
 /// Checks offsets `node` answered against those acknowledged before the
@@ -1114,7 +1179,7 @@ fn check_commits(
     read: &BTreeMap<i32, i64>,
 ) {
     let mut shared = shared.lock().expect("shared");
-    if !leads_in_the_newest_term(&shared, node, OFFSETS_TOPIC, 0) {
+    if !leads_in_the_newest_term(&mut shared, node, OFFSETS_TOPIC, 0) {
         return;
     }
     *shared.coverage.entry("committed offsets read").or_default() += 1;
@@ -1217,7 +1282,7 @@ fn check_ends(shared: &SharedRef, node: u64, response: &ListOffsetsResponse) {
     {
         let partition = answer.partition_index;
         let index = usize::try_from(partition).unwrap_or(usize::MAX);
-        if !leads_in_the_newest_term(&shared, node, TOPIC, index) {
+        if !leads_in_the_newest_term(&mut shared, node, TOPIC, index) {
             continue;
         }
         *shared.coverage.entry("end read from a leader").or_default() += 1;

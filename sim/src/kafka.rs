@@ -23,6 +23,8 @@ pub struct KafkaClient {
     /// The requests sent and not yet answered, oldest first: correlation
     /// id, API and version.
     waiting: VecDeque<(i32, ApiKey, i16)>,
+    /// Requests queued and not yet written.
+    outgoing: Vec<u8>,
 }
 
 /// An error that is the broker's fault (a response that does not decode,
@@ -39,6 +41,7 @@ impl KafkaClient {
             stream,
             correlation: 0,
             waiting: VecDeque::new(),
+            outgoing: Vec::new(),
         }
     }
 
@@ -61,6 +64,21 @@ impl KafkaClient {
         version: i16,
         request: &RequestKind,
     ) -> io::Result<()> {
+        self.queue(api, version, request)?;
+        self.flush().await
+    }
+
+    /// Writes the requests queued, in one write.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let bytes = std::mem::take(&mut self.outgoing);
+        self.stream.write_all(&bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// Queues a request to be written by the next [`KafkaClient::flush`]
+    /// (requests queued together reach the broker in one segment, as a
+    /// pipelining client's often do), its response to be read in turn.
+    pub fn queue(&mut self, api: ApiKey, version: i16, request: &RequestKind) -> io::Result<()> {
         self.correlation += 1;
         let mut bytes = BytesMut::with_capacity(256);
         bytes.put_i32(0);
@@ -76,8 +94,7 @@ impl KafkaClient {
             .map_err(|error| invalid(error.to_string()))?;
         let size = (bytes.len() - 4) as i32;
         bytes[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&bytes).await?;
-        self.stream.flush().await?;
+        self.outgoing.extend_from_slice(&bytes);
         self.waiting.push_back((self.correlation, api, version));
         Ok(())
     }
