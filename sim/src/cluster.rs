@@ -1100,14 +1100,14 @@ async fn read_commits(
     shared: &SharedRef,
     node: u64,
 ) -> Option<BTreeMap<i32, i64>> {
-    let floor = shared.lock().expect("shared").commits_acked.clone();
+    let floors = Floors::now(shared);
     let Some(ResponseKind::OffsetFetch(response)) =
         call(client, shared, ApiKey::OffsetFetch, 5, &offset_fetch()).await
     else {
         return None;
     };
     let read = offsets_read(&response)?;
-    check_commits(shared, node, &floor, &read);
+    check_commits(shared, node, &floors, &read);
     Some(read)
 }
 
@@ -1172,20 +1172,15 @@ fn leads_in_the_newest_term(shared: &mut Shared, node: u64, topic: &str, partiti
 /// are judged: a coordinator cut off from the others answers from its own
 /// state until it steps down (OffsetFetch names no epoch to fence it, in
 /// Kafka as here), and a node that has stepped down is asked again.
-fn check_commits(
-    shared: &SharedRef,
-    node: u64,
-    floor: &BTreeMap<i32, i64>,
-    read: &BTreeMap<i32, i64>,
-) {
+fn check_commits(shared: &SharedRef, node: u64, floors: &Floors, read: &BTreeMap<i32, i64>) {
     let mut shared = shared.lock().expect("shared");
     if !leads_in_the_newest_term(&mut shared, node, OFFSETS_TOPIC, 0) {
         return;
     }
     *shared.coverage.entry("committed offsets read").or_default() += 1;
     for (&partition, &offset) in read {
-        let acked = floor.get(&partition).copied().unwrap_or(-1);
-        let seen = shared.commits_seen.get(&partition).copied().unwrap_or(-1);
+        let acked = floors.commits_acked.get(&partition).copied().unwrap_or(-1);
+        let seen = floors.commits_seen.get(&partition).copied().unwrap_or(-1);
         let tried = shared.commits_tried.get(&partition).copied().unwrap_or(-1);
         let evidence = format!(
             "partition {partition}: weir-{node} answered {offset} after {acked} was acknowledged and {seen} read"
@@ -1201,7 +1196,29 @@ fn check_commits(
                 evidence: format!("partition {partition}: read {offset}, highest tried {tried}"),
             });
         }
-        shared.commits_seen.insert(partition, seen.max(offset));
+        let highest = shared.commits_seen.entry(partition).or_insert(-1);
+        *highest = (*highest).max(offset);
+    }
+}
+
+/// What a read must not go below, as it stood when the read was sent: the
+/// commits acknowledged, and the offsets and ends answered (and judged)
+/// before. Reads answered while this one was in flight are concurrent
+/// with it and may be ordered either way.
+struct Floors {
+    commits_acked: BTreeMap<i32, i64>,
+    commits_seen: BTreeMap<i32, i64>,
+    ends_seen: BTreeMap<i32, i64>,
+}
+
+impl Floors {
+    fn now(shared: &SharedRef) -> Self {
+        let shared = shared.lock().expect("shared");
+        Self {
+            commits_acked: shared.commits_acked.clone(),
+            commits_seen: shared.commits_seen.clone(),
+            ends_seen: shared.ends_seen.clone(),
+        }
     }
 }
 
@@ -1221,7 +1238,7 @@ async fn watch_commits(node: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus
         let Some(connection) = client.as_mut() else {
             continue;
         };
-        let floor = shared.lock().expect("shared").commits_acked.clone();
+        let floors = Floors::now(&shared);
         shared.lock().expect("shared").operations += 2;
         // Both requests at once: one round trip a round.
         let answers = timeout(WAIT, async {
@@ -1240,9 +1257,9 @@ async fn watch_commits(node: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus
             continue;
         };
         if let Some(read) = offsets_read(&offsets) {
-            check_commits(&shared, node, &floor, &read);
+            check_commits(&shared, node, &floors, &read);
         }
-        check_ends(&shared, node, &ends);
+        check_ends(&shared, node, &floors, &ends);
     }
 }
 
@@ -1270,7 +1287,7 @@ fn list_ends(partitions: std::ops::Range<i32>) -> RequestKind {
 /// off from the others answers until it steps down; a consumer that names
 /// the newest epoch it saw fences it (KIP-320), this reader names none, so
 /// only the newest term's leader is judged.
-fn check_ends(shared: &SharedRef, node: u64, response: &ListOffsetsResponse) {
+fn check_ends(shared: &SharedRef, node: u64, floors: &Floors, response: &ListOffsetsResponse) {
     let mut shared = shared.lock().expect("shared");
     let Some(topic) = response.topics.first() else {
         return;
@@ -1286,7 +1303,7 @@ fn check_ends(shared: &SharedRef, node: u64, response: &ListOffsetsResponse) {
             continue;
         }
         *shared.coverage.entry("end read from a leader").or_default() += 1;
-        let seen = shared.ends_seen.get(&partition).copied().unwrap_or(0);
+        let seen = floors.ends_seen.get(&partition).copied().unwrap_or(0);
         if answer.offset < seen {
             shared.violations.push(Violation {
                 invariant: "the high watermark never moves back for a reader",
@@ -1296,7 +1313,8 @@ fn check_ends(shared: &SharedRef, node: u64, response: &ListOffsetsResponse) {
                 ),
             });
         }
-        shared.ends_seen.insert(partition, seen.max(answer.offset));
+        let highest = shared.ends_seen.entry(partition).or_insert(0);
+        *highest = (*highest).max(answer.offset);
     }
 }
 
