@@ -1052,20 +1052,7 @@ async fn find_coordinator(group: &'static str, asked: u64, shared: &SharedRef) -
 /// Commits `offset` for `partition`; false if the coordinator refused it
 /// or did not answer.
 async fn commit(client: &mut KafkaClient, shared: &SharedRef, partition: i32, offset: i64) -> bool {
-    let request = RequestKind::OffsetCommit(
-        OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![
-                offset_commit_request::OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partitions(vec![
-                        offset_commit_request::OffsetCommitRequestPartition::default()
-                            .with_partition_index(partition)
-                            .with_committed_offset(offset),
-                    ]),
-            ]),
-    );
+    let request = offset_commit(GROUP, (-1, ""), partition, offset);
     let Some(ResponseKind::OffsetCommit(response)) =
         call(client, shared, ApiKey::OffsetCommit, 7, &request).await
     else {
@@ -1079,6 +1066,32 @@ async fn commit(client: &mut KafkaClient, shared: &SharedRef, partition: i32, of
     let acked = shared.commits_acked.entry(partition).or_default();
     *acked = (*acked).max(offset);
     true
+}
+
+/// An OffsetCommit of `offset` for `partition` of [`TOPIC`] by `group`'s
+/// member (generation, member id; -1 and "" for a client without
+/// membership).
+fn offset_commit(
+    group: &'static str,
+    member: (i32, &str),
+    partition: i32,
+    offset: i64,
+) -> RequestKind {
+    RequestKind::OffsetCommit(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(group)))
+            .with_generation_id_or_member_epoch(member.0)
+            .with_member_id(StrBytes::from_string(member.1.to_string()))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset),
+                    ]),
+            ]),
+    )
 }
 
 fn offset_fetch() -> RequestKind {

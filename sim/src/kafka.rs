@@ -125,3 +125,34 @@ impl KafkaClient {
         ResponseKind::decode(api, &mut body, version).map_err(|error| invalid(error.to_string()))
     }
 }
+
+/// A group leader's assignment: `items` dealt round-robin to the members
+/// of `joined` in member-id order, each member's as a comma-separated list.
+pub fn deal_round_robin(
+    joined: &kafka_protocol::messages::JoinGroupResponse,
+    items: impl IntoIterator<Item = String>,
+) -> Vec<kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment> {
+    let mut members: Vec<&StrBytes> = joined
+        .members
+        .iter()
+        .map(|member| &member.member_id)
+        .collect();
+    members.sort();
+    let mut dealt: std::collections::BTreeMap<&StrBytes, Vec<String>> = Default::default();
+    for (at, item) in items.into_iter().enumerate() {
+        dealt
+            .entry(members[at % members.len()])
+            .or_default()
+            .push(item);
+    }
+    members
+        .into_iter()
+        .map(|member| {
+            kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(Bytes::from(
+                    dealt.get(member).cloned().unwrap_or_default().join(","),
+                ))
+        })
+        .collect()
+}

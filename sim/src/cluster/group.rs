@@ -369,21 +369,8 @@ impl Member<'_> {
         partition: i32,
         offset: i64,
     ) -> Result<(), Option<End>> {
-        let request = RequestKind::OffsetCommit(
-            OffsetCommitRequest::default()
-                .with_group_id(GroupId(StrBytes::from_static_str(CONSUMERS)))
-                .with_generation_id_or_member_epoch(generation)
-                .with_member_id(StrBytes::from_string(self.member_id.clone()))
-                .with_topics(vec![
-                    offset_commit_request::OffsetCommitRequestTopic::default()
-                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                        .with_partitions(vec![
-                            offset_commit_request::OffsetCommitRequestPartition::default()
-                                .with_partition_index(partition)
-                                .with_committed_offset(offset),
-                        ]),
-                ]),
-        );
+        let member = (generation, self.member_id.as_str());
+        let request = offset_commit(CONSUMERS, member, partition, offset);
         let Some(ResponseKind::OffsetCommit(response)) =
             self.call(ApiKey::OffsetCommit, 7, request).await
         else {
@@ -434,27 +421,10 @@ fn join_request(member_id: &str) -> RequestKind {
 /// The leader's assignment: the partitions dealt round-robin to the
 /// members in id order.
 fn assign(joined: &JoinGroupResponse) -> Vec<sync_group_request::SyncGroupRequestAssignment> {
-    let mut members: Vec<&StrBytes> = joined
-        .members
-        .iter()
-        .map(|member| &member.member_id)
-        .collect();
-    members.sort();
-    let mut dealt: BTreeMap<&StrBytes, Vec<String>> = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        let member = members[partition as usize % members.len()];
-        dealt.entry(member).or_default().push(partition.to_string());
-    }
-    members
-        .into_iter()
-        .map(|member| {
-            sync_group_request::SyncGroupRequestAssignment::default()
-                .with_member_id(member.clone())
-                .with_assignment(Bytes::from(
-                    dealt.get(member).cloned().unwrap_or_default().join(","),
-                ))
-        })
-        .collect()
+    crate::kafka::deal_round_robin(
+        joined,
+        (0..PARTITIONS).map(|partition| partition.to_string()),
+    )
 }
 
 /// After healing, the group reads every acknowledged record within 60 s.

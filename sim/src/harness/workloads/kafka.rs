@@ -429,29 +429,7 @@ fn assign(
     joined: &JoinGroupResponse,
     consumed: &[u32],
 ) -> Vec<sync_group_request::SyncGroupRequestAssignment> {
-    let mut members: Vec<&StrBytes> = joined
-        .members
-        .iter()
-        .map(|member| &member.member_id)
-        .collect();
-    members.sort();
-    let mut dealt: BTreeMap<&StrBytes, Vec<String>> = BTreeMap::new();
-    for (at, index) in consumed.iter().enumerate() {
-        dealt
-            .entry(members[at % members.len()])
-            .or_default()
-            .push(index.to_string());
-    }
-    members
-        .into_iter()
-        .map(|member| {
-            sync_group_request::SyncGroupRequestAssignment::default()
-                .with_member_id(member.clone())
-                .with_assignment(Bytes::from(
-                    dealt.get(member).cloned().unwrap_or_default().join(","),
-                ))
-        })
-        .collect()
+    crate::kafka::deal_round_robin(joined, consumed.iter().map(u32::to_string))
 }
 
 /// Consumes an assignment until the group rebalances (`None`: rejoin) or
