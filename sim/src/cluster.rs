@@ -1345,9 +1345,15 @@ async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
             sleep(Duration::from_millis(100)).await;
             continue;
         };
-        for (partition, (leader, epoch)) in found {
+        for (partition, (named, epoch)) in found {
             let index = partition as usize;
             epochs[index] = epochs[index].max(epoch);
+            // A third of the time, any node: one that answers must lead in
+            // the epoch named or a newer one (a deposed leader is fenced).
+            let leader = match rng.random_range(0..3) {
+                0 => rng.random_range(1..=nodes),
+                _ => named,
+            };
             let Some((high_watermark, records)) =
                 fetch(&shared, leader, partition, next[index], epochs[index]).await
             else {
@@ -1564,18 +1570,35 @@ fn kill_or_restart(world: &mut World) {
 /// Cuts a node off (both ways, or only in or out) for a while.
 async fn isolate(world: &mut World) {
     let (id, (node, _, _)) = pick(&world.nodes, &mut world.rng);
+    let node = node.id();
     let net = NetSim::current();
-    let direction = world.rng.random_range(0..3);
+    let direction = world.rng.random_range(0..4);
+    // 3: cut off from the other nodes only; clients still reach it (a
+    // leader cut off so serves them until it steps down).
+    let peers: Vec<madsim::task::NodeId> = world
+        .nodes
+        .values()
+        .map(|(other, _, _)| other.id())
+        .filter(|other| *other != node)
+        .collect();
     match direction {
-        0 => net.clog_node(node.id()),
-        1 => net.clog_node_in(node.id()),
-        _ => net.clog_node_out(node.id()),
+        0 => net.clog_node(node),
+        1 => net.clog_node_in(node),
+        2 => net.clog_node_out(node),
+        _ => peers.iter().for_each(|peer| {
+            net.clog_link(node, *peer);
+            net.clog_link(*peer, node);
+        }),
     }
     let lasting = Duration::from_millis(world.rng.random_range(300..5000));
     world.note(format!("weir-{id} cut off ({direction}) for {lasting:?}"));
     count(&world.shared, "partition");
     sleep(lasting).await;
-    net.unclog_node(node.id());
+    net.unclog_node(node);
+    for peer in &peers {
+        net.unclog_link(node, *peer);
+        net.unclog_link(*peer, node);
+    }
 }
 
 /// Stops a node's tasks for a while (a process stall: a GC pause, a VM
