@@ -40,6 +40,8 @@ use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use weir_log::batch::{check_whole, BatchError, Crc32c, CRC_COVERS_FROM};
 
+use crate::store::is_data;
+
 /// Bytes of a frame's header (body length and CRC).
 pub const FRAME_HEADER_BYTES: usize = 8;
 const MAGIC: [u8; 4] = *b"WRM1";
@@ -331,19 +333,13 @@ fn check_batches(envelopes: &[Envelope]) -> Result<(), CodecError> {
     let entries = envelopes
         .iter()
         .flat_map(|envelope| envelope.message.entries.iter());
-    for entry in entries.filter(|entry| carries_batch(entry)) {
+    for entry in entries.filter(|entry| is_data(entry)) {
         check_whole(&entry.data).map_err(|error| CodecError::Batch {
             index: entry.index,
             error,
         })?;
     }
     Ok(())
-}
-
-/// Whether an entry's data is a Kafka batch (a normal entry's, when not
-/// empty: raft's own are empty).
-fn carries_batch(entry: &Entry) -> bool {
-    entry.entry_type == EntryType::EntryNormal && !entry.data.is_empty()
 }
 
 /// Decodes a frame's body (after its length and CRC), without checking a
