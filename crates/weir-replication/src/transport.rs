@@ -8,13 +8,16 @@
 //! are added at run time (a node that joined): a node of lower id learns
 //! a new node's address from the cluster's metadata, or from the node
 //! itself, which tells its peers of lower id where it is (`"WRJ1"`, its
-//! id, a u16 length and its address as text) until they dial it. A frame
+//! id, a u16 length and its address as text) whenever no connection from
+//! them is up: a peer that restarts before the metadata has the new node
+//! knows it only from that announcement. A frame
 //! that does not decode closes its connection, with the reason logged;
 //! the dialer reconnects. Frames queued for a peer whose connection is
 //! down, or beyond the queue's bound, are dropped: Raft retries.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +35,8 @@ use crate::codec::{decode_whole_frame, encode_frame_parts, frame_length, Envelop
 const HELLO_MAGIC: [u8; 4] = *b"WRH1";
 /// The hello of a node telling a peer of lower id where it is.
 const JOIN_MAGIC: [u8; 4] = *b"WRJ1";
-/// How often a node tells a peer of lower id where it is, until dialed.
+/// How often a node tells a peer of lower id where it is, while that peer
+/// has no connection up to it.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 const HELLO_BYTES: usize = 12;
 /// Frames queued per peer before new ones are dropped.
@@ -63,16 +67,17 @@ struct Shared {
     accepted: Mutex<BTreeMap<u64, mpsc::Sender<TcpStream>>>,
     /// The listener's and the links' tasks, stopped by [`Transport::stop`].
     tasks: Mutex<Vec<AbortHandle>>,
-    /// The peers that have dialed this node.
-    dialed_by: Mutex<std::collections::BTreeSet<u64>>,
+    /// Whether each peer that dials this node has a connection up.
+    connected: Mutex<BTreeMap<u64, Arc<AtomicBool>>>,
 }
 
 impl Transport {
     /// Starts the transport of node `node`: accepts on `listener`, dials
     /// the peers of higher id at their `addresses`, and hands every
     /// decoded frame to `inbound`. Peers of lower id are told this node's
-    /// own address (its entry in `addresses`) until they dial it: a node
-    /// that joins a running cluster is not yet known to them.
+    /// own address (its entry in `addresses`) whenever they have no
+    /// connection up to it: a node that joins a running cluster is not yet
+    /// known to them, and one of them that restarts forgets it.
     pub fn start(
         node: u64,
         listener: TcpListener,
@@ -88,7 +93,7 @@ impl Transport {
                 queues: Mutex::new(BTreeMap::new()),
                 accepted: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
-                dialed_by: Mutex::new(std::collections::BTreeSet::new()),
+                connected: Mutex::new(BTreeMap::new()),
             }),
         };
         for (&peer, &address) in addresses.iter().filter(|(peer, _)| **peer != node) {
@@ -108,7 +113,7 @@ impl Transport {
     /// one: dialed at `address` when this node's id is the lower, else
     /// taking the connections the peer dials.
     pub fn add_peer(&self, peer: u64, address: Option<SocketAddr>) {
-        self.shared.add_peer(peer, address);
+        let _ = self.shared.add_peer(peer, address);
     }
 
     /// Closes the listener and every connection (a node that stops).
@@ -140,24 +145,27 @@ impl Transport {
 }
 
 impl Shared {
-    fn add_peer(self: &Arc<Self>, peer: u64, address: Option<SocketAddr>) {
+    /// Adds a link to `peer` unless there is one; whether it did.
+    fn add_peer(self: &Arc<Self>, peer: u64, address: Option<SocketAddr>) -> bool {
         if peer == self.node {
-            return;
+            return false;
         }
         let mut queues = lock(&self.queues);
         if queues.contains_key(&peer) {
-            return;
+            return false;
         }
         if self.node > peer {
-            return self.add_accepting(peer, &mut queues);
+            self.add_accepting(peer, &mut queues);
+            return true;
         }
         let Some(address) = address else {
-            return;
+            return false;
         };
         let (frames_tx, frames_rx) = mpsc::channel(QUEUE_FRAMES);
         queues.insert(peer, frames_tx);
         let task = tokio::spawn(self.link(peer, frames_rx).dial(address));
         lock(&self.tasks).push(task.abort_handle());
+        true
     }
 
     fn add_accepting(self: &Arc<Self>, peer: u64, queues: &mut BTreeMap<u64, mpsc::Sender<Frame>>) {
@@ -165,7 +173,9 @@ impl Shared {
         queues.insert(peer, frames_tx);
         let (streams_tx, streams_rx) = mpsc::channel(4);
         lock(&self.accepted).insert(peer, streams_tx);
-        let task = tokio::spawn(self.link(peer, frames_rx).accept(streams_rx));
+        let connected = Arc::new(AtomicBool::new(false));
+        lock(&self.connected).insert(peer, Arc::clone(&connected));
+        let task = tokio::spawn(self.link(peer, frames_rx).accept(streams_rx, connected));
         lock(&self.tasks).push(task.abort_handle());
     }
 
@@ -179,19 +189,23 @@ impl Shared {
         }
     }
 
-    /// Whether `peer` has dialed this node.
-    fn heard_from(&self, peer: u64) -> bool {
-        lock(&self.dialed_by).contains(&peer)
+    /// Whether `peer` (of lower id) has a connection up to this node.
+    fn connected_from(&self, peer: u64) -> bool {
+        lock(&self.connected)
+            .get(&peer)
+            .is_some_and(|up| up.load(Ordering::Relaxed))
     }
 }
 
 /// Tells node `peer` (of lower id, which dials this one) where this node
-/// is, every [`ANNOUNCE_EVERY`], until it has dialed once.
+/// is, every [`ANNOUNCE_EVERY`] while it has no connection up to this
+/// one: not only until it first dials, since it may restart before the
+/// cluster's metadata lists this node, and then knows it from nowhere else.
 async fn announce(shared: Arc<Shared>, peer: u64, address: SocketAddr, own: SocketAddr) {
     loop {
         tokio::time::sleep(ANNOUNCE_EVERY).await;
-        if shared.heard_from(peer) {
-            return;
+        if shared.connected_from(peer) {
+            continue;
         }
         let told = async {
             let mut stream = TcpStream::connect(address).await?;
@@ -229,8 +243,9 @@ async fn listen(shared: Arc<Shared>, listener: TcpListener) {
             match greet(stream, shared.node).await {
                 Ok(Greeting::Peer(peer, stream)) => shared.hand_over(peer, stream, address).await,
                 Ok(Greeting::Joining(peer, at)) => {
-                    tracing::info!(peer, %at, "a node told where it is");
-                    shared.add_peer(peer, Some(at));
+                    if shared.add_peer(peer, Some(at)) {
+                        tracing::info!(peer, %at, "a node told where it is");
+                    }
                 }
                 Err(error) => tracing::warn!(%error, %address, "cluster connection refused"),
             }
@@ -243,12 +258,11 @@ impl Shared {
     /// of lower id not known yet).
     async fn hand_over(self: &Arc<Self>, peer: u64, stream: TcpStream, address: SocketAddr) {
         if peer < self.node {
-            self.add_peer(peer, None);
+            let _ = self.add_peer(peer, None);
         }
         let link = lock(&self.accepted).get(&peer).cloned();
         match link {
             Some(link) => {
-                lock(&self.dialed_by).insert(peer);
                 let _ = link.send(stream).await;
             }
             None => {
@@ -351,13 +365,15 @@ impl Link {
 
     /// Carries the connections the listener hands over; a newer one
     /// replaces the current (the peer restarted, or the old connection is
-    /// dead without this side knowing).
-    async fn accept(mut self, mut streams: mpsc::Receiver<TcpStream>) {
+    /// dead without this side knowing). `connected` says whether one is up.
+    async fn accept(mut self, mut streams: mpsc::Receiver<TcpStream>, connected: Arc<AtomicBool>) {
         let mut next = streams.recv().await;
         while let Some(stream) = next {
+            connected.store(true, Ordering::Relaxed);
             next = match self.carry(stream, Some(&mut streams)).await {
                 Some(replacement) => Some(replacement),
                 None => {
+                    connected.store(false, Ordering::Relaxed);
                     self.drain();
                     streams.recv().await
                 }

@@ -250,3 +250,81 @@ async fn bad_connections_are_closed_and_harm_nothing() {
         produce(&nodes, &format!("after-{i}")).await;
     }
 }
+
+/// Sends `from`'s frames to node `to` until one arrives on `inbound`
+/// (within ten seconds); the sender it came from.
+async fn first_frame_from(
+    from: &Transport,
+    to: u64,
+    inbound: &mut mpsc::Receiver<weir_replication::transport::Inbound>,
+) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        (message.from, message.to) = (from.node(), to);
+        let envelope = weir_replication::codec::Envelope {
+            group: GROUP,
+            message,
+        };
+        from.send(to, &[envelope]);
+        let waited = tokio::time::timeout(Duration::from_millis(100), inbound.recv()).await;
+        if let Ok(Some((peer, _))) = waited {
+            return Some(peer);
+        }
+    }
+    None
+}
+
+/// Binds `address` again once the stopped listener on it has gone.
+async fn bind_again(address: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("binding {address} again: {error}"),
+        }
+    }
+}
+
+/// A node that joins tells its peer of lower id where it is, and tells it
+/// again when that peer restarts knowing nothing of it (as one does that
+/// restarts before the cluster's metadata lists the new node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_learns_again_where_a_joined_node_is() {
+    let first = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let joining = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let (at_first, at_joining) = (
+        first.local_addr().expect("an address"),
+        joining.local_addr().expect("an address"),
+    );
+    let only_first = BTreeMap::from([(1, at_first)]);
+    let both = BTreeMap::from([(1, at_first), (2, at_joining)]);
+    let (inbound_tx, mut inbound) = mpsc::channel(64);
+    let node_1 = Transport::start(1, first, &only_first, inbound_tx, Limits::default());
+    let (joined_tx, _joined_rx) = mpsc::channel(64);
+    let node_2 = Transport::start(2, joining, &both, joined_tx, Limits::default());
+    assert_eq!(
+        first_frame_from(&node_2, 1, &mut inbound).await,
+        Some(2),
+        "node 1 never dialed the node that told it where it is"
+    );
+
+    // Past a few announcement periods with the connection up: node 2 has
+    // seen that node 1 dialed it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    node_1.stop();
+    let (inbound_tx, mut inbound) = mpsc::channel(64);
+    let again = bind_again(at_first).await;
+    let node_1 = Transport::start(1, again, &only_first, inbound_tx, Limits::default());
+    assert_eq!(
+        first_frame_from(&node_2, 1, &mut inbound).await,
+        Some(2),
+        "node 1, restarted, never learned again where node 2 is"
+    );
+    node_1.stop();
+    node_2.stop();
+}
