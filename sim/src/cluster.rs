@@ -42,6 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use madsim::time::{sleep, timeout, Instant};
@@ -1427,8 +1428,30 @@ async fn fetch(
         return None;
     };
     let answer = response.responses.first()?.partitions.first()?;
+    if answer.error_code == ResponseError::UnknownLeaderEpoch.code() {
+        reached(shared, "a deposed leader refused a newer epoch");
+    }
+    if answer.error_code == ResponseError::OffsetOutOfRange.code() {
+        // Positions are 0, one past a record read below a high watermark,
+        // or an offset committed after such reads: committed offsets, which
+        // stay in range (no retention here). A Kafka consumer told
+        // otherwise resets to its `auto.offset.reset`, skipping records or
+        // reading them again: a deposed leader that did not fence a newer
+        // epoch answers so from its shorter log.
+        let evidence = format!(
+            "partition {partition}: weir-{node} said offset {offset} is out of range (epoch {epoch} named)"
+        );
+        violation(
+            shared,
+            "a position reached by reading is never out of range",
+            evidence,
+        );
+    }
     if answer.error_code != 0 {
         return None;
+    }
+    if epoch >= 0 {
+        check_answered_in_epoch(shared, node, partition, epoch);
     }
     let mut bytes = answer.records.clone().unwrap_or_default();
     let mut decoded = Vec::new();
@@ -1458,6 +1481,33 @@ async fn fetch(
         })
         .collect();
     Some((answer.high_watermark, records))
+}
+
+/// A read naming leader epoch `epoch` is answered by the leader of that
+/// epoch only: a node still in an older term is a deposed leader that has
+/// not heard of the new one, and must refuse it (UNKNOWN_LEADER_EPOCH, as
+/// KIP-320 has Kafka do), not answer from its stale state. Terms never go
+/// down, so a term below `epoch` seen after the answer was below it when
+/// the node answered.
+fn check_answered_in_epoch(shared: &SharedRef, node: u64, partition: i32, epoch: i32) {
+    let term = {
+        let shared = shared.lock().expect("shared");
+        shared.clusters.get(&node).and_then(|cluster| {
+            let metadata = cluster.metadata();
+            let group = metadata.topics.get(TOPIC)?.get(partition as usize)?.group;
+            cluster.handle().view(group).map(|view| view.term)
+        })
+    };
+    if let Some(term) = term.filter(|term| *term < epoch as u64) {
+        let evidence = format!(
+            "partition {partition}: weir-{node}, in term {term}, answered a fetch naming leader epoch {epoch}"
+        );
+        violation(
+            shared,
+            "a read naming a leader epoch is answered in that epoch",
+            evidence,
+        );
+    }
 }
 
 // ------------------------------------------------------------ the nemesis
