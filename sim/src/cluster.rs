@@ -141,6 +141,8 @@ struct Shared {
     stop_producers: bool,
     stop_all: bool,
     producers_done: usize,
+    /// When the run began (for the time of a violation in the trace).
+    started: Option<Instant>,
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -170,6 +172,14 @@ fn note(shared: &SharedRef, started: Instant, text: String) {
 
 fn violation(shared: &SharedRef, invariant: &'static str, evidence: String) {
     let mut shared = shared.lock().expect("shared");
+    if let Some(started) = shared.started {
+        let elapsed = started.elapsed().as_secs_f64();
+        let line = format!("{elapsed:>9.3}s VIOLATION {invariant}: {evidence}");
+        if std::env::var_os("WEIR_SIM_LIVE").is_some() {
+            eprintln!("{line}");
+        }
+        shared.trace.push(line);
+    }
     shared.violations.push(Violation {
         invariant,
         evidence,
@@ -223,6 +233,7 @@ fn build(seed: u64) -> World {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xc105_7e25);
     let size: u64 = if rng.random_bool(0.3) { 5 } else { 3 };
     let shared: SharedRef = Arc::default();
+    shared.lock().expect("shared").started = Some(started);
     note(
         &shared,
         started,
@@ -1439,7 +1450,9 @@ async fn fetch(
         // reading them again: a deposed leader that did not fence a newer
         // epoch answers so from its shorter log.
         let evidence = format!(
-            "partition {partition}: weir-{node} said offset {offset} is out of range (epoch {epoch} named)"
+            "partition {partition}: weir-{node} said offset {offset} is out of range (epoch {epoch} named; \
+             after the answer: {})",
+            describe_replica(shared, node, partition)
         );
         violation(
             shared,
@@ -1481,6 +1494,29 @@ async fn fetch(
         })
         .collect();
     Some((answer.high_watermark, records))
+}
+
+/// A node's replica of `partition` as the node sees it now: its term,
+/// leader, high watermark and log end (for a violation's evidence).
+fn describe_replica(shared: &SharedRef, node: u64, partition: i32) -> String {
+    let shared = shared.lock().expect("shared");
+    let view = shared.clusters.get(&node).and_then(|cluster| {
+        let metadata = cluster.metadata();
+        let group = metadata.topics.get(TOPIC)?.get(partition as usize)?.group;
+        cluster.handle().view(group)
+    });
+    let end = shared
+        .brokers
+        .get(&node)
+        .and_then(|broker| broker.partition(TOPIC, partition as u32).ok())
+        .map(|log| log.log_end_offset());
+    match view {
+        Some(view) => format!(
+            "term {}, leader {:?}, high watermark {}, log end {end:?}",
+            view.term, view.leader, view.high_watermark
+        ),
+        None => format!("no replica open, log end {end:?}"),
+    }
 }
 
 /// A read naming leader epoch `epoch` is answered by the leader of that

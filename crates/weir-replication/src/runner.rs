@@ -244,7 +244,9 @@ impl ReplicasHandle {
         lock(&self.published.applications).take()
     }
 
-    /// Group `group` as last published.
+    /// Group `group` as last published; `None` for a group not open here,
+    /// and for every group once the runner has stopped (its storage
+    /// failed: the node is then a replica of nothing until restarted).
     pub fn view(&self, group: u64) -> Option<GroupView> {
         read(&self.published.views).get(&group).cloned()
     }
@@ -473,6 +475,13 @@ impl Runner {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.reply.send(Err(ProduceError::Stopped));
         }
+        // A stopped runner leads and follows nothing. Its views go, so that
+        // the node's front-end answers as a replica of no group (clients
+        // move to the leader the others elect) instead of from a state
+        // frozen at the failure: a leader view left behind kept serving
+        // reads from a log shorter than the new leader's high watermark.
+        write(&self.published.views).clear();
+        self.published.changed.notify_waiters();
     }
 
     /// Persists, sends and answers; false if the node's storage failed

@@ -35,6 +35,16 @@ async fn start(
     root: &std::path::Path,
 ) -> Node {
     let storage = OsStorage::open(root.join(format!("node-{id}"))).expect("a data directory");
+    start_on(id, listener, addresses, &storage).await
+}
+
+/// A node whose partition and Raft state live on `storage`.
+async fn start_on(
+    id: u64,
+    listener: TcpListener,
+    addresses: &BTreeMap<u64, SocketAddr>,
+    storage: &dyn Storage,
+) -> Node {
     let partition_dir: Arc<dyn Storage> = storage.open_or_create_dir("p").expect("a directory");
     let config = LogConfig {
         high_watermark: HighWatermarkPolicy::SetByOwner,
@@ -327,4 +337,91 @@ async fn a_restarted_peer_learns_again_where_a_joined_node_is() {
     );
     node_1.stop();
     node_2.stop();
+}
+
+/// A node whose storage fails stops replicating, and then claims nothing:
+/// no view of the group is left behind (a leader view frozen at the
+/// failure kept serving reads from its shorter log, found by cluster seed
+/// 195), and the other two elect a leader and go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_storage_fails_claims_no_group_and_the_others_go_on() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let mut listeners = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        addresses.insert(id, listener.local_addr().expect("an address"));
+        listeners.insert(id, listener);
+    }
+    let disk = weir_io::SimDisk::new(7);
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        let node = match id {
+            1 => start_on(id, listener, &addresses, &disk.root()).await,
+            _ => start(id, listener, &addresses, directory.path()).await,
+        };
+        nodes.insert(id, node);
+    }
+    for n in 0..5 {
+        produce(&nodes, &format!("before-{n}")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[&1].handle.view(GROUP).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never published its group"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    disk.set_faults(weir_io::Faults {
+        write_error: 1.0,
+        sync_failure: 1.0,
+        ..weir_io::Faults::none()
+    });
+    // Every batch reaches node 1 (as leader or follower) and fails there.
+    let after = produce_past_a_failed_node(&nodes, "after").await;
+    while !nodes[&1].task.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 went on replicating on a failed disk"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        nodes[&1].handle.view(GROUP).is_none(),
+        "a stopped node still claims the group"
+    );
+    for n in 0..5 {
+        let offset = produce_past_a_failed_node(&nodes, &format!("later-{n}")).await;
+        assert!(offset > after, "offsets went back: {offset} after {after}");
+    }
+    for node in nodes.values() {
+        node.transport.stop();
+    }
+}
+
+/// [`produce`], but a node whose storage failed is passed over.
+async fn produce_past_a_failed_node(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no leader acknowledged {value:?} in 60 s"
+        );
+        for node in nodes.values() {
+            match node.handle.produce(GROUP, batch(value), Acks::All).await {
+                Ok(appended) => return appended.base_offset,
+                Err(
+                    ProduceError::NotLeader { .. }
+                    | ProduceError::Lost
+                    | ProduceError::TimedOut
+                    | ProduceError::Stopped
+                    | ProduceError::Storage(_)
+                    | ProduceError::Log(_),
+                ) => {}
+                Err(error) => panic!("produce {value:?}: {error}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
