@@ -1451,8 +1451,9 @@ async fn fetch(
         // epoch answers so from its shorter log.
         let evidence = format!(
             "partition {partition}: weir-{node} said offset {offset} is out of range (epoch {epoch} named; \
-             after the answer: {})",
-            describe_replica(shared, node, partition)
+             after the answer: {}; the other nodes: {})",
+            describe_replica(shared, node, partition),
+            describe_others(shared, node, partition)
         );
         violation(
             shared,
@@ -1517,6 +1518,19 @@ fn describe_replica(shared: &SharedRef, node: u64, partition: i32) -> String {
         ),
         None => format!("no replica open, log end {end:?}"),
     }
+}
+
+/// Every other running node's replica of `partition` ([`describe_replica`]).
+fn describe_others(shared: &SharedRef, node: u64, partition: i32) -> String {
+    let others: Vec<u64> = {
+        let shared = shared.lock().expect("shared");
+        shared.clusters.keys().copied().filter(|id| *id != node).collect()
+    };
+    let described: Vec<String> = others
+        .into_iter()
+        .map(|id| format!("weir-{id} {}", describe_replica(shared, id, partition)))
+        .collect();
+    described.join("; ")
 }
 
 /// A read naming leader epoch `epoch` is answered by the leader of that
