@@ -1524,7 +1524,12 @@ fn describe_replica(shared: &SharedRef, node: u64, partition: i32) -> String {
 fn describe_others(shared: &SharedRef, node: u64, partition: i32) -> String {
     let others: Vec<u64> = {
         let shared = shared.lock().expect("shared");
-        shared.clusters.keys().copied().filter(|id| *id != node).collect()
+        shared
+            .clusters
+            .keys()
+            .copied()
+            .filter(|id| *id != node)
+            .collect()
     };
     let described: Vec<String> = others
         .into_iter()

@@ -251,15 +251,30 @@ impl Replicas {
     pub fn tick(&mut self) {
         self.ticks += 1;
         let quiesce_after = self.config.quiesce_after_ticks;
+        let unheard = self.unheard_peers();
         let mut quiescing = Vec::new();
         for (id, slot) in &mut self.groups {
-            if slot.asleep {
+            // A leader that has not heard from a majority of its voters
+            // within an election timeout may have been deposed: it stays
+            // (or wakes) awake, so that raft's quorum check makes it step
+            // down rather than lead on, asleep, serving reads from a state
+            // the others have left behind (cluster seed 239: a leader cut
+            // off from every peer quiesced a second later and answered
+            // reads in its old term until the link came back).
+            let cut_off = !unheard.is_empty()
+                && slot.group.is_leader()
+                && !heard_from_majority(&slot.group, self.config.node, &unheard);
+            if slot.asleep && !cut_off {
                 continue;
+            }
+            if slot.asleep {
+                slot.asleep = false;
+                slot.settled_ticks = 0;
             }
             slot.group.tick();
             self.touched.insert(*id);
             self.stats.group_ticks += 1;
-            let settled_leader = slot.group.is_leader() && slot.group.is_settled();
+            let settled_leader = slot.group.is_leader() && slot.group.is_settled() && !cut_off;
             slot.settled_ticks = if settled_leader {
                 slot.settled_ticks + 1
             } else {
@@ -313,6 +328,16 @@ impl Replicas {
             };
             self.queue(LIVENESS_GROUP, message);
         }
+    }
+
+    /// The peers not heard from within an election timeout.
+    fn unheard_peers(&self) -> BTreeSet<u64> {
+        let window = self.config.election_ticks as u64;
+        self.heard
+            .iter()
+            .filter(|(_, heard)| self.ticks - **heard > window)
+            .map(|(peer, _)| *peer)
+            .collect()
     }
 
     /// The peers silent for two election timeouts (taken for down).
@@ -497,6 +522,17 @@ impl Replicas {
     pub fn take_outbox(&mut self) -> Vec<(u64, Vec<Envelope>)> {
         std::mem::take(&mut self.outbox).into_iter().collect()
     }
+}
+
+/// Whether this node (`node`) and the voters of `group` it has heard from
+/// lately make a majority of the voters.
+fn heard_from_majority(group: &Group, node: u64, unheard: &BTreeSet<u64>) -> bool {
+    let voters = group.voters();
+    let heard = voters
+        .iter()
+        .filter(|voter| **voter == node || !unheard.contains(voter))
+        .count();
+    2 * heard > voters.len()
 }
 
 /// A follower quiesces on its leader's word if its log holds everything

@@ -7,7 +7,7 @@
 
 mod harness;
 
-use harness::{run_seed, Plan};
+use harness::{run_seed, Cluster, Plan};
 
 fn seeds(default: u64) -> Vec<u64> {
     if let Ok(seed) = std::env::var("WEIR_RAFT_SEED") {
@@ -72,4 +72,26 @@ fn a_seed_replays_exactly() {
         assert_eq!(first.trace, second.trace, "seed {seed} ran two ways");
         assert_eq!(first.acknowledged, second.acknowledged);
     }
+}
+
+/// A leader cut off from every peer steps down, even with its groups
+/// asleep (found by the server's cluster simulation, seed 239: a leader
+/// quiesced a second after it was cut off and led on in its old term).
+#[test]
+fn a_cut_off_leader_steps_down_even_asleep() {
+    let (mut led, mut asleep) = (0, 0);
+    for seed in seeds(10) {
+        let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
+        match cluster.cut_off_leader_steps_down() {
+            Ok((groups, sleeping)) => {
+                led += groups;
+                asleep += sleeping;
+            }
+            Err(error) => panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})"),
+        }
+    }
+    assert!(
+        asleep > 0,
+        "no cut-off leader had a group asleep ({led} led)"
+    );
 }

@@ -341,6 +341,56 @@ impl Cluster {
         self.check_settled()
     }
 
+    /// A leader whose groups sleep, then cut off from every peer, must step
+    /// down within a few election timeouts (10 ticks each): asleep, it
+    /// would lead on and serve reads in its old term while the others
+    /// elect a new leader. The number of groups it led and had asleep.
+    pub fn cut_off_leader_steps_down(&mut self) -> Result<(usize, usize), String> {
+        self.live_phase(600, "before the cut")?;
+        for _ in 0..400 {
+            self.step_once(false)?;
+        }
+        let index = self.busiest_leader();
+        let id = self.nodes[index].id;
+        let led_by = |cluster: &Self| -> Vec<u64> {
+            let replicas = cluster.nodes[index].replicas.as_ref();
+            cluster
+                .groups
+                .iter()
+                .copied()
+                .filter(|group| {
+                    replicas.is_some_and(|r| r.group(*group).is_some_and(Group::is_leader))
+                })
+                .collect()
+        };
+        let led = led_by(self);
+        let asleep = led
+            .iter()
+            .filter(|group| {
+                self.nodes[index]
+                    .replicas
+                    .as_ref()
+                    .is_some_and(|r| r.is_asleep(**group))
+            })
+            .count();
+        for other in self.ids() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+        for _ in 0..100 {
+            self.step_once(false)?;
+        }
+        let still = led_by(self);
+        if !still.is_empty() {
+            return Err(format!(
+                "weir-{id}, cut off from every peer for 100 steps, still leads groups {still:?}"
+            ));
+        }
+        Ok((led.len(), asleep))
+    }
+
     /// Adds a new node, and in every group swaps it for `victim` (one
     /// configuration change: add the new voter, remove the dead one, joint
     /// consensus left automatically); every group must have the new
