@@ -82,7 +82,7 @@ const SIM_SEEDS: &str = "1000";
 const SIM_DETERMINISM_SEEDS: &str = "25";
 /// Cluster seeds (`weir-sim --cluster`: three and five nodes of the real
 /// server) run in CI, and those run twice to compare (from 100000).
-const SIM_CLUSTER_SEEDS: &str = "40";
+const SIM_CLUSTER_SEEDS: &str = "90";
 const SIM_CLUSTER_DETERMINISM_SEEDS: &str = "5";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
