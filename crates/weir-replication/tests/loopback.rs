@@ -89,6 +89,15 @@ fn batch(value: &str) -> Vec<u8> {
 /// Produces `value` with acks=all at whichever node leads, retrying
 /// through elections; the offset it got.
 async fn produce(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
+    produce_with(nodes, value, false).await
+}
+
+/// [`produce`], but a node whose storage failed is passed over.
+async fn produce_past_a_failed_node(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
+    produce_with(nodes, value, true).await
+}
+
+async fn produce_with(nodes: &BTreeMap<u64, Node>, value: &str, past_failed: bool) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(
@@ -101,11 +110,25 @@ async fn produce(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
                 Err(
                     ProduceError::NotLeader { .. } | ProduceError::Lost | ProduceError::TimedOut,
                 ) => {}
+                Err(ProduceError::Stopped | ProduceError::Storage(_) | ProduceError::Log(_))
+                    if past_failed => {}
                 Err(error) => panic!("produce {value:?}: {error}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Listeners on three free ports, and their addresses, by node id.
+async fn three_ports() -> (BTreeMap<u64, TcpListener>, BTreeMap<u64, SocketAddr>) {
+    let mut listeners = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        addresses.insert(id, listener.local_addr().expect("an address"));
+        listeners.insert(id, listener);
+    }
+    (listeners, addresses)
 }
 
 /// Three nodes on ports of their own, with data in a temporary directory.
@@ -115,13 +138,7 @@ async fn three_nodes() -> (
     BTreeMap<u64, Node>,
 ) {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let mut listeners = BTreeMap::new();
-    let mut addresses = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        addresses.insert(id, listener.local_addr().expect("an address"));
-        listeners.insert(id, listener);
-    }
+    let (listeners, addresses) = three_ports().await;
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
         nodes.insert(id, start(id, listener, &addresses, directory.path()).await);
@@ -346,13 +363,7 @@ async fn a_restarted_peer_learns_again_where_a_joined_node_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_storage_fails_claims_no_group_and_the_others_go_on() {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let mut listeners = BTreeMap::new();
-    let mut addresses = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        addresses.insert(id, listener.local_addr().expect("an address"));
-        listeners.insert(id, listener);
-    }
+    let (listeners, addresses) = three_ports().await;
     let disk = weir_io::SimDisk::new(7);
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
@@ -397,31 +408,5 @@ async fn a_node_whose_storage_fails_claims_no_group_and_the_others_go_on() {
     }
     for node in nodes.values() {
         node.transport.stop();
-    }
-}
-
-/// [`produce`], but a node whose storage failed is passed over.
-async fn produce_past_a_failed_node(nodes: &BTreeMap<u64, Node>, value: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no leader acknowledged {value:?} in 60 s"
-        );
-        for node in nodes.values() {
-            match node.handle.produce(GROUP, batch(value), Acks::All).await {
-                Ok(appended) => return appended.base_offset,
-                Err(
-                    ProduceError::NotLeader { .. }
-                    | ProduceError::Lost
-                    | ProduceError::TimedOut
-                    | ProduceError::Stopped
-                    | ProduceError::Storage(_)
-                    | ProduceError::Log(_),
-                ) => {}
-                Err(error) => panic!("produce {value:?}: {error}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
