@@ -570,6 +570,19 @@ impl Group {
         voters
     }
 
+    /// Whether the voters for which `heard` holds are a majority of the
+    /// voters (counted without building a list: a leader asks every tick
+    /// while a peer is silent).
+    pub fn majority_of_voters(&self, heard: impl Fn(u64) -> bool) -> bool {
+        let ids = self.node.raft.prs().conf().voters().ids();
+        let (mut all, mut yes) = (0, 0);
+        for voter in ids.iter() {
+            all += 1;
+            yes += usize::from(heard(voter));
+        }
+        2 * yes > all
+    }
+
     /// The ids of the group's learners (nodes that receive its log and do
     /// not vote: joining nodes, before they are made voters).
     pub fn learners(&self) -> Vec<u64> {

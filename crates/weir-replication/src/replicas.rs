@@ -527,12 +527,7 @@ impl Replicas {
 /// Whether this node (`node`) and the voters of `group` it has heard from
 /// lately make a majority of the voters.
 fn heard_from_majority(group: &Group, node: u64, unheard: &BTreeSet<u64>) -> bool {
-    let voters = group.voters();
-    let heard = voters
-        .iter()
-        .filter(|voter| **voter == node || !unheard.contains(voter))
-        .count();
-    2 * heard > voters.len()
+    group.majority_of_voters(|voter| voter == node || !unheard.contains(&voter))
 }
 
 /// A follower quiesces on its leader's word if its log holds everything
