@@ -136,6 +136,9 @@ pub struct Group {
     applied: u64,
     /// A ready written by [`Group::write_ready`], to finish.
     pending: Option<raft::Ready>,
+    /// Confirmations of this leader's lead raft answered (read index
+    /// rounds): each request's id and the commit index it was confirmed at.
+    confirmed: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Group {
@@ -165,6 +168,16 @@ fn sequence_ahead(error: LogError) -> ProposeError {
         },
         other => ProposeError::Log(other),
     }
+}
+
+/// The start of the context of a leader's confirmation round (see
+/// [`Group::confirm_lead`]); the request's id follows, big-endian.
+const CONFIRM: &[u8] = b"weir:confirm:";
+
+/// The request id of a confirmation round's context.
+fn confirmation_id(context: &[u8]) -> Option<u64> {
+    let id = context.strip_prefix(CONFIRM)?;
+    Some(u64::from_be_bytes(id.try_into().ok()?))
 }
 
 impl Group {
@@ -207,6 +220,7 @@ impl Group {
             written: VecDeque::new(),
             applied,
             pending: None,
+            confirmed: Vec::new(),
         };
         let high_watermark = group.node.store().end_offset_at(applied);
         group.raise_high_watermark(high_watermark);
@@ -332,6 +346,11 @@ impl Group {
             return Err(StoreError::Corrupt(
                 "a snapshot arrived; this log never makes one".into(),
             ));
+        }
+        for state in ready.take_read_states() {
+            if let Some(request) = confirmation_id(&state.request_ctx) {
+                self.confirmed.push((request, state.index));
+            }
         }
         // A leader's appends may leave before its own write.
         let outgoing = ready.take_messages();
@@ -534,7 +553,8 @@ impl Group {
     }
 
     /// Whether nothing is in flight: every entry committed and applied
-    /// here, and, on a leader, on every replica too.
+    /// here, and, on a leader, on every replica too, with no confirmation
+    /// of its lead under way.
     pub fn is_settled(&self) -> bool {
         let raft = &self.node.raft;
         let last = raft.raft_log.last_index();
@@ -543,6 +563,7 @@ impl Group {
             StateRole::Leader => {
                 settled_here
                     && self.written.is_empty()
+                    && raft.pending_read_count() == 0
                     && raft
                         .prs()
                         .iter()
@@ -550,6 +571,29 @@ impl Group {
             }
             _ => settled_here,
         }
+    }
+
+    /// Asks raft to confirm that this node still leads (a read index round,
+    /// raft's `ReadOnlySafe`): heartbeats to every voter, answered once a
+    /// majority acknowledges them in this term. The answer, if it comes,
+    /// is in [`Group::take_confirmed`] under `request`; none comes if the
+    /// node is deposed, cut off, or has not committed an entry of its term.
+    pub fn confirm_lead(&mut self, request: u64) {
+        let mut context = CONFIRM.to_vec();
+        context.extend_from_slice(&request.to_be_bytes());
+        self.node.read_index(context);
+        self.after_raft();
+    }
+
+    /// The confirmations raft answered since the last call: each request's
+    /// id and the commit index at which the lead was confirmed.
+    pub fn take_confirmed(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.confirmed)
+    }
+
+    /// The index of the last entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        self.applied
     }
 
     /// Sends heartbeats now (a leader woken from quiescence).

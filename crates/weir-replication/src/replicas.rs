@@ -115,6 +115,9 @@ pub struct Replicas {
     processed: BTreeSet<u64>,
     /// Groups whose ready [`Replicas::write_ready`] wrote, to finish.
     writing: Vec<u64>,
+    /// Leads confirmed since [`Replicas::take_confirmed`]: (group, request,
+    /// commit index).
+    confirmed: Vec<(u64, u64, u64)>,
     ticks: u64,
     stats: ReplicasStats,
 }
@@ -143,6 +146,7 @@ impl Replicas {
             applications: Vec::new(),
             processed: BTreeSet::new(),
             writing: Vec::new(),
+            confirmed: Vec::new(),
             ticks: 0,
             stats: ReplicasStats::default(),
         }
@@ -206,6 +210,28 @@ impl Replicas {
         slot.settled_ticks = 0;
         self.touched.insert(id);
         Ok(&mut slot.group)
+    }
+
+    /// Asks this node's replica of group `id`, its leader, to confirm that
+    /// it still leads (see [`Group::confirm_lead`]), waking it; the answer,
+    /// if one comes, is in [`Replicas::take_confirmed`].
+    pub fn confirm_lead(&mut self, id: u64, request: u64) -> Result<(), ProposeError> {
+        let Some(slot) = self.groups.get(&id) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        if !slot.group.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: slot.group.leader(),
+            });
+        }
+        self.wake_to_propose(id)?.confirm_lead(request);
+        Ok(())
+    }
+
+    /// The leads confirmed since the last call: (group, request, the
+    /// commit index at which it was confirmed).
+    pub fn take_confirmed(&mut self) -> Vec<(u64, u64, u64)> {
+        std::mem::take(&mut self.confirmed)
     }
 
     /// Asks this node's replica of group `id` (its leader) to hand the
@@ -441,6 +467,12 @@ impl Replicas {
                 continue;
             }
             let messages = slot.group.write_ready().map_err(|error| (id, error))?;
+            let confirmed = slot.group.take_confirmed();
+            self.confirmed.extend(
+                confirmed
+                    .into_iter()
+                    .map(|(request, index)| (id, request, index)),
+            );
             self.writing.push(id);
             for message in messages {
                 self.queue(id, message);

@@ -177,6 +177,10 @@ enum Command {
     Status {
         reply: oneshot::Sender<Vec<GroupStatus>>,
     },
+    ConfirmLead {
+        group: u64,
+        reply: oneshot::Sender<Result<(), ProduceError>>,
+    },
     Membership {
         group: u64,
         changes: Vec<(ConfChangeType, u64)>,
@@ -300,6 +304,22 @@ impl ReplicasHandle {
         Ok(async move { answer.await.map_err(|_| ProduceError::Stopped)? })
     }
 
+    /// Confirms that this node still leads `group`: a round of heartbeats
+    /// acknowledged by a majority in its term (raft's read index), then
+    /// the commit index of that moment applied here. After `Ok`, this
+    /// node's log holds every record committed before the call, so an
+    /// offset beyond its high watermark was never committed. A deposed
+    /// leader that does not know it yet (cut off, or paused while the
+    /// others elected) gets `NotLeader` or `TimedOut`, never `Ok`.
+    pub async fn confirm_lead(&self, group: u64) -> Result<(), ProduceError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ConfirmLead { group, reply })
+            .await
+            .map_err(|_| ProduceError::Stopped)?;
+        answer.await.map_err(|_| ProduceError::Stopped)?
+    }
+
     /// Proposes a change of group `group`'s members (this node must lead
     /// it): see [`Replicas::propose_membership`]. Done when proposed; the
     /// group's view shows when it is applied.
@@ -374,11 +394,24 @@ struct Waiter {
     reply: oneshot::Sender<Result<Appended, ProduceError>>,
 }
 
+/// A confirmation of a lead (see [`ReplicasHandle::confirm_lead`]) under
+/// way: asked in `term`, answered by raft at commit `index`.
+struct Confirming {
+    group: u64,
+    request: u64,
+    term: u64,
+    index: Option<u64>,
+    deadline: u64,
+    reply: oneshot::Sender<Result<(), ProduceError>>,
+}
+
 struct Runner {
     replicas: Replicas,
     transport: Transport,
     config: RunnerConfig,
     waiters: Vec<Waiter>,
+    confirming: Vec<Confirming>,
+    requests: u64,
     ticks: u64,
     published: Arc<Published>,
     applications: mpsc::Sender<(u64, Vec<u8>)>,
@@ -402,6 +435,8 @@ pub fn spawn(
         transport,
         config,
         waiters: Vec::new(),
+        confirming: Vec::new(),
+        requests: 0,
         ticks: 0,
         published: Arc::clone(&published),
         applications,
@@ -497,6 +532,7 @@ impl Runner {
         }
         self.send_outbox();
         self.answer_waiters();
+        self.answer_confirmations();
         let processed = self.replicas.take_processed();
         self.publish(processed);
         for (from, payload) in self.replicas.take_applications() {
@@ -571,6 +607,7 @@ impl Runner {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::ConfirmLead { group, reply } => self.confirm_lead(group, reply),
             Command::Membership {
                 group,
                 changes,
@@ -666,6 +703,77 @@ impl Runner {
             }
         }
         self.waiters = waiting;
+    }
+
+    fn confirm_lead(&mut self, group: u64, reply: oneshot::Sender<Result<(), ProduceError>>) {
+        self.requests += 1;
+        let request = self.requests;
+        if let Err(error) = self.replicas.confirm_lead(group, request) {
+            let leader = match error {
+                ProposeError::NotLeader { leader } => leader,
+                _ => None,
+            };
+            let _ = reply.send(Err(ProduceError::NotLeader { leader }));
+            return;
+        }
+        let group_now = self
+            .replicas
+            .group(group)
+            .expect("a group that just confirmed");
+        // Raft answers within a heartbeat round if a majority is reachable;
+        // a leader cut off steps down within two election timeouts.
+        let deadline = self.ticks + 2 * group_now.election_timeout() as u64;
+        self.confirming.push(Confirming {
+            group,
+            request,
+            term: group_now.term(),
+            index: None,
+            deadline,
+            reply,
+        });
+    }
+
+    /// Answers the confirmations whose round a majority acknowledged and
+    /// whose commit index is applied here, and those that cannot succeed
+    /// (the node lost the lead, or the deadline passed).
+    fn answer_confirmations(&mut self) {
+        for (group, request, index) in self.replicas.take_confirmed() {
+            let asked = self
+                .confirming
+                .iter_mut()
+                .find(|asked| asked.request == request && asked.group == group);
+            if let Some(asked) = asked {
+                asked.index = Some(index);
+            }
+        }
+        let ticks = self.ticks;
+        let mut waiting = Vec::with_capacity(self.confirming.len());
+        for asked in self.confirming.drain(..) {
+            let outcome = match self.replicas.group(asked.group) {
+                None => Some(Err(ProduceError::NotLeader { leader: None })),
+                Some(group) if group.term() != asked.term || !group.is_leader() => {
+                    Some(Err(ProduceError::NotLeader {
+                        leader: group.leader(),
+                    }))
+                }
+                Some(group)
+                    if asked
+                        .index
+                        .is_some_and(|index| group.applied_index() >= index) =>
+                {
+                    Some(Ok(()))
+                }
+                Some(_) if ticks >= asked.deadline => Some(Err(ProduceError::TimedOut)),
+                Some(_) => None,
+            };
+            match outcome {
+                Some(result) => {
+                    let _ = asked.reply.send(result);
+                }
+                None => waiting.push(asked),
+            }
+        }
+        self.confirming = waiting;
     }
 
     fn status(&self) -> Vec<GroupStatus> {

@@ -78,6 +78,22 @@ fn a_seed_replays_exactly() {
 /// asleep (found by the server's cluster simulation, seed 239: a leader
 /// quiesced a second after it was cut off and led on in its old term).
 #[test]
+fn a_deposed_leader_never_confirms_its_lead() {
+    let mut believed = 0;
+    for seed in seeds(10) {
+        let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
+        match cluster.deposed_leader_confirms_nothing() {
+            Ok(groups) => believed += groups,
+            Err(error) => panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})"),
+        }
+    }
+    assert!(
+        believed > 0,
+        "no paused leader still believed it led after the pause: nothing was checked"
+    );
+}
+
+#[test]
 fn a_cut_off_leader_steps_down_even_asleep() {
     let (mut led, mut asleep) = (0, 0);
     for seed in seeds(10) {

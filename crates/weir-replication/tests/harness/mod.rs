@@ -352,18 +352,7 @@ impl Cluster {
         }
         let index = self.busiest_leader();
         let id = self.nodes[index].id;
-        let led_by = |cluster: &Self| -> Vec<u64> {
-            let replicas = cluster.nodes[index].replicas.as_ref();
-            cluster
-                .groups
-                .iter()
-                .copied()
-                .filter(|group| {
-                    replicas.is_some_and(|r| r.group(*group).is_some_and(Group::is_leader))
-                })
-                .collect()
-        };
-        let led = led_by(self);
+        let led = self.led_by(index);
         let asleep = led
             .iter()
             .filter(|group| {
@@ -382,13 +371,94 @@ impl Cluster {
         for _ in 0..100 {
             self.step_once(false)?;
         }
-        let still = led_by(self);
+        let still = self.led_by(index);
         if !still.is_empty() {
             return Err(format!(
                 "weir-{id}, cut off from every peer for 100 steps, still leads groups {still:?}"
             ));
         }
         Ok((led.len(), asleep))
+    }
+
+    /// The groups node `index` leads (as it believes).
+    fn led_by(&self, index: usize) -> Vec<u64> {
+        let replicas = self.nodes[index].replicas.as_ref();
+        self.groups
+            .iter()
+            .copied()
+            .filter(|group| replicas.is_some_and(|r| r.group(*group).is_some_and(Group::is_leader)))
+            .collect()
+    }
+
+    /// Asks node `index` to confirm its lead of `groups` (request ids from
+    /// `first` on), then steps `steps` times; the requests raft confirmed.
+    fn confirm(
+        &mut self,
+        index: usize,
+        groups: &[u64],
+        first: u64,
+        steps: u64,
+    ) -> Result<BTreeSet<u64>, String> {
+        let replicas = self.nodes[index]
+            .replicas
+            .as_mut()
+            .ok_or("the node is down")?;
+        for (offset, group) in groups.iter().enumerate() {
+            replicas
+                .confirm_lead(*group, first + offset as u64)
+                .map_err(|error| format!("group {group}: {error}"))?;
+        }
+        let mut confirmed = BTreeSet::new();
+        for _ in 0..steps {
+            self.step_once(false)?;
+            if let Some(replicas) = self.nodes[index].replicas.as_mut() {
+                let answered = replicas.take_confirmed();
+                confirmed.extend(answered.into_iter().map(|(_, request, _)| request));
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// A leader confirms its lead (raft's read index) within a few
+    /// heartbeat rounds; one paused while the others elected and committed
+    /// more, resuming cut off and still believing it leads, never does,
+    /// cut off or healed: it would otherwise take a log shorter than the
+    /// others' commit for complete (a fetch beyond its end answered out of
+    /// range). The number of groups it believed it led after the pause.
+    pub fn deposed_leader_confirms_nothing(&mut self) -> Result<usize, String> {
+        self.live_phase(600, "before the pause")?;
+        for _ in 0..400 {
+            self.step_once(false)?;
+        }
+        let index = self.busiest_leader();
+        let id = self.nodes[index].id;
+        let led = self.led_by(index);
+        let confirmed = self.confirm(index, &led, 1, 40)?;
+        if confirmed.len() != led.len() {
+            return Err(format!(
+                "weir-{id}, leading {led:?} with every peer reachable, confirmed only requests {confirmed:?}"
+            ));
+        }
+        self.nodes[index].paused_for = u64::MAX;
+        self.live_phase(600, "while the leader is paused")?;
+        for other in self.ids() {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+        self.network.retain(|flight| flight.to != id);
+        self.nodes[index].paused_for = 0;
+        let believed = self.led_by(index);
+        let mut confirmed = self.confirm(index, &believed, 100, 100)?;
+        self.cut.clear();
+        confirmed.extend(self.confirm(index, &[], 0, 100)?);
+        if !confirmed.is_empty() {
+            return Err(format!(
+                "weir-{id}, deposed while paused, confirmed its lead (requests {confirmed:?} of groups {believed:?})"
+            ));
+        }
+        Ok(believed.len())
     }
 
     /// Adds a new node, and in every group swaps it for `victim` (one
