@@ -281,6 +281,18 @@ pub fn kafka_on_sim_storage_with(
     settings: KafkaSettings,
     broker: BrokerConfig,
 ) -> Arc<Kafka> {
+    let leaders = Box::new(SingleNode::new("127.0.0.1", 9092));
+    kafka_on_sim_storage_led(seed, settings, broker, leaders)
+}
+
+/// Like [`kafka_on_sim_storage_with`], with the seam that says who leads
+/// (a test double of a cluster node, say).
+pub fn kafka_on_sim_storage_led(
+    seed: u64,
+    settings: KafkaSettings,
+    broker: BrokerConfig,
+    leaders: Box<dyn crate::Leaders>,
+) -> Arc<Kafka> {
     let root: Arc<dyn Storage> = Arc::new(SimDisk::new(seed).root());
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let (log, _) = Broker::open(Arc::clone(&root), clock, broker)
@@ -288,13 +300,8 @@ pub fn kafka_on_sim_storage_with(
     let own = root
         .open_or_create_dir("kafka")
         .expect("a directory on a fresh simulated disk");
-    let kafka = Kafka::new(
-        Arc::new(log),
-        own,
-        settings,
-        Box::new(SingleNode::new("127.0.0.1", 9092)),
-    )
-    .expect("the front-end opens on a fresh simulated disk");
+    let kafka = Kafka::new(Arc::new(log), own, settings, leaders)
+        .expect("the front-end opens on a fresh simulated disk");
     Arc::new(kafka)
 }
 

@@ -108,6 +108,16 @@ pub trait Leaders: Send + Sync + Debug {
     fn serves_reads(&self, _topic: &str, _partition: u32) -> Result<(), ResponseError> {
         Ok(())
     }
+    /// Confirms that this node still leads the partition and holds every
+    /// record committed before the call, before it tells a client that an
+    /// offset is beyond its log: a leader deposed without knowing it yet
+    /// (cut off, or paused while the others elected) has a shorter log
+    /// than the new leader's, and a consumer told its position is out of
+    /// range resets it (skipping or re-reading records). One node always
+    /// leads.
+    fn confirm_lead(&self, _topic: &str, _partition: u32) -> SeamFuture<Result<(), ResponseError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Whether a topic is the cluster's own (Metadata marks it internal;
     /// clients may not produce to it nor delete it).
     fn is_internal(&self, _topic: &str) -> bool {

@@ -3,6 +3,7 @@
 //! accident (retried batches, fetches at the high watermark, bad frames,
 //! SASL refusals).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +12,14 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use weir_kafka::connection::{handle_frame, Outcome};
-use weir_kafka::fuzzing::{kafka_on_sim_storage, kafka_on_sim_storage_with};
+use weir_kafka::fuzzing::{
+    kafka_on_sim_storage, kafka_on_sim_storage_led, kafka_on_sim_storage_with,
+};
 use weir_kafka::handlers::Session;
+use weir_kafka::node::SeamFuture;
 use weir_kafka::reply::Reply;
 use weir_kafka::samples::{self, batch, fetch, produce};
-use weir_kafka::{Kafka, KafkaSettings};
+use weir_kafka::{Kafka, KafkaSettings, Leaders, NodeAddress, SingleNode};
 use weir_log::{BrokerConfig, FlushPolicy, LogConfig};
 
 fn kafka() -> Arc<Kafka> {
@@ -218,6 +222,83 @@ async fn fetches_stop_at_the_high_watermark() {
     assert!(at_end.records.unwrap_or_default().is_empty());
     let beyond = fetched(5).await;
     assert_eq!(beyond.error_code, ResponseError::OffsetOutOfRange.code());
+}
+
+/// One node that leads everything, whose lead is confirmed or not as the
+/// test says; it counts the confirmations asked.
+#[derive(Debug)]
+struct Doubtful {
+    node: SingleNode,
+    confirms: bool,
+    asked: Arc<AtomicUsize>,
+}
+
+impl Leaders for Doubtful {
+    fn node_id(&self) -> i32 {
+        self.node.node_id()
+    }
+
+    fn nodes(&self) -> Vec<NodeAddress> {
+        self.node.nodes()
+    }
+
+    fn leader(&self, topic: &str, partition: u32) -> Option<i32> {
+        self.node.leader(topic, partition)
+    }
+
+    fn confirm_lead(&self, _topic: &str, _partition: u32) -> SeamFuture<Result<(), ResponseError>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let confirms = self.confirms;
+        Box::pin(async move {
+            match confirms {
+                true => Ok(()),
+                false => Err(ResponseError::NotLeaderOrFollower),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_beyond_the_end_is_out_of_range_only_once_the_lead_is_confirmed() {
+    for confirms in [true, false] {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let leaders = Doubtful {
+            node: SingleNode::new("127.0.0.1", 9092),
+            confirms,
+            asked: Arc::clone(&asked),
+        };
+        let settings = KafkaSettings::default();
+        let kafka =
+            kafka_on_sim_storage_led(3, settings, BrokerConfig::default(), Box::new(leaders));
+        let mut session = session();
+        create_topic(&kafka, &mut session).await;
+        produce_at(&kafka, &mut session, batch(-1, 0, 4)).await;
+        let mut answers = Vec::new();
+        for offset in [2, 4, 5] {
+            let Some(ResponseKind::Fetch(response)) = call(
+                &kafka,
+                &mut session,
+                ApiKey::Fetch,
+                11,
+                fetch("orders", 0, offset, 0),
+            )
+            .await
+            else {
+                panic!("no fetch response");
+            };
+            answers.push(response.responses[0].partitions[0].error_code);
+        }
+        let beyond = match confirms {
+            true => ResponseError::OffsetOutOfRange.code(),
+            false => ResponseError::NotLeaderOrFollower.code(),
+        };
+        assert_eq!(answers, [0, 0, beyond], "lead confirmed: {confirms}");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "one confirmation, for the offset beyond the end only"
+        );
+    }
 }
 
 #[tokio::test]

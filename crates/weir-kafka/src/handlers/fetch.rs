@@ -40,13 +40,23 @@ pub async fn fetch(kafka: &Arc<Kafka>, request: FetchRequest, version: i16) -> F
         .map_or(FETCH_RESPONSE_BYTES_MAX, |bytes| {
             bytes.min(FETCH_RESPONSE_BYTES_MAX)
         });
+    let mut doubts = Doubts::default();
     loop {
         // Registered before reading, so that an append between the read
         // and the wait still wakes this fetch.
         let appended = kafka.appended.notified();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let (response, bytes, errors) = read_all(kafka, &request, max_bytes, version);
+        let (mut response, bytes, errors) = read_all(kafka, &request, max_bytes, version);
+        if errors {
+            let doubtful = doubts.unsettled(&request, &response);
+            if !doubtful.is_empty() {
+                doubts.settle(kafka, &request, doubtful).await;
+                // Read again: a confirmed lead has applied what it must.
+                continue;
+            }
+            doubts.refuse(&mut response);
+        }
         if bytes >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             return response;
         }
@@ -54,6 +64,66 @@ pub async fn fetch(kafka: &Arc<Kafka>, request: FetchRequest, version: i16) -> F
             biased;
             _ = appended => {}
             _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Partitions (their positions in the request: topic, partition) whose
+/// fetch offset is beyond this node's high watermark. Before a client is
+/// told so (OFFSET_OUT_OF_RANGE, on which a consumer resets its position),
+/// the node confirms that it still leads them and holds every committed
+/// record ([`crate::Leaders::confirm_lead`]); where it cannot, the
+/// partition is answered with the retriable error the confirmation gave.
+#[derive(Default)]
+struct Doubts {
+    confirmed: Vec<(usize, usize)>,
+    refused: Vec<((usize, usize), ResponseError)>,
+}
+
+impl Doubts {
+    /// The partitions answered out of range beyond their high watermark,
+    /// neither confirmed nor refused yet.
+    fn unsettled(&self, request: &FetchRequest, reply: &FetchReply) -> Vec<(usize, usize)> {
+        let settled = |at: &(usize, usize)| {
+            self.confirmed.contains(at) || self.refused.iter().any(|(refused, _)| refused == at)
+        };
+        let mut doubtful = Vec::new();
+        for (t, topic) in reply.response.responses.iter().enumerate() {
+            for (p, answer) in topic.partitions.iter().enumerate() {
+                let wanted = &request.topics[t].partitions[p];
+                let beyond = answer.error_code == ResponseError::OffsetOutOfRange.code()
+                    && wanted.fetch_offset > answer.high_watermark;
+                if beyond && !settled(&(t, p)) {
+                    doubtful.push((t, p));
+                }
+            }
+        }
+        doubtful
+    }
+
+    async fn settle(
+        &mut self,
+        kafka: &Kafka,
+        request: &FetchRequest,
+        doubtful: Vec<(usize, usize)>,
+    ) {
+        for (t, p) in doubtful {
+            let topic = &request.topics[t];
+            let partition = u32::try_from(topic.partitions[p].partition).unwrap_or(u32::MAX);
+            match kafka.leaders.confirm_lead(&topic.topic.0, partition).await {
+                Ok(()) => self.confirmed.push((t, p)),
+                Err(error) => self.refused.push(((t, p), error)),
+            }
+        }
+    }
+
+    /// Puts the refusals in place of the out-of-range answers.
+    fn refuse(&self, reply: &mut FetchReply) {
+        for ((t, p), error) in &self.refused {
+            let answer = &mut reply.response.responses[*t].partitions[*p];
+            if answer.error_code == ResponseError::OffsetOutOfRange.code() {
+                answer.error_code = error.code();
+            }
         }
     }
 }

@@ -291,6 +291,22 @@ impl Leaders for Cluster {
         }
     }
 
+    /// A round of heartbeats a majority acknowledges in this term (raft's
+    /// read index), then that moment's commit applied here; a deposed
+    /// leader gets NOT_LEADER_OR_FOLLOWER (retriable: the client refreshes
+    /// its metadata and finds the new leader).
+    fn confirm_lead(&self, topic: &str, partition: u32) -> SeamFuture<Result<(), ResponseError>> {
+        let group = self.group_of(topic, partition).map(|(group, _)| group);
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            let group = group.ok_or(ResponseError::UnknownTopicOrPartition)?;
+            handle
+                .confirm_lead(group)
+                .await
+                .map_err(|_| ResponseError::NotLeaderOrFollower)
+        })
+    }
+
     fn is_internal(&self, topic: &str) -> bool {
         topic == OFFSETS_TOPIC
     }
