@@ -143,6 +143,23 @@ struct Shared {
     producers_done: usize,
     /// When the run began (for the time of a violation in the trace).
     started: Option<Instant>,
+    /// Nodes the nemesis just cut off from their peers (clients still
+    /// reach them) or paused, by how many such faults are on: the
+    /// consumer's reads without an epoch go to them, where a leader
+    /// deposed without knowing it yet answers from its shorter log.
+    suspects: BTreeMap<u64, u32>,
+}
+
+fn suspect(shared: &SharedRef, node: u64, on: bool) {
+    let mut shared = shared.lock().expect("shared");
+    let count = shared.suspects.entry(node).or_default();
+    match on {
+        true => *count += 1,
+        false => *count = count.saturating_sub(1),
+    }
+    if *count == 0 {
+        shared.suspects.remove(&node);
+    }
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
@@ -620,6 +637,8 @@ fn spawn_clients(world: &World) {
             let member = group::member(nodes, Arc::clone(&shared), member_rng, started);
             madsim::task::spawn(member);
         }
+        let prober_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        madsim::task::spawn(probe_suspects(nodes, Arc::clone(&shared), prober_rng));
     });
 }
 
@@ -1410,6 +1429,55 @@ async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
     }
 }
 
+/// Reads, naming no leader epoch (as clients before Fetch v9 do, e.g.
+/// kafka-python), from the nodes the nemesis just cut off from their peers
+/// or paused, at the furthest position a client may hold: the end another
+/// node's leader reports (where a consumer reset to the latest offset
+/// starts), or one past the last record read. A leader deposed without
+/// knowing it yet may answer from its shorter log, but never that such a
+/// position is out of range ([`fetch`] checks).
+async fn probe_suspects(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
+    while !shared.lock().expect("shared").stop_all {
+        sleep(Duration::from_millis(rng.random_range(10..40))).await;
+        let partition = rng.random_range(0..PARTITIONS);
+        let (suspects, read) = {
+            let shared = shared.lock().expect("shared");
+            let read = shared
+                .read
+                .range((partition, 0)..(partition + 1, 0))
+                .next_back()
+                .map_or(0, |((_, offset), _)| offset + 1);
+            let suspects: Vec<u64> = shared.suspects.keys().copied().collect();
+            (suspects, read)
+        };
+        let others: Vec<u64> = (1..=nodes)
+            .filter(|node| !suspects.contains(node))
+            .collect();
+        if suspects.is_empty() || others.is_empty() {
+            continue;
+        }
+        let asked = others[rng.random_range(0..others.len())];
+        let Some(found) = partitions_of(asked, &shared).await else {
+            continue;
+        };
+        let Some(&(leader, epoch)) = found.get(&partition) else {
+            continue;
+        };
+        if suspects.contains(&leader) {
+            continue;
+        }
+        let Some((end, _)) = fetch(&shared, leader, partition, read, epoch).await else {
+            continue;
+        };
+        let node = suspects[rng.random_range(0..suspects.len())];
+        reached(
+            &shared,
+            "a node just cut off or paused read from without an epoch",
+        );
+        let _ = fetch(&shared, node, partition, end.max(read), -1).await;
+    }
+}
+
 /// One fetch at `offset` from `node`, naming leader epoch `epoch`: the
 /// high watermark and the records (offset, value).
 async fn fetch(
@@ -1686,6 +1754,9 @@ async fn isolate(world: &mut World) {
         .map(|(other, _, _)| other.id())
         .filter(|other| *other != node)
         .collect();
+    if direction == 3 {
+        suspect(&world.shared, id, true);
+    }
     match direction {
         0 => net.clog_node(node),
         1 => net.clog_node_in(node),
@@ -1704,6 +1775,9 @@ async fn isolate(world: &mut World) {
         net.unclog_link(node, *peer);
         net.unclog_link(*peer, node);
     }
+    if direction == 3 {
+        suspect(&world.shared, id, false);
+    }
 }
 
 /// Stops a node's tasks for a while (a process stall: a GC pause, a VM
@@ -1717,9 +1791,17 @@ async fn pause(world: &mut World) {
     let lasting = Duration::from_millis(world.rng.random_range(100..3000));
     world.note(format!("weir-{id} paused for {lasting:?}"));
     count(&world.shared, "pause");
+    suspect(&world.shared, id, true);
     world.handle.pause(node);
     sleep(lasting).await;
     world.handle.resume(node);
+    // Resumed, it may lead on in its old term until a message of the new
+    // one reaches it: a suspect for a second more.
+    let shared = Arc::clone(&world.shared);
+    world.client.spawn(async move {
+        sleep(Duration::from_secs(1)).await;
+        suspect(&shared, id, false);
+    });
 }
 
 /// A node is gone for good (power lost, never back): a new node joins and
