@@ -410,3 +410,47 @@ async fn a_node_whose_storage_fails_claims_no_group_and_the_others_go_on() {
         node.transport.stop();
     }
 }
+
+/// A leader confirms its lead (raft's read index) even with its group
+/// asleep, a follower is told who leads, and a leader whose peers are gone
+/// is never confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_confirms_its_lead_and_one_left_alone_cannot() {
+    let (_directory, _addresses, mut nodes) = three_nodes().await;
+    for i in 0..10 {
+        produce(&nodes, &format!("record-{i}")).await;
+    }
+    let led_by = leader(&nodes).await.expect("a leader after 10 records");
+    // Quiescent after 20 settled ticks of 20 ms.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes[&led_by].handle.status().await[0].asleep {
+        assert!(Instant::now() < deadline, "the group never quiesced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let confirmed = nodes[&led_by].handle.confirm_lead(GROUP).await;
+    assert!(confirmed.is_ok(), "the leader, asleep: {confirmed:?}");
+    let follower = *nodes.keys().find(|id| **id != led_by).expect("a follower");
+    match nodes[&follower].handle.confirm_lead(GROUP).await {
+        Err(ProduceError::NotLeader { leader }) => assert_eq!(leader, Some(led_by)),
+        other => panic!("a follower asked to confirm: {other:?}"),
+    }
+    for id in nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != led_by)
+        .collect::<Vec<_>>()
+    {
+        let node = nodes.remove(&id).expect("a follower");
+        node.task.abort();
+        node.transport.stop();
+        let _ = node.task.await;
+    }
+    let confirmed = nodes[&led_by].handle.confirm_lead(GROUP).await;
+    assert!(
+        matches!(
+            confirmed,
+            Err(ProduceError::NotLeader { .. } | ProduceError::TimedOut)
+        ),
+        "a leader alone: {confirmed:?}"
+    );
+}
