@@ -1435,7 +1435,9 @@ async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
 /// node's leader reports (where a consumer reset to the latest offset
 /// starts), or one past the last record read. A leader deposed without
 /// knowing it yet may answer from its shorter log, but never that such a
-/// position is out of range ([`fetch`] checks).
+/// position is out of range ([`fetch`] checks). Then at a position read
+/// before, naming the leader epoch that node reported, which a deposed
+/// leader must refuse.
 async fn probe_suspects(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
     while !shared.lock().expect("shared").stop_all {
         sleep(Duration::from_millis(rng.random_range(10..40))).await;
@@ -1475,6 +1477,11 @@ async fn probe_suspects(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPl
             "a node just cut off or paused read from without an epoch",
         );
         let _ = fetch(&shared, node, partition, end.max(read), -1).await;
+        // And naming the epoch the other node reported, at a position read
+        // before: a deposed leader must refuse it ([`fetch`] checks the term
+        // of whoever answers).
+        let earlier = rng.random_range(0..=read);
+        let _ = fetch(&shared, node, partition, earlier, epoch).await;
     }
 }
 
