@@ -186,6 +186,26 @@ async fn a_retried_batch_gets_its_original_offsets_and_is_stored_once() {
     assert_eq!(log.stats().duplicates, 1);
 }
 
+/// Fetch v11 of partition 0 of `orders` at `offset`: the partition's answer.
+async fn fetch_orders(
+    kafka: &Arc<Kafka>,
+    session: &mut Session,
+    offset: i64,
+) -> fetch_response::PartitionData {
+    let Some(ResponseKind::Fetch(response)) = call(
+        kafka,
+        session,
+        ApiKey::Fetch,
+        11,
+        fetch("orders", 0, offset, 0),
+    )
+    .await
+    else {
+        panic!("no fetch response");
+    };
+    response.responses[0].partitions[0].clone()
+}
+
 #[tokio::test]
 async fn fetches_stop_at_the_high_watermark() {
     let kafka = kafka();
@@ -194,20 +214,7 @@ async fn fetches_stop_at_the_high_watermark() {
     produce_at(&kafka, &mut session, batch(-1, 0, 4)).await;
     let fetched = |offset| {
         let kafka = Arc::clone(&kafka);
-        async move {
-            let Some(ResponseKind::Fetch(response)) = call(
-                &kafka,
-                &mut Session::default(),
-                ApiKey::Fetch,
-                11,
-                fetch("orders", 0, offset, 0),
-            )
-            .await
-            else {
-                panic!("no fetch response");
-            };
-            response.responses[0].partitions[0].clone()
-        }
+        async move { fetch_orders(&kafka, &mut Session::default(), offset).await }
     };
     let whole = fetched(2).await;
     assert_eq!((whole.error_code, whole.high_watermark), (0, 4));
@@ -275,18 +282,7 @@ async fn a_fetch_beyond_the_end_is_out_of_range_only_once_the_lead_is_confirmed(
         produce_at(&kafka, &mut session, batch(-1, 0, 4)).await;
         let mut answers = Vec::new();
         for offset in [2, 4, 5] {
-            let Some(ResponseKind::Fetch(response)) = call(
-                &kafka,
-                &mut session,
-                ApiKey::Fetch,
-                11,
-                fetch("orders", 0, offset, 0),
-            )
-            .await
-            else {
-                panic!("no fetch response");
-            };
-            answers.push(response.responses[0].partitions[0].error_code);
+            answers.push(fetch_orders(&kafka, &mut session, offset).await.error_code);
         }
         let beyond = match confirms {
             true => ResponseError::OffsetOutOfRange.code(),

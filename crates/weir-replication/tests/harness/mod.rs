@@ -346,13 +346,7 @@ impl Cluster {
     /// would lead on and serve reads in its old term while the others
     /// elect a new leader. The number of groups it led and had asleep.
     pub fn cut_off_leader_steps_down(&mut self) -> Result<(usize, usize), String> {
-        self.live_phase(600, "before the cut")?;
-        for _ in 0..400 {
-            self.step_once(false)?;
-        }
-        let index = self.busiest_leader();
-        let id = self.nodes[index].id;
-        let led = self.led_by(index);
+        let (index, id, led) = self.settled_busiest_leader("before the cut")?;
         let asleep = led
             .iter()
             .filter(|group| {
@@ -378,6 +372,18 @@ impl Cluster {
             ));
         }
         Ok((led.len(), asleep))
+    }
+
+    /// Records acknowledged in every group, then 400 quiet steps (long
+    /// enough for settled groups to quiesce): the node leading most groups
+    /// (its index and id) and the groups it leads.
+    fn settled_busiest_leader(&mut self, what: &str) -> Result<(usize, u64, Vec<u64>), String> {
+        self.live_phase(600, what)?;
+        for _ in 0..400 {
+            self.step_once(false)?;
+        }
+        let index = self.busiest_leader();
+        Ok((index, self.nodes[index].id, self.led_by(index)))
     }
 
     /// The groups node `index` leads (as it believes).
@@ -426,13 +432,7 @@ impl Cluster {
     /// others' commit for complete (a fetch beyond its end answered out of
     /// range). The number of groups it believed it led after the pause.
     pub fn deposed_leader_confirms_nothing(&mut self) -> Result<usize, String> {
-        self.live_phase(600, "before the pause")?;
-        for _ in 0..400 {
-            self.step_once(false)?;
-        }
-        let index = self.busiest_leader();
-        let id = self.nodes[index].id;
-        let led = self.led_by(index);
+        let (index, id, led) = self.settled_busiest_leader("before the pause")?;
         let confirmed = self.confirm(index, &led, 1, 40)?;
         if confirmed.len() != led.len() {
             return Err(format!(
