@@ -101,18 +101,28 @@ impl Doubts {
         doubtful
     }
 
+    /// Confirms the leads of the `doubtful` partitions, all at once (on a
+    /// deposed leader each may take two election timeouts to fail).
     async fn settle(
         &mut self,
         kafka: &Kafka,
         request: &FetchRequest,
         doubtful: Vec<(usize, usize)>,
     ) {
-        for (t, p) in doubtful {
-            let topic = &request.topics[t];
-            let partition = u32::try_from(topic.partitions[p].partition).unwrap_or(u32::MAX);
-            match kafka.leaders.confirm_lead(&topic.topic.0, partition).await {
-                Ok(()) => self.confirmed.push((t, p)),
-                Err(error) => self.refused.push(((t, p), error)),
+        let asked: Vec<_> = doubtful
+            .into_iter()
+            .map(|(t, p)| {
+                let topic = &request.topics[t];
+                let partition = u32::try_from(topic.partitions[p].partition).unwrap_or(u32::MAX);
+                let confirming = kafka.leaders.confirm_lead(&topic.topic.0, partition);
+                ((t, p), tokio::spawn(confirming))
+            })
+            .collect();
+        for (at, confirming) in asked {
+            match confirming.await {
+                Ok(Ok(())) => self.confirmed.push(at),
+                Ok(Err(error)) => self.refused.push((at, error)),
+                Err(_) => self.refused.push((at, ResponseError::NotLeaderOrFollower)),
             }
         }
     }
