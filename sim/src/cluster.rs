@@ -145,8 +145,8 @@ struct Shared {
     started: Option<Instant>,
     /// Nodes the nemesis just cut off from their peers (clients still
     /// reach them) or paused, by how many such faults are on: the
-    /// consumer's reads without an epoch go to them, where a leader
-    /// deposed without knowing it yet answers from its shorter log.
+    /// prober ([`probe_suspects`]) reads from them, where a leader deposed
+    /// without knowing it yet answers from its shorter log.
     suspects: BTreeMap<u64, u32>,
 }
 

@@ -74,9 +74,9 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// A leader cut off from every peer steps down, even with its groups
-/// asleep (found by the server's cluster simulation, seed 239: a leader
-/// quiesced a second after it was cut off and led on in its old term).
+/// A leader confirms its lead with every peer reachable; one paused while
+/// the others elected and committed more never does (it would take its
+/// shorter log for complete and answer reads beyond it out of range).
 #[test]
 fn a_deposed_leader_never_confirms_its_lead() {
     let mut believed = 0;
@@ -93,6 +93,9 @@ fn a_deposed_leader_never_confirms_its_lead() {
     );
 }
 
+/// A leader cut off from every peer steps down, even with its groups
+/// asleep (found by the server's cluster simulation, seed 239: a leader
+/// quiesced a second after it was cut off and led on in its old term).
 #[test]
 fn a_cut_off_leader_steps_down_even_asleep() {
     let (mut led, mut asleep) = (0, 0);
