@@ -32,7 +32,8 @@
 //! `WEIR_BIN` overrides weir's binary; `ROUNDS` (default 3) and `SCALE`
 //! (default 1.0, multiplies the bytes produced: 256 MiB per workload) change
 //! the run's length; `SIDES` (e.g. `weir-never,in-process`; `latency` for
-//! the latency run) runs only the sides it names.
+//! the latency run) runs only the sides it names, `WORKLOADS` (`1KiB`,
+//! `100B`) only the workloads.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -80,6 +81,12 @@ fn scale() -> f64 {
 /// list, e.g. `weir-never,in-process`) names others.
 fn side_selected(side: &str) -> bool {
     std::env::var("SIDES").map_or(true, |sides| sides.split(',').any(|s| s == side))
+}
+
+/// Whether the workload named `name` is to run: all of them unless
+/// `WORKLOADS` (a comma-separated list, e.g. `1KiB`) names others.
+fn workload_selected(name: &str) -> bool {
+    std::env::var("WORKLOADS").map_or(true, |names| names.split(',').any(|n| n == name))
 }
 
 fn rounds() -> usize {
@@ -380,7 +387,7 @@ fn main() {
     }
     let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for round in 0..rounds() {
-        for workload in &WORKLOADS {
+        for workload in WORKLOADS.iter().filter(|w| workload_selected(w.name)) {
             let batch = batch(workload.record_bytes, BATCH_BYTES);
             let count = ((256 << 20) as f64 * scale() / batch.len() as f64).max(1.0) as usize;
             let total = (batch.len() * count) as f64;
