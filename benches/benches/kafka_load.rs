@@ -80,13 +80,19 @@ fn scale() -> f64 {
 /// Whether `side` is to run: all of them unless `SIDES` (a comma-separated
 /// list, e.g. `weir-never,in-process`) names others.
 fn side_selected(side: &str) -> bool {
-    std::env::var("SIDES").map_or(true, |sides| sides.split(',').any(|s| s == side))
+    listed("SIDES", side)
 }
 
 /// Whether the workload named `name` is to run: all of them unless
 /// `WORKLOADS` (a comma-separated list, e.g. `1KiB`) names others.
 fn workload_selected(name: &str) -> bool {
-    std::env::var("WORKLOADS").map_or(true, |names| names.split(',').any(|n| n == name))
+    listed("WORKLOADS", name)
+}
+
+/// Whether the comma-separated list in the environment variable `list`
+/// names `name` (true when the variable is unset).
+fn listed(list: &str, name: &str) -> bool {
+    std::env::var(list).map_or(true, |names| names.split(',').any(|n| n == name))
 }
 
 fn rounds() -> usize {
