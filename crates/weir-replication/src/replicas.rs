@@ -388,11 +388,26 @@ impl Replicas {
             .collect();
         for peer in silent {
             self.down.insert(peer, true);
-            for slot in self.groups.values_mut() {
-                if slot.asleep && slot.group.leader() == Some(peer) {
-                    slot.asleep = false;
-                    slot.settled_ticks = 0;
-                }
+            self.wake_groups_led_by(peer);
+        }
+    }
+
+    /// The connection with `peer` ended: wakes the groups it leads here
+    /// at once, so that their election timeouts run now instead of after
+    /// the silence watch (two election timeouts) has taken it for down. A
+    /// peer still alive keeps its groups: a woken follower's pre-vote wakes
+    /// the leader's group and the others' refuse it (they heard from the
+    /// leader within their election timeout), and the leader's heartbeats
+    /// settle the group again.
+    pub fn peer_lost(&mut self, peer: u64) {
+        self.wake_groups_led_by(peer);
+    }
+
+    fn wake_groups_led_by(&mut self, peer: u64) {
+        for slot in self.groups.values_mut() {
+            if slot.asleep && slot.group.leader() == Some(peer) {
+                slot.asleep = false;
+                slot.settled_ticks = 0;
             }
         }
     }

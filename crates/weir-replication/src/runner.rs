@@ -484,7 +484,7 @@ impl Runner {
                     None => break,
                 },
                 frame = inbound.recv() => match frame {
-                    Some((from, envelopes)) => self.replicas.receive(from, envelopes),
+                    Some(inbound) => self.inbound(inbound),
                     None => break,
                 },
                 _ = timer.tick() => {
@@ -500,8 +500,8 @@ impl Runner {
             while let Ok(command) = commands.try_recv() {
                 self.command(command);
             }
-            while let Ok((from, envelopes)) = inbound.try_recv() {
-                self.replicas.receive(from, envelopes);
+            while let Ok(inbound) = inbound.try_recv() {
+                self.inbound(inbound);
             }
             if !self.turn() {
                 break;
@@ -517,6 +517,13 @@ impl Runner {
         // reads from a log shorter than the new leader's high watermark.
         write(&self.published.views).clear();
         self.published.changed.notify_waiters();
+    }
+
+    fn inbound(&mut self, inbound: Inbound) {
+        match inbound {
+            Inbound::Frame { from, envelopes } => self.replicas.receive(from, envelopes),
+            Inbound::Lost { peer } => self.replicas.peer_lost(peer),
+        }
     }
 
     /// Persists, sends and answers; false if the node's storage failed

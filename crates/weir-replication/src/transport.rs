@@ -46,8 +46,25 @@ const REDIAL: Duration = Duration::from_millis(100);
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What arrived from a peer: its node id and the messages of one frame.
-pub type Inbound = (u64, Vec<Envelope>);
+/// What the transport hands its owner.
+#[derive(Debug)]
+pub enum Inbound {
+    /// The messages of one frame from node `from`.
+    Frame {
+        /// The sender.
+        from: u64,
+        /// Its messages.
+        envelopes: Vec<Envelope>,
+    },
+    /// The connection with node `peer` ended (it closed or failed): the
+    /// peer may be gone. A process that crashes has its sockets closed by
+    /// its kernel at once, so this comes long before the peer's silence
+    /// shows.
+    Lost {
+        /// The node whose connection ended.
+        peer: u64,
+    },
+}
 
 /// The sending side of the transport, shared by whoever sends.
 #[derive(Clone, Debug)]
@@ -524,7 +541,11 @@ async fn read_frames(
             let frame = buffer.split_to(end).freeze();
             match decode_whole_frame(frame, &limits) {
                 Ok(envelopes) => {
-                    if inbound.send((peer, envelopes)).await.is_err() {
+                    let frame = Inbound::Frame {
+                        from: peer,
+                        envelopes,
+                    };
+                    if inbound.send(frame).await.is_err() {
                         return;
                     }
                 }
@@ -535,7 +556,10 @@ async fn read_frames(
         // against the limit), so that a large frame is not moved as it grows.
         buffer.reserve(needed.max(READ_BYTES_MIN));
         match reader.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                let _ = inbound.send(Inbound::Lost { peer }).await;
+                return;
+            }
             Ok(_) => {}
         }
     }

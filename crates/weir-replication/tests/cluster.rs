@@ -93,6 +93,26 @@ fn a_deposed_leader_never_confirms_its_lead() {
     );
 }
 
+/// The groups a crashed leader led wake on its followers as soon as their
+/// connections to it end, and elect new leaders; the others stay asleep
+/// (a quiescent group's followers otherwise waited two election timeouts
+/// for the silence watch before their own election timeout ran).
+#[test]
+fn a_lost_connection_wakes_the_groups_its_peer_led() {
+    let mut asleep = 0;
+    for seed in seeds(10) {
+        let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
+        match cluster.lost_connection_wakes_followers() {
+            Ok(sleeping) => asleep += sleeping,
+            Err(error) => panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})"),
+        }
+    }
+    assert!(
+        asleep > 0,
+        "no follower slept in a group of the crashed leader: nothing was checked"
+    );
+}
+
 /// A leader cut off from every peer steps down, even with its groups
 /// asleep (found by the server's cluster simulation, seed 239: a leader
 /// quiesced a second after it was cut off and led on in its old term).

@@ -17,7 +17,7 @@ use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::{HighWatermarkPolicy, LogConfig, Partition};
 use weir_replication::codec::Limits;
 use weir_replication::runner::{self, Acks, ProduceError, ReplicasHandle, RunnerConfig};
-use weir_replication::transport::Transport;
+use weir_replication::transport::{Inbound, Transport};
 use weir_replication::{Replicas, ReplicasConfig};
 
 const GROUP: u64 = 1;
@@ -119,11 +119,11 @@ async fn produce_with(nodes: &BTreeMap<u64, Node>, value: &str, past_failed: boo
     }
 }
 
-/// Listeners on three free ports, and their addresses, by node id.
-async fn three_ports() -> (BTreeMap<u64, TcpListener>, BTreeMap<u64, SocketAddr>) {
+/// Listeners on `count` free ports, and their addresses, by node id (1 on).
+async fn ports(count: u64) -> (BTreeMap<u64, TcpListener>, BTreeMap<u64, SocketAddr>) {
     let mut listeners = BTreeMap::new();
     let mut addresses = BTreeMap::new();
-    for id in 1..=3u64 {
+    for id in 1..=count {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         addresses.insert(id, listener.local_addr().expect("an address"));
         listeners.insert(id, listener);
@@ -138,7 +138,7 @@ async fn three_nodes() -> (
     BTreeMap<u64, Node>,
 ) {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let (listeners, addresses) = three_ports().await;
+    let (listeners, addresses) = ports(3).await;
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
         nodes.insert(id, start(id, listener, &addresses, directory.path()).await);
@@ -283,7 +283,7 @@ async fn bad_connections_are_closed_and_harm_nothing() {
 async fn first_frame_from(
     from: &Transport,
     to: u64,
-    inbound: &mut mpsc::Receiver<weir_replication::transport::Inbound>,
+    inbound: &mut mpsc::Receiver<Inbound>,
 ) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -296,11 +296,55 @@ async fn first_frame_from(
         };
         from.send(to, &[envelope]);
         let waited = tokio::time::timeout(Duration::from_millis(100), inbound.recv()).await;
-        if let Ok(Some((peer, _))) = waited {
-            return Some(peer);
+        if let Ok(Some(Inbound::Frame { from, .. })) = waited {
+            return Some(from);
         }
     }
     None
+}
+
+/// A node learns at once that its connection with a peer ended, whichever
+/// of the two dialed it (the runner then wakes the groups that peer led,
+/// instead of waiting two election timeouts for its silence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_ends_is_reported_lost_on_either_side() {
+    for stopped in [1, 2] {
+        let (listeners, addresses) = ports(2).await;
+        let mut inbounds = BTreeMap::new();
+        let mut transports = BTreeMap::new();
+        for (id, listener) in listeners {
+            let (inbound_tx, inbound) = mpsc::channel(64);
+            let transport =
+                Transport::start(id, listener, &addresses, inbound_tx, Limits::default());
+            inbounds.insert(id, inbound);
+            transports.insert(id, transport);
+        }
+        let reached = first_frame_from(&transports[&1], 2, inbounds.get_mut(&2).expect("2")).await;
+        assert_eq!(reached, Some(1), "node 1 never reached node 2");
+        let survivor = 3 - stopped;
+        transports[&stopped].stop();
+        let lost = lost_within(inbounds.get_mut(&survivor).expect("the survivor")).await;
+        assert_eq!(
+            lost,
+            Some(stopped),
+            "node {survivor} was not told that its connection with node {stopped} ended"
+        );
+        transports[&survivor].stop();
+    }
+}
+
+/// The peer of the first connection reported lost on `inbound` within ten
+/// seconds (frames before it are skipped).
+async fn lost_within(inbound: &mut mpsc::Receiver<Inbound>) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, inbound.recv()).await {
+            Ok(Some(Inbound::Lost { peer })) => return Some(peer),
+            Ok(Some(Inbound::Frame { .. })) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }
 
 /// Binds `address` again once the stopped listener on it has gone.
@@ -363,7 +407,7 @@ async fn a_restarted_peer_learns_again_where_a_joined_node_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_storage_fails_claims_no_group_and_the_others_go_on() {
     let directory = tempfile::tempdir().expect("a temporary directory");
-    let (listeners, addresses) = three_ports().await;
+    let (listeners, addresses) = ports(3).await;
     let disk = weir_io::SimDisk::new(7);
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {

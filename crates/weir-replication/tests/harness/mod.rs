@@ -374,6 +374,72 @@ impl Cluster {
         Ok((led.len(), asleep))
     }
 
+    /// A leader whose groups sleep crashes, and its peers learn at once
+    /// that their connection to it ended ([`Replicas::peer_lost`]): the
+    /// groups it led must wake on every follower then, not only once the
+    /// silence watch takes it for down two election timeouts later, and
+    /// elect new leaders; the groups others lead stay asleep. The number
+    /// of (follower, group) pairs asleep before the crash.
+    pub fn lost_connection_wakes_followers(&mut self) -> Result<usize, String> {
+        let (index, id, led) = self.settled_busiest_leader("before the crash")?;
+        let followers: Vec<usize> = (0..self.nodes.len()).filter(|i| *i != index).collect();
+        let asleep = |cluster: &Self, follower: usize, group: u64| {
+            cluster.nodes[follower]
+                .replicas
+                .as_ref()
+                .is_some_and(|replicas| replicas.is_asleep(group))
+        };
+        let others: Vec<(usize, u64)> = followers
+            .iter()
+            .flat_map(|f| self.groups.iter().map(move |g| (*f, *g)))
+            .filter(|(f, g)| !led.contains(g) && asleep(self, *f, *g))
+            .collect();
+        let asleep_before = followers
+            .iter()
+            .flat_map(|f| led.iter().map(move |g| (*f, *g)))
+            .filter(|(f, g)| asleep(self, *f, *g))
+            .count();
+        self.crash_for(index, u64::MAX);
+        for &follower in &followers {
+            if let Some(replicas) = self.nodes[follower].replicas.as_mut() {
+                replicas.peer_lost(id);
+            }
+        }
+        for &follower in &followers {
+            let still: Vec<u64> = led
+                .iter()
+                .copied()
+                .filter(|group| asleep(self, follower, *group))
+                .collect();
+            if !still.is_empty() {
+                return Err(format!(
+                    "weir-{} still sleeps in groups {still:?} after its connection to their leader weir-{id} ended",
+                    self.nodes[follower].id
+                ));
+            }
+        }
+        if let Some((follower, group)) = others.iter().find(|(f, g)| !asleep(self, *f, *g)) {
+            return Err(format!(
+                "weir-{} woke group {group}, led by another node, when weir-{id}'s connection ended",
+                self.nodes[*follower].id
+            ));
+        }
+        for _ in 0..200 {
+            self.step_once(false)?;
+        }
+        let leaderless: Vec<u64> = led
+            .iter()
+            .copied()
+            .filter(|group| !followers.iter().any(|f| self.led_by(*f).contains(group)))
+            .collect();
+        if !leaderless.is_empty() {
+            return Err(format!(
+                "groups {leaderless:?} have no leader 200 steps after weir-{id} crashed"
+            ));
+        }
+        Ok(asleep_before)
+    }
+
     /// Records acknowledged in every group, then 400 quiet steps (long
     /// enough for settled groups to quiesce): the node leading most groups
     /// (its index and id) and the groups it leads.
