@@ -19,6 +19,21 @@ fn seeds(default: u64) -> Vec<u64> {
     (0..count).collect()
 }
 
+/// Runs `check` on a fresh cluster of three nodes and three groups for
+/// each seed, panicking with the seed (and how to replay it) at the first
+/// error; what each seed's check returned.
+fn each_seed<T>(check: impl Fn(&mut Cluster) -> Result<T, String>) -> Vec<T> {
+    seeds(10)
+        .into_iter()
+        .map(|seed| {
+            let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
+            check(&mut cluster).unwrap_or_else(|error| {
+                panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})")
+            })
+        })
+        .collect()
+}
+
 fn run(nodes: u64, groups: u64, default_seeds: u64) {
     let plan = Plan::standard(nodes, groups);
     let mut total = harness::Report::default();
@@ -79,14 +94,9 @@ fn a_seed_replays_exactly() {
 /// shorter log for complete and answer reads beyond it out of range).
 #[test]
 fn a_deposed_leader_never_confirms_its_lead() {
-    let mut believed = 0;
-    for seed in seeds(10) {
-        let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
-        match cluster.deposed_leader_confirms_nothing() {
-            Ok(groups) => believed += groups,
-            Err(error) => panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})"),
-        }
-    }
+    let believed: usize = each_seed(Cluster::deposed_leader_confirms_nothing)
+        .into_iter()
+        .sum();
     assert!(
         believed > 0,
         "no paused leader still believed it led after the pause: nothing was checked"
@@ -99,14 +109,9 @@ fn a_deposed_leader_never_confirms_its_lead() {
 /// for the silence watch before their own election timeout ran).
 #[test]
 fn a_lost_connection_wakes_the_groups_its_peer_led() {
-    let mut asleep = 0;
-    for seed in seeds(10) {
-        let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
-        match cluster.lost_connection_wakes_followers() {
-            Ok(sleeping) => asleep += sleeping,
-            Err(error) => panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})"),
-        }
-    }
+    let asleep: usize = each_seed(Cluster::lost_connection_wakes_followers)
+        .into_iter()
+        .sum();
     assert!(
         asleep > 0,
         "no follower slept in a group of the crashed leader: nothing was checked"
@@ -118,17 +123,9 @@ fn a_lost_connection_wakes_the_groups_its_peer_led() {
 /// quiesced a second after it was cut off and led on in its old term).
 #[test]
 fn a_cut_off_leader_steps_down_even_asleep() {
-    let (mut led, mut asleep) = (0, 0);
-    for seed in seeds(10) {
-        let mut cluster = Cluster::new(seed, &Plan::standard(3, 3));
-        match cluster.cut_off_leader_steps_down() {
-            Ok((groups, sleeping)) => {
-                led += groups;
-                asleep += sleeping;
-            }
-            Err(error) => panic!("seed {seed}: {error} (replay: WEIR_RAFT_SEED={seed})"),
-        }
-    }
+    let counts = each_seed(Cluster::cut_off_leader_steps_down);
+    let led: usize = counts.iter().map(|(groups, _)| groups).sum();
+    let asleep: usize = counts.iter().map(|(_, sleeping)| sleeping).sum();
     assert!(
         asleep > 0,
         "no cut-off leader had a group asleep ({led} led)"
