@@ -383,46 +383,37 @@ impl Cluster {
     pub fn lost_connection_wakes_followers(&mut self) -> Result<usize, String> {
         let (index, id, led) = self.settled_busiest_leader("before the crash")?;
         let followers: Vec<usize> = (0..self.nodes.len()).filter(|i| *i != index).collect();
-        let asleep = |cluster: &Self, follower: usize, group: u64| {
-            cluster.nodes[follower]
-                .replicas
-                .as_ref()
-                .is_some_and(|replicas| replicas.is_asleep(group))
-        };
-        let others: Vec<(usize, u64)> = followers
+        let others: Vec<u64> = self
+            .groups
             .iter()
-            .flat_map(|f| self.groups.iter().map(move |g| (*f, *g)))
-            .filter(|(f, g)| !led.contains(g) && asleep(self, *f, *g))
+            .copied()
+            .filter(|g| !led.contains(g))
+            .collect();
+        let others_asleep: Vec<Vec<u64>> = followers
+            .iter()
+            .map(|f| self.asleep_on(*f, &others))
             .collect();
         let asleep_before = followers
             .iter()
-            .flat_map(|f| led.iter().map(move |g| (*f, *g)))
-            .filter(|(f, g)| asleep(self, *f, *g))
-            .count();
+            .map(|f| self.asleep_on(*f, &led).len())
+            .sum();
         self.crash_for(index, u64::MAX);
-        for &follower in &followers {
-            if let Some(replicas) = self.nodes[follower].replicas.as_mut() {
+        for (follower, others_asleep) in followers.iter().zip(others_asleep) {
+            let follower_id = self.nodes[*follower].id;
+            if let Some(replicas) = self.nodes[*follower].replicas.as_mut() {
                 replicas.peer_lost(id);
             }
-        }
-        for &follower in &followers {
-            let still: Vec<u64> = led
-                .iter()
-                .copied()
-                .filter(|group| asleep(self, follower, *group))
-                .collect();
+            let still = self.asleep_on(*follower, &led);
             if !still.is_empty() {
                 return Err(format!(
-                    "weir-{} still sleeps in groups {still:?} after its connection to their leader weir-{id} ended",
-                    self.nodes[follower].id
+                    "weir-{follower_id} still sleeps in groups {still:?} after its connection to their leader weir-{id} ended"
                 ));
             }
-        }
-        if let Some((follower, group)) = others.iter().find(|(f, g)| !asleep(self, *f, *g)) {
-            return Err(format!(
-                "weir-{} woke group {group}, led by another node, when weir-{id}'s connection ended",
-                self.nodes[*follower].id
-            ));
+            if self.asleep_on(*follower, &others) != others_asleep {
+                return Err(format!(
+                    "weir-{follower_id} woke groups led by others when weir-{id}'s connection ended"
+                ));
+            }
         }
         for _ in 0..200 {
             self.step_once(false)?;
@@ -438,6 +429,16 @@ impl Cluster {
             ));
         }
         Ok(asleep_before)
+    }
+
+    /// The groups of `groups` asleep on node `index`.
+    fn asleep_on(&self, index: usize, groups: &[u64]) -> Vec<u64> {
+        let replicas = self.nodes[index].replicas.as_ref();
+        groups
+            .iter()
+            .copied()
+            .filter(|group| replicas.is_some_and(|r| r.is_asleep(*group)))
+            .collect()
     }
 
     /// Records acknowledged in every group, then 400 quiet steps (long
