@@ -347,15 +347,7 @@ impl Cluster {
     /// elect a new leader. The number of groups it led and had asleep.
     pub fn cut_off_leader_steps_down(&mut self) -> Result<(usize, usize), String> {
         let (index, id, led) = self.settled_busiest_leader("before the cut")?;
-        let asleep = led
-            .iter()
-            .filter(|group| {
-                self.nodes[index]
-                    .replicas
-                    .as_ref()
-                    .is_some_and(|r| r.is_asleep(**group))
-            })
-            .count();
+        let asleep = self.asleep_on(index, &led).len();
         for other in self.ids() {
             if other != id {
                 self.cut.insert((id, other));
