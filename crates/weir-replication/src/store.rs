@@ -167,9 +167,7 @@ impl RaftLog {
         voters: &[u64],
     ) -> Result<Self, StoreError> {
         let file = dir.open_file(SIDE_FILE, OpenMode::CreateIfMissing)?;
-        let mut bytes = vec![0; usize::try_from(file.len()?).expect("a side file fits in memory")];
-        let read = file.read_at(&mut bytes, 0)?;
-        bytes.truncate(read);
+        let bytes = read_side_file(file.as_ref())?;
         let created = bytes.is_empty();
         let mut log = Self {
             base_offset: partition.log_start_offset(),
@@ -875,6 +873,32 @@ pub fn inspect_side_file(bytes: &[u8]) -> SideFileReport {
     report
 }
 
+/// Reads the side file whole for [`RaftLog::open`] to judge. Bytes that
+/// do not end in a whole valid record are read again by the agreement rule
+/// ([`weir_io::read_agreed`]) before they are judged: `replay` cuts what
+/// follows the last valid record as a torn tail, and a read that flipped a
+/// bit would have it cut synced records (the vote, entries this node
+/// acknowledged) for good.
+fn read_side_file(file: &dyn File) -> std::io::Result<Vec<u8>> {
+    let length = usize::try_from(file.len()?).expect("a side file fits in memory");
+    let mut bytes = vec![0; length];
+    let read = file.read_at(&mut bytes, 0)?;
+    bytes.truncate(read);
+    if valid_records_end(&bytes) == bytes.len() {
+        return Ok(bytes);
+    }
+    weir_io::read_agreed(file, 0, length)
+}
+
+/// Where the side file's whole records with a valid CRC end.
+fn valid_records_end(bytes: &[u8]) -> usize {
+    let mut position = 0;
+    while let Some((_, next)) = next_record(bytes, position) {
+        position = next;
+    }
+    position
+}
+
 fn next_record(bytes: &[u8], position: usize) -> Option<(&[u8], usize)> {
     let header = bytes.get(position..position + RECORD_HEADER_BYTES)?;
     let length = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
@@ -1041,4 +1065,75 @@ fn decode_state(body: &[u8]) -> Result<PersistedState, StoreError> {
         applied,
         conf,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+    use weir_io::{Faults, ManualClock, SimDisk};
+    use weir_log::{HighWatermarkPolicy, LogConfig};
+
+    fn open(disk: &Arc<SimDisk>) -> Result<RaftLog, StoreError> {
+        let root = disk.root();
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            ..LogConfig::default()
+        };
+        let partition_dir = root.open_or_create_dir("partition")?;
+        let (partition, _) = Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config)?;
+        let raft_dir = root.open_or_create_dir("raft")?;
+        RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3])
+    }
+
+    /// A group's log as a node leaves it: its creation's three entries,
+    /// two of a later term, a vote in that term; all synced.
+    fn written(disk: &Arc<SimDisk>) -> (PersistedState, u64) {
+        let mut log = open(disk).expect("a new log");
+        let own = |index| Entry {
+            term: 2,
+            index,
+            ..Entry::default()
+        };
+        log.append(&[own(4), own(5)], &mut VecDeque::new())
+            .expect("an append");
+        let mut state = log.state().clone();
+        state.hard = HardState {
+            term: 3,
+            vote: 2,
+            commit: 5,
+            ..HardState::default()
+        };
+        log.set_state(state.clone()).expect("a state");
+        log.sync().expect("a sync");
+        (state, log.last_index().expect("an index"))
+    }
+
+    /// Reads that flip bits while a node opens its Raft log must not be
+    /// taken for a torn tail: the side file's synced records (the vote, the
+    /// entries this node acknowledged) would be cut for good.
+    #[test]
+    fn reads_that_flip_bits_never_cut_the_side_file() {
+        let mut flipped_opens = 0;
+        for seed in 0..60 {
+            let disk = SimDisk::new(seed);
+            let (state, last) = written(&disk);
+            disk.set_faults(Faults {
+                read_corruption: 0.3,
+                ..Faults::none()
+            });
+            let before = disk.stats().read_corruptions;
+            // Opening may fail (no three reads agreed); it may not cut.
+            let opened = open(&disk);
+            flipped_opens += usize::from(disk.stats().read_corruptions > before);
+            disk.set_faults(Faults::none());
+            let log = opened.or_else(|_| open(&disk)).expect("an open");
+            assert_eq!(
+                (log.state(), log.last_index().expect("an index")),
+                (&state, last),
+                "seed {seed}: the side file lost synced records to a flipped read"
+            );
+        }
+        assert!(flipped_opens > 5, "only {flipped_opens} opens saw a flip");
+    }
 }
