@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use weir_io::sync::{lock, Mutex};
-use weir_io::{read_whole_file, write_file_atomically, Storage};
+use weir_io::{read_whole_file_agreed, write_file_atomically, Storage};
 use weir_log::batch::crc32c;
 
 /// The file that records the end of the block in use.
@@ -52,7 +52,9 @@ impl ProducerIds {
     /// Opens the allocator in `storage`, continuing after the last block
     /// recorded there.
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, ProducerIdError> {
-        let start = match read_whole_file(storage.as_ref(), PRODUCER_IDS_FILE)? {
+        // Read by the agreement rule: a read that flipped a bit is not a
+        // damaged file (which refuses the start).
+        let start = match read_whole_file_agreed(storage.as_ref(), PRODUCER_IDS_FILE)? {
             Some(bytes) => decode(&bytes)?,
             None => 0,
         };
@@ -131,6 +133,29 @@ mod tests {
             // A power loss: what was not synced is lost.
             disk.crash();
         }
+    }
+
+    #[test]
+    fn reads_that_flip_bits_are_not_taken_for_a_damaged_file() {
+        let mut flipped = 0;
+        for seed in 0..40 {
+            let disk = SimDisk::new(seed);
+            let first = ProducerIds::open(Arc::new(disk.root())).unwrap();
+            let id = first.allocate().unwrap();
+            disk.set_faults(weir_io::Faults {
+                read_corruption: 0.3,
+                ..weir_io::Faults::none()
+            });
+            let before = disk.stats().read_corruptions;
+            let again = ProducerIds::open(Arc::new(disk.root()))
+                .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
+            flipped += usize::from(disk.stats().read_corruptions > before);
+            assert!(
+                again.allocate().unwrap() > id,
+                "seed {seed}: an id came twice"
+            );
+        }
+        assert!(flipped > 3, "only {flipped} opens saw a flip");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use weir_io::sync::{lock, read, write, Mutex, RwLock, RwLockReadGuard};
-use weir_io::{read_whole_file, write_file_atomically, Clock, EntryKind, Storage};
+use weir_io::{read_whole_file_agreed, write_file_atomically, Clock, EntryKind, Storage};
 
 use crate::batch::{crc32c, Compression, ProducerInfo, Record};
 use crate::config::{FlushPolicy, HighWatermarkPolicy, LogConfig};
@@ -728,7 +728,8 @@ fn open_topic(
     recovery: &mut BrokerRecovery,
 ) -> Result<Topic, BrokerError> {
     let directory = topics_storage.open_dir(name).map_err(io("opening", name))?;
-    let bytes = read_whole_file(directory.as_ref(), TOPIC_METADATA_FILE)
+    // By the agreement rule: a flipped read must not refuse a good topic.
+    let bytes = read_whole_file_agreed(directory.as_ref(), TOPIC_METADATA_FILE)
         .map_err(io("reading", &format!("{name}/{TOPIC_METADATA_FILE}")))?
         .ok_or_else(|| BrokerError::CorruptTopicMetadata {
             topic: name.into(),

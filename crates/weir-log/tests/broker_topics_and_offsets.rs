@@ -422,3 +422,38 @@ fn a_topic_left_by_a_failed_creation_is_made_durable_when_opened() {
     }
     assert!(reached > 0, "no seed failed exactly the last sync");
 }
+
+/// A read that flips a bit while the broker opens is not a damaged topic:
+/// every open sees the topics, their partitions and the commits as they
+/// were written (the files are read by the agreement rule before they
+/// are judged).
+#[test]
+fn reads_that_flip_bits_while_opening_change_nothing() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    for (name, partitions) in [("orders", 3), ("metrics", 1), ("audit", 2)] {
+        broker
+            .create_topic(name, TopicConfig::with_partitions(partitions))
+            .expect("create");
+    }
+    broker
+        .commit_offset("g", "orders", 2, 17, "m")
+        .expect("commit");
+    let topics = broker.topics();
+    drop(broker);
+    disk.set_faults(weir_io::Faults {
+        read_corruption: 0.2,
+        ..weir_io::Faults::none()
+    });
+    for attempt in 0..30 {
+        let before = disk.stats().read_corruptions;
+        let broker = open(&disk, &clock);
+        assert_eq!(broker.topics(), topics, "open {attempt}");
+        let committed = broker.committed_offset("g", "orders", 2).expect("fetch");
+        assert_eq!(committed.map(|c| c.offset), Some(17), "open {attempt}");
+        assert!(
+            disk.stats().read_corruptions > before,
+            "open {attempt} saw no flip"
+        );
+    }
+}
