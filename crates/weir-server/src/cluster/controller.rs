@@ -204,15 +204,52 @@ enum Opened {
 /// Whether the partition directory `dir` may hold group `group`'s log:
 /// it names that group, or it is new (then it is made to name it, durably,
 /// before the group's log is created). A directory that names another
-/// group, or holds a Raft log without naming one, is an earlier topic's.
+/// group, or holds a Raft log without naming one, is an earlier topic's,
+/// and the caller removes it: so the marker is read by the agreement rule
+/// and checked against its CRC, and one that cannot be read or fails its
+/// CRC is an error (the replica stays closed), never a verdict that the
+/// files are another group's: a flipped read here removed a replica's
+/// acknowledged records and its vote.
 fn claim_for_group(dir: &dyn Storage, group: u64) -> std::io::Result<bool> {
-    match weir_io::read_whole_file(dir, GROUP_MARKER)? {
-        Some(bytes) => Ok(bytes.as_slice() == group.to_le_bytes().as_slice()),
+    match weir_io::read_whole_file_agreed(dir, GROUP_MARKER)? {
+        Some(bytes) => Ok(decode_group_marker(&bytes)? == group),
         None if dir.exists(weir_replication::SIDE_FILE)? => Ok(false),
         None => {
-            weir_io::write_file_atomically(dir, GROUP_MARKER, &group.to_le_bytes())?;
+            weir_io::write_file_atomically(dir, GROUP_MARKER, &encode_group_marker(group))?;
             Ok(true)
         }
+    }
+}
+
+/// `u64 group | u32 CRC-32C of those 8 bytes`, little-endian.
+fn encode_group_marker(group: u64) -> [u8; 12] {
+    let mut bytes = [0; 12];
+    bytes[..8].copy_from_slice(&group.to_le_bytes());
+    let crc = weir_log::batch::crc32c(&bytes[..8]);
+    bytes[8..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// The group a marker names. Markers of 8 bytes (no CRC) were written by
+/// versions before the CRC and are taken as they are.
+fn decode_group_marker(bytes: &[u8]) -> std::io::Result<u64> {
+    let corrupt = |reason: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{GROUP_MARKER} is corrupt ({reason}): not removing the partition's files"),
+        )
+    };
+    let group = |bytes: &[u8]| u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+    match bytes.len() {
+        8 => Ok(group(bytes)),
+        12 => {
+            let stored = u32::from_le_bytes(bytes[8..].try_into().expect("four bytes"));
+            if stored != weir_log::batch::crc32c(&bytes[..8]) {
+                return Err(corrupt("checksum mismatch"));
+            }
+            Ok(group(bytes))
+        }
+        length => Err(corrupt(&format!("{length} bytes"))),
     }
 }
 
@@ -920,6 +957,51 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A flipped read of the group marker must not pass for another
+    /// group's: the caller would remove the replica's files.
+    #[test]
+    fn a_group_marker_read_with_flipped_bits_still_names_its_group() {
+        let disk = weir_io::SimDisk::new(5);
+        let dir = disk.root();
+        assert!(claim_for_group(&dir, 7).expect("a new directory"));
+        let side = dir
+            .open_file(weir_replication::SIDE_FILE, weir_io::OpenMode::CreateNew)
+            .expect("a side file");
+        side.write_at(b"raft", 0).expect("a write");
+        disk.set_faults(weir_io::Faults {
+            read_corruption: 0.3,
+            ..weir_io::Faults::none()
+        });
+        for attempt in 0..60 {
+            assert!(
+                claim_for_group(&dir, 7).expect("a claim"),
+                "claim {attempt}"
+            );
+            assert!(
+                !claim_for_group(&dir, 8).expect("a claim"),
+                "claim {attempt}"
+            );
+        }
+        assert!(disk.stats().read_corruptions > 10);
+    }
+
+    #[test]
+    fn a_damaged_group_marker_is_an_error_and_an_old_one_is_read() {
+        let dir = weir_io::SimStorage::new(3);
+        let mut marker = encode_group_marker(7);
+        marker[2] ^= 4;
+        weir_io::write_file_atomically(&dir, GROUP_MARKER, &marker).expect("a write");
+        let error = claim_for_group(&dir, 7).expect_err("a damaged marker");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        weir_io::write_file_atomically(&dir, GROUP_MARKER, &7u64.to_le_bytes()).expect("a write");
+        assert!(claim_for_group(&dir, 7).expect("an 8-byte marker"));
+        assert!(!claim_for_group(&dir, 9).expect("an 8-byte marker"));
+        assert_eq!(
+            decode_group_marker(&encode_group_marker(u64::MAX)).expect("a marker"),
+            u64::MAX
+        );
+    }
 
     fn view(voters: &[u64], learners: &[u64], caught_up: &[u64]) -> GroupView {
         GroupView {
