@@ -1646,11 +1646,12 @@ async fn fault_phase(world: &mut World) {
     let steps = world.rng.random_range(40..80);
     for _ in 0..steps {
         sleep(Duration::from_millis(world.rng.random_range(200..1500))).await;
-        match world.rng.random_range(0..12) {
+        match world.rng.random_range(0..13) {
             0..=2 => kill_or_restart(world),
             3 | 4 => isolate(world).await,
             7 if world.replaced.is_none() && world.rng.random_bool(0.3) => replace_node(world),
             9 => disk_errors(world).await,
+            12 => read_faults(world).await,
             10 => pause(world).await,
             11 => bridge(world).await,
             5 => {
@@ -2008,6 +2009,52 @@ async fn disk_errors(world: &mut World) {
     let (_, disk, _) = &world.nodes[&id];
     disk.set_faults(healthy);
     world.kill(id);
+}
+
+/// Reads on one node's disk flip bits, and now and then fail, for a
+/// while (the disk holds good data). Half the time the node is power
+/// cycled as they begin, so that it recovers its logs while they do: a
+/// flipped read judged as a torn tail would cut synced records (its vote,
+/// entries it acknowledged). If reads failed, the node is power cycled at
+/// the end, as after other disk errors (a failed read of the Raft log
+/// stops its replication).
+async fn read_faults(world: &mut World) {
+    let (id, (_, disk, _)) = pick(&world.nodes, &mut world.rng);
+    if world.down.contains(&id) {
+        return;
+    }
+    let healthy = disk.faults();
+    let flips = world.rng.random_range(0.01..0.3);
+    let errors = if world.rng.random_bool(0.3) {
+        world.rng.random_range(0.001..0.05)
+    } else {
+        0.0
+    };
+    disk.set_faults(Faults {
+        read_corruption: flips,
+        read_error: errors,
+        ..healthy.clone()
+    });
+    let minority = (world.members() - 1) / 2;
+    let recover = world.down_for_now().len() < minority && world.rng.random_bool(0.5);
+    let lasting = Duration::from_millis(world.rng.random_range(200..3000));
+    world.note(format!(
+        "weir-{id}'s disk flips bits in reads ({flips:.2}) and fails them ({errors:.3}) for {lasting:?}{}",
+        if recover { ", from a power cycle" } else { "" }
+    ));
+    count(&world.shared, "read faults");
+    if recover {
+        world.kill(id);
+        world.restart(id);
+        count(&world.shared, "recovery under read faults");
+    }
+    sleep(lasting).await;
+    let (_, disk, _) = &world.nodes[&id];
+    disk.set_faults(healthy);
+    if errors > 0.0 && !world.down.contains(&id) {
+        world.kill(id);
+        world.restart(id);
+    }
 }
 
 /// Splits the nodes in two halves that cannot reach each other, but both
@@ -2370,11 +2417,20 @@ fn report(world: &World, seed: u64) -> SeedReport {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&shared.trace, &mut hasher);
     std::hash::Hash::hash(&format!("{:?}", shared.violations), &mut hasher);
+    let mut faults = shared.faults.clone();
+    let flipped: u64 = world
+        .nodes
+        .values()
+        .map(|(_, disk, _)| disk.stats().read_corruptions)
+        .sum();
+    if flipped > 0 {
+        faults.insert("flipped read", flipped);
+    }
     SeedReport {
         seed,
         simulated: world.started.elapsed(),
         operations: shared.operations,
-        faults: shared.faults.clone(),
+        faults,
         coverage: shared.coverage.clone(),
         violations: shared.violations.clone(),
         trace: shared.trace.clone(),
