@@ -1980,7 +1980,8 @@ async fn move_replicas(
 }
 
 /// A node's disk fails writes and syncs with EIO (some writes after a
-/// prefix) for a while; the node must stop using what it could not make
+/// prefix), or is full (writes fail with ENOSPC), for a while; the node
+/// must stop using what it could not make
 /// durable (its replication stops on a storage error), and is then power
 /// cycled, as a supervisor restarts a node whose disk failed: it recovers
 /// from what the disk holds. Keeps a majority of nodes without trouble.
@@ -1995,15 +1996,27 @@ async fn disk_errors(world: &mut World) {
     }
     let probability = world.rng.random_range(0.01..0.2);
     let lasting = Duration::from_millis(world.rng.random_range(100..2000));
+    // A third of the time the disk is full: writes fail with ENOSPC,
+    // syncs do not fail.
+    let full = world.rng.random_bool(0.33);
     let healthy = disk.faults();
     disk.set_faults(Faults {
-        write_error: probability,
-        sync_failure: probability,
+        write_error: if full { 0.0 } else { probability },
+        no_space: if full { probability } else { 0.0 },
+        sync_failure: if full { 0.0 } else { probability },
         ..healthy.clone()
     });
     world.note(format!(
-        "weir-{id}'s disk fails writes and syncs ({probability:.2}) for {lasting:?}"
+        "weir-{id}'s disk {} ({probability:.2}) for {lasting:?}",
+        if full {
+            "is full: writes fail with ENOSPC"
+        } else {
+            "fails writes and syncs"
+        }
     ));
+    if full {
+        count(&world.shared, "disk full");
+    }
     count(&world.shared, "disk errors");
     sleep(lasting).await;
     let (_, disk, _) = &world.nodes[&id];
