@@ -238,14 +238,14 @@ mod runner {
                 (run_seed, run_seed_checked)
             };
             let report = if arguments.determinism {
-                let first = checked(seed);
-                let second = run(seed);
+                let first = guarded(checked, seed);
+                let second = guarded(run, seed);
                 if first.fingerprint != second.fingerprint {
                     totals.nondeterministic.push(seed);
                 }
                 first
             } else {
-                run(seed)
+                guarded(run, seed)
             };
             if arguments.one.is_some() {
                 for line in &report.trace {
@@ -372,6 +372,41 @@ mod runner {
 
     /// Runs one seed.
     type Runner = fn(u64) -> SeedReport;
+
+    /// Runs one seed; a panic anywhere in it (a node's assertion, raft-rs's
+    /// own) is that seed's violation, reported with the seed and the
+    /// command that replays it like any other, and the next seed runs.
+    fn guarded(run: Runner, seed: u64) -> SeedReport {
+        match std::panic::catch_unwind(|| run(seed)) {
+            Ok(report) => report,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| text.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                panicked(seed, message)
+            }
+        }
+    }
+
+    fn panicked(seed: u64, message: String) -> SeedReport {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&message, &mut hasher);
+        SeedReport {
+            seed,
+            simulated: Duration::ZERO,
+            operations: 0,
+            faults: BTreeMap::new(),
+            coverage: BTreeMap::new(),
+            violations: vec![weir_sim::check::Violation {
+                invariant: "nothing panics",
+                evidence: format!("{message} (where: the panic message above)"),
+            }],
+            trace: Vec::new(),
+            fingerprint: std::hash::Hasher::finish(&hasher),
+        }
+    }
 
     fn print_violations(report: &SeedReport, cluster: bool) {
         println!("VIOLATION in seed {}:", report.seed);
