@@ -53,6 +53,9 @@ pub struct ReplicasConfig {
     pub heartbeat_ticks: usize,
     /// Ticks a leader's group must be settled before it quiesces; 0 never.
     pub quiesce_after_ticks: u64,
+    /// Ticks a peer may be silent before it is taken for down and the
+    /// groups it leads here are woken; `None`: two election timeouts.
+    pub silence_ticks: Option<u64>,
     /// Seed of the node; each group's is derived from it and its id.
     pub seed: u64,
     /// Threads that sync the groups' files at once in a turn (1: one
@@ -68,6 +71,7 @@ impl ReplicasConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             quiesce_after_ticks: 20,
+            silence_ticks: None,
             seed,
             sync_threads: 1,
         }
@@ -376,9 +380,12 @@ impl Replicas {
     }
 
     /// Wakes the groups led by a peer that has been silent for two
-    /// election timeouts, once per silence.
+    /// election timeouts (or `silence_ticks`), once per silence.
     fn watch_peers(&mut self) {
-        let silence = 2 * self.config.election_ticks as u64;
+        let silence = self
+            .config
+            .silence_ticks
+            .unwrap_or(2 * self.config.election_ticks as u64);
         let ticks = self.ticks;
         let silent: Vec<u64> = self
             .heard

@@ -1086,9 +1086,29 @@ mod tests {
         RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3])
     }
 
+    /// A data entry of term 2 at `index`: a batch of three records
+    /// continuing `log`'s offsets.
+    fn data_entry(log: &RaftLog, index: u64) -> Entry {
+        let value = format!("entry {index}");
+        let records: Vec<_> = (0..3)
+            .map(|at| weir_log::batch::Record::value(at, value.as_bytes()))
+            .collect();
+        let mut batch = Vec::new();
+        weir_log::batch::encode(&records, weir_log::batch::ProducerInfo::NONE, &mut batch)
+            .expect("a batch");
+        weir_log::batch::stamp(&mut batch, log.end_offset(), 2);
+        Entry {
+            term: 2,
+            index,
+            data: batch.into(),
+            ..Entry::default()
+        }
+    }
+
     /// A group's log as a node leaves it: its creation's three entries,
-    /// two of a later term, a vote in that term; all synced.
-    fn written(disk: &Arc<SimDisk>) -> (PersistedState, u64) {
+    /// two of raft's own and forty data entries of a later term, a vote
+    /// in the term after; all synced.
+    fn written(disk: &Arc<SimDisk>) -> (PersistedState, u64, u64) {
         let mut log = open(disk).expect("a new log");
         let own = |index| Entry {
             term: 2,
@@ -1097,16 +1117,21 @@ mod tests {
         };
         log.append(&[own(4), own(5)], &mut VecDeque::new())
             .expect("an append");
+        for index in 6..46 {
+            let entry = data_entry(&log, index);
+            log.append(&[entry], &mut VecDeque::new())
+                .expect("an append");
+        }
         let mut state = log.state().clone();
         state.hard = HardState {
             term: 3,
             vote: 2,
-            commit: 5,
+            commit: 45,
             ..HardState::default()
         };
         log.set_state(state.clone()).expect("a state");
         log.sync().expect("a sync");
-        (state, log.last_index().expect("an index"))
+        (state, log.last_index().expect("an index"), log.end_offset())
     }
 
     /// Reads that flip bits while a node opens its Raft log must not be
@@ -1117,7 +1142,7 @@ mod tests {
         let mut flipped_opens = 0;
         for seed in 0..60 {
             let disk = SimDisk::new(seed);
-            let (state, last) = written(&disk);
+            let (state, last, end) = written(&disk);
             disk.set_faults(Faults {
                 read_corruption: 0.3,
                 ..Faults::none()
@@ -1129,8 +1154,12 @@ mod tests {
             disk.set_faults(Faults::none());
             let log = opened.or_else(|_| open(&disk)).expect("an open");
             assert_eq!(
-                (log.state(), log.last_index().expect("an index")),
-                (&state, last),
+                (
+                    log.state(),
+                    log.last_index().expect("an index"),
+                    log.end_offset()
+                ),
+                (&state, last, end),
                 "seed {seed}: the side file lost synced records to a flipped read"
             );
         }

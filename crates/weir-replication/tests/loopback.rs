@@ -45,6 +45,17 @@ async fn start_on(
     addresses: &BTreeMap<u64, SocketAddr>,
     storage: &dyn Storage,
 ) -> Node {
+    start_with(id, listener, addresses, storage, |_| {}).await
+}
+
+/// [`start_on`], with the node's replication settings changed by `adjust`.
+async fn start_with(
+    id: u64,
+    listener: TcpListener,
+    addresses: &BTreeMap<u64, SocketAddr>,
+    storage: &dyn Storage,
+    adjust: impl FnOnce(&mut ReplicasConfig),
+) -> Node {
     let partition_dir: Arc<dyn Storage> = storage.open_or_create_dir("p").expect("a directory");
     let config = LogConfig {
         high_watermark: HighWatermarkPolicy::SetByOwner,
@@ -55,6 +66,7 @@ async fn start_on(
     let raft_dir = storage.open_or_create_dir("r").expect("a directory");
     let mut config = ReplicasConfig::new(id, id);
     config.election_ticks = 10;
+    adjust(&mut config);
     let ids: Vec<u64> = addresses.keys().copied().collect();
     let mut replicas = Replicas::new(config, &ids);
     replicas
@@ -208,6 +220,64 @@ async fn three_nodes_on_loopback_replicate_elect_and_catch_up() {
             "node {dead} did not catch up: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The runner passes a lost connection on: a leader whose group has gone
+/// quiescent on its followers dies, and they elect another though their
+/// silence watch is set never to fire (only the transport's report of the
+/// ended connection can wake them; polling `status` wakes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_leaders_quiescent_group_elects_on_the_lost_connection_alone() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (listeners, addresses) = ports(3).await;
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        let storage =
+            OsStorage::open(directory.path().join(format!("node-{id}"))).expect("a data directory");
+        let never = |config: &mut ReplicasConfig| config.silence_ticks = Some(u64::MAX / 2);
+        nodes.insert(
+            id,
+            start_with(id, listener, &addresses, &storage, never).await,
+        );
+    }
+    produce(&nodes, "first").await;
+    let dead = leader(&nodes).await.expect("a leader");
+    let term = nodes[&dead].handle.status().await[0].term;
+    let followers: Vec<u64> = nodes.keys().copied().filter(|id| *id != dead).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut asleep = true;
+        for id in &followers {
+            asleep &= nodes[id].handle.status().await[0].asleep;
+        }
+        if asleep {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the group never quiesced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let node = nodes.remove(&dead).expect("the leader");
+    node.task.abort();
+    node.transport.stop();
+    let _ = node.task.await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut statuses = Vec::new();
+        for (id, node) in &nodes {
+            statuses.push((*id, node.handle.status().await[0].clone()));
+        }
+        if statuses
+            .iter()
+            .any(|(id, status)| status.leader == Some(*id) && status.term > term)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader 20 s after leader {dead} died (term {term}): {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
