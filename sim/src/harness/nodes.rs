@@ -14,7 +14,7 @@ use madsim::time::{sleep, timeout, Instant};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage, SystemClock};
-use weir_log::{Broker, BrokerConfig};
+use weir_log::{Broker, BrokerConfig, BrokerError, LogError};
 use weir_server::Settings;
 
 use super::nemesis::{Features, Swarm};
@@ -250,7 +250,14 @@ fn start_log_node(
                             note(&shared, started, format!("log-0 failed to start: {error}"));
                             let mut shared = shared.lock().expect("shared");
                             shared.log_failed_start = true;
-                            if shared.healed {
+                            if corruption_verdict(&error) {
+                                // log-0's disk never stores corrupt bytes
+                                // (only reads flip): a verdict of
+                                // corruption there is about good data.
+                                shared
+                                    .start_failures
+                                    .push(format!("log-0 called good data corrupt: {error}"));
+                            } else if shared.healed {
                                 shared.start_failures.push(format!("log-0: {error}"));
                             }
                             return;
@@ -263,6 +270,18 @@ fn start_log_node(
             }
         })
         .build()
+}
+
+/// Whether the broker refused to open on a verdict that stored bytes
+/// are corrupt (rather than on an I/O error).
+fn corruption_verdict(error: &BrokerError) -> bool {
+    let corrupt = |source: &LogError| matches!(source, LogError::Corrupt { .. });
+    match error {
+        BrokerError::CorruptTopicMetadata { .. } => true,
+        BrokerError::Log { source, .. } => corrupt(source),
+        BrokerError::Offsets { source, .. } => source.as_ref().is_none_or(corrupt),
+        _ => false,
+    }
 }
 
 /// The stream `s` and its group `g` as they are now: the final reads.

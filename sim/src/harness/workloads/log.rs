@@ -170,7 +170,12 @@ async fn serve_kafka(
             );
             let mut shared = shared.lock().expect("shared");
             shared.log_failed_start = true;
-            if shared.healed {
+            if matches!(error, weir_kafka::producer_ids::ProducerIdError::Corrupt(_)) {
+                // Its disk never stores corrupt bytes (only reads flip).
+                shared
+                    .start_failures
+                    .push(format!("log-0 called good data corrupt: {error}"));
+            } else if shared.healed {
                 shared
                     .start_failures
                     .push(format!("log-0 Kafka front-end: {error}"));
