@@ -323,10 +323,10 @@ fn start_node(
         .name(format!("weir-{id}"))
         .ip(node_ip(id).into())
         .init(move || {
-            let storage: Arc<dyn Storage> = Arc::new(disk.root());
+            let disk = Arc::clone(&disk);
             let clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
             let (settings, shared) = (settings.clone(), Arc::clone(&shared));
-            async move { run_node(id, settings, storage, clock, shared, started).await }
+            async move { run_node(id, settings, disk, clock, shared, started).await }
         })
         .build()
 }
@@ -334,12 +334,14 @@ fn start_node(
 async fn run_node(
     id: u64,
     settings: Settings,
-    storage: Arc<dyn Storage>,
+    disk: Arc<SimDisk>,
     clock: Arc<dyn Clock>,
     shared: SharedRef,
     started: Instant,
 ) {
     let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let storage: Arc<dyn Storage> = Arc::new(disk.root());
+    let errors_before = io_errors(&disk);
     let listener =
         weir_server::server::start_kafka(&settings, storage, clock, shutdown.clone()).await;
     let listener = match listener {
@@ -351,7 +353,14 @@ async fn run_node(
                 started,
                 format!("weir-{id} failed to start: {error}"),
             );
-            violation(&shared, "a node starts", format!("weir-{id}: {error}"));
+            if io_errors(&disk) > errors_before {
+                // The disk failed an operation during the start: stopping
+                // is right, and the nemesis power cycles the node when the
+                // errors end (it must start then).
+                reached(&shared, "start failed on a disk error");
+            } else {
+                violation(&shared, "a node starts", format!("weir-{id}: {error}"));
+            }
             return;
         }
     };
@@ -391,6 +400,12 @@ async fn run_node(
         .brokers
         .insert(id, Arc::clone(&listener.kafka.log));
     weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
+}
+
+/// The operations `disk` has failed so far (reads, writes, syncs).
+fn io_errors(disk: &SimDisk) -> u64 {
+    let stats = disk.stats();
+    stats.read_errors + stats.write_errors + stats.no_space_errors + stats.sync_failures
 }
 
 /// Samples node `id`'s groups every 50 ms, for Raft's safety: one leader

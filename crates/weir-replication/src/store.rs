@@ -874,18 +874,20 @@ pub fn inspect_side_file(bytes: &[u8]) -> SideFileReport {
 }
 
 /// Reads the side file whole for [`RaftLog::open`] to judge. Bytes that
-/// do not end in a whole valid record are read again by the agreement rule
-/// ([`weir_io::read_agreed`]) before they are judged: `replay` cuts what
-/// follows the last valid record as a torn tail, and a read that flipped a
-/// bit would have it cut synced records (the vote, entries this node
-/// acknowledged) for good.
+/// do not end in a whole valid record, or a read that failed, are read
+/// again by the agreement rule ([`weir_io::read_agreed`], which retries
+/// failed reads) before they are judged: `replay` cuts what follows the
+/// last valid record as a torn tail, and a read that flipped a bit would
+/// have it cut synced records (the vote, entries this node acknowledged)
+/// for good.
 fn read_side_file(file: &dyn File) -> std::io::Result<Vec<u8>> {
     let length = usize::try_from(file.len()?).expect("a side file fits in memory");
     let mut bytes = vec![0; length];
-    let read = file.read_at(&mut bytes, 0)?;
-    bytes.truncate(read);
-    if valid_records_end(&bytes) == bytes.len() {
-        return Ok(bytes);
+    if let Ok(read) = file.read_at(&mut bytes, 0) {
+        bytes.truncate(read);
+        if valid_records_end(&bytes) == bytes.len() {
+            return Ok(bytes);
+        }
     }
     weir_io::read_agreed(file, 0, length)
 }
@@ -1134,9 +1136,9 @@ mod tests {
         (state, log.last_index().expect("an index"), log.end_offset())
     }
 
-    /// Reads that flip bits while a node opens its Raft log must not be
-    /// taken for a torn tail: the side file's synced records (the vote, the
-    /// entries this node acknowledged) would be cut for good.
+    /// Reads that flip bits (or fail) while a node opens its Raft log must
+    /// not be taken for a torn tail: the side file's synced records (the
+    /// vote, the entries this node acknowledged) would be cut for good.
     #[test]
     fn reads_that_flip_bits_never_cut_the_side_file() {
         let mut flipped_opens = 0;
@@ -1145,6 +1147,7 @@ mod tests {
             let (state, last, end) = written(&disk);
             disk.set_faults(Faults {
                 read_corruption: 0.3,
+                read_error: 0.05,
                 ..Faults::none()
             });
             let before = disk.stats().read_corruptions;
