@@ -847,10 +847,17 @@ fn named_test_fails(scratch: &Path, test: &str) -> Result<bool, String> {
     if words.first() != Some(&"cargo") {
         return Err(format!("`{test}` is not a cargo command"));
     }
+    // Cargo's own options go before a `--` (what follows is the test
+    // binary's).
+    let split = words
+        .iter()
+        .position(|word| *word == "--")
+        .unwrap_or(words.len());
     let run = |extra: &[&str]| {
         Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(&words[1..])
+            .args(&words[1..split])
             .args(extra)
+            .args(&words[split..])
             .current_dir(scratch)
             .env("CARGO_TARGET_DIR", sibling_target("planted-tests"))
             .stdout(std::process::Stdio::null())
