@@ -758,7 +758,7 @@ fn directory_io(operation: &'static str) -> impl Fn(std::io::Error) -> LogError 
     move |source| LogError::io(operation, "partition directory", source)
 }
 
-fn empty_segment(storage: &dyn Storage, base_offset: u64, now: u64) -> Result<Segment, LogError> {
+pub(crate) fn empty_segment(storage: &dyn Storage, base_offset: u64, now: u64) -> Result<Segment, LogError> {
     let file = open_log_file(storage, base_offset, OpenMode::CreateIfMissing)?;
     file.set_len(0).map_err(|source| {
         LogError::io("truncating", segment::log_file_name(base_offset), source)
@@ -948,6 +948,16 @@ pub(crate) fn remove_segment_files(storage: &dyn Storage, base: u64) -> Result<(
         time_index_file_name(base),
     ] {
         remove_if_present(storage, &name)?;
+    }
+    Ok(())
+}
+
+/// Removes every producer snapshot (the log restarts empty elsewhere).
+pub(crate) fn remove_producer_snapshots(storage: &dyn Storage) -> Result<(), LogError> {
+    for entry in storage.list().map_err(directory_io("listing"))? {
+        if parse_snapshot_file_name(&entry.name).is_some() {
+            remove_if_present(storage, &entry.name)?;
+        }
     }
     Ok(())
 }

@@ -401,3 +401,86 @@ fn a_directory_of_weirs_first_format_is_refused_by_name() {
     // And nothing was cut.
     assert_eq!(file.len().expect("len"), 80);
 }
+
+/// A follower told by its leader that the records before an offset are
+/// gone (a Raft snapshot) restarts its log empty there, whether its own
+/// log ends before the offset (it fell behind) or after it (it holds
+/// records of its own there, possibly divergent). A crash at any point
+/// leaves the old log, the log cut at its start, or the empty log at the
+/// offset; a reset that returned is durable.
+#[test]
+fn a_reset_interrupted_anywhere_leaves_the_old_log_or_an_empty_one_at_the_offset() {
+    let mut outcomes = [0usize; 3];
+    for (target, crash_after) in [20u64, 200].into_iter().flat_map(|t| (1..30).map(move |c| (t, c))) {
+        let node = Node::new(100 + target + crash_after, owned_config());
+        let log = node.open().expect("open");
+        log.set_leader_epoch(1).expect("epoch");
+        for index in 0..40 {
+            append(&log, &format!("r-{index:03}-{}", "y".repeat(40)));
+        }
+        log.sync().expect("sync");
+        let old_end = log.log_end_offset();
+        node.disk.schedule_crash(crash_after);
+        let result = log.reset_to(target);
+        drop(log);
+        node.disk.crash();
+        let log = node.open().expect("recovery after an interrupted reset");
+        log.check_invariants().expect("invariants");
+        log.verify().expect("verify");
+        let span = (log.log_start_offset(), log.log_end_offset());
+        let outcome = match span {
+            (0, end) if end == old_end => 0,
+            (0, 0) => 1,
+            (start, end) if start == target && end == target => 2,
+            other => panic!("target {target}, crash after {crash_after}: log spans {other:?}"),
+        };
+        if result.is_ok() {
+            assert_eq!(outcome, 2, "a reset that returned is durable");
+        }
+        outcomes[outcome] += 1;
+        if outcome == 2 {
+            assert!(log.leader_epochs().is_empty());
+            assert!(log.producer_state(1).is_none());
+        }
+    }
+    assert!(outcomes.iter().all(|count| *count > 0), "outcomes {outcomes:?}");
+}
+
+#[test]
+fn a_reset_log_takes_the_leaders_batches_from_the_offset() {
+    let leader = Node::new(7, owned_config()).open().expect("open");
+    let node = Node::new(8, owned_config());
+    let follower = node.open().expect("open");
+    leader.set_leader_epoch(2).expect("epoch");
+    for index in 0..30 {
+        append(&leader, &format!("l-{index:03}-{}", "z".repeat(40)));
+    }
+    follower.set_leader_epoch(1).expect("epoch");
+    for index in 0..12 {
+        append(&follower, &format!("own-{index}"));
+    }
+    assert_eq!(follower.reset_to(20).expect("reset"), 20);
+    assert_eq!(follower.log_start_offset(), 20);
+    assert_eq!(follower.log_end_offset(), 20);
+    assert!(follower.leader_epochs().is_empty());
+    assert!(matches!(
+        follower.read_with(5, 4096, Isolation::Uncommitted),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    for batch in batches_from(&leader, 20) {
+        follower.append_replicated(&batch).expect("replicate");
+    }
+    follower.sync().expect("sync");
+    follower.set_high_watermark(30);
+    let expected = values(&leader, Isolation::Uncommitted)[20..].to_vec();
+    assert_eq!(values(&follower, Isolation::Uncommitted), expected);
+    assert!(matches!(
+        follower.reset_to(10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    drop(follower);
+    let follower = node.open().expect("reopen");
+    assert_eq!(follower.log_start_offset(), 20);
+    assert_eq!(values(&follower, Isolation::Uncommitted), expected);
+    follower.verify().expect("verify");
+}

@@ -225,6 +225,88 @@ impl Partition {
         Ok(doomed)
     }
 
+    /// Empties the log and makes it start at `offset`, for a replica told
+    /// by its leader that the records before `offset` are gone (a Raft
+    /// snapshot): none of its own records, older or divergent, may be
+    /// served afterwards, and the next append takes `offset`. A crash at
+    /// any point leaves the log as it was (cut at its log start at most)
+    /// or empty at `offset`. Returns the log start offset.
+    pub fn reset_to(&self, offset: u64) -> Result<u64, LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        inner.check_usable()?;
+        if offset < inner.log_start_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: inner.log_start_offset,
+                high_watermark: inner.high_watermark,
+            });
+        }
+        self.sync_locked(&mut inner)?;
+        if inner.next_offset > offset {
+            let start = inner.log_start_offset;
+            if let Err(error) = self.truncate_locked(&mut inner, start) {
+                self.fail_locked(&mut inner, format!("truncation failed: {error}"));
+                return Err(error);
+            }
+        }
+        // Before: nothing at or after `offset` is left.
+        assert!(inner.next_offset <= offset);
+        if let Err(error) = self.restart_empty_locked(&mut inner, offset) {
+            self.fail_locked(&mut inner, format!("reset failed: {error}"));
+            return Err(error);
+        }
+        // After: one empty segment at `offset`, which starts and ends the log.
+        assert_eq!(inner.segments.len(), 1);
+        assert_eq!(inner.active_base(), offset);
+        assert_eq!((inner.log_start_offset, inner.next_offset), (offset, offset));
+        tracing::info!(offset, "the log restarts empty");
+        Ok(offset)
+    }
+
+    /// With every record before `offset`: a checkpoint naming `offset` as
+    /// the log start (recovery restarts a log whose start is past its end
+    /// empty at its start), then the files go and an empty segment starts
+    /// at `offset`.
+    fn restart_empty_locked(&self, inner: &mut Inner, offset: u64) -> Result<(), LogError> {
+        let storage = Arc::clone(&self.storage);
+        // The epochs go first (a log without the file rebuilds them from
+        // its batches, an empty one has none), so that no crash leaves
+        // the empty log with the epochs of records it no longer holds.
+        recovery::remove_if_present(storage.as_ref(), crate::epochs::LEADER_EPOCHS_FILE)?;
+        storage
+            .sync_dir()
+            .map_err(|source| LogError::io("syncing", "partition directory", source))?;
+        let intent = crate::checkpoint::Checkpoint {
+            log_start_offset: offset,
+            clean_shutdown: false,
+            truncation: None,
+            segments: Vec::new(),
+        };
+        intent.write(storage.as_ref())?;
+        let doomed: Vec<u64> = inner.segments.keys().copied().collect();
+        for base in doomed {
+            inner.segments.remove(&base);
+            recovery::remove_segment_files(storage.as_ref(), base)?;
+        }
+        recovery::remove_producer_snapshots(storage.as_ref())?;
+        let now = self.clock.now_ms();
+        let segment = recovery::empty_segment(storage.as_ref(), offset, now)?;
+        inner.segments.insert(offset, segment);
+        inner.log_start_offset = offset;
+        inner.next_offset = offset;
+        inner.high_watermark = offset;
+        inner.unflushed_bytes = 0;
+        inner.producers = Default::default();
+        inner.epochs = Default::default();
+        self.commit.truncated(offset);
+        storage
+            .sync_dir()
+            .map_err(|source| LogError::io("syncing", "partition directory", source))?;
+        inner.directory_dirty = false;
+        inner.checkpoint(false).write(storage.as_ref())
+    }
+
     /// Deletes sealed segments past the retention time or size (whole
     /// segments, oldest first; never the active one).
     pub fn apply_retention(&self) -> Result<RetentionReport, LogError> {
