@@ -758,7 +758,11 @@ fn directory_io(operation: &'static str) -> impl Fn(std::io::Error) -> LogError 
     move |source| LogError::io(operation, "partition directory", source)
 }
 
-pub(crate) fn empty_segment(storage: &dyn Storage, base_offset: u64, now: u64) -> Result<Segment, LogError> {
+pub(crate) fn empty_segment(
+    storage: &dyn Storage,
+    base_offset: u64,
+    now: u64,
+) -> Result<Segment, LogError> {
     let file = open_log_file(storage, base_offset, OpenMode::CreateIfMissing)?;
     file.set_len(0).map_err(|source| {
         LogError::io("truncating", segment::log_file_name(base_offset), source)

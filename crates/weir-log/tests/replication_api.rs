@@ -411,7 +411,10 @@ fn a_directory_of_weirs_first_format_is_refused_by_name() {
 #[test]
 fn a_reset_interrupted_anywhere_leaves_the_old_log_or_an_empty_one_at_the_offset() {
     let mut outcomes = [0usize; 3];
-    for (target, crash_after) in [20u64, 200].into_iter().flat_map(|t| (1..30).map(move |c| (t, c))) {
+    for (target, crash_after) in [20u64, 200]
+        .into_iter()
+        .flat_map(|t| (1..30).map(move |c| (t, c)))
+    {
         let node = Node::new(100 + target + crash_after, owned_config());
         let log = node.open().expect("open");
         log.set_leader_epoch(1).expect("epoch");
@@ -443,7 +446,10 @@ fn a_reset_interrupted_anywhere_leaves_the_old_log_or_an_empty_one_at_the_offset
             assert!(log.producer_state(1).is_none());
         }
     }
-    assert!(outcomes.iter().all(|count| *count > 0), "outcomes {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|count| *count > 0),
+        "outcomes {outcomes:?}"
+    );
 }
 
 #[test]

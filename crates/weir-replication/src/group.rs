@@ -343,9 +343,7 @@ impl Group {
         }
         let mut ready = self.node.ready();
         if !ready.snapshot().is_empty() {
-            return Err(StoreError::Corrupt(
-                "a snapshot arrived; this log never makes one".into(),
-            ));
+            self.install_snapshot(ready.snapshot())?;
         }
         for state in ready.take_read_states() {
             if let Some(request) = confirmation_id(&state.request_ctx) {
@@ -357,6 +355,46 @@ impl Group {
         self.persist(ready.entries(), ready.hs().cloned())?;
         self.pending = Some(ready);
         Ok(outgoing)
+    }
+
+    /// A leader's snapshot (this log is behind the leader's start):
+    /// replaces the log, durably, before anything else of the ready.
+    fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<(), StoreError> {
+        self.written.clear();
+        let start = self.node.mut_store().install_snapshot(snapshot)?;
+        tracing::info!(
+            index = start.index,
+            term = start.term,
+            offset = start.offset,
+            "replica replaced by the leader's snapshot"
+        );
+        self.applied = start.index;
+        self.raise_high_watermark(start.offset);
+        Ok(())
+    }
+
+    /// Applies the partition's retention: the log is compacted through
+    /// the entries whose records retention would delete (applied ones
+    /// only), durably, and only then are the records deleted, so that a
+    /// follower behind them gets a snapshot instead of a missing entry.
+    /// Returns the partition's log start offset.
+    pub fn apply_retention(&mut self) -> Result<u64, StoreError> {
+        let store = self.node.mut_store();
+        let partition = Arc::clone(store.partition());
+        if let Some(cut) = partition.retention_cut() {
+            if let Some(start) = store.compact_to(cut)? {
+                tracing::debug!(
+                    index = start.index,
+                    offset = start.offset,
+                    "raft log compacted"
+                );
+            }
+        }
+        let offset = store.log_start().offset;
+        if offset > partition.log_start_offset() {
+            partition.delete_before(offset)?;
+        }
+        Ok(partition.log_start_offset())
     }
 
     /// What must be synced before [`Group::finish_ready`].
@@ -441,7 +479,10 @@ impl Group {
         for entry in entries {
             match entry.entry_type {
                 EntryType::EntryNormal => debug_assert!(is_data(entry) || entry.data.is_empty()),
-                EntryType::EntryConfChangeV2 => conf = self.apply_conf_change(entry)?.or(conf),
+                EntryType::EntryConfChangeV2 => {
+                    conf = self.apply_conf_change(entry)?.or(conf);
+                    self.record_conf_at(entry.index, conf.clone())?;
+                }
                 EntryType::EntryConfChange => {
                     return Err(StoreError::Corrupt(format!(
                         "entry {} is a version 1 configuration change, which weir never proposes",
@@ -460,6 +501,23 @@ impl Group {
             state.conf = conf;
         }
         self.node.mut_store().set_state(state)
+    }
+
+    /// Persists the configuration right after the change at `index` (with
+    /// that index as applied), which a compaction stopping there records.
+    fn record_conf_at(
+        &mut self,
+        index: u64,
+        conf: Option<raft::eraftpb::ConfState>,
+    ) -> Result<(), StoreError> {
+        let store = self.node.mut_store();
+        let mut state: PersistedState = store.state().clone();
+        state.applied = index;
+        state.hard.commit = state.hard.commit.max(index);
+        if let Some(conf) = conf {
+            state.conf = conf;
+        }
+        store.set_state(state)
     }
 
     /// Applies a committed configuration change, read with weir's own

@@ -256,6 +256,18 @@ impl Replicas {
         self.groups.get(&id).map(|slot| &slot.group)
     }
 
+    /// Applies retention to each group's partition ([`Group::apply_retention`]),
+    /// but not to groups whose ready is being written (they wait for the
+    /// next call). Returns each group's log start offset, or its error.
+    pub fn apply_retention(&mut self) -> Vec<(u64, Result<u64, StoreError>)> {
+        let writing: BTreeSet<u64> = self.writing.iter().copied().collect();
+        self.groups
+            .iter_mut()
+            .filter(|(id, _)| !writing.contains(id))
+            .map(|(id, slot)| (*id, slot.group.apply_retention()))
+            .collect()
+    }
+
     /// The ids of the groups this node has.
     pub fn group_ids(&self) -> Vec<u64> {
         self.groups.keys().copied().collect()

@@ -194,6 +194,7 @@ enum Command {
         peer: u64,
         address: Option<std::net::SocketAddr>,
     },
+    ApplyRetention,
 }
 
 /// Talks to a running node's groups.
@@ -354,6 +355,12 @@ impl ReplicasHandle {
     /// peers watched for liveness.
     pub async fn add_peer(&self, peer: u64, address: Option<std::net::SocketAddr>) {
         let _ = self.commands.send(Command::AddPeer { peer, address }).await;
+    }
+
+    /// Applies retention to the partitions of this node's groups
+    /// ([`crate::Group::apply_retention`]).
+    pub async fn apply_retention(&self) {
+        let _ = self.commands.send(Command::ApplyRetention).await;
     }
 
     /// The state of every group of this node.
@@ -635,6 +642,13 @@ impl Runner {
             Command::AddPeer { peer, address } => {
                 self.transport.add_peer(peer, address);
                 self.replicas.add_peer(peer);
+            }
+            Command::ApplyRetention => {
+                for (group, result) in self.replicas.apply_retention() {
+                    if let Err(error) = result {
+                        tracing::error!(group, %error, "applying retention failed");
+                    }
+                }
             }
         }
     }

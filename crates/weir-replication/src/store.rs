@@ -19,7 +19,15 @@
 //! entry    u8 1 | u64 index, term, start, end | u8 entry type | u8 data? |
 //!          (own entries:) u32 n | data | u32 n | context
 //! state    u8 2 | u64 term, vote, commit, applied | conf state (as in codec)
+//! start    u8 3 | u64 index, term, offset | u8 reset | conf state
 //! ```
+//!
+//! A start record compacts the log: the entries up to its index are gone
+//! (their records before its offset deleted by retention, or, with
+//! `reset`, replaced by a leader's snapshot), and the configuration at
+//! its index is the one it holds. A state record whose applied index is
+//! a configuration change's holds the configuration right after it, so
+//! the configuration at any index a compaction may stop at is known.
 //!
 //! On open, a torn tail of the side file is cut, and the two files are
 //! brought to agree: side-file entries whose batches the segment log lost
@@ -49,6 +57,7 @@ use weir_log::{Isolation, LogError, Partition};
 pub const SIDE_FILE: &str = "raft-log";
 const ENTRY_RECORD: u8 = 1;
 const STATE_RECORD: u8 = 2;
+const START_RECORD: u8 = 3;
 const RECORD_HEADER_BYTES: usize = 8;
 /// Bytes read from the segment log at once when entries are fetched.
 const READ_CHUNK_BYTES: u32 = 1 << 20;
@@ -104,6 +113,22 @@ pub struct LeaderWrite {
     pub end: u64,
 }
 
+/// Where a compacted log begins: the entries up to `index` are gone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogStart {
+    /// The last entry compacted away (0: none).
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// The offset after its records: where the log's records begin.
+    pub offset: u64,
+    /// The configuration after it.
+    pub conf: ConfState,
+    /// The log was replaced by a leader's snapshot: none of the
+    /// partition's records before `offset` are this log's.
+    pub reset: bool,
+}
+
 /// The Raft log of one partition: raft's [`raft::Storage`] over a
 /// [`Partition`] and the side file.
 #[derive(Debug)]
@@ -117,6 +142,11 @@ pub struct RaftLog {
     state: PersistedState,
     /// Offset where the log's entries begin (the log start when created).
     base_offset: u64,
+    /// What compaction removed (entries hold `start.index + 1` on).
+    start: LogStart,
+    /// The configuration right after each applied configuration change
+    /// past `start.index`, by the change's index.
+    confs: Vec<(u64, ConfState)>,
     unsynced: bool,
     /// Entries written and not yet synced (synced under flush `always`).
     entries_unsynced: bool,
@@ -171,6 +201,8 @@ impl RaftLog {
         let created = bytes.is_empty();
         let mut log = Self {
             base_offset: partition.log_start_offset(),
+            start: LogStart::default(),
+            confs: Vec::new(),
             partition,
             file,
             file_len: 0,
@@ -238,6 +270,7 @@ impl RaftLog {
             state.conf.voters = voters.to_vec();
         }
         self.state = state;
+        self.note_conf();
         self.write_state()?;
         // The founding configuration is durable whatever the flush policy.
         self.vote_unsynced = true;
@@ -247,14 +280,12 @@ impl RaftLog {
     /// Reads the side file's records, cutting a torn tail.
     fn replay(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let mut position = 0usize;
-        let mut first_entry = true;
         while let Some((body, next)) = next_record(bytes, position) {
             match body.first() {
                 Some(&ENTRY_RECORD) => {
                     let (index, meta) = decode_entry(body)?;
-                    if first_entry {
+                    if self.entries.is_empty() && self.start.index == 0 {
                         self.base_offset = meta.start;
-                        first_entry = false;
                         if index != 1 {
                             return Err(StoreError::Corrupt(format!(
                                 "first entry has index {index}, not 1"
@@ -263,7 +294,11 @@ impl RaftLog {
                     }
                     self.push_meta(index, meta, position as u64)?;
                 }
-                Some(&STATE_RECORD) => self.state = decode_state(body)?,
+                Some(&STATE_RECORD) => {
+                    self.state = decode_state(body)?;
+                    self.note_conf();
+                }
+                Some(&START_RECORD) => self.apply_start(decode_start(body)?)?,
                 _ => return Err(StoreError::Corrupt("unknown record kind".into())),
             }
             position = next;
@@ -297,6 +332,186 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Drops the entries a start record compacted away.
+    fn apply_start(&mut self, start: LogStart) -> Result<(), StoreError> {
+        if start.index < self.start.index {
+            return Err(StoreError::Corrupt(format!(
+                "the log starts after entry {}, then after entry {}",
+                self.start.index, start.index
+            )));
+        }
+        if start.reset || start.index >= self.last_index_() {
+            self.entries.clear();
+            self.positions.clear();
+        } else {
+            let found = (self.term_of(start.index), self.end_offset_at(start.index));
+            if found != (Some(start.term), start.offset) {
+                return Err(StoreError::Corrupt(format!(
+                    "compacted through entry {} (term {}, offset {}), which the log has as {found:?}",
+                    start.index, start.term, start.offset
+                )));
+            }
+            let drop = usize::try_from(start.index - self.start.index).expect("in memory");
+            self.entries.drain(..drop);
+            self.positions.drain(..drop);
+        }
+        self.confs.retain(|(index, _)| *index > start.index);
+        self.base_offset = start.offset;
+        // What is compacted was committed and applied (a snapshot's state
+        // record may not have followed its start record before a crash).
+        let state = &mut self.state;
+        state.hard.commit = state.hard.commit.max(start.index);
+        if state.applied < start.index {
+            state.applied = start.index;
+            state.conf = start.conf.clone();
+        }
+        if state.hard.term < start.term {
+            // No vote of this node in the snapshot's term was ever
+            // persisted, so none was ever sent.
+            state.hard.term = start.term;
+            state.hard.vote = 0;
+        }
+        self.start = start;
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| *at <= self.start.index)
+        {
+            self.forget_first();
+        }
+        Ok(())
+    }
+
+    /// Keeps the configuration of a state record whose applied index is a
+    /// configuration change's: the configuration right after it.
+    fn note_conf(&mut self) {
+        let applied = self.state.applied;
+        let is_change = self
+            .meta(applied)
+            .is_some_and(|meta| matches!(meta.own, Some((EntryType::EntryConfChangeV2, _, _))));
+        if is_change && self.confs.last().is_none_or(|(index, _)| *index < applied) {
+            self.confs.push((applied, self.state.conf.clone()));
+        }
+    }
+
+    /// The configuration right after entry `index` (at or after the log's
+    /// start, applied), if known.
+    fn conf_at(&self, index: u64) -> Option<ConfState> {
+        let last_change = (self.start.index + 1..=index).rev().find(|at| {
+            self.meta(*at)
+                .is_some_and(|meta| matches!(meta.own, Some((EntryType::EntryConfChangeV2, _, _))))
+        });
+        match last_change {
+            None => Some(self.start.conf.clone()),
+            Some(change) => self
+                .confs
+                .iter()
+                .find(|(at, _)| *at == change)
+                .map(|(_, conf)| conf.clone()),
+        }
+    }
+
+    /// Where the log begins.
+    pub fn log_start(&self) -> &LogStart {
+        &self.start
+    }
+
+    /// Compacts the log through the last applied entry whose records end
+    /// at or before `offset` (and whose configuration is known), durably,
+    /// so that the partition's records before the new start may be
+    /// deleted. Returns the new start, or `None` if it did not move.
+    pub fn compact_to(&mut self, offset: u64) -> Result<Option<LogStart>, StoreError> {
+        let applied = self.state.applied.min(self.last_index_());
+        let mut index = applied;
+        while index > self.start.index && self.end_offset_at(index) > offset {
+            index -= 1;
+        }
+        if index <= self.start.index {
+            return Ok(None);
+        }
+        let Some(conf) = self.conf_at(index) else {
+            tracing::debug!(
+                index,
+                "compaction waits: configuration at the index unknown"
+            );
+            return Ok(None);
+        };
+        let start = LogStart {
+            index,
+            term: self.term_of(index).expect("an entry in the log"),
+            offset: self.end_offset_at(index),
+            conf,
+            reset: false,
+        };
+        // Before the partition's records go: the start record is durable.
+        self.write_start(&start)?;
+        self.apply_start(start.clone())?;
+        Ok(Some(start))
+    }
+
+    fn write_start(&mut self, start: &LogStart) -> Result<(), StoreError> {
+        let mut record = Vec::new();
+        encode_start(start, &mut record);
+        self.write_records(&record)?;
+        self.file.sync()?;
+        Ok(())
+    }
+
+    /// Replaces the log with a leader's snapshot: the entries up to its
+    /// index are committed on a majority, and this log lacks or
+    /// contradicts them, so every entry and record goes, and the partition
+    /// restarts empty at the snapshot's offset. Durable when it returns.
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<LogStart, StoreError> {
+        let metadata = snapshot.get_metadata();
+        let offset = decode_snapshot_data(&snapshot.data)?;
+        // Before: raft hands over only a snapshot past what is committed.
+        assert!(
+            metadata.index > self.state.hard.commit,
+            "snapshot at {} below commit {}",
+            metadata.index,
+            self.state.hard.commit
+        );
+        let start = LogStart {
+            index: metadata.index,
+            term: metadata.term,
+            offset,
+            conf: metadata.get_conf_state().clone(),
+            reset: true,
+        };
+        while !self.recent.is_empty() {
+            self.forget_first();
+        }
+        self.write_start(&start)?;
+        self.apply_start(start.clone())?;
+        // apply_start made the state follow: commit and applied at the
+        // snapshot, its configuration.
+        assert_eq!(
+            (self.state.hard.commit, self.state.applied),
+            (start.index, start.index)
+        );
+        self.vote_unsynced = true;
+        self.write_state()?;
+        self.sync()?;
+        self.partition.reset_to(offset)?;
+        // After: the log and the partition begin and end at the offset.
+        assert_eq!(self.end_offset(), self.partition.log_end_offset());
+        Ok(start)
+    }
+
+    /// The snapshot a follower behind the log's start is sent: the start
+    /// itself (the records before it are gone everywhere it matters).
+    fn start_snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot {
+            data: encode_snapshot_data(self.start.offset).into(),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = self.start.index;
+        metadata.term = self.start.term;
+        metadata.set_conf_state(self.start.conf.clone());
+        snapshot
+    }
+
     /// Brings the side file and the segment log to agree after a crash.
     /// Writes to the two files that were not synced may survive in one and
     /// not the other (a disk keeps unsynced writes in any order), so the
@@ -306,6 +521,7 @@ impl RaftLog {
     /// committed entries it lost are on a majority, and come back from the
     /// leader.
     fn reconcile(&mut self) -> Result<(), StoreError> {
+        self.reconcile_start()?;
         let log_end = self.partition.log_end_offset();
         let keep = self.entries.partition_point(|meta| meta.end <= log_end);
         if keep < self.entries.len() {
@@ -333,6 +549,31 @@ impl RaftLog {
             self.state.hard.commit = self.state.hard.commit.min(last);
             self.state.applied = self.state.applied.min(last);
             self.write_state()?;
+        }
+        Ok(())
+    }
+
+    /// A partition holding records before the log's start: left by a
+    /// crash between a start record and the deletion that followed it
+    /// (kept: they are this log's, and retention deletes them next), or
+    /// between a snapshot's start record and the partition's reset (which
+    /// is finished: those records may contradict the leader's).
+    fn reconcile_start(&mut self) -> Result<(), StoreError> {
+        let offset = self.base_offset;
+        let partition = &self.partition;
+        let behind = partition.log_end_offset() < offset;
+        if partition.log_start_offset() < offset && (self.start.reset || behind) {
+            if self.entries.iter().any(|meta| meta.end > meta.start) {
+                return Err(StoreError::Corrupt(format!(
+                    "entries after a reset at offset {offset}, the partition starting at {}",
+                    partition.log_start_offset()
+                )));
+            }
+            tracing::warn!(
+                offset,
+                "raft log: finishing the partition's reset to its start"
+            );
+            partition.reset_to(offset)?;
         }
         Ok(())
     }
@@ -368,32 +609,34 @@ impl RaftLog {
 
     /// The index of the last entry.
     pub fn last_index_(&self) -> u64 {
-        self.entries.len() as u64
+        self.start.index + self.entries.len() as u64
     }
 
     fn index_of(&self, position: usize) -> u64 {
-        position as u64 + 1
+        self.start.index + position as u64 + 1
     }
 
     fn meta(&self, index: u64) -> Option<&EntryMeta> {
-        let position = usize::try_from(index.checked_sub(1)?).ok()?;
+        let position = usize::try_from(index.checked_sub(self.start.index + 1)?).ok()?;
         self.entries.get(position)
     }
 
-    /// The term of the entry at `index`, if the log holds it.
+    /// The term of the entry at `index`, if the log holds it (or it is
+    /// the last one compacted away).
     pub fn term_of(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            return Some(0);
+        if index == self.start.index {
+            return Some(self.start.term);
         }
         self.meta(index).map(|meta| meta.term)
     }
 
-    /// The offset after the records of entries up to `index` (included).
+    /// The offset after the records of entries up to `index` (included);
+    /// the log's first offset for an index compacted away.
     pub fn end_offset_at(&self, index: u64) -> u64 {
-        match index {
-            0 => self.base_offset,
-            _ => self.meta(index).map_or(self.end_offset(), |meta| meta.end),
+        if index <= self.start.index {
+            return self.base_offset;
         }
+        self.meta(index).map_or(self.end_offset(), |meta| meta.end)
     }
 
     /// The offset after the last entry's records.
@@ -427,7 +670,7 @@ impl RaftLog {
             return Ok(());
         };
         assert!(
-            first.index >= 1 && first.index <= self.last_index_() + 1,
+            first.index > self.start.index && first.index <= self.last_index_() + 1,
             "entries from {} after a log ending at {}",
             first.index,
             self.last_index_()
@@ -514,7 +757,8 @@ impl RaftLog {
 
     /// Drops entries from `index` on, in the side file and the segment log.
     fn truncate_side(&mut self, index: u64) -> Result<(), StoreError> {
-        let position = usize::try_from(index - 1).expect("an index in memory");
+        assert!(index > self.start.index, "entry {index} compacted away");
+        let position = usize::try_from(index - self.start.index - 1).expect("an index in memory");
         let cut_at = self.positions[position];
         let offset = self.entries[position].start;
         while self.recent.back().is_some_and(|(at, _)| *at >= index) {
@@ -548,6 +792,7 @@ impl RaftLog {
         let (hard, old) = (&state.hard, &self.state.hard);
         self.vote_unsynced |= hard.term != old.term || hard.vote != old.vote;
         self.state = state;
+        self.note_conf();
         self.write_state()
     }
 
@@ -772,7 +1017,7 @@ impl raft::Storage for RaftLog {
         max_size: impl Into<Option<u64>>,
         context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        if low < 1 {
+        if low <= self.start.index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         assert!(
@@ -794,12 +1039,15 @@ impl raft::Storage for RaftLog {
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
+        if index < self.start.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
         self.term_of(index)
             .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        Ok(self.start.index + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -807,9 +1055,12 @@ impl raft::Storage for RaftLog {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        if self.start.index == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.start_snapshot())
     }
 }
 
@@ -831,6 +1082,8 @@ pub struct SideFileReport {
     pub invalid_tail_bytes: u64,
     /// Why reading stopped early, if a valid record broke the file's rules.
     pub problem: Option<String>,
+    /// The last start record: the log was compacted through this entry.
+    pub start: Option<LogStart>,
 }
 
 /// Reads a side file's bytes as [`RaftLog::open`] would, without cutting
@@ -859,6 +1112,13 @@ pub fn inspect_side_file(bytes: &[u8]) -> SideFileReport {
                 last_index = index;
             }),
             Some(&STATE_RECORD) => decode_state(body).map(|state| report.state = Some(state)),
+            Some(&START_RECORD) => decode_start(body).map(|start| {
+                if start.index >= last_index || start.reset {
+                    last_index = start.index;
+                    report.end_offset = start.offset;
+                }
+                report.start = Some(start);
+            }),
             _ => Err(StoreError::Corrupt("unknown record kind".into())),
         };
         if let Err(error) = outcome {
@@ -954,7 +1214,11 @@ fn encode_state(state: &PersistedState, out: &mut Vec<u8>) {
     ] {
         body.extend_from_slice(&value.to_le_bytes());
     }
-    let conf = &state.conf;
+    encode_conf(&state.conf, &mut body);
+    frame_record(&body, out);
+}
+
+fn encode_conf(conf: &ConfState, body: &mut Vec<u8>) {
     for ids in [
         &conf.voters,
         &conf.learners,
@@ -968,7 +1232,36 @@ fn encode_state(state: &PersistedState, out: &mut Vec<u8>) {
         }
     }
     body.push(u8::from(conf.auto_leave));
+}
+
+fn encode_start(start: &LogStart, out: &mut Vec<u8>) {
+    let mut body = vec![START_RECORD];
+    for value in [start.index, start.term, start.offset] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    body.push(u8::from(start.reset));
+    encode_conf(&start.conf, &mut body);
     frame_record(&body, out);
+}
+
+/// A snapshot's data: a version byte, then the offset where the log's
+/// records begin.
+fn encode_snapshot_data(offset: u64) -> Vec<u8> {
+    let mut data = vec![1];
+    data.extend_from_slice(&offset.to_le_bytes());
+    data
+}
+
+fn decode_snapshot_data(data: &[u8]) -> Result<u64, StoreError> {
+    match data {
+        [1, offset @ ..] if offset.len() == 8 => {
+            Ok(u64::from_le_bytes(offset.try_into().expect("eight bytes")))
+        }
+        _ => Err(StoreError::Corrupt(format!(
+            "a snapshot of {} bytes that is not weir's",
+            data.len()
+        ))),
+    }
 }
 
 /// Reads little-endian fields of a record whose CRC matched; running out of
@@ -1004,6 +1297,17 @@ impl<'a> Fields<'a> {
     fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
         let length = self.u32()? as usize;
         Ok(self.take(length)?.to_vec())
+    }
+
+    fn conf(&mut self) -> Result<ConfState, StoreError> {
+        Ok(ConfState {
+            voters: self.ids()?,
+            learners: self.ids()?,
+            voters_outgoing: self.ids()?,
+            learners_next: self.ids()?,
+            auto_leave: self.u8()? == 1,
+            ..ConfState::default()
+        })
     }
 
     fn ids(&mut self) -> Result<Vec<u64>, StoreError> {
@@ -1054,18 +1358,22 @@ fn decode_state(body: &[u8]) -> Result<PersistedState, StoreError> {
         ..HardState::default()
     };
     let applied = fields.u64()?;
-    let conf = ConfState {
-        voters: fields.ids()?,
-        learners: fields.ids()?,
-        voters_outgoing: fields.ids()?,
-        learners_next: fields.ids()?,
-        auto_leave: fields.u8()? == 1,
-        ..ConfState::default()
-    };
+    let conf = fields.conf()?;
     Ok(PersistedState {
         hard,
         applied,
         conf,
+    })
+}
+
+fn decode_start(body: &[u8]) -> Result<LogStart, StoreError> {
+    let mut fields = Fields(&body[1..]);
+    Ok(LogStart {
+        index: fields.u64()?,
+        term: fields.u64()?,
+        offset: fields.u64()?,
+        reset: fields.u8()? == 1,
+        conf: fields.conf()?,
     })
 }
 
@@ -1134,6 +1442,144 @@ mod tests {
         log.set_state(state.clone()).expect("a state");
         log.sync().expect("a sync");
         (state, log.last_index().expect("an index"), log.end_offset())
+    }
+
+    /// The log written by `written`, every entry applied.
+    fn applied_log(disk: &Arc<SimDisk>) -> RaftLog {
+        written(disk);
+        let mut log = open(disk).expect("a reopen");
+        let mut state = log.state().clone();
+        state.applied = 45;
+        log.set_state(state).expect("a state");
+        log.sync().expect("a sync");
+        log
+    }
+
+    fn compacted_error<T: std::fmt::Debug>(result: raft::Result<T>) -> bool {
+        matches!(result, Err(raft::Error::Store(StorageError::Compacted)))
+    }
+
+    /// Compaction through entry 20 (records end at offset 3 × 15 = 45):
+    /// the entries before are gone, entry 20's term stays known, the
+    /// snapshot names it with the founding configuration, and all of it
+    /// survives a reopen; the partition's records before the start may
+    /// then go.
+    #[test]
+    fn a_compacted_log_starts_after_its_last_compacted_entry_and_reopens_so() {
+        let disk = SimDisk::new(21);
+        let mut log = applied_log(&disk);
+        let offset = log.end_offset_at(20);
+        assert_eq!(offset, 45);
+        assert_eq!(
+            log.compact_to(offset + 2)
+                .expect("a compaction")
+                .map(|s| s.index),
+            Some(20)
+        );
+        assert_eq!(log.compact_to(offset + 2).expect("a compaction"), None);
+        for log in [log, open(&disk).expect("a reopen")] {
+            assert_eq!(log.first_index().expect("an index"), 21);
+            assert_eq!(log.last_index().expect("an index"), 45);
+            assert_eq!(log.term(20).expect("a term"), 2);
+            assert!(compacted_error(log.term(19)));
+            assert!(compacted_error(log.entries(
+                20,
+                22,
+                None,
+                GetEntriesContext::empty(true)
+            )));
+            let entries = log
+                .entries(21, 46, None, GetEntriesContext::empty(true))
+                .expect("entries");
+            assert_eq!(entries.len(), 25);
+            assert_eq!(
+                BatchHeader::parse(&entries[0].data)
+                    .expect("a batch")
+                    .base_offset,
+                45
+            );
+            let snapshot = log.snapshot(0, 2).expect("a snapshot");
+            assert_eq!(
+                (snapshot.get_metadata().index, snapshot.get_metadata().term),
+                (20, 2)
+            );
+            assert_eq!(snapshot.get_metadata().get_conf_state().voters, [1, 2, 3]);
+            assert_eq!(decode_snapshot_data(&snapshot.data).expect("data"), 45);
+            log.check().expect("the files agree");
+        }
+        let log = open(&disk).expect("a reopen");
+        log.partition().set_high_watermark(log.end_offset());
+        assert_eq!(log.partition().delete_before(45).expect("a deletion"), 45);
+        drop(log);
+        let log = open(&disk).expect("a reopen after the deletion");
+        assert_eq!(log.first_index().expect("an index"), 21);
+        assert_eq!(log.partition().log_start_offset(), 45);
+        log.check().expect("the files agree");
+    }
+
+    /// A follower whose log ends before a leader's start takes its
+    /// snapshot: its log and partition restart at the snapshot's offset
+    /// and take the leader's entries from there; a crash anywhere in the
+    /// install leaves the old log or the snapshot's.
+    #[test]
+    fn a_follower_behind_the_leaders_start_takes_its_snapshot_whole_or_not_at_all() {
+        let leader_disk = SimDisk::new(22);
+        let mut leader = applied_log(&leader_disk);
+        leader.compact_to(45).expect("a compaction");
+        let snapshot = leader.snapshot(0, 2).expect("a snapshot");
+        let entries = leader
+            .entries(21, 46, None, GetEntriesContext::empty(true))
+            .expect("entries");
+        let mut outcomes = [0usize; 2];
+        for crash_after in (1..40).chain([u64::MAX]) {
+            let disk = SimDisk::new(100 + crash_after % 1000);
+            let mut follower = open(&disk).expect("a new log");
+            follower
+                .append(&[data_entry(&follower, 4)], &mut VecDeque::new())
+                .expect("an append of its own");
+            follower.sync().expect("a sync");
+            if crash_after != u64::MAX {
+                disk.schedule_crash(crash_after);
+            }
+            let installed = follower.install_snapshot(&snapshot);
+            drop(follower);
+            disk.crash();
+            let mut follower = open(&disk).expect("a reopen");
+            follower.check().expect("the files agree");
+            let span = (
+                follower.first_index().expect("an index"),
+                follower.end_offset(),
+            );
+            let partition = follower.partition();
+            match span {
+                (1, 3) => {
+                    assert!(installed.is_err(), "an install that returned is durable");
+                    outcomes[0] += 1;
+                    continue;
+                }
+                (21, 45) => outcomes[1] += 1,
+                other => panic!("crash after {crash_after}: log spans {other:?}"),
+            }
+            assert_eq!(
+                (partition.log_start_offset(), partition.log_end_offset()),
+                (45, 45)
+            );
+            assert_eq!(follower.state().hard.commit, 20);
+            follower
+                .append(&entries, &mut VecDeque::new())
+                .expect("the leader's entries");
+            assert_eq!(follower.end_offset(), leader.end_offset());
+            assert_eq!(
+                follower
+                    .entries(21, 46, None, GetEntriesContext::empty(true))
+                    .expect("entries"),
+                entries
+            );
+        }
+        assert!(
+            outcomes.iter().all(|count| *count > 0),
+            "outcomes {outcomes:?}"
+        );
     }
 
     /// Reads that flip bits (or fail) while a node opens its Raft log must

@@ -26,6 +26,7 @@ struct Node {
     handle: ReplicasHandle,
     task: JoinHandle<()>,
     transport: Transport,
+    partition: Arc<Partition>,
 }
 
 async fn start(
@@ -56,13 +57,26 @@ async fn start_with(
     storage: &dyn Storage,
     adjust: impl FnOnce(&mut ReplicasConfig),
 ) -> Node {
-    let partition_dir: Arc<dyn Storage> = storage.open_or_create_dir("p").expect("a directory");
     let config = LogConfig {
         high_watermark: HighWatermarkPolicy::SetByOwner,
         ..LogConfig::default()
     };
+    start_logged(id, listener, addresses, storage, config, adjust).await
+}
+
+/// [`start_with`], the partition opened with `config`.
+async fn start_logged(
+    id: u64,
+    listener: TcpListener,
+    addresses: &BTreeMap<u64, SocketAddr>,
+    storage: &dyn Storage,
+    config: LogConfig,
+    adjust: impl FnOnce(&mut ReplicasConfig),
+) -> Node {
+    let partition_dir: Arc<dyn Storage> = storage.open_or_create_dir("p").expect("a directory");
     let (partition, _) =
         Partition::open(partition_dir, Arc::new(SystemClock), config).expect("a partition");
+    let partition = Arc::new(partition);
     let raft_dir = storage.open_or_create_dir("r").expect("a directory");
     let mut config = ReplicasConfig::new(id, id);
     config.election_ticks = 10;
@@ -70,7 +84,7 @@ async fn start_with(
     let ids: Vec<u64> = addresses.keys().copied().collect();
     let mut replicas = Replicas::new(config, &ids);
     replicas
-        .open_group(GROUP, ids, raft_dir.as_ref(), Arc::new(partition))
+        .open_group(GROUP, ids, raft_dir.as_ref(), Arc::clone(&partition))
         .expect("the group opens");
     let (inbound_tx, inbound_rx) = mpsc::channel(1024);
     let transport = Transport::start(id, listener, addresses, inbound_tx, Limits::default());
@@ -84,6 +98,7 @@ async fn start_with(
         handle,
         task,
         transport: stopper,
+        partition,
     }
 }
 
@@ -567,4 +582,116 @@ async fn a_leader_confirms_its_lead_and_one_left_alone_cannot() {
         ),
         "a leader alone: {confirmed:?}"
     );
+}
+
+/// The records of `partition` from its log start to its high watermark.
+fn records_of(partition: &Partition) -> Vec<(u64, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut next = partition.log_start_offset();
+    while next < partition.high_watermark() {
+        let read = partition
+            .read_with(next, 1 << 20, weir_log::Isolation::Committed)
+            .expect("a read");
+        for record in read.records() {
+            let record = record.expect("a record");
+            found.push((record.offset, record.value.expect("a value").to_vec()));
+        }
+        next = read.info.next_offset;
+    }
+    found
+}
+
+/// Retention on a replicated partition: the nodes compact their Raft logs
+/// before deleting records, and a follower that was away while the
+/// records it lacks were deleted gets the leader's snapshot (its log
+/// restarts at the leader's log start) and then the records after it,
+/// the same as the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_retention_catches_up_from_a_snapshot() {
+    let directory = tempfile::tempdir().expect("a directory");
+    let (mut listeners, addresses) = ports(3).await;
+    let config = LogConfig {
+        high_watermark: HighWatermarkPolicy::SetByOwner,
+        segment_bytes: 4096,
+        retention_bytes: Some(8192),
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let storage = |id: u64| {
+        OsStorage::open(directory.path().join(format!("node-{id}"))).expect("a data directory")
+    };
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let listener = listeners.remove(&id).expect("a listener");
+        let dir = storage(id);
+        let node = start_logged(id, listener, &addresses, &dir, config.clone(), |_| {}).await;
+        nodes.insert(id, node);
+    }
+    for i in 0..10 {
+        produce(&nodes, &format!("early-{i}")).await;
+    }
+    let leader_id = leader(&nodes).await.expect("a leader");
+    let away = *nodes
+        .keys()
+        .find(|id| **id != leader_id)
+        .expect("a follower");
+    let Node {
+        task,
+        transport,
+        partition,
+        ..
+    } = nodes.remove(&away).expect("the follower");
+    task.abort();
+    transport.stop();
+    let _ = task.await;
+    drop(partition);
+    let filler = "f".repeat(300);
+    for i in 0..200 {
+        produce(&nodes, &format!("{i:03}-{filler}")).await;
+    }
+    for node in nodes.values() {
+        node.handle.apply_retention().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes
+        .values()
+        .any(|node| node.partition.log_start_offset() < 100)
+    {
+        assert!(Instant::now() < deadline, "retention deleted nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listener = bind_again(addresses[&away]).await;
+    let dir = storage(away);
+    let node = start_logged(away, listener, &addresses, &dir, config.clone(), |_| {}).await;
+    nodes.insert(away, node);
+    let last = produce(&nodes, "last").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[&away].partition.high_watermark() <= last {
+        assert!(
+            Instant::now() < deadline,
+            "node {away} did not catch up: {:?}",
+            nodes[&away].handle.status().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader_id = leader(&nodes).await.expect("a leader");
+    let leading = &nodes[&leader_id].partition;
+    let caught_up = &nodes[&away].partition;
+    assert!(
+        caught_up.log_start_offset() >= 100,
+        "the follower kept records the leader deleted: it starts at {}",
+        caught_up.log_start_offset()
+    );
+    let theirs = records_of(leading);
+    let ours = records_of(caught_up);
+    let skip = theirs
+        .iter()
+        .position(|(offset, _)| *offset == ours[0].0)
+        .expect("the follower's first record on the leader");
+    assert_eq!(ours[..], theirs[skip..]);
+    assert_eq!(ours.last().map(|(offset, _)| *offset), Some(last));
+    for node in nodes.values() {
+        node.task.abort();
+        node.transport.stop();
+    }
 }

@@ -259,7 +259,10 @@ impl Partition {
         // After: one empty segment at `offset`, which starts and ends the log.
         assert_eq!(inner.segments.len(), 1);
         assert_eq!(inner.active_base(), offset);
-        assert_eq!((inner.log_start_offset, inner.next_offset), (offset, offset));
+        assert_eq!(
+            (inner.log_start_offset, inner.next_offset),
+            (offset, offset)
+        );
         tracing::info!(offset, "the log restarts empty");
         Ok(offset)
     }
@@ -308,11 +311,50 @@ impl Partition {
     }
 
     /// Deletes sealed segments past the retention time or size (whole
-    /// segments, oldest first; never the active one).
+    /// segments, oldest first; never the active one). A log whose high
+    /// watermark its owner sets is left alone: its owner (a replication
+    /// layer) applies retention itself, through [`Partition::retention_cut`]
+    /// and [`Partition::delete_before`].
     pub fn apply_retention(&self) -> Result<RetentionReport, LogError> {
         let _checkpoint = lock(&self.checkpoint_lock);
         let mut inner = lock(&self.inner);
         inner.check_usable()?;
+        if self.config.high_watermark == crate::HighWatermarkPolicy::SetByOwner {
+            return Ok(RetentionReport {
+                log_start_offset: inner.log_start_offset,
+                ..RetentionReport::default()
+            });
+        }
+        let cut = self.retention_cut_locked(&inner);
+        let mut report = RetentionReport {
+            log_start_offset: inner.log_start_offset,
+            ..RetentionReport::default()
+        };
+        if let Some(cut) = cut.filter(|cut| *cut > inner.log_start_offset) {
+            let deleted = self.delete_before_locked(&mut inner, cut)?;
+            report.bytes_deleted = deleted.iter().map(|(_, size)| u64::from(*size)).sum();
+            report.segments_deleted = deleted.into_iter().map(|(base, _)| base).collect();
+            report.log_start_offset = inner.log_start_offset;
+            tracing::info!(
+                segments = report.segments_deleted.len(),
+                bytes = report.bytes_deleted,
+                log_start_offset = report.log_start_offset,
+                "retention deleted segments"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Where retention would cut the log now (the end of the last sealed
+    /// segment past the retention time or size, below the high
+    /// watermark), if past the log start.
+    pub fn retention_cut(&self) -> Option<u64> {
+        let inner = lock(&self.inner);
+        self.retention_cut_locked(&inner)
+            .filter(|cut| *cut > inner.log_start_offset)
+    }
+
+    fn retention_cut_locked(&self, inner: &Inner) -> Option<u64> {
         let now = self.clock.now_ms() as i64;
         let mut remaining = inner.size_bytes();
         let mut cut = None;
@@ -333,23 +375,7 @@ impl Partition {
             remaining -= u64::from(segment.size);
             cut = Some(segment.next_offset);
         }
-        let mut report = RetentionReport {
-            log_start_offset: inner.log_start_offset,
-            ..RetentionReport::default()
-        };
-        if let Some(cut) = cut.filter(|cut| *cut > inner.log_start_offset) {
-            let deleted = self.delete_before_locked(&mut inner, cut)?;
-            report.bytes_deleted = deleted.iter().map(|(_, size)| u64::from(*size)).sum();
-            report.segments_deleted = deleted.into_iter().map(|(base, _)| base).collect();
-            report.log_start_offset = inner.log_start_offset;
-            tracing::info!(
-                segments = report.segments_deleted.len(),
-                bytes = report.bytes_deleted,
-                log_start_offset = report.log_start_offset,
-                "retention deleted segments"
-            );
-        }
-        Ok(report)
+        cut
     }
 
     /// Syncs everything, leaves a durable producer snapshot at the log end

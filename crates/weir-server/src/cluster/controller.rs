@@ -39,6 +39,9 @@ const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
 /// Threads syncing the replication's files at once (see
 /// `ReplicasConfig::sync_threads`).
 const SYNC_THREADS: usize = 8;
+/// How often the replicated partitions' retention is applied (as a single
+/// node's, once a minute).
+const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 
 /// Starts this node's replication (the metadata group, the transport and
 /// the runner) and its cluster task; `log` is the node's topics (opened
@@ -409,7 +412,12 @@ impl Task {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let handle = self.cluster.handle.clone();
+        let mut retention_at = tokio::time::Instant::now() + RETENTION_PERIOD;
         loop {
+            if tokio::time::Instant::now() >= retention_at {
+                retention_at += RETENTION_PERIOD;
+                handle.apply_retention().await;
+            }
             let changed = handle.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
