@@ -136,6 +136,8 @@ pub struct Group {
     applied: u64,
     /// A ready written by [`Group::write_ready`], to finish.
     pending: Option<raft::Ready>,
+    /// Followers sent a snapshot in the pending ready.
+    snapshots_sent: Vec<u64>,
     /// Confirmations of this leader's lead raft answered (read index
     /// rounds): each request's id and the commit index it was confirmed at.
     confirmed: Vec<(u64, u64)>,
@@ -220,6 +222,7 @@ impl Group {
             written: VecDeque::new(),
             applied,
             pending: None,
+            snapshots_sent: Vec::new(),
             confirmed: Vec::new(),
         };
         let high_watermark = group.node.store().end_offset_at(applied);
@@ -352,6 +355,11 @@ impl Group {
         }
         // A leader's appends may leave before its own write.
         let outgoing = ready.take_messages();
+        self.snapshots_sent = outgoing
+            .iter()
+            .filter(|message| message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot)
+            .map(|message| message.to)
+            .collect();
         self.persist(ready.entries(), ready.hs().cloned())?;
         self.pending = Some(ready);
         Ok(outgoing)
@@ -426,9 +434,22 @@ impl Group {
         let committed = light.take_committed_entries();
         self.apply(&committed)?;
         self.node.advance_apply();
+        self.report_snapshots();
         self.after_raft();
         self.forget_replicated();
         Ok(outgoing)
+    }
+
+    /// Tells raft that the snapshots sent have gone: raft keeps a follower
+    /// it sent one to paused until told, and a snapshot lost on the way
+    /// would leave it paused for good. Told at once (weir's snapshots are
+    /// a few bytes), the leader probes the follower again: one that
+    /// installed it accepts the next append, one that never got it
+    /// refuses, and is sent the snapshot again.
+    fn report_snapshots(&mut self) {
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.node.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
     }
 
     /// Lets the log forget the batches it kept for followers that every
@@ -595,6 +616,9 @@ impl Group {
     pub fn commit_status(&self, index: u64, term: u64) -> CommitStatus {
         let log = &self.node.raft.raft_log;
         match log.term(index) {
+            // Compacted away (or replaced by a snapshot): whether it was
+            // this entry is no longer known here.
+            Err(raft::Error::Store(raft::StorageError::Compacted)) => CommitStatus::Pending,
             Ok(found) if found != term => CommitStatus::Lost,
             Ok(_) if index <= log.committed && index <= self.applied => CommitStatus::Committed,
             Ok(_) => CommitStatus::Pending,

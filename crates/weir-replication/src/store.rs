@@ -1054,13 +1054,32 @@ impl raft::Storage for RaftLog {
         Ok(self.last_index_())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The log's start, for follower `to`. A follower added after the
+    /// start (a new replica) is not in the configuration there, and raft
+    /// refuses a snapshot that does not name it: it is named as a learner,
+    /// which changes nothing it does (a learner neither votes nor
+    /// campaigns) until the entry that added it, applied after, makes
+    /// its configuration the others' (adding a learner twice is nothing).
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
         if self.start.index == 0 {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        Ok(self.start_snapshot())
+        let mut snapshot = self.start_snapshot();
+        let conf = snapshot.mut_metadata().mut_conf_state();
+        let named = [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        if !named {
+            conf.learners.push(to);
+        }
+        Ok(snapshot)
     }
 }
 

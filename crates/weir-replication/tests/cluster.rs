@@ -73,6 +73,32 @@ fn five_nodes() {
     run(5, 2, 60);
 }
 
+/// Retention on the partitions while everything else goes wrong: the
+/// nodes compact their Raft logs and delete records, followers behind a
+/// leader's start install its snapshot (crashes mid-install included), and
+/// every check holds for the records retention kept.
+#[test]
+fn retention_compacts_and_snapshots_under_faults() {
+    let (mut compactions, mut snapshots, mut acknowledged) = (0, 0, 0);
+    for (nodes, groups, count) in [(3, 3, 30), (5, 2, 12)] {
+        let plan = Plan {
+            retention: true,
+            ..Plan::standard(nodes, groups)
+        };
+        for seed in seeds(count) {
+            let report = run_seed(seed, plan);
+            compactions += report.compactions;
+            snapshots += report.snapshots;
+            acknowledged += report.acknowledged;
+        }
+    }
+    eprintln!(
+        "retention: {acknowledged} records acknowledged, {compactions} compactions, {snapshots} snapshots installed"
+    );
+    assert!(compactions > 0, "retention never compacted a log");
+    assert!(snapshots > 0, "no follower ever installed a snapshot");
+}
+
 /// The same seed runs the same way: raft-rs's own RNG never decides
 /// anything (its draws are overwritten by the seeded jitter).
 #[test]
@@ -81,7 +107,11 @@ fn a_seed_replays_exactly() {
         faulty_steps: 1_000,
         ..Plan::standard(3, 2)
     };
-    for seed in [3, 11] {
+    let retained = Plan {
+        retention: true,
+        ..plan
+    };
+    for (seed, plan) in [(3, plan), (11, plan), (5, retained)] {
         let first = run_seed(seed, plan);
         let second = run_seed(seed, plan);
         assert_eq!(first.trace, second.trace, "seed {seed} ran two ways");

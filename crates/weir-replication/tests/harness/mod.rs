@@ -38,6 +38,11 @@ pub struct Plan {
     pub failover_steps: u64,
     /// Steps after the killed node returns, before the final checks.
     pub settle_steps: u64,
+    /// Small segments and a size limit on the partitions (not the
+    /// metadata's), with retention applied now and then on each node
+    /// (drawn from an RNG of its own, so that runs without it keep their
+    /// schedules).
+    pub retention: bool,
 }
 
 impl Plan {
@@ -50,6 +55,7 @@ impl Plan {
             quiet_steps: 300,
             failover_steps: 600,
             settle_steps: 600,
+            retention: false,
         }
     }
 }
@@ -57,6 +63,9 @@ impl Plan {
 /// What a run found.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Raft logs compacted by retention, and snapshots installed.
+    pub compactions: usize,
+    pub snapshots: usize,
     pub acknowledged: usize,
     pub crashes: usize,
     pub crashes_mid_operation: usize,
@@ -106,6 +115,9 @@ struct Node {
     /// The cluster metadata this node built from the metadata group's
     /// committed records (rebuilt from its log after a restart).
     metadata: MetadataLog,
+    /// Per group: where its Raft log starts (index, and whether a
+    /// snapshot put it there), as last seen.
+    starts: BTreeMap<u64, (u64, bool)>,
 }
 
 struct InFlight {
@@ -152,6 +164,8 @@ struct Model {
 pub struct Cluster {
     seed: u64,
     rng: Xoshiro256PlusPlus,
+    /// Draws when retention runs (with [`Plan::retention`]).
+    retention: Option<Xoshiro256PlusPlus>,
     nodes: Vec<Node>,
     groups: Vec<u64>,
     models: BTreeMap<u64, Model>,
@@ -173,11 +187,19 @@ pub struct Cluster {
     pub report: Report,
 }
 
-fn log_config() -> LogConfig {
-    LogConfig {
+fn log_config(retained: bool) -> LogConfig {
+    let config = LogConfig {
         high_watermark: HighWatermarkPolicy::SetByOwner,
         segment_bytes: 64 << 10,
         ..LogConfig::default()
+    };
+    match retained {
+        false => config,
+        true => LogConfig {
+            segment_bytes: 2048,
+            retention_bytes: Some(6144),
+            ..config
+        },
     }
 }
 
@@ -198,14 +220,19 @@ impl Cluster {
                 joining: false,
                 retired: false,
                 metadata: MetadataLog::new(),
+                starts: BTreeMap::new(),
             })
             .collect();
         // The last group carries the cluster metadata.
         let groups: Vec<u64> = (1..=plan.groups + 1).collect();
         let metadata_group = plan.groups + 1;
+        let retention = plan
+            .retention
+            .then(|| Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7e7e_7e7e));
         let mut cluster = Self {
             seed,
             rng,
+            retention,
             nodes,
             models: groups.iter().map(|id| (*id, Model::default())).collect(),
             groups,
@@ -246,7 +273,8 @@ impl Cluster {
                 .open_or_create_dir(&format!("p{group}"))
                 .map_err(|error| format!("node {id}: {error}"))?;
             let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-            let (partition, _) = Partition::open(dir, clock, log_config())
+            let retained = self.retention.is_some() && group != self.metadata_group;
+            let (partition, _) = Partition::open(dir, clock, log_config(retained))
                 .map_err(|error| format!("node {id}: partition {group}: {error}"))?;
             let raft_dir = root
                 .open_or_create_dir(&format!("r{group}"))
@@ -541,6 +569,7 @@ impl Cluster {
             metadata: MetadataLog::new(),
             joining: true,
             retired: false,
+            starts: BTreeMap::new(),
         });
         for node in &mut self.nodes {
             if let Some(replicas) = node.replicas.as_mut() {
@@ -691,12 +720,36 @@ impl Cluster {
         self.tick_all()?;
         self.deliver()?;
         self.process_all()?;
+        self.apply_retention()?;
         self.resolve_pending();
         if self.chance(100_000) {
             self.consume()?;
         }
         self.apply_metadata()?;
         self.check_step()
+    }
+
+    /// Now and then (with [`Plan::retention`]) one node applies retention
+    /// to its groups: compaction, then deletion.
+    fn apply_retention(&mut self) -> Result<(), String> {
+        let Some(rng) = self.retention.as_mut() else {
+            return Ok(());
+        };
+        if rng.random_range(0..100) >= 3 {
+            return Ok(());
+        }
+        let index = rng.random_range(0..self.nodes.len());
+        self.guarded(index, "retention", |replicas| {
+            replicas
+                .apply_retention()
+                .into_iter()
+                .try_for_each(|(group, result)| {
+                    result
+                        .map(|_| ())
+                        .map_err(|error| format!("group {group}: {error}"))
+                })
+        })?;
+        Ok(())
     }
 
     fn inject_faults(&mut self) {
@@ -1252,6 +1305,18 @@ impl Cluster {
                 let model = self.models.get_mut(group_id).expect("a model");
                 let seen = node.seen.get_mut(group_id).expect("seen at start");
                 check_group(node.id, *group_id, group, model, seen, &mut self.report)?;
+                let start = group.log().log_start();
+                let now = (start.index, start.reset);
+                if node
+                    .starts
+                    .insert(*group_id, now)
+                    .is_some_and(|before| before != now)
+                {
+                    match now.1 {
+                        true => self.report.snapshots += 1,
+                        false => self.report.compactions += 1,
+                    }
+                }
                 for value in [
                     self.step,
                     node.id,
@@ -1336,7 +1401,7 @@ impl Cluster {
                     ));
                 }
                 if group.commit_index() != leader.commit_index()
-                    || group.log().data_entries() != leader.log().data_entries()
+                    || common_entries(group, leader) != common_entries(leader, group)
                 {
                     return Err(format!(
                         "group {group_id}: node {id} did not catch up with leader {} (commit {} vs {})",
@@ -1438,15 +1503,27 @@ fn check_group(
     Ok(())
 }
 
+/// The data entries of `group` that `other` has not compacted away either.
+fn common_entries(group: &Group, other: &Group) -> Vec<(u64, u64, u64, u64)> {
+    let after = group
+        .log()
+        .log_start()
+        .index
+        .max(other.log().log_start().index);
+    let mut entries = group.log().data_entries();
+    entries.retain(|(index, ..)| *index > after);
+    entries
+}
+
 /// Every acknowledged record is readable below the high watermark at its
-/// offset, with its value.
+/// offset, with its value (unless retention deleted it).
 fn check_acknowledged(
     id: u64,
     group: &Group,
     acknowledged: &BTreeMap<u64, Vec<u8>>,
 ) -> Result<(), String> {
     let partition = group.log().partition();
-    for (offset, value) in acknowledged {
+    for (offset, value) in acknowledged.range(partition.log_start_offset()..) {
         if *offset >= partition.high_watermark() {
             return Err(format!(
                 "node {id}: acknowledged offset {offset} is above the high watermark {}",
@@ -1481,7 +1558,9 @@ fn check_no_duplicates(id: u64, group: &Group) -> Result<(), String> {
     let partition = group.log().partition();
     let mut offset = partition.log_start_offset();
     let mut seen = BTreeSet::new();
-    let mut next_sequence = 0u64;
+    // Retention may have deleted the first batches: the sequence then
+    // goes on from the first one kept.
+    let mut next_sequence = None;
     while offset < partition.high_watermark() {
         let read = partition
             .read(offset, 1 << 20)
@@ -1491,13 +1570,17 @@ fn check_no_duplicates(id: u64, group: &Group) -> Result<(), String> {
             let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
             if let Some((_, sequence)) = value.split_once("-i-") {
                 let sequence: u64 = sequence.parse().expect("a sequence");
-                if sequence != next_sequence {
+                let due = next_sequence.unwrap_or(match partition.log_start_offset() {
+                    0 => 0,
+                    _ => sequence,
+                });
+                if sequence != due {
                     return Err(format!(
-                        "node {id}: offset {}: idempotent batch {sequence} where {next_sequence} was due (a duplicate or a gap)",
+                        "node {id}: offset {}: idempotent batch {sequence} where {due} was due (a duplicate or a gap)",
                         record.offset
                     ));
                 }
-                next_sequence += 1;
+                next_sequence = Some(due + 1);
             }
             if !seen.insert(value.clone()) {
                 return Err(format!(
