@@ -92,7 +92,7 @@ pub fn raft_log_file(data: &[u8]) {
     // The read-only inspection reads the same bytes the same way.
     let report = crate::store::inspect_side_file(data);
     assert!(report.invalid_tail_bytes <= data.len() as u64);
-    if let Ok(log) = RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3]) {
+    if let Ok(log) = RaftLog::open(raft_dir, Arc::new(partition), &[1, 2, 3]) {
         log.check().expect("an opened log holds its invariants");
     }
 }
@@ -291,7 +291,7 @@ fn sample_side_file() -> Vec<u8> {
         Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a partition");
     let raft_dir = root.open_or_create_dir("raft").expect("a directory");
     let mut log =
-        RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3]).expect("a new log");
+        RaftLog::open(Arc::clone(&raft_dir), Arc::new(partition), &[1, 2, 3]).expect("a new log");
     let own = |index| Entry {
         term: 2,
         index,

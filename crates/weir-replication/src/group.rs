@@ -47,6 +47,9 @@ pub struct GroupConfig {
     pub max_size_per_message: u64,
     /// The most append messages in flight to one follower.
     pub max_inflight_messages: usize,
+    /// Bytes of compacted entries' records in the side file from which it
+    /// is rewritten without them (when they are over half of it).
+    pub side_file_rewrite_bytes: u64,
 }
 
 impl GroupConfig {
@@ -60,6 +63,7 @@ impl GroupConfig {
             seed,
             max_size_per_message: 1 << 20,
             max_inflight_messages: 256,
+            side_file_rewrite_bytes: crate::store::REWRITE_MIN_BYTES,
         }
     }
 }
@@ -187,10 +191,11 @@ impl Group {
     /// (whose high watermark policy must be `SetByOwner`).
     pub fn open(
         config: &GroupConfig,
-        dir: &dyn Storage,
+        dir: Arc<dyn Storage>,
         partition: Arc<Partition>,
     ) -> Result<Self, StoreError> {
-        let store = RaftLog::open(dir, partition, &config.voters)?;
+        let mut store = RaftLog::open(dir, partition, &config.voters)?;
+        store.set_rewrite_min_bytes(config.side_file_rewrite_bytes);
         let applied = store.state().applied;
         let raft_config = Config {
             id: config.node,

@@ -61,6 +61,10 @@ pub struct ReplicasConfig {
     /// Threads that sync the groups' files at once in a turn (1: one
     /// after the other, on the caller's thread). Under madsim, always 1.
     pub sync_threads: usize,
+    /// A Raft log's side file is rewritten without the records of
+    /// compacted entries once they take this many bytes and more than
+    /// half of it (see [`GroupConfig`]).
+    pub side_file_rewrite_bytes: u64,
 }
 
 impl ReplicasConfig {
@@ -74,6 +78,7 @@ impl ReplicasConfig {
             silence_ticks: None,
             seed,
             sync_threads: 1,
+            side_file_rewrite_bytes: crate::store::REWRITE_MIN_BYTES,
         }
     }
 }
@@ -162,7 +167,7 @@ impl Replicas {
         &mut self,
         id: u64,
         voters: Vec<u64>,
-        dir: &dyn Storage,
+        dir: Arc<dyn Storage>,
         partition: Arc<Partition>,
     ) -> Result<(), StoreError> {
         assert_ne!(id, LIVENESS_GROUP, "group id 0 is the liveness channel");
@@ -170,6 +175,7 @@ impl Replicas {
             GroupConfig::new(self.config.node, voters, group_seed(self.config.seed, id));
         config.election_ticks = self.config.election_ticks;
         config.heartbeat_ticks = self.config.heartbeat_ticks;
+        config.side_file_rewrite_bytes = self.config.side_file_rewrite_bytes;
         let group = Group::open(&config, dir, partition)?;
         self.groups.insert(
             id,

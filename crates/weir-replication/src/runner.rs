@@ -602,7 +602,7 @@ impl Runner {
                     Ok(())
                 } else {
                     self.replicas
-                        .open_group(group, voters, dir.as_ref(), partition)
+                        .open_group(group, voters, dir, partition)
                 };
                 self.publish([group].into());
                 let _ = reply.send(opened);

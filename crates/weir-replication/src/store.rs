@@ -61,6 +61,9 @@ const START_RECORD: u8 = 3;
 const RECORD_HEADER_BYTES: usize = 8;
 /// Bytes read from the segment log at once when entries are fetched.
 const READ_CHUNK_BYTES: u32 = 1 << 20;
+/// Bytes of compacted entries' records from which the side file is
+/// rewritten without them (when they are also over half of it).
+pub const REWRITE_MIN_BYTES: u64 = 4 << 20;
 /// Bytes of recent batches a log keeps for its followers at most.
 const RECENT_BYTES_MAX: usize = 8 << 20;
 
@@ -133,6 +136,8 @@ pub struct LogStart {
 /// [`Partition`] and the side file.
 #[derive(Debug)]
 pub struct RaftLog {
+    /// The directory of the side file.
+    dir: Arc<dyn Storage>,
     partition: Arc<Partition>,
     file: Arc<dyn File>,
     file_len: u64,
@@ -158,6 +163,10 @@ pub struct RaftLog {
     /// reading them back; the owner forgets those every follower has.
     recent: VecDeque<(u64, Bytes)>,
     recent_bytes: usize,
+    /// See [`REWRITE_MIN_BYTES`].
+    rewrite_min_bytes: u64,
+    /// Side-file rewrites since the log was opened.
+    rewrites: u64,
 }
 
 /// What a [`RaftLog`] needs synced to make its writes as durable as its
@@ -192,7 +201,7 @@ impl RaftLog {
     /// Opens (or creates, with `voters` as the first configuration) the Raft
     /// log in `dir` over `partition`, bringing the two to agree.
     pub fn open(
-        dir: &dyn Storage,
+        dir: Arc<dyn Storage>,
         partition: Arc<Partition>,
         voters: &[u64],
     ) -> Result<Self, StoreError> {
@@ -200,6 +209,7 @@ impl RaftLog {
         let bytes = read_side_file(file.as_ref())?;
         let created = bytes.is_empty();
         let mut log = Self {
+            dir: Arc::clone(&dir),
             base_offset: partition.log_start_offset(),
             start: LogStart::default(),
             confs: Vec::new(),
@@ -214,6 +224,8 @@ impl RaftLog {
             vote_unsynced: false,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            rewrite_min_bytes: REWRITE_MIN_BYTES,
+            rewrites: 0,
         };
         log.replay(&bytes)?;
         if created {
@@ -296,6 +308,7 @@ impl RaftLog {
                 }
                 Some(&STATE_RECORD) => {
                     self.state = decode_state(body)?;
+                    self.raise_state_to_start();
                     self.note_conf();
                 }
                 Some(&START_RECORD) => self.apply_start(decode_start(body)?)?,
@@ -335,10 +348,9 @@ impl RaftLog {
     /// Drops the entries a start record compacted away.
     fn apply_start(&mut self, start: LogStart) -> Result<(), StoreError> {
         if start.index < self.start.index {
-            return Err(StoreError::Corrupt(format!(
-                "the log starts after entry {}, then after entry {}",
-                self.start.index, start.index
-            )));
+            // An older start (a rewritten side file copies the records
+            // after the first entry kept, older starts among them).
+            return Ok(());
         }
         if start.reset || start.index >= self.last_index_() {
             self.entries.clear();
@@ -357,9 +369,24 @@ impl RaftLog {
         }
         self.confs.retain(|(index, _)| *index > start.index);
         self.base_offset = start.offset;
-        // What is compacted was committed and applied (a snapshot's state
-        // record may not have followed its start record before a crash).
-        let state = &mut self.state;
+        self.start = start;
+        self.raise_state_to_start();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| *at <= self.start.index)
+        {
+            self.forget_first();
+        }
+        Ok(())
+    }
+
+    /// What is compacted was committed and applied: a state record read
+    /// before the start record (a snapshot's state record may not have
+    /// followed its start record before a crash; a rewritten file puts
+    /// older state records after the start) is brought up to it.
+    fn raise_state_to_start(&mut self) {
+        let (state, start) = (&mut self.state, &self.start);
         state.hard.commit = state.hard.commit.max(start.index);
         if state.applied < start.index {
             state.applied = start.index;
@@ -371,15 +398,6 @@ impl RaftLog {
             state.hard.term = start.term;
             state.hard.vote = 0;
         }
-        self.start = start;
-        while self
-            .recent
-            .front()
-            .is_some_and(|(at, _)| *at <= self.start.index)
-        {
-            self.forget_first();
-        }
-        Ok(())
     }
 
     /// Keeps the configuration of a state record whose applied index is a
@@ -446,7 +464,56 @@ impl RaftLog {
         // Before the partition's records go: the start record is durable.
         self.write_start(&start)?;
         self.apply_start(start.clone())?;
+        self.rewrite_if_mostly_compacted()?;
         Ok(Some(start))
+    }
+
+    /// Sets [`REWRITE_MIN_BYTES`] for this log.
+    pub fn set_rewrite_min_bytes(&mut self, bytes: u64) {
+        self.rewrite_min_bytes = bytes;
+    }
+
+    /// How many times the side file was rewritten since the log opened.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites
+    }
+
+    /// Rewrites the side file without the records before the first entry
+    /// kept (compacted entries, superseded state and start records) once
+    /// they are at least the threshold and most of the file: the start
+    /// and the state, then the kept records as they are. Atomic (a
+    /// temporary file synced, renamed over it, the directory synced): a
+    /// crash leaves the old file or the new one, which replay alike.
+    fn rewrite_if_mostly_compacted(&mut self) -> Result<(), StoreError> {
+        let dead = self.positions.first().copied().unwrap_or(self.file_len);
+        let live = self.file_len - dead;
+        if dead < self.rewrite_min_bytes || dead <= live {
+            return Ok(());
+        }
+        let tail = weir_io::read_agreed(self.file.as_ref(), dead, live as usize)?;
+        // Before the copy: the kept records are whole and valid.
+        if valid_records_end(&tail) != tail.len() {
+            return Err(StoreError::Corrupt(format!(
+                "side-file records after byte {dead} do not read back whole"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(tail.len() + 256);
+        encode_start(&self.start, &mut bytes);
+        encode_state(&self.state, &mut bytes);
+        let head = bytes.len() as u64;
+        bytes.extend_from_slice(&tail);
+        weir_io::write_file_atomically(self.dir.as_ref(), SIDE_FILE, &bytes)?;
+        self.file = self.dir.open_file(SIDE_FILE, OpenMode::Existing)?;
+        self.file_len = bytes.len() as u64;
+        for position in &mut self.positions {
+            *position = *position - dead + head;
+        }
+        // The new file is synced whole (the segment log's own sync is
+        // still owed if it was).
+        (self.unsynced, self.vote_unsynced) = (false, false);
+        self.rewrites += 1;
+        tracing::debug!(dead, live, "raft log: side file rewritten");
+        Ok(())
     }
 
     fn write_start(&mut self, start: &LogStart) -> Result<(), StoreError> {
@@ -493,6 +560,7 @@ impl RaftLog {
         self.write_state()?;
         self.sync()?;
         self.partition.reset_to(offset)?;
+        self.rewrite_if_mostly_compacted()?;
         // After: the log and the partition begin and end at the offset.
         assert_eq!(self.end_offset(), self.partition.log_end_offset());
         Ok(start)
@@ -1412,7 +1480,7 @@ mod tests {
         let partition_dir = root.open_or_create_dir("partition")?;
         let (partition, _) = Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config)?;
         let raft_dir = root.open_or_create_dir("raft")?;
-        RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3])
+        RaftLog::open(raft_dir, Arc::new(partition), &[1, 2, 3])
     }
 
     /// A data entry of term 2 at `index`: a batch of three records

@@ -84,7 +84,7 @@ async fn start_logged(
     let ids: Vec<u64> = addresses.keys().copied().collect();
     let mut replicas = Replicas::new(config, &ids);
     replicas
-        .open_group(GROUP, ids, raft_dir.as_ref(), Arc::clone(&partition))
+        .open_group(GROUP, ids, raft_dir, Arc::clone(&partition))
         .expect("the group opens");
     let (inbound_tx, inbound_rx) = mpsc::channel(1024);
     let transport = Transport::start(id, listener, addresses, inbound_tx, Limits::default());

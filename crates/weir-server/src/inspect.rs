@@ -388,6 +388,20 @@ pub fn raft(dir: &Path) -> std::io::Result<Report> {
         "{} entries ({} raft's own, taking no offset), records up to offset {}",
         found.entries, found.own_entries, found.end_offset
     );
+    if let Some(start) = &found.start {
+        let _ = writeln!(
+            text,
+            "compacted through entry {} (term {}): records from offset {}{}",
+            start.index,
+            start.term,
+            start.offset,
+            if start.reset {
+                ", as a leader's snapshot put them"
+            } else {
+                ""
+            }
+        );
+    }
     for (term, index, offset) in &found.terms {
         let _ = writeln!(
             text,

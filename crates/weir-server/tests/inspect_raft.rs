@@ -31,7 +31,7 @@ fn raft_state_terms_and_a_torn_tail_are_reported() {
     let (partition, _) =
         Partition::open(partition_dir, Arc::new(SystemClock), config).expect("a partition");
     let raft_dir = storage.open_or_create_dir("r").expect("a directory");
-    let mut log = RaftLog::open(raft_dir.as_ref(), Arc::new(partition), &[1, 2, 3]).expect("a log");
+    let mut log = RaftLog::open(raft_dir, Arc::new(partition), &[1, 2, 3]).expect("a log");
     // Entries 1 to 3 are the configuration the group was created with.
     let entries = [
         Entry {

@@ -63,9 +63,11 @@ impl Plan {
 /// What a run found.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Raft logs compacted by retention, and snapshots installed.
+    /// Raft logs compacted by retention, snapshots installed, side files
+    /// rewritten.
     pub compactions: usize,
     pub snapshots: usize,
+    pub rewrites: u64,
     pub acknowledged: usize,
     pub crashes: usize,
     pub crashes_mid_operation: usize,
@@ -118,6 +120,8 @@ struct Node {
     /// Per group: where its Raft log starts (index, and whether a
     /// snapshot put it there), as last seen.
     starts: BTreeMap<u64, (u64, bool)>,
+    /// Per group: side-file rewrites of this life, as last seen.
+    rewrites: BTreeMap<u64, u64>,
 }
 
 struct InFlight {
@@ -221,6 +225,7 @@ impl Cluster {
                 retired: false,
                 metadata: MetadataLog::new(),
                 starts: BTreeMap::new(),
+                rewrites: BTreeMap::new(),
             })
             .collect();
         // The last group carries the cluster metadata.
@@ -267,7 +272,12 @@ impl Cluster {
         let node = &mut self.nodes[index];
         let id = node.id;
         let root = node.disk.root();
-        let mut replicas = Replicas::new(ReplicasConfig::new(id, self.seed ^ (id << 40)), &ids);
+        let mut config = ReplicasConfig::new(id, self.seed ^ (id << 40));
+        if self.retention.is_some() {
+            // Side files rewritten often, crashes included.
+            config.side_file_rewrite_bytes = 1024;
+        }
+        let mut replicas = Replicas::new(config, &ids);
         for group in groups {
             let dir: Arc<dyn Storage> = root
                 .open_or_create_dir(&format!("p{group}"))
@@ -283,7 +293,7 @@ impl Cluster {
                 .open_group(
                     group,
                     voters.clone(),
-                    raft_dir.as_ref(),
+                    raft_dir,
                     Arc::new(partition),
                 )
                 .map_err(|error| format!("node {id}: group {group}: raft log: {error}"))?;
@@ -292,6 +302,7 @@ impl Cluster {
                 .insert(group, (opened.commit_index(), opened.high_watermark()));
         }
         node.replicas = Some(replicas);
+        node.rewrites.clear();
         node.metadata = MetadataLog::new();
         Ok(())
     }
@@ -570,6 +581,7 @@ impl Cluster {
             joining: true,
             retired: false,
             starts: BTreeMap::new(),
+            rewrites: BTreeMap::new(),
         });
         for node in &mut self.nodes {
             if let Some(replicas) = node.replicas.as_mut() {
@@ -1305,6 +1317,9 @@ impl Cluster {
                 let model = self.models.get_mut(group_id).expect("a model");
                 let seen = node.seen.get_mut(group_id).expect("seen at start");
                 check_group(node.id, *group_id, group, model, seen, &mut self.report)?;
+                let rewrites = group.log().rewrites();
+                let before = node.rewrites.insert(*group_id, rewrites).unwrap_or(0);
+                self.report.rewrites += rewrites - before;
                 let start = group.log().log_start();
                 let now = (start.index, start.reset);
                 if node

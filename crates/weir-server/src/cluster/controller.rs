@@ -88,7 +88,7 @@ pub async fn start(
         .open_group(
             METADATA_GROUP,
             first_voters,
-            dir.as_ref(),
+            Arc::clone(&dir),
             Arc::clone(&partition),
         )
         .map_err(|error| failed("opening the metadata group", &error))?;
@@ -741,9 +741,8 @@ impl Task {
             if self.log.topic(name).is_err() {
                 let log = Arc::clone(&self.log);
                 let (topic, count) = (name.clone(), partitions.len() as u32);
-                let created =
-                    off_loop(move || log.create_topic(&topic, TopicConfig::with_partitions(count)))
-                        .await;
+                let config = topic_config(&log, name, count);
+                let created = off_loop(move || log.create_topic(&topic, config)).await;
                 if let Err(error) = created {
                     tracing::error!(topic = name, %error, "creating a replicated topic failed");
                     complete = false;
@@ -959,6 +958,24 @@ impl Task {
                 false
             }
         }
+    }
+}
+
+/// How a replicated topic is created: with the node's log settings, but
+/// the consumer offsets' topic without retention (its records are the
+/// groups' committed offsets, which a coordinator rebuilds from the first
+/// record; Kafka compacts that topic, weir keeps it whole).
+fn topic_config(log: &Broker, name: &str, partitions: u32) -> TopicConfig {
+    if name != OFFSETS_TOPIC {
+        return TopicConfig::with_partitions(partitions);
+    }
+    TopicConfig {
+        partitions,
+        log: Some(LogConfig {
+            retention_ms: None,
+            retention_bytes: None,
+            ..log.default_log_config().clone()
+        }),
     }
 }
 

@@ -25,11 +25,15 @@ impl ReplicatedOffsets {
     pub fn catch_up(&mut self, partition: &Partition) -> Result<u64, String> {
         let mut applied = 0;
         if self.next_offset < partition.log_start_offset() {
-            return Err(format!(
-                "the offsets log starts at {}, after {} (records lost to retention)",
-                partition.log_start_offset(),
-                self.next_offset
-            ));
+            // Only an offsets topic created with retention (before weir
+            // exempted it) loses records: the commits deleted are gone,
+            // as Kafka's expire; the later ones still apply.
+            tracing::warn!(
+                log_start = partition.log_start_offset(),
+                applied = self.next_offset,
+                "offsets records lost to retention; applying from the log start"
+            );
+            self.next_offset = partition.log_start_offset();
         }
         while self.next_offset < partition.high_watermark() {
             let read = partition
@@ -86,5 +90,50 @@ impl ReplicatedOffsets {
             .collect();
         groups.dedup();
         groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_io::{ManualClock, SimStorage, Storage};
+    use weir_log::{offsets_batch, HighWatermarkPolicy, LogConfig};
+
+    use super::*;
+
+    fn commit(offset: u64) -> Option<CommittedOffset> {
+        Some(CommittedOffset {
+            offset,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        })
+    }
+
+    /// An offsets topic created with retention (as weir did before it
+    /// exempted that topic) lost its first records: a node rebuilding
+    /// the offsets applies what is left rather than refusing them all.
+    #[test]
+    fn offsets_after_records_lost_to_retention_still_apply() {
+        let dir: Arc<dyn Storage> = Arc::new(SimStorage::new(4));
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            segment_bytes: 1024,
+            ..LogConfig::default()
+        };
+        let (partition, _) =
+            Partition::open(dir, Arc::new(ManualClock::new(0)), config).expect("a log");
+        for round in 0..60 {
+            let group = format!("g{}", round % 4);
+            let batch = offsets_batch(&[(&group, "t", 0, commit(round))], 0).expect("a batch");
+            partition.append_batch(&batch).expect("an append");
+        }
+        partition.set_high_watermark(partition.log_end_offset());
+        assert_eq!(partition.delete_before(30).expect("a deletion"), 30);
+        assert!(partition.segment_base_offsets()[0] > 0, "a segment deleted");
+        let mut offsets = ReplicatedOffsets::default();
+        assert_eq!(offsets.catch_up(&partition), Ok(30));
+        assert_eq!(offsets.group("g3")[0].2.offset, 59);
+        assert_eq!(offsets.applied_offset(), 60);
     }
 }
