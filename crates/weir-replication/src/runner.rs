@@ -601,8 +601,7 @@ impl Runner {
                 let opened = if self.replicas.group(group).is_some() {
                     Ok(())
                 } else {
-                    self.replicas
-                        .open_group(group, voters, dir, partition)
+                    self.replicas.open_group(group, voters, dir, partition)
                 };
                 self.publish([group].into());
                 let _ = reply.send(opened);

@@ -290,12 +290,7 @@ impl Cluster {
                 .open_or_create_dir(&format!("r{group}"))
                 .map_err(|error| format!("node {id}: {error}"))?;
             replicas
-                .open_group(
-                    group,
-                    voters.clone(),
-                    raft_dir,
-                    Arc::new(partition),
-                )
+                .open_group(group, voters.clone(), raft_dir, Arc::new(partition))
                 .map_err(|error| format!("node {id}: group {group}: raft log: {error}"))?;
             let opened = replicas.group(group).expect("just opened");
             node.seen
