@@ -57,7 +57,7 @@ fn open_cluster(quiesce: bool) -> Cluster {
                     .open_or_create_dir(&format!("r{group}"))
                     .expect("a directory");
                 replicas
-                    .open_group(group, ids.clone(), raft_dir.as_ref(), Arc::new(partition))
+                    .open_group(group, ids.clone(), raft_dir, Arc::new(partition))
                     .expect("a group");
             }
             replicas
