@@ -80,6 +80,22 @@ fn raft_state_terms_and_a_torn_tail_are_reported() {
         );
     }
 
+    // A compacted log names where it starts.
+    let mut state = log.state().clone();
+    state.applied = 5;
+    log.set_state(state).expect("a state");
+    let start = log.compact_to(1).expect("a compaction").expect("a start");
+    assert_eq!((start.index, start.term, start.offset), (5, 2, 1));
+    let report = weir_server::inspect::raft(&directory.path().join("r")).expect("a report");
+    assert!(!report.corrupt, "{}", report.text);
+    assert!(
+        report
+            .text
+            .contains("compacted through entry 5 (term 2): records from offset 1"),
+        "{}",
+        report.text
+    );
+
     // A torn tail is reported, and nothing is changed.
     let path = directory.path().join("r").join(weir_replication::SIDE_FILE);
     let mut bytes = std::fs::read(&path).expect("the side file");
