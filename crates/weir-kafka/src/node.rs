@@ -38,6 +38,9 @@ pub struct KafkaSettings {
     pub request_bytes_max: usize,
     /// The longest a fetch waits for records, whatever it asks for.
     pub fetch_wait_ms_max: u64,
+    /// How often retention runs on the topics (Kafka's
+    /// `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -49,6 +52,7 @@ impl Default for KafkaSettings {
             initial_rebalance_delay_ms: 0,
             request_bytes_max: REQUEST_BYTES_MAX,
             fetch_wait_ms_max: FETCH_WAIT_MS_MAX,
+            retention_check_interval_ms: 60_000,
         }
     }
 }

@@ -43,14 +43,16 @@ pub async fn serve(kafka: Arc<Kafka>, listener: TcpListener, mut shutdown: watch
 }
 
 /// Expires group members and rebalances, flushes logs whose interval is
-/// due, applies retention once a minute.
+/// due, applies retention every `retention_check_interval_ms` (a minute
+/// by default).
 async fn run_timer(kafka: Arc<Kafka>) {
     let mut last_retention = kafka.clock.now_ms();
     loop {
         tokio::time::sleep(TICK).await;
         kafka.coordinator.tick();
         let now = kafka.clock.now_ms();
-        let retention_due = now.saturating_sub(last_retention) >= 60_000;
+        let interval = kafka.settings.retention_check_interval_ms;
+        let retention_due = now.saturating_sub(last_retention) >= interval;
         if retention_due {
             last_retention = now;
         }

@@ -101,6 +101,55 @@ pub struct KafkaSection {
     /// acknowledged, with group commit), `never` (durability left to
     /// replication or the OS), or a number of milliseconds.
     pub flush: String,
+    /// How long topics keep records, in milliseconds; -1: no limit
+    /// (Kafka's `log.retention.ms`).
+    pub log_retention_ms: i64,
+    /// How many bytes a partition keeps; -1: no limit (Kafka's
+    /// `log.retention.bytes`).
+    pub log_retention_bytes: i64,
+    /// The size of a segment file, the unit retention deletes (Kafka's
+    /// `log.segment.bytes`).
+    pub log_segment_bytes: u32,
+    /// How often retention runs (Kafka's
+    /// `log.retention.check.interval.ms`).
+    pub log_retention_check_interval_ms: u64,
+}
+
+impl KafkaSection {
+    /// The log settings of topics created without their own.
+    pub fn log_config(&self) -> Result<weir_log::LogConfig, ConfigError> {
+        let limit = |value: i64, name: &'static str| match value {
+            -1 => Ok(None),
+            value if value > 0 => Ok(Some(value as u64)),
+            other => Err(invalid(
+                name,
+                &other.to_string(),
+                "-1 (no limit) or above 0",
+            )),
+        };
+        let config = weir_log::LogConfig {
+            flush: parse_log_flush(&self.flush)?,
+            retention_ms: limit(self.log_retention_ms, "kafka log-retention-ms")?,
+            retention_bytes: limit(self.log_retention_bytes, "kafka log-retention-bytes")?,
+            segment_bytes: self.log_segment_bytes,
+            ..weir_log::LogConfig::default()
+        };
+        if config.validate().is_err() {
+            return Err(invalid(
+                "kafka log-segment-bytes",
+                &self.log_segment_bytes.to_string(),
+                "1024 to 2147483648",
+            ));
+        }
+        if self.log_retention_check_interval_ms == 0 {
+            return Err(invalid(
+                "kafka log-retention-check-interval-ms",
+                "0",
+                "at least 1",
+            ));
+        }
+        Ok(config)
+    }
 }
 
 impl Default for KafkaSection {
@@ -111,6 +160,10 @@ impl Default for KafkaSection {
             num_partitions: 1,
             group_initial_rebalance_delay_ms: 0,
             flush: "always".into(),
+            log_retention_ms: weir_log::RETENTION_MS_DEFAULT as i64,
+            log_retention_bytes: -1,
+            log_segment_bytes: weir_log::LogConfig::default().segment_bytes,
+            log_retention_check_interval_ms: 60_000,
         }
     }
 }
@@ -229,7 +282,7 @@ impl Settings {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.fsync_policy()?;
-        parse_log_flush(&self.kafka.flush)?;
+        self.kafka.log_config()?;
         if self.kafka.num_partitions == 0
             || self.kafka.num_partitions > weir_log::PARTITIONS_PER_TOPIC_MAX
         {
@@ -322,6 +375,9 @@ impl Settings {
             tick: std::time::Duration::from_millis(self.raft_tick_ms),
             election_ticks: self.raft_election_ticks,
             join: self.join,
+            retention_check_interval: std::time::Duration::from_millis(
+                self.kafka.log_retention_check_interval_ms,
+            ),
         }))
     }
 
@@ -431,5 +487,33 @@ mod tests {
         std::fs::write(&path, "appendfsync = \"sometimes\"\n").unwrap();
         let error = Settings::from_file(&path).unwrap_err().to_string();
         assert!(error.contains("always, everysec or no"), "{error}");
+    }
+
+    #[test]
+    fn topic_log_settings_come_from_the_kafka_table_as_kafkas_do() {
+        let defaults = Settings::default().kafka.log_config().unwrap();
+        assert_eq!(defaults.retention_ms, Some(weir_log::RETENTION_MS_DEFAULT));
+        assert_eq!(defaults.retention_bytes, None);
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("weir.toml");
+        let table = "[kafka]\nlog-retention-ms = -1\nlog-retention-bytes = 1048576\n\
+                     log-segment-bytes = 65536\nlog-retention-check-interval-ms = 5000\n";
+        std::fs::write(&path, table).unwrap();
+        let settings = Settings::from_file(&path).unwrap();
+        let config = settings.kafka.log_config().unwrap();
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.retention_bytes, Some(1 << 20));
+        assert_eq!(config.segment_bytes, 65536);
+        assert_eq!(settings.kafka.log_retention_check_interval_ms, 5000);
+        for (line, complaint) in [
+            ("log-retention-ms = 0", "log-retention-ms"),
+            ("log-retention-bytes = -2", "log-retention-bytes"),
+            ("log-segment-bytes = 100", "log-segment-bytes"),
+            ("log-retention-check-interval-ms = 0", "check-interval"),
+        ] {
+            std::fs::write(&path, format!("[kafka]\n{line}\n")).unwrap();
+            let error = Settings::from_file(&path).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{line}: {error}");
+        }
     }
 }

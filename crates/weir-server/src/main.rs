@@ -134,6 +134,18 @@ struct ServeArgs {
     /// When topic logs are synced: always, never, or milliseconds.
     #[arg(long)]
     kafka_flush: Option<String>,
+    /// How long topics keep records (ms; -1: no limit).
+    #[arg(long, allow_hyphen_values = true)]
+    kafka_log_retention_ms: Option<i64>,
+    /// How many bytes a partition keeps (-1: no limit).
+    #[arg(long, allow_hyphen_values = true)]
+    kafka_log_retention_bytes: Option<i64>,
+    /// The size of a topic's segment files (bytes).
+    #[arg(long)]
+    kafka_log_segment_bytes: Option<u32>,
+    /// How often retention runs (ms).
+    #[arg(long)]
+    kafka_log_retention_check_interval_ms: Option<u64>,
     /// How long an empty group's first rebalance waits for members (ms).
     #[arg(long)]
     kafka_group_initial_rebalance_delay_ms: Option<u64>,
@@ -221,6 +233,18 @@ impl ServeArgs {
         }
         if let Some(flush) = &self.kafka_flush {
             settings.kafka.flush = flush.clone();
+        }
+        if let Some(retention) = self.kafka_log_retention_ms {
+            settings.kafka.log_retention_ms = retention;
+        }
+        if let Some(retention) = self.kafka_log_retention_bytes {
+            settings.kafka.log_retention_bytes = retention;
+        }
+        if let Some(bytes) = self.kafka_log_segment_bytes {
+            settings.kafka.log_segment_bytes = bytes;
+        }
+        if let Some(interval) = self.kafka_log_retention_check_interval_ms {
+            settings.kafka.log_retention_check_interval_ms = interval;
         }
         if let Some(delay) = self.kafka_group_initial_rebalance_delay_ms {
             settings.kafka.group_initial_rebalance_delay_ms = delay;

@@ -75,7 +75,6 @@ pub async fn start_kafka(
     if !crate::config::kafka_enabled(settings) {
         return Ok(None);
     }
-    let flush = crate::config::parse_log_flush(&settings.kafka.flush)?;
     let cluster_settings = settings.cluster()?;
     let high_watermark = match cluster_settings {
         Some(_) => HighWatermarkPolicy::SetByOwner,
@@ -83,9 +82,8 @@ pub async fn start_kafka(
     };
     let config = BrokerConfig {
         default_log: LogConfig {
-            flush,
             high_watermark,
-            ..LogConfig::default()
+            ..settings.kafka.log_config()?
         },
     };
     let (log, recovery) = Broker::open(Arc::clone(&storage), Arc::clone(&clock), config)
@@ -112,6 +110,7 @@ pub async fn start_kafka(
         default_partitions: settings.kafka.num_partitions,
         users: settings.kafka.users.clone(),
         initial_rebalance_delay_ms: settings.kafka.group_initial_rebalance_delay_ms,
+        retention_check_interval_ms: settings.kafka.log_retention_check_interval_ms,
         ..KafkaSettings::default()
     };
     let own = storage

@@ -39,9 +39,6 @@ const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
 /// Threads syncing the replication's files at once (see
 /// `ReplicasConfig::sync_threads`).
 const SYNC_THREADS: usize = 8;
-/// How often the replicated partitions' retention is applied (as a single
-/// node's, once a minute).
-const RETENTION_PERIOD: Duration = Duration::from_secs(60);
 
 /// Starts this node's replication (the metadata group, the transport and
 /// the runner) and its cluster task; `log` is the node's topics (opened
@@ -133,6 +130,7 @@ pub async fn start(
                 .unwrap_or_default(),
         },
         materialized: None,
+        retention_check_interval: settings.retention_check_interval,
         peers_added: settings.peers.keys().copied().collect(),
         proposed_membership: BTreeMap::new(),
         registered_at: None,
@@ -388,6 +386,8 @@ fn next_membership_step(
 struct Task {
     cluster: Cluster,
     log: Arc<Broker>,
+    /// How often retention runs on the groups' partitions.
+    retention_check_interval: Duration,
     metadata: MetadataLog,
     metadata_partition: Arc<Partition>,
     /// The groups opened here, and their topics.
@@ -412,10 +412,11 @@ impl Task {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let handle = self.cluster.handle.clone();
-        let mut retention_at = tokio::time::Instant::now() + RETENTION_PERIOD;
+        let period = self.retention_check_interval;
+        let mut retention_at = tokio::time::Instant::now() + period;
         loop {
             if tokio::time::Instant::now() >= retention_at {
-                retention_at += RETENTION_PERIOD;
+                retention_at += period;
                 handle.apply_retention().await;
             }
             let changed = handle.changed().notified();

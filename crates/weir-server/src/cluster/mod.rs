@@ -64,6 +64,8 @@ pub struct ClusterSettings {
     /// The node joins a running cluster: its metadata group starts empty
     /// and learns its members from the controller.
     pub join: bool,
+    /// How often the replicated partitions' retention runs.
+    pub retention_check_interval: Duration,
 }
 
 /// What the front-ends and the cluster task share.
