@@ -71,6 +71,25 @@ const PRODUCERS: usize = 2;
 /// The consumer group whose offsets a client commits.
 const GROUP: &str = "committer";
 
+/// Whether a seed runs with retention on the topics (one seed in four,
+/// the ones whose remainder by 4 is 3: the others keep the schedules they
+/// had before retention came to the simulator).
+pub fn retains(seed: u64) -> bool {
+    seed % 4 == 3
+}
+
+/// The largest log start offset of `partition` over the running nodes:
+/// records below it may be gone from the partition's leader.
+fn max_log_start(shared: &Shared, partition: i32) -> i64 {
+    shared
+        .brokers
+        .values()
+        .filter_map(|broker| broker.partition(TOPIC, partition as u32).ok())
+        .map(|log| log.log_start_offset() as i64)
+        .max()
+        .unwrap_or(0)
+}
+
 fn node_ip(id: u64) -> [u8; 4] {
     [10, 0, 1, id as u8]
 }
@@ -307,7 +326,7 @@ fn start_node(
     shared: &SharedRef,
     started: Instant,
 ) -> NodeHandle {
-    let settings = Settings {
+    let mut settings = Settings {
         node_id: id,
         peers: peers.to_string(),
         cluster_addr: format!("0.0.0.0:{CLUSTER_PORT}"),
@@ -317,6 +336,16 @@ fn start_node(
         join,
         ..Settings::default()
     };
+    if retains(handle.seed()) {
+        // Small segments, a small size limit, retention every second:
+        // records go while clients read them, replicas compact their
+        // Raft logs, and followers behind a leader's start take its
+        // snapshot.
+        settings.kafka.log_segment_bytes = 4096;
+        settings.kafka.log_retention_bytes = 16 << 10;
+        settings.kafka.log_retention_ms = -1;
+        settings.kafka.log_retention_check_interval_ms = 1000;
+    }
     let (disk, clock, shared) = (Arc::clone(disk), Arc::clone(clock), Arc::clone(shared));
     handle
         .create_node()
@@ -1404,10 +1433,14 @@ async fn consume(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
                 0 => rng.random_range(1..=nodes),
                 _ => named,
             };
-            let Some((high_watermark, records)) =
-                fetch(&shared, leader, partition, next[index], epochs[index]).await
-            else {
-                continue;
+            let fetched = fetch(&shared, leader, partition, next[index], epochs[index]).await;
+            let (high_watermark, records) = match fetched {
+                Some(Fetched::Records(high_watermark, records)) => (high_watermark, records),
+                Some(Fetched::BelowStart(start)) => {
+                    next[index] = start;
+                    continue;
+                }
+                None => continue,
             };
             if high_watermark < high_watermarks[index] {
                 let evidence = format!(
@@ -1487,7 +1520,8 @@ async fn probe_suspects(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPl
         if suspects.contains(&leader) {
             continue;
         }
-        let Some((end, _)) = fetch(&shared, leader, partition, read, epoch).await else {
+        let Some(Fetched::Records(end, _)) = fetch(&shared, leader, partition, read, epoch).await
+        else {
             continue;
         };
         let node = suspects[rng.random_range(0..suspects.len())];
@@ -1504,15 +1538,23 @@ async fn probe_suspects(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPl
     }
 }
 
-/// One fetch at `offset` from `node`, naming leader epoch `epoch`: the
-/// high watermark and the records (offset, value).
+/// What a fetch returned: the high watermark and the records (offset,
+/// value), or, for a position below the answering replica's log start
+/// (retention deleted the records there), that log start, where a Kafka
+/// consumer resets to (`auto.offset.reset=earliest`).
+enum Fetched {
+    Records(i64, Vec<(i64, String)>),
+    BelowStart(i64),
+}
+
+/// One fetch at `offset` from `node`, naming leader epoch `epoch`.
 async fn fetch(
     shared: &SharedRef,
     node: u64,
     partition: i32,
     offset: i64,
     epoch: i32,
-) -> Option<(i64, Vec<(i64, String)>)> {
+) -> Option<Fetched> {
     let mut client = connect(node).await?;
     let request = RequestKind::Fetch(
         FetchRequest::default()
@@ -1536,10 +1578,16 @@ async fn fetch(
     if answer.error_code == ResponseError::UnknownLeaderEpoch.code() {
         reached(shared, "a deposed leader refused a newer epoch");
     }
+    if answer.error_code == ResponseError::OffsetOutOfRange.code()
+        && offset < answer.log_start_offset
+    {
+        reached(shared, "a position below the log start reset to it");
+        return Some(Fetched::BelowStart(answer.log_start_offset));
+    }
     if answer.error_code == ResponseError::OffsetOutOfRange.code() {
         // Positions are 0, one past a record read below a high watermark,
         // or an offset committed after such reads: committed offsets, which
-        // stay in range (no retention here). A Kafka consumer told
+        // stay in range (retention aside, above). A Kafka consumer told
         // otherwise resets to its `auto.offset.reset`, skipping records or
         // reading them again: a deposed leader that did not fence a newer
         // epoch answers so from its shorter log.
@@ -1588,7 +1636,7 @@ async fn fetch(
             (record.offset, value.unwrap_or_default())
         })
         .collect();
-    Some((answer.high_watermark, records))
+    Some(Fetched::Records(answer.high_watermark, records))
 }
 
 /// A node's replica of `partition` as the node sees it now: its term,
@@ -2162,6 +2210,19 @@ async fn final_checks(world: &World) {
         .iter()
         .map(|(id, broker)| (*id, committed(broker)))
         .collect();
+    // Where each replica's records begin (retention deleted those before).
+    let starts: BTreeMap<(u64, i32), i64> = shared
+        .brokers
+        .iter()
+        .flat_map(|(id, broker)| {
+            (0..PARTITIONS).filter_map(move |partition| {
+                let log = broker.partition(TOPIC, partition as u32).ok()?;
+                Some(((*id, partition), log.log_start_offset() as i64))
+            })
+        })
+        .collect();
+    let start_of = |id: u64, partition: i32| starts.get(&(id, partition)).copied().unwrap_or(0);
+    let retention_deleted = starts.values().any(|start| *start > 0);
     // No two replicas hold different records at one offset.
     let mut union: BTreeMap<(i32, i64), (u64, String)> = BTreeMap::new();
     for (id, log) in &logs {
@@ -2187,7 +2248,8 @@ async fn final_checks(world: &World) {
             .cloned()
             .unwrap_or_default();
         for (id, log) in logs.iter().filter(|(id, _)| replicas.contains(id)) {
-            if caught_up && log.get(&at) != Some(&acked.value) {
+            let kept = acked.offset >= start_of(*id, acked.partition);
+            if caught_up && kept && log.get(&at) != Some(&acked.value) {
                 problems.push((
                     "no acknowledged record lost",
                     format!(
@@ -2236,7 +2298,7 @@ async fn final_checks(world: &World) {
                     format!("{at:?}: read {value}, the log has {logged}"),
                 ));
             }
-        } else if caught_up {
+        } else if caught_up && at.1 >= max_log_start(&shared, at.0) {
             problems.push((
                 "reads return the log's record",
                 format!("{at:?}: read {value}, which no replica holds"),
@@ -2246,6 +2308,9 @@ async fn final_checks(world: &World) {
     let acked = shared.acked.len();
     let read = shared.read.len();
     drop(shared);
+    if retention_deleted {
+        reached(&world.shared, "retention deleted records of a replica");
+    }
     for (invariant, evidence) in problems {
         violation(&world.shared, invariant, evidence);
     }

@@ -1102,8 +1102,15 @@ impl raft::Storage for RaftLog {
         // also sizes committed entries to limit uncommitted bytes, a limit
         // weir leaves off (`max_uncommitted_size`).
         let with_batches = context.can_async();
+        // Only these reads touch the disk. One that fails (an I/O error, a
+        // batch that fails its checksum) leaves the follower waiting, and
+        // the leader tries again at its next heartbeat: raft takes any
+        // other error for a broken log and panics.
         self.entries_from(low, high, max_size.into(), with_batches)
-            .map_err(|error| raft::Error::Store(StorageError::Other(Box::new(error))))
+            .map_err(|error| {
+                tracing::warn!(low, high, %error, "reading entries for a follower failed; retried later");
+                raft::Error::Store(StorageError::LogTemporarilyUnavailable)
+            })
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
@@ -1602,6 +1609,34 @@ mod tests {
         assert_eq!(log.first_index().expect("an index"), 21);
         assert_eq!(log.partition().log_start_offset(), 45);
         log.check().expect("the files agree");
+    }
+
+    /// A leader whose disk fails the read of a follower's entries answers
+    /// raft that they are not available yet (it tries again at the next
+    /// heartbeat): any other error is, for raft, a broken log, and it
+    /// panics (cluster seed 59 of the eleventh session, a read EIO).
+    #[test]
+    fn a_failed_read_of_entries_for_a_follower_is_retried_not_fatal() {
+        let disk = SimDisk::new(23);
+        written(&disk);
+        let log = open(&disk).expect("a reopen");
+        disk.set_faults(Faults {
+            read_error: 1.0,
+            ..Faults::none()
+        });
+        let fetched = log.entries(6, 46, None, GetEntriesContext::empty(true));
+        assert!(
+            matches!(
+                fetched,
+                Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+            ),
+            "{fetched:?}"
+        );
+        disk.set_faults(Faults::none());
+        let entries = log
+            .entries(6, 46, None, GetEntriesContext::empty(true))
+            .expect("entries once the disk reads");
+        assert_eq!(entries.len(), 40);
     }
 
     /// A compaction that leaves most of the side file to compacted

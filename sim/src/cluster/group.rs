@@ -247,10 +247,14 @@ impl Member<'_> {
                 let known = epochs.entry(partition).or_insert(-1);
                 *known = (*known).max(epoch);
                 let position = positions[&partition];
-                let Some((_, records)) =
-                    fetch(self.shared, leader, partition, position, *known).await
-                else {
-                    continue;
+                let records = match fetch(self.shared, leader, partition, position, *known).await {
+                    Some(Fetched::Records(_, records)) => records,
+                    Some(Fetched::BelowStart(start)) => {
+                        // As a Kafka consumer with auto.offset.reset=earliest.
+                        positions.insert(partition, start);
+                        continue;
+                    }
+                    None => continue,
                 };
                 let Some(next) = self.take(partition, position, records) else {
                     continue;
@@ -433,9 +437,15 @@ pub(super) async fn consumes_everything(world: &World) {
     loop {
         let missing = {
             let shared = world.shared.lock().expect("shared");
+            // Records retention deleted before the group read them are
+            // not for it to read.
+            let kept = |acked: &&super::Acked| {
+                acked.offset >= super::max_log_start(&shared, acked.partition)
+            };
             shared
                 .acked
                 .iter()
+                .filter(kept)
                 .find(|acked| !shared.group_read.contains(&(acked.partition, acked.offset)))
                 .cloned()
         };
