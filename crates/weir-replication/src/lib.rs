@@ -43,5 +43,5 @@ pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
 pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, APPLICATION, LIVENESS_GROUP, QUIESCE};
 pub use store::{
     inspect_side_file, is_data, LeaderWrite, LogStart, PersistedState, RaftLog, SideFileReport,
-    StoreError, SyncPlan, SIDE_FILE,
+    StoreError, SyncPlan, REWRITE_MIN_BYTES, SIDE_FILE,
 };
