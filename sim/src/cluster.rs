@@ -2223,6 +2223,21 @@ async fn final_checks(world: &World) {
         .collect();
     let start_of = |id: u64, partition: i32| starts.get(&(id, partition)).copied().unwrap_or(0);
     let retention_deleted = starts.values().any(|start| *start > 0);
+    // The groups' committed offsets are rebuilt from the offsets topic's
+    // first record: retention must never touch it.
+    for (id, broker) in &shared.brokers {
+        if let Ok(log) = broker.partition(OFFSETS_TOPIC, 0) {
+            if log.log_start_offset() > 0 {
+                problems.push((
+                    "the consumer offsets topic keeps every record",
+                    format!(
+                        "weir-{id}: {OFFSETS_TOPIC} starts at {}",
+                        log.log_start_offset()
+                    ),
+                ));
+            }
+        }
+    }
     // No two replicas hold different records at one offset.
     let mut union: BTreeMap<(i32, i64), (u64, String)> = BTreeMap::new();
     for (id, log) in &logs {

@@ -440,10 +440,11 @@ impl RaftLog {
     /// deleted. Returns the new start, or `None` if it did not move.
     pub fn compact_to(&mut self, offset: u64) -> Result<Option<LogStart>, StoreError> {
         let applied = self.state.applied.min(self.last_index_());
-        let mut index = applied;
-        while index > self.start.index && self.end_offset_at(index) > offset {
-            index -= 1;
-        }
+        let applied_entries = usize::try_from(applied - self.start.index).expect("in memory");
+        // Entries' end offsets never decrease: the last one ending by
+        // `offset` is found by bisection (the log may hold millions).
+        let ending_by = self.entries[..applied_entries].partition_point(|meta| meta.end <= offset);
+        let index = self.start.index + ending_by as u64;
         if index <= self.start.index {
             return Ok(None);
         }

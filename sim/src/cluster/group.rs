@@ -439,9 +439,10 @@ pub(super) async fn consumes_everything(world: &World) {
             let shared = world.shared.lock().expect("shared");
             // Records retention deleted before the group read them are
             // not for it to read.
-            let kept = |acked: &&super::Acked| {
-                acked.offset >= super::max_log_start(&shared, acked.partition)
-            };
+            let starts: Vec<i64> = (0..PARTITIONS)
+                .map(|partition| super::max_log_start(&shared, partition))
+                .collect();
+            let kept = |acked: &&super::Acked| acked.offset >= starts[acked.partition as usize];
             shared
                 .acked
                 .iter()
