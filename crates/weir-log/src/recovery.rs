@@ -110,6 +110,12 @@ pub struct Truncation {
     /// The offsets of valid batches found after the cut and removed with it
     /// (first, last), if any; bytes that do not parse have no offsets.
     pub offsets_removed: Option<(u64, u64)>,
+    /// A later batch recorded the bytes at the cut as synced: corruption
+    /// of synced data, cut only in a log whose owner holds its records
+    /// elsewhere too ([`crate::HighWatermarkPolicy::SetByOwner`]: a
+    /// replica, whose peers give them back). Every other log refuses to
+    /// open instead.
+    pub synced: bool,
 }
 
 /// A recovered log, ready to be wrapped in a partition.
@@ -139,8 +145,63 @@ pub(crate) fn recover(
     clock: &dyn Clock,
     config: &LogConfig,
 ) -> Result<Recovered, LogError> {
+    let owner_restores = config.high_watermark == crate::HighWatermarkPolicy::SetByOwner;
+    let mut distrust_from = None;
+    loop {
+        match recover_once(storage, clock, config, distrust_from) {
+            // A replica's trusted segment read corrupt (while its batches
+            // were walked): recovery runs again scanning it and every
+            // later one, so that the corruption is cut and reported
+            // (`Truncation::synced`) for the owner to restore.
+            Err(LogError::Corrupt {
+                segment,
+                position,
+                reason,
+            }) if owner_restores => {
+                let base = match parse_file_name(&segment) {
+                    Some((base, SegmentFile::Log))
+                        if distrust_from.is_none_or(|from| base < from) =>
+                    {
+                        base
+                    }
+                    _ => {
+                        return Err(LogError::Corrupt {
+                            segment,
+                            position,
+                            reason,
+                        })
+                    }
+                };
+                tracing::error!(%segment, position, %reason, "a trusted segment is corrupt: scanning it");
+                distrust_from = Some(base);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// One recovery; with `distrust_from`, the checkpoint's segments from
+/// that base offset on are scanned as if it did not list them.
+fn recover_once(
+    storage: &dyn Storage,
+    clock: &dyn Clock,
+    config: &LogConfig,
+    distrust_from: Option<u64>,
+) -> Result<Recovered, LogError> {
     remove_temporary_files(storage)?;
-    let checkpoint = read_checkpoint(storage)?;
+    let mut checkpoint = read_checkpoint(storage)?;
+    // Segments the checkpoint lists were synced before it was written.
+    let listed: Vec<u64> = checkpoint
+        .segments
+        .iter()
+        .map(|summary| summary.base_offset)
+        .collect();
+    if let Some(base) = distrust_from {
+        checkpoint
+            .segments
+            .retain(|summary| summary.base_offset < base);
+        checkpoint.clean_shutdown = false;
+    }
     let mut report = RecoveryReport {
         clean_shutdown: checkpoint.clean_shutdown,
         ..RecoveryReport::default()
@@ -158,6 +219,10 @@ pub(crate) fn recover(
     let now = clock.now_ms();
     let mut segments = open_trusted_segments(storage, &checkpoint, &files, now)?;
     let scanned = scan_untrusted_segments(storage, config, &checkpoint, &files, &mut report)?;
+    if let Some(cut) = report.truncation.as_mut() {
+        // A cut in a segment the checkpoint listed cut synced data.
+        cut.synced |= listed.contains(&cut.segment_base_offset);
+    }
     add_scanned_segments(storage, &mut segments, scanned, now)?;
     if let Some(last) = segments.values_mut().next_back() {
         if last.trusted {
@@ -347,6 +412,7 @@ fn scan_untrusted_segments(
         .last()
         .map(|summary| summary.next_offset);
     let untrusted: Vec<u64> = files.logs[checkpoint.segments.len()..].to_vec();
+    let cut_synced = config.high_watermark == crate::HighWatermarkPolicy::SetByOwner;
     let mut scanned: Vec<Scanned> = Vec::new();
     let mut index = 0;
     while index < untrusted.len() {
@@ -369,7 +435,9 @@ fn scan_untrusted_segments(
                     Some((summary.base_offset, u64::from(summary.size)))
                 })
                 .expect("an expected offset comes from a segment before");
-            report.truncation = Some(judge_gap(storage, previous, base, expected, &later)?);
+            report.truncation = Some(judge_gap(
+                storage, previous, base, expected, &later, cut_synced,
+            )?);
             break;
         }
         report.segments_scanned += 1;
@@ -383,11 +451,19 @@ fn scan_untrusted_segments(
         }
         let later = scan_files(storage, &untrusted[index + 1..], config, None)?;
         let mut current = current;
-        report.truncation = Some(judge_stop(storage, &mut current, &later)?);
+        report.truncation = Some(judge_stop(storage, &mut current, &later, cut_synced)?);
         scanned.push(current);
         break;
     }
-    if let Some(truncation) = &report.truncation {
+    if let Some(truncation) = report.truncation.as_ref().filter(|cut| cut.synced) {
+        tracing::error!(
+            segment = %segment::log_file_name(truncation.segment_base_offset),
+            position = truncation.position,
+            bytes_removed = truncation.bytes_removed,
+            reason = %truncation.reason,
+            "recovery cut corrupt synced data: the owner must restore it"
+        );
+    } else if let Some(truncation) = &report.truncation {
         tracing::warn!(
             segment = %segment::log_file_name(truncation.segment_base_offset),
             position = truncation.position,
@@ -409,9 +485,15 @@ fn judge_gap(
     base: u64,
     expected: u64,
     later: &[Scanned],
+    cut_synced: bool,
 ) -> Result<Truncation, LogError> {
     let reason = format!("the next segment starts at offset {base}, not {expected}");
-    if later.iter().any(|scan| scan.report.synced_claim > 0) {
+    let synced = later.iter().any(|scan| scan.report.synced_claim > 0);
+    if synced && cut_synced {
+        let cut = cut_tail(storage, previous_base, previous_end, reason, None, later)?;
+        return Ok(Truncation { synced, ..cut });
+    }
+    if synced {
         return Err(LogError::Corrupt {
             segment: segment::log_file_name(previous_base),
             position: previous_end,
@@ -427,6 +509,7 @@ fn judge_stop(
     storage: &dyn Storage,
     current: &mut Scanned,
     later: &[Scanned],
+    cut_synced: bool,
 ) -> Result<Truncation, LogError> {
     let stop = current.report.stop.as_ref().expect("a scan that stopped");
     let base = current.base_offset;
@@ -446,7 +529,9 @@ fn judge_stop(
         .map(|scan| scan.report.synced_claim)
         .max()
         .unwrap_or(0);
-    if claim_here.is_some_and(|claim| u64::from(claim) > stop_position) || later_claim > 0 {
+    let synced =
+        claim_here.is_some_and(|claim| u64::from(claim) > stop_position) || later_claim > 0;
+    if synced && !cut_synced {
         return Err(LogError::Corrupt {
             segment: segment::log_file_name(base),
             position: stop_position,
@@ -467,7 +552,10 @@ fn judge_stop(
     )?;
     current.file_bytes = stop_position;
     current.report.stop = None;
-    Ok(truncation)
+    Ok(Truncation {
+        synced,
+        ..truncation
+    })
 }
 
 /// A segment whose first bytes are a batch of weir-log's first format is
@@ -860,6 +948,7 @@ fn cut_tail(
         bytes_removed,
         segments_removed: later.iter().map(|scan| scan.base_offset).collect(),
         offsets_removed,
+        synced: false,
     })
 }
 

@@ -490,3 +490,60 @@ fn a_reset_log_takes_the_leaders_batches_from_the_offset() {
     assert_eq!(values(&follower, Isolation::Uncommitted), expected);
     follower.verify().expect("verify");
 }
+
+/// Rot in a sealed segment that the checkpoint vouches for, found while
+/// recovery walks the batches (here: the leader-epoch file is gone and is
+/// rebuilt from every batch). A replica's log (`SetByOwner`) scans that
+/// segment again, cuts at the corrupt batch and reports it; any other
+/// log refuses to open.
+#[test]
+fn rot_in_a_trusted_segment_is_cut_in_a_replica_and_refused_elsewhere() {
+    for owned in [true, false] {
+        let config = if owned {
+            owned_config()
+        } else {
+            LogConfig {
+                high_watermark: HighWatermarkPolicy::FollowsFlush,
+                ..owned_config()
+            }
+        };
+        let node = Node::new(77, config);
+        let log = node.open().expect("open");
+        for at in 0..60 {
+            append(&log, &format!("record {at:03} {}", "x".repeat(100)));
+        }
+        log.sync().expect("sync");
+        log.close().expect("close");
+        drop(log);
+        let storage = node.storage();
+        let mut segments: Vec<String> = storage
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|entry| entry.name)
+            .filter(|name| name.ends_with(".log"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() >= 3, "sealed segments: {segments:?}");
+        let second = &segments[1];
+        let base: u64 = second.trim_end_matches(".log").parse().expect("a base");
+        node.disk
+            .corrupt(&format!("partition/{second}"), 100, 0x04)
+            .expect("a flip");
+        storage
+            .remove_file("leader-epochs")
+            .expect("the epochs file");
+        match node.open() {
+            Ok(log) => {
+                assert!(owned, "a log of its own opened over rot");
+                assert_eq!(log.synced_data_cut(), Some(base));
+                assert_eq!(log.log_end_offset(), base);
+                assert_eq!(values(&log, Isolation::Uncommitted).len() as u64, base);
+            }
+            Err(error) => {
+                assert!(!owned, "a replica refused: {error}");
+                assert!(matches!(error, LogError::Corrupt { .. }), "{error}");
+            }
+        }
+    }
+}

@@ -130,6 +130,8 @@ pub struct Partition {
     duplicates: AtomicU64,
     /// Appends between their start and the end of their write.
     appending: AtomicU64,
+    /// See [`Partition::synced_data_cut`].
+    synced_data_cut: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -267,10 +269,23 @@ impl Partition {
             syncs: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             appending: AtomicU64::new(0),
+            synced_data_cut: report
+                .truncation
+                .as_ref()
+                .filter(|cut| cut.synced)
+                .map(|_| next_offset),
             config,
         };
         partition.check_invariants()?;
         Ok((partition, report))
+    }
+
+    /// Where recovery cut corrupt synced data when the log was opened (a
+    /// replica's: [`crate::recovery::Truncation::synced`]): the log end
+    /// after the cut. The records from there on had been synced, may have
+    /// been acknowledged, and are gone from this replica.
+    pub fn synced_data_cut(&self) -> Option<u64> {
+        self.synced_data_cut
     }
 
     /// The log's settings.
