@@ -18,7 +18,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType, Message,
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
+    Message, MessageType,
 };
 use raft::{Config, RawNode, StateRole};
 use rand::{RngExt, SeedableRng};
@@ -27,7 +28,9 @@ use weir_io::Storage;
 use weir_log::{batch, LogError, Partition, SequenceError};
 
 use crate::confchange::decode_conf_change;
-use crate::store::{is_data, LeaderWrite, PersistedState, RaftLog, StoreError, SyncPlan};
+use crate::store::{
+    is_data, LeaderWrite, PersistedState, RaftLog, RepairPoint, StoreError, SyncPlan,
+};
 
 /// Settings of one group on one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,10 +255,80 @@ impl Group {
     /// Hands the group a message from a peer. Messages of older terms and
     /// from unknown peers are ignored by raft; an error is a message raft
     /// refused, which the owner logs and drops.
-    pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {
+    pub fn step(&mut self, mut message: Message) -> Result<(), raft::Error> {
+        if self.refuses_in_repair(&message) {
+            return Ok(());
+        }
+        match message.get_msg_type() {
+            MessageType::MsgHeartbeat => {
+                // A leader that counted entries this replica has since
+                // lost to corruption names a commit past its log, at which
+                // raft would panic: what is committed here is what it has.
+                message.commit = message.commit.min(self.node.raft.raft_log.last_index());
+            }
+            MessageType::MsgAppendResponse if message.reject => self.note_lost_entries(&message),
+            _ => {}
+        }
         let result = self.node.step(message);
         self.after_raft();
         result
+    }
+
+    /// While this replica repairs entries lost to corruption: a vote for a
+    /// log behind its repair point, or a leader's request to campaign now,
+    /// is not answered (it may lack entries it acknowledged, which such a
+    /// leader would lack too).
+    fn refuses_in_repair(&self, message: &Message) -> bool {
+        let Some(point) = self.node.store().repair() else {
+            return false;
+        };
+        let candidate = RepairPoint {
+            term: message.log_term,
+            index: message.index,
+        };
+        match message.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => candidate < point,
+            MessageType::MsgTimeoutNow => true,
+            _ => false,
+        }
+    }
+
+    /// A follower refusing an append with a hint below what the leader
+    /// counted as matched lost entries it had acknowledged (to corruption,
+    /// or to a power loss under a flush policy other than `always`): raft
+    /// would take the refusal for a stale one and never send them again.
+    /// The leader probes it again from its hint (its entries up to there
+    /// matched, and are still the ones it has).
+    fn note_lost_entries(&mut self, message: &Message) {
+        if !self.is_leader() {
+            return;
+        }
+        let Some(progress) = self.node.raft.mut_prs().get_mut(message.from) else {
+            return;
+        };
+        if message.reject_hint < progress.matched {
+            tracing::warn!(
+                follower = message.from,
+                matched = progress.matched,
+                hint = message.reject_hint,
+                "a follower lost entries it had acknowledged: probing it again"
+            );
+            progress.matched = message.reject_hint;
+            progress.become_probe();
+        }
+    }
+
+    /// Messages a repairing replica keeps to itself: its campaigns.
+    fn outgoing(&self, mut messages: Vec<Message>) -> Vec<Message> {
+        if self.node.store().repair().is_some() {
+            messages.retain(|message| {
+                !matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                )
+            });
+        }
+        messages
     }
 
     /// Proposes a producer's batch: the leader validates it, applies the
@@ -367,7 +440,7 @@ impl Group {
             .collect();
         self.persist(ready.entries(), ready.hs().cloned())?;
         self.pending = Some(ready);
-        Ok(outgoing)
+        Ok(self.outgoing(outgoing))
     }
 
     /// A leader's snapshot (this log is behind the leader's start):
@@ -439,10 +512,11 @@ impl Group {
         let committed = light.take_committed_entries();
         self.apply(&committed)?;
         self.node.advance_apply();
+        self.node.mut_store().end_repair_if_caught_up()?;
         self.report_snapshots();
         self.after_raft();
         self.forget_replicated();
-        Ok(outgoing)
+        Ok(self.outgoing(outgoing))
     }
 
     /// Tells raft that the snapshots sent have gone: raft keeps a follower

@@ -42,6 +42,6 @@ pub mod transport;
 pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
 pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, APPLICATION, LIVENESS_GROUP, QUIESCE};
 pub use store::{
-    inspect_side_file, is_data, LeaderWrite, LogStart, PersistedState, RaftLog, SideFileReport,
-    StoreError, SyncPlan, REWRITE_MIN_BYTES, SIDE_FILE,
+    inspect_side_file, is_data, LeaderWrite, LogStart, PersistedState, RaftLog, RepairPoint,
+    SideFileReport, StoreError, SyncPlan, REWRITE_MIN_BYTES, SIDE_FILE,
 };

@@ -95,6 +95,9 @@ pub struct GroupStatus {
     pub high_watermark: u64,
     /// Whether it is quiescent here.
     pub asleep: bool,
+    /// Whether this replica is repairing entries it lost to corruption
+    /// ([`crate::RaftLog::repair`]).
+    pub repairing: bool,
 }
 
 /// One group as the front-ends see it, published by the runner whenever
@@ -809,6 +812,7 @@ impl Runner {
                     commit: group.commit_index(),
                     high_watermark: group.high_watermark(),
                     asleep: self.replicas.is_asleep(id),
+                    repairing: group.log().repair().is_some(),
                 })
             })
             .collect()

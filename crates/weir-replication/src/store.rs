@@ -20,7 +20,21 @@
 //!          (own entries:) u32 n | data | u32 n | context
 //! state    u8 2 | u64 term, vote, commit, applied | conf state (as in codec)
 //! start    u8 3 | u64 index, term, offset | u8 reset | conf state
+//! claim    u8 4 | u64 magic, term, vote, index, index term
+//! repair   u8 5 | u64 term, index   (0, 0: repaired)
 //! ```
+//!
+//! A *claim* begins the first write after a sync: what that sync made
+//! durable (the term and vote; under flush `always` the last entry, its
+//! batch with it). It is evidence that does not need itself to be
+//! durable: a claim that survives a crash, even past a bad record, tells
+//! recovery what had been synced, so that a record lost to corruption is
+//! not mistaken for a torn write. A replica that finds it lost synced
+//! entries (a claim the log no longer holds, or a segment log that cut
+//! corrupt synced batches) records a *repair* point: its last entry before
+//! the loss. Until its log is back at or past that point (by Raft's
+//! order: term, then index), it neither campaigns nor votes for a log
+//! behind it, since it may have acknowledged what it lost.
 //!
 //! A start record compacts the log: the entries up to its index are gone
 //! (their records before its offset deleted by retention, or, with
@@ -58,6 +72,11 @@ pub const SIDE_FILE: &str = "raft-log";
 const ENTRY_RECORD: u8 = 1;
 const STATE_RECORD: u8 = 2;
 const START_RECORD: u8 = 3;
+const CLAIM_RECORD: u8 = 4;
+const REPAIR_RECORD: u8 = 5;
+/// Marks a claim record, which recovery looks for past a bad record.
+const CLAIM_MAGIC: u64 = 0x6d69_616c_6372_6965;
+const CLAIM_BODY_BYTES: usize = 1 + 8 * 5;
 const RECORD_HEADER_BYTES: usize = 8;
 /// Bytes read from the segment log at once when entries are fetched.
 const READ_CHUNK_BYTES: u32 = 1 << 20;
@@ -116,6 +135,27 @@ pub struct LeaderWrite {
     pub end: u64,
 }
 
+/// What a sync made durable, claimed by the next write ([`SIDE_FILE`]'s
+/// claim records).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Claim {
+    term: u64,
+    vote: u64,
+    /// The last entry synced with its batch (0: none claimed).
+    index: u64,
+    index_term: u64,
+}
+
+/// A replica's last entry before it lost synced entries, which it may
+/// have acknowledged: ordered as Raft orders logs (term, then index).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RepairPoint {
+    /// The entry's term.
+    pub term: u64,
+    /// Its index.
+    pub index: u64,
+}
+
 /// Where a compacted log begins: the entries up to `index` are gone.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogStart {
@@ -167,6 +207,15 @@ pub struct RaftLog {
     rewrite_min_bytes: u64,
     /// Side-file rewrites since the log was opened.
     rewrites: u64,
+    /// The newest claim read when the log was opened.
+    claim: Option<Claim>,
+    /// The claim the next write begins with (a sync ran since the last).
+    pending_claim: Option<Claim>,
+    /// Where the side file's valid records ended when it was read, if
+    /// bytes followed (cut once the claims past them were read).
+    torn_at: Option<u64>,
+    /// See [`RaftLog::repair`].
+    repair: Option<RepairPoint>,
 }
 
 /// What a [`RaftLog`] needs synced to make its writes as durable as its
@@ -226,6 +275,10 @@ impl RaftLog {
             recent_bytes: 0,
             rewrite_min_bytes: REWRITE_MIN_BYTES,
             rewrites: 0,
+            claim: None,
+            pending_claim: None,
+            torn_at: None,
+            repair: None,
         };
         log.replay(&bytes)?;
         if created {
@@ -237,7 +290,10 @@ impl RaftLog {
             log.bootstrap(voters)?;
             dir.sync_dir()?;
         }
+        log.reconcile_start()?;
+        log.recover_synced(&bytes)?;
         log.reconcile()?;
+        log.end_repair_if_caught_up()?;
         log.check()?;
         Ok(log)
     }
@@ -311,22 +367,164 @@ impl RaftLog {
                     self.raise_state_to_start();
                     self.note_conf();
                 }
-                Some(&START_RECORD) => self.apply_start(decode_start(body)?)?,
+                Some(&START_RECORD) => {
+                    let start = decode_start(body)?;
+                    if start.reset {
+                        // What was claimed before is replaced.
+                        self.claim = None;
+                    }
+                    self.apply_start(start)?;
+                }
+                Some(&CLAIM_RECORD) => self.claim = Some(decode_claim(body)?),
+                Some(&REPAIR_RECORD) => self.repair = decode_repair(body)?,
                 _ => return Err(StoreError::Corrupt("unknown record kind".into())),
             }
             position = next;
         }
         if position < bytes.len() {
-            tracing::warn!(
-                valid = position,
-                cut = bytes.len() - position,
-                "raft log: cutting a torn tail of the side file"
-            );
-            self.file.set_len(position as u64)?;
-            self.file.sync()?;
+            if let Some(claim) = last_claim_after(bytes, position) {
+                // Written after every valid record: the newest.
+                self.claim = Some(claim);
+            }
+            self.torn_at = Some(position as u64);
         }
         self.file_len = position as u64;
         Ok(())
+    }
+
+    /// Did this replica lose what it had synced? The newest claim (which
+    /// may lie past a bad record) against what the two files kept, and
+    /// the segment log's own verdict ([`Partition::synced_data_cut`]).
+    /// A lost term or vote is taken back from the claim; lost entries
+    /// start a repair, recorded before the side file loses the evidence
+    /// (the file is rewritten whole). Otherwise a torn tail is cut.
+    fn recover_synced(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let claim = self.claim.unwrap_or_default();
+        let restored = self.restore_vote(&claim);
+        let log_end = self.partition.log_end_offset();
+        let keep = self.entries.partition_point(|meta| meta.end <= log_end);
+        let kept_last = self.index_of(keep) - 1;
+        let mut lost = None;
+        if claim.index > self.start.index
+            && (claim.index > kept_last || self.term_of(claim.index) != Some(claim.index_term))
+        {
+            lost = Some(RepairPoint {
+                term: claim.index_term,
+                index: claim.index,
+            });
+        }
+        if self.partition.synced_data_cut().is_some() && keep < self.entries.len() {
+            let last = self.last_index_();
+            let point = RepairPoint {
+                term: self.term_of(last).expect("the last entry"),
+                index: last,
+            };
+            lost = lost.max(Some(point));
+        }
+        match lost {
+            Some(point) => self.begin_repair(point, keep, bytes)?,
+            None => {
+                if let Some(at) = self.torn_at.take() {
+                    tracing::warn!(
+                        valid = at,
+                        cut = bytes.len() as u64 - at,
+                        "raft log: cutting a torn tail of the side file"
+                    );
+                    self.file.set_len(at)?;
+                    self.file.sync()?;
+                }
+                if restored {
+                    self.write_state()?;
+                    self.vote_unsynced = true;
+                    self.sync()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back a term or vote a claim shows was synced and the side
+    /// file lost (a vote forgotten could be given twice in one term).
+    fn restore_vote(&mut self, claim: &Claim) -> bool {
+        let hard = &mut self.state.hard;
+        let lost_term = claim.term > hard.term;
+        let lost_vote = claim.term == hard.term && hard.vote == 0 && claim.vote != 0;
+        if lost_term || lost_vote {
+            tracing::error!(
+                term = claim.term,
+                vote = claim.vote,
+                "raft log: a synced term or vote was lost to corruption; restored"
+            );
+            hard.term = claim.term;
+            hard.vote = claim.vote;
+        }
+        lost_term || lost_vote
+    }
+
+    /// Drops the entries from position `keep` on (their batches are gone
+    /// or corrupt) and records the repair point, in one atomic rewrite of
+    /// the side file: its valid records before the first entry dropped,
+    /// then the state and the repair record.
+    fn begin_repair(
+        &mut self,
+        point: RepairPoint,
+        keep: usize,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let valid_end = self.file_len;
+        let cut = self.positions.get(keep).copied().unwrap_or(valid_end);
+        tracing::error!(
+            term = point.term,
+            index = point.index,
+            kept = self.index_of(keep) - 1,
+            "raft log: synced entries lost to corruption; repairing from the leader"
+        );
+        self.entries.truncate(keep);
+        self.positions.truncate(keep);
+        let last = self.last_index_();
+        self.confs.retain(|(index, _)| *index <= last);
+        self.state.hard.commit = self.state.hard.commit.min(last);
+        self.state.applied = self.state.applied.min(last);
+        self.repair = Some(point);
+        let mut new = bytes[..usize::try_from(cut).expect("in memory")].to_vec();
+        encode_state(&self.state, &mut new);
+        encode_repair(self.repair, &mut new);
+        weir_io::write_file_atomically(self.dir.as_ref(), SIDE_FILE, &new)?;
+        self.file = self.dir.open_file(SIDE_FILE, OpenMode::Existing)?;
+        self.file_len = new.len() as u64;
+        self.torn_at = None;
+        (self.unsynced, self.vote_unsynced) = (false, false);
+        Ok(())
+    }
+
+    /// The last entry this replica had before it lost synced entries to
+    /// corruption, while its log is behind it: until then it may lack
+    /// entries it acknowledged, so it must not campaign, nor vote for a
+    /// log behind this point.
+    pub fn repair(&self) -> Option<RepairPoint> {
+        self.repair
+    }
+
+    /// Ends a repair once the log is back at or past its point; returns
+    /// whether it ended.
+    pub fn end_repair_if_caught_up(&mut self) -> Result<bool, StoreError> {
+        let Some(point) = self.repair else {
+            return Ok(false);
+        };
+        let last = self.last_index_();
+        let now = RepairPoint {
+            term: self.term_of(last).unwrap_or(0),
+            index: last,
+        };
+        if now < point {
+            return Ok(false);
+        }
+        tracing::info!(term = point.term, index = point.index, "raft log: repaired");
+        self.repair = None;
+        let mut record = Vec::new();
+        encode_repair(None, &mut record);
+        self.write_records(&record)?;
+        Ok(true)
     }
 
     fn push_meta(&mut self, index: u64, meta: EntryMeta, position: u64) -> Result<(), StoreError> {
@@ -590,7 +788,6 @@ impl RaftLog {
     /// committed entries it lost are on a majority, and come back from the
     /// leader.
     fn reconcile(&mut self) -> Result<(), StoreError> {
-        self.reconcile_start()?;
         let log_end = self.partition.log_end_offset();
         let keep = self.entries.partition_point(|meta| meta.end <= log_end);
         if keep < self.entries.len() {
@@ -875,6 +1072,12 @@ impl RaftLog {
         if records.is_empty() {
             return Ok(());
         }
+        if let Some(claim) = self.pending_claim.take() {
+            let mut with_claim = Vec::with_capacity(records.len() + 64);
+            encode_claim(&claim, &mut with_claim);
+            with_claim.extend_from_slice(records);
+            return self.write_records(&with_claim);
+        }
         self.file.write_at(records, self.file_len)?;
         self.file_len += records.len() as u64;
         self.unsynced = true;
@@ -925,12 +1128,26 @@ impl RaftLog {
             self.unsynced = false;
             self.entries_unsynced = false;
             self.vote_unsynced = false;
+            self.pending_claim = Some(self.claim_now());
         }
         // After the sync, under `always`: every entry's batch is durable.
         debug_assert!(
             plan.partition.is_none() || self.partition.durable_offset() >= self.end_offset(),
             "a synced log whose entries' batches are not durable"
         );
+    }
+
+    /// What is durable right after a sync of both files: the term and
+    /// vote, and under flush `always` the last entry with its batch.
+    fn claim_now(&self) -> Claim {
+        let durable_data = self.partition.config().flush == FlushPolicy::Always;
+        let index = if durable_data { self.last_index_() } else { 0 };
+        Claim {
+            term: self.state.hard.term,
+            vote: self.state.hard.vote,
+            index,
+            index_term: self.term_of(index).unwrap_or(0),
+        }
     }
 
     /// Entries `low..high`, up to `max_size` bytes (at least one); data
@@ -1179,6 +1396,8 @@ pub struct SideFileReport {
     pub problem: Option<String>,
     /// The last start record: the log was compacted through this entry.
     pub start: Option<LogStart>,
+    /// The last repair record's point, if a repair is under way.
+    pub repair: Option<RepairPoint>,
 }
 
 /// Reads a side file's bytes as [`RaftLog::open`] would, without cutting
@@ -1214,6 +1433,8 @@ pub fn inspect_side_file(bytes: &[u8]) -> SideFileReport {
                 }
                 report.start = Some(start);
             }),
+            Some(&CLAIM_RECORD) => decode_claim(body).map(|_| ()),
+            Some(&REPAIR_RECORD) => decode_repair(body).map(|point| report.repair = point),
             _ => Err(StoreError::Corrupt("unknown record kind".into())),
         };
         if let Err(error) = outcome {
@@ -1461,6 +1682,75 @@ fn decode_state(body: &[u8]) -> Result<PersistedState, StoreError> {
     })
 }
 
+fn encode_claim(claim: &Claim, out: &mut Vec<u8>) {
+    let mut body = vec![CLAIM_RECORD];
+    for value in [
+        CLAIM_MAGIC,
+        claim.term,
+        claim.vote,
+        claim.index,
+        claim.index_term,
+    ] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    debug_assert_eq!(body.len(), CLAIM_BODY_BYTES);
+    frame_record(&body, out);
+}
+
+fn decode_claim(body: &[u8]) -> Result<Claim, StoreError> {
+    let mut fields = Fields(&body[1..]);
+    if fields.u64()? != CLAIM_MAGIC {
+        return Err(StoreError::Corrupt(
+            "a claim record without its mark".into(),
+        ));
+    }
+    Ok(Claim {
+        term: fields.u64()?,
+        vote: fields.u64()?,
+        index: fields.u64()?,
+        index_term: fields.u64()?,
+    })
+}
+
+/// The last valid claim record starting after `position` (past a bad
+/// record, where record boundaries are unknown: every byte is tried; the
+/// length, kind, mark and CRC must all match).
+fn last_claim_after(bytes: &[u8], position: usize) -> Option<Claim> {
+    let length = (CLAIM_BODY_BYTES as u32).to_le_bytes();
+    let magic = CLAIM_MAGIC.to_le_bytes();
+    let mut found = None;
+    for at in position + 1..bytes.len() {
+        let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES + 9) else {
+            break;
+        };
+        if header[..4] != length || header[8] != CLAIM_RECORD || header[9..17] != magic {
+            continue;
+        }
+        if let Some((body, _)) = next_record(bytes, at) {
+            found = decode_claim(body).ok().or(found);
+        }
+    }
+    found
+}
+
+fn encode_repair(point: Option<RepairPoint>, out: &mut Vec<u8>) {
+    let point = point.unwrap_or_default();
+    let mut body = vec![REPAIR_RECORD];
+    for value in [point.term, point.index] {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    frame_record(&body, out);
+}
+
+fn decode_repair(body: &[u8]) -> Result<Option<RepairPoint>, StoreError> {
+    let mut fields = Fields(&body[1..]);
+    let point = RepairPoint {
+        term: fields.u64()?,
+        index: fields.u64()?,
+    };
+    Ok((point != RepairPoint::default()).then_some(point))
+}
+
 fn decode_start(body: &[u8]) -> Result<LogStart, StoreError> {
     let mut fields = Fields(&body[1..]);
     Ok(LogStart {
@@ -1610,6 +1900,220 @@ mod tests {
         assert_eq!(log.first_index().expect("an index"), 21);
         assert_eq!(log.partition().log_start_offset(), 45);
         log.check().expect("the files agree");
+    }
+
+    /// Entries 4 and 5 of raft's own, then data entries 6 through `last`,
+    /// each appended and synced on its own (a sync each, so that each
+    /// write begins with a claim of the one before).
+    fn synced_one_by_one(disk: &Arc<SimDisk>, last: u64) -> RaftLog {
+        let mut log = open(disk).expect("a new log");
+        let own = |index| Entry {
+            term: 2,
+            index,
+            ..Entry::default()
+        };
+        log.append(&[own(4), own(5)], &mut VecDeque::new())
+            .expect("an append");
+        log.sync().expect("a sync");
+        for index in 6..=last {
+            let entry = data_entry(&log, index);
+            log.append(&[entry], &mut VecDeque::new())
+                .expect("an append");
+            log.sync().expect("a sync");
+        }
+        log
+    }
+
+    /// A synced batch in the middle of the segment log rots: the replica's
+    /// segment log cuts it and all after (`SetByOwner`), and the Raft log
+    /// drops their entries and repairs up to its last entry before the
+    /// loss, across reopens, until the entries come back.
+    #[test]
+    fn a_replica_whose_synced_batches_rot_repairs_up_to_its_last_entry() {
+        let disk = SimDisk::new(31);
+        let log = synced_one_by_one(&disk, 11);
+        assert_eq!(log.repair(), None);
+        drop(log);
+        let segment = format!("partition/{}", weir_log::segment::log_file_name(0));
+        let length = disk
+            .root()
+            .open_dir("partition")
+            .and_then(|dir| dir.open_file(&weir_log::segment::log_file_name(0), OpenMode::Existing))
+            .and_then(|file| file.len())
+            .expect("the segment");
+        // Six equal batches (entries 6 to 11): this byte is entry 9's.
+        disk.corrupt(&segment, length - length / 6 * 5 / 2, 0x10)
+            .expect("a flip");
+        let point = RepairPoint { term: 2, index: 11 };
+        let mut log = open(&disk).expect("a reopen that repairs");
+        assert_eq!(log.partition().synced_data_cut(), Some(9));
+        assert_eq!((log.last_index_(), log.repair()), (8, Some(point)));
+        log.check().expect("the files agree");
+        drop(log);
+        let mut log = open(&disk).expect("a second reopen");
+        assert_eq!((log.last_index_(), log.repair()), (8, Some(point)));
+        for index in 9..=10 {
+            let entry = data_entry(&log, index);
+            log.append(&[entry], &mut VecDeque::new())
+                .expect("an append");
+            assert!(!log.end_repair_if_caught_up().expect("a check"));
+        }
+        let entry = data_entry(&log, 11);
+        log.append(&[entry], &mut VecDeque::new())
+            .expect("an append");
+        assert!(log.end_repair_if_caught_up().expect("a check"));
+        log.sync().expect("a sync");
+        drop(log);
+        let log = open(&disk).expect("a reopen after the repair");
+        assert_eq!((log.last_index_(), log.repair()), (11, None));
+    }
+
+    /// A replica repairing entries lost to rot answers no vote for a log
+    /// behind its repair point (pre-vote or vote), answers one at it, and
+    /// never campaigns, however long it hears from no leader.
+    #[test]
+    fn a_repairing_replica_neither_votes_for_a_shorter_log_nor_campaigns() {
+        use raft::eraftpb::{Message, MessageType};
+        let disk = SimDisk::new(33);
+        drop(synced_one_by_one(&disk, 11));
+        let segment = format!("partition/{}", weir_log::segment::log_file_name(0));
+        let length = disk
+            .root()
+            .open_dir("partition")
+            .and_then(|dir| dir.open_file(&weir_log::segment::log_file_name(0), OpenMode::Existing))
+            .and_then(|file| file.len())
+            .expect("the segment");
+        disk.corrupt(&segment, length - length / 6 * 5 / 2, 0x10)
+            .expect("a flip");
+        let root = disk.root();
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            ..LogConfig::default()
+        };
+        let partition_dir = root.open_or_create_dir("partition").expect("a dir");
+        let (partition, _) =
+            Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a log");
+        let raft_dir = root.open_or_create_dir("raft").expect("a dir");
+        let mut group = crate::Group::open(
+            &crate::GroupConfig::new(1, vec![1, 2, 3], 7),
+            raft_dir,
+            Arc::new(partition),
+        )
+        .expect("a group");
+        assert_eq!(
+            group.log().repair(),
+            Some(RepairPoint { term: 2, index: 11 })
+        );
+        let vote_request = |kind, index| Message {
+            msg_type: kind,
+            from: 2,
+            to: 1,
+            term: 5,
+            log_term: 2,
+            index,
+            ..Message::default()
+        };
+        let answered = |group: &mut crate::Group| {
+            let messages = group.process_ready().expect("a ready");
+            messages
+                .iter()
+                .filter(|message| {
+                    matches!(
+                        message.get_msg_type(),
+                        MessageType::MsgRequestVoteResponse
+                            | MessageType::MsgRequestPreVoteResponse
+                    )
+                })
+                .count()
+        };
+        for kind in [MessageType::MsgRequestPreVote, MessageType::MsgRequestVote] {
+            group.step(vote_request(kind, 10)).expect("a step");
+            assert_eq!(
+                answered(&mut group),
+                0,
+                "{kind:?} for a shorter log answered"
+            );
+        }
+        for _ in 0..100 {
+            group.tick();
+            let messages = group.process_ready().expect("a ready");
+            assert!(
+                messages.iter().all(|message| !matches!(
+                    message.get_msg_type(),
+                    MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                )),
+                "a repairing replica campaigned"
+            );
+        }
+        group
+            .step(vote_request(MessageType::MsgRequestVote, 11))
+            .expect("a step");
+        assert_eq!(
+            answered(&mut group),
+            1,
+            "a vote for a log at the point unanswered"
+        );
+    }
+
+    /// A synced state record rots, with records after it: the side file
+    /// is cut there, but the claims past it give back the vote (which the
+    /// node may have sent) and show that entry 12, synced, was lost.
+    #[test]
+    fn claims_past_a_rotted_record_restore_the_vote_and_start_a_repair() {
+        let disk = SimDisk::new(32);
+        let mut log = synced_one_by_one(&disk, 11);
+        let mut state = log.state().clone();
+        state.hard.term = 3;
+        state.hard.vote = 2;
+        log.set_state(state).expect("a state");
+        let state_record_end = log.file_len;
+        log.sync().expect("a sync");
+        let entry = data_entry(&log, 12);
+        log.append(&[entry], &mut VecDeque::new())
+            .expect("an append");
+        log.sync().expect("a sync");
+        let mut state = log.state().clone();
+        state.hard.commit = 12;
+        log.set_state(state).expect("a state");
+        log.sync().expect("a sync");
+        drop(log);
+        disk.corrupt("raft/raft-log", state_record_end - 3, 0x01)
+            .expect("a flip");
+        let log = open(&disk).expect("a reopen that repairs");
+        assert_eq!((log.state().hard.term, log.state().hard.vote), (3, 2));
+        assert_eq!(log.last_index_(), 11);
+        assert_eq!(log.repair(), Some(RepairPoint { term: 2, index: 12 }));
+        log.check().expect("the files agree");
+    }
+
+    /// A power loss takes back unsynced entries (nothing claims them):
+    /// no repair, so that a cluster whose nodes all lost power elects.
+    #[test]
+    fn unsynced_entries_lost_to_a_power_loss_start_no_repair() {
+        for seed in 0..20 {
+            let disk = SimDisk::with_faults(
+                seed,
+                Faults {
+                    crash: weir_io::CrashWeights {
+                        lose_all: 1,
+                        keep_prefix: 1,
+                        tear: 1,
+                    },
+                    ..Faults::default()
+                },
+            );
+            let mut log = synced_one_by_one(&disk, 8);
+            for index in 9..=12 {
+                let entry = data_entry(&log, index);
+                log.append(&[entry], &mut VecDeque::new())
+                    .expect("an append");
+            }
+            drop(log);
+            disk.crash();
+            let log = open(&disk).expect("a reopen");
+            assert!(log.last_index_() >= 8, "seed {seed}: synced entries kept");
+            assert_eq!(log.repair(), None, "seed {seed}");
+        }
     }
 
     /// A leader whose disk fails the read of a follower's entries answers
