@@ -78,6 +78,12 @@ pub fn retains(seed: u64) -> bool {
     seed % 4 == 3
 }
 
+/// Whether a seed's nodes may find their stored data rotted (one seed in
+/// four, remainder 1: the others keep their schedules).
+pub fn rots(seed: u64) -> bool {
+    seed % 4 == 1
+}
+
 /// The largest log start offset of `partition` over the running nodes:
 /// records below it may be gone from the partition's leader.
 fn max_log_start(shared: &Shared, partition: i32) -> i64 {
@@ -446,6 +452,7 @@ fn io_errors(disk: &SimDisk) -> u64 {
 /// while the node runs.
 async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: SharedRef) {
     let mut high_watermarks: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut repairing, mut repaired) = (BTreeSet::new(), 0u64);
     loop {
         sleep(Duration::from_millis(50)).await;
         let groups = cluster.handle().status().await;
@@ -468,6 +475,17 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
                         ));
                     }
                 }
+                if group.repairing {
+                    repairing.insert(group.group);
+                    if group.leader == Some(id) {
+                        problems.push((
+                            "a replica repairing lost entries never leads",
+                            format!("weir-{id} group {} term {}", group.group, group.term),
+                        ));
+                    }
+                } else if repairing.remove(&group.group) {
+                    repaired += 1;
+                }
                 let before = high_watermarks.insert(group.group, group.high_watermark);
                 if before.is_some_and(|before| before > group.high_watermark) {
                     problems.push((
@@ -484,6 +502,12 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
         }
         for (invariant, evidence) in problems {
             violation(&shared, invariant, evidence);
+        }
+        if !repairing.is_empty() {
+            reached(&shared, "a replica repairs entries lost to rot");
+        }
+        if repaired > 0 {
+            reached(&shared, "a replica repaired entries lost to rot");
         }
     }
 }
@@ -1718,6 +1742,7 @@ async fn fault_phase(world: &mut World) {
             3 | 4 => isolate(world).await,
             7 if world.replaced.is_none() && world.rng.random_bool(0.3) => replace_node(world),
             9 => disk_errors(world).await,
+            12 if rots(world.handle.seed()) && world.rng.random_bool(0.5) => rot(world),
             12 => read_faults(world).await,
             10 => pause(world).await,
             11 => bridge(world).await,
@@ -2134,6 +2159,65 @@ async fn read_faults(world: &mut World) {
     if errors > 0.0 && !world.down.contains(&id) {
         world.kill(id);
         world.restart(id);
+    }
+}
+
+/// Bit rot at rest: a node loses power, one to three bytes of the
+/// replicated topic's stored data flip (segment files and Raft side
+/// files, synced or not), and it starts again. Its replicas must find
+/// the damage, never serve or count what rotted, and get the records
+/// back from their peers.
+fn rot(world: &mut World) {
+    let minority = (world.members() - 1) / 2;
+    let (id, (_, disk, _)) = pick(&world.nodes, &mut world.rng);
+    if world.down.contains(&id) || world.down_for_now().len() >= minority {
+        return;
+    }
+    let disk = Arc::clone(disk);
+    world.kill(id);
+    let mut files = Vec::new();
+    stored_files(&disk.root(), "", &mut files);
+    files.retain(|(path, _)| {
+        path.contains(&format!("/{TOPIC}/"))
+            && (path.ends_with(".log") || path.ends_with("/raft-log"))
+    });
+    files.retain(|(_, length)| *length > 0);
+    for _ in 0..world.rng.random_range(1..=3) {
+        if files.is_empty() {
+            break;
+        }
+        let (path, length) = &files[world.rng.random_range(0..files.len())];
+        let offset = world.rng.random_range(0..*length);
+        let mask = 1u8 << world.rng.random_range(0..8);
+        disk.corrupt(path, offset, mask).expect("a listed file");
+        world.note(format!("weir-{id}: a bit of {path} rots at byte {offset}"));
+        count(&world.shared, "bit rot");
+    }
+    world.restart(id);
+}
+
+/// Every file under `dir`, by path from the disk's root, with its length.
+fn stored_files(dir: &dyn Storage, prefix: &str, files: &mut Vec<(String, u64)>) {
+    for entry in dir.list().unwrap_or_default() {
+        let path = if prefix.is_empty() {
+            entry.name.clone()
+        } else {
+            format!("{prefix}/{}", entry.name)
+        };
+        match entry.kind {
+            weir_io::EntryKind::Directory => {
+                if let Ok(sub) = dir.open_dir(&entry.name) {
+                    stored_files(sub.as_ref(), &path, files);
+                }
+            }
+            _ => {
+                let length = dir
+                    .open_file(&entry.name, weir_io::OpenMode::Existing)
+                    .and_then(|file| file.len())
+                    .unwrap_or(0);
+                files.push((path, length));
+            }
+        }
     }
 }
 
