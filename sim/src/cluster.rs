@@ -342,6 +342,12 @@ fn start_node(
         join,
         ..Settings::default()
     };
+    if rots(handle.seed()) && handle.seed() % 8 == 5 {
+        // Small segments: rot reaches sealed segments, which recovery
+        // trusts (the checkpoint lists them): found when a batch is read
+        // for a follower, or by the scrub.
+        settings.kafka.log_segment_bytes = 4096;
+    }
     if retains(handle.seed()) {
         // Small segments, a small size limit, retention every second:
         // records go while clients read them, replicas compact their
@@ -453,6 +459,8 @@ fn io_errors(disk: &SimDisk) -> u64 {
 async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: SharedRef) {
     let mut high_watermarks: BTreeMap<u64, u64> = BTreeMap::new();
     let (mut repairing, mut repaired) = (BTreeSet::new(), 0u64);
+    let mut cuts: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut cut_seen = false;
     loop {
         sleep(Duration::from_millis(50)).await;
         let groups = cluster.handle().status().await;
@@ -474,6 +482,13 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
                             ),
                         ));
                     }
+                }
+                if cuts.insert(group.group, group.cuts).unwrap_or(0) != group.cuts {
+                    // Cut at a batch that read corrupt: its high watermark
+                    // went back with the records, which it no longer
+                    // serves (it leads no more until repaired).
+                    high_watermarks.remove(&group.group);
+                    cut_seen = true;
                 }
                 if group.repairing {
                     repairing.insert(group.group);
@@ -508,6 +523,9 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
         }
         if repaired > 0 {
             reached(&shared, "a replica repaired entries lost to rot");
+        }
+        if cut_seen {
+            reached(&shared, "a replica cut at a batch that read corrupt");
         }
     }
 }

@@ -29,7 +29,7 @@ use weir_log::{batch, LogError, Partition, SequenceError};
 
 use crate::confchange::decode_conf_change;
 use crate::store::{
-    is_data, LeaderWrite, PersistedState, RaftLog, RepairPoint, StoreError, SyncPlan,
+    is_data, LeaderWrite, PersistedState, RaftLog, RepairPoint, Scrubbed, StoreError, SyncPlan,
 };
 
 /// Settings of one group on one node.
@@ -148,6 +148,9 @@ pub struct Group {
     /// Confirmations of this leader's lead raft answered (read index
     /// rounds): each request's id and the commit index it was confirmed at.
     confirmed: Vec<(u64, u64)>,
+    /// A batch read corrupt: this replica gave up leading and does not
+    /// campaign until its log is cut there ([`Group::reopen_cut_at`]).
+    cut_pending: bool,
 }
 
 impl std::fmt::Debug for Group {
@@ -232,6 +235,7 @@ impl Group {
             pending: None,
             snapshots_sent: Vec::new(),
             confirmed: Vec::new(),
+            cut_pending: false,
         };
         let high_watermark = group.node.store().end_offset_at(applied);
         group.raise_high_watermark(high_watermark);
@@ -279,6 +283,9 @@ impl Group {
     /// is not answered (it may lack entries it acknowledged, which such a
     /// leader would lack too).
     fn refuses_in_repair(&self, message: &Message) -> bool {
+        if self.cut_pending && message.get_msg_type() == MessageType::MsgTimeoutNow {
+            return true;
+        }
         let Some(point) = self.node.store().repair() else {
             return false;
         };
@@ -320,7 +327,7 @@ impl Group {
 
     /// Messages a repairing replica keeps to itself: its campaigns.
     fn outgoing(&self, mut messages: Vec<Message>) -> Vec<Message> {
-        if self.node.store().repair().is_some() {
+        if self.node.store().repair().is_some() || self.cut_pending {
             messages.retain(|message| {
                 !matches!(
                     message.get_msg_type(),
@@ -481,6 +488,58 @@ impl Group {
             partition.delete_before(offset)?;
         }
         Ok(partition.log_start_offset())
+    }
+
+    /// Whether a ready was written and not yet finished.
+    pub fn is_mid_ready(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Where this replica found a batch that reads corrupt, if it did
+    /// since it was last asked: while sending entries to a follower, or
+    /// scrubbing `scrub_budget` more bytes of its log (0: no scrub).
+    pub fn find_corruption(&mut self, scrub_budget: u32) -> Result<Scrubbed, StoreError> {
+        let store = self.node.mut_store();
+        if let Some(from) = store.take_suspect() {
+            if let Some(offset) = store.locate_corruption(from)? {
+                return Ok(Scrubbed {
+                    corrupt: Some(offset),
+                    ..Scrubbed::default()
+                });
+            }
+        }
+        if scrub_budget == 0 {
+            return Ok(Scrubbed::default());
+        }
+        store.scrub(scrub_budget)
+    }
+
+    /// Readies the cut of a batch found corrupt: a leader steps down
+    /// first (its front-ends stop answering for the partition before its
+    /// records and high watermark go back), and the replica campaigns no
+    /// more until the cut. Returns whether it may be cut now (it does not
+    /// lead).
+    pub fn prepare_cut(&mut self) -> bool {
+        self.cut_pending = true;
+        if self.is_leader() {
+            let term = self.node.raft.term;
+            self.node.raft.become_follower(term, raft::INVALID_ID);
+            self.after_raft();
+            return false;
+        }
+        true
+    }
+
+    /// Cuts the log at the corrupt batch at `offset`
+    /// ([`RaftLog::cut_for_repair`]) and opens the replica again over it,
+    /// as a follower that repairs from the leader. Returns the new group.
+    pub fn reopen_cut_at(mut self, config: &GroupConfig, offset: u64) -> Result<Self, StoreError> {
+        assert!(self.pending.is_none(), "a cut in the middle of a ready");
+        let store = self.node.mut_store();
+        store.cut_for_repair(offset)?;
+        let (dir, partition) = (Arc::clone(store.dir()), Arc::clone(store.partition()));
+        drop(self);
+        Group::open(config, dir, partition)
     }
 
     /// What must be synced before [`Group::finish_ready`].

@@ -40,8 +40,11 @@ mod store;
 pub mod transport;
 
 pub use group::{CommitStatus, Group, GroupConfig, ProposeError, Proposed};
-pub use replicas::{Replicas, ReplicasConfig, ReplicasStats, APPLICATION, LIVENESS_GROUP, QUIESCE};
+pub use replicas::{
+    Replicas, ReplicasConfig, ReplicasStats, APPLICATION, LIVENESS_GROUP, QUIESCE,
+    SCRUB_BYTES_PER_TICK,
+};
 pub use store::{
     inspect_side_file, is_data, LeaderWrite, LogStart, PersistedState, RaftLog, RepairPoint,
-    SideFileReport, StoreError, SyncPlan, REWRITE_MIN_BYTES, SIDE_FILE,
+    Scrubbed, SideFileReport, StoreError, SyncPlan, REWRITE_MIN_BYTES, SIDE_FILE,
 };

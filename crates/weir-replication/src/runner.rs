@@ -98,6 +98,9 @@ pub struct GroupStatus {
     /// Whether this replica is repairing entries it lost to corruption
     /// ([`crate::RaftLog::repair`]).
     pub repairing: bool,
+    /// Times it was cut at a batch that read corrupt, since the node
+    /// started (its high watermark goes back with the records).
+    pub cuts: u64,
 }
 
 /// One group as the front-ends see it, published by the runner whenever
@@ -813,6 +816,7 @@ impl Runner {
                     high_watermark: group.high_watermark(),
                     asleep: self.replicas.is_asleep(id),
                     repairing: group.log().repair().is_some(),
+                    cuts: self.replicas.cuts(id),
                 })
             })
             .collect()

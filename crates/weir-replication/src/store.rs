@@ -50,6 +50,7 @@
 //! acknowledged: a node answers only after both files are synced.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -156,6 +157,17 @@ pub struct RepairPoint {
     pub index: u64,
 }
 
+/// What one [`RaftLog::scrub`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scrubbed {
+    /// A batch that reads corrupt, by its first offset.
+    pub corrupt: Option<u64>,
+    /// Bytes read.
+    pub bytes: u64,
+    /// It reached the log's end (or the log is empty, or the read failed).
+    pub pass_done: bool,
+}
+
 /// Where a compacted log begins: the entries up to `index` are gone.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogStart {
@@ -216,6 +228,11 @@ pub struct RaftLog {
     torn_at: Option<u64>,
     /// See [`RaftLog::repair`].
     repair: Option<RepairPoint>,
+    /// Where a read of batches for a follower that failed as corrupt
+    /// began (`u64::MAX`: none since [`RaftLog::take_suspect`]).
+    suspect: AtomicU64,
+    /// Where the next [`RaftLog::scrub`] reads.
+    scrub_cursor: u64,
 }
 
 /// What a [`RaftLog`] needs synced to make its writes as durable as its
@@ -279,6 +296,8 @@ impl RaftLog {
             pending_claim: None,
             torn_at: None,
             repair: None,
+            suspect: AtomicU64::new(u64::MAX),
+            scrub_cursor: 0,
         };
         log.replay(&bytes)?;
         if created {
@@ -495,6 +514,138 @@ impl RaftLog {
         self.torn_at = None;
         (self.unsynced, self.vote_unsynced) = (false, false);
         Ok(())
+    }
+
+    /// Where a read for a follower found a corrupt batch (at or after this
+    /// offset), once.
+    pub fn take_suspect(&self) -> Option<u64> {
+        let from = self.suspect.swap(u64::MAX, Ordering::Relaxed);
+        (from != u64::MAX).then_some(from)
+    }
+
+    /// Reads the next `budget` bytes of the partition's batches from where
+    /// the last scrub stopped (from the log start again after the end),
+    /// every CRC checked as every read does, so that rot is found before a
+    /// follower or a consumer needs the records, and before a second
+    /// replica rots. Returns the offset of a batch that reads corrupt. A
+    /// read that fails otherwise (the disk) is left to the next pass.
+    pub fn scrub(&mut self, budget: u32) -> Result<Scrubbed, StoreError> {
+        let mut scrubbed = Scrubbed::default();
+        // A read stops at its segment's end: read on to the budget.
+        while scrubbed.bytes < u64::from(budget) && !scrubbed.pass_done {
+            let left = budget - u32::try_from(scrubbed.bytes).expect("below the budget");
+            let step = self.scrub_step(left)?;
+            scrubbed.bytes += step.bytes;
+            scrubbed.pass_done = step.pass_done;
+            if step.corrupt.is_some() {
+                scrubbed.corrupt = step.corrupt;
+                break;
+            }
+        }
+        Ok(scrubbed)
+    }
+
+    fn scrub_step(&mut self, budget: u32) -> Result<Scrubbed, StoreError> {
+        let (start, end) = (
+            self.partition.log_start_offset(),
+            self.partition.log_end_offset(),
+        );
+        if self.scrub_cursor < start || self.scrub_cursor >= end {
+            self.scrub_cursor = start;
+        }
+        let mut scrubbed = Scrubbed {
+            pass_done: start == end,
+            ..Scrubbed::default()
+        };
+        if start == end {
+            return Ok(scrubbed);
+        }
+        match self
+            .partition
+            .read_with(self.scrub_cursor, budget, Isolation::Uncommitted)
+        {
+            Ok(read) => {
+                self.scrub_cursor = read.info.next_offset;
+                scrubbed.bytes = read.stored_bytes().len() as u64;
+                scrubbed.pass_done = self.scrub_cursor >= end || scrubbed.bytes == 0;
+            }
+            Err(LogError::Corrupt { .. }) => {
+                scrubbed.corrupt = self.locate_corruption(self.scrub_cursor)?;
+                // Found nothing: the next read goes on past it.
+                scrubbed.pass_done = scrubbed.corrupt.is_none();
+            }
+            Err(error) => {
+                tracing::debug!(%error, "scrub read failed; tried again next pass");
+                self.scrub_cursor = start;
+                scrubbed.pass_done = true;
+            }
+        }
+        Ok(scrubbed)
+    }
+
+    /// The first batch at or after `from` that reads corrupt, searched one
+    /// batch at a time over at most two read chunks: `None` if they all
+    /// read whole (the failure was not theirs).
+    pub fn locate_corruption(&self, from: u64) -> Result<Option<u64>, StoreError> {
+        let mut at = from.max(self.partition.log_start_offset());
+        let mut bytes = 0u64;
+        while at < self.partition.log_end_offset() && bytes < 2 * u64::from(READ_CHUNK_BYTES) {
+            match self.partition.read_with(at, 1, Isolation::Uncommitted) {
+                Ok(read) if read.info.next_offset > at => {
+                    bytes += read.stored_bytes().len() as u64;
+                    at = read.info.next_offset;
+                }
+                Ok(_) => return Ok(None),
+                Err(LogError::Corrupt { .. }) => return Ok(Some(at)),
+                Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Cuts the log at the batch holding `offset`, which reads corrupt:
+    /// its entry and every later one go, the side file rewritten whole
+    /// with the repair point first, then the partition truncated (a crash
+    /// between is finished by the next open's reconcile). The group is
+    /// then reopened over the log, and gets the entries back from the
+    /// leader. Records before the log's first entry (compacted, kept
+    /// until retention deletes them) cannot come back: they are deleted.
+    pub fn cut_for_repair(&mut self, offset: u64) -> Result<(), StoreError> {
+        if offset < self.base_offset {
+            tracing::error!(offset, "a compacted record reads corrupt: deleted");
+            self.partition.delete_before(self.base_offset)?;
+            return Ok(());
+        }
+        let keep = self.entries.partition_point(|meta| meta.end <= offset);
+        let Some(first_lost) = self.entries.get(keep).map(|meta| meta.start) else {
+            return Ok(());
+        };
+        let last = self.last_index_();
+        let point = RepairPoint {
+            term: self.term_of(last).expect("the last entry"),
+            index: last,
+        };
+        let cut = self.positions[keep];
+        let bytes = weir_io::read_agreed(
+            self.file.as_ref(),
+            0,
+            usize::try_from(cut).expect("in memory"),
+        )?;
+        while !self.recent.is_empty() {
+            self.forget_first();
+        }
+        self.torn_at = None;
+        self.begin_repair(self.repair.max(Some(point)).expect("a point"), keep, &bytes)?;
+        self.partition.truncate(first_lost)?;
+        // After the cut: the two files end together.
+        assert_eq!(self.end_offset(), self.partition.log_end_offset());
+        Ok(())
+    }
+
+    /// The directory of the side file.
+    pub fn dir(&self) -> &Arc<dyn Storage> {
+        &self.dir
     }
 
     /// The last entry this replica had before it lost synced entries to
@@ -1327,6 +1478,10 @@ impl raft::Storage for RaftLog {
         self.entries_from(low, high, max_size.into(), with_batches)
             .map_err(|error| {
                 tracing::warn!(low, high, %error, "reading entries for a follower failed; retried later");
+                if matches!(error, LogError::Corrupt { .. }) {
+                    let from = self.meta(low).map_or(self.base_offset, |meta| meta.start);
+                    self.suspect.fetch_min(from, Ordering::Relaxed);
+                }
                 raft::Error::Store(StorageError::LogTemporarilyUnavailable)
             })
     }
@@ -2053,6 +2208,84 @@ mod tests {
             1,
             "a vote for a log at the point unanswered"
         );
+    }
+
+    /// Opens the group of node 1 over the log on `disk`.
+    fn open_group(disk: &Arc<SimDisk>) -> (crate::GroupConfig, crate::Group) {
+        let root = disk.root();
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            ..LogConfig::default()
+        };
+        let partition_dir = root.open_or_create_dir("partition").expect("a dir");
+        let (partition, _) =
+            Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a log");
+        let raft_dir = root.open_or_create_dir("raft").expect("a dir");
+        let group_config = crate::GroupConfig::new(1, vec![1, 2, 3], 7);
+        let group =
+            crate::Group::open(&group_config, raft_dir, Arc::new(partition)).expect("a group");
+        (group_config, group)
+    }
+
+    /// Flips a bit of entry 9's batch (of the six equal batches of
+    /// entries 6 to 11).
+    fn rot_entry_nine(disk: &Arc<SimDisk>) {
+        let name = weir_log::segment::log_file_name(0);
+        let length = disk
+            .root()
+            .open_dir("partition")
+            .and_then(|dir| dir.open_file(&name, OpenMode::Existing))
+            .and_then(|file| file.len())
+            .expect("the segment");
+        disk.corrupt(
+            &format!("partition/{name}"),
+            length - length / 6 * 5 / 2,
+            0x10,
+        )
+        .expect("a flip");
+    }
+
+    /// Rot in a running replica, which recovery will not see (it was
+    /// checked when opened): found by the scrub, or by a read of entries
+    /// for a follower, at the batch's first offset; the replica is cut
+    /// there and reopened to repair up to its last entry.
+    #[test]
+    fn rot_found_while_running_cuts_the_replica_there_to_repair() {
+        for by_scrub in [true, false] {
+            let disk = SimDisk::new(34);
+            drop(synced_one_by_one(&disk, 11));
+            let (config, mut group) = open_group(&disk);
+            assert_eq!(
+                group.find_corruption(1 << 20).expect("a scrub").corrupt,
+                None
+            );
+            rot_entry_nine(&disk);
+            let found = if by_scrub {
+                group.find_corruption(1 << 20).expect("a scrub").corrupt
+            } else {
+                let read = group
+                    .log()
+                    .entries(7, 12, None, GetEntriesContext::empty(true));
+                assert!(read.is_err(), "a corrupt batch sent to a follower");
+                group.find_corruption(0).expect("a search").corrupt
+            };
+            assert_eq!(found, Some(9), "by scrub: {by_scrub}");
+            let group = group.reopen_cut_at(&config, 9).expect("a cut");
+            assert_eq!(
+                group.log().repair(),
+                Some(RepairPoint { term: 2, index: 11 })
+            );
+            assert_eq!(group.last_index(), 8);
+            assert_eq!(group.log().partition().log_end_offset(), 9);
+            group.log().check().expect("the files agree");
+            drop(group);
+            let (_, group) = open_group(&disk);
+            assert_eq!(
+                group.log().repair(),
+                Some(RepairPoint { term: 2, index: 11 })
+            );
+            assert_eq!(group.last_index(), 8);
+        }
     }
 
     /// A synced state record rots, with records after it: the side file

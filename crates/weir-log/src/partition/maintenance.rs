@@ -108,9 +108,10 @@ impl Partition {
             .segment_for(end_offset)
             .expect("offsets from the log start on are in a segment");
         segment.load_index(storage.as_ref(), interval)?;
-        let (mut position, _) = segment.locate(end_offset);
-        let mut new_end = segment.base_offset;
-        while position < segment.size {
+        let (mut position, mut new_end) = segment.locate(end_offset);
+        // A cut at a batch's first offset is found without reading that
+        // batch, which may be the corrupt one a replica cuts away.
+        while position < segment.size && new_end < end_offset {
             let stored = segment::read_batch_at(segment.file.as_ref(), u64::from(position))
                 .map_err(|error| LogError::Corrupt {
                     segment: segment.name(),
