@@ -18,7 +18,10 @@
 //! ([`group`]). The nemesis
 //! kills nodes with a power loss of their disks (at most a minority down
 //! at once) and restarts them, isolates nodes (both ways or one way),
-//! makes links lossy and slow, and skews and jumps nodes' clocks.
+//! makes links lossy and slow, and skews and jumps nodes' clocks; in one
+//! seed in four it rots stored bytes of a node's replicas at rest (in
+//! sealed segments too, in half of those), which the replicas must find,
+//! never serve, and repair from their peers.
 //!
 //! Checks, after healing: every partition has a leader and takes a
 //! produce again within bounded time (liveness); every acknowledged record
@@ -347,6 +350,9 @@ fn start_node(
         // trusts (the checkpoint lists them): found when a batch is read
         // for a follower, or by the scrub.
         settings.kafka.log_segment_bytes = 4096;
+        // The clients' records carry timestamps of 1970: the default
+        // retention by time would delete every sealed segment.
+        settings.kafka.log_retention_ms = -1;
     }
     if retains(handle.seed()) {
         // Small segments, a small size limit, retention every second:
@@ -2325,6 +2331,16 @@ async fn final_checks(world: &World) {
         .collect();
     let start_of = |id: u64, partition: i32| starts.get(&(id, partition)).copied().unwrap_or(0);
     let retention_deleted = starts.values().any(|start| *start > 0);
+    if !retains(world.handle.seed()) {
+        // Without retention nothing deletes a replica's records: a log
+        // start above 0 would hide lost records from the checks below.
+        for ((id, partition), start) in starts.iter().filter(|(_, start)| **start > 0) {
+            problems.push((
+                "a replica's records go only to retention",
+                format!("weir-{id}: partition {partition} starts at {start}"),
+            ));
+        }
+    }
     // The groups' committed offsets are rebuilt from the offsets topic's
     // first record: retention must never touch it.
     for (id, broker) in &shared.brokers {

@@ -2100,7 +2100,7 @@ mod tests {
         disk.corrupt(&segment, length - length / 6 * 5 / 2, 0x10)
             .expect("a flip");
         let point = RepairPoint { term: 2, index: 11 };
-        let mut log = open(&disk).expect("a reopen that repairs");
+        let log = open(&disk).expect("a reopen that repairs");
         assert_eq!(log.partition().synced_data_cut(), Some(9));
         assert_eq!((log.last_index_(), log.repair()), (8, Some(point)));
         log.check().expect("the files agree");

@@ -408,6 +408,13 @@ pub fn raft(dir: &Path) -> std::io::Result<Report> {
             "  term (leader epoch) {term}: from entry {index}, offset {offset}"
         );
     }
+    if let Some(point) = &found.repair {
+        let _ = writeln!(
+            text,
+            "REPAIRING: lost synced entries to corruption; no campaign or vote for a log behind entry {} (term {}) until the leader restores them",
+            point.index, point.term
+        );
+    }
     if let Some(problem) = &found.problem {
         let _ = writeln!(text, "CORRUPT: {problem}");
         report.corrupt = true;
