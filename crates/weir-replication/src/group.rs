@@ -237,6 +237,9 @@ impl Group {
             confirmed: Vec::new(),
             cut_pending: false,
         };
+        if group.node.store().repair().is_some() && group.is_alone(config.node) {
+            group.node.mut_store().abandon_repair()?;
+        }
         let high_watermark = group.node.store().end_offset_at(applied);
         group.raise_high_watermark(high_watermark);
         group.after_raft();
@@ -512,6 +515,11 @@ impl Group {
             return Ok(Scrubbed::default());
         }
         store.scrub(scrub_budget)
+    }
+
+    /// Whether `node` is the group's only member: nobody to repair from.
+    pub fn is_alone(&self, node: u64) -> bool {
+        self.voters() == [node] && self.learners().is_empty() && !self.is_joint()
     }
 
     /// Readies the cut of a batch found corrupt: a leader steps down

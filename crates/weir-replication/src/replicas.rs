@@ -143,6 +143,8 @@ pub struct Replicas {
     scrubbed_at: u64,
     /// Times each group was cut at a corrupt batch.
     cuts: BTreeMap<u64, u64>,
+    /// Corrupt batches of groups without another replica, reported once.
+    unrepairable: BTreeSet<(u64, u64)>,
     /// The group whose log the scrub reads next (the first from this id).
     scrub_next: u64,
     /// Groups to cut at a batch that read corrupt, once they no longer
@@ -181,6 +183,7 @@ impl Replicas {
             cuts: BTreeMap::new(),
             cuts_pending: BTreeMap::new(),
             scrub_next: 0,
+            unrepairable: BTreeSet::new(),
             stats: ReplicasStats::default(),
         }
     }
@@ -263,6 +266,18 @@ impl Replicas {
             let Some(offset) = found else {
                 continue;
             };
+            if slot.group.is_alone(self.config.node) {
+                // Cutting would lose every later record for good: the
+                // batch stays, and reading it fails.
+                if self.unrepairable.insert((id, offset)) {
+                    tracing::error!(
+                        group = id,
+                        offset,
+                        "a batch reads corrupt, and no other replica holds it"
+                    );
+                }
+                continue;
+            }
             if !slot.group.prepare_cut() || pending.is_none() {
                 // Cut at a later turn, once the step down is out.
                 tracing::error!(

@@ -656,6 +656,24 @@ impl RaftLog {
         self.repair
     }
 
+    /// Gives up a repair that cannot happen (no other replica holds the
+    /// entries): what was lost stays lost, as a torn tail would.
+    pub fn abandon_repair(&mut self) -> Result<(), StoreError> {
+        if let Some(point) = self.repair.take() {
+            tracing::error!(
+                term = point.term,
+                index = point.index,
+                from_offset = self.end_offset(),
+                "raft log: records lost to corruption, with no other replica to restore them"
+            );
+            let mut record = Vec::new();
+            encode_repair(None, &mut record);
+            self.write_records(&record)?;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
     /// Ends a repair once the log is back at or past its point; returns
     /// whether it ended.
     pub fn end_repair_if_caught_up(&mut self) -> Result<bool, StoreError> {
@@ -1101,6 +1119,8 @@ impl RaftLog {
             );
             self.truncate_side(first.index)?;
         }
+        // The entries' positions are taken from the file's length next.
+        self.write_pending_claim()?;
         let mut records = Vec::new();
         for entry in entries {
             let meta = self.persist_entry(entry, written)?;
@@ -1223,14 +1243,23 @@ impl RaftLog {
         if records.is_empty() {
             return Ok(());
         }
-        if let Some(claim) = self.pending_claim.take() {
-            let mut with_claim = Vec::with_capacity(records.len() + 64);
-            encode_claim(&claim, &mut with_claim);
-            with_claim.extend_from_slice(records);
-            return self.write_records(&with_claim);
-        }
+        self.write_pending_claim()?;
         self.file.write_at(records, self.file_len)?;
         self.file_len += records.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes the claim of the last sync, if this is the first write since:
+    /// before anything whose position in the file is taken.
+    fn write_pending_claim(&mut self) -> Result<(), StoreError> {
+        let Some(claim) = self.pending_claim.take() else {
+            return Ok(());
+        };
+        let mut record = Vec::with_capacity(64);
+        encode_claim(&claim, &mut record);
+        self.file.write_at(&record, self.file_len)?;
+        self.file_len += record.len() as u64;
         self.unsynced = true;
         Ok(())
     }
@@ -1925,6 +1954,10 @@ mod tests {
     use weir_log::{HighWatermarkPolicy, LogConfig};
 
     fn open(disk: &Arc<SimDisk>) -> Result<RaftLog, StoreError> {
+        open_with(disk, &[1, 2, 3])
+    }
+
+    fn open_with(disk: &Arc<SimDisk>, voters: &[u64]) -> Result<RaftLog, StoreError> {
         let root = disk.root();
         let config = LogConfig {
             high_watermark: HighWatermarkPolicy::SetByOwner,
@@ -1933,7 +1966,7 @@ mod tests {
         let partition_dir = root.open_or_create_dir("partition")?;
         let (partition, _) = Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config)?;
         let raft_dir = root.open_or_create_dir("raft")?;
-        RaftLog::open(raft_dir, Arc::new(partition), &[1, 2, 3])
+        RaftLog::open(raft_dir, Arc::new(partition), voters)
     }
 
     /// A data entry of term 2 at `index`: a batch of three records
@@ -2286,6 +2319,140 @@ mod tests {
             );
             assert_eq!(group.last_index(), 8);
         }
+    }
+
+    /// A leader whose batch rots (found by the scrub) steps down at once,
+    /// and only a turn later, once its front-ends were told, is its log
+    /// cut there; then it repairs.
+    #[test]
+    fn a_leader_whose_batch_rots_steps_down_before_it_is_cut() {
+        use raft::eraftpb::{Message, MessageType};
+        let disk = SimDisk::new(35);
+        drop(synced_one_by_one(&disk, 11));
+        let root = disk.root();
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            ..LogConfig::default()
+        };
+        let partition_dir = root.open_or_create_dir("partition").expect("a dir");
+        let (partition, _) =
+            Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a log");
+        let raft_dir = root.open_or_create_dir("raft").expect("a dir");
+        let mut replicas = crate::Replicas::new(crate::ReplicasConfig::new(1, 9), &[1, 2, 3]);
+        replicas
+            .open_group(5, vec![1, 2, 3], raft_dir, Arc::new(partition))
+            .expect("a group");
+        // Node 2 grants every (pre-)vote node 1 asks for.
+        for _ in 0..200 {
+            replicas.tick();
+            replicas.process().expect("a turn");
+            let mut answers = Vec::new();
+            for (peer, envelopes) in replicas.take_outbox() {
+                for envelope in envelopes.into_iter().filter(|_| peer == 2) {
+                    let kind = match envelope.message.get_msg_type() {
+                        MessageType::MsgRequestPreVote => MessageType::MsgRequestPreVoteResponse,
+                        MessageType::MsgRequestVote => MessageType::MsgRequestVoteResponse,
+                        _ => continue,
+                    };
+                    answers.push(crate::codec::Envelope {
+                        group: 5,
+                        message: Message {
+                            msg_type: kind,
+                            from: 2,
+                            to: 1,
+                            term: envelope.message.term,
+                            ..Message::default()
+                        },
+                    });
+                }
+            }
+            replicas.receive(2, answers);
+            replicas.process().expect("a turn");
+            if replicas.group(5).expect("the group").is_leader() {
+                break;
+            }
+        }
+        let group = replicas.group(5).expect("the group");
+        assert!(group.is_leader(), "elected");
+        let end = group.log().partition().log_end_offset();
+        rot_entry_nine(&disk);
+        replicas.tick();
+        replicas.process().expect("a turn");
+        let group = replicas.group(5).expect("the group");
+        assert!(!group.is_leader(), "a leader with a rotted batch leads on");
+        assert_eq!(
+            (
+                group.log().partition().log_end_offset(),
+                group.log().repair()
+            ),
+            (end, None),
+            "cut before its step down was out"
+        );
+        replicas.tick();
+        replicas.process().expect("a turn");
+        let group = replicas.group(5).expect("the group");
+        assert_eq!(group.log().partition().log_end_offset(), 9);
+        assert!(group.log().repair().is_some());
+        assert_eq!(replicas.cuts(5), 1);
+    }
+
+    /// A partition with no other replica has nowhere to repair from: rot
+    /// found at start costs the records from the corrupt batch on (as a
+    /// torn tail would) and the group goes on; rot found while running is
+    /// not cut (reading that batch fails; the records after it stay).
+    #[test]
+    fn a_replica_alone_gives_up_the_repair_and_is_not_cut_while_running() {
+        let disk = SimDisk::new(36);
+        drop(open_with(&disk, &[1]).expect("a new log"));
+        let mut log = open_with(&disk, &[1]).expect("a reopen");
+        for index in 2..=7 {
+            let entry = data_entry(&log, index);
+            log.append(&[entry], &mut VecDeque::new())
+                .expect("an append");
+            log.sync().expect("a sync");
+        }
+        drop(log);
+        rot_entry_nine(&disk);
+        let (_, group) = open_group(&disk);
+        assert_eq!(group.log().repair(), None, "a repair nobody can serve");
+        assert_eq!(group.log().partition().log_end_offset(), 9);
+        drop(group);
+        let (_, group) = open_group(&disk);
+        assert_eq!(group.log().repair(), None);
+        drop(group);
+        let root = disk.root();
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            ..LogConfig::default()
+        };
+        let (partition, _) = Partition::open(
+            root.open_or_create_dir("partition").expect("a dir"),
+            Arc::new(ManualClock::new(0)),
+            config,
+        )
+        .expect("a log");
+        let mut replicas = crate::Replicas::new(crate::ReplicasConfig::new(1, 9), &[1]);
+        replicas
+            .open_group(
+                5,
+                vec![1],
+                root.open_or_create_dir("raft").expect("a dir"),
+                Arc::new(partition),
+            )
+            .expect("a group");
+        // Entries 2 to 4 are left (offsets 0 to 9); rot entry 2 now.
+        let name = weir_log::segment::log_file_name(0);
+        disk.corrupt(&format!("partition/{name}"), 100, 0x10)
+            .expect("a flip");
+        for _ in 0..5 {
+            replicas.tick();
+            replicas.process().expect("a turn");
+        }
+        let group = replicas.group(5).expect("the group");
+        assert_eq!(
+            (replicas.cuts(5), group.log().partition().log_end_offset()),
+            (0, 9)
+        );
     }
 
     /// A synced state record rots, with records after it: the side file
