@@ -99,6 +99,16 @@ struct Slot {
     asleep: bool,
 }
 
+impl Slot {
+    fn new(group: Group) -> Self {
+        Self {
+            group,
+            settled_ticks: 0,
+            asleep: false,
+        }
+    }
+}
+
 /// What happened to a message or a tick, for the owner's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplicasStats {
@@ -199,14 +209,7 @@ impl Replicas {
     ) -> Result<(), StoreError> {
         assert_ne!(id, LIVENESS_GROUP, "group id 0 is the liveness channel");
         let group = Group::open(&self.group_config(id, voters), dir, partition)?;
-        self.groups.insert(
-            id,
-            Slot {
-                group,
-                settled_ticks: 0,
-                asleep: false,
-            },
-        );
+        self.groups.insert(id, Slot::new(group));
         self.touched.insert(id);
         Ok(())
     }
@@ -296,14 +299,7 @@ impl Replicas {
                 .group
                 .reopen_cut_at(&config, offset)
                 .map_err(|error| (id, error))?;
-            self.groups.insert(
-                id,
-                Slot {
-                    group,
-                    settled_ticks: 0,
-                    asleep: false,
-                },
-            );
+            self.groups.insert(id, Slot::new(group));
             self.touched.insert(id);
             self.stats.repairs += 1;
             *self.cuts.entry(id).or_default() += 1;

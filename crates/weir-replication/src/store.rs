@@ -1958,15 +1958,19 @@ mod tests {
     }
 
     fn open_with(disk: &Arc<SimDisk>, voters: &[u64]) -> Result<RaftLog, StoreError> {
-        let root = disk.root();
+        let raft_dir = disk.root().open_or_create_dir("raft")?;
+        RaftLog::open(raft_dir, replica_partition(disk)?, voters)
+    }
+
+    /// The replica's partition log on `disk` (`SetByOwner`), opened.
+    fn replica_partition(disk: &Arc<SimDisk>) -> Result<Arc<Partition>, StoreError> {
         let config = LogConfig {
             high_watermark: HighWatermarkPolicy::SetByOwner,
             ..LogConfig::default()
         };
-        let partition_dir = root.open_or_create_dir("partition")?;
+        let partition_dir = disk.root().open_or_create_dir("partition")?;
         let (partition, _) = Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config)?;
-        let raft_dir = root.open_or_create_dir("raft")?;
-        RaftLog::open(raft_dir, Arc::new(partition), voters)
+        Ok(Arc::new(partition))
     }
 
     /// A data entry of term 2 at `index`: a batch of three records
@@ -1988,10 +1992,9 @@ mod tests {
         }
     }
 
-    /// A group's log as a node leaves it: its creation's three entries,
-    /// two of raft's own and forty data entries of a later term, a vote
-    /// in the term after; all synced.
-    fn written(disk: &Arc<SimDisk>) -> (PersistedState, u64, u64) {
+    /// A new log with two entries of raft's own of term 2 (4 and 5) after
+    /// its creation's three.
+    fn with_own_entries(disk: &Arc<SimDisk>) -> RaftLog {
         let mut log = open(disk).expect("a new log");
         let own = |index| Entry {
             term: 2,
@@ -2000,6 +2003,14 @@ mod tests {
         };
         log.append(&[own(4), own(5)], &mut VecDeque::new())
             .expect("an append");
+        log
+    }
+
+    /// A group's log as a node leaves it: its creation's three entries,
+    /// two of raft's own and forty data entries of a later term, a vote
+    /// in the term after; all synced.
+    fn written(disk: &Arc<SimDisk>) -> (PersistedState, u64, u64) {
+        let mut log = with_own_entries(disk);
         for index in 6..46 {
             let entry = data_entry(&log, index);
             log.append(&[entry], &mut VecDeque::new())
@@ -2094,14 +2105,7 @@ mod tests {
     /// each appended and synced on its own (a sync each, so that each
     /// write begins with a claim of the one before).
     fn synced_one_by_one(disk: &Arc<SimDisk>, last: u64) -> RaftLog {
-        let mut log = open(disk).expect("a new log");
-        let own = |index| Entry {
-            term: 2,
-            index,
-            ..Entry::default()
-        };
-        log.append(&[own(4), own(5)], &mut VecDeque::new())
-            .expect("an append");
+        let mut log = with_own_entries(disk);
         log.sync().expect("a sync");
         for index in 6..=last {
             let entry = data_entry(&log, index);
@@ -2122,16 +2126,7 @@ mod tests {
         let log = synced_one_by_one(&disk, 11);
         assert_eq!(log.repair(), None);
         drop(log);
-        let segment = format!("partition/{}", weir_log::segment::log_file_name(0));
-        let length = disk
-            .root()
-            .open_dir("partition")
-            .and_then(|dir| dir.open_file(&weir_log::segment::log_file_name(0), OpenMode::Existing))
-            .and_then(|file| file.len())
-            .expect("the segment");
-        // Six equal batches (entries 6 to 11): this byte is entry 9's.
-        disk.corrupt(&segment, length - length / 6 * 5 / 2, 0x10)
-            .expect("a flip");
+        rot_entry_nine(&disk);
         let point = RepairPoint { term: 2, index: 11 };
         let log = open(&disk).expect("a reopen that repairs");
         assert_eq!(log.partition().synced_data_cut(), Some(9));
@@ -2164,30 +2159,8 @@ mod tests {
         use raft::eraftpb::{Message, MessageType};
         let disk = SimDisk::new(33);
         drop(synced_one_by_one(&disk, 11));
-        let segment = format!("partition/{}", weir_log::segment::log_file_name(0));
-        let length = disk
-            .root()
-            .open_dir("partition")
-            .and_then(|dir| dir.open_file(&weir_log::segment::log_file_name(0), OpenMode::Existing))
-            .and_then(|file| file.len())
-            .expect("the segment");
-        disk.corrupt(&segment, length - length / 6 * 5 / 2, 0x10)
-            .expect("a flip");
-        let root = disk.root();
-        let config = LogConfig {
-            high_watermark: HighWatermarkPolicy::SetByOwner,
-            ..LogConfig::default()
-        };
-        let partition_dir = root.open_or_create_dir("partition").expect("a dir");
-        let (partition, _) =
-            Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a log");
-        let raft_dir = root.open_or_create_dir("raft").expect("a dir");
-        let mut group = crate::Group::open(
-            &crate::GroupConfig::new(1, vec![1, 2, 3], 7),
-            raft_dir,
-            Arc::new(partition),
-        )
-        .expect("a group");
+        rot_entry_nine(&disk);
+        let (_, mut group) = open_group(&disk);
         assert_eq!(
             group.log().repair(),
             Some(RepairPoint { term: 2, index: 11 })
@@ -2245,19 +2218,22 @@ mod tests {
 
     /// Opens the group of node 1 over the log on `disk`.
     fn open_group(disk: &Arc<SimDisk>) -> (crate::GroupConfig, crate::Group) {
-        let root = disk.root();
-        let config = LogConfig {
-            high_watermark: HighWatermarkPolicy::SetByOwner,
-            ..LogConfig::default()
-        };
-        let partition_dir = root.open_or_create_dir("partition").expect("a dir");
-        let (partition, _) =
-            Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a log");
-        let raft_dir = root.open_or_create_dir("raft").expect("a dir");
+        let raft_dir = disk.root().open_or_create_dir("raft").expect("a dir");
+        let partition = replica_partition(disk).expect("a log");
         let group_config = crate::GroupConfig::new(1, vec![1, 2, 3], 7);
-        let group =
-            crate::Group::open(&group_config, raft_dir, Arc::new(partition)).expect("a group");
+        let group = crate::Group::open(&group_config, raft_dir, partition).expect("a group");
         (group_config, group)
+    }
+
+    /// Node 1's `Replicas` with group 5 of `voters` over the log on `disk`.
+    fn open_replicas(disk: &Arc<SimDisk>, voters: &[u64]) -> crate::Replicas {
+        let mut replicas = crate::Replicas::new(crate::ReplicasConfig::new(1, 9), voters);
+        let raft_dir = disk.root().open_or_create_dir("raft").expect("a dir");
+        let partition = replica_partition(disk).expect("a log");
+        replicas
+            .open_group(5, voters.to_vec(), raft_dir, partition)
+            .expect("a group");
+        replicas
     }
 
     /// Flips a bit of entry 9's batch (of the six equal batches of
@@ -2329,19 +2305,7 @@ mod tests {
         use raft::eraftpb::{Message, MessageType};
         let disk = SimDisk::new(35);
         drop(synced_one_by_one(&disk, 11));
-        let root = disk.root();
-        let config = LogConfig {
-            high_watermark: HighWatermarkPolicy::SetByOwner,
-            ..LogConfig::default()
-        };
-        let partition_dir = root.open_or_create_dir("partition").expect("a dir");
-        let (partition, _) =
-            Partition::open(partition_dir, Arc::new(ManualClock::new(0)), config).expect("a log");
-        let raft_dir = root.open_or_create_dir("raft").expect("a dir");
-        let mut replicas = crate::Replicas::new(crate::ReplicasConfig::new(1, 9), &[1, 2, 3]);
-        replicas
-            .open_group(5, vec![1, 2, 3], raft_dir, Arc::new(partition))
-            .expect("a group");
+        let mut replicas = open_replicas(&disk, &[1, 2, 3]);
         // Node 2 grants every (pre-)vote node 1 asks for.
         for _ in 0..200 {
             replicas.tick();
@@ -2420,26 +2384,7 @@ mod tests {
         let (_, group) = open_group(&disk);
         assert_eq!(group.log().repair(), None);
         drop(group);
-        let root = disk.root();
-        let config = LogConfig {
-            high_watermark: HighWatermarkPolicy::SetByOwner,
-            ..LogConfig::default()
-        };
-        let (partition, _) = Partition::open(
-            root.open_or_create_dir("partition").expect("a dir"),
-            Arc::new(ManualClock::new(0)),
-            config,
-        )
-        .expect("a log");
-        let mut replicas = crate::Replicas::new(crate::ReplicasConfig::new(1, 9), &[1]);
-        replicas
-            .open_group(
-                5,
-                vec![1],
-                root.open_or_create_dir("raft").expect("a dir"),
-                Arc::new(partition),
-            )
-            .expect("a group");
+        let mut replicas = open_replicas(&disk, &[1]);
         // Entries 2 to 4 are left (offsets 0 to 9); rot entry 2 now.
         let name = weir_log::segment::log_file_name(0);
         disk.corrupt(&format!("partition/{name}"), 100, 0x10)
