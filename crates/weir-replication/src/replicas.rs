@@ -223,16 +223,17 @@ impl Replicas {
         config
     }
 
-    /// Finds batches that read corrupt (sent to a follower, or scrubbed:
-    /// one group a tick) and cuts each such group there, reopened to
-    /// repair from its leader. Between readies only.
+    /// Once a tick, finds batches that read corrupt (sent to a follower,
+    /// or scrubbed) and cuts each such group there, reopened to repair
+    /// from its leader. Between readies only.
     fn repair_corruption(&mut self) -> Result<(), (u64, StoreError)> {
-        let mut budget_left = if self.ticks == self.scrubbed_at {
-            0
-        } else {
-            u64::from(self.config.scrub_bytes_per_tick)
-        };
+        // Once a tick: a turn runs for every batch of messages, and this
+        // looks at every group.
+        if self.ticks == self.scrubbed_at {
+            return Ok(());
+        }
         self.scrubbed_at = self.ticks;
+        let mut budget_left = u64::from(self.config.scrub_bytes_per_tick);
         // The scrub reads one group's log to its end, then the next's.
         let ids: Vec<u64> = self
             .groups
