@@ -585,7 +585,7 @@ impl RaftLog {
 
     /// The first batch at or after `from` that reads corrupt, searched one
     /// batch at a time over at most two read chunks: `None` if they all
-    /// read whole (the failure was not theirs).
+    /// read whole (the failure was not theirs) or a read fails otherwise.
     pub fn locate_corruption(&self, from: u64) -> Result<Option<u64>, StoreError> {
         let mut at = from.max(self.partition.log_start_offset());
         let mut bytes = 0u64;
@@ -597,8 +597,12 @@ impl RaftLog {
                 }
                 Ok(_) => return Ok(None),
                 Err(LogError::Corrupt { .. }) => return Ok(Some(at)),
-                Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    // Retention went past it, or the disk failed the read:
+                    // a later pass looks again.
+                    tracing::debug!(at, %error, "looking for a corrupt batch stopped");
+                    return Ok(None);
+                }
             }
         }
         Ok(None)
