@@ -1123,9 +1123,12 @@ impl RaftLog {
             );
             self.truncate_side(first.index)?;
         }
-        // The entries' positions are taken from the file's length next.
-        self.write_pending_claim()?;
+        // The claim goes first in the same write: the entries' positions
+        // are taken after it.
         let mut records = Vec::new();
+        if let Some(claim) = self.pending_claim.take() {
+            encode_claim(&claim, &mut records);
+        }
         for entry in entries {
             let meta = self.persist_entry(entry, written)?;
             let position = self.file_len + records.len() as u64;
@@ -1247,23 +1250,16 @@ impl RaftLog {
         if records.is_empty() {
             return Ok(());
         }
-        self.write_pending_claim()?;
+        if let Some(claim) = self.pending_claim.take() {
+            // One write with the records it precedes (none of their
+            // positions is kept: `append` puts it first itself).
+            let mut with_claim = Vec::with_capacity(records.len() + 64);
+            encode_claim(&claim, &mut with_claim);
+            with_claim.extend_from_slice(records);
+            return self.write_records(&with_claim);
+        }
         self.file.write_at(records, self.file_len)?;
         self.file_len += records.len() as u64;
-        self.unsynced = true;
-        Ok(())
-    }
-
-    /// Writes the claim of the last sync, if this is the first write since:
-    /// before anything whose position in the file is taken.
-    fn write_pending_claim(&mut self) -> Result<(), StoreError> {
-        let Some(claim) = self.pending_claim.take() else {
-            return Ok(());
-        };
-        let mut record = Vec::with_capacity(64);
-        encode_claim(&claim, &mut record);
-        self.file.write_at(&record, self.file_len)?;
-        self.file_len += record.len() as u64;
         self.unsynced = true;
         Ok(())
     }
