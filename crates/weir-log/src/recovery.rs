@@ -222,6 +222,7 @@ fn recover_once(
     if let Some(cut) = report.truncation.as_mut() {
         // A cut in a segment the checkpoint listed cut synced data.
         cut.synced |= listed.contains(&cut.segment_base_offset);
+        log_truncation(cut);
     }
     add_scanned_segments(storage, &mut segments, scanned, now)?;
     if let Some(last) = segments.values_mut().next_back() {
@@ -455,7 +456,13 @@ fn scan_untrusted_segments(
         scanned.push(current);
         break;
     }
-    if let Some(truncation) = report.truncation.as_ref().filter(|cut| cut.synced) {
+    Ok(scanned)
+}
+
+/// Says what recovery cut: a torn tail (a warning), or corrupt synced
+/// data of a replica, for its owner to restore (an error).
+fn log_truncation(truncation: &Truncation) {
+    if truncation.synced {
         tracing::error!(
             segment = %segment::log_file_name(truncation.segment_base_offset),
             position = truncation.position,
@@ -463,17 +470,16 @@ fn scan_untrusted_segments(
             reason = %truncation.reason,
             "recovery cut corrupt synced data: the owner must restore it"
         );
-    } else if let Some(truncation) = &report.truncation {
-        tracing::warn!(
-            segment = %segment::log_file_name(truncation.segment_base_offset),
-            position = truncation.position,
-            bytes_removed = truncation.bytes_removed,
-            segments_removed = truncation.segments_removed.len(),
-            reason = %truncation.reason,
-            "recovery cut a torn tail that was never synced"
-        );
+        return;
     }
-    Ok(scanned)
+    tracing::warn!(
+        segment = %segment::log_file_name(truncation.segment_base_offset),
+        position = truncation.position,
+        bytes_removed = truncation.bytes_removed,
+        segments_removed = truncation.segments_removed.len(),
+        reason = %truncation.reason,
+        "recovery cut a torn tail that was never synced"
+    );
 }
 
 /// A segment that does not follow on from the one before: that one lost a
@@ -489,18 +495,15 @@ fn judge_gap(
 ) -> Result<Truncation, LogError> {
     let reason = format!("the next segment starts at offset {base}, not {expected}");
     let synced = later.iter().any(|scan| scan.report.synced_claim > 0);
-    if synced && cut_synced {
-        let cut = cut_tail(storage, previous_base, previous_end, reason, None, later)?;
-        return Ok(Truncation { synced, ..cut });
-    }
-    if synced {
+    if synced && !cut_synced {
         return Err(LogError::Corrupt {
             segment: segment::log_file_name(previous_base),
             position: previous_end,
             reason: format!("{reason}, and a batch after it records synced data"),
         });
     }
-    cut_tail(storage, previous_base, previous_end, reason, None, later)
+    let cut = cut_tail(storage, previous_base, previous_end, reason, None, later)?;
+    Ok(Truncation { synced, ..cut })
 }
 
 /// A scan that stopped at an invalid batch: a torn tail, or corruption of

@@ -493,11 +493,6 @@ impl Group {
         Ok(partition.log_start_offset())
     }
 
-    /// Whether a ready was written and not yet finished.
-    pub fn is_mid_ready(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Where this replica found a batch that reads corrupt, if it did
     /// since it was last asked: while sending entries to a follower, or
     /// scrubbing `scrub_budget` more bytes of its log (0: no scrub).

@@ -122,8 +122,6 @@ pub struct ReplicasStats {
     pub messages_out: u64,
     /// Messages for groups this node does not have.
     pub unknown_group: u64,
-    /// Replicas cut at a batch that read corrupt, to repair.
-    pub repairs: u64,
 }
 
 /// The Raft groups of one node.
@@ -225,7 +223,8 @@ impl Replicas {
 
     /// Once a tick, finds batches that read corrupt (sent to a follower,
     /// or scrubbed) and cuts each such group there, reopened to repair
-    /// from its leader. Between readies only.
+    /// from its leader. Between readies only (no group is mid-ready when
+    /// nothing is being written).
     fn repair_corruption(&mut self) -> Result<(), (u64, StoreError)> {
         // Once a tick: a turn runs for every batch of messages, and this
         // looks at every group.
@@ -244,9 +243,6 @@ impl Replicas {
         for id in ids {
             let budget = u32::try_from(budget_left).expect("at most a tick's budget");
             let slot = self.groups.get_mut(&id).expect("a group listed");
-            if slot.group.is_mid_ready() {
-                continue;
-            }
             let pending = self.cuts_pending.get(&id).copied();
             let found = match pending {
                 Some(offset) => Some(offset),
@@ -302,7 +298,6 @@ impl Replicas {
                 .map_err(|error| (id, error))?;
             self.groups.insert(id, Slot::new(group));
             self.touched.insert(id);
-            self.stats.repairs += 1;
             *self.cuts.entry(id).or_default() += 1;
         }
         Ok(())

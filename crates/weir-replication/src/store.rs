@@ -639,7 +639,6 @@ impl RaftLog {
         while !self.recent.is_empty() {
             self.forget_first();
         }
-        self.torn_at = None;
         self.begin_repair(self.repair.max(Some(point)).expect("a point"), keep, &bytes)?;
         self.partition.truncate(first_lost)?;
         // After the cut: the two files end together.
