@@ -151,6 +151,11 @@ pub struct Group {
     /// A batch read corrupt: this replica gave up leading and does not
     /// campaign until its log is cut there ([`Group::reopen_cut_at`]).
     cut_pending: bool,
+    /// Ticks counted while repairing (a notice of the lost entries goes
+    /// out at the first and then once an election timeout).
+    repair_ticks: usize,
+    /// Notices of lost entries to send ([`LOST_ENTRIES`]).
+    notices: Vec<Message>,
 }
 
 impl std::fmt::Debug for Group {
@@ -185,6 +190,13 @@ fn sequence_ahead(error: LogError) -> ProposeError {
 /// The start of the context of a leader's confirmation round (see
 /// [`Group::confirm_lead`]); the request's id follows, big-endian.
 const CONFIRM: &[u8] = b"weir:confirm:";
+
+/// The context of a repairing replica's notice to its leader: a refused
+/// append (`MsgAppendResponse`, `reject`) naming its last entry
+/// (`reject_hint`) below the repair point (`index`), which no append
+/// asked for. Handled by [`Group::step`], never stepped into raft, so that
+/// its term cannot depose anyone.
+const LOST_ENTRIES: &[u8] = b"weir:lost";
 
 /// The request id of a confirmation round's context.
 fn confirmation_id(context: &[u8]) -> Option<u64> {
@@ -236,6 +248,8 @@ impl Group {
             snapshots_sent: Vec::new(),
             confirmed: Vec::new(),
             cut_pending: false,
+            repair_ticks: 0,
+            notices: Vec::new(),
         };
         if group.node.store().repair().is_some() && group.is_alone(config.node) {
             group.node.mut_store().abandon_repair()?;
@@ -250,6 +264,47 @@ impl Group {
     pub fn tick(&mut self) {
         self.node.tick();
         self.after_raft();
+        self.notice_lost_entries();
+    }
+
+    /// While repairing, tells the leader (every other voter while none is
+    /// known) which entries this replica lost, at once and then once an
+    /// election timeout: a leader that counted them as matched sends them
+    /// only when it learns they are gone, and an idle group's leader (one
+    /// asleep, too) would never learn it from raft's own messages.
+    fn notice_lost_entries(&mut self) {
+        let Some(point) = self.node.store().repair() else {
+            self.repair_ticks = 0;
+            return;
+        };
+        self.repair_ticks += 1;
+        if !(self.repair_ticks - 1).is_multiple_of(self.election_ticks) {
+            return;
+        }
+        let raft = &self.node.raft;
+        let last = raft.raft_log.last_index();
+        let to = match raft.leader_id {
+            raft::INVALID_ID => self.voters(),
+            leader => vec![leader],
+        };
+        let notice = |to| Message {
+            msg_type: MessageType::MsgAppendResponse,
+            to,
+            from: raft.id,
+            term: raft.term,
+            reject: true,
+            index: point.index,
+            reject_hint: last,
+            log_term: raft.raft_log.term(last).unwrap_or(0),
+            context: LOST_ENTRIES.to_vec().into(),
+            ..Message::default()
+        };
+        let notices: Vec<Message> = to
+            .into_iter()
+            .filter(|to| *to != raft.id)
+            .map(notice)
+            .collect();
+        self.notices.extend(notices);
     }
 
     /// Starts an election now.
@@ -266,6 +321,12 @@ impl Group {
         if self.refuses_in_repair(&message) {
             return Ok(());
         }
+        if message.context.as_ref() == LOST_ENTRIES {
+            if self.note_lost_entries(&message) {
+                self.node.raft.send_append(message.from);
+            }
+            return Ok(());
+        }
         match message.get_msg_type() {
             MessageType::MsgHeartbeat => {
                 // A leader that counted entries this replica has since
@@ -273,7 +334,9 @@ impl Group {
                 // raft would panic: what is committed here is what it has.
                 message.commit = message.commit.min(self.node.raft.raft_log.last_index());
             }
-            MessageType::MsgAppendResponse if message.reject => self.note_lost_entries(&message),
+            MessageType::MsgAppendResponse => {
+                self.note_lost_entries(&message);
+            }
             _ => {}
         }
         let result = self.node.step(message);
@@ -308,15 +371,16 @@ impl Group {
     /// or to a power loss under a flush policy other than `always`): raft
     /// would take the refusal for a stale one and never send them again.
     /// The leader probes it again from its hint (its entries up to there
-    /// matched, and are still the ones it has).
-    fn note_lost_entries(&mut self, message: &Message) {
-        if !self.is_leader() {
-            return;
+    /// matched, and are still the ones it has). Whether it did.
+    fn note_lost_entries(&mut self, message: &Message) -> bool {
+        if !message.reject || !self.is_leader() {
+            return false;
         }
         let Some(progress) = self.node.raft.mut_prs().get_mut(message.from) else {
-            return;
+            return false;
         };
-        if message.reject_hint < progress.matched {
+        let lost = message.reject_hint < progress.matched;
+        if lost {
             tracing::warn!(
                 follower = message.from,
                 matched = progress.matched,
@@ -326,6 +390,7 @@ impl Group {
             progress.matched = message.reject_hint;
             progress.become_probe();
         }
+        lost
     }
 
     /// Messages a repairing replica keeps to itself: its campaigns.
@@ -429,8 +494,11 @@ impl Group {
     /// asked of the group.
     pub fn write_ready(&mut self) -> Result<Vec<Message>, StoreError> {
         assert!(self.pending.is_none(), "a ready written twice");
+        // Notices of lost entries depend on nothing unwritten (the repair
+        // point was made durable when the repair began).
+        let notices = std::mem::take(&mut self.notices);
         if !self.node.has_ready() {
-            return Ok(Vec::new());
+            return Ok(notices);
         }
         let mut ready = self.node.ready();
         if !ready.snapshot().is_empty() {
@@ -450,7 +518,9 @@ impl Group {
             .collect();
         self.persist(ready.entries(), ready.hs().cloned())?;
         self.pending = Some(ready);
-        Ok(self.outgoing(outgoing))
+        let mut outgoing = self.outgoing(outgoing);
+        outgoing.extend(notices);
+        Ok(outgoing)
     }
 
     /// A leader's snapshot (this log is behind the leader's start):
@@ -770,9 +840,10 @@ impl Group {
         }
     }
 
-    /// Whether raft has something for [`Group::process_ready`].
+    /// Whether raft has something for [`Group::process_ready`], or a
+    /// notice of lost entries waits.
     pub fn has_ready(&self) -> bool {
-        self.node.has_ready()
+        self.node.has_ready() || !self.notices.is_empty()
     }
 
     /// Whether nothing is in flight: every entry committed and applied
@@ -781,7 +852,11 @@ impl Group {
     pub fn is_settled(&self) -> bool {
         let raft = &self.node.raft;
         let last = raft.raft_log.last_index();
-        let settled_here = raft.raft_log.committed == last && self.applied == last;
+        // A repairing replica is not settled: it must tick (its notices
+        // of lost entries) until the leader gave the entries back.
+        let settled_here = raft.raft_log.committed == last
+            && self.applied == last
+            && self.node.store().repair().is_none();
         match raft.state {
             StateRole::Leader => {
                 settled_here

@@ -163,3 +163,21 @@ fn a_cut_off_leader_steps_down_even_asleep() {
         "no cut-off leader had a group asleep ({led} led)"
     );
 }
+
+/// A follower whose synced records rot while its groups sleep, found at
+/// its restart or by its scrub while it runs, gets the lost entries back
+/// from the leader with no new record produced to carry them.
+#[test]
+fn a_rotted_follower_repairs_while_its_group_is_idle() {
+    for restart in [true, false] {
+        let repaired = each_seed(|cluster| cluster.rotted_follower_repairs_while_idle(restart))
+            .into_iter()
+            .filter(|repairing| *repairing)
+            .count();
+        eprintln!("restart: {restart}: {repaired} followers repaired lost entries");
+        assert!(
+            repaired > 0,
+            "no rot cost a follower entries (restart: {restart}): nothing was checked"
+        );
+    }
+}

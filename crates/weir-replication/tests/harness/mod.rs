@@ -122,6 +122,9 @@ struct Node {
     starts: BTreeMap<u64, (u64, bool)>,
     /// Per group: side-file rewrites of this life, as last seen.
     rewrites: BTreeMap<u64, u64>,
+    /// Per group: cuts at a batch that read corrupt in this life, as last
+    /// seen (a cut takes the commit index and high watermark back).
+    cuts: BTreeMap<u64, u64>,
 }
 
 struct InFlight {
@@ -188,6 +191,9 @@ pub struct Cluster {
     /// whichever node got there first.
     metadata_at: BTreeMap<u64, String>,
     topics_planned: u64,
+    /// (node, group) whose stored records were made to rot: a read there
+    /// may fail as corrupt (never return the rotted bytes).
+    rotted: BTreeSet<(u64, u64)>,
     pub report: Report,
 }
 
@@ -226,6 +232,7 @@ impl Cluster {
                 metadata: MetadataLog::new(),
                 starts: BTreeMap::new(),
                 rewrites: BTreeMap::new(),
+                cuts: BTreeMap::new(),
             })
             .collect();
         // The last group carries the cluster metadata.
@@ -250,6 +257,7 @@ impl Cluster {
             initial_voters: (1..=plan.nodes).collect(),
             metadata_at: BTreeMap::new(),
             topics_planned: 0,
+            rotted: BTreeSet::new(),
             report: Report::default(),
         };
         for index in 0..cluster.nodes.len() {
@@ -298,6 +306,7 @@ impl Cluster {
         }
         node.replicas = Some(replicas);
         node.rewrites.clear();
+        node.cuts.clear();
         node.metadata = MetadataLog::new();
         Ok(())
     }
@@ -457,6 +466,86 @@ impl Cluster {
         Ok(asleep_before)
     }
 
+    /// A follower's synced records rot while its groups sleep, found when
+    /// it restarts (`restart`) or by its scrub while it runs: with no new
+    /// record to carry them, the leader must still send the lost entries
+    /// back and the follower end its repair, within 600 quiet steps.
+    /// Whether the follower was seen repairing (a flip that hit no record
+    /// would check nothing).
+    pub fn rotted_follower_repairs_while_idle(&mut self, restart: bool) -> Result<bool, String> {
+        let (index, id, led) = self.settled_busiest_leader("before the rot")?;
+        let group = led
+            .iter()
+            .copied()
+            .find(|group| *group != self.metadata_group)
+            .or(led.first().copied())
+            .ok_or(format!("weir-{id} leads no group"))?;
+        let follower = (0..self.nodes.len())
+            .find(|other| *other != index)
+            .expect("a follower");
+        let follower_id = self.nodes[follower].id;
+        if restart {
+            self.crash_for(follower, u64::MAX);
+        }
+        self.rot_in_the_middle(follower, group)?;
+        if restart {
+            self.start(follower)?;
+        }
+        let mut repairing = false;
+        for _ in 0..600 {
+            let replica = self.group_on(follower, group)?;
+            repairing |= replica.log().repair().is_some();
+            self.step_once(false)?;
+        }
+        let (replica, leader) = (
+            self.group_on(follower, group)?,
+            self.group_on(index, group)?,
+        );
+        if let Some(point) = replica.log().repair() {
+            return Err(format!(
+                "weir-{follower_id} still repairs group {group} up to {point:?} 600 quiet steps after the rot, at entry {} of the leader's {}",
+                replica.last_index(),
+                leader.last_index()
+            ));
+        }
+        if replica.last_index() != leader.last_index()
+            || common_entries(replica, leader) != common_entries(leader, replica)
+        {
+            return Err(format!(
+                "weir-{follower_id} group {group}: entries up to {} after its repair, leader weir-{id} up to {}",
+                replica.last_index(),
+                leader.last_index()
+            ));
+        }
+        check_acknowledged(follower_id, replica, &self.models[&group].acknowledged)?;
+        Ok(repairing)
+    }
+
+    /// Flips a bit in the middle of node `index`'s first segment of group
+    /// `group`'s partition.
+    fn rot_in_the_middle(&mut self, index: usize, group: u64) -> Result<(), String> {
+        self.rotted.insert((self.nodes[index].id, group));
+        let disk = &self.nodes[index].disk;
+        let name = weir_log::segment::log_file_name(0);
+        let length = disk
+            .root()
+            .open_dir(&format!("p{group}"))
+            .and_then(|dir| dir.open_file(&name, weir_io::OpenMode::Existing))
+            .and_then(|file| file.len())
+            .map_err(|error| format!("group {group}'s segment: {error}"))?;
+        disk.corrupt(&format!("p{group}/{name}"), length / 2, 0x10)
+            .map_err(|error| format!("a flip: {error}"))
+    }
+
+    /// Group `group` on node `index`, which must run.
+    fn group_on(&self, index: usize, group: u64) -> Result<&Group, String> {
+        self.nodes[index]
+            .replicas
+            .as_ref()
+            .and_then(|replicas| replicas.group(group))
+            .ok_or_else(|| format!("weir-{} does not run group {group}", self.nodes[index].id))
+    }
+
     /// The groups of `groups` asleep on node `index`.
     fn asleep_on(&self, index: usize, groups: &[u64]) -> Vec<u64> {
         let replicas = self.nodes[index].replicas.as_ref();
@@ -577,6 +666,7 @@ impl Cluster {
             retired: false,
             starts: BTreeMap::new(),
             rewrites: BTreeMap::new(),
+            cuts: BTreeMap::new(),
         });
         for node in &mut self.nodes {
             if let Some(replicas) = node.replicas.as_mut() {
@@ -1265,9 +1355,13 @@ impl Cluster {
             return Ok(());
         }
         let from = self.rng.random_range(start..end);
-        let read = partition
-            .read(from, 4096)
-            .map_err(|error| format!("node {id}: consumer read at {from}: {error}"))?;
+        let read = match partition.read(from, 4096) {
+            Ok(read) => read,
+            Err(weir_log::LogError::Corrupt { .. }) if self.rotted.contains(&(id, group_id)) => {
+                return Ok(());
+            }
+            Err(error) => return Err(format!("node {id}: consumer read at {from}: {error}")),
+        };
         let observed = &mut self.models.get_mut(&group_id).expect("a model").observed;
         for record in read.records() {
             let record = record.map_err(|error| format!("node {id}: record: {error}"))?;
@@ -1311,6 +1405,12 @@ impl Cluster {
                     .expect("every node has every group");
                 let model = self.models.get_mut(group_id).expect("a model");
                 let seen = node.seen.get_mut(group_id).expect("seen at start");
+                let cuts = replicas.cuts(*group_id);
+                if node.cuts.insert(*group_id, cuts).unwrap_or(0) != cuts {
+                    // Cut at a corrupt batch: what it had committed went
+                    // with the records, to be repaired from the others.
+                    *seen = (group.commit_index(), group.high_watermark());
+                }
                 check_group(node.id, *group_id, group, model, seen, &mut self.report)?;
                 let rewrites = group.log().rewrites();
                 let before = node.rewrites.insert(*group_id, rewrites).unwrap_or(0);
