@@ -55,7 +55,7 @@ use tokio::net::TcpStream;
 use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage};
 use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::Broker;
-use weir_server::cluster::OFFSETS_TOPIC;
+use weir_server::cluster::{METADATA_GROUP, OFFSETS_TOPIC};
 use weir_server::Settings;
 
 use crate::check::Violation;
@@ -467,9 +467,16 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
     let (mut repairing, mut repaired) = (BTreeSet::new(), 0u64);
     let mut cuts: BTreeMap<u64, u64> = BTreeMap::new();
     let mut cut_seen = false;
+    let mut repairs_of = BTreeSet::new();
     loop {
         sleep(Duration::from_millis(50)).await;
         let groups = cluster.handle().status().await;
+        let offsets_groups: BTreeSet<u64> = cluster
+            .metadata()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .map(|partitions| partitions.iter().map(|p| p.group).collect())
+            .unwrap_or_default();
         let mut problems = Vec::new();
         {
             let mut guard = shared.lock().expect("shared");
@@ -498,6 +505,11 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
                 }
                 if group.repairing {
                     repairing.insert(group.group);
+                    if group.group == METADATA_GROUP {
+                        repairs_of.insert("the metadata group repairs entries lost to rot");
+                    } else if offsets_groups.contains(&group.group) {
+                        repairs_of.insert("the offsets topic repairs entries lost to rot");
+                    }
                     if group.leader == Some(id) {
                         problems.push((
                             "a replica repairing lost entries never leads",
@@ -532,6 +544,9 @@ async fn watch_raft(id: u64, cluster: weir_server::cluster::Cluster, shared: Sha
         }
         if cut_seen {
             reached(&shared, "a replica cut at a batch that read corrupt");
+        }
+        for what in &repairs_of {
+            reached(&shared, what);
         }
     }
 }
@@ -2201,9 +2216,13 @@ fn rot(world: &mut World) {
     world.kill(id);
     let mut files = Vec::new();
     stored_files(&disk.root(), "", &mut files);
+    // Every replicated log: the topic's partitions, the consumer offsets
+    // topic, the cluster metadata group.
     files.retain(|(path, _)| {
-        path.contains(&format!("/{TOPIC}/"))
-            && (path.ends_with(".log") || path.ends_with("/raft-log"))
+        let replicated = path.contains(&format!("/{TOPIC}/"))
+            || path.contains(&format!("/{OFFSETS_TOPIC}/"))
+            || path.starts_with("cluster/metadata/");
+        replicated && (path.ends_with(".log") || path.ends_with("/raft-log"))
     });
     files.retain(|(_, length)| *length > 0);
     for _ in 0..world.rng.random_range(1..=3) {

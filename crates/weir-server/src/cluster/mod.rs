@@ -32,7 +32,7 @@ use weir_kafka::handlers::errors::for_log;
 use weir_kafka::node::{Acknowledgement, SeamFuture};
 use weir_kafka::{Leaders, NodeAddress, Reassignment, Refusal, Replication};
 use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
-use weir_replication::metadata::{MetadataState, METADATA_GROUP};
+use weir_replication::metadata::MetadataState;
 use weir_replication::runner::{Acks, ProduceError, ReplicasHandle};
 
 use messages::ClusterMessage;
@@ -42,6 +42,9 @@ use offsets::ReplicatedOffsets;
 /// partition, whose leader coordinates every group, so that the
 /// coordinator moves with it.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The Raft group of the cluster metadata (every node's first group).
+pub use weir_replication::metadata::METADATA_GROUP;
 
 /// How long a node waits for the controller to make a metadata change.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
