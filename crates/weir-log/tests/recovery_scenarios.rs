@@ -187,6 +187,9 @@ fn corruption_in_a_trusted_segment_is_an_error_on_read_never_data() {
         other => panic!("expected a corruption error, got {other:?}"),
     }
     assert!(matches!(log.verify(), Err(LogError::Corrupt { .. })));
+    // The failed read is reported once, for a replica's owner to repair.
+    assert_eq!(log.take_corrupt_read(), Some(5));
+    assert_eq!(log.take_corrupt_read(), None);
     // Records elsewhere still read.
     let later = log.read(150, 100).expect("read past the damage");
     assert_eq!(
@@ -198,6 +201,7 @@ fn corruption_in_a_trusted_segment_is_an_error_on_read_never_data() {
             .offset,
         150
     );
+    assert_eq!(log.take_corrupt_read(), None, "a whole read reported");
 }
 
 #[test]

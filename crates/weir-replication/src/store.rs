@@ -516,10 +516,13 @@ impl RaftLog {
         Ok(())
     }
 
-    /// Where a read for a follower found a corrupt batch (at or after this
-    /// offset), once.
+    /// Where a read found a corrupt batch (at or after this offset), once:
+    /// a read of entries for a follower, or any read of the partition (a
+    /// consumer's fetch, [`Partition::take_corrupt_read`]).
     pub fn take_suspect(&self) -> Option<u64> {
         let from = self.suspect.swap(u64::MAX, Ordering::Relaxed);
+        let read = self.partition.take_corrupt_read().unwrap_or(u64::MAX);
+        let from = from.min(read);
         (from != u64::MAX).then_some(from)
     }
 
@@ -587,6 +590,13 @@ impl RaftLog {
     /// batch at a time over at most two read chunks: `None` if they all
     /// read whole (the failure was not theirs) or a read fails otherwise.
     pub fn locate_corruption(&self, from: u64) -> Result<Option<u64>, StoreError> {
+        // From the first offset of the entry holding `from` (a consumer's
+        // read may have asked for one inside a batch).
+        let holding = self.entries.partition_point(|meta| meta.end <= from);
+        let from = self
+            .entries
+            .get(holding)
+            .map_or(from, |meta| meta.start.min(from));
         let mut at = from.max(self.partition.log_start_offset());
         let mut bytes = 0u64;
         while at < self.partition.log_end_offset() && bytes < 2 * u64::from(READ_CHUNK_BYTES) {
@@ -2254,12 +2264,13 @@ mod tests {
     }
 
     /// Rot in a running replica, which recovery will not see (it was
-    /// checked when opened): found by the scrub, or by a read of entries
-    /// for a follower, at the batch's first offset; the replica is cut
-    /// there and reopened to repair up to its last entry.
+    /// checked when opened): found by the scrub, by a read of entries for
+    /// a follower, or by a consumer's read of the partition, at the
+    /// batch's first offset; the replica is cut there and reopened to
+    /// repair up to its last entry.
     #[test]
     fn rot_found_while_running_cuts_the_replica_there_to_repair() {
-        for by_scrub in [true, false] {
+        for by in ["scrub", "follower", "consumer"] {
             let disk = SimDisk::new(34);
             drop(synced_one_by_one(&disk, 11));
             let (config, mut group) = open_group(&disk);
@@ -2268,16 +2279,27 @@ mod tests {
                 None
             );
             rot_entry_nine(&disk);
-            let found = if by_scrub {
-                group.find_corruption(1 << 20).expect("a scrub").corrupt
-            } else {
-                let read = group
-                    .log()
-                    .entries(7, 12, None, GetEntriesContext::empty(true));
-                assert!(read.is_err(), "a corrupt batch sent to a follower");
-                group.find_corruption(0).expect("a search").corrupt
+            let found = match by {
+                "scrub" => group.find_corruption(1 << 20).expect("a scrub").corrupt,
+                "follower" => {
+                    let read = group
+                        .log()
+                        .entries(7, 12, None, GetEntriesContext::empty(true));
+                    assert!(read.is_err(), "a corrupt batch sent to a follower");
+                    group.find_corruption(0).expect("a search").corrupt
+                }
+                _ => {
+                    // Entry 9's records are offsets 9 to 11.
+                    let read = group.log().partition().read_with(
+                        10,
+                        1 << 20,
+                        weir_log::Isolation::Uncommitted,
+                    );
+                    assert!(read.is_err(), "a corrupt batch read by a consumer");
+                    group.find_corruption(0).expect("a search").corrupt
+                }
             };
-            assert_eq!(found, Some(9), "by scrub: {by_scrub}");
+            assert_eq!(found, Some(9), "found by the {by}");
             let group = group.reopen_cut_at(&config, 9).expect("a cut");
             assert_eq!(
                 group.log().repair(),

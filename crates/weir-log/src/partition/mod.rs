@@ -132,6 +132,8 @@ pub struct Partition {
     appending: AtomicU64,
     /// See [`Partition::synced_data_cut`].
     synced_data_cut: Option<u64>,
+    /// See [`Partition::take_corrupt_read`] (`u64::MAX`: none).
+    corrupt_read: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -274,6 +276,7 @@ impl Partition {
                 .as_ref()
                 .filter(|cut| cut.synced)
                 .map(|_| next_offset),
+            corrupt_read: AtomicU64::new(u64::MAX),
             config,
         };
         partition.check_invariants()?;
@@ -286,6 +289,15 @@ impl Partition {
     /// been acknowledged, and are gone from this replica.
     pub fn synced_data_cut(&self) -> Option<u64> {
         self.synced_data_cut
+    }
+
+    /// The lowest offset a read failed at as corrupt since the last call
+    /// (the corrupt batch holds it or follows it), once: a replica's
+    /// owner cuts and repairs it at once rather than when its scrub gets
+    /// there, whichever reader (a consumer, a follower) found it.
+    pub fn take_corrupt_read(&self) -> Option<u64> {
+        let offset = self.corrupt_read.swap(u64::MAX, Ordering::Relaxed);
+        (offset != u64::MAX).then_some(offset)
     }
 
     /// The log's settings.

@@ -2,6 +2,7 @@
 //! checked against both CRCs before it is returned; records decoded (and
 //! decompressed) from them; the first record at or after a timestamp.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use weir_io::sync::lock;
@@ -251,8 +252,11 @@ impl Partition {
         out: &mut Vec<u8>,
     ) -> Result<ReadInfo, LogError> {
         let result = self.read_into_buffer(offset, max_bytes, isolation, out);
-        if result.is_err() {
+        if let Err(error) = &result {
             out.clear();
+            if matches!(error, LogError::Corrupt { .. }) {
+                self.corrupt_read.fetch_min(offset, Ordering::Relaxed);
+            }
         }
         result
     }
