@@ -75,6 +75,9 @@ pub struct Settings {
     /// Ticks without word from a leader before a follower stands for
     /// election (the timeout is drawn between this and twice this).
     pub raft_election_ticks: usize,
+    /// How fast each node reads its replicas' logs back to find rot
+    /// before a reader does (KiB per second; 0: never).
+    pub raft_scrub_kib_per_sec: u64,
     /// This node joins a running cluster (`peers` names some of its
     /// nodes): it takes the cluster's metadata from them rather than
     /// starting it with `peers` as its first members.
@@ -228,8 +231,27 @@ impl Default for Settings {
             peers: String::new(),
             raft_tick_ms: 50,
             raft_election_ticks: 10,
+            raft_scrub_kib_per_sec: DEFAULT_SCRUB_KIB_PER_SEC,
             join: false,
         }
+    }
+}
+
+/// The scrub's default rate: the replication layer's default of 64 KiB
+/// a tick at the default tick of 50 ms.
+pub const DEFAULT_SCRUB_KIB_PER_SEC: u64 = 1280;
+
+/// The fastest scrub the settings accept.
+const MAX_SCRUB_KIB_PER_SEC: u64 = 4 << 20;
+
+/// The bytes a tick of `tick_ms` scrubs at `kib_per_sec` (at least one
+/// unless 0).
+fn scrub_bytes_per_tick(kib_per_sec: u64, tick_ms: u64) -> u32 {
+    let bytes = kib_per_sec * 1024 * tick_ms / 1000;
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    match kib_per_sec {
+        0 => 0,
+        _ => bytes.max(1),
     }
 }
 
@@ -363,6 +385,13 @@ impl Settings {
                 "3 to 1000",
             ));
         }
+        if self.raft_scrub_kib_per_sec > MAX_SCRUB_KIB_PER_SEC {
+            return Err(invalid(
+                "raft-scrub-kib-per-sec",
+                &self.raft_scrub_kib_per_sec.to_string(),
+                "0 to 4194304 (4 GiB/s)",
+            ));
+        }
         let listen = if self.cluster_addr.is_empty() {
             own.to_string()
         } else {
@@ -374,6 +403,10 @@ impl Settings {
             peers,
             tick: std::time::Duration::from_millis(self.raft_tick_ms),
             election_ticks: self.raft_election_ticks,
+            scrub_bytes_per_tick: scrub_bytes_per_tick(
+                self.raft_scrub_kib_per_sec,
+                self.raft_tick_ms,
+            ),
             join: self.join,
             retention_check_interval: std::time::Duration::from_millis(
                 self.kafka.log_retention_check_interval_ms,
@@ -487,6 +520,30 @@ mod tests {
         std::fs::write(&path, "appendfsync = \"sometimes\"\n").unwrap();
         let error = Settings::from_file(&path).unwrap_err().to_string();
         assert!(error.contains("always, everysec or no"), "{error}");
+    }
+
+    #[test]
+    fn the_scrub_rate_is_read_back_in_bytes_a_tick() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("weir.toml");
+        let cluster = |lines: &str| {
+            let file = format!("node-id = 1\npeers = \"1=127.0.0.1:7001\"\n{lines}\n");
+            std::fs::write(&path, file).unwrap();
+            Settings::from_file(&path).and_then(|settings| settings.cluster())
+        };
+        let scrub = |lines: &str| cluster(lines).unwrap().unwrap().scrub_bytes_per_tick;
+        assert_eq!(scrub(""), weir_replication::SCRUB_BYTES_PER_TICK);
+        assert_eq!(scrub("raft-scrub-kib-per-sec = 0"), 0);
+        assert_eq!(
+            scrub("raft-scrub-kib-per-sec = 10240\nraft-tick-ms = 100"),
+            1 << 20
+        );
+        assert_eq!(scrub("raft-scrub-kib-per-sec = 1\nraft-tick-ms = 1"), 1);
+        let error = cluster("raft-scrub-kib-per-sec = 4194305").unwrap_err();
+        assert!(
+            error.to_string().contains("raft-scrub-kib-per-sec"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -168,6 +168,10 @@ struct ServeArgs {
     /// Ticks before a follower without a leader stands for election.
     #[arg(long)]
     raft_election_ticks: Option<usize>,
+    /// How fast each node reads its replicas' logs back to find rot
+    /// before a reader does, in KiB/s (0: never; default 1280).
+    #[arg(long)]
+    raft_scrub_kib_per_sec: Option<u64>,
     /// Join a running cluster (--peers names its nodes and this one); its
     /// replicas then move here with AlterPartitionReassignments.
     #[arg(long)]
@@ -220,7 +224,8 @@ impl ServeArgs {
             cluster_addr,
             peers,
             raft_tick_ms,
-            raft_election_ticks
+            raft_election_ticks,
+            raft_scrub_kib_per_sec
         );
         if self.join {
             settings.join = true;

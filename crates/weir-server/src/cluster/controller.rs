@@ -71,6 +71,7 @@ pub async fn start(
     let peers: Vec<u64> = settings.peers.keys().copied().collect();
     let mut replicas_config = ReplicasConfig::new(settings.node, settings.node);
     replicas_config.election_ticks = settings.election_ticks;
+    replicas_config.scrub_bytes_per_tick = settings.scrub_bytes_per_tick;
     // A turn's syncs (one or two files per group written) run together.
     replicas_config.sync_threads = SYNC_THREADS;
     let mut replicas = Replicas::new(replicas_config, &peers);

@@ -64,6 +64,9 @@ pub struct ClusterSettings {
     pub tick: Duration,
     /// Ticks without a leader before an election.
     pub election_ticks: usize,
+    /// Bytes of its replicas' logs the node reads back each tick, to find
+    /// rot (0: none).
+    pub scrub_bytes_per_tick: u32,
     /// The node joins a running cluster: its metadata group starts empty
     /// and learns its members from the controller.
     pub join: bool,
