@@ -1673,6 +1673,12 @@ fn valid_records_end(bytes: &[u8]) -> usize {
 fn next_record(bytes: &[u8], position: usize) -> Option<(&[u8], usize)> {
     let header = bytes.get(position..position + RECORD_HEADER_BYTES)?;
     let length = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+    // Every record's body begins with its kind. An empty one is a run of
+    // zeros (the CRC of nothing is 0): bytes never written, as a write
+    // that landed past the end leaves, not a record.
+    if length == 0 {
+        return None;
+    }
     let crc = u32::from_le_bytes(header[4..].try_into().expect("four bytes"));
     let start = position + RECORD_HEADER_BYTES;
     let body = bytes.get(start..start.checked_add(length)?)?;
@@ -2663,5 +2669,31 @@ mod tests {
             );
         }
         assert!(flipped_opens > 5, "only {flipped_opens} opens saw a flip");
+    }
+
+    /// A write that lands past the side file's end (misdirected) leaves
+    /// zeros where records were due, which read as a record of length 0
+    /// whose CRC checks (the CRC of nothing is 0): they are no record, and
+    /// the log opens with what came before them, never refused as corrupt.
+    #[test]
+    fn zeros_after_the_side_files_records_are_no_record() {
+        let disk = SimDisk::new(37);
+        let (state, last, end) = written(&disk);
+        let dir = disk.root().open_dir("raft").expect("the raft dir");
+        let file = dir.open_file(SIDE_FILE, OpenMode::Existing).expect("it");
+        let length = file.len().expect("a length");
+        file.write_at(&[0; 1024], length).expect("zeros");
+        file.sync().expect("a sync");
+        drop(file);
+        let log = open(&disk).expect("an open over the zeros");
+        assert_eq!(
+            (
+                log.state(),
+                log.last_index().expect("an index"),
+                log.end_offset()
+            ),
+            (&state, last, end)
+        );
+        assert_eq!(log.repair(), None);
     }
 }
