@@ -626,6 +626,20 @@ impl RaftLog {
     /// leader. Records before the log's first entry (compacted, kept
     /// until retention deletes them) cannot come back: they are deleted.
     pub fn cut_for_repair(&mut self, offset: u64) -> Result<(), StoreError> {
+        // A batch before it in its segment may have been written wrong
+        // after the scrub passed it: the cut reads up to its point, so it
+        // is cut there.
+        let offset = match self.partition.first_corrupt_batch_up_to(offset)? {
+            Some(earlier) if earlier < offset => {
+                tracing::error!(
+                    offset,
+                    earlier,
+                    "an earlier batch reads corrupt too: cut there"
+                );
+                earlier
+            }
+            _ => offset,
+        };
         if offset < self.base_offset {
             tracing::error!(offset, "a compacted record reads corrupt: deleted");
             self.partition.delete_before(self.base_offset)?;
@@ -2322,6 +2336,36 @@ mod tests {
             );
             assert_eq!(group.last_index(), 8);
         }
+    }
+
+    /// A batch found corrupt while running may have an earlier corrupt
+    /// one in its segment (written wrong after the scrub passed it): the
+    /// cut reads the segment up to its point, and cuts at the earlier one
+    /// rather than failing (the node stopped replicating).
+    #[test]
+    fn a_cut_at_a_corrupt_batch_also_cuts_an_earlier_one() {
+        let disk = SimDisk::new(38);
+        drop(synced_one_by_one(&disk, 11));
+        let (config, group) = open_group(&disk);
+        rot_entry_nine(&disk);
+        // Entry 7's batch, the second of the six.
+        let name = weir_log::segment::log_file_name(0);
+        let length = disk
+            .root()
+            .open_dir("partition")
+            .and_then(|dir| dir.open_file(&name, OpenMode::Existing))
+            .and_then(|file| file.len())
+            .expect("the segment");
+        disk.corrupt(&format!("partition/{name}"), length / 6 * 3 / 2, 0x10)
+            .expect("a flip");
+        let group = group.reopen_cut_at(&config, 9).expect("a cut");
+        assert_eq!(group.log().partition().log_end_offset(), 3);
+        assert_eq!(group.last_index(), 6);
+        assert_eq!(
+            group.log().repair(),
+            Some(RepairPoint { term: 2, index: 11 })
+        );
+        group.log().check().expect("the files agree");
     }
 
     /// A leader whose batch rots (found by the scrub) steps down at once,

@@ -99,6 +99,32 @@ impl Partition {
         Ok(new_end)
     }
 
+    /// The first offset of the first batch that fails its checks in the
+    /// segment holding `offset`, from the segment's start up to the batch
+    /// holding `offset` (that batch included), if any. A replica's owner
+    /// about to cut at a corrupt batch asks first: a truncation reads the
+    /// segment up to its cut, and would fail on an earlier corrupt batch
+    /// (one written wrong after the scrub passed it), which must be cut
+    /// too. Reads up to the whole segment, outside the log's lock.
+    pub fn first_corrupt_batch_up_to(&self, offset: u64) -> Result<Option<u64>, LogError> {
+        let (base, file, size) = {
+            let mut inner = lock(&self.inner);
+            inner.check_usable()?;
+            let Some(segment) = inner.segment_for(offset) else {
+                return Ok(None);
+            };
+            (segment.base_offset, Arc::clone(&segment.file), segment.size)
+        };
+        let name = segment::log_file_name(base);
+        let walked = segment::walk(file.as_ref(), base, u64::from(size), |_, _| {})
+            .map_err(|source| LogError::io("checking", name, source))?;
+        Ok(walked
+            .stop
+            .is_some()
+            .then_some(walked.next_offset)
+            .filter(|corrupt| *corrupt <= offset))
+    }
+
     /// Where a truncation to `end_offset` cuts: the start of the batch
     /// holding it.
     fn find_cut(&self, inner: &mut Inner, end_offset: u64) -> Result<PendingTruncation, LogError> {
