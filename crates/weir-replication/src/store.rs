@@ -371,6 +371,14 @@ impl RaftLog {
             match body.first() {
                 Some(&ENTRY_RECORD) => {
                     let (index, meta) = decode_entry(body)?;
+                    if index > self.last_index_() + 1 {
+                        // A whole record of a later entry where the next
+                        // one belongs: a write misdirected back over the
+                        // records here, which happened to land on a
+                        // record's start. The valid records end here, as
+                        // at a bad one (claims past it tell what was lost).
+                        break;
+                    }
                     if self.entries.is_empty() && self.start.index == 0 {
                         self.base_offset = meta.start;
                         if index != 1 {
@@ -2739,5 +2747,32 @@ mod tests {
             (&state, last, end)
         );
         assert_eq!(log.repair(), None);
+    }
+
+    /// A write misdirected back over the side file's records may land a
+    /// whole record of a later entry where the next one belongs (entry
+    /// 11's over entry 8's): the valid records end there, as at a bad
+    /// record, and the claims after it start a repair; the log is not
+    /// refused for a gap in its entries.
+    #[test]
+    fn a_later_entry_written_over_earlier_ones_ends_the_valid_records() {
+        let disk = SimDisk::new(39);
+        let log = synced_one_by_one(&disk, 11);
+        // Entries from 1 on: entry n's record is at positions[n - 1].
+        let (eighth, eleventh) = (log.positions[7], log.positions[10]);
+        drop(log);
+        let dir = disk.root().open_dir("raft").expect("the raft dir");
+        let file = dir.open_file(SIDE_FILE, OpenMode::Existing).expect("it");
+        let mut record = vec![0; 43];
+        file.read_at(&mut record, eleventh)
+            .expect("entry 11's record");
+        assert_eq!(next_record(&record, 0).map(|(_, end)| end), Some(43));
+        file.write_at(&record, eighth).expect("a misdirected write");
+        file.sync().expect("a sync");
+        drop(file);
+        let log = open(&disk).expect("an open over the gap");
+        assert_eq!(log.last_index_(), 7);
+        assert_eq!(log.repair(), Some(RepairPoint { term: 2, index: 10 }));
+        log.check().expect("the files agree");
     }
 }
