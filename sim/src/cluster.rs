@@ -87,6 +87,12 @@ pub fn rots(seed: u64) -> bool {
     seed % 4 == 1
 }
 
+/// Whether a seed's nodes may have their disks store writes wrong for a
+/// while (one seed in four, remainder 2).
+pub fn writes_go_astray(seed: u64) -> bool {
+    seed % 4 == 2
+}
+
 /// The largest log start offset of `partition` over the running nodes:
 /// records below it may be gone from the partition's leader.
 fn max_log_start(shared: &Shared, partition: i32) -> i64 {
@@ -1782,6 +1788,9 @@ async fn fault_phase(world: &mut World) {
             7 if world.replaced.is_none() && world.rng.random_bool(0.3) => replace_node(world),
             9 => disk_errors(world).await,
             12 if rots(world.handle.seed()) && world.rng.random_bool(0.5) => rot(world),
+            12 if writes_go_astray(world.handle.seed()) && world.rng.random_bool(0.5) => {
+                astray_writes(world).await
+            }
             12 => read_faults(world).await,
             10 => pause(world).await,
             11 => bridge(world).await,
@@ -2237,6 +2246,41 @@ fn rot(world: &mut World) {
         count(&world.shared, "bit rot");
     }
     world.restart(id);
+}
+
+/// A node's disk stores some writes wrong for a while, silently: a bit
+/// flipped, or the bytes 1 to 64 sectors away from where they belong
+/// (which keeps its old bytes). The node runs on; its replicas must find
+/// the damage when they read it (for a follower, a consumer, the scrub)
+/// or at their next start, never serve it or count it, and repair from
+/// their peers. Half the time the node is power cycled after. Keeps a
+/// majority of nodes without trouble.
+async fn astray_writes(world: &mut World) {
+    let minority = (world.members() - 1) / 2;
+    let (id, (_, disk, _)) = pick(&world.nodes, &mut world.rng);
+    if world.down.contains(&id) || world.down_for_now().len() >= minority {
+        return;
+    }
+    let healthy = disk.faults();
+    let flips = world.rng.random_range(0.0..0.02);
+    let misdirected = world.rng.random_range(0.0..0.02);
+    disk.set_faults(Faults {
+        write_corruption: flips,
+        write_misdirection: misdirected,
+        ..healthy.clone()
+    });
+    let lasting = Duration::from_millis(world.rng.random_range(100..2000));
+    world.note(format!(
+        "weir-{id}'s disk stores writes wrong for {lasting:?}: bits flipped ({flips:.3}), misdirected ({misdirected:.3})"
+    ));
+    count(&world.shared, "writes astray");
+    sleep(lasting).await;
+    let (_, disk, _) = &world.nodes[&id];
+    disk.set_faults(healthy);
+    if world.rng.random_bool(0.5) && !world.down.contains(&id) {
+        world.kill(id);
+        world.restart(id);
+    }
 }
 
 /// Every file under `dir`, by path from the disk's root, with its length.
