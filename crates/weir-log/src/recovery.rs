@@ -92,6 +92,10 @@ pub struct RecoveryReport {
     pub log_start_offset: u64,
     /// The offset after the last record.
     pub log_end_offset: u64,
+    /// A replica's checkpoint read corrupt and was done without: every
+    /// segment was scanned, the log start taken from the files, and a cut
+    /// counted as synced data lost ([`Truncation::synced`]).
+    pub checkpoint_lost: bool,
 }
 
 /// A torn tail removed by recovery: bytes that were never synced.
@@ -189,7 +193,7 @@ fn recover_once(
     distrust_from: Option<u64>,
 ) -> Result<Recovered, LogError> {
     remove_temporary_files(storage)?;
-    let mut checkpoint = read_checkpoint(storage)?;
+    let (mut checkpoint, checkpoint_lost) = read_checkpoint(storage, config)?;
     // Segments the checkpoint lists were synced before it was written.
     let listed: Vec<u64> = checkpoint
         .segments
@@ -204,6 +208,7 @@ fn recover_once(
     }
     let mut report = RecoveryReport {
         clean_shutdown: checkpoint.clean_shutdown,
+        checkpoint_lost,
         ..RecoveryReport::default()
     };
     if let Some(cut) = &checkpoint.truncation {
@@ -220,8 +225,9 @@ fn recover_once(
     let mut segments = open_trusted_segments(storage, &checkpoint, &files, now)?;
     let scanned = scan_untrusted_segments(storage, config, &checkpoint, &files, &mut report)?;
     if let Some(cut) = report.truncation.as_mut() {
-        // A cut in a segment the checkpoint listed cut synced data.
-        cut.synced |= listed.contains(&cut.segment_base_offset);
+        // A cut in a segment the checkpoint listed cut synced data (any
+        // cut may have, without the checkpoint).
+        cut.synced |= listed.contains(&cut.segment_base_offset) || checkpoint_lost;
         log_truncation(cut);
     }
     add_scanned_segments(storage, &mut segments, scanned, now)?;
@@ -272,9 +278,26 @@ fn remove_temporary_files(storage: &dyn Storage) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Step 2: the checkpoint, or an empty one.
-fn read_checkpoint(storage: &dyn Storage) -> Result<Checkpoint, LogError> {
-    Ok(Checkpoint::read(storage)?.unwrap_or_default())
+/// Step 2: the checkpoint, or an empty one; and whether a replica's
+/// checkpoint read corrupt. A log of its own refuses to open then; a
+/// replica (`SetByOwner`) does without it, as if it had never been
+/// written: every segment is scanned (none is trusted), the log starts at
+/// its first file (records retention had deleted may come back until it
+/// runs again), and a truncation it named is finished by the owner, whose
+/// Raft log no longer holds the cut entries.
+fn read_checkpoint(
+    storage: &dyn Storage,
+    config: &LogConfig,
+) -> Result<(Checkpoint, bool), LogError> {
+    match Checkpoint::read(storage) {
+        Err(LogError::CorruptCheckpoint { file, reason })
+            if config.high_watermark == crate::HighWatermarkPolicy::SetByOwner =>
+        {
+            tracing::error!(%file, %reason, "a replica's checkpoint is corrupt: every segment is scanned");
+            Ok((Checkpoint::default(), true))
+        }
+        read => Ok((read?.unwrap_or_default(), false)),
+    }
 }
 
 /// Step 3 (and the second half of [`crate::Partition::truncate`]): removes

@@ -547,3 +547,49 @@ fn rot_in_a_trusted_segment_is_cut_in_a_replica_and_refused_elsewhere() {
         }
     }
 }
+
+/// A checkpoint that reads corrupt (a write stored wrong): a replica's
+/// log does without it, scanning every segment, and keeps every record;
+/// any other log refuses to open.
+#[test]
+fn a_corrupt_checkpoint_is_done_without_in_a_replica_and_refused_elsewhere() {
+    for owned in [true, false] {
+        let config = if owned {
+            owned_config()
+        } else {
+            LogConfig {
+                high_watermark: HighWatermarkPolicy::FollowsFlush,
+                ..owned_config()
+            }
+        };
+        let node = Node::new(78, config);
+        let log = node.open().expect("open");
+        for at in 0..60 {
+            append(&log, &format!("record {at:03} {}", "x".repeat(100)));
+        }
+        log.sync().expect("sync");
+        let before = values(&log, Isolation::Uncommitted);
+        log.close().expect("close");
+        drop(log);
+        node.disk
+            .corrupt("partition/checkpoint", 20, 0x01)
+            .expect("a flip");
+        match node.open() {
+            Ok(log) => {
+                assert!(owned, "a log of its own opened over a corrupt checkpoint");
+                assert_eq!(values(&log, Isolation::Uncommitted), before);
+                assert_eq!(log.synced_data_cut(), None);
+                drop(log);
+                let log = node.open().expect("a reopen, checkpoint rewritten");
+                assert_eq!(values(&log, Isolation::Uncommitted), before);
+            }
+            Err(error) => {
+                assert!(!owned, "a replica refused: {error}");
+                assert!(
+                    matches!(error, LogError::CorruptCheckpoint { .. }),
+                    "{error}"
+                );
+            }
+        }
+    }
+}
