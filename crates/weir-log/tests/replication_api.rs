@@ -491,6 +491,25 @@ fn a_reset_log_takes_the_leaders_batches_from_the_offset() {
     follower.verify().expect("verify");
 }
 
+/// A log on a disk of `seed` holding sixty records of 100 bytes and
+/// more, synced: a replica's (`owned`) or one of its own.
+fn sixty_records(seed: u64, owned: bool) -> (Node, Partition) {
+    let config = match owned {
+        true => owned_config(),
+        false => LogConfig {
+            high_watermark: HighWatermarkPolicy::FollowsFlush,
+            ..owned_config()
+        },
+    };
+    let node = Node::new(seed, config);
+    let log = node.open().expect("open");
+    for at in 0..60 {
+        append(&log, &format!("record {at:03} {}", "x".repeat(100)));
+    }
+    log.sync().expect("sync");
+    (node, log)
+}
+
 /// Rot in a sealed segment that the checkpoint vouches for, found while
 /// recovery walks the batches (here: the leader-epoch file is gone and is
 /// rebuilt from every batch). A replica's log (`SetByOwner`) scans that
@@ -499,20 +518,7 @@ fn a_reset_log_takes_the_leaders_batches_from_the_offset() {
 #[test]
 fn rot_in_a_trusted_segment_is_cut_in_a_replica_and_refused_elsewhere() {
     for owned in [true, false] {
-        let config = if owned {
-            owned_config()
-        } else {
-            LogConfig {
-                high_watermark: HighWatermarkPolicy::FollowsFlush,
-                ..owned_config()
-            }
-        };
-        let node = Node::new(77, config);
-        let log = node.open().expect("open");
-        for at in 0..60 {
-            append(&log, &format!("record {at:03} {}", "x".repeat(100)));
-        }
-        log.sync().expect("sync");
+        let (node, log) = sixty_records(77, owned);
         log.close().expect("close");
         drop(log);
         let storage = node.storage();
@@ -554,20 +560,7 @@ fn rot_in_a_trusted_segment_is_cut_in_a_replica_and_refused_elsewhere() {
 #[test]
 fn a_corrupt_checkpoint_is_done_without_in_a_replica_and_refused_elsewhere() {
     for owned in [true, false] {
-        let config = if owned {
-            owned_config()
-        } else {
-            LogConfig {
-                high_watermark: HighWatermarkPolicy::FollowsFlush,
-                ..owned_config()
-            }
-        };
-        let node = Node::new(78, config);
-        let log = node.open().expect("open");
-        for at in 0..60 {
-            append(&log, &format!("record {at:03} {}", "x".repeat(100)));
-        }
-        log.sync().expect("sync");
+        let (node, log) = sixty_records(78, owned);
         let before = values(&log, Isolation::Uncommitted);
         log.close().expect("close");
         drop(log);

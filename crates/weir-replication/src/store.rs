@@ -2276,6 +2276,12 @@ mod tests {
     /// Flips a bit of entry 9's batch (of the six equal batches of
     /// entries 6 to 11).
     fn rot_entry_nine(disk: &Arc<SimDisk>) {
+        rot_segment_at(disk, |length| length - length / 6 * 5 / 2);
+    }
+
+    /// Flips a bit of the partition's first segment, at the position
+    /// `at` gives for its length.
+    fn rot_segment_at(disk: &Arc<SimDisk>, at: impl Fn(u64) -> u64) {
         let name = weir_log::segment::log_file_name(0);
         let length = disk
             .root()
@@ -2283,12 +2289,8 @@ mod tests {
             .and_then(|dir| dir.open_file(&name, OpenMode::Existing))
             .and_then(|file| file.len())
             .expect("the segment");
-        disk.corrupt(
-            &format!("partition/{name}"),
-            length - length / 6 * 5 / 2,
-            0x10,
-        )
-        .expect("a flip");
+        disk.corrupt(&format!("partition/{name}"), at(length), 0x10)
+            .expect("a flip");
     }
 
     /// Rot in a running replica, which recovery will not see (it was
@@ -2357,15 +2359,7 @@ mod tests {
         let (config, group) = open_group(&disk);
         rot_entry_nine(&disk);
         // Entry 7's batch, the second of the six.
-        let name = weir_log::segment::log_file_name(0);
-        let length = disk
-            .root()
-            .open_dir("partition")
-            .and_then(|dir| dir.open_file(&name, OpenMode::Existing))
-            .and_then(|file| file.len())
-            .expect("the segment");
-        disk.corrupt(&format!("partition/{name}"), length / 6 * 3 / 2, 0x10)
-            .expect("a flip");
+        rot_segment_at(&disk, |length| length / 6 * 3 / 2);
         let group = group.reopen_cut_at(&config, 9).expect("a cut");
         assert_eq!(group.log().partition().log_end_offset(), 3);
         assert_eq!(group.last_index(), 6);
