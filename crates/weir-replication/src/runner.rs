@@ -126,6 +126,9 @@ pub struct GroupView {
     pub joint: bool,
     /// On its leader, the learners holding every committed entry.
     pub caught_up: Vec<u64>,
+    /// Whether this replica repairs entries it lost to corruption: its
+    /// log is behind what it held, and so is what its owner built from it.
+    pub repairing: bool,
 }
 
 impl GroupView {
@@ -140,6 +143,7 @@ impl GroupView {
             learners: group.learners(),
             joint: group.is_joint(),
             caught_up: group.caught_up(),
+            repairing: group.log().repair().is_some(),
         }
     }
 }

@@ -732,6 +732,9 @@ impl Task {
         if self.materialized == Some(applied) {
             return;
         }
+        if self.metadata_repairing() {
+            return;
+        }
         let state = self.metadata.state().clone();
         let mut complete = true;
         for topic in self.log.topics() {
@@ -785,6 +788,23 @@ impl Task {
         if complete {
             self.materialized = Some(applied);
         }
+    }
+
+    /// Whether the metadata log lost entries to corruption and is being
+    /// repaired: what this node applied from it after a restart is then
+    /// older than what it had applied before, and acting on it would
+    /// delete topics and replicas the cluster still has (a replica that
+    /// forgets what it acknowledged, and its votes; cluster seed 185).
+    /// Nothing is created, opened, closed or deleted until the repair ends.
+    fn metadata_repairing(&self) -> bool {
+        let view = self.cluster.handle.view(METADATA_GROUP);
+        let repairing = view.is_some_and(|view| view.repairing);
+        if repairing {
+            tracing::debug!(
+                "the metadata log is being repaired: topics and replicas left as they are"
+            );
+        }
+        repairing
     }
 
     /// Closes the replicas of groups that moved away from this node (their
