@@ -84,6 +84,13 @@ const SIM_DETERMINISM_SEEDS: &str = "25";
 /// server) run in CI, and those run twice to compare (from 100000).
 const SIM_CLUSTER_SEEDS: &str = "90";
 const SIM_CLUSTER_DETERMINISM_SEEDS: &str = "5";
+/// Cluster seeds beyond that range that once found a bug the range did
+/// not (docs/SIMULATION.md), run in CI too, one by one.
+const SIM_CLUSTER_REGRESSION_SEEDS: [(&str, &str); 3] = [
+    ("134", "simulator cluster seed 134"),
+    ("174", "simulator cluster seed 174"),
+    ("185", "simulator cluster seed 185"),
+];
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
 const FUZZ_TARGETS: [&str; 14] = [
@@ -349,7 +356,7 @@ fn ci() -> Result<(), String> {
     let jobs = std::thread::available_parallelism()
         .map_or(1, |cores| cores.get())
         .to_string();
-    let steps = [
+    let mut steps = vec![
         Step::cargo("format", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
             "clippy",
@@ -495,20 +502,25 @@ fn ci() -> Result<(), String> {
             "simulator cluster seeds",
             &["--cluster", "--seeds", SIM_CLUSTER_SEEDS, "--jobs", &jobs],
         ),
-        sim_run(
-            "simulator cluster determinism",
-            &[
-                "--cluster",
-                "--check-determinism",
-                "--seeds",
-                SIM_CLUSTER_DETERMINISM_SEEDS,
-                "--from",
-                "100000",
-                "--jobs",
-                &jobs,
-            ],
-        ),
     ];
+    steps.extend(
+        SIM_CLUSTER_REGRESSION_SEEDS
+            .iter()
+            .map(|(seed, name)| sim_run(name, &["--cluster", "--seed", seed])),
+    );
+    steps.extend([sim_run(
+        "simulator cluster determinism",
+        &[
+            "--cluster",
+            "--check-determinism",
+            "--seeds",
+            SIM_CLUSTER_DETERMINISM_SEEDS,
+            "--from",
+            "100000",
+            "--jobs",
+            &jobs,
+        ],
+    )]);
     let mut timings = Vec::new();
     for step in &steps {
         timings.push((step.name, step.run()?));
@@ -882,6 +894,22 @@ fn sim_catches(scratch: &Path, cluster: bool) -> Result<Option<(String, String)>
     } else {
         &["--seeds", SIM_SEEDS, "--stop-at-first"]
     };
+    let caught = sim_catches_with(scratch, seeds)?;
+    if caught.is_some() || !cluster {
+        return Ok(caught);
+    }
+    for (seed, _) in SIM_CLUSTER_REGRESSION_SEEDS {
+        let caught = sim_catches_with(scratch, &["--cluster", "--seed", seed])?;
+        if caught.is_some() {
+            return Ok(caught);
+        }
+    }
+    Ok(None)
+}
+
+/// Runs the simulator with `seeds` in the scratch tree: the first
+/// violation's seed and first line, if any.
+fn sim_catches_with(scratch: &Path, seeds: &[&str]) -> Result<Option<(String, String)>, String> {
     let output = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "run",
