@@ -1061,6 +1061,7 @@ mod tests {
             learners: learners.to_vec(),
             joint: false,
             caught_up: caught_up.to_vec(),
+            repairing: false,
         }
     }
 
