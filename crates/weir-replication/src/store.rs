@@ -50,7 +50,6 @@
 //! acknowledged: a node answers only after both files are synced.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -228,9 +227,6 @@ pub struct RaftLog {
     torn_at: Option<u64>,
     /// See [`RaftLog::repair`].
     repair: Option<RepairPoint>,
-    /// Where a read of batches for a follower that failed as corrupt
-    /// began (`u64::MAX`: none since [`RaftLog::take_suspect`]).
-    suspect: AtomicU64,
     /// Where the next [`RaftLog::scrub`] reads.
     scrub_cursor: u64,
 }
@@ -296,7 +292,6 @@ impl RaftLog {
             pending_claim: None,
             torn_at: None,
             repair: None,
-            suspect: AtomicU64::new(u64::MAX),
             scrub_cursor: 0,
         };
         log.replay(&bytes)?;
@@ -525,13 +520,10 @@ impl RaftLog {
     }
 
     /// Where a read found a corrupt batch (at or after this offset), once:
-    /// a read of entries for a follower, or any read of the partition (a
-    /// consumer's fetch, [`Partition::take_corrupt_read`]).
+    /// any read of the partition, of entries for a follower or a
+    /// consumer's fetch ([`Partition::take_corrupt_read`]).
     pub fn take_suspect(&self) -> Option<u64> {
-        let from = self.suspect.swap(u64::MAX, Ordering::Relaxed);
-        let read = self.partition.take_corrupt_read().unwrap_or(u64::MAX);
-        let from = from.min(read);
-        (from != u64::MAX).then_some(from)
+        self.partition.take_corrupt_read()
     }
 
     /// Reads the next `budget` bytes of the partition's batches from where
@@ -1537,11 +1529,9 @@ impl raft::Storage for RaftLog {
         // other error for a broken log and panics.
         self.entries_from(low, high, max_size.into(), with_batches)
             .map_err(|error| {
+                // A corrupt batch is noted by the partition for the owner
+                // to cut and repair ([`RaftLog::take_suspect`]).
                 tracing::warn!(low, high, %error, "reading entries for a follower failed; retried later");
-                if matches!(error, LogError::Corrupt { .. }) {
-                    let from = self.meta(low).map_or(self.base_offset, |meta| meta.start);
-                    self.suspect.fetch_min(from, Ordering::Relaxed);
-                }
                 raft::Error::Store(StorageError::LogTemporarilyUnavailable)
             })
     }
