@@ -170,6 +170,9 @@ struct Shared {
     group_read: BTreeSet<(i32, i64)>,
     /// Every replica of a node gone for good has moved.
     replacement_done: bool,
+    /// A node gone for good started again with an empty disk under its
+    /// id, which must refuse to take part (and whether it has).
+    wiped: Option<(u64, bool)>,
     /// The faults are over.
     healed: bool,
     stop_producers: bool,
@@ -392,7 +395,7 @@ async fn run_node(
     shared: SharedRef,
     started: Instant,
 ) {
-    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let (keep, shutdown) = tokio::sync::watch::channel(false);
     let storage: Arc<dyn Storage> = Arc::new(disk.root());
     let errors_before = io_errors(&disk);
     let listener =
@@ -422,6 +425,16 @@ async fn run_node(
         }
     };
     note(&shared, started, format!("weir-{id} up"));
+    let wiped = shared
+        .lock()
+        .expect("shared")
+        .wiped
+        .is_some_and(|(node, _)| node == id);
+    if let (true, Some(cluster)) = (wiped, listener.cluster.clone()) {
+        // Not one of the cluster's nodes: it must find that out and shut
+        // down, taking part in no group meanwhile.
+        return run_wiped_node(id, cluster, keep, &shared, started).await;
+    }
     if let Some(cluster) = listener.cluster.clone() {
         let shared = Arc::clone(&shared);
         madsim::task::spawn(async move {
@@ -456,7 +469,62 @@ async fn run_node(
         .expect("shared")
         .brokers
         .insert(id, Arc::clone(&listener.kafka.log));
-    weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
+    let Some(cluster) = listener.cluster.clone() else {
+        weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
+        return;
+    };
+    // As `weir serve` does: a node whose replication stopped (its storage
+    // failed) shuts down, to be started again (the nemesis power cycles
+    // it when its disk's errors end).
+    tokio::select! {
+        () = weir_kafka::server::serve(listener.kafka, listener.listener, shutdown) => {}
+        () = cluster.handle().stopped() => {
+            note(&shared, started, format!("weir-{id} shuts down: its replication stopped"));
+            reached(&shared, "a node shuts down when its replication stops");
+            keep.send_replace(true);
+        }
+        reason = cluster.refused() => {
+            violation(&shared, "a node with its data takes part", format!("weir-{id}: {reason}"));
+            keep.send_replace(true);
+        }
+    }
+}
+
+/// A node started with an empty disk under the id of a node gone for
+/// good: it must refuse to take part (its peers know the id) before it
+/// opens any group.
+async fn run_wiped_node(
+    id: u64,
+    cluster: weir_server::cluster::Cluster,
+    keep: tokio::sync::watch::Sender<bool>,
+    shared: &SharedRef,
+    started: Instant,
+) {
+    loop {
+        tokio::select! {
+            reason = cluster.refused() => {
+                note(shared, started, format!("weir-{id} refuses to take part: {reason}"));
+                reached(shared, "a node whose disk was lost refuses to take part");
+                if let Some(wiped) = shared.lock().expect("shared").wiped.as_mut() {
+                    wiped.1 = true;
+                }
+                keep.send_replace(true);
+                return;
+            }
+            () = sleep(Duration::from_millis(50)) => {
+                let groups = cluster.handle().status().await;
+                if let Some(group) = groups.first() {
+                    violation(
+                        shared,
+                        "a node whose disk was lost takes part in no group",
+                        format!("weir-{id} opened group {} (term {})", group.group, group.term),
+                    );
+                    keep.send_replace(true);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The operations `disk` has failed so far (reads, writes, syncs).
@@ -1977,6 +2045,9 @@ fn replace_node(world: &mut World) {
     world.kill(old);
     let new = world.nodes.keys().max().expect("nodes") + 1;
     world.replaced = Some((old, new));
+    if world.handle.seed() % 4 == 3 {
+        wipe_and_restart(world, old);
+    }
     let peers = format!(
         "{},{new}={}",
         world.peers,
@@ -2011,6 +2082,30 @@ fn replace_node(world: &mut World) {
     world
         .client
         .spawn(move_replicas(old, new, nodes, shared, started, rng));
+}
+
+/// The disk of node `old`, gone for good, is replaced by an empty one and
+/// the node started again under its id (an operator's mistake, or a
+/// supervisor's restart after a disk swap): it must refuse to take part
+/// (`run_wiped_node`), or it could vote away what it acknowledged.
+fn wipe_and_restart(world: &mut World, old: u64) {
+    let (node, disk, _) = &world.nodes[&old];
+    let root = disk.root();
+    let entries = root.list().expect("the root of a powered-off disk");
+    for entry in entries {
+        let removed = match entry.kind {
+            weir_io::EntryKind::Directory => root.remove_dir_all(&entry.name),
+            _ => root.remove_file(&entry.name),
+        };
+        removed.expect("a removal on a powered-off disk");
+    }
+    root.sync_dir().expect("a sync on a powered-off disk");
+    world.shared.lock().expect("shared").wiped = Some((old, false));
+    world.handle.restart(node.id());
+    world.note(format!(
+        "weir-{old} starts again on an empty disk under its id"
+    ));
+    count(&world.shared, "node started on an empty disk");
 }
 
 /// The moves still to make: each partition (of the topic, the offsets
@@ -2644,6 +2739,7 @@ async fn replacement_finishes(world: &World) {
         return;
     };
     let deadline = Instant::now() + Duration::from_secs(60);
+    wiped_node_refuses(world, deadline).await;
     while !world.shared.lock().expect("shared").replacement_done {
         if Instant::now() > deadline {
             let plan = replacement_plan(&world.shared, old, new);
@@ -2657,6 +2753,28 @@ async fn replacement_finishes(world: &World) {
             return;
         }
         sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A node gone for good and started again on an empty disk has refused
+/// to take part by `deadline`.
+async fn wiped_node_refuses(world: &World, deadline: Instant) {
+    loop {
+        let wiped = world.shared.lock().expect("shared").wiped;
+        match wiped {
+            Some((id, false)) if Instant::now() > deadline => {
+                let evidence =
+                    format!("weir-{id}, started on an empty disk, still runs 60 s after healing");
+                violation(
+                    &world.shared,
+                    "a node whose disk was lost refuses to take part",
+                    evidence,
+                );
+                return;
+            }
+            Some((_, false)) => sleep(Duration::from_millis(200)).await,
+            _ => return,
+        }
     }
 }
 

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use weir_log::batch::{encode, ProducerInfo, Record};
-use weir_log::{LogError, Partition};
+use weir_log::{Isolation, LogError, Partition};
 
 /// The Raft group of the metadata log (0 is the liveness channel).
 pub const METADATA_GROUP: u64 = 1;
@@ -645,6 +645,35 @@ impl MetadataLog {
             }
         }
         Ok(read)
+    }
+
+    /// Whether the records of `partition` past those applied (up to its
+    /// log end, committed or not) register node `node`: with
+    /// [`MetadataState::nodes`], what this node's log says of a node that
+    /// asks whether the cluster has known it.
+    pub fn tail_registers(
+        &self,
+        partition: &Partition,
+        node: u64,
+    ) -> Result<bool, MetadataLogError> {
+        let mut offset = self.next_offset;
+        while offset < partition.log_end_offset() {
+            let result = partition.read_with(offset, 1 << 20, Isolation::Uncommitted)?;
+            let before = offset;
+            for record in result.records() {
+                let record = record.map_err(LogError::from)?;
+                offset = record.offset + 1;
+                let value = record.value.unwrap_or_default();
+                if matches!(MetadataRecord::decode(value), Ok(MetadataRecord::Node { id, .. }) if id == node)
+                {
+                    return Ok(true);
+                }
+            }
+            if offset == before {
+                break;
+            }
+        }
+        Ok(false)
     }
 
     fn apply_value(&mut self, offset: u64, value: &[u8]) -> Result<(), MetadataLogError> {

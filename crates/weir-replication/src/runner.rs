@@ -278,6 +278,12 @@ impl ReplicasHandle {
         &self.published.changed
     }
 
+    /// Done once the runner has stopped: its storage failed (or its
+    /// transport ended), and the node replicates nothing until restarted.
+    pub async fn stopped(&self) {
+        self.commands.closed().await;
+    }
+
     /// Produces a producer's batch to `group` (this node must lead it).
     pub async fn produce(
         &self,

@@ -385,6 +385,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
             tracing::info!("signal received: shutting down");
             signals.request_shutdown();
         });
+        let replication = kafka.as_ref().and_then(|kafka| kafka.cluster.clone()).map(|cluster| {
+            tokio::spawn(weir_server::server::shut_down_on_cluster_failure(
+                std::sync::Arc::clone(&node),
+                cluster,
+            ))
+        });
         let kafka_task = kafka.map(|kafka| {
             tokio::spawn(weir_server::server::serve_kafka(std::sync::Arc::clone(&node), kafka))
         });
@@ -392,7 +398,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
         if let Some(task) = kafka_task {
             let _ = task.await;
         }
-        ExitCode::SUCCESS
+        let replication_failed = match replication {
+            Some(task) => task.await.unwrap_or(false),
+            None => false,
+        };
+        if replication_failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     })
 }
 

@@ -188,6 +188,32 @@ pub async fn serve_kafka(node: Arc<Node>, kafka: KafkaListener) {
     }
 }
 
+/// Shuts the node down if it must leave the cluster: its replication
+/// stopped (a write or sync of its replicated logs failed: what the disk
+/// holds is then unknown, and the node replicates nothing until it starts
+/// again and recovers from it), or it found that it must not take part
+/// (it starts with no cluster state under the id of a node its peers
+/// know). True if that is why the node stopped; false once it shuts down
+/// for another reason. `weir serve` then exits with status 1, for its
+/// supervisor to restart it, as Kafka halts a broker whose log directory
+/// failed: staying up, it would answer clients as a replica of nothing.
+pub async fn shut_down_on_cluster_failure(node: Arc<Node>, cluster: Cluster) -> bool {
+    let mut shutdown = node.shutdown.subscribe();
+    tokio::select! {
+        () = cluster.handle().stopped() => tracing::error!(
+            "the replication stopped on a storage error: weir shuts down and exits with status 1, \
+             to be restarted (it recovers from what its disk holds)"
+        ),
+        reason = cluster.refused() => tracing::error!(
+            %reason,
+            "this node must not take part in the cluster: weir shuts down and exits with status 1"
+        ),
+        _ = shutdown.wait_for(|requested| *requested) => return false,
+    }
+    node.request_shutdown();
+    true
+}
+
 /// Opens the data directory for the stream command log.
 pub fn open_storage(data_dir: &Path) -> Result<Arc<dyn Storage>, StartError> {
     let streams = data_dir.join("streams");

@@ -28,6 +28,15 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        let mut cluster = Self::prepare();
+        for id in [1, 2, 3] {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// Three nodes' addresses and directories, none started.
+    fn prepare() -> Self {
         let ids = [1u64, 2, 3];
         let peers = ids
             .iter()
@@ -35,16 +44,16 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let kafka_ports = ids.iter().map(|id| (*id, free_port())).collect();
-        let mut cluster = Self {
+        Self {
             root: tempfile::tempdir().expect("a temporary directory"),
             peers,
             kafka_ports,
             nodes: BTreeMap::new(),
-        };
-        for id in ids {
-            cluster.start_node(id);
         }
-        cluster
+    }
+
+    fn directory(&self, id: u64) -> std::path::PathBuf {
+        self.root.path().join(format!("node-{id}"))
     }
 
     fn start_node(&mut self, id: u64) {
@@ -53,7 +62,7 @@ impl Cluster {
 
     /// Starts node `id` with `extra` flags after the usual ones.
     fn start_with(&mut self, id: u64, extra: &[&str]) {
-        let dir = self.root.path().join(format!("node-{id}"));
+        let dir = self.directory(id);
         let kafka = format!("127.0.0.1:{}", self.kafka_ports[&id]);
         let id_text = id.to_string();
         let mut flags = vec![
@@ -288,6 +297,15 @@ fn a_dead_node_is_replaced_by_a_new_one_through_reassignment() {
         &["moved", &acked_text, "100", "idempotent"],
     );
     cluster.kill(3);
+    // Its disk lost, node 3 started empty under its id refuses to take
+    // part: its peers know it.
+    std::fs::remove_dir_all(cluster.directory(3)).expect("wipe node 3");
+    cluster.start_node(3);
+    let status = wait_for_exit(&mut cluster, 3, Duration::from_secs(30));
+    let log = cluster.nodes[&3].log_text();
+    assert_eq!(status.code(), Some(1), "node 3's log:\n{log}");
+    assert!(log.contains("knows it as a member"), "node 3's log:\n{log}");
+    cluster.nodes.remove(&3);
     cluster.join(4);
     let observed = cluster.scenario("cluster_replace", "kp", &["3", "4", "1,2,3", "moved"]);
     assert!(observed.contains("\"moved\": 5"), "{observed}");
@@ -303,6 +321,127 @@ fn a_dead_node_is_replaced_by_a_new_one_through_reassignment() {
         "group_verify",
         "kp",
         &["moved", &acked_text, "after-the-move"],
+    );
+}
+
+/// Waits until node `id` exits on its own; panics after `limit`.
+fn wait_for_exit(cluster: &mut Cluster, id: u64, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let node = cluster.nodes.get_mut(&id).expect("the node");
+        if let Some(status) = node.exit_status() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} still runs after {limit:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    /// Mounts `bytes` of tmpfs at `at` (made if missing). Needs root, as
+    /// `cargo xtask ci` runs here.
+    fn tmpfs(at: &Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(at).expect("the mount point");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            output.status.success(),
+            "mounting a tmpfs needs root (this test fills a node's disk):\n{}",
+            show(&output)
+        );
+        Self(at.to_path_buf())
+    }
+
+    /// Writes a file until the file system is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).expect("the filler");
+        let chunk = vec![0xA5; 64 << 10];
+        let mut size = chunk.len();
+        while size > 0 {
+            match file.write(&chunk[..size]) {
+                Ok(0) | Err(_) => size /= 2,
+                Ok(_) => {}
+            }
+        }
+        path
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "needs root (a tmpfs mount), kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn a_node_whose_disk_fills_exits_and_catches_up_once_started_again() {
+    const RECORDS: usize = 600;
+    let mut cluster = Cluster::prepare();
+    let disk = Mount::tmpfs(&cluster.directory(3), 48 << 20);
+    for id in [1, 2, 3] {
+        cluster.start_node(id);
+    }
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let acked = scratch.path().join("acked");
+    let acked_text = acked.display().to_string();
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    cluster.scenario("cluster_create", "kp", &["filled", "3", "3"]);
+    let mut producer = cluster
+        .command(
+            "produce_acked",
+            "kp",
+            &["filled", &acked_text, &RECORDS.to_string(), "idempotent"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a producer");
+    wait_for_acks(&acked, RECORDS / 4, &mut producer, &cluster);
+    let filler = disk.fill();
+    // Node 3 replicates every partition: its next write fails with ENOSPC,
+    // and it exits with status 1 instead of staying up as a replica of
+    // nothing.
+    let status = wait_for_exit(&mut cluster, 3, Duration::from_secs(60));
+    let log = cluster.nodes[&3].log_text();
+    assert_eq!(status.code(), Some(1), "node 3's log:\n{log}");
+    assert!(
+        log.contains("the replication stopped on a storage error"),
+        "node 3's log:\n{log}"
+    );
+    cluster.nodes.remove(&3);
+    // The others go on acknowledging ...
+    let at_exit = lines(&acked);
+    wait_for_acks(&acked, at_exit + RECORDS / 4, &mut producer, &cluster);
+    // ... and node 3, with room again, catches up.
+    std::fs::remove_file(filler).expect("remove the filler");
+    cluster.start_node(3);
+    wait_for_acks(&acked, RECORDS, &mut producer, &cluster);
+    let output = producer.wait_with_output().expect("the producer's end");
+    assert!(
+        output.status.success(),
+        "the producer failed:\n{}",
+        show(&output)
+    );
+    // Nodes 2 and 3 are a majority of every group: what node 3 holds
+    // counts.
+    cluster.kill(1);
+    cluster.scenario(
+        "group_verify",
+        "kp",
+        &["filled", &acked_text, "after-the-fill"],
     );
 }
 

@@ -56,9 +56,11 @@ pub async fn start(
     let failed = |what: &str, error: &dyn std::fmt::Display| {
         StartError::Log(format!("cluster: {what}: {error}"))
     };
-    let dir = storage
+    let cluster_dir = storage
         .open_or_create_dir("cluster")
-        .and_then(|cluster| cluster.open_or_create_dir("metadata"))
+        .map_err(|error| failed("opening cluster", &error))?;
+    let dir = cluster_dir
+        .open_or_create_dir("metadata")
         .map_err(|error| failed("opening cluster/metadata", &error))?;
     let config = LogConfig {
         high_watermark: HighWatermarkPolicy::SetByOwner,
@@ -68,6 +70,13 @@ pub async fn start(
     let (partition, _) = Partition::open(Arc::clone(&dir), Arc::clone(&clock), config)
         .map_err(|error| failed("opening the metadata log", &error))?;
     let partition = Arc::new(partition);
+    let fresh = claim_data_directory(
+        cluster_dir.as_ref(),
+        dir.as_ref(),
+        &partition,
+        settings.node,
+    )
+    .map_err(|error| failed("checking the data directory", &error))?;
     let peers: Vec<u64> = settings.peers.keys().copied().collect();
     let mut replicas_config = ReplicasConfig::new(settings.node, settings.node);
     replicas_config.election_ticks = settings.election_ticks;
@@ -82,14 +91,25 @@ pub async fn start(
     } else {
         peers.clone()
     };
-    replicas
-        .open_group(
-            METADATA_GROUP,
-            first_voters,
-            Arc::clone(&dir),
-            Arc::clone(&partition),
-        )
-        .map_err(|error| failed("opening the metadata group", &error))?;
+    // A node with no cluster state opens the metadata group only once its
+    // peers have said that they never knew it (`Task::check_not_lost`).
+    let opening = if fresh {
+        Some(Opening {
+            voters: first_voters,
+            cluster_dir,
+            dir,
+        })
+    } else {
+        replicas
+            .open_group(
+                METADATA_GROUP,
+                first_voters,
+                Arc::clone(&dir),
+                Arc::clone(&partition),
+            )
+            .map_err(|error| failed("opening the metadata group", &error))?;
+        None
+    };
     let mut metadata = MetadataLog::new();
     metadata
         .catch_up(&partition)
@@ -135,6 +155,7 @@ pub async fn start(
         peers_added: settings.peers.keys().copied().collect(),
         proposed_membership: BTreeMap::new(),
         registered_at: None,
+        opening,
     };
     tokio::spawn(task.run(applications, local_rx, shutdown));
     Ok(cluster)
@@ -195,6 +216,63 @@ async fn spawn_runner(
 /// belongs to.
 const GROUP_MARKER: &str = "cluster-group";
 
+/// The file in `cluster/` naming the node whose cluster state the data
+/// directory holds; written before the node first takes part.
+const NODE_MARKER: &str = "node";
+
+/// Checks that the data directory's cluster state (in `cluster_dir`,
+/// the metadata log in `metadata_dir`) is node `node`'s; true when there
+/// is none (no marker, an empty metadata log): the node is new, or lost
+/// its disk, and must ask its peers before it takes part. A directory of
+/// a version before the marker gets one.
+fn claim_data_directory(
+    cluster_dir: &dyn Storage,
+    metadata_dir: &dyn Storage,
+    metadata: &Partition,
+    node: u64,
+) -> std::io::Result<bool> {
+    if let Some(bytes) = weir_io::read_whole_file_agreed(cluster_dir, NODE_MARKER)? {
+        let owner = decode_id_marker(NODE_MARKER, &bytes)?;
+        if owner != node {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the data directory holds node {owner}'s cluster state, not node {node}'s \
+                     (start it with --node-id {owner})"
+                ),
+            ));
+        }
+        return Ok(false);
+    }
+    let empty =
+        metadata.log_end_offset() == 0 && !metadata_dir.exists(weir_replication::SIDE_FILE)?;
+    if !empty {
+        weir_io::write_file_atomically(cluster_dir, NODE_MARKER, &encode_id_marker(node))?;
+    }
+    Ok(empty)
+}
+
+/// How many of its peers a node with no cluster state must hear say they
+/// never knew it, in a cluster of `nodes` voters, before it takes part:
+/// enough that every majority holds one of them beside the node itself
+/// (which, if it lost its disk, may have been in the majority of any
+/// commit). None with no peers: a lone node that lost its disk has nothing
+/// left to protect.
+fn answers_needed(nodes: usize) -> usize {
+    let majority = nodes / 2 + 1;
+    (nodes - majority + 1).min(nodes.saturating_sub(1))
+}
+
+/// What a node with no cluster state opens once its peers have answered.
+struct Opening {
+    /// The metadata group's first voters.
+    voters: Vec<u64>,
+    /// Where the node marker goes.
+    cluster_dir: Arc<dyn Storage>,
+    /// The metadata group's directory.
+    dir: Arc<dyn Storage>,
+}
+
 /// What opening a replica did.
 enum Opened {
     Yes,
@@ -220,6 +298,30 @@ fn claim_for_group(dir: &dyn Storage, group: u64) -> std::io::Result<bool> {
             weir_io::write_file_atomically(dir, GROUP_MARKER, &encode_group_marker(group))?;
             Ok(true)
         }
+    }
+}
+
+/// `u64 id | u32 CRC-32C of those 8 bytes`, little-endian (a group
+/// marker, the node marker).
+fn encode_id_marker(id: u64) -> [u8; 12] {
+    encode_group_marker(id)
+}
+
+/// The node a node marker names.
+fn decode_id_marker(name: &str, bytes: &[u8]) -> std::io::Result<u64> {
+    let stored =
+        (bytes.len() == 12).then(|| u32::from_le_bytes(bytes[8..].try_into().expect("four bytes")));
+    match stored {
+        Some(crc) if crc == weir_log::batch::crc32c(&bytes[..8]) => Ok(u64::from_le_bytes(
+            bytes[..8].try_into().expect("eight bytes"),
+        )),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "cluster/{name} is corrupt ({} bytes, or a checksum mismatch)",
+                bytes.len()
+            ),
+        )),
     }
 }
 
@@ -403,6 +505,9 @@ struct Task {
     proposed_membership: BTreeMap<u64, tokio::time::Instant>,
     /// When this node last asked the controller to register it.
     registered_at: Option<tokio::time::Instant>,
+    /// The metadata group to open once the peers have answered, when the
+    /// node started with no cluster state.
+    opening: Option<Opening>,
 }
 
 impl Task {
@@ -412,6 +517,16 @@ impl Task {
         mut local: mpsc::Receiver<ClusterMessage>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        if let Some(opening) = self.opening.take() {
+            match self.check_not_lost(&mut applications, &mut shutdown).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(reason) => return self.refuse(reason),
+            }
+            if let Err(reason) = self.open_metadata_group(opening).await {
+                return self.refuse(reason);
+            }
+        }
         let handle = self.cluster.handle.clone();
         let period = self.retention_check_interval;
         let mut retention_at = tokio::time::Instant::now() + period;
@@ -448,6 +563,124 @@ impl Task {
                 _ = tokio::time::sleep(PERIOD) => {}
             }
         }
+    }
+
+    /// A node that starts with no cluster state may be new, or may have
+    /// lost its disk (or been started on an empty directory by mistake).
+    /// Having lost it, it may have been in the majority that committed a
+    /// record, or voted in a term: taking part again with nothing, it could
+    /// elect a leader without that record, or vote twice. So it asks its
+    /// peers whether their metadata log (committed or not) registers it,
+    /// until [`answers_needed`] of them say no (then any such majority
+    /// holds one of them), and refuses to take part if one says yes. Its
+    /// own registration comes after it opens its groups, so a node that
+    /// never got that far was never known; not covered: one that lost its
+    /// disk between its first vote and its registration reaching its
+    /// peers, seconds after its very first start. `Ok(false)`: shut down
+    /// meanwhile.
+    async fn check_not_lost(
+        &self,
+        applications: &mut mpsc::Receiver<(u64, Vec<u8>)>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, String> {
+        let node = self.cluster.node;
+        let peers: Vec<u64> = self
+            .cluster
+            .peers
+            .iter()
+            .copied()
+            .filter(|peer| *peer != node)
+            .collect();
+        let needed = answers_needed(self.cluster.peers.len());
+        let mut answered = BTreeSet::new();
+        tracing::info!(
+            needed,
+            "no cluster state here: asking the peers whether they knew this node"
+        );
+        while answered.len() < needed {
+            for peer in peers.iter().filter(|peer| !answered.contains(*peer)) {
+                self.cluster
+                    .handle
+                    .send(*peer, ClusterMessage::AskKnown.encode())
+                    .await;
+            }
+            let wait = tokio::time::sleep(PERIOD);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return Ok(false),
+                    received = applications.recv() => {
+                        let Some((from, bytes)) = received else { return Ok(false) };
+                        match ClusterMessage::decode(&bytes) {
+                            Ok(ClusterMessage::AskKnown) => {
+                                let answer = ClusterMessage::Known { known: false };
+                                self.cluster.handle.send(from, answer.encode()).await;
+                            }
+                            Ok(ClusterMessage::Known { known: true }) => {
+                                return Err(format!(
+                                    "node {node} starts with no cluster state, but node {from} knows it as a \
+                                     member: its disk was lost, or this is not its data directory. Taking \
+                                     part with nothing, it could help lose records it acknowledged. Restore \
+                                     its data directory, or start it under a new --node-id with --join and \
+                                     move its replicas there"
+                                ));
+                            }
+                            Ok(ClusterMessage::Known { known: false }) if peers.contains(&from) => {
+                                answered.insert(from);
+                            }
+                            // Requests wait: their senders ask again.
+                            _ => {}
+                        }
+                    }
+                    _ = &mut wait => break,
+                }
+            }
+        }
+        tracing::info!(
+            answered = answered.len(),
+            "no peer knew this node: it takes part"
+        );
+        Ok(true)
+    }
+
+    /// Marks the data directory as this node's and opens the metadata
+    /// group (after [`Task::check_not_lost`]).
+    async fn open_metadata_group(&self, opening: Opening) -> Result<(), String> {
+        let node = self.cluster.node;
+        let marker = encode_id_marker(node);
+        let dir = Arc::clone(&opening.cluster_dir);
+        off_loop(move || weir_io::write_file_atomically(dir.as_ref(), NODE_MARKER, &marker))
+            .await
+            .map_err(|error| format!("writing cluster/{NODE_MARKER}: {error}"))?;
+        self.cluster
+            .handle
+            .open_group(
+                METADATA_GROUP,
+                opening.voters,
+                opening.dir,
+                Arc::clone(&self.metadata_partition),
+            )
+            .await
+            .map_err(|error| format!("opening the metadata group: {error}"))
+    }
+
+    /// Records why this node must not take part (the server shuts down).
+    fn refuse(&self, reason: String) {
+        tracing::error!(%reason, "this node must not take part in the cluster");
+        *lock(&self.cluster.shared.refused) = Some(reason);
+        self.cluster.shared.refusal.notify_waiters();
+    }
+
+    /// Whether this node's metadata log, committed or not, registers
+    /// `node` (a read that fails says yes: the asker then waits or
+    /// refuses, never takes part wrongly).
+    fn knows(&self, node: u64) -> bool {
+        self.metadata.state().nodes.contains_key(&node)
+            || self
+                .metadata
+                .tail_registers(&self.metadata_partition, node)
+                .unwrap_or(true)
     }
 
     /// Applies the metadata committed since the last call.
@@ -567,6 +800,18 @@ impl Task {
 
     /// A request from `from` (this node's own included), or an answer.
     async fn handle(&mut self, from: u64, message: ClusterMessage) {
+        match message {
+            ClusterMessage::AskKnown => {
+                let answer = ClusterMessage::Known {
+                    known: self.knows(from),
+                };
+                self.cluster.handle.send(from, answer.encode()).await;
+                return;
+            }
+            // Late answers to a question this node no longer asks.
+            ClusterMessage::Known { .. } => return,
+            _ => {}
+        }
         if let ClusterMessage::Refused {
             request,
             code,
@@ -674,7 +919,9 @@ impl Task {
                     .then(|| MetadataRecord::TopicDeleted { name: name.clone() });
                 (Some(*request), Ok(record))
             }
-            ClusterMessage::Refused { .. } => unreachable!("answers are handled before"),
+            ClusterMessage::Refused { .. }
+            | ClusterMessage::AskKnown
+            | ClusterMessage::Known { .. } => unreachable!("answers are handled before"),
         };
         match outcome {
             Ok(Some(record)) => self.propose(record).await,
@@ -1048,6 +1295,85 @@ mod tests {
             decode_group_marker(&encode_group_marker(u64::MAX)).expect("a marker"),
             u64::MAX
         );
+    }
+
+    /// Opens the metadata log of the data directory on `disk`, as
+    /// `start` does: (cluster dir, metadata dir, metadata log).
+    fn metadata_of(
+        disk: &Arc<weir_io::SimDisk>,
+    ) -> (Arc<dyn Storage>, Arc<dyn Storage>, Partition) {
+        let root = disk.root();
+        let cluster = root.open_or_create_dir("cluster").expect("cluster/");
+        let metadata = cluster.open_or_create_dir("metadata").expect("metadata/");
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let clock: Arc<dyn Clock> = Arc::new(weir_io::ManualClock::new(0));
+        let (log, _) = Partition::open(Arc::clone(&metadata), clock, config).expect("the log");
+        (cluster, metadata, log)
+    }
+
+    #[test]
+    fn a_data_directory_is_claimed_once_and_only_by_its_node() {
+        let disk = weir_io::SimDisk::new(11);
+        let (cluster, metadata, log) = metadata_of(&disk);
+        // Nothing here: the node must ask its peers, and nothing is marked
+        // until they answer.
+        assert!(
+            claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2).expect("a claim")
+        );
+        assert!(!cluster.exists(NODE_MARKER).expect("exists"));
+        // State without a marker (written before there were markers) gets one.
+        metadata
+            .open_file(weir_replication::SIDE_FILE, weir_io::OpenMode::CreateNew)
+            .expect("a side file")
+            .write_at(b"raft", 0)
+            .expect("a write");
+        assert!(
+            !claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2).expect("a claim")
+        );
+        assert!(cluster.exists(NODE_MARKER).expect("exists"));
+        // The marker names node 2: node 3 is refused, node 2 goes on.
+        let error = claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 3)
+            .expect_err("another node's directory");
+        assert!(
+            error.to_string().contains("node 2's cluster state"),
+            "{error}"
+        );
+        metadata
+            .remove_file(weir_replication::SIDE_FILE)
+            .expect("remove");
+        assert!(
+            !claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2).expect("a claim")
+        );
+        // A damaged marker is an error, never a fresh start.
+        let mut marker = encode_id_marker(2);
+        marker[0] ^= 1;
+        weir_io::write_file_atomically(cluster.as_ref(), NODE_MARKER, &marker).expect("a write");
+        let error = claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2)
+            .expect_err("a damaged marker");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// Every majority of the voters holds one of the peers that answered,
+    /// besides the asking node; a lone node asks no one.
+    #[test]
+    fn enough_peers_answer_that_every_majority_holds_one() {
+        assert_eq!(answers_needed(1), 0);
+        assert_eq!(answers_needed(2), 1);
+        assert_eq!(answers_needed(3), 2);
+        assert_eq!(answers_needed(4), 2);
+        assert_eq!(answers_needed(5), 3);
+        assert_eq!(answers_needed(7), 4);
+        for nodes in 2..=7usize {
+            let majority = nodes / 2 + 1;
+            // The worst case: the asker was in the majority, the rest of
+            // it (majority - 1 peers) did not answer.
+            let unanswered = nodes - 1 - answers_needed(nodes);
+            assert!(unanswered < majority - 1, "{nodes} nodes");
+        }
     }
 
     fn view(voters: &[u64], learners: &[u64], caught_up: &[u64]) -> GroupView {

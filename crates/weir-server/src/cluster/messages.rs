@@ -10,6 +10,9 @@
 //! refused   (kind 4) u64 request | i16 Kafka error code | text message
 //! reassign  (kind 5) u64 request | u64 group | nodes target (none: cancel)
 //! moved     (kind 6) u64 group | nodes voters (a group leader's report)
+//! ask       (kind 7) (a node starting with no cluster state asks whether
+//!                    its peers have known its id)
+//! answer    (kind 8) u8 known (0 or 1)
 //! nodes     u8 count (at most 7) | count × u64 node
 //! text      u16 length | that many bytes of UTF-8 (at most 1024)
 //! ```
@@ -80,6 +83,15 @@ pub enum ClusterMessage {
         /// Its voters.
         voters: Vec<u64>,
     },
+    /// A node starting with no cluster state asks whether the cluster has
+    /// known it (if so, its disk was lost: see `controller::check_not_lost`).
+    AskKnown,
+    /// The answer: whether this node's metadata log (committed or not)
+    /// names the asker.
+    Known {
+        /// Whether it does.
+        known: bool,
+    },
 }
 
 /// The most nodes in a message's list.
@@ -149,6 +161,11 @@ impl ClusterMessage {
                 out.extend_from_slice(&group.to_le_bytes());
                 put_nodes(&mut out, voters);
             }
+            Self::AskKnown => out.push(7),
+            Self::Known { known } => {
+                out.push(8);
+                out.push(u8::from(*known));
+            }
         }
         out
     }
@@ -190,6 +207,14 @@ impl ClusterMessage {
             6 => Self::Reassigned {
                 group: reader.u64()?,
                 voters: reader.nodes()?,
+            },
+            7 => Self::AskKnown,
+            8 => Self::Known {
+                known: match reader.u8()? {
+                    0 => false,
+                    1 => true,
+                    flag => return Err(MessageError(format!("known flag {flag}"))),
+                },
             },
             kind => return Err(MessageError(format!("kind {kind} is not known"))),
         };
@@ -327,6 +352,8 @@ mod tests {
                     message,
                 }
             }),
+            Just(ClusterMessage::AskKnown),
+            any::<bool>().prop_map(|known| ClusterMessage::Known { known }),
         ]
     }
 
@@ -362,5 +389,15 @@ mod tests {
         let mut unknown = bytes.clone();
         unknown[1] = 9;
         assert!(ClusterMessage::decode(&unknown).is_err());
+    }
+
+    #[test]
+    fn a_known_flag_other_than_0_or_1_is_refused() {
+        assert_eq!(
+            ClusterMessage::decode(&[VERSION, 8, 1]),
+            Ok(ClusterMessage::Known { known: true })
+        );
+        assert!(ClusterMessage::decode(&[VERSION, 8, 2]).is_err());
+        assert!(ClusterMessage::decode(&[VERSION, 7, 0]).is_err());
     }
 }

@@ -87,6 +87,11 @@ struct Shared {
     /// Requests to the controller awaiting an answer, by number.
     pending: Mutex<BTreeMap<u64, oneshot::Sender<Refusal>>>,
     next_request: AtomicU64,
+    /// Why this node must not take part in the cluster (set once, by the
+    /// cluster task, which then stops).
+    refused: Mutex<Option<String>>,
+    /// Notified when `refused` is set.
+    refusal: Notify,
 }
 
 /// This node's view of the cluster, for the Kafka front-end.
@@ -106,6 +111,21 @@ impl Cluster {
     /// The replication runner's handle.
     pub fn handle(&self) -> &ReplicasHandle {
         &self.handle
+    }
+
+    /// Done, with the reason, once this node has found that it must not
+    /// take part in the cluster (see `controller::check_not_lost`): the
+    /// server then shuts down.
+    pub async fn refused(&self) -> String {
+        loop {
+            let notified = self.shared.refusal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = lock(&self.shared.refused).clone() {
+                return reason;
+            }
+            notified.await;
+        }
     }
 
     /// The metadata as this node has applied it.

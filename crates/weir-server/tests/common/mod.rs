@@ -156,6 +156,15 @@ impl Server {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// How the process ended, once it has (its log then holds every line
+    /// it wrote); `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.join_log_reader();
+        Some(status)
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
