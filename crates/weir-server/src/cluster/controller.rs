@@ -33,6 +33,9 @@ use crate::node::StartError;
 const PERIOD: Duration = Duration::from_millis(250);
 /// How long the controller waits for one of its records to be applied.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many rounds of asking (one a [`PERIOD`]) a node with no cluster
+/// state waits between two notes that it still waits.
+const WAITING_NOTE_ROUNDS: u64 = 40;
 /// How long a node waits before proposing a group's membership change
 /// again.
 const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
@@ -203,7 +206,9 @@ async fn spawn_runner(
             let _ = handle_tx.send(handle);
             let _ = task.await;
             transport.stop();
-            tracing::error!("the replication runner stopped");
+            // After a storage failure, which the runner has logged, or at
+            // shutdown.
+            tracing::info!("the replication runner stopped");
         })
         .map_err(bind_error)?;
         handle_rx
@@ -597,7 +602,23 @@ impl Task {
             needed,
             "no cluster state here: asking the peers whether they knew this node"
         );
+        let mut rounds = 0u64;
         while answered.len() < needed {
+            rounds += 1;
+            if rounds.is_multiple_of(WAITING_NOTE_ROUNDS) {
+                let silent: Vec<u64> = peers
+                    .iter()
+                    .copied()
+                    .filter(|peer| !answered.contains(peer))
+                    .collect();
+                tracing::warn!(
+                    needed,
+                    answered = answered.len(),
+                    ?silent,
+                    "still waiting for peers to say whether they knew this node (a new cluster's \
+                     nodes must all be started)"
+                );
+            }
             for peer in peers.iter().filter(|peer| !answered.contains(*peer)) {
                 self.cluster
                     .handle
