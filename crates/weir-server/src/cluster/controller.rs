@@ -226,32 +226,41 @@ const GROUP_MARKER: &str = "cluster-group";
 const NODE_MARKER: &str = "node";
 
 /// Checks that the data directory's cluster state (in `cluster_dir`,
-/// the metadata log in `metadata_dir`) is node `node`'s; true when there
-/// is none (no marker, an empty metadata log): the node is new, or lost
-/// its disk, and must ask its peers before it takes part. A directory of
-/// a version before the marker gets one.
+/// the metadata log in `metadata_dir`) is node `node`'s, as its marker
+/// says; true when there is none (an empty metadata log and no Raft side
+/// file: the node never voted nor acknowledged, or lost its disk), and the
+/// node must ask its peers before it takes part, whatever the marker says
+/// (one written just before a crash, or left by a partial wipe). State
+/// without a marker (from a version before the marker) gets one; so does
+/// state whose marker reads corrupt, which only the id check needs.
 fn claim_data_directory(
     cluster_dir: &dyn Storage,
     metadata_dir: &dyn Storage,
     metadata: &Partition,
     node: u64,
 ) -> std::io::Result<bool> {
-    if let Some(bytes) = weir_io::read_whole_file_agreed(cluster_dir, NODE_MARKER)? {
-        let owner = decode_id_marker(NODE_MARKER, &bytes)?;
-        if owner != node {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the data directory holds node {owner}'s cluster state, not node {node}'s \
-                     (start it with --node-id {owner})"
-                ),
-            ));
-        }
-        return Ok(false);
+    let owner = match weir_io::read_whole_file_agreed(cluster_dir, NODE_MARKER)? {
+        Some(bytes) => match decode_id_marker(NODE_MARKER, &bytes) {
+            Ok(owner) => Some(owner),
+            Err(error) => {
+                tracing::warn!(%error, "the node marker is ignored (and written again)");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(owner) = owner.filter(|owner| *owner != node) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the data directory holds node {owner}'s cluster state, not node {node}'s \
+                 (start it with --node-id {owner})"
+            ),
+        ));
     }
     let empty =
         metadata.log_end_offset() == 0 && !metadata_dir.exists(weir_replication::SIDE_FILE)?;
-    if !empty {
+    if !empty && owner.is_none() {
         weir_io::write_file_atomically(cluster_dir, NODE_MARKER, &encode_id_marker(node))?;
     }
     Ok(empty)
@@ -1340,11 +1349,10 @@ mod tests {
     fn a_data_directory_is_claimed_once_and_only_by_its_node() {
         let disk = weir_io::SimDisk::new(11);
         let (cluster, metadata, log) = metadata_of(&disk);
+        let claim = |node| claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, node);
         // Nothing here: the node must ask its peers, and nothing is marked
         // until they answer.
-        assert!(
-            claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2).expect("a claim")
-        );
+        assert!(claim(2).expect("a claim"));
         assert!(!cluster.exists(NODE_MARKER).expect("exists"));
         // State without a marker (written before there were markers) gets one.
         metadata
@@ -1352,30 +1360,27 @@ mod tests {
             .expect("a side file")
             .write_at(b"raft", 0)
             .expect("a write");
-        assert!(
-            !claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2).expect("a claim")
-        );
+        assert!(!claim(2).expect("a claim"));
         assert!(cluster.exists(NODE_MARKER).expect("exists"));
         // The marker names node 2: node 3 is refused, node 2 goes on.
-        let error = claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 3)
-            .expect_err("another node's directory");
+        let error = claim(3).expect_err("another node's directory");
         assert!(
             error.to_string().contains("node 2's cluster state"),
             "{error}"
         );
+        assert!(!claim(2).expect("a claim"));
+        // A damaged marker is written again over the state it stands for.
+        let mut marker = encode_id_marker(3);
+        marker[0] ^= 1;
+        weir_io::write_file_atomically(cluster.as_ref(), NODE_MARKER, &marker).expect("a write");
+        assert!(!claim(2).expect("a claim"));
+        assert!(claim(3).is_err(), "the marker names node 2 again");
+        // A marker over no state (a crash right after it was written, a
+        // partial wipe): the node asks again.
         metadata
             .remove_file(weir_replication::SIDE_FILE)
             .expect("remove");
-        assert!(
-            !claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2).expect("a claim")
-        );
-        // A damaged marker is an error, never a fresh start.
-        let mut marker = encode_id_marker(2);
-        marker[0] ^= 1;
-        weir_io::write_file_atomically(cluster.as_ref(), NODE_MARKER, &marker).expect("a write");
-        let error = claim_data_directory(cluster.as_ref(), metadata.as_ref(), &log, 2)
-            .expect_err("a damaged marker");
-        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        assert!(claim(2).expect("a claim"));
     }
 
     /// Every majority of the voters holds one of the peers that answered,
