@@ -157,6 +157,21 @@ fn sample_metadata() -> Vec<(&'static str, crate::metadata::MetadataRecord)> {
                         replicas: vec![2, 3, 1],
                     },
                 ],
+                configs: Vec::new(),
+            },
+        ),
+        (
+            "topic-with-configs",
+            MetadataRecord::Topic {
+                name: "audit".into(),
+                partitions: vec![PartitionAssignment {
+                    group: FIRST_PARTITION_GROUP + 2,
+                    replicas: vec![3, 1, 2],
+                }],
+                configs: vec![
+                    ("retention.ms".into(), "3600000".into()),
+                    ("segment.bytes".into(), "1048576".into()),
+                ],
             },
         ),
         (

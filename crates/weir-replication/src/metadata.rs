@@ -20,6 +20,9 @@
 //!                   str cluster address (not empty)
 //! kind 6 reassign:  u64 group | u32 r | r × u64 node   (r = 0: cancel)
 //! kind 7 reassigned: u64 group | u32 r | r × u64 node
+//! kind 8 topic:     as kind 2, then u32 c | c × (str name | str value):
+//!                   its Kafka configs (1 to 64, each string at most
+//!                   1024 bytes; kind 2 is a topic without any)
 //! str               u16 length | UTF-8 bytes
 //! ```
 //!
@@ -40,6 +43,10 @@ const VERSION: u8 = 1;
 pub const MAX_REPLICATION_FACTOR: u32 = 7;
 /// The most partitions of one topic.
 pub const MAX_PARTITIONS: u32 = 4096;
+/// The most configs a topic is created with.
+pub const MAX_TOPIC_CONFIGS: usize = 64;
+/// The longest config name or value.
+pub const MAX_CONFIG_BYTES: usize = 1024;
 
 /// One change to the cluster's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +70,10 @@ pub enum MetadataRecord {
         /// Each partition: its Raft group and its replicas (the first is
         /// the preferred leader).
         partitions: Vec<PartitionAssignment>,
+        /// The Kafka configs it was created with (name, value), which
+        /// every node applies over its own defaults, as Kafka's topic
+        /// configs override its brokers'.
+        configs: Vec<(String, String)>,
     },
     /// A topic was deleted.
     TopicDeleted {
@@ -142,8 +153,12 @@ impl MetadataRecord {
                     put_str(&mut out, cluster_address);
                 }
             }
-            Self::Topic { name, partitions } => {
-                out.push(2);
+            Self::Topic {
+                name,
+                partitions,
+                configs,
+            } => {
+                out.push(if configs.is_empty() { 2 } else { 8 });
                 put_str(&mut out, name);
                 put_u32(&mut out, partitions.len());
                 for partition in partitions {
@@ -151,6 +166,13 @@ impl MetadataRecord {
                     put_u32(&mut out, partition.replicas.len());
                     for node in &partition.replicas {
                         out.extend_from_slice(&node.to_le_bytes());
+                    }
+                }
+                if !configs.is_empty() {
+                    put_u32(&mut out, configs.len());
+                    for (key, value) in configs {
+                        put_str(&mut out, key);
+                        put_str(&mut out, value);
                     }
                 }
             }
@@ -213,6 +235,12 @@ impl MetadataRecord {
             2 => Self::Topic {
                 name: reader.str("topic name")?,
                 partitions: reader.partitions()?,
+                configs: Vec::new(),
+            },
+            8 => Self::Topic {
+                name: reader.str("topic name")?,
+                partitions: reader.partitions()?,
+                configs: reader.configs()?,
             },
             3 => Self::TopicDeleted {
                 name: reader.str("topic name")?,
@@ -293,6 +321,26 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.u64("replica")).collect()
     }
 
+    /// A topic's configs: 1 to [`MAX_TOPIC_CONFIGS`] pairs of strings of
+    /// at most [`MAX_CONFIG_BYTES`].
+    fn configs(&mut self) -> Result<Vec<(String, String)>, MetadataError> {
+        let count = self.u32("config count")? as usize;
+        if count == 0 || count > MAX_TOPIC_CONFIGS {
+            return Err(MetadataError::Invalid(format!("{count} configs")));
+        }
+        let mut configs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (key, value) = (self.str("config name")?, self.str("config value")?);
+            if key.is_empty() || key.len() > MAX_CONFIG_BYTES || value.len() > MAX_CONFIG_BYTES {
+                return Err(MetadataError::Invalid(
+                    "a config name or value out of range".into(),
+                ));
+            }
+            configs.push((key, value));
+        }
+        Ok(configs)
+    }
+
     fn partitions(&mut self) -> Result<Vec<PartitionAssignment>, MetadataError> {
         let count = self.u32("partition count")?;
         if count == 0 || count > MAX_PARTITIONS {
@@ -329,6 +377,8 @@ pub struct MetadataState {
     pub nodes: BTreeMap<u64, NodeInfo>,
     /// The topics, by name: their partitions in order.
     pub topics: BTreeMap<String, Vec<PartitionAssignment>>,
+    /// The Kafka configs of the topics created with any, by name.
+    pub topic_configs: BTreeMap<String, Vec<(String, String)>>,
     /// The next group id to give a partition.
     pub next_group: u64,
     /// The next producer id to hand out.
@@ -380,11 +430,21 @@ impl MetadataState {
             MetadataRecord::Reassigned { group, replicas } => {
                 self.apply_reassigned(*group, replicas)?;
             }
-            MetadataRecord::Topic { name, partitions } => self.apply_topic(name, partitions)?,
+            MetadataRecord::Topic {
+                name,
+                partitions,
+                configs,
+            } => {
+                self.apply_topic(name, partitions)?;
+                if !configs.is_empty() {
+                    self.topic_configs.insert(name.clone(), configs.clone());
+                }
+            }
             MetadataRecord::TopicDeleted { name } => {
                 let Some(partitions) = self.topics.remove(name) else {
                     return Err(MetadataError::Invalid(format!("no topic {name} to delete")));
                 };
+                self.topic_configs.remove(name);
                 for partition in partitions {
                     self.reassignments.remove(&partition.group);
                     self.original_replicas.remove(&partition.group);
@@ -540,6 +600,7 @@ impl MetadataState {
         Ok(MetadataRecord::Topic {
             name: name.to_string(),
             partitions,
+            configs: Vec::new(),
         })
     }
 
@@ -742,6 +803,7 @@ mod tests {
                 group: FIRST_PARTITION_GROUP,
                 replicas: vec![1, 9],
             }],
+            configs: Vec::new(),
         };
         assert!(state.apply(&unknown_node).is_err());
         assert!(state
@@ -773,14 +835,16 @@ mod tests {
                 proptest::collection::vec(
                     (any::<u64>(), proptest::collection::vec(any::<u64>(), 1..4)),
                     1..5
-                )
+                ),
+                proptest::collection::vec((name, "\\PC{0,12}"), 0..4)
             )
-                .prop_map(|(name, partitions)| MetadataRecord::Topic {
+                .prop_map(|(name, partitions, configs)| MetadataRecord::Topic {
                     name,
                     partitions: partitions
                         .into_iter()
                         .map(|(group, replicas)| PartitionAssignment { group, replicas })
                         .collect(),
+                    configs,
                 }),
             name.prop_map(|name| MetadataRecord::TopicDeleted { name }),
             (any::<u64>(), any::<u64>())

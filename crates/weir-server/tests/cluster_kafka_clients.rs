@@ -233,6 +233,50 @@ fn topics_are_created_auto_created_and_deleted_across_the_cluster() {
 /// back, its copy of the partition holds the new records, not the old.
 #[test]
 #[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn a_topic_created_with_configs_has_them_on_every_node() {
+    let mut cluster = Cluster::start();
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    for library in ["kp", "ck"] {
+        let topic = format!("configured-{library}");
+        let observed = cluster.scenario("cluster_configs", library, &[&topic]);
+        assert!(
+            observed.contains("\"retention.ms\": \"3600000\""),
+            "{observed}"
+        );
+        assert!(
+            observed.to_lowercase().contains("\"bad\": \"invalid"),
+            "{observed}"
+        );
+    }
+    // Each node's own copy of the topics has the settings, read offline
+    // from its directory once it has stopped.
+    for id in [1, 2, 3] {
+        let mut node = cluster.nodes.remove(&id).expect("the node");
+        assert!(node.terminate(), "node {id} stopped cleanly");
+        let storage = weir_io::OsStorage::open(cluster.directory(id).join("log")).expect("the log");
+        let config = weir_log::BrokerConfig {
+            default_log: weir_log::LogConfig {
+                high_watermark: weir_log::HighWatermarkPolicy::SetByOwner,
+                ..weir_log::LogConfig::default()
+            },
+        };
+        let clock = std::sync::Arc::new(weir_io::SystemClock);
+        let (broker, _) = weir_log::Broker::open(std::sync::Arc::new(storage), clock, config)
+            .expect("the node's topics");
+        for library in ["kp", "ck"] {
+            let topic = broker
+                .topics()
+                .into_iter()
+                .find(|topic| topic.name == format!("configured-{library}"))
+                .unwrap_or_else(|| panic!("node {id} has no configured-{library}"));
+            assert_eq!(topic.log.retention_ms, Some(3_600_000), "node {id}");
+            assert_eq!(topic.log.segment_bytes, 1 << 20, "node {id}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
 fn a_replica_down_while_its_topic_is_recreated_takes_the_new_one() {
     let mut cluster = Cluster::start();
     let scratch = tempfile::tempdir().expect("a scratch directory");

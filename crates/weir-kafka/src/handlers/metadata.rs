@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 use weir_log::{validate_topic_name, LogConfig, TopicConfig, TopicMetadata};
 
 use super::errors::for_broker;
-use crate::node::{off_loop, Kafka};
+use crate::node::{off_loop, Kafka, TOPIC_CONFIGS_MAX, TOPIC_CONFIG_BYTES_MAX};
 
 /// DescribeConfigs' resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -117,7 +117,7 @@ async fn named_topic(
         return failed(ResponseError::UnknownTopicOrPartition);
     }
     let config = TopicConfig::with_partitions(kafka.settings.default_partitions);
-    match create(kafka, name.to_string(), config, None).await {
+    match create(kafka, name.to_string(), config, Vec::new(), None).await {
         Ok(()) => {}
         Err((ResponseError::TopicAlreadyExists, _)) => {}
         Err((error, message)) => {
@@ -131,27 +131,33 @@ async fn named_topic(
     }
 }
 
-/// Creates a topic: through the replication layer when there is one,
-/// otherwise in the local log on the blocking pool (it syncs directories).
+/// Creates a topic: through the replication layer when there is one
+/// (with its Kafka `configs`, already applied to `config` here, which
+/// every node applies to its own settings), otherwise in the local log on
+/// the blocking pool (it syncs directories).
 async fn create(
     kafka: &Arc<Kafka>,
     name: String,
     config: TopicConfig,
+    configs: Vec<(String, String)>,
     replication_factor: Option<u32>,
 ) -> Result<(), (ResponseError, String)> {
     if let Some(replication) = kafka.leaders.replication() {
-        if config
-            .log
-            .as_ref()
-            .is_some_and(|log| log != kafka.log.default_log_config())
-        {
+        let fits = configs.len() <= TOPIC_CONFIGS_MAX
+            && configs.iter().all(|(key, value)| {
+                key.len() <= TOPIC_CONFIG_BYTES_MAX && value.len() <= TOPIC_CONFIG_BYTES_MAX
+            });
+        if !fits {
             return Err((
                 ResponseError::InvalidConfig,
-                "a cluster's topics take the nodes' log settings: per-topic configs are not replicated yet".into(),
+                format!(
+                    "a cluster carries at most {TOPIC_CONFIGS_MAX} configs of a topic, names and \
+                     values of at most {TOPIC_CONFIG_BYTES_MAX} bytes"
+                ),
             ));
         }
         let created = replication
-            .create_topic(&name, config.partitions, replication_factor)
+            .create_topic(&name, config.partitions, replication_factor, configs)
             .await;
         return created.map_err(|(error, message)| (error, message.unwrap_or_default()));
     }
@@ -206,7 +212,17 @@ pub async fn create_topics(
         let outcome = topic_config(kafka, &topic).and_then(|config| Ok((config, factor?)));
         let outcome = match outcome {
             Ok((config, _)) if request.validate_only => validate(kafka, &name, config),
-            Ok((config, factor)) => create(kafka, name.clone(), config, Some(factor)).await,
+            Ok((config, factor)) => {
+                let configs = topic
+                    .configs
+                    .iter()
+                    .map(|config| {
+                        let value = config.value.as_deref().unwrap_or("");
+                        (config.name.to_string(), value.to_string())
+                    })
+                    .collect();
+                create(kafka, name.clone(), config, configs, Some(factor)).await
+            }
             Err(refused) => Err(refused),
         };
         results.push(match outcome {
@@ -317,6 +333,21 @@ fn topic_config(
         partitions,
         log: Some(log),
     })
+}
+
+/// A topic's log settings: `defaults` with its Kafka `configs` (name,
+/// value) applied, checked. How every node of a cluster makes a topic's
+/// settings from the configs it was created with.
+pub fn topic_log_config(
+    defaults: &LogConfig,
+    configs: &[(String, String)],
+) -> Result<LogConfig, String> {
+    let mut log = defaults.clone();
+    for (name, value) in configs {
+        apply_config(&mut log, name, value)?;
+    }
+    log.validate().map_err(|error| error.to_string())?;
+    Ok(log)
 }
 
 /// Sets one Kafka topic config on weir's log settings.

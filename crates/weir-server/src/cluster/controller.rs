@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::sync::watch;
 use weir_io::sync::{lock, write};
 use weir_io::{Clock, Storage};
+use weir_kafka::handlers::metadata::topic_log_config;
 use weir_kafka::node::off_loop;
 use weir_kafka::NodeAddress;
 use weir_log::{Broker, HighWatermarkPolicy, LogConfig, Partition, TopicConfig};
@@ -379,6 +380,40 @@ fn hosts(state: &MetadataState, group: u64, replicas: &[u64], node: u64) -> bool
             .reassignments
             .get(&group)
             .is_some_and(|target| target.contains(&node))
+}
+
+/// A topic's record with the configs it is created with, as long as the
+/// metadata log can carry them (each node checked them against its
+/// settings; a record the log's decoder refuses would stop every node
+/// from reading the log, so none is ever written).
+fn with_configs(
+    record: MetadataRecord,
+    configs: &[(String, String)],
+) -> Result<MetadataRecord, (ResponseError, String)> {
+    use weir_replication::metadata::{MAX_CONFIG_BYTES, MAX_TOPIC_CONFIGS};
+    let fits = configs.len() <= MAX_TOPIC_CONFIGS
+        && configs.iter().all(|(key, value)| {
+            !key.is_empty() && key.len() <= MAX_CONFIG_BYTES && value.len() <= MAX_CONFIG_BYTES
+        });
+    if !fits {
+        return Err((
+            ResponseError::InvalidConfig,
+            format!(
+                "at most {MAX_TOPIC_CONFIGS} configs, names of 1 to {MAX_CONFIG_BYTES} bytes and \
+                 values of at most {MAX_CONFIG_BYTES}"
+            ),
+        ));
+    }
+    match record {
+        MetadataRecord::Topic {
+            name, partitions, ..
+        } => Ok(MetadataRecord::Topic {
+            name,
+            partitions,
+            configs: configs.to_vec(),
+        }),
+        other => Ok(other),
+    }
 }
 
 /// The controller's answer to a reassignment request: the record, nothing
@@ -929,16 +964,18 @@ impl Task {
                 name,
                 partitions,
                 replication_factor,
+                configs,
             } => {
                 let planned = if state.topics.contains_key(name) {
                     Ok(None)
                 } else {
                     state
                         .plan_topic(name, *partitions, *replication_factor)
-                        .map(Some)
                         .map_err(|error| {
                             (ResponseError::InvalidReplicationFactor, error.to_string())
                         })
+                        .and_then(|record| with_configs(record, configs))
+                        .map(Some)
                 };
                 (Some(*request), planned)
             }
@@ -1023,7 +1060,8 @@ impl Task {
             if self.log.topic(name).is_err() {
                 let log = Arc::clone(&self.log);
                 let (topic, count) = (name.clone(), partitions.len() as u32);
-                let config = topic_config(&log, name, count);
+                let configs = state.topic_configs.get(name).map_or(&[][..], Vec::as_slice);
+                let config = topic_config(&log, name, count, configs);
                 let created = off_loop(move || log.create_topic(&topic, config)).await;
                 if let Err(error) = created {
                     tracing::error!(topic = name, %error, "creating a replicated topic failed");
@@ -1264,9 +1302,33 @@ impl Task {
 /// the consumer offsets' topic without retention (its records are the
 /// groups' committed offsets, which a coordinator rebuilds from the first
 /// record; Kafka compacts that topic, weir keeps it whole).
-fn topic_config(log: &Broker, name: &str, partitions: u32) -> TopicConfig {
-    if name != OFFSETS_TOPIC {
+/// Another topic takes its Kafka configs over the node's settings (as
+/// each node of a Kafka cluster applies a topic's configs over its own
+/// defaults).
+fn topic_config(
+    log: &Broker,
+    name: &str,
+    partitions: u32,
+    configs: &[(String, String)],
+) -> TopicConfig {
+    if name != OFFSETS_TOPIC && configs.is_empty() {
         return TopicConfig::with_partitions(partitions);
+    }
+    if name != OFFSETS_TOPIC {
+        let settings = topic_log_config(log.default_log_config(), configs);
+        return match settings {
+            Ok(settings) => TopicConfig {
+                partitions,
+                log: Some(settings),
+            },
+            Err(reason) => {
+                // Checked on the node that asked, with its settings; these
+                // differ. The topic exists everywhere: this node's copy takes
+                // its own settings.
+                tracing::error!(topic = name, %reason, "the topic's configs do not apply here");
+                TopicConfig::with_partitions(partitions)
+            }
+        };
     }
     TopicConfig {
         partitions,

@@ -6,6 +6,8 @@
 //! register  (kind 1) u64 node | text kafka address | text resp address |
 //!                    text cluster address
 //! create    (kind 2) u64 request | text topic | u32 partitions | u32 factor
+//!           (kind 9) as kind 2, then u8 count (1 to 64) | count × (text
+//!                    config name | text value): a topic with configs
 //! delete    (kind 3) u64 request | text topic
 //! refused   (kind 4) u64 request | i16 Kafka error code | text message
 //! reassign  (kind 5) u64 request | u64 group | nodes target (none: cancel)
@@ -48,6 +50,8 @@ pub enum ClusterMessage {
         partitions: u32,
         /// Replicas of each.
         replication_factor: u32,
+        /// Its Kafka configs (name, value), checked by the asker.
+        configs: Vec<(String, String)>,
     },
     /// Delete a topic.
     DeleteTopic {
@@ -96,6 +100,8 @@ pub enum ClusterMessage {
 
 /// The most nodes in a message's list.
 pub const NODES_MAX: usize = 7;
+/// The most configs of a topic to create (callers keep within it).
+pub const CONFIGS_MAX: usize = 64;
 
 /// Why bytes are not a cluster message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,12 +130,21 @@ impl ClusterMessage {
                 name,
                 partitions,
                 replication_factor,
+                configs,
             } => {
-                out.push(2);
+                out.push(if configs.is_empty() { 2 } else { 9 });
                 out.extend_from_slice(&request.to_le_bytes());
                 put_text(&mut out, name);
                 out.extend_from_slice(&partitions.to_le_bytes());
                 out.extend_from_slice(&replication_factor.to_le_bytes());
+                if !configs.is_empty() {
+                    let count = configs.len().min(CONFIGS_MAX);
+                    out.push(count as u8);
+                    for (key, value) in &configs[..count] {
+                        put_text(&mut out, key);
+                        put_text(&mut out, value);
+                    }
+                }
             }
             Self::DeleteTopic { request, name } => {
                 out.push(3);
@@ -184,11 +199,16 @@ impl ClusterMessage {
                 resp_address: reader.text()?,
                 cluster_address: reader.text()?,
             },
-            2 => Self::CreateTopic {
+            kind @ (2 | 9) => Self::CreateTopic {
                 request: reader.u64()?,
                 name: reader.text()?,
                 partitions: reader.u32()?,
                 replication_factor: reader.u32()?,
+                configs: if kind == 9 {
+                    reader.configs()?
+                } else {
+                    Vec::new()
+                },
             },
             3 => Self::DeleteTopic {
                 request: reader.u64()?,
@@ -290,6 +310,16 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.u64()).collect()
     }
 
+    fn configs(&mut self) -> Result<Vec<(String, String)>, MessageError> {
+        let count = usize::from(self.u8()?);
+        if count == 0 || count > CONFIGS_MAX {
+            return Err(MessageError(format!("{count} configs")));
+        }
+        (0..count)
+            .map(|_| Ok((self.text()?, self.text()?)))
+            .collect()
+    }
+
     fn text(&mut self) -> Result<String, MessageError> {
         let length = usize::from(u16::from_le_bytes(
             self.take(2)?.try_into().expect("two bytes"),
@@ -335,14 +365,24 @@ mod tests {
                 proptest::collection::vec(any::<u64>(), 0..=NODES_MAX)
             )
                 .prop_map(|(group, voters)| ClusterMessage::Reassigned { group, voters }),
-            (any::<u64>(), text, any::<u32>(), any::<u32>()).prop_map(
-                |(request, name, partitions, replication_factor)| ClusterMessage::CreateTopic {
-                    request,
-                    name,
-                    partitions,
-                    replication_factor,
-                }
-            ),
+            (
+                any::<u64>(),
+                text,
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec((text, text), 0..4)
+            )
+                .prop_map(
+                    |(request, name, partitions, replication_factor, configs)| {
+                        ClusterMessage::CreateTopic {
+                            request,
+                            name,
+                            partitions,
+                            replication_factor,
+                            configs,
+                        }
+                    }
+                ),
             (any::<u64>(), text)
                 .prop_map(|(request, name)| ClusterMessage::DeleteTopic { request, name }),
             (any::<u64>(), any::<i16>(), text).prop_map(|(request, code, message)| {
@@ -387,7 +427,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let mut unknown = bytes.clone();
-        unknown[1] = 9;
+        unknown[1] = 99;
         assert!(ClusterMessage::decode(&unknown).is_err());
     }
 

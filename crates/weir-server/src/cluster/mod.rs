@@ -382,6 +382,7 @@ impl Replication for Cluster {
         name: &str,
         partitions: u32,
         replication_factor: Option<u32>,
+        configs: Vec<(String, String)>,
     ) -> SeamFuture<Result<(), Refusal>> {
         let cluster = self.clone();
         let name = name.to_string();
@@ -412,6 +413,7 @@ impl Replication for Cluster {
                 name: name.clone(),
                 partitions,
                 replication_factor: factor,
+                configs: configs.clone(),
             };
             let done = |metadata: &MetadataState| metadata.topics.contains_key(&name);
             cluster.ask(make, done).await

@@ -735,6 +735,53 @@ def scenario_cluster_admin():
     print(json.dumps(observed))
 
 
+def scenario_cluster_configs():
+    """In a cluster: TOPIC, created with configs, is described with them;
+    a topic with a config weir cannot take is refused."""
+    topic = ARGS[0]
+    configs = {"retention.ms": "3600000", "segment.bytes": "1048576"}
+    observed = {}
+    if LIB == "kp":
+        from kafka.admin import ConfigResource, ConfigResourceType
+        from kafka.errors import InvalidConfigurationError
+        admin = client.admin()
+        admin.create_topics([client.NewTopic(topic, 2, 3, topic_configs=configs)])
+        try:
+            admin.create_topics([client.NewTopic(topic + "-bad", 1, 3, topic_configs={"retention.ms": "soon"})])
+            fail("a topic with retention.ms=soon was created")
+        except InvalidConfigurationError:
+            observed["bad"] = "InvalidConfiguration"
+
+        def described():
+            found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            entries = found["topic"][topic]
+            observed.update({name: entries[name]["value"] for name in configs})
+            return all(observed[name] == value for name, value in configs.items())
+    else:
+        from confluent_kafka.admin import ConfigResource
+        from confluent_kafka import KafkaException
+        admin = client.admin()
+        new = client.NewTopic(topic, num_partitions=2, replication_factor=3, config=configs)
+        for future in admin.create_topics([new]).values():
+            future.result(timeout=30)
+        bad = client.NewTopic(topic + "-bad", num_partitions=1, replication_factor=3, config={"retention.ms": "soon"})
+        try:
+            for future in admin.create_topics([bad]).values():
+                future.result(timeout=30)
+            fail("a topic with retention.ms=soon was created")
+        except KafkaException as error:
+            observed["bad"] = error.args[0].name()
+
+        def described():
+            for future in admin.describe_configs([ConfigResource("topic", topic)]).values():
+                entries = future.result(timeout=30)
+                observed.update({name: entries[name].value for name in configs})
+            return all(observed[name] == value for name, value in configs.items())
+    eventually(described, f"the configs of {topic} are not described")
+    check(topic + "-bad" not in listed_topics(), "the refused topic is listed")
+    print(json.dumps(observed, sort_keys=True))
+
+
 def scenario_cluster_recreate():
     """Deletes TOPIC and creates it again with PARTITIONS partitions of
     FACTOR replicas; waits until it has leaders. Each call is tried again
