@@ -163,10 +163,10 @@ pub trait Replication: Send + Sync + Debug {
         acks: i16,
     ) -> SeamFuture<Acknowledgement>;
     /// Creates a topic across the cluster (the replication factor defaults
-    /// to the cluster's) with Kafka configs (name, value: already checked,
-    /// at most [`TOPIC_CONFIGS_MAX`] of at most [`TOPIC_CONFIG_BYTES_MAX`]
-    /// bytes each), which every node applies over its own log settings;
-    /// done when this node's metadata has it.
+    /// to the cluster's) with Kafka configs (name, value: already checked
+    /// against this node's settings), which every node applies over its
+    /// own log settings (INVALID_CONFIG for more or longer configs than
+    /// the cluster carries); done when this node's metadata has it.
     fn create_topic(
         &self,
         name: &str,
@@ -257,11 +257,6 @@ impl Leaders for SingleNode {
         Some(self.address.id)
     }
 }
-
-/// The most configs a topic is created with in a cluster.
-pub const TOPIC_CONFIGS_MAX: usize = 64;
-/// The longest config name or value a cluster carries.
-pub const TOPIC_CONFIG_BYTES_MAX: usize = 1024;
 
 /// The Kafka front-end of one node.
 #[derive(Debug)]

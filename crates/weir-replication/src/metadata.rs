@@ -48,6 +48,18 @@ pub const MAX_TOPIC_CONFIGS: usize = 64;
 /// The longest config name or value.
 pub const MAX_CONFIG_BYTES: usize = 1024;
 
+/// Whether a topic record can carry `configs`: at most
+/// [`MAX_TOPIC_CONFIGS`], names of 1 to [`MAX_CONFIG_BYTES`] bytes, values
+/// of at most [`MAX_CONFIG_BYTES`]. The decoder refuses any other (and a
+/// record no node can decode would stop every node from reading the log),
+/// so proposers check this first.
+pub fn configs_fit(configs: &[(String, String)]) -> bool {
+    configs.len() <= MAX_TOPIC_CONFIGS
+        && configs.iter().all(|(key, value)| {
+            !key.is_empty() && key.len() <= MAX_CONFIG_BYTES && value.len() <= MAX_CONFIG_BYTES
+        })
+}
+
 /// One change to the cluster's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -328,15 +340,13 @@ impl<'a> Reader<'a> {
         if count == 0 || count > MAX_TOPIC_CONFIGS {
             return Err(MetadataError::Invalid(format!("{count} configs")));
         }
-        let mut configs = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (key, value) = (self.str("config name")?, self.str("config value")?);
-            if key.is_empty() || key.len() > MAX_CONFIG_BYTES || value.len() > MAX_CONFIG_BYTES {
-                return Err(MetadataError::Invalid(
-                    "a config name or value out of range".into(),
-                ));
-            }
-            configs.push((key, value));
+        let configs = (0..count)
+            .map(|_| Ok((self.str("config name")?, self.str("config value")?)))
+            .collect::<Result<Vec<_>, MetadataError>>()?;
+        if !configs_fit(&configs) {
+            return Err(MetadataError::Invalid(
+                "a config name or value out of range".into(),
+            ));
         }
         Ok(configs)
     }
@@ -813,6 +823,45 @@ mod tests {
             .apply(&MetadataRecord::ProducerIds { first: 5, count: 1 })
             .is_err());
         assert_eq!(state, before);
+    }
+
+    /// A node's registration only written, not yet committed, already
+    /// counts for a node that asks whether it was known: it may be
+    /// committed on a majority this node is not yet told of.
+    #[test]
+    fn the_uncommitted_tail_tells_who_registered() {
+        use std::sync::Arc;
+        use weir_io::{ManualClock, SimDisk};
+        use weir_log::{HighWatermarkPolicy, LogConfig};
+        let config = LogConfig {
+            high_watermark: HighWatermarkPolicy::SetByOwner,
+            ..LogConfig::default()
+        };
+        let disk = SimDisk::new(3);
+        let dir = Arc::new(disk.root());
+        let (partition, _) =
+            Partition::open(dir, Arc::new(ManualClock::new(0)), config).expect("a partition");
+        let node = |id| MetadataRecord::Node {
+            id,
+            kafka_address: "k".into(),
+            resp_address: "r".into(),
+            cluster_address: "c".into(),
+        };
+        let mut log = MetadataLog::new();
+        for id in [1, 2] {
+            partition
+                .write_batch(&record_batch(&node(id), 0))
+                .expect("a write");
+        }
+        partition.set_high_watermark(1);
+        assert_eq!(log.catch_up(&partition).expect("applied"), 1);
+        assert!(log.state().nodes.contains_key(&1));
+        // Node 2 is written past the high watermark: not applied, but known.
+        assert!(!log.state().nodes.contains_key(&2));
+        assert!(log.tail_registers(&partition, 2).expect("a read"));
+        assert!(!log.tail_registers(&partition, 3).expect("a read"));
+        // Node 1 is applied, no longer in the tail (the state says it).
+        assert!(!log.tail_registers(&partition, 1).expect("a read"));
     }
 
     fn record_strategy() -> impl Strategy<Value = MetadataRecord> {

@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 use weir_log::{validate_topic_name, LogConfig, TopicConfig, TopicMetadata};
 
 use super::errors::for_broker;
-use crate::node::{off_loop, Kafka, TOPIC_CONFIGS_MAX, TOPIC_CONFIG_BYTES_MAX};
+use crate::node::{off_loop, Kafka};
 
 /// DescribeConfigs' resource types.
 const RESOURCE_TOPIC: i8 = 2;
@@ -143,19 +143,6 @@ async fn create(
     replication_factor: Option<u32>,
 ) -> Result<(), (ResponseError, String)> {
     if let Some(replication) = kafka.leaders.replication() {
-        let fits = configs.len() <= TOPIC_CONFIGS_MAX
-            && configs.iter().all(|(key, value)| {
-                key.len() <= TOPIC_CONFIG_BYTES_MAX && value.len() <= TOPIC_CONFIG_BYTES_MAX
-            });
-        if !fits {
-            return Err((
-                ResponseError::InvalidConfig,
-                format!(
-                    "a cluster carries at most {TOPIC_CONFIGS_MAX} configs of a topic, names and \
-                     values of at most {TOPIC_CONFIG_BYTES_MAX} bytes"
-                ),
-            ));
-        }
         let created = replication
             .create_topic(&name, config.partitions, replication_factor, configs)
             .await;

@@ -18,7 +18,8 @@ use weir_log::{Broker, HighWatermarkPolicy, LogConfig, Partition, TopicConfig};
 use weir_replication::codec::Limits;
 use weir_replication::metadata::METADATA_GROUP;
 use weir_replication::metadata::{
-    record_batch, MetadataLog, MetadataRecord, MetadataState, NodeInfo, MAX_REPLICATION_FACTOR,
+    configs_fit, record_batch, MetadataLog, MetadataRecord, MetadataState, NodeInfo,
+    MAX_REPLICATION_FACTOR,
 };
 use weir_replication::raft_types::ConfChangeType;
 use weir_replication::runner::{self, Acks, GroupView, ReplicasHandle, RunnerConfig};
@@ -26,7 +27,7 @@ use weir_replication::transport::Transport;
 use weir_replication::{Replicas, ReplicasConfig};
 
 use super::messages::ClusterMessage;
-use super::{Cluster, ClusterSettings, Shared, OFFSETS_TOPIC};
+use super::{config_misfit, Cluster, ClusterSettings, Shared, OFFSETS_TOPIC};
 use crate::node::StartError;
 
 /// How often the cluster task looks again when nothing woke it (its own
@@ -240,16 +241,11 @@ fn claim_data_directory(
     metadata: &Partition,
     node: u64,
 ) -> std::io::Result<bool> {
-    let owner = match weir_io::read_whole_file_agreed(cluster_dir, NODE_MARKER)? {
-        Some(bytes) => match decode_id_marker(NODE_MARKER, &bytes) {
-            Ok(owner) => Some(owner),
-            Err(error) => {
-                tracing::warn!(%error, "the node marker is ignored (and written again)");
-                None
-            }
-        },
-        None => None,
-    };
+    let marker = weir_io::read_whole_file_agreed(cluster_dir, NODE_MARKER)?;
+    let owner = marker.as_deref().and_then(checked_id);
+    if marker.is_some() && owner.is_none() {
+        tracing::warn!("cluster/{NODE_MARKER} is corrupt: ignored (and written again)");
+    }
     if let Some(owner) = owner.filter(|owner| *owner != node) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -276,6 +272,23 @@ fn claim_data_directory(
 fn answers_needed(nodes: usize) -> usize {
     let majority = nodes / 2 + 1;
     (nodes - majority + 1).min(nodes.saturating_sub(1))
+}
+
+/// Says that a node with no cluster state still waits for `needed`
+/// answers, and from whom.
+fn note_waiting(peers: &[u64], answered: &BTreeSet<u64>, needed: usize) {
+    let silent: Vec<u64> = peers
+        .iter()
+        .copied()
+        .filter(|peer| !answered.contains(peer))
+        .collect();
+    tracing::warn!(
+        needed,
+        answered = answered.len(),
+        ?silent,
+        "still waiting for peers to say whether they knew this node (a new cluster's nodes \
+         must all be started)"
+    );
 }
 
 /// What a node with no cluster state opens once its peers have answered.
@@ -310,43 +323,28 @@ fn claim_for_group(dir: &dyn Storage, group: u64) -> std::io::Result<bool> {
         Some(bytes) => Ok(decode_group_marker(&bytes)? == group),
         None if dir.exists(weir_replication::SIDE_FILE)? => Ok(false),
         None => {
-            weir_io::write_file_atomically(dir, GROUP_MARKER, &encode_group_marker(group))?;
+            weir_io::write_file_atomically(dir, GROUP_MARKER, &encode_id_marker(group))?;
             Ok(true)
         }
     }
 }
 
-/// `u64 id | u32 CRC-32C of those 8 bytes`, little-endian (a group
-/// marker, the node marker).
+/// `u64 id | u32 CRC-32C of those 8 bytes`, little-endian: a group
+/// marker, the node marker.
 fn encode_id_marker(id: u64) -> [u8; 12] {
-    encode_group_marker(id)
-}
-
-/// The node a node marker names.
-fn decode_id_marker(name: &str, bytes: &[u8]) -> std::io::Result<u64> {
-    let stored =
-        (bytes.len() == 12).then(|| u32::from_le_bytes(bytes[8..].try_into().expect("four bytes")));
-    match stored {
-        Some(crc) if crc == weir_log::batch::crc32c(&bytes[..8]) => Ok(u64::from_le_bytes(
-            bytes[..8].try_into().expect("eight bytes"),
-        )),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "cluster/{name} is corrupt ({} bytes, or a checksum mismatch)",
-                bytes.len()
-            ),
-        )),
-    }
-}
-
-/// `u64 group | u32 CRC-32C of those 8 bytes`, little-endian.
-fn encode_group_marker(group: u64) -> [u8; 12] {
     let mut bytes = [0; 12];
-    bytes[..8].copy_from_slice(&group.to_le_bytes());
+    bytes[..8].copy_from_slice(&id.to_le_bytes());
     let crc = weir_log::batch::crc32c(&bytes[..8]);
     bytes[8..].copy_from_slice(&crc.to_le_bytes());
     bytes
+}
+
+/// The id a 12-byte marker names, if its CRC matches.
+fn checked_id(bytes: &[u8]) -> Option<u64> {
+    let (id, crc) = (bytes.get(..8)?, bytes.get(8..)?);
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    (crc == weir_log::batch::crc32c(id))
+        .then(|| u64::from_le_bytes(id.try_into().expect("eight bytes")))
 }
 
 /// The group a marker names. Markers of 8 bytes (no CRC) were written by
@@ -358,16 +356,9 @@ fn decode_group_marker(bytes: &[u8]) -> std::io::Result<u64> {
             format!("{GROUP_MARKER} is corrupt ({reason}): not removing the partition's files"),
         )
     };
-    let group = |bytes: &[u8]| u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
     match bytes.len() {
-        8 => Ok(group(bytes)),
-        12 => {
-            let stored = u32::from_le_bytes(bytes[8..].try_into().expect("four bytes"));
-            if stored != weir_log::batch::crc32c(&bytes[..8]) {
-                return Err(corrupt("checksum mismatch"));
-            }
-            Ok(group(bytes))
-        }
+        8 => Ok(u64::from_le_bytes(bytes.try_into().expect("eight bytes"))),
+        12 => checked_id(bytes).ok_or_else(|| corrupt("checksum mismatch")),
         length => Err(corrupt(&format!("{length} bytes"))),
     }
 }
@@ -382,38 +373,20 @@ fn hosts(state: &MetadataState, group: u64, replicas: &[u64], node: u64) -> bool
             .is_some_and(|target| target.contains(&node))
 }
 
-/// A topic's record with the configs it is created with, as long as the
-/// metadata log can carry them (each node checked them against its
-/// settings; a record the log's decoder refuses would stop every node
-/// from reading the log, so none is ever written).
+/// A topic's record with the configs it is created with, if the metadata
+/// log can carry them ([`configs_fit`]; the asking node checked them
+/// against its settings).
 fn with_configs(
-    record: MetadataRecord,
+    mut record: MetadataRecord,
     configs: &[(String, String)],
 ) -> Result<MetadataRecord, (ResponseError, String)> {
-    use weir_replication::metadata::{MAX_CONFIG_BYTES, MAX_TOPIC_CONFIGS};
-    let fits = configs.len() <= MAX_TOPIC_CONFIGS
-        && configs.iter().all(|(key, value)| {
-            !key.is_empty() && key.len() <= MAX_CONFIG_BYTES && value.len() <= MAX_CONFIG_BYTES
-        });
-    if !fits {
-        return Err((
-            ResponseError::InvalidConfig,
-            format!(
-                "at most {MAX_TOPIC_CONFIGS} configs, names of 1 to {MAX_CONFIG_BYTES} bytes and \
-                 values of at most {MAX_CONFIG_BYTES}"
-            ),
-        ));
+    if !configs_fit(configs) {
+        return Err(config_misfit());
     }
-    match record {
-        MetadataRecord::Topic {
-            name, partitions, ..
-        } => Ok(MetadataRecord::Topic {
-            name,
-            partitions,
-            configs: configs.to_vec(),
-        }),
-        other => Ok(other),
+    if let MetadataRecord::Topic { configs: slot, .. } = &mut record {
+        *slot = configs.to_vec();
     }
+    Ok(record)
 }
 
 /// The controller's answer to a reassignment request: the record, nothing
@@ -650,18 +623,7 @@ impl Task {
         while answered.len() < needed {
             rounds += 1;
             if rounds.is_multiple_of(WAITING_NOTE_ROUNDS) {
-                let silent: Vec<u64> = peers
-                    .iter()
-                    .copied()
-                    .filter(|peer| !answered.contains(peer))
-                    .collect();
-                tracing::warn!(
-                    needed,
-                    answered = answered.len(),
-                    ?silent,
-                    "still waiting for peers to say whether they knew this node (a new cluster's \
-                     nodes must all be started)"
-                );
+                note_waiting(&peers, &answered, needed);
             }
             for peer in peers.iter().filter(|peer| !answered.contains(*peer)) {
                 self.cluster
@@ -677,26 +639,7 @@ impl Task {
                     _ = shutdown.changed() => return Ok(false),
                     received = applications.recv() => {
                         let Some((from, bytes)) = received else { return Ok(false) };
-                        match ClusterMessage::decode(&bytes) {
-                            Ok(ClusterMessage::AskKnown) => {
-                                let answer = ClusterMessage::Known { known: false };
-                                self.cluster.handle.send(from, answer.encode()).await;
-                            }
-                            Ok(ClusterMessage::Known { known: true }) => {
-                                return Err(format!(
-                                    "node {node} starts with no cluster state, but node {from} knows it as a \
-                                     member: its disk was lost, or this is not its data directory. Taking \
-                                     part with nothing, it could help lose records it acknowledged. Restore \
-                                     its data directory, or start it under a new --node-id with --join and \
-                                     move its replicas there"
-                                ));
-                            }
-                            Ok(ClusterMessage::Known { known: false }) if peers.contains(&from) => {
-                                answered.insert(from);
-                            }
-                            // Requests wait: their senders ask again.
-                            _ => {}
-                        }
+                        self.while_asking(from, &bytes, &peers, &mut answered).await?;
                     }
                     _ = &mut wait => break,
                 }
@@ -707,6 +650,40 @@ impl Task {
             "no peer knew this node: it takes part"
         );
         Ok(true)
+    }
+
+    /// A message that reaches a node asking its peers: a peer's answer,
+    /// counted in `answered` (an error if the peer knew this node), or a
+    /// peer's own question, answered no (this node has no metadata).
+    /// Requests wait: their senders ask again.
+    async fn while_asking(
+        &self,
+        from: u64,
+        bytes: &[u8],
+        peers: &[u64],
+        answered: &mut BTreeSet<u64>,
+    ) -> Result<(), String> {
+        let node = self.cluster.node;
+        match ClusterMessage::decode(bytes) {
+            Ok(ClusterMessage::AskKnown) => {
+                let answer = ClusterMessage::Known { known: false };
+                self.cluster.handle.send(from, answer.encode()).await;
+            }
+            Ok(ClusterMessage::Known { known: true }) => {
+                return Err(format!(
+                    "node {node} starts with no cluster state, but node {from} knows it as a \
+                     member: its disk was lost, or this is not its data directory. Taking part \
+                     with nothing, it could help lose records it acknowledged. Restore its data \
+                     directory, or start it under a new --node-id with --join and move its \
+                     replicas there"
+                ));
+            }
+            Ok(ClusterMessage::Known { known: false }) if peers.contains(&from) => {
+                answered.insert(from);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Marks the data directory as this node's and opens the metadata
@@ -1375,7 +1352,7 @@ mod tests {
     #[test]
     fn a_damaged_group_marker_is_an_error_and_an_old_one_is_read() {
         let dir = weir_io::SimStorage::new(3);
-        let mut marker = encode_group_marker(7);
+        let mut marker = encode_id_marker(7);
         marker[2] ^= 4;
         weir_io::write_file_atomically(&dir, GROUP_MARKER, &marker).expect("a write");
         let error = claim_for_group(&dir, 7).expect_err("a damaged marker");
@@ -1384,7 +1361,7 @@ mod tests {
         assert!(claim_for_group(&dir, 7).expect("an 8-byte marker"));
         assert!(!claim_for_group(&dir, 9).expect("an 8-byte marker"));
         assert_eq!(
-            decode_group_marker(&encode_group_marker(u64::MAX)).expect("a marker"),
+            decode_group_marker(&encode_id_marker(u64::MAX)).expect("a marker"),
             u64::MAX
         );
     }

@@ -100,8 +100,11 @@ pub enum ClusterMessage {
 
 /// The most nodes in a message's list.
 pub const NODES_MAX: usize = 7;
-/// The most configs of a topic to create (callers keep within it).
-pub const CONFIGS_MAX: usize = 64;
+/// The most configs of a topic to create (callers keep within it: see
+/// `metadata::configs_fit`).
+pub const CONFIGS_MAX: usize = weir_replication::metadata::MAX_TOPIC_CONFIGS;
+// A config that fits a metadata record goes whole into a message.
+const _: () = assert!(weir_replication::metadata::MAX_CONFIG_BYTES <= TEXT_BYTES_MAX);
 
 /// Why bytes are not a cluster message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -32,7 +32,7 @@ use weir_kafka::handlers::errors::for_log;
 use weir_kafka::node::{Acknowledgement, SeamFuture};
 use weir_kafka::{Leaders, NodeAddress, Reassignment, Refusal, Replication};
 use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
-use weir_replication::metadata::MetadataState;
+use weir_replication::metadata::{configs_fit, MetadataState, MAX_CONFIG_BYTES, MAX_TOPIC_CONFIGS};
 use weir_replication::runner::{Acks, ProduceError, ReplicasHandle};
 
 use messages::ClusterMessage;
@@ -50,6 +50,18 @@ pub use weir_replication::metadata::METADATA_GROUP;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a request to the controller is sent again meanwhile.
 const ADMIN_RETRY: Duration = Duration::from_millis(500);
+
+/// The refusal of topic configs the metadata log cannot carry
+/// ([`configs_fit`]).
+fn config_misfit() -> (ResponseError, String) {
+    (
+        ResponseError::InvalidConfig,
+        format!(
+            "a cluster carries at most {MAX_TOPIC_CONFIGS} configs of a topic, names of 1 to \
+             {MAX_CONFIG_BYTES} bytes and values of at most {MAX_CONFIG_BYTES}"
+        ),
+    )
+}
 
 /// Settings of a cluster node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,6 +413,10 @@ impl Replication for Cluster {
                         "{partitions} partitions: 1 to {PARTITIONS_PER_TOPIC_MAX}"
                     )),
                 ));
+            }
+            if !configs_fit(&configs) {
+                let (error, message) = config_misfit();
+                return Err((error, Some(message)));
             }
             if read(&cluster.shared.metadata).topics.contains_key(&name) {
                 return Err((
