@@ -183,6 +183,7 @@ fn sample_metadata() -> Vec<(&'static str, crate::metadata::MetadataRecord)> {
         (
             "producer-ids",
             MetadataRecord::ProducerIds {
+                node: 2,
                 first: 0,
                 count: 1000,
             },

@@ -15,7 +15,10 @@
 //! kind 2 topic:     str name | u32 partitions | u32 replication factor |
 //!                   u32 n | n × (u64 group | u32 r | r × u64 node)
 //! kind 3 deletion:  str name
-//! kind 4 producers: u64 first id | u64 count
+//! kind 4 producers: u64 node | u64 first id | u64 count: a block of
+//!                   producer ids handed to the node (first at least
+//!                   every earlier block's end; count 1 to 2^20; no id
+//!                   above i64::MAX)
 //! kind 5 node:      u64 id | str kafka address | str resp address |
 //!                   str cluster address (not empty)
 //! kind 6 reassign:  u64 group | u32 r | r × u64 node   (r = 0: cancel)
@@ -47,6 +50,10 @@ pub const MAX_PARTITIONS: u32 = 4096;
 pub const MAX_TOPIC_CONFIGS: usize = 64;
 /// The longest config name or value.
 pub const MAX_CONFIG_BYTES: usize = 1024;
+/// The most producer ids one block holds.
+pub const MAX_PRODUCER_ID_BLOCK: u64 = 1 << 20;
+/// The greatest producer id (Kafka's are i64).
+pub const MAX_PRODUCER_ID: u64 = i64::MAX as u64;
 
 /// Whether a topic record can carry `configs`: at most
 /// [`MAX_TOPIC_CONFIGS`], names of 1 to [`MAX_CONFIG_BYTES`] bytes, values
@@ -92,8 +99,11 @@ pub enum MetadataRecord {
         /// Its name.
         name: String,
     },
-    /// A block of producer ids was handed out.
+    /// A block of producer ids was handed to a node, which alone hands
+    /// them to its producers.
     ProducerIds {
+        /// The node.
+        node: u64,
         /// The first id of the block.
         first: u64,
         /// Ids in the block.
@@ -192,8 +202,9 @@ impl MetadataRecord {
                 out.push(3);
                 put_str(&mut out, name);
             }
-            Self::ProducerIds { first, count } => {
+            Self::ProducerIds { node, first, count } => {
                 out.push(4);
+                out.extend_from_slice(&node.to_le_bytes());
                 out.extend_from_slice(&first.to_le_bytes());
                 out.extend_from_slice(&count.to_le_bytes());
             }
@@ -257,16 +268,40 @@ impl MetadataRecord {
             3 => Self::TopicDeleted {
                 name: reader.str("topic name")?,
             },
-            4 => Self::ProducerIds {
-                first: reader.u64("first producer id")?,
-                count: reader.u64("producer id count")?,
-            },
+            4 => {
+                let record = Self::ProducerIds {
+                    node: reader.u64("node id")?,
+                    first: reader.u64("first producer id")?,
+                    count: reader.u64("producer id count")?,
+                };
+                producer_block_fits(&record)?;
+                record
+            }
             other => return Err(MetadataError::Kind(other)),
         };
         match reader.0.len() {
             0 => Ok(record),
             left => Err(MetadataError::Trailing(left)),
         }
+    }
+}
+
+/// Whether a block of producer ids is one a controller hands out: 1 to
+/// [`MAX_PRODUCER_ID_BLOCK`] ids, none above [`MAX_PRODUCER_ID`].
+fn producer_block_fits(record: &MetadataRecord) -> Result<(), MetadataError> {
+    let MetadataRecord::ProducerIds { first, count, .. } = record else {
+        return Ok(());
+    };
+    let fits = (1..=MAX_PRODUCER_ID_BLOCK).contains(count)
+        && first
+            .checked_add(*count)
+            .is_some_and(|end| end - 1 <= MAX_PRODUCER_ID);
+    if fits {
+        Ok(())
+    } else {
+        Err(MetadataError::Invalid(format!(
+            "a block of {count} producer ids from {first}"
+        )))
     }
 }
 
@@ -391,8 +426,11 @@ pub struct MetadataState {
     pub topic_configs: BTreeMap<String, Vec<(String, String)>>,
     /// The next group id to give a partition.
     pub next_group: u64,
-    /// The next producer id to hand out.
+    /// The next producer id to hand out: every block handed out so far
+    /// ends at or below it.
     pub next_producer_id: u64,
+    /// The last block of producer ids handed to each node (first, count).
+    pub producer_blocks: BTreeMap<u64, (u64, u64)>,
     /// Partitions created so far (spreads the preferred leaders).
     pub partitions_created: u64,
     /// Reassignments under way: group → the replicas it is to have.
@@ -460,16 +498,16 @@ impl MetadataState {
                     self.original_replicas.remove(&partition.group);
                 }
             }
-            MetadataRecord::ProducerIds { first, count } => {
-                if *first != self.next_producer_id {
+            MetadataRecord::ProducerIds { node, first, count } => {
+                producer_block_fits(record)?;
+                if *first < self.next_producer_id {
                     return Err(MetadataError::Invalid(format!(
-                        "producer ids from {first}, expected {}",
+                        "producer ids from {first}, below {} already handed out",
                         self.next_producer_id
                     )));
                 }
-                self.next_producer_id = first
-                    .checked_add(*count)
-                    .ok_or_else(|| MetadataError::Invalid("producer ids overflow".into()))?;
+                self.next_producer_id = first + count;
+                self.producer_blocks.insert(*node, (*first, *count));
             }
         }
         Ok(())
@@ -571,6 +609,31 @@ impl MetadataState {
             .expect("a reassignment's group is known while it lasts");
         partition.replicas = replicas.to_vec();
         Ok(())
+    }
+
+    /// The block of producer ids `node` holds that starts at `floor` or
+    /// above (none handed to anyone before), if the metadata has one.
+    pub fn producer_block(&self, node: u64, floor: u64) -> Option<(u64, u64)> {
+        let block = *self.producer_blocks.get(&node)?;
+        (block.0 >= floor).then_some(block)
+    }
+
+    /// The record that hands `node` the next `count` producer ids, from
+    /// `floor` at least (the end of every block the node recorded as its
+    /// own); an error once the ids would pass [`MAX_PRODUCER_ID`].
+    pub fn plan_producer_ids(
+        &self,
+        node: u64,
+        floor: u64,
+        count: u64,
+    ) -> Result<MetadataRecord, MetadataError> {
+        let record = MetadataRecord::ProducerIds {
+            node,
+            first: self.next_producer_id.max(floor),
+            count,
+        };
+        producer_block_fits(&record)?;
+        Ok(record)
     }
 
     /// The record that creates topic `name` with `partitions` partitions
@@ -804,6 +867,39 @@ mod tests {
     }
 
     #[test]
+    fn producer_id_blocks_never_overlap_and_start_at_the_floor() {
+        let mut state = three_nodes();
+        let mut handed = Vec::new();
+        for (node, floor) in [(1, 0), (2, 0), (1, 0), (3, 50_000), (2, 10)] {
+            let plan = state.plan_producer_ids(node, floor, 1000).expect("a plan");
+            state.apply(&plan).expect("applied");
+            let (first, count) = state.producer_block(node, floor).expect("a block");
+            assert!(first >= floor);
+            assert!(handed.iter().all(|(a, n)| first >= a + n), "{handed:?}");
+            handed.push((first, count));
+        }
+        assert_eq!(state.producer_blocks[&1], (2000, 1000));
+        assert_eq!(state.producer_blocks[&3], (50_000, 1000));
+        assert_eq!(state.next_producer_id, 52_000);
+        // A node's block below its floor is not one it may take.
+        assert_eq!(state.producer_block(1, 2001), None);
+        // A block below what was handed out is refused, so is the end of
+        // the id space.
+        let before = state.clone();
+        let again = MetadataRecord::ProducerIds {
+            node: 2,
+            first: 51_500,
+            count: 1000,
+        };
+        assert!(state.apply(&again).is_err());
+        assert!(state.plan_producer_ids(2, MAX_PRODUCER_ID, 2).is_err());
+        assert!(state
+            .plan_producer_ids(2, 0, MAX_PRODUCER_ID_BLOCK + 1)
+            .is_err());
+        assert_eq!(state, before);
+    }
+
+    #[test]
     fn records_that_contradict_the_state_change_nothing() {
         let mut state = three_nodes();
         let before = state.clone();
@@ -820,7 +916,11 @@ mod tests {
             .apply(&MetadataRecord::TopicDeleted { name: "t".into() })
             .is_err());
         assert!(state
-            .apply(&MetadataRecord::ProducerIds { first: 5, count: 1 })
+            .apply(&MetadataRecord::ProducerIds {
+                node: 1,
+                first: 5,
+                count: 0
+            })
             .is_err());
         assert_eq!(state, before);
     }
@@ -896,8 +996,15 @@ mod tests {
                     configs,
                 }),
             name.prop_map(|name| MetadataRecord::TopicDeleted { name }),
-            (any::<u64>(), any::<u64>())
-                .prop_map(|(first, count)| MetadataRecord::ProducerIds { first, count }),
+            (any::<u64>(), 0..MAX_PRODUCER_ID, 1..=MAX_PRODUCER_ID_BLOCK)
+                .prop_filter("ids fit in i64", |(_, first, count)| {
+                    first + count - 1 <= MAX_PRODUCER_ID
+                })
+                .prop_map(|(node, first, count)| MetadataRecord::ProducerIds {
+                    node,
+                    first,
+                    count
+                }),
         ]
     }
 

@@ -1081,10 +1081,9 @@ impl Cluster {
                 resp_address: format!("127.0.0.1:{}", 6370 + id),
                 cluster_address: format!("127.0.0.1:{}", 7000 + id),
             },
-            (None, 0) => MetadataRecord::ProducerIds {
-                first: state.next_producer_id,
-                count: 1000,
-            },
+            (None, 0) => state
+                .plan_producer_ids(self.nodes[index].id, 0, 1000)
+                .map_err(|error| format!("planning producer ids: {error}"))?,
             (None, _) => {
                 self.topics_planned += 1;
                 let partitions = self.rng.random_range(1..4);
