@@ -177,6 +177,10 @@ pub trait Replication: Send + Sync + Debug {
     /// Deletes a topic across the cluster; done when this node's metadata
     /// no longer has it.
     fn delete_topic(&self, name: &str) -> SeamFuture<Result<(), Refusal>>;
+    /// A block of producer ids (first, count) that the cluster handed to
+    /// this node alone, starting at `floor` or above: done once this
+    /// node's metadata has it.
+    fn producer_id_block(&self, floor: u64) -> SeamFuture<Result<(u64, u64), Refusal>>;
     /// The replication factor of a topic created without one.
     fn default_replication_factor(&self) -> u32;
     /// The nodes a topic's replicas may be placed on: every registered
@@ -277,10 +281,6 @@ pub struct Kafka {
     pub clock: Arc<dyn Clock>,
     /// The cluster id Metadata returns.
     pub cluster_id: String,
-    /// Added to every producer id this node hands out: 0 on one node; in a
-    /// cluster the node's id, shifted, so that nodes never hand out the
-    /// same id.
-    pub producer_id_base: i64,
 }
 
 impl Kafka {
@@ -302,7 +302,6 @@ impl Kafka {
             appended: Notify::new(),
             clock,
             cluster_id: "weir-cluster".into(),
-            producer_id_base: 0,
         })
     }
 

@@ -1,12 +1,16 @@
 //! Producer ids for idempotent producers: unique for the life of the data
-//! directory, across restarts and crashes.
+//! directory, across restarts and crashes, and in a cluster across its
+//! nodes.
 //!
 //! Ids are handed out from blocks. Before the first id of a block is
 //! handed out, the end of the block is written durably to
 //! `producer-ids` (atomically: temporary file, sync, rename, directory
-//! sync). After a restart allocation starts at the recorded end, so an id
-//! is never handed out twice, and at most a block of ids is skipped per
-//! restart.
+//! sync). That end is the floor: every later block starts there or above,
+//! so an id is never handed out twice, and at most a block of ids is
+//! skipped per restart. One node takes its blocks at the floor
+//! ([`ProducerIds::allocate`]); a cluster node asks the controller for a
+//! block from the floor up, which the metadata hands to it alone
+//! ([`ProducerIds::take`], [`ProducerIds::adopt`]).
 
 use std::sync::Arc;
 
@@ -16,7 +20,8 @@ use weir_log::batch::crc32c;
 
 /// The file that records the end of the block in use.
 pub const PRODUCER_IDS_FILE: &str = "producer-ids";
-/// Ids per block (one durable write per this many allocations).
+/// Ids per block (one durable write per this many allocations; in a
+/// cluster one metadata record as well).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 const MAGIC: &[u8; 4] = b"WKPI";
 const FILE_BYTES: usize = 16;
@@ -68,25 +73,75 @@ impl ProducerIds {
         })
     }
 
-    /// A producer id no one has had, made durable before it is returned.
+    /// One node's allocation: a producer id no one has had, from the block
+    /// in use or from the next [`PRODUCER_ID_BLOCK`] at the floor, made
+    /// durable before it is returned.
     pub fn allocate(&self) -> Result<i64, ProducerIdError> {
         let mut block = lock(&self.block);
         if block.next == block.end {
-            let end = block
-                .end
+            let first = block.end;
+            let end = first
                 .checked_add(PRODUCER_ID_BLOCK)
                 .ok_or(ProducerIdError::Exhausted)?;
-            write_file_atomically(self.storage.as_ref(), PRODUCER_IDS_FILE, &encode(end))?;
-            block.end = end;
+            self.record(&mut block, first, end)?;
         }
-        let id = block.next;
-        block.next += 1;
-        assert!(
-            block.next <= block.end,
-            "handed out an id past the durable block end"
-        );
-        Ok(id)
+        Ok(take_from(&mut block).expect("a block with ids left"))
     }
+
+    /// An id from the block in use, if any is left.
+    pub fn take(&self) -> Option<i64> {
+        take_from(&mut lock(&self.block))
+    }
+
+    /// The end of every block recorded here: the next block starts there
+    /// or above.
+    pub fn floor(&self) -> i64 {
+        lock(&self.block).end
+    }
+
+    /// Makes `count` ids from `first` (a block no one else holds, as the
+    /// cluster's metadata hands it to this node) the block in use, once
+    /// its end is recorded durably. `Ok(false)`, and nothing changes,
+    /// when the block starts below the floor: another caller took a later
+    /// block meanwhile, or this one was taken before.
+    pub fn adopt(&self, first: i64, count: i64) -> Result<bool, ProducerIdError> {
+        assert!(
+            first >= 0 && count > 0,
+            "a block of {count} ids from {first}"
+        );
+        let end = first.checked_add(count).ok_or(ProducerIdError::Exhausted)?;
+        let mut block = lock(&self.block);
+        if first < block.end {
+            return Ok(false);
+        }
+        self.record(&mut block, first, end)?;
+        Ok(true)
+    }
+
+    /// Records `end` durably, then hands out ids from `first` up to it.
+    fn record(&self, block: &mut Block, first: i64, end: i64) -> Result<(), ProducerIdError> {
+        assert!(
+            block.end <= first && first < end,
+            "a block [{first}, {end}) below the floor {}",
+            block.end
+        );
+        write_file_atomically(self.storage.as_ref(), PRODUCER_IDS_FILE, &encode(end))?;
+        *block = Block { next: first, end };
+        Ok(())
+    }
+}
+
+fn take_from(block: &mut Block) -> Option<i64> {
+    if block.next == block.end {
+        return None;
+    }
+    let id = block.next;
+    block.next += 1;
+    assert!(
+        block.next <= block.end,
+        "handed out an id past the durable block end"
+    );
+    Some(id)
 }
 
 fn encode(end: i64) -> [u8; FILE_BYTES] {
@@ -156,6 +211,27 @@ mod tests {
             );
         }
         assert!(flipped > 3, "only {flipped} opens saw a flip");
+    }
+
+    #[test]
+    fn adopted_blocks_start_at_the_floor_and_survive_a_crash() {
+        let disk = SimDisk::new(3);
+        let ids = ProducerIds::open(Arc::new(disk.root())).unwrap();
+        assert_eq!((ids.take(), ids.floor()), (None, 0));
+        assert!(ids.adopt(5000, 2).unwrap());
+        assert_eq!(ids.floor(), 5002);
+        // A block below the floor (one taken twice) is not used.
+        assert!(!ids.adopt(5000, 2).unwrap());
+        assert!(!ids.adopt(4000, 1000).unwrap());
+        assert_eq!(
+            (ids.take(), ids.take(), ids.take()),
+            (Some(5000), Some(5001), None)
+        );
+        disk.crash();
+        let again = ProducerIds::open(Arc::new(disk.root())).unwrap();
+        assert_eq!((again.take(), again.floor()), (None, 5002));
+        assert!(!again.adopt(5001, 1000).unwrap());
+        assert_eq!(again.allocate().unwrap(), 5002);
     }
 
     #[test]

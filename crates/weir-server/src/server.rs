@@ -144,12 +144,8 @@ pub async fn start_kafka(
         Some(cluster) => Box::new(cluster.clone()),
         None => Box::new(SingleNode::new(host, port)),
     };
-    let mut kafka = Kafka::new(Arc::clone(&log), own, kafka_settings, leaders)
+    let kafka = Kafka::new(Arc::clone(&log), own, kafka_settings, leaders)
         .map_err(|error| StartError::Log(error.to_string()))?;
-    if let Some(cluster) = &cluster {
-        // Producer ids: each node hands out its own range.
-        kafka.producer_id_base = i64::try_from(cluster.node()).unwrap_or(0) << 40;
-    }
     let kafka = Arc::new(kafka);
     if let Some(cluster) = &cluster {
         tokio::spawn(wake_fetches(cluster.clone(), Arc::downgrade(&kafka)));

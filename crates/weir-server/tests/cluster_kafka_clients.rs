@@ -508,3 +508,92 @@ fn committed_offsets_survive_the_coordinators_death(cluster: &mut Cluster, libra
     cluster.scenario("commit", library, &[&topic, &group, "read", "retry"]);
     cluster.start_node(coordinator);
 }
+
+/// Sends InitProducerId (v1, no transactional id) to the node listening on
+/// `port`: its error code and producer id.
+fn init_producer_id(port: u16) -> std::io::Result<(i16, i64)> {
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
+    use kafka_protocol::messages::{RequestKind, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    use std::io::{Read, Write};
+    let request = RequestKind::InitProducerId(
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    let frame = weir_kafka::samples::frame(ApiKey::InitProducerId, 1, 7, &request);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&(frame.len() as u32).to_be_bytes())?;
+    stream.write_all(&frame)?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body)?;
+    let mut body = bytes::Bytes::from(body);
+    let invalid = |error| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{error}"));
+    let header =
+        ResponseHeader::decode(&mut body, ApiKey::InitProducerId.response_header_version(1))
+            .map_err(invalid)?;
+    assert_eq!(header.correlation_id, 7);
+    let response = InitProducerIdResponse::decode(&mut body, 1).map_err(invalid)?;
+    Ok((response.error_code, response.producer_id.0))
+}
+
+/// `count` producer ids from the node on `port`, asking until the node
+/// answers without an error (a cluster forming answers a retriable one).
+fn producer_ids_from(port: u16, count: usize) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        match init_producer_id(port) {
+            Ok((0, id)) => ids.push(id),
+            outcome => {
+                assert!(Instant::now() < deadline, "node on {port}: {outcome:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    ids
+}
+
+/// Producer ids are handed out by the cluster's controller in blocks of
+/// 1000, one node's at a time, recorded in the metadata log: no two nodes
+/// hand out the same id, and a node killed and started again takes a new
+/// block above every block handed out before, so no producer's id comes
+/// twice (a second producer with the same id would have its batches taken
+/// for the first one's duplicates, and acknowledged without being
+/// written).
+#[test]
+fn producer_ids_come_from_the_cluster_in_blocks_no_two_nodes_share() {
+    let mut cluster = Cluster::start();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut blocks = BTreeMap::new();
+    for id in [1, 2, 3] {
+        let ids = producer_ids_from(cluster.kafka_ports[&id], 5);
+        let block = ids[0] / 1000;
+        for producer in ids {
+            assert!(seen.insert(producer), "id {producer} came twice");
+            assert_eq!(
+                producer / 1000,
+                block,
+                "node {id}: {producer} is not in its block"
+            );
+        }
+        blocks.insert(id, block);
+    }
+    // The cluster's first three blocks, one to each node.
+    let mut handed: Vec<i64> = blocks.values().copied().collect();
+    handed.sort();
+    assert_eq!(handed, [0, 1, 2], "{blocks:?}\n{}", cluster.logs());
+    cluster.kill(2);
+    cluster.start_node(2);
+    for producer in producer_ids_from(cluster.kafka_ports[&2], 5) {
+        assert!(seen.insert(producer), "id {producer} came twice");
+        assert_eq!(
+            producer / 1000,
+            3,
+            "after its restart node 2 took {producer}"
+        );
+    }
+}

@@ -31,6 +31,7 @@ use weir_log::{GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 
 use crate::coordinator::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
 use crate::node::{off_loop, Kafka, NodeAddress};
+use crate::producer_ids::ProducerIdError;
 
 /// FindCoordinator's key type for consumer groups.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -585,16 +586,60 @@ pub async fn init_producer_id(
         Some("") => return failed(ResponseError::InvalidRequest),
         Some(_) => return failed(ResponseError::TransactionalIdAuthorizationFailed),
     }
-    let base = kafka.producer_id_base;
-    let kafka = Arc::clone(kafka);
-    let allocated = off_loop(move || kafka.producer_ids.allocate()).await;
-    match allocated {
+    match allocate_producer_id(kafka).await {
         Ok(id) => InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(base + id))
+            .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
-        Err(error) => {
-            tracing::error!(%error, "allocating a producer id failed");
-            failed(ResponseError::KafkaStorageError)
-        }
+        Err(error) => failed(error),
     }
+}
+
+/// A producer id no other producer has had: on one node from its own
+/// blocks; in a cluster from the blocks the controller hands this node
+/// (KIP-730), asked for when the one in use runs out.
+async fn allocate_producer_id(kafka: &Arc<Kafka>) -> Result<i64, ResponseError> {
+    let Some(replication) = kafka.leaders.replication() else {
+        let kafka = Arc::clone(kafka);
+        return off_loop(move || kafka.producer_ids.allocate())
+            .await
+            .map_err(storage_failed);
+    };
+    // Concurrent requests may each take a block; one that finds its block
+    // already behind the floor asks again.
+    for _ in 0..3 {
+        if let Some(id) = kafka.producer_ids.take() {
+            return Ok(id);
+        }
+        let floor = kafka.producer_ids.floor().unsigned_abs();
+        let (first, count) =
+            replication
+                .producer_id_block(floor)
+                .await
+                .map_err(|(error, message)| {
+                    tracing::warn!(
+                        ?error,
+                        ?message,
+                        "no block of producer ids from the controller"
+                    );
+                    match error {
+                        // Retried by the clients, as Kafka's broker answers
+                        // while its controller has no block for it.
+                        ResponseError::RequestTimedOut => ResponseError::CoordinatorLoadInProgress,
+                        error => error,
+                    }
+                })?;
+        let (Ok(first), Ok(count)) = (i64::try_from(first), i64::try_from(count)) else {
+            return Err(ResponseError::UnknownServerError);
+        };
+        let adopter = Arc::clone(kafka);
+        off_loop(move || adopter.producer_ids.adopt(first, count))
+            .await
+            .map_err(storage_failed)?;
+    }
+    Err(ResponseError::CoordinatorLoadInProgress)
+}
+
+fn storage_failed(error: ProducerIdError) -> ResponseError {
+    tracing::error!(%error, "allocating a producer id failed");
+    ResponseError::KafkaStorageError
 }

@@ -13,6 +13,7 @@ use weir_io::sync::{lock, write};
 use weir_io::{Clock, Storage};
 use weir_kafka::handlers::metadata::topic_log_config;
 use weir_kafka::node::off_loop;
+use weir_kafka::producer_ids::PRODUCER_ID_BLOCK;
 use weir_kafka::NodeAddress;
 use weir_log::{Broker, HighWatermarkPolicy, LogConfig, Partition, TopicConfig};
 use weir_replication::codec::Limits;
@@ -391,11 +392,25 @@ fn with_configs(
 
 /// The controller's answer to a reassignment request: the record, nothing
 /// when the metadata already says so, or Kafka's error.
-fn plan_reassignment(
-    state: &MetadataState,
-    group: u64,
-    target: &[u64],
-) -> Result<Option<MetadataRecord>, (ResponseError, String)> {
+/// What the controller makes of a request: the record to propose, if any,
+/// or a refusal (Kafka's error and why).
+type Planned = Result<Option<MetadataRecord>, (ResponseError, String)>;
+
+/// The block of producer ids to hand `node`, which holds none from
+/// `floor` up: the next [`PRODUCER_ID_BLOCK`] ids (as KIP-730's
+/// controller hands brokers blocks of them); nothing when the metadata
+/// already has one for it (a request sent again).
+fn plan_producer_ids(state: &MetadataState, node: u64, floor: u64) -> Planned {
+    if state.producer_block(node, floor).is_some() {
+        return Ok(None);
+    }
+    state
+        .plan_producer_ids(node, floor, PRODUCER_ID_BLOCK.unsigned_abs())
+        .map(Some)
+        .map_err(|error| (ResponseError::UnknownServerError, error.to_string()))
+}
+
+fn plan_reassignment(state: &MetadataState, group: u64, target: &[u64]) -> Planned {
     let under_way = state.reassignments.get(&group);
     if target.is_empty() {
         return match under_way {
@@ -955,6 +970,9 @@ impl Task {
                         .map(Some)
                 };
                 (Some(*request), planned)
+            }
+            ClusterMessage::AllocateProducerIds { request, floor } => {
+                (Some(*request), plan_producer_ids(state, from, *floor))
             }
             ClusterMessage::DeleteTopic { request, name } => {
                 let record = state

@@ -15,6 +15,8 @@
 //! ask       (kind 7) (a node starting with no cluster state asks whether
 //!                    its peers have known its id)
 //! answer    (kind 8) u8 known (0 or 1)
+//! ids       (kind 10) u64 request | u64 floor (a block of producer ids
+//!                    for the asker, from floor at least)
 //! nodes     u8 count (at most 7) | count × u64 node
 //! text      u16 length | that many bytes of UTF-8 (at most 1024)
 //! ```
@@ -95,6 +97,14 @@ pub enum ClusterMessage {
     Known {
         /// Whether it does.
         known: bool,
+    },
+    /// Hand the asker a block of producer ids starting at `floor` or
+    /// above (the end of every block it has recorded as its own).
+    AllocateProducerIds {
+        /// The asker's number for the request.
+        request: u64,
+        /// The lowest id the block may start at.
+        floor: u64,
     },
 }
 
@@ -184,6 +194,11 @@ impl ClusterMessage {
                 out.push(8);
                 out.push(u8::from(*known));
             }
+            Self::AllocateProducerIds { request, floor } => {
+                out.push(10);
+                out.extend_from_slice(&request.to_le_bytes());
+                out.extend_from_slice(&floor.to_le_bytes());
+            }
         }
         out
     }
@@ -238,6 +253,10 @@ impl ClusterMessage {
                     1 => true,
                     flag => return Err(MessageError(format!("known flag {flag}"))),
                 },
+            },
+            10 => Self::AllocateProducerIds {
+                request: reader.u64()?,
+                floor: reader.u64()?,
             },
             kind => return Err(MessageError(format!("kind {kind} is not known"))),
         };
@@ -397,6 +416,9 @@ mod tests {
             }),
             Just(ClusterMessage::AskKnown),
             any::<bool>().prop_map(|known| ClusterMessage::Known { known }),
+            (any::<u64>(), any::<u64>()).prop_map(|(request, floor)| {
+                ClusterMessage::AllocateProducerIds { request, floor }
+            }),
         ]
     }
 

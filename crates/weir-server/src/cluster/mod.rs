@@ -455,6 +455,22 @@ impl Replication for Cluster {
         })
     }
 
+    /// Asks the controller for a block, and takes it from this node's
+    /// metadata once applied (the last block the metadata hands this node,
+    /// which no other node holds).
+    fn producer_id_block(&self, floor: u64) -> SeamFuture<Result<(u64, u64), Refusal>> {
+        let cluster = self.clone();
+        Box::pin(async move {
+            let node = cluster.node;
+            let make = |request| ClusterMessage::AllocateProducerIds { request, floor };
+            let done = |metadata: &MetadataState| metadata.producer_block(node, floor).is_some();
+            cluster.ask(make, done).await?;
+            read(&cluster.shared.metadata)
+                .producer_block(node, floor)
+                .ok_or((ResponseError::UnknownServerError, None))
+        })
+    }
+
     fn default_replication_factor(&self) -> u32 {
         (self.peers.len() as u32).min(3)
     }
