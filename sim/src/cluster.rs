@@ -173,6 +173,10 @@ struct Shared {
     /// A node gone for good started again with an empty disk under its
     /// id, which must refuse to take part (and whether it has).
     wiped: Option<(u64, bool)>,
+    /// Every producer id a node handed out.
+    producer_ids: BTreeSet<i64>,
+    /// How many times each node was started again.
+    restarts: BTreeMap<u64, u64>,
     /// The faults are over.
     healed: bool,
     stop_producers: bool,
@@ -774,23 +778,56 @@ async fn init_producer_id(
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let node = rng.random_range(1..=nodes);
-        if let Some(mut client) = connect(node).await {
-            let request = RequestKind::InitProducerId(
-                InitProducerIdRequest::default()
-                    .with_transactional_id(None)
-                    .with_transaction_timeout_ms(60_000),
-            );
-            if let Some(ResponseKind::InitProducerId(response)) =
-                call(&mut client, shared, ApiKey::InitProducerId, 2, &request).await
-            {
-                if response.error_code == 0 {
-                    return Some(response.producer_id.0);
-                }
-            }
+        if let Some(id) = producer_id_from(node, shared).await {
+            return Some(id);
         }
         sleep(Duration::from_millis(200)).await;
     }
     None
+}
+
+/// One InitProducerId to node `node`: the id it hands out, checked to be
+/// one no node handed out before.
+async fn producer_id_from(node: u64, shared: &SharedRef) -> Option<i64> {
+    let mut client = connect(node).await?;
+    let request = RequestKind::InitProducerId(
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    let response = call(&mut client, shared, ApiKey::InitProducerId, 2, &request).await;
+    let Some(ResponseKind::InitProducerId(response)) = response else {
+        return None;
+    };
+    if response.error_code != 0 {
+        return None;
+    }
+    let id = response.producer_id.0;
+    let mut state = shared.lock().expect("shared");
+    let fresh = state.producer_ids.insert(id);
+    let restarted = state.restarts.get(&node).copied().unwrap_or(0) > 0;
+    drop(state);
+    if !fresh {
+        let evidence = format!("weir-{node} handed out id {id} again");
+        violation(shared, "no producer id is handed out twice", evidence);
+    }
+    if restarted {
+        reached(shared, "a node started again hands out producer ids");
+    }
+    Some(id)
+}
+
+/// Asks a random node for a producer id every 0.3 to 1.5 s while the
+/// faults go on, as producers that start (and restart) do: ids handed
+/// out across power losses, restarts and controller changes must never
+/// repeat (a second producer under one id has its batches taken for the
+/// first's duplicates: acknowledged, never written).
+async fn hand_out_producer_ids(nodes: u64, shared: SharedRef, mut rng: Xoshiro256PlusPlus) {
+    while !shared.lock().expect("shared").stop_producers {
+        sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        let node = rng.random_range(1..=nodes);
+        producer_id_from(node, &shared).await;
+    }
 }
 
 fn spawn_clients(world: &World) {
@@ -824,6 +861,8 @@ fn spawn_clients(world: &World) {
         }
         let prober_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
         madsim::task::spawn(probe_suspects(nodes, Arc::clone(&shared), prober_rng));
+        let ids_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        madsim::task::spawn(hand_out_producer_ids(nodes, Arc::clone(&shared), ids_rng));
     });
 }
 
@@ -1945,6 +1984,13 @@ impl World {
         let (node, _, _) = &self.nodes[&id];
         self.handle.restart(node.id());
         self.down.remove(&id);
+        *self
+            .shared
+            .lock()
+            .expect("shared")
+            .restarts
+            .entry(id)
+            .or_default() += 1;
         self.note(format!("weir-{id} restarts"));
     }
 }
