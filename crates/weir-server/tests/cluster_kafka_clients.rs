@@ -597,3 +597,66 @@ fn producer_ids_come_from_the_cluster_in_blocks_no_two_nodes_share() {
         );
     }
 }
+
+/// An idempotent producer that starts while the cluster has no majority
+/// waits for its producer id: the node it asks has no block of ids and no
+/// controller to hand it one, and answers InitProducerId with
+/// COORDINATOR_LOAD_IN_PROGRESS, which kafka-python and librdkafka retry.
+/// Once the other nodes are back the producer gets its id, and every
+/// record it had acknowledged is in the log once.
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn an_idempotent_producer_waits_for_its_id_while_no_majority_is_up() {
+    const RECORDS: usize = 50;
+    let mut cluster = Cluster::start();
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    for library in ["kp", "ck"] {
+        let topic = format!("waiting-{library}");
+        cluster.scenario("cluster_create", library, &[&topic, "3", "3"]);
+    }
+    cluster.kill(2);
+    cluster.kill(3);
+    let mut producers = Vec::new();
+    for library in ["kp", "ck"] {
+        let topic = format!("waiting-{library}");
+        let out = scratch.path().join(format!("{library}.acked"));
+        let out_text = out.display().to_string();
+        let producer = cluster
+            .command(
+                "produce_acked",
+                library,
+                &[&topic, &out_text, &RECORDS.to_string(), "idempotent"],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a producer");
+        producers.push((library, topic, out, producer));
+    }
+    // Longer than a node waits for the controller before it answers.
+    std::thread::sleep(Duration::from_secs(20));
+    for (library, _, out, producer) in &mut producers {
+        if producer.try_wait().expect("the producer's state").is_some() {
+            let mut stderr = String::new();
+            let pipe = producer.stderr.as_mut().expect("its stderr");
+            std::io::Read::read_to_string(pipe, &mut stderr).expect("its stderr");
+            panic!("{library}'s producer gave up:\n{stderr}");
+        }
+        assert_eq!(lines(out), 0, "{library}: acknowledged without a majority");
+    }
+    let log = cluster.nodes[&1].log_text();
+    assert!(
+        log.contains("no block of producer ids from the controller"),
+        "node 1 never answered without an id:\n{log}"
+    );
+    cluster.start_node(2);
+    cluster.start_node(3);
+    for (library, topic, out, mut producer) in producers {
+        wait_for_acks(&out, RECORDS, &mut producer, &cluster);
+        let output = producer.wait_with_output().expect("the producer's end");
+        assert!(output.status.success(), "{library}:\n{}", show(&output));
+        let out_text = out.display().to_string();
+        cluster.scenario("verify", library, &[&topic, &out_text, "3"]);
+    }
+}

@@ -30,7 +30,7 @@ use kafka_protocol::ResponseError;
 use weir_log::{GROUP_ID_BYTES_MAX, OFFSET_METADATA_BYTES_MAX};
 
 use crate::coordinator::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
-use crate::node::{off_loop, Kafka, NodeAddress};
+use crate::node::{off_loop, Kafka, NodeAddress, Replication};
 use crate::producer_ids::ProducerIdError;
 
 /// FindCoordinator's key type for consumer groups.
@@ -611,32 +611,48 @@ async fn allocate_producer_id(kafka: &Arc<Kafka>) -> Result<i64, ResponseError> 
             return Ok(id);
         }
         let floor = kafka.producer_ids.floor().unsigned_abs();
-        let (first, count) =
-            replication
-                .producer_id_block(floor)
-                .await
-                .map_err(|(error, message)| {
-                    tracing::warn!(
-                        ?error,
-                        ?message,
-                        "no block of producer ids from the controller"
-                    );
-                    match error {
-                        // Retried by the clients, as Kafka's broker answers
-                        // while its controller has no block for it.
-                        ResponseError::RequestTimedOut => ResponseError::CoordinatorLoadInProgress,
-                        error => error,
-                    }
-                })?;
-        let (Ok(first), Ok(count)) = (i64::try_from(first), i64::try_from(count)) else {
-            return Err(ResponseError::UnknownServerError);
-        };
+        let (first, count) = block_from_controller(replication, floor).await?;
         let adopter = Arc::clone(kafka);
         off_loop(move || adopter.producer_ids.adopt(first, count))
             .await
             .map_err(storage_failed)?;
     }
     Err(ResponseError::CoordinatorLoadInProgress)
+}
+
+/// How long InitProducerId waits for the controller to hand this node a
+/// block of producer ids before it answers COORDINATOR_LOAD_IN_PROGRESS
+/// (clients retry it; a client that times the request out itself, as
+/// kafka-python does after its `request_timeout_ms`, gives up for good).
+/// A block asked for goes on being made meanwhile: the retry finds it.
+const BLOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A block of producer ids the controller handed this node, from `floor`
+/// up, within [`BLOCK_WAIT`].
+async fn block_from_controller(
+    replication: &dyn Replication,
+    floor: u64,
+) -> Result<(i64, i64), ResponseError> {
+    let asked = tokio::time::timeout(BLOCK_WAIT, replication.producer_id_block(floor)).await;
+    let (first, count) = asked
+        .unwrap_or(Err((ResponseError::RequestTimedOut, None)))
+        .map_err(|(error, message)| {
+            tracing::warn!(
+                ?error,
+                ?message,
+                "no block of producer ids from the controller"
+            );
+            match error {
+                // Retried by the clients, as Kafka's broker answers while
+                // its controller has no block for it.
+                ResponseError::RequestTimedOut => ResponseError::CoordinatorLoadInProgress,
+                error => error,
+            }
+        })?;
+    match (i64::try_from(first), i64::try_from(count)) {
+        (Ok(first), Ok(count)) => Ok((first, count)),
+        _ => Err(ResponseError::UnknownServerError),
+    }
 }
 
 fn storage_failed(error: ProducerIdError) -> ResponseError {

@@ -176,9 +176,13 @@ impl Cluster {
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, mut refused) = oneshot::channel();
         lock(&self.shared.pending).insert(request, reply);
-        let outcome = self.wait_for(&make(request), &done, &mut refused).await;
-        lock(&self.shared.pending).remove(&request);
-        outcome
+        // Forgotten when the asker is done or gone (a request given up
+        // part way, as InitProducerId gives up waiting for its block).
+        let _pending = Forget {
+            shared: &self.shared,
+            request,
+        };
+        self.wait_for(&make(request), &done, &mut refused).await
     }
 
     async fn wait_for(
@@ -216,6 +220,18 @@ impl Cluster {
                 _ = tokio::time::sleep(ADMIN_RETRY) => {}
             }
         }
+    }
+}
+
+/// Removes a request from those awaiting an answer when dropped.
+struct Forget<'a> {
+    shared: &'a Shared,
+    request: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).remove(&self.request);
     }
 }
 
