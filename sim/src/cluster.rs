@@ -2176,7 +2176,8 @@ fn wipe_and_restart(world: &mut World, old: u64) {
 
 /// The moves still to make: each partition (of the topic, the offsets
 /// topic and the metadata log) whose replicas, as a running node's
-/// metadata says, include `old`, with `new` in its place. `None` until a
+/// metadata says, include `old`, with `new` in its place (or another node,
+/// or none, where it has `new` already). `None` until a
 /// running node knows `new` and the topic.
 fn replacement_plan(
     shared: &SharedRef,
@@ -2189,13 +2190,28 @@ fn replacement_plan(
     if !metadata.nodes.contains_key(&new) || !metadata.topics.contains_key(TOPIC) {
         return None;
     }
+    let others: Vec<u64> = metadata
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != old)
+        .collect();
     let swap = |replicas: &[u64]| -> Option<Vec<i32>> {
-        replicas.contains(&old).then(|| {
-            replicas
-                .iter()
-                .map(|id| if *id == old { new as i32 } else { *id as i32 })
-                .collect()
-        })
+        if !replicas.contains(&old) {
+            return None;
+        }
+        // `new` in the place of `old`; where the partition has `new`
+        // already (a topic created after `new` joined, while `old` was
+        // still registered: cluster seed 489), another node it lacks.
+        let stand_in = std::iter::once(new)
+            .chain(others.iter().copied())
+            .find(|id| !replicas.contains(id));
+        let target = replicas
+            .iter()
+            .filter_map(|id| if *id == old { stand_in } else { Some(*id) })
+            .map(|id| id as i32)
+            .collect();
+        Some(target)
     };
     let mut plan = Vec::new();
     for name in [TOPIC, "__consumer_offsets"] {
