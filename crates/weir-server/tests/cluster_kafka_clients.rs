@@ -116,6 +116,21 @@ impl Cluster {
         command
     }
 
+    /// Starts an idempotent producer of `count` records to `topic`, which
+    /// writes each record acknowledged to `out`.
+    fn idempotent_producer(&self, library: &str, topic: &str, out: &Path, count: usize) -> Child {
+        let out_text = out.display().to_string();
+        self.command(
+            "produce_acked",
+            library,
+            &[topic, &out_text, &count.to_string(), "idempotent"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a producer")
+    }
+
     /// Runs a client scenario to its end; panics with its output and the
     /// nodes' logs if it fails.
     fn scenario(&self, scenario: &str, library: &str, args: &[&str]) -> String {
@@ -175,16 +190,7 @@ fn acks_all_records_survive_the_sigkill_of_a_partition_leader() {
         cluster.scenario("cluster_create", library, &[&topic, "3", "3"]);
         let out = scratch.path().join(format!("{library}.acked"));
         let out_text = out.display().to_string();
-        let mut producer = cluster
-            .command(
-                "produce_acked",
-                library,
-                &[&topic, &out_text, &RECORDS.to_string(), "idempotent"],
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start a producer");
+        let mut producer = cluster.idempotent_producer(library, &topic, &out, RECORDS);
         wait_for_acks(&out, RECORDS / 4, &mut producer, &cluster);
         let leader: u64 = cluster
             .scenario("cluster_leader", library, &[&topic, "0"])
@@ -621,17 +627,7 @@ fn an_idempotent_producer_waits_for_its_id_while_no_majority_is_up() {
     for library in ["kp", "ck"] {
         let topic = format!("waiting-{library}");
         let out = scratch.path().join(format!("{library}.acked"));
-        let out_text = out.display().to_string();
-        let producer = cluster
-            .command(
-                "produce_acked",
-                library,
-                &[&topic, &out_text, &RECORDS.to_string(), "idempotent"],
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start a producer");
+        let producer = cluster.idempotent_producer(library, &topic, &out, RECORDS);
         producers.push((library, topic, out, producer));
     }
     // Longer than a node waits for the controller before it answers.
