@@ -55,7 +55,7 @@ use tokio::net::TcpStream;
 use weir_io::{Clock, CrashWeights, Faults, SimDisk, Storage};
 use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::Broker;
-use weir_server::cluster::{METADATA_GROUP, OFFSETS_TOPIC};
+use weir_server::cluster::{Halt, METADATA_GROUP, OFFSETS_TOPIC};
 use weir_server::Settings;
 
 use crate::check::Violation;
@@ -487,8 +487,17 @@ async fn run_node(
             reached(&shared, "a node shuts down when its replication stops");
             keep.send_replace(true);
         }
-        reason = cluster.refused() => {
-            violation(&shared, "a node with its data takes part", format!("weir-{id}: {reason}"));
+        halt = cluster.refused() => {
+            match halt {
+                Halt::Refused(reason) => {
+                    let evidence = format!("weir-{id}: {reason}");
+                    violation(&shared, "a node with its data takes part", evidence);
+                }
+                Halt::StorageFailed(reason) => {
+                    note(&shared, started, format!("weir-{id} shuts down: {reason}"));
+                    reached(&shared, "a node shuts down when its replication stops");
+                }
+            }
             keep.send_replace(true);
         }
     }
@@ -506,11 +515,15 @@ async fn run_wiped_node(
 ) {
     loop {
         tokio::select! {
-            reason = cluster.refused() => {
-                note(shared, started, format!("weir-{id} refuses to take part: {reason}"));
-                reached(shared, "a node whose disk was lost refuses to take part");
-                if let Some(wiped) = shared.lock().expect("shared").wiped.as_mut() {
-                    wiped.1 = true;
+            halt = cluster.refused() => {
+                note(shared, started, format!("weir-{id} stops before taking part: {halt}"));
+                // A storage error came after its peers said they never
+                // knew it: it was about to take part, and has not refused.
+                if matches!(halt, Halt::Refused(_)) {
+                    reached(shared, "a node whose disk was lost refuses to take part");
+                    if let Some(wiped) = shared.lock().expect("shared").wiped.as_mut() {
+                        wiped.1 = true;
+                    }
                 }
                 keep.send_replace(true);
                 return;

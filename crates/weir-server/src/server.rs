@@ -200,9 +200,10 @@ pub async fn shut_down_on_cluster_failure(node: Arc<Node>, cluster: Cluster) -> 
             "the replication stopped on a storage error: weir shuts down and exits with status 1, \
              to be restarted (it recovers from what its disk holds)"
         ),
-        reason = cluster.refused() => tracing::error!(
-            %reason,
-            "this node must not take part in the cluster: weir shuts down and exits with status 1"
+        halt = cluster.refused() => tracing::error!(
+            reason = %halt,
+            "this node stops before it takes part in the cluster: weir shuts down and exits \
+             with status 1"
         ),
         _ = shutdown.wait_for(|requested| *requested) => return false,
     }

@@ -28,7 +28,7 @@ use weir_replication::transport::Transport;
 use weir_replication::{Replicas, ReplicasConfig};
 
 use super::messages::ClusterMessage;
-use super::{config_misfit, Cluster, ClusterSettings, Shared, OFFSETS_TOPIC};
+use super::{config_misfit, Cluster, ClusterSettings, Halt, Shared, OFFSETS_TOPIC};
 use crate::node::StartError;
 
 /// How often the cluster task looks again when nothing woke it (its own
@@ -558,10 +558,10 @@ impl Task {
             match self.check_not_lost(&mut applications, &mut shutdown).await {
                 Ok(true) => {}
                 Ok(false) => return,
-                Err(reason) => return self.refuse(reason),
+                Err(reason) => return self.halt(Halt::Refused(reason)),
             }
             if let Err(reason) = self.open_metadata_group(opening).await {
-                return self.refuse(reason);
+                return self.halt(Halt::StorageFailed(reason));
             }
         }
         let handle = self.cluster.handle.clone();
@@ -722,9 +722,10 @@ impl Task {
             .map_err(|error| format!("opening the metadata group: {error}"))
     }
 
-    /// Records why this node must not take part (the server shuts down).
-    fn refuse(&self, reason: String) {
-        tracing::error!(%reason, "this node must not take part in the cluster");
+    /// Records why this node stops before taking part (the server shuts
+    /// down).
+    fn halt(&self, reason: Halt) {
+        tracing::error!(%reason, "this node stops before it takes part in the cluster");
         *lock(&self.cluster.shared.refused) = Some(reason);
         self.cluster.shared.refusal.notify_waiters();
     }

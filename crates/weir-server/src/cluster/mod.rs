@@ -99,11 +99,30 @@ struct Shared {
     /// Requests to the controller awaiting an answer, by number.
     pending: Mutex<BTreeMap<u64, oneshot::Sender<Refusal>>>,
     next_request: AtomicU64,
-    /// Why this node must not take part in the cluster (set once, by the
-    /// cluster task, which then stops).
-    refused: Mutex<Option<String>>,
+    /// Why this node stopped before taking part in the cluster (set
+    /// once, by the cluster task, which then stops).
+    refused: Mutex<Option<Halt>>,
     /// Notified when `refused` is set.
     refusal: Notify,
+}
+
+/// Why a node stopped before it took part in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// It must not take part: a peer knows it, so its disk was lost.
+    Refused(String),
+    /// Its storage failed while it made ready to take part (as a storage
+    /// error stops the replication runner later on).
+    StorageFailed(String),
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(reason) => write!(f, "{reason}"),
+            Self::StorageFailed(reason) => write!(f, "a storage error: {reason}"),
+        }
+    }
 }
 
 /// This node's view of the cluster, for the Kafka front-end.
@@ -126,9 +145,9 @@ impl Cluster {
     }
 
     /// Done, with the reason, once this node has found that it must not
-    /// take part in the cluster (see `controller::check_not_lost`): the
-    /// server then shuts down.
-    pub async fn refused(&self) -> String {
+    /// take part in the cluster (see `controller::check_not_lost`), or
+    /// its storage failed before it did: the server then shuts down.
+    pub async fn refused(&self) -> Halt {
         loop {
             let notified = self.shared.refusal.notified();
             tokio::pin!(notified);
