@@ -269,13 +269,11 @@ impl MetadataRecord {
                 name: reader.str("topic name")?,
             },
             4 => {
-                let record = Self::ProducerIds {
-                    node: reader.u64("node id")?,
-                    first: reader.u64("first producer id")?,
-                    count: reader.u64("producer id count")?,
-                };
-                producer_block_fits(&record)?;
-                record
+                let node = reader.u64("node id")?;
+                let first = reader.u64("first producer id")?;
+                let count = reader.u64("producer id count")?;
+                producer_block_fits(first, count)?;
+                Self::ProducerIds { node, first, count }
             }
             other => return Err(MetadataError::Kind(other)),
         };
@@ -286,15 +284,13 @@ impl MetadataRecord {
     }
 }
 
-/// Whether a block of producer ids is one a controller hands out: 1 to
-/// [`MAX_PRODUCER_ID_BLOCK`] ids, none above [`MAX_PRODUCER_ID`].
-fn producer_block_fits(record: &MetadataRecord) -> Result<(), MetadataError> {
-    let MetadataRecord::ProducerIds { first, count, .. } = record else {
-        return Ok(());
-    };
-    let fits = (1..=MAX_PRODUCER_ID_BLOCK).contains(count)
+/// Whether `count` producer ids from `first` are a block a controller
+/// hands out: 1 to [`MAX_PRODUCER_ID_BLOCK`] ids, none above
+/// [`MAX_PRODUCER_ID`].
+fn producer_block_fits(first: u64, count: u64) -> Result<(), MetadataError> {
+    let fits = (1..=MAX_PRODUCER_ID_BLOCK).contains(&count)
         && first
-            .checked_add(*count)
+            .checked_add(count)
             .is_some_and(|end| end - 1 <= MAX_PRODUCER_ID);
     if fits {
         Ok(())
@@ -499,7 +495,7 @@ impl MetadataState {
                 }
             }
             MetadataRecord::ProducerIds { node, first, count } => {
-                producer_block_fits(record)?;
+                producer_block_fits(*first, *count)?;
                 if *first < self.next_producer_id {
                     return Err(MetadataError::Invalid(format!(
                         "producer ids from {first}, below {} already handed out",
@@ -627,13 +623,9 @@ impl MetadataState {
         floor: u64,
         count: u64,
     ) -> Result<MetadataRecord, MetadataError> {
-        let record = MetadataRecord::ProducerIds {
-            node,
-            first: self.next_producer_id.max(floor),
-            count,
-        };
-        producer_block_fits(&record)?;
-        Ok(record)
+        let first = self.next_producer_id.max(floor);
+        producer_block_fits(first, count)?;
+        Ok(MetadataRecord::ProducerIds { node, first, count })
     }
 
     /// The record that creates topic `name` with `partitions` partitions
