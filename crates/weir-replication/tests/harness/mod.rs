@@ -194,6 +194,9 @@ pub struct Cluster {
     /// (node, group) whose stored records were made to rot: a read there
     /// may fail as corrupt (never return the rotted bytes).
     rotted: BTreeSet<(u64, u64)>,
+    /// Whether a consumer now and then reads a partition (a read that
+    /// meets rot reports it, so a test of the scrub turns them off).
+    consumers_read: bool,
     pub report: Report,
 }
 
@@ -258,6 +261,7 @@ impl Cluster {
             metadata_at: BTreeMap::new(),
             topics_planned: 0,
             rotted: BTreeSet::new(),
+            consumers_read: true,
             report: Report::default(),
         };
         for index in 0..cluster.nodes.len() {
@@ -487,6 +491,8 @@ impl Cluster {
         if restart {
             self.crash_for(follower, u64::MAX);
         }
+        // Running, only the scrub may find the rot: no consumer reads it.
+        self.consumers_read = restart;
         self.rot_in_the_middle(follower, group)?;
         if restart {
             self.start(follower)?;
@@ -819,7 +825,7 @@ impl Cluster {
         self.process_all()?;
         self.apply_retention()?;
         self.resolve_pending();
-        if self.chance(100_000) {
+        if self.chance(100_000) && self.consumers_read {
             self.consume()?;
         }
         self.apply_metadata()?;
