@@ -388,6 +388,10 @@ def scenario_produce_acked():
         else {"message.timeout.ms": 120000, "request.timeout.ms": 5000, "linger.ms": 0}
     if LIB == "kp" and "idempotent" in ARGS[3:]:
         extra["enable_idempotence"] = True
+    # "plain": no idempotence (kafka-python 3 and librdkafka here turn it
+    # on unasked), so no producer id is asked for.
+    if "plain" in ARGS[3:]:
+        extra["enable_idempotence" if LIB == "kp" else "enable.idempotence"] = False
     # "from=N" numbers the keys from N (a second run into the same file).
     first = next((int(arg[5:]) for arg in ARGS[3:] if arg.startswith("from=")), 0)
     producer = client.producer(**extra)
@@ -940,6 +944,24 @@ def scenario_cluster_ready():
         check(time.time() < deadline, f"{brokers} brokers and controller {controller} after 30 s")
         time.sleep(0.2)
     print(json.dumps({"brokers": brokers}))
+
+
+def scenario_cluster_controller():
+    """Prints the node the metadata names as the controller."""
+    deadline = time.time() + 30
+    while True:
+        admin = client.admin()
+        try:
+            controller = admin.describe_cluster()["controller_id"] if LIB == "kp" \
+                else admin.list_topics(timeout=10).controller_id
+        finally:
+            if LIB == "kp":
+                admin.close()
+        if controller >= 0:
+            break
+        check(time.time() < deadline, "no controller after 30 s")
+        time.sleep(0.2)
+    print(controller)
 
 
 def scenario_cluster_leader():
