@@ -224,6 +224,11 @@ async fn spawn_runner(
 /// belongs to.
 const GROUP_MARKER: &str = "cluster-group";
 
+/// A second copy of [`GROUP_MARKER`], in a file of its own (other blocks
+/// of the disk): a copy that rots, or is lost, is written again from the
+/// other, where one copy alone would close the replica for good.
+const GROUP_MARKER_COPY: &str = "cluster-group.copy";
+
 /// The file in `cluster/` naming the node whose cluster state the data
 /// directory holds; written before the node first takes part.
 const NODE_MARKER: &str = "node";
@@ -320,14 +325,50 @@ enum Opened {
 /// files are another group's: a flipped read here removed a replica's
 /// acknowledged records and its vote.
 fn claim_for_group(dir: &dyn Storage, group: u64) -> std::io::Result<bool> {
-    match weir_io::read_whole_file_agreed(dir, GROUP_MARKER)? {
-        Some(bytes) => Ok(decode_group_marker(&bytes)? == group),
+    match marked_group(dir)? {
+        Some(named) => Ok(named == group),
         None if dir.exists(weir_replication::SIDE_FILE)? => Ok(false),
         None => {
-            weir_io::write_file_atomically(dir, GROUP_MARKER, &encode_id_marker(group))?;
+            let marker = encode_id_marker(group);
+            weir_io::write_file_atomically(dir, GROUP_MARKER, &marker)?;
+            weir_io::write_file_atomically(dir, GROUP_MARKER_COPY, &marker)?;
             Ok(true)
         }
     }
+}
+
+/// The group the two markers of `dir` name (`None`: neither exists),
+/// each read by the agreement rule and checked against its CRC. A copy
+/// that is missing (a directory from before the copy, or a crash between
+/// the two writes) or fails its CRC is written again from the other; two
+/// valid copies that differ, or no valid one, are an error.
+fn marked_group(dir: &dyn Storage) -> std::io::Result<Option<u64>> {
+    let read = |name| -> std::io::Result<Option<std::io::Result<u64>>> {
+        let bytes = weir_io::read_whole_file_agreed(dir, name)?;
+        Ok(bytes.map(|bytes| decode_group_marker(&bytes)))
+    };
+    match (read(GROUP_MARKER)?, read(GROUP_MARKER_COPY)?) {
+        (None, None) => Ok(None),
+        (Some(Ok(first)), Some(Ok(copy))) if first == copy => Ok(Some(first)),
+        (Some(Ok(first)), Some(Ok(copy))) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{GROUP_MARKER} names group {first}, its copy {copy}: not removing the partition's files"),
+        )),
+        (Some(Ok(group)), _) => restore_marker(dir, GROUP_MARKER_COPY, group),
+        (_, Some(Ok(group))) => restore_marker(dir, GROUP_MARKER, group),
+        (Some(Err(error)), _) | (None, Some(Err(error))) => Err(error),
+    }
+}
+
+/// Writes the marker `name` again, naming `group` as its valid copy does.
+fn restore_marker(dir: &dyn Storage, name: &str, group: u64) -> std::io::Result<Option<u64>> {
+    tracing::warn!(
+        group,
+        marker = name,
+        "a group marker was missing or corrupt: written again from its copy"
+    );
+    weir_io::write_file_atomically(dir, name, &encode_id_marker(group))?;
+    Ok(Some(group))
 }
 
 /// `u64 id | u32 CRC-32C of those 8 bytes`, little-endian: a group
@@ -1378,11 +1419,62 @@ mod tests {
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
         weir_io::write_file_atomically(&dir, GROUP_MARKER, &7u64.to_le_bytes()).expect("a write");
         assert!(claim_for_group(&dir, 7).expect("an 8-byte marker"));
+        // The copy an old directory lacked is written.
+        let copy = weir_io::read_whole_file(&dir, GROUP_MARKER_COPY).expect("a copy");
+        assert_eq!(copy.as_deref(), Some(&encode_id_marker(7)[..]));
         assert!(!claim_for_group(&dir, 9).expect("an 8-byte marker"));
         assert_eq!(
             decode_group_marker(&encode_id_marker(u64::MAX)).expect("a marker"),
             u64::MAX
         );
+    }
+
+    /// Rot in either copy of the group marker, or the loss of one, is
+    /// repaired from the other: the replica still opens as its group's,
+    /// and both copies name it again. Copies naming different groups, or
+    /// both damaged, are an error (the files are never taken for another
+    /// group's, nor kept as this one's).
+    #[test]
+    fn a_group_marker_copy_that_rots_is_written_again_from_the_other() {
+        let marker = encode_id_marker(7);
+        for (damaged, byte) in [
+            (GROUP_MARKER, 0),
+            (GROUP_MARKER_COPY, 11),
+            (GROUP_MARKER, 99),
+        ] {
+            let dir = weir_io::SimStorage::new(4);
+            assert!(claim_for_group(&dir, 7).expect("a new directory"));
+            if byte < marker.len() {
+                let mut rotted = marker;
+                rotted[byte] ^= 0x20;
+                weir_io::write_file_atomically(&dir, damaged, &rotted).expect("a write");
+            } else {
+                dir.remove_file(damaged).expect("a removal");
+            }
+            assert!(claim_for_group(&dir, 7).expect("one copy holds"));
+            for name in [GROUP_MARKER, GROUP_MARKER_COPY] {
+                let bytes = weir_io::read_whole_file(&dir, name).expect("a read");
+                assert_eq!(
+                    bytes.as_deref(),
+                    Some(&marker[..]),
+                    "{name} after {damaged} rotted"
+                );
+            }
+            assert!(!claim_for_group(&dir, 8).expect("both copies"));
+        }
+        let dir = weir_io::SimStorage::new(4);
+        assert!(claim_for_group(&dir, 7).expect("a new directory"));
+        let other = encode_id_marker(8);
+        weir_io::write_file_atomically(&dir, GROUP_MARKER_COPY, &other).expect("a write");
+        let error = claim_for_group(&dir, 7).expect_err("copies that differ");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        for name in [GROUP_MARKER, GROUP_MARKER_COPY] {
+            let mut rotted = marker;
+            rotted[3] ^= 1;
+            weir_io::write_file_atomically(&dir, name, &rotted).expect("a write");
+        }
+        let error = claim_for_group(&dir, 7).expect_err("both copies rotted");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
     }
 
     /// Opens the metadata log of the data directory on `disk`, as
