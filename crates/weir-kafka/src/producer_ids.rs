@@ -4,8 +4,8 @@
 //!
 //! Ids are handed out from blocks. Before the first id of a block is
 //! handed out, the end of the block is written durably to
-//! `producer-ids` (atomically: temporary file, sync, rename, directory
-//! sync). That end is the floor: every later block starts there or above,
+//! `producer-ids`, then to its copy `producer-ids.copy` (each atomically:
+//! temporary file, sync, rename, directory sync). That end is the floor: every later block starts there or above,
 //! so an id is never handed out twice, and at most a block of ids is
 //! skipped per restart. One node takes its blocks at the floor
 //! ([`ProducerIds::allocate`]); a cluster node asks the controller for a
@@ -20,6 +20,10 @@ use weir_log::batch::crc32c;
 
 /// The file that records the end of the block in use.
 pub const PRODUCER_IDS_FILE: &str = "producer-ids";
+/// Its second copy, in a file of its own: a copy that rots (or is lost)
+/// is written again from the other, where one file alone refused the
+/// node's start for good.
+pub const PRODUCER_IDS_COPY: &str = "producer-ids.copy";
 /// Ids per block (one durable write per this many allocations; in a
 /// cluster one metadata record as well).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -55,13 +59,25 @@ pub struct ProducerIds {
 
 impl ProducerIds {
     /// Opens the allocator in `storage`, continuing after the last block
-    /// recorded there.
+    /// recorded there (by either copy: both hold the end of every block
+    /// an id was handed out from, so the larger valid one is a floor).
+    /// Refuses when no copy is valid and one is damaged.
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, ProducerIdError> {
-        // Read by the agreement rule: a read that flipped a bit is not a
-        // damaged file (which refuses the start).
-        let start = match read_whole_file_agreed(storage.as_ref(), PRODUCER_IDS_FILE)? {
-            Some(bytes) => decode(&bytes)?,
-            None => 0,
+        let first = read_copy(storage.as_ref(), PRODUCER_IDS_FILE)?;
+        let copy = read_copy(storage.as_ref(), PRODUCER_IDS_COPY)?;
+        let start = match (first, copy) {
+            (None, None) => 0,
+            (Some(Ok(first)), Some(Ok(copy))) if first == copy => first,
+            (Some(Ok(first)), Some(Ok(copy))) => first.max(copy),
+            (Some(Ok(end)), _) | (_, Some(Ok(end))) => {
+                tracing::warn!(
+                    end,
+                    "a copy of {PRODUCER_IDS_FILE} was missing or corrupt: written again"
+                );
+                write_both(storage.as_ref(), end)?;
+                end
+            }
+            (Some(Err(error)), _) | (None, Some(Err(error))) => return Err(error),
         };
         assert!(start >= 0, "decoded a negative producer id block end");
         Ok(Self {
@@ -125,10 +141,26 @@ impl ProducerIds {
             "a block [{first}, {end}) below the floor {}",
             block.end
         );
-        write_file_atomically(self.storage.as_ref(), PRODUCER_IDS_FILE, &encode(end))?;
+        write_both(self.storage.as_ref(), end)?;
         *block = Block { next: first, end };
         Ok(())
     }
+}
+
+/// One copy of the block end, read by the agreement rule (a read that
+/// flipped a bit is not a damaged file); `None` if it does not exist.
+fn read_copy(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Option<Result<i64, ProducerIdError>>, ProducerIdError> {
+    Ok(read_whole_file_agreed(storage, name)?.map(|bytes| decode(&bytes)))
+}
+
+/// Records `end` durably in both copies, the first before its copy.
+fn write_both(storage: &dyn Storage, end: i64) -> Result<(), ProducerIdError> {
+    write_file_atomically(storage, PRODUCER_IDS_FILE, &encode(end))?;
+    write_file_atomically(storage, PRODUCER_IDS_COPY, &encode(end))?;
+    Ok(())
 }
 
 fn take_from(block: &mut Block) -> Option<i64> {
@@ -235,15 +267,67 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_file_is_refused() {
+    fn a_damaged_file_without_a_valid_copy_is_refused() {
         let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(7));
         let mut bytes = encode(5000);
         bytes[6] ^= 1;
         write_file_atomically(storage.as_ref(), PRODUCER_IDS_FILE, &bytes).unwrap();
         assert!(matches!(
+            ProducerIds::open(Arc::clone(&storage)),
+            Err(ProducerIdError::Corrupt("checksum mismatch"))
+        ));
+        write_file_atomically(storage.as_ref(), PRODUCER_IDS_COPY, &bytes).unwrap();
+        assert!(matches!(
             ProducerIds::open(storage),
             Err(ProducerIdError::Corrupt("checksum mismatch"))
         ));
         assert_eq!(decode(&encode(5000)).unwrap(), 5000);
+    }
+
+    /// Rot in either copy, or the loss of one, costs nothing: the other
+    /// gives the floor, both are written again, and no id comes twice.
+    #[test]
+    fn a_copy_that_rots_is_written_again_from_the_other() {
+        for (damaged, byte) in [
+            (PRODUCER_IDS_FILE, 6),
+            (PRODUCER_IDS_COPY, 0),
+            (PRODUCER_IDS_FILE, 99),
+        ] {
+            let disk = SimDisk::new(9);
+            let ids = ProducerIds::open(Arc::new(disk.root())).unwrap();
+            let handed = ids.allocate().unwrap();
+            if byte < FILE_BYTES {
+                disk.corrupt(damaged, byte as u64, 0x04).unwrap();
+            } else {
+                let root = disk.root();
+                root.remove_file(damaged).unwrap();
+                root.sync_dir().unwrap();
+            }
+            disk.crash();
+            let again = ProducerIds::open(Arc::new(disk.root()))
+                .unwrap_or_else(|error| panic!("{damaged} damaged: {error}"));
+            assert_eq!(again.floor(), PRODUCER_ID_BLOCK, "{damaged} damaged");
+            assert!(again.allocate().unwrap() > handed);
+            for name in [PRODUCER_IDS_FILE, PRODUCER_IDS_COPY] {
+                let bytes = weir_io::read_whole_file(&disk.root(), name).unwrap();
+                assert_eq!(
+                    bytes.map(|bytes| decode(&bytes).unwrap()),
+                    Some(2 * PRODUCER_ID_BLOCK)
+                );
+            }
+        }
+    }
+
+    /// A crash between the two writes of a block's end leaves the copies
+    /// apart: the larger is taken (no id of the new block went out, so
+    /// either would do).
+    #[test]
+    fn copies_apart_after_a_crash_give_the_larger_floor() {
+        let storage: Arc<dyn Storage> = Arc::new(SimStorage::new(7));
+        write_file_atomically(storage.as_ref(), PRODUCER_IDS_FILE, &encode(3000)).unwrap();
+        write_file_atomically(storage.as_ref(), PRODUCER_IDS_COPY, &encode(2000)).unwrap();
+        let ids = ProducerIds::open(storage).unwrap();
+        assert_eq!(ids.floor(), 3000);
+        assert_eq!(ids.allocate().unwrap(), 3000);
     }
 }
