@@ -2411,11 +2411,14 @@ async fn read_faults(world: &mut World) {
     }
 }
 
-/// Bit rot at rest: a node loses power, one to three bytes of the
-/// replicated topic's stored data flip (segment files and Raft side
-/// files, synced or not), and it starts again. Its replicas must find
-/// the damage, never serve or count what rotted, and get the records
-/// back from their peers.
+/// Bit rot at rest: a node loses power, one to three bytes of its stored
+/// cluster data flip (any file of the replicated logs' directories:
+/// segments, Raft side files, indexes, checkpoints, leader epochs,
+/// producer snapshots, group markers, topic metadata; and the files of
+/// `cluster/` and `kafka/`: the node marker, the producer-id floor; synced
+/// or not), and it starts again. Its replicas must find the damage, never
+/// serve or count what rotted, and get the records back from their peers;
+/// small files that say what a directory is must not close it for good.
 fn rot(world: &mut World) {
     let (id, (_, disk, _)) = pick(&world.nodes, &mut world.rng);
     if world.down.contains(&id) || !world.may_lose_data() {
@@ -2425,13 +2428,15 @@ fn rot(world: &mut World) {
     world.kill(id);
     let mut files = Vec::new();
     stored_files(&disk.root(), "", &mut files);
-    // Every replicated log: the topic's partitions, the consumer offsets
-    // topic, the cluster metadata group.
+    // Every replicated log (the topic's partitions, the consumer offsets
+    // topic, the cluster metadata group: every file of their directories)
+    // and the node's cluster and Kafka state (until the sixteenth session
+    // only segments and Raft side files rotted).
     files.retain(|(path, _)| {
         let replicated = path.contains(&format!("/{TOPIC}/"))
             || path.contains(&format!("/{OFFSETS_TOPIC}/"))
             || path.starts_with("cluster/metadata/");
-        replicated && (path.ends_with(".log") || path.ends_with("/raft-log"))
+        replicated || path.starts_with("cluster/") || path.starts_with("kafka/")
     });
     files.retain(|(_, length)| *length > 0);
     for _ in 0..world.rng.random_range(1..=3) {
