@@ -44,6 +44,10 @@ pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 const TOPICS_DIRECTORY: &str = "topics";
 const OFFSETS_DIRECTORY: &str = "offsets";
 const TOPIC_METADATA_FILE: &str = "topic.meta";
+/// A second copy of `topic.meta`, in a file of its own: a copy that rots
+/// (or is lost) is written again from the other, where one file alone
+/// refused the broker's start.
+const TOPIC_METADATA_COPY: &str = "topic.meta.copy";
 const CREATING_PREFIX: &str = "~creating-";
 const DELETING_PREFIX: &str = "~deleting-";
 const METADATA_MAGIC: &[u8; 8] = b"WEIRTOPC";
@@ -384,12 +388,11 @@ impl Broker {
         let directory = storage
             .open_dir(&staging)
             .map_err(io("opening", &staging))?;
-        write_file_atomically(
-            directory.as_ref(),
-            TOPIC_METADATA_FILE,
-            &encode_metadata(&metadata),
-        )
-        .map_err(io("writing", TOPIC_METADATA_FILE))?;
+        let encoded = encode_metadata(&metadata);
+        for name in [TOPIC_METADATA_FILE, TOPIC_METADATA_COPY] {
+            write_file_atomically(directory.as_ref(), name, &encoded)
+                .map_err(io("writing", name))?;
+        }
         for partition in 0..metadata.partitions {
             directory
                 .create_dir(&partition.to_string())
@@ -728,18 +731,7 @@ fn open_topic(
     recovery: &mut BrokerRecovery,
 ) -> Result<Topic, BrokerError> {
     let directory = topics_storage.open_dir(name).map_err(io("opening", name))?;
-    // By the agreement rule: a flipped read must not refuse a good topic.
-    let bytes = read_whole_file_agreed(directory.as_ref(), TOPIC_METADATA_FILE)
-        .map_err(io("reading", &format!("{name}/{TOPIC_METADATA_FILE}")))?
-        .ok_or_else(|| BrokerError::CorruptTopicMetadata {
-            topic: name.into(),
-            reason: "topic.meta is missing".into(),
-        })?;
-    let mut metadata =
-        decode_metadata(name, &bytes).map_err(|reason| BrokerError::CorruptTopicMetadata {
-            topic: name.into(),
-            reason,
-        })?;
+    let mut metadata = read_topic_metadata(directory.as_ref(), name)?;
     metadata.log.high_watermark = opening.high_watermark;
     let mut partitions = Vec::with_capacity(metadata.partitions as usize);
     for partition in 0..metadata.partitions {
@@ -890,6 +882,53 @@ fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
     bytes.extend_from_slice(&crc32c(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
     bytes
+}
+
+/// A topic's metadata from `topic.meta` or its copy, each read by the
+/// agreement rule (a flipped read must not refuse a good topic) and
+/// checked: a copy missing (a topic from before the copy) or damaged is
+/// written again from the other; none valid, or two valid that differ,
+/// is corrupt.
+fn read_topic_metadata(directory: &dyn Storage, name: &str) -> Result<TopicMetadata, BrokerError> {
+    let read =
+        |file: &str| -> Result<Option<(Vec<u8>, Result<TopicMetadata, String>)>, BrokerError> {
+            let bytes = read_whole_file_agreed(directory, file)
+                .map_err(io("reading", &format!("{name}/{file}")))?;
+            Ok(bytes.map(|bytes| {
+                let decoded = decode_metadata(name, &bytes);
+                (bytes, decoded)
+            }))
+        };
+    let corrupt = |reason: String| BrokerError::CorruptTopicMetadata {
+        topic: name.into(),
+        reason,
+    };
+    let (bytes, metadata, rewrite) = match (read(TOPIC_METADATA_FILE)?, read(TOPIC_METADATA_COPY)?)
+    {
+        (Some((first, Ok(metadata))), Some((copy, Ok(_)))) if first == copy => {
+            (first, metadata, None)
+        }
+        (Some((_, Ok(_))), Some((_, Ok(_)))) => {
+            return Err(corrupt(format!(
+                "{TOPIC_METADATA_FILE} and its copy differ"
+            )))
+        }
+        (Some((bytes, Ok(metadata))), _) => (bytes, metadata, Some(TOPIC_METADATA_COPY)),
+        (_, Some((bytes, Ok(metadata)))) => (bytes, metadata, Some(TOPIC_METADATA_FILE)),
+        (Some((_, Err(reason))), _) | (None, Some((_, Err(reason)))) => {
+            return Err(corrupt(reason))
+        }
+        (None, None) => return Err(corrupt(format!("{TOPIC_METADATA_FILE} is missing"))),
+    };
+    if let Some(file) = rewrite {
+        tracing::warn!(
+            topic = name,
+            file,
+            "a copy of the topic's metadata was missing or corrupt: written again"
+        );
+        write_file_atomically(directory, file, &bytes).map_err(io("writing", file))?;
+    }
+    Ok(metadata)
 }
 
 fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {

@@ -457,3 +457,63 @@ fn reads_that_flip_bits_while_opening_change_nothing() {
         );
     }
 }
+
+/// `topic.meta` is kept in two files: rot in either, or the loss of one
+/// (a topic from before the copy), costs nothing (the other is written
+/// again); rot in both refuses the start as corrupt, never opening the
+/// topic with settings it was not given.
+#[test]
+fn a_topic_metadata_copy_that_rots_is_written_again_from_the_other() {
+    let (disk, clock) = fixture();
+    let settings = LogConfig {
+        segment_bytes: 1 << 20,
+        retention_ms: Some(60_000),
+        ..LogConfig::default()
+    };
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic(
+            "kept",
+            TopicConfig {
+                partitions: 3,
+                log: Some(settings.clone()),
+            },
+        )
+        .expect("create");
+    drop(broker);
+    let (first, copy) = ("topics/kept/topic.meta", "topics/kept/topic.meta.copy");
+    let remove_copy = || {
+        let topics = disk.root().open_dir("topics").expect("the topics");
+        let topic = topics.open_dir("kept").expect("the topic");
+        topic.remove_file("topic.meta.copy").expect("a removal");
+        topic.sync_dir().expect("a sync");
+    };
+    for damage in ["first", "copy", "copy lost"] {
+        disk.crash();
+        match damage {
+            "first" => disk.corrupt(first, 20, 0x08).expect("a flip"),
+            "copy" => disk.corrupt(copy, 3, 0x40).expect("a flip"),
+            _ => remove_copy(),
+        }
+        let broker = open(&disk, &clock);
+        let topic = broker.topic("kept").expect("the topic");
+        assert_eq!(topic.partitions, 3, "{damage}");
+        assert_eq!(
+            (topic.log.segment_bytes, topic.log.retention_ms),
+            (settings.segment_bytes, settings.retention_ms),
+            "{damage}"
+        );
+        drop(broker);
+    }
+    // Both copies again, whole: a flip in each refuses the start.
+    disk.crash();
+    disk.corrupt(first, 20, 0x08).expect("a flip");
+    disk.corrupt(copy, 25, 0x01).expect("a flip");
+    let storage: Arc<dyn Storage> = Arc::new(disk.root());
+    let refused = Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default());
+    assert!(
+        matches!(refused, Err(BrokerError::CorruptTopicMetadata { .. })),
+        "{:?}",
+        refused.map(|_| ())
+    );
+}
