@@ -2430,27 +2430,42 @@ fn rot(world: &mut World) {
     stored_files(&disk.root(), "", &mut files);
     // Every replicated log (the topic's partitions, the consumer offsets
     // topic, the cluster metadata group: every file of their directories)
-    // and the node's cluster and Kafka state (until the sixteenth session
-    // only segments and Raft side files rotted).
-    files.retain(|(path, _)| {
+    // and the node's cluster and Kafka state.
+    files.retain(|(path, length)| {
         let replicated = path.contains(&format!("/{TOPIC}/"))
             || path.contains(&format!("/{OFFSETS_TOPIC}/"))
-            || path.starts_with("cluster/metadata/");
-        replicated || path.starts_with("cluster/") || path.starts_with("kafka/")
+            || path.starts_with("cluster/");
+        *length > 0 && (replicated || path.starts_with("kafka/"))
     });
-    files.retain(|(_, length)| *length > 0);
+    // One to three flips in the logs' records (segments and Raft side
+    // files), as before the sixteenth session; half the time one more
+    // in another file (indexes, checkpoints, leader epochs, producer
+    // snapshots, group markers, topic metadata, the node marker, the
+    // producer-id floor).
+    let (records, small): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|(path, _)| path.ends_with(".log") || path.ends_with("/raft-log"));
     for _ in 0..world.rng.random_range(1..=3) {
-        if files.is_empty() {
-            break;
-        }
-        let (path, length) = &files[world.rng.random_range(0..files.len())];
-        let offset = world.rng.random_range(0..*length);
-        let mask = 1u8 << world.rng.random_range(0..8);
-        disk.corrupt(path, offset, mask).expect("a listed file");
-        world.note(format!("weir-{id}: a bit of {path} rots at byte {offset}"));
-        count(&world.shared, "bit rot");
+        flip_a_bit(world, id, &disk, &records);
+    }
+    if world.rng.random_bool(0.5) {
+        flip_a_bit(world, id, &disk, &small);
+        count(&world.shared, "bit rot in a small file");
     }
     world.restart(id);
+}
+
+/// Flips one bit at rest in one of `files` (path, length) of node `id`.
+fn flip_a_bit(world: &mut World, id: u64, disk: &SimDisk, files: &[(String, u64)]) {
+    if files.is_empty() {
+        return;
+    }
+    let (path, length) = &files[world.rng.random_range(0..files.len())];
+    let offset = world.rng.random_range(0..*length);
+    let mask = 1u8 << world.rng.random_range(0..8);
+    disk.corrupt(path, offset, mask).expect("a listed file");
+    world.note(format!("weir-{id}: a bit of {path} rots at byte {offset}"));
+    count(&world.shared, "bit rot");
 }
 
 /// A node's disk stores some writes wrong for a while, silently: a bit
