@@ -884,21 +884,23 @@ fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
     bytes
 }
 
+/// One copy of a topic's metadata as stored, and what it decodes to.
+type MetadataCopy = (Vec<u8>, Result<TopicMetadata, String>);
+
 /// A topic's metadata from `topic.meta` or its copy, each read by the
 /// agreement rule (a flipped read must not refuse a good topic) and
 /// checked: a copy missing (a topic from before the copy) or damaged is
 /// written again from the other; none valid, or two valid that differ,
 /// is corrupt.
 fn read_topic_metadata(directory: &dyn Storage, name: &str) -> Result<TopicMetadata, BrokerError> {
-    let read =
-        |file: &str| -> Result<Option<(Vec<u8>, Result<TopicMetadata, String>)>, BrokerError> {
-            let bytes = read_whole_file_agreed(directory, file)
-                .map_err(io("reading", &format!("{name}/{file}")))?;
-            Ok(bytes.map(|bytes| {
-                let decoded = decode_metadata(name, &bytes);
-                (bytes, decoded)
-            }))
-        };
+    let read = |file: &str| -> Result<Option<MetadataCopy>, BrokerError> {
+        let bytes = read_whole_file_agreed(directory, file)
+            .map_err(io("reading", &format!("{name}/{file}")))?;
+        Ok(bytes.map(|bytes| {
+            let decoded = decode_metadata(name, &bytes);
+            (bytes, decoded)
+        }))
+    };
     let corrupt = |reason: String| BrokerError::CorruptTopicMetadata {
         topic: name.into(),
         reason,
