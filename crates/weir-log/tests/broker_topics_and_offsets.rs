@@ -517,3 +517,28 @@ fn a_topic_metadata_copy_that_rots_is_written_again_from_the_other() {
         refused.map(|_| ())
     );
 }
+
+/// Reads that flip bits (30 % of them) never refuse a good topic: both
+/// copies of `topic.meta` are read by the agreement rule, and every open
+/// finds the topic as it was created.
+#[test]
+fn flipped_reads_never_refuse_a_topic() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("steady", TopicConfig::with_partitions(2))
+        .expect("create");
+    drop(broker);
+    disk.set_faults(weir_io::Faults {
+        read_corruption: 0.3,
+        ..weir_io::Faults::none()
+    });
+    for attempt in 0..40 {
+        disk.crash();
+        let storage: Arc<dyn Storage> = Arc::new(disk.root());
+        let (broker, _) = Broker::open(storage, Arc::new(clock.clone()), BrokerConfig::default())
+            .unwrap_or_else(|error| panic!("open {attempt}: {error}"));
+        assert_eq!(broker.topic("steady").expect("the topic").partitions, 2);
+    }
+    assert!(disk.stats().read_corruptions > 20);
+}
