@@ -164,6 +164,12 @@ fn admin_clients_create_describe_list_and_delete() {
             library,
             &[&format!("listed-{library}"), &format!("lg-{library}")],
         );
+        scenario(
+            &server,
+            "config_sources",
+            library,
+            &[&format!("sourced-{library}")],
+        );
     }
 }
 

@@ -27,7 +27,7 @@ use crate::node::{off_loop, Kafka};
 /// DescribeConfigs' resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-/// DescribeConfigs' config sources.
+/// DescribeConfigs' config sources: DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -233,13 +233,13 @@ pub async fn create_topics(
                     .with_num_partitions(partitions)
                     .with_replication_factor(factor as i16)
                     .with_configs(Some(
-                        topic_configs(&log)
+                        topic_configs_with_sources(kafka, &log)
                             .into_iter()
-                            .map(|(name, value)| {
+                            .map(|(name, value, source)| {
                                 CreatableTopicConfigs::default()
                                     .with_name(text(name))
                                     .with_value(Some(text(value)))
-                                    .with_config_source(SOURCE_TOPIC)
+                                    .with_config_source(source)
                             })
                             .collect(),
                     ))
@@ -370,6 +370,27 @@ fn apply_config(log: &mut LogConfig, name: &str, value: &str) -> Result<(), Stri
     log.validate().map_err(|error| error.to_string())
 }
 
+/// A topic's settings under Kafka's names, each with its source as
+/// DescribeConfigs names it: the node's default (DEFAULT_CONFIG, which
+/// clients such as kafka-python 3 leave out unless asked for every
+/// config), or the topic's own (DYNAMIC_TOPIC_CONFIG), as Kafka reports a
+/// topic config set at creation.
+fn topic_configs_with_sources(kafka: &Kafka, log: &LogConfig) -> Vec<(&'static str, String, i8)> {
+    let defaults = topic_configs(kafka.log.default_log_config());
+    topic_configs(log)
+        .into_iter()
+        .map(|(name, value)| {
+            let default = defaults.iter().any(|(n, v)| *n == name && *v == value);
+            let source = if default {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_TOPIC
+            };
+            (name, value, source)
+        })
+        .collect()
+}
+
 /// A topic's settings under Kafka's names.
 fn topic_configs(log: &LogConfig) -> Vec<(&'static str, String)> {
     let or_unlimited =
@@ -445,16 +466,19 @@ pub fn describe_configs(kafka: &Kafka, request: DescribeConfigsRequest) -> Descr
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
-            let (configs, source) = match resource.resource_type {
+            let configs = match resource.resource_type {
                 RESOURCE_TOPIC => match kafka.log.topic(&resource.resource_name) {
-                    Ok(topic) => (topic_configs(&topic.log), SOURCE_TOPIC),
+                    Ok(topic) => topic_configs_with_sources(kafka, &topic.log),
                     Err(error) => {
                         return result
                             .with_error_code(for_broker(&error).code())
                             .with_error_message(Some(text(error.to_string())))
                     }
                 },
-                RESOURCE_BROKER => (broker_configs(kafka), SOURCE_DEFAULT),
+                RESOURCE_BROKER => broker_configs(kafka)
+                    .into_iter()
+                    .map(|(name, value)| (name, value, SOURCE_DEFAULT))
+                    .collect(),
                 other => {
                     return result
                         .with_error_code(ResponseError::InvalidRequest.code())
@@ -466,12 +490,12 @@ pub fn describe_configs(kafka: &Kafka, request: DescribeConfigsRequest) -> Descr
             let wanted = resource.configuration_keys;
             let configs = configs
                 .into_iter()
-                .filter(|(name, _)| {
+                .filter(|(name, _, _)| {
                     wanted
                         .as_ref()
                         .is_none_or(|keys| keys.iter().any(|key| key.as_str() == *name))
                 })
-                .map(|(name, value)| {
+                .map(|(name, value, source)| {
                     DescribeConfigsResourceResult::default()
                         .with_name(text(name))
                         .with_value(Some(text(value)))

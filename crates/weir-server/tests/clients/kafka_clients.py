@@ -471,6 +471,35 @@ def scenario_timestamps():
     print(json.dumps({"t2500": found[0], "t4000": exact[0], "after": None}))
 
 
+def scenario_config_sources():
+    """A topic created with retention.ms set: DescribeConfigs names that
+    config's source as the topic's own and the others' as the default,
+    so kafka-python 3 (which lists only modified configs unless asked
+    for all) lists retention.ms alone."""
+    topic = ARGS[0]
+    client.create_topic(topic, 1, {"retention.ms": "3600000"})
+    if LIB == "kp":
+        from kafka.admin import ConfigResource, ConfigResourceType
+        admin = client.admin()
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+        modified = admin.describe_configs([resource])["topic"][topic]
+        every = admin.describe_configs([resource], config_filter="all")["topic"][topic]
+        admin.close()
+        sources = {name: entry["config_source"] for name, entry in every.items()}
+        check(sorted(modified) == ["retention.ms"], f"modified configs: {sorted(modified)}")
+    else:
+        from confluent_kafka.admin import ConfigResource
+        admin = client.admin()
+        for future in admin.describe_configs([ConfigResource("topic", topic)]).values():
+            every = future.result(timeout=30)
+        sources = {name: entry.source for name, entry in every.items()}
+        sources = {name: client.ck.admin.ConfigSource(source).name for name, source in sources.items()}
+    check(sources.get("retention.ms") == "DYNAMIC_TOPIC_CONFIG", f"sources: {sources}")
+    check(sources.get("segment.bytes") == "DEFAULT_CONFIG", f"sources: {sources}")
+    check(len(sources) == 7, f"{len(sources)} configs described: {sources}")
+    print(json.dumps({"sources": sources}, sort_keys=True))
+
+
 def scenario_admin():
     """Create, describe, list and delete topics and groups."""
     topic = ARGS[0]
