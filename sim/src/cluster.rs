@@ -62,6 +62,7 @@ use crate::check::Violation;
 use crate::harness::SeedReport;
 use crate::kafka::KafkaClient;
 
+mod churn;
 mod group;
 
 const TOPIC: &str = "replicated";
@@ -177,6 +178,8 @@ struct Shared {
     producer_ids: BTreeSet<i64>,
     /// How many times each node was started again.
     restarts: BTreeMap<u64, u64>,
+    /// The topic deleted and created again ([`churn`]).
+    churn: churn::Churned,
     /// The faults are over.
     healed: bool,
     stop_producers: bool,
@@ -876,6 +879,9 @@ fn spawn_clients(world: &World) {
         madsim::task::spawn(probe_suspects(nodes, Arc::clone(&shared), prober_rng));
         let ids_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
         madsim::task::spawn(hand_out_producer_ids(nodes, Arc::clone(&shared), ids_rng));
+        let churn_rng = Xoshiro256PlusPlus::seed_from_u64(rng.random());
+        let churn = churn::churn(nodes, Arc::clone(&shared), churn_rng, started);
+        madsim::task::spawn(churn);
     });
 }
 
@@ -2582,6 +2588,16 @@ async fn heal(world: &mut World) {
         }
         sleep(Duration::from_millis(100)).await;
     }
+    // A churn cycle tries each step for at most 15 s.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !world.shared.lock().expect("shared").churn.done {
+        if Instant::now() > deadline {
+            let evidence = format!("the {} client still runs 90 s after healing", churn::CHURN);
+            violation(&world.shared, "producers finish after healing", evidence);
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ------------------------------------------------------------ checks
@@ -2720,9 +2736,14 @@ async fn final_checks(world: &World) {
             ));
         }
     }
+    problems.extend(churn::check(&shared));
     let acked = shared.acked.len();
     let read = shared.read.len();
+    let churned = shared.churn.created;
     drop(shared);
+    if churned >= 2 {
+        reached(&world.shared, "a topic deleted and created again");
+    }
     if retention_deleted {
         reached(&world.shared, "retention deleted records of a replica");
     }
@@ -2742,20 +2763,29 @@ fn committed(broker: &Broker) -> BTreeMap<(i32, i64), String> {
         let Ok(log) = broker.partition(TOPIC, partition as u32) else {
             continue;
         };
-        let mut offset = log.log_start_offset();
-        while offset < log.high_watermark() {
-            let Ok(read) = log.read(offset, 1 << 20) else {
-                break;
-            };
-            let before = offset;
-            for record in read.records().flatten() {
-                let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
-                records.insert((partition, record.offset as i64), value);
-                offset = record.offset + 1;
-            }
-            if offset == before {
-                break;
-            }
+        for (offset, value) in log_records(&log) {
+            records.insert((partition, offset), value);
+        }
+    }
+    records
+}
+
+/// The committed records of one partition log: offset → value.
+fn log_records(log: &weir_log::Partition) -> BTreeMap<i64, String> {
+    let mut records = BTreeMap::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let Ok(read) = log.read(offset, 1 << 20) else {
+            break;
+        };
+        let before = offset;
+        for record in read.records().flatten() {
+            let value = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
+            records.insert(record.offset as i64, value);
+            offset = record.offset + 1;
+        }
+        if offset == before {
+            break;
         }
     }
     records

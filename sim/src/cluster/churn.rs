@@ -1,0 +1,218 @@
+//! A second topic, deleted and created again while the faults go on: a
+//! node down, cut off or paused across a deletion and a re-creation must
+//! never take the old topic's files for the new one's (its group marker
+//! says which group they belong to), and a deletion must never leave
+//! records behind that a new incarnation serves.
+//!
+//! Each incarnation's records are `churn-<incarnation>-<n>`, produced with
+//! acks=all once its creation was answered. Checks, on every replica the
+//! final metadata names: one partition log holds records of one
+//! incarnation only (`a re-created topic holds none of the old one's
+//! records`), and a replica holding an incarnation's records holds every
+//! record of it that was acknowledged, at its offset, below its high
+//! watermark (`no acknowledged record of a re-created topic lost`). A
+//! deletion answered late may still delete the incarnation after it (by
+//! name, as Kafka's): so a replica with no record of an incarnation is
+//! not held to its acknowledged records.
+
+use super::*;
+
+/// The topic deleted and created again.
+pub(super) const CHURN: &str = "churn";
+
+/// What the churn client did.
+#[derive(Default)]
+pub(super) struct Churned {
+    /// Each incarnation's acknowledged records: offset → value.
+    pub acked: BTreeMap<u64, BTreeMap<i64, String>>,
+    /// Incarnations created.
+    pub created: u64,
+    /// The client has stopped.
+    pub done: bool,
+}
+
+/// Deletes [`CHURN`], creates it again and produces a few records to it,
+/// over and over until the producers stop.
+pub(super) async fn churn(
+    nodes: u64,
+    shared: SharedRef,
+    mut rng: Xoshiro256PlusPlus,
+    started: Instant,
+) {
+    let mut incarnation = 0u64;
+    while !shared.lock().expect("shared").stop_producers {
+        sleep(Duration::from_millis(rng.random_range(1000..4000))).await;
+        if !admin(nodes, &shared, &mut rng, false).await {
+            continue;
+        }
+        if !admin(nodes, &shared, &mut rng, true).await {
+            continue;
+        }
+        incarnation += 1;
+        shared.lock().expect("shared").churn.created += 1;
+        note(
+            &shared,
+            started,
+            format!("{CHURN} created again: incarnation {incarnation}"),
+        );
+        for n in 0..rng.random_range(2..8) {
+            produce_one(nodes, &shared, &mut rng, incarnation, n).await;
+        }
+    }
+    shared.lock().expect("shared").churn.done = true;
+}
+
+/// Deletes (`create` false) or creates [`CHURN`] through random nodes for
+/// up to 15 s; whether it was done (or already so).
+async fn admin(nodes: u64, shared: &SharedRef, rng: &mut Xoshiro256PlusPlus, create: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let node = rng.random_range(1..=nodes);
+        if let Some(mut client) = connect(node).await {
+            let code = if create {
+                created(&mut client, shared).await
+            } else {
+                deleted(&mut client, shared).await
+            };
+            // 36: it exists already; 3: there is none to delete.
+            match (create, code) {
+                (_, Some(0)) | (true, Some(36)) | (false, Some(3)) => return true,
+                _ => {}
+            }
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+async fn created(client: &mut KafkaClient, shared: &SharedRef) -> Option<i16> {
+    let request = RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(CHURN)))
+                .with_num_partitions(1)
+                .with_replication_factor(-1)]),
+    );
+    match call(client, shared, ApiKey::CreateTopics, 4, &request).await? {
+        ResponseKind::CreateTopics(response) => Some(response.topics.first()?.error_code),
+        _ => None,
+    }
+}
+
+async fn deleted(client: &mut KafkaClient, shared: &SharedRef) -> Option<i16> {
+    let request = RequestKind::DeleteTopics(
+        DeleteTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topic_names(vec![TopicName(StrBytes::from_static_str(CHURN))]),
+    );
+    match call(client, shared, ApiKey::DeleteTopics, 4, &request).await? {
+        ResponseKind::DeleteTopics(response) => Some(response.responses.first()?.error_code),
+        _ => None,
+    }
+}
+
+/// Produces `churn-<incarnation>-<n>` (acks=all, no producer id) to the
+/// partition's leader, trying for up to 5 s; records it if acknowledged.
+async fn produce_one(
+    nodes: u64,
+    shared: &SharedRef,
+    rng: &mut Xoshiro256PlusPlus,
+    incarnation: u64,
+    n: u64,
+) {
+    let value = format!("{CHURN}-{incarnation}-{n}");
+    let mut bytes = Vec::new();
+    let record = [Record::value(1, value.as_bytes())];
+    encode(&record, ProducerInfo::NONE, &mut bytes).expect("a batch");
+    let batch = Bytes::from(bytes);
+    let request = RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(3_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(CHURN)))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ])]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let node = rng.random_range(1..=nodes);
+        if let Some(mut client) = connect(node).await {
+            let response = call(&mut client, shared, ApiKey::Produce, 7, &request).await;
+            if let Some(ResponseKind::Produce(response)) = response {
+                let partition = response
+                    .responses
+                    .first()
+                    .and_then(|topic| topic.partition_responses.first());
+                if let Some(partition) = partition.filter(|p| p.error_code == 0) {
+                    let mut state = shared.lock().expect("shared");
+                    let acked = state.churn.acked.entry(incarnation).or_default();
+                    acked.insert(partition.base_offset, value);
+                    return;
+                }
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The checks above, on the replicas the final metadata names for
+/// [`CHURN`] (if it stands): (invariant, evidence) for each problem.
+pub(super) fn check(shared: &Shared) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let replicas = shared
+        .clusters
+        .values()
+        .next()
+        .and_then(|cluster| {
+            Some(
+                cluster
+                    .metadata()
+                    .topics
+                    .get(CHURN)?
+                    .first()?
+                    .replicas
+                    .clone(),
+            )
+        })
+        .unwrap_or_default();
+    for id in replicas {
+        let Some(broker) = shared.brokers.get(&id) else {
+            continue;
+        };
+        let Ok(log) = broker.partition(CHURN, 0) else {
+            continue;
+        };
+        let records = log_records(&log);
+        let incarnations: BTreeSet<u64> = records
+            .values()
+            .filter_map(|value| value.split('-').nth(1)?.parse().ok())
+            .collect();
+        if incarnations.len() > 1 {
+            problems.push((
+                "a re-created topic holds none of the old one's records",
+                format!("weir-{id}'s {CHURN} holds records of incarnations {incarnations:?}"),
+            ));
+        }
+        let high_watermark = log.high_watermark() as i64;
+        for incarnation in incarnations {
+            let acked = shared.churn.acked.get(&incarnation);
+            for (offset, value) in acked.into_iter().flatten() {
+                if *offset < high_watermark && records.get(offset) != Some(value) {
+                    problems.push((
+                        "no acknowledged record of a re-created topic lost",
+                        format!(
+                            "{value} acknowledged at {offset}; weir-{id} has {:?}",
+                            records.get(offset)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
