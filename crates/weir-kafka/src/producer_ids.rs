@@ -5,9 +5,9 @@
 //! Ids are handed out from blocks. Before the first id of a block is
 //! handed out, the end of the block is written durably to
 //! `producer-ids`, then to its copy `producer-ids.copy` (each atomically:
-//! temporary file, sync, rename, directory sync). That end is the floor: every later block starts there or above,
-//! so an id is never handed out twice, and at most a block of ids is
-//! skipped per restart. One node takes its blocks at the floor
+//! temporary file, sync, rename, directory sync). That end is the floor:
+//! every later block starts there or above, so an id is never handed out
+//! twice, and at most a block of ids is skipped per restart. One node takes its blocks at the floor
 //! ([`ProducerIds::allocate`]); a cluster node asks the controller for a
 //! block from the floor up, which the metadata hands to it alone
 //! ([`ProducerIds::take`], [`ProducerIds::adopt`]).
