@@ -63,7 +63,6 @@ use weir_io::{File, OpenMode, Storage};
 
 use crate::confchange::encode_conf_change;
 use weir_log::batch::{crc32c, BatchHeader};
-use weir_log::frame::StoredBatch;
 use weir_log::FlushPolicy;
 use weir_log::{Isolation, LogError, Partition};
 
@@ -508,15 +507,41 @@ impl RaftLog {
         self.state.hard.commit = self.state.hard.commit.min(last);
         self.state.applied = self.state.applied.min(last);
         self.repair = Some(point);
-        let mut new = bytes[..usize::try_from(cut).expect("in memory")].to_vec();
+        let cut = usize::try_from(cut).expect("in memory").min(bytes.len());
+        let mut new = bytes[..cut].to_vec();
         encode_state(&self.state, &mut new);
         encode_repair(self.repair, &mut new);
-        weir_io::write_file_atomically(self.dir.as_ref(), SIDE_FILE, &new)?;
+        self.write_side_file_checked(&new)?;
         self.file = self.dir.open_file(SIDE_FILE, OpenMode::Existing)?;
         self.file_len = new.len() as u64;
         self.torn_at = None;
         (self.unsynced, self.vote_unsynced) = (false, false);
         Ok(())
+    }
+
+    /// Writes the side file whole and reads it back: the repair point it
+    /// ends with is what keeps this replica from electing a leader that
+    /// lacks the entries it lost, and a disk that stores a write wrong
+    /// (bits flipped, or the write put elsewhere) would leave a tail that
+    /// the next open cuts as torn, repair point and all (cluster seed 330:
+    /// the replica, no longer repairing, was elected without three
+    /// committed entries). Written again, up to three times, until it reads
+    /// back as written; an error after that.
+    fn write_side_file_checked(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        for attempt in 1..=3 {
+            weir_io::write_file_atomically(self.dir.as_ref(), SIDE_FILE, bytes)?;
+            let back = weir_io::read_whole_file_agreed(self.dir.as_ref(), SIDE_FILE)?;
+            if back.as_deref() == Some(bytes) {
+                return Ok(());
+            }
+            tracing::error!(
+                attempt,
+                "raft log: the side file read back wrong: written again"
+            );
+        }
+        Err(StoreError::Corrupt(
+            "the side file read back wrong three times after it was written".into(),
+        ))
     }
 
     /// Where a read found a corrupt batch (at or after this offset), once:
@@ -646,20 +671,16 @@ impl RaftLog {
             return Ok(());
         }
         let keep = self.entries.partition_point(|meta| meta.end <= offset);
-        let Some(first_lost) = self.entries.get(keep).map(|meta| meta.start) else {
+        if keep == self.entries.len() {
             return Ok(());
-        };
+        }
         let last = self.last_index_();
         let point = RepairPoint {
             term: self.term_of(last).expect("the last entry"),
             index: last,
         };
-        let cut = self.positions[keep];
-        let bytes = weir_io::read_agreed(
-            self.file.as_ref(),
-            0,
-            usize::try_from(cut).expect("in memory"),
-        )?;
+        let (keep, bytes) = self.side_file_kept(keep)?;
+        let first_lost = self.entries[keep].start;
         while !self.recent.is_empty() {
             self.forget_first();
         }
@@ -668,6 +689,37 @@ impl RaftLog {
         // After the cut: the two files end together.
         assert_eq!(self.end_offset(), self.partition.log_end_offset());
         Ok(())
+    }
+
+    /// The side file's bytes before the record of entry `keep`, and how
+    /// many entries they hold. The records before the cut must read back
+    /// whole: one written wrong (a disk that stored it wrong while the
+    /// batches rotted) would end the file there at the next open, cutting
+    /// off the repair point written after it as a torn tail, and the
+    /// replica would vote as if it had lost nothing (cluster seed 330:
+    /// elected without three committed entries). The entries from the
+    /// first record that does not read whole are cut too.
+    fn side_file_kept(&self, keep: usize) -> Result<(usize, Vec<u8>), StoreError> {
+        let cut = usize::try_from(self.positions[keep]).expect("in memory");
+        let mut bytes = weir_io::read_agreed(self.file.as_ref(), 0, cut)?;
+        let valid = valid_records_end(&bytes);
+        if valid == bytes.len() {
+            return Ok((keep, bytes));
+        }
+        let whole = self
+            .positions
+            .partition_point(|position| *position < valid as u64);
+        tracing::error!(
+            valid,
+            cut,
+            entries = keep - whole.min(keep),
+            "raft log: side-file records before the cut read corrupt: cut there too"
+        );
+        let keep = keep.min(whole);
+        bytes.truncate(valid);
+        // After the read: what is kept reads whole.
+        assert_eq!(valid_records_end(&bytes), bytes.len());
+        Ok((keep, bytes))
     }
 
     /// The directory of the side file.
@@ -1365,7 +1417,7 @@ impl RaftLog {
     ) -> Result<Vec<Entry>, LogError> {
         let mut out = Vec::new();
         let mut size = 0u64;
-        let mut chunk: Option<weir_log::ReadResult> = None;
+        let mut chunk: Option<Chunk> = None;
         for index in low..high {
             let meta = self.meta(index).expect("an index below the last");
             let mut entry = Entry {
@@ -1448,42 +1500,62 @@ impl RaftLog {
     }
 
     /// The stored batch of a data entry, read in chunks of several batches.
-    fn batch_at(
-        &self,
-        meta: &EntryMeta,
-        chunk: &mut Option<weir_log::ReadResult>,
-    ) -> Result<Vec<u8>, LogError> {
+    fn batch_at(&self, meta: &EntryMeta, chunk: &mut Option<Chunk>) -> Result<Vec<u8>, LogError> {
         for attempt in 0..2 {
-            if let Some(read) = chunk.as_ref() {
-                if let Some(found) = find_batch(read, meta.start) {
-                    let header = found.batch.header();
-                    // After the read: the batch is the entry's.
-                    assert_eq!(
-                        (
-                            header.next_offset(),
-                            u64::try_from(header.leader_epoch).ok()
-                        ),
-                        (meta.end, Some(meta.term)),
-                        "the batch at offset {} is not the entry's",
-                        meta.start
-                    );
-                    return Ok(found.batch.bytes().to_vec());
-                }
+            if let Some(found) = chunk.as_mut().and_then(|chunk| chunk.take(meta.start)) {
+                let header = BatchHeader::parse(&found).expect("a batch checked when read");
+                // After the read: the batch is the entry's.
+                assert_eq!(
+                    (
+                        header.next_offset(),
+                        u64::try_from(header.leader_epoch).ok()
+                    ),
+                    (meta.end, Some(meta.term)),
+                    "the batch at offset {} is not the entry's",
+                    meta.start
+                );
+                return Ok(found);
             }
             assert_eq!(attempt, 0, "batch at offset {} not found", meta.start);
-            *chunk = Some(self.partition.read_with(
-                meta.start,
-                READ_CHUNK_BYTES,
-                Isolation::Uncommitted,
-            )?);
+            let read =
+                self.partition
+                    .read_with(meta.start, READ_CHUNK_BYTES, Isolation::Uncommitted)?;
+            *chunk = Some(Chunk { read, position: 0 });
         }
         unreachable!("the second attempt returns or panics")
     }
 }
 
-fn find_batch(read: &weir_log::ReadResult, start: u64) -> Option<StoredBatch<'_>> {
-    read.stored_batches()
-        .find(|stored| stored.batch.header().base_offset == start)
+/// Stored batches read for consecutive entries, and where the next
+/// entry's batch is looked for: each batch of the chunk is parsed once
+/// however many entries it serves (looking from the chunk's start for
+/// every entry made a follower's catch-up over small batches quadratic:
+/// cluster seed 330 spent its time parsing and checksumming them).
+struct Chunk {
+    read: weir_log::ReadResult,
+    /// Byte position of the first stored batch not yet passed.
+    position: usize,
+}
+
+impl Chunk {
+    /// The bytes of the batch starting at offset `start`, if the chunk
+    /// holds it at or after its position (which moves past it).
+    fn take(&mut self, start: u64) -> Option<Vec<u8>> {
+        let bytes = &self.read.stored_bytes()[self.position..];
+        let mut batches = weir_log::frame::stored_batches(bytes);
+        while let Some(Ok(stored)) = batches.next() {
+            let base = stored.batch.header().base_offset;
+            if base > start {
+                return None;
+            }
+            if base == start {
+                let found = stored.batch.bytes().to_vec();
+                self.position += batches.position();
+                return Some(found);
+            }
+        }
+        None
+    }
 }
 
 /// Whether an entry carries a Kafka batch (raft's own entries do not).
@@ -2336,6 +2408,66 @@ mod tests {
             );
             assert_eq!(group.last_index(), 8);
         }
+    }
+
+    /// The side-file records before a cut must read back whole: a record
+    /// written wrong there (the disk stored it wrong while the batches
+    /// rotted) would end the file at the next open, cutting the repair
+    /// point written after it as a torn tail, and the replica would vote
+    /// as one that lost nothing (cluster seed 330). The cut goes back to
+    /// that record, and the repair point survives the reopen.
+    #[test]
+    fn a_cut_also_cuts_side_file_records_written_wrong_before_it() {
+        let disk = SimDisk::new(36);
+        drop(synced_one_by_one(&disk, 11));
+        let (config, group) = open_group(&disk);
+        let slot = (0..group.log().entries.len())
+            .find(|slot| group.log().index_of(*slot) == 7)
+            .expect("entry 7");
+        let position = group.log().positions[slot];
+        disk.corrupt(&format!("raft/{SIDE_FILE}"), position + 3, 0x20)
+            .expect("a flip");
+        rot_entry_nine(&disk);
+        let group = group.reopen_cut_at(&config, 9).expect("a cut");
+        let point = Some(RepairPoint { term: 2, index: 11 });
+        assert_eq!(group.log().repair(), point);
+        assert_eq!(group.last_index(), 6);
+        group.log().check().expect("the files agree");
+        drop(group);
+        let (_, group) = open_group(&disk);
+        assert_eq!(group.log().repair(), point, "after the next open");
+        assert_eq!(group.last_index(), 6);
+    }
+
+    /// The side file rewritten by a cut is read back: a write the disk
+    /// stores wrong is made again, so that the repair point is what the
+    /// next open finds (or the cut fails; it is never lost quietly).
+    #[test]
+    fn a_cut_reads_the_rewritten_side_file_back() {
+        let mut retried = 0;
+        for seed in 0..24 {
+            let disk = SimDisk::new(seed);
+            drop(synced_one_by_one(&disk, 11));
+            let (config, group) = open_group(&disk);
+            rot_entry_nine(&disk);
+            disk.set_faults(weir_io::Faults {
+                write_corruption: 0.5,
+                ..weir_io::Faults::none()
+            });
+            let cut = group.reopen_cut_at(&config, 9);
+            let corrupted = disk.stats().write_corruptions;
+            disk.set_faults(weir_io::Faults::none());
+            let Ok(group) = cut else { continue };
+            drop(group);
+            retried += u64::from(corrupted > 0);
+            let (_, group) = open_group(&disk);
+            assert_eq!(
+                group.log().repair(),
+                Some(RepairPoint { term: 2, index: 11 }),
+                "seed {seed}: {corrupted} writes stored wrong"
+            );
+        }
+        assert!(retried > 3, "only {retried} cuts saw a write stored wrong");
     }
 
     /// A batch found corrupt while running may have an earlier corrupt
