@@ -139,6 +139,19 @@ pub enum BrokerError {
         #[source]
         source: Option<LogError>,
     },
+    /// A topic cannot grow to the partition count asked for: it has as
+    /// many or more already, or the count is above the limit.
+    #[error("topic {topic} has {current} partitions: it cannot grow to {count} (at most {max})")]
+    PartitionsNotAdded {
+        /// The topic.
+        topic: String,
+        /// How many partitions it has.
+        current: u32,
+        /// The count asked for.
+        count: u32,
+        /// The limit.
+        max: u32,
+    },
     /// A topic's metadata file is unreadable.
     #[error("corrupt metadata of topic {topic}: {reason}")]
     CorruptTopicMetadata {
@@ -450,6 +463,66 @@ impl Broker {
         Ok(())
     }
 
+    /// Adds partitions to a topic so that it has `count` (Kafka's
+    /// CreatePartitions); the new ones are empty and take the topic's
+    /// settings. Their directories are made durable first, then the topic's
+    /// metadata is written again, `topic.meta` before its copy: a crash
+    /// before `topic.meta` leaves the topic as it was (and empty
+    /// directories that a later addition reuses), a crash between the two
+    /// is finished at the next open (`topic.meta` is the newer, see
+    /// FORMAT.md, `topic.meta`).
+    pub fn add_partitions(&self, name: &str, count: u32) -> Result<(), BrokerError> {
+        let _admin = lock(&self.admin);
+        let topic = self.topic_handle(name)?;
+        let current = topic.metadata.partitions;
+        if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::PartitionsNotAdded {
+                topic: name.into(),
+                current,
+                count,
+                max: PARTITIONS_PER_TOPIC_MAX,
+            });
+        }
+        let directory = self
+            .topics_storage
+            .open_dir(name)
+            .map_err(io("opening", name))?;
+        for partition in current..count {
+            directory
+                .open_or_create_dir(&partition.to_string())
+                .map_err(io("creating", &format!("{name}/{partition}")))?;
+        }
+        directory.sync_dir().map_err(io("syncing", name))?;
+        let metadata = TopicMetadata {
+            partitions: count,
+            ..topic.metadata.clone()
+        };
+        let encoded = encode_metadata(&metadata);
+        for file in [TOPIC_METADATA_FILE, TOPIC_METADATA_COPY] {
+            write_file_atomically(directory.as_ref(), file, &encoded)
+                .map_err(io("writing", file))?;
+        }
+        let opening = Opening {
+            clock: &self.clock,
+            high_watermark: self.config.default_log.high_watermark,
+        };
+        let mut partitions = topic.partitions.clone();
+        for partition in current..count {
+            let (log, _report) =
+                open_partition(directory.as_ref(), &opening, &metadata, partition)?;
+            partitions.push(Arc::new(log));
+        }
+        assert_eq!(partitions.len(), count as usize, "one log per partition");
+        let grown = Topic {
+            metadata,
+            partitions,
+            round_robin: AtomicU64::new(topic.round_robin.load(Ordering::Relaxed)),
+        };
+        write(&self.topics).insert(name.into(), Arc::new(grown));
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
     fn read_topics(&self) -> RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
         read(&self.topics)
     }
@@ -735,17 +808,7 @@ fn open_topic(
     metadata.log.high_watermark = opening.high_watermark;
     let mut partitions = Vec::with_capacity(metadata.partitions as usize);
     for partition in 0..metadata.partitions {
-        let storage = directory
-            .open_or_create_dir(&partition.to_string())
-            .map_err(io("opening", &format!("{name}/{partition}")))?;
-        let (log, report) =
-            Partition::open(storage, Arc::clone(opening.clock), metadata.log.clone()).map_err(
-                |source| BrokerError::Log {
-                    topic: name.into(),
-                    partition,
-                    source,
-                },
-            )?;
+        let (log, report) = open_partition(directory.as_ref(), opening, &metadata, partition)?;
         recovery
             .partitions
             .insert((name.to_string(), partition), report);
@@ -755,6 +818,26 @@ fn open_topic(
         metadata,
         partitions,
         round_robin: AtomicU64::new(0),
+    })
+}
+
+/// Opens (creating its directory if missing) one partition of a topic.
+fn open_partition(
+    directory: &dyn Storage,
+    opening: &Opening<'_>,
+    metadata: &TopicMetadata,
+    partition: u32,
+) -> Result<(Partition, RecoveryReport), BrokerError> {
+    let name = &metadata.name;
+    let storage = directory
+        .open_or_create_dir(&partition.to_string())
+        .map_err(io("opening", &format!("{name}/{partition}")))?;
+    Partition::open(storage, Arc::clone(opening.clock), metadata.log.clone()).map_err(|source| {
+        BrokerError::Log {
+            topic: name.clone(),
+            partition,
+            source,
+        }
     })
 }
 
@@ -890,8 +973,9 @@ type MetadataCopy = (Vec<u8>, Result<TopicMetadata, String>);
 /// A topic's metadata from `topic.meta` or its copy, each read by the
 /// agreement rule (a flipped read must not refuse a good topic) and
 /// checked: a copy missing (a topic from before the copy) or damaged is
-/// written again from the other; none valid, or two valid that differ,
-/// is corrupt.
+/// written again from the other; two valid that differ are an update cut
+/// short (`topic.meta` is always written first, so it is the newer) and
+/// the copy is written again from `topic.meta`; none valid is corrupt.
 fn read_topic_metadata(directory: &dyn Storage, name: &str) -> Result<TopicMetadata, BrokerError> {
     let read = |file: &str| -> Result<Option<MetadataCopy>, BrokerError> {
         let bytes = read_whole_file_agreed(directory, file)
@@ -910,11 +994,6 @@ fn read_topic_metadata(directory: &dyn Storage, name: &str) -> Result<TopicMetad
         (Some((first, Ok(metadata))), Some((copy, Ok(_)))) if first == copy => {
             (first, metadata, None)
         }
-        (Some((_, Ok(_))), Some((_, Ok(_)))) => {
-            return Err(corrupt(format!(
-                "{TOPIC_METADATA_FILE} and its copy differ"
-            )))
-        }
         (Some((bytes, Ok(metadata))), _) => (bytes, metadata, Some(TOPIC_METADATA_COPY)),
         (_, Some((bytes, Ok(metadata)))) => (bytes, metadata, Some(TOPIC_METADATA_FILE)),
         (Some((_, Err(reason))), _) | (None, Some((_, Err(reason)))) => {
@@ -926,7 +1005,7 @@ fn read_topic_metadata(directory: &dyn Storage, name: &str) -> Result<TopicMetad
         tracing::warn!(
             topic = name,
             file,
-            "a copy of the topic's metadata was missing or corrupt: written again"
+            "a copy of the topic's metadata was missing, corrupt or older: written again"
         );
         write_file_atomically(directory, file, &bytes).map_err(io("writing", file))?;
     }

@@ -542,3 +542,104 @@ fn flipped_reads_never_refuse_a_topic() {
     }
     assert!(disk.stats().read_corruptions > 20);
 }
+
+/// Kafka's CreatePartitions: a topic grows, the new partitions take
+/// records at once and keys route by the new count; it never shrinks, and
+/// it survives a crash.
+#[test]
+fn partitions_added_to_a_topic_take_records_and_survive_a_crash() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_topic("grows", TopicConfig::with_partitions(2))
+        .expect("create");
+    for partition in 0..2 {
+        broker
+            .append("grows", partition, &[Record::value(1, b"before")])
+            .expect("append");
+    }
+    broker.add_partitions("grows", 5).expect("add");
+    assert_eq!(broker.topic("grows").expect("the topic").partitions, 5);
+    for partition in 0..5 {
+        broker
+            .append("grows", partition, &[Record::value(2, b"after")])
+            .expect("append");
+    }
+    for refused in [5, 4, 1, 0, weir_log::PARTITIONS_PER_TOPIC_MAX + 1] {
+        let error = broker
+            .add_partitions("grows", refused)
+            .expect_err("refused");
+        assert!(
+            matches!(error, BrokerError::PartitionsNotAdded { current: 5, .. }),
+            "{refused}: {error}"
+        );
+    }
+    assert!(matches!(
+        broker.add_partitions("absent", 3),
+        Err(BrokerError::UnknownTopic { .. })
+    ));
+    broker.flush().expect("flush");
+    drop(broker);
+    disk.crash();
+    let broker = open(&disk, &clock);
+    assert_eq!(broker.topic("grows").expect("the topic").partitions, 5);
+    for partition in 0..5 {
+        let expected = if partition < 2 { 2 } else { 1 };
+        let log = broker.partition("grows", partition).expect("partition");
+        assert_eq!(log.log_end_offset(), expected, "partition {partition}");
+    }
+    let stored = |file: &str| {
+        let topic = disk
+            .root()
+            .open_dir("topics")
+            .and_then(|t| t.open_dir("grows"));
+        weir_io::read_whole_file(topic.expect("the topic").as_ref(), file).expect("a read")
+    };
+    assert_eq!(stored("topic.meta"), stored("topic.meta.copy"));
+}
+
+/// A crash anywhere in an addition leaves the topic with its old count
+/// (and the addition not acknowledged) or with the new one, every
+/// partition usable; a second addition after the old count works.
+#[test]
+fn a_partition_addition_interrupted_by_a_crash_leaves_all_of_it_or_none() {
+    let mut outcomes = std::collections::BTreeSet::new();
+    for operations in 1..40 {
+        let (disk, clock) = fixture();
+        let broker = open(&disk, &clock);
+        broker
+            .create_topic("t", TopicConfig::with_partitions(2))
+            .expect("create");
+        disk.schedule_crash(operations);
+        let added = broker.add_partitions("t", 4).is_ok();
+        drop(broker);
+        disk.crash();
+        let broker = open(&disk, &clock);
+        let partitions = broker.topic("t").expect("the topic").partitions;
+        match partitions {
+            4 => {
+                outcomes.insert("whole");
+            }
+            2 => {
+                assert!(!added, "an addition that succeeded was lost");
+                broker.add_partitions("t", 4).expect("added again");
+                outcomes.insert("none");
+            }
+            other => panic!("crash after {operations} operations: {other} partitions"),
+        }
+        for partition in 0..4 {
+            broker
+                .append("t", partition, &[Record::value(1, b"x")])
+                .expect("append");
+        }
+        drop(broker);
+        disk.crash();
+        let broker = open(&disk, &clock);
+        assert_eq!(broker.topic("t").expect("the topic").partitions, 4);
+    }
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "both outcomes were reached: {outcomes:?}"
+    );
+}
