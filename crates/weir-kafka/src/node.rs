@@ -174,6 +174,10 @@ pub trait Replication: Send + Sync + Debug {
         replication_factor: Option<u32>,
         configs: Vec<(String, String)>,
     ) -> SeamFuture<Result<(), Refusal>>;
+    /// Adds partitions to a topic across the cluster so that it has
+    /// `count` (placed as a topic's, with its replication factor); done
+    /// when this node's metadata has them.
+    fn create_partitions(&self, name: &str, count: u32) -> SeamFuture<Result<(), Refusal>>;
     /// Deletes a topic across the cluster; done when this node's metadata
     /// no longer has it.
     fn delete_topic(&self, name: &str) -> SeamFuture<Result<(), Refusal>>;

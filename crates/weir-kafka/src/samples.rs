@@ -126,6 +126,17 @@ pub fn populated(api: ApiKey) -> RequestKind {
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(
             DeleteGroupsRequest::default().with_groups_names(two(GroupId(text("g")))),
         ),
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default().with_topics(two(
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(TopicName(text("t")))
+                    .with_count(3)
+                    .with_assignments(Some(two(
+                        create_partitions_request::CreatePartitionsAssignment::default()
+                            .with_broker_ids(vec![BrokerId(0), BrokerId(1)]),
+                    ))),
+            )),
+        ),
         ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
             AlterPartitionReassignmentsRequest::default().with_topics(two(
                 alter_partition_reassignments_request::ReassignableTopic::default()
@@ -174,6 +185,13 @@ pub fn versioned(api: ApiKey, version: i16) -> Option<RequestKind> {
             FetchRequest::default().with_topics(two(fetch_request::FetchTopic::default()
                 .with_topic(TopicName(text("t")))
                 .with_partitions(two(fetch_request::FetchPartition::default())))),
+        )),
+        ApiKey::CreatePartitions => Some(RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default().with_topics(two(
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(TopicName(text("t")))
+                    .with_count(3),
+            )),
         )),
         ApiKey::ListGroups if version >= 4 => Some(RequestKind::ListGroups(
             ListGroupsRequest::default().with_states_filter(vec![text("Stable")]),

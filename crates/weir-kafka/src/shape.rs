@@ -211,6 +211,10 @@ const DESCRIBE_CONFIGS: &[F] = &[
 const SASL_AUTHENTICATE: &[F] = &[f(Bytes, 0)];
 const DELETE_GROUPS: &[F] = &[f(Strings, 0)];
 
+const PARTITIONS_ASSIGNMENT: &[F] = &[f(Ints, 0)];
+const PARTITIONS_TOPIC: &[F] = &[f(Str, 0), f(I32, 0), f(Structs(PARTITIONS_ASSIGNMENT), 0)];
+const CREATE_PARTITIONS: &[F] = &[f(Structs(PARTITIONS_TOPIC), 0), f(I32, 0), f(Bool, 0)];
+
 const REASSIGN_PARTITION: &[F] = &[f(I32, 0), f(Ints, 0)];
 const REASSIGN_TOPIC: &[F] = &[f(Str, 0), f(Structs(REASSIGN_PARTITION), 0)];
 const ALTER_REASSIGNMENTS: &[F] = &[f(I32, 0), f(Bool, 1), f(Structs(REASSIGN_TOPIC), 0)];
@@ -241,6 +245,7 @@ fn schema(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::SaslAuthenticate => (SASL_AUTHENTICATE, 2),
         ApiKey::DeleteGroups => (DELETE_GROUPS, 2),
+        ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
         ApiKey::AlterPartitionReassignments => (ALTER_REASSIGNMENTS, 0),
         ApiKey::ListPartitionReassignments => (LIST_REASSIGNMENTS, 0),
         _ => return None,

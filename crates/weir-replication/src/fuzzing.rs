@@ -175,6 +175,16 @@ fn sample_metadata() -> Vec<(&'static str, crate::metadata::MetadataRecord)> {
             },
         ),
         (
+            "partitions",
+            MetadataRecord::Partitions {
+                name: "orders".into(),
+                partitions: vec![PartitionAssignment {
+                    group: FIRST_PARTITION_GROUP + 3,
+                    replicas: vec![1, 2, 3],
+                }],
+            },
+        ),
+        (
             "deletion",
             MetadataRecord::TopicDeleted {
                 name: "orders".into(),

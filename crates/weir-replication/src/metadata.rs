@@ -26,6 +26,9 @@
 //! kind 8 topic:     as kind 2, then u32 c | c × (str name | str value):
 //!                   its Kafka configs (1 to 64, each string at most
 //!                   1024 bytes; kind 2 is a topic without any)
+//! kind 9 partitions: str name | u32 n | n × (u64 group | u32 r | r × u64
+//!                   node): partitions added to a topic, numbered on from
+//!                   its last (Kafka's CreatePartitions)
 //! str               u16 length | UTF-8 bytes
 //! ```
 //!
@@ -93,6 +96,13 @@ pub enum MetadataRecord {
         /// every node applies over its own defaults, as Kafka's topic
         /// configs override its brokers'.
         configs: Vec<(String, String)>,
+    },
+    /// Partitions were added to a topic, numbered on from its last.
+    Partitions {
+        /// The topic.
+        name: String,
+        /// The new partitions: their groups and replicas.
+        partitions: Vec<PartitionAssignment>,
     },
     /// A topic was deleted.
     TopicDeleted {
@@ -182,14 +192,7 @@ impl MetadataRecord {
             } => {
                 out.push(if configs.is_empty() { 2 } else { 8 });
                 put_str(&mut out, name);
-                put_u32(&mut out, partitions.len());
-                for partition in partitions {
-                    out.extend_from_slice(&partition.group.to_le_bytes());
-                    put_u32(&mut out, partition.replicas.len());
-                    for node in &partition.replicas {
-                        out.extend_from_slice(&node.to_le_bytes());
-                    }
-                }
+                put_partitions(&mut out, partitions);
                 if !configs.is_empty() {
                     put_u32(&mut out, configs.len());
                     for (key, value) in configs {
@@ -197,6 +200,11 @@ impl MetadataRecord {
                         put_str(&mut out, value);
                     }
                 }
+            }
+            Self::Partitions { name, partitions } => {
+                out.push(9);
+                put_str(&mut out, name);
+                put_partitions(&mut out, partitions);
             }
             Self::TopicDeleted { name } => {
                 out.push(3);
@@ -265,6 +273,10 @@ impl MetadataRecord {
                 partitions: reader.partitions()?,
                 configs: reader.configs()?,
             },
+            9 => Self::Partitions {
+                name: reader.str("topic name")?,
+                partitions: reader.partitions()?,
+            },
             3 => Self::TopicDeleted {
                 name: reader.str("topic name")?,
             },
@@ -304,6 +316,14 @@ fn producer_block_fits(first: u64, count: u64) -> Result<(), MetadataError> {
 fn put_u32(out: &mut Vec<u8>, value: usize) {
     let value = u32::try_from(value).expect("counts of a metadata record fit in u32");
     out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_partitions(out: &mut Vec<u8>, partitions: &[PartitionAssignment]) {
+    put_u32(out, partitions.len());
+    for partition in partitions {
+        out.extend_from_slice(&partition.group.to_le_bytes());
+        put_nodes(out, &partition.replicas);
+    }
 }
 
 fn put_nodes(out: &mut Vec<u8>, nodes: &[u64]) {
@@ -484,6 +504,9 @@ impl MetadataState {
                     self.topic_configs.insert(name.clone(), configs.clone());
                 }
             }
+            MetadataRecord::Partitions { name, partitions } => {
+                self.apply_partitions(name, partitions)?;
+            }
             MetadataRecord::TopicDeleted { name } => {
                 let Some(partitions) = self.topics.remove(name) else {
                     return Err(MetadataError::Invalid(format!("no topic {name} to delete")));
@@ -517,10 +540,47 @@ impl MetadataState {
         if self.topics.contains_key(name) {
             return Err(MetadataError::Invalid(format!("topic {name} exists")));
         }
+        self.check_new_partitions(name, 0, partitions)?;
+        self.topics.insert(name.to_string(), Vec::new());
+        self.add_partitions(name, partitions);
+        Ok(())
+    }
+
+    fn apply_partitions(
+        &mut self,
+        name: &str,
+        partitions: &[PartitionAssignment],
+    ) -> Result<(), MetadataError> {
+        let Some(existing) = self.topics.get(name) else {
+            return Err(MetadataError::Invalid(format!(
+                "no topic {name} to add partitions to"
+            )));
+        };
+        let first = existing.len();
+        if first + partitions.len() > MAX_PARTITIONS as usize {
+            return Err(MetadataError::Invalid(format!(
+                "{name} would have more than {MAX_PARTITIONS} partitions"
+            )));
+        }
+        self.check_new_partitions(name, first, partitions)?;
+        self.add_partitions(name, partitions);
+        Ok(())
+    }
+
+    /// Checks partitions that are to be numbered from `first` in topic
+    /// `name`: groups given in order from the next free one, replicas
+    /// known and not repeated.
+    fn check_new_partitions(
+        &self,
+        name: &str,
+        first: usize,
+        partitions: &[PartitionAssignment],
+    ) -> Result<(), MetadataError> {
         for (offset, partition) in partitions.iter().enumerate() {
+            let index = first + offset;
             if partition.group != self.next_group + offset as u64 {
                 return Err(MetadataError::Invalid(format!(
-                    "partition {offset} of {name} has group {}, expected {}",
+                    "partition {index} of {name} has group {}, expected {}",
                     partition.group,
                     self.next_group + offset as u64
                 )));
@@ -532,19 +592,26 @@ impl MetadataState {
                 || unique.iter().any(|node| !self.nodes.contains_key(node))
             {
                 return Err(MetadataError::Invalid(format!(
-                    "partition {offset} of {name}: replicas {:?} repeat or name unknown nodes",
+                    "partition {index} of {name}: replicas {:?} repeat or name unknown nodes",
                     partition.replicas
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Appends checked partitions to topic `name`'s list.
+    fn add_partitions(&mut self, name: &str, partitions: &[PartitionAssignment]) {
         self.next_group += partitions.len() as u64;
         self.partitions_created += partitions.len() as u64;
         for partition in partitions {
             self.original_replicas
                 .insert(partition.group, partition.replicas.clone());
         }
-        self.topics.insert(name.to_string(), partitions.to_vec());
-        Ok(())
+        self.topics
+            .get_mut(name)
+            .expect("the topic was checked")
+            .extend_from_slice(partitions);
     }
 
     /// The current replicas of group `group` (a partition's, or the
@@ -649,8 +716,49 @@ impl MetadataState {
                 nodes.len()
             )));
         }
+        Ok(MetadataRecord::Topic {
+            name: name.to_string(),
+            partitions: self.place(u64::from(partitions), &nodes, factor),
+            configs: Vec::new(),
+        })
+    }
+
+    /// The record that adds partitions to topic `name` so that it has
+    /// `count` (Kafka's CreatePartitions), each with as many replicas as
+    /// the topic's first partition, placed as [`Self::plan_topic`] places
+    /// them; an error for an unknown topic, a count not above the topic's
+    /// or above [`MAX_PARTITIONS`], or fewer nodes than replicas.
+    pub fn plan_partitions(&self, name: &str, count: u32) -> Result<MetadataRecord, MetadataError> {
+        let existing = self
+            .topics
+            .get(name)
+            .ok_or_else(|| MetadataError::Invalid(format!("no topic {name}")))?;
+        let current = existing.len() as u64;
+        if u64::from(count) <= current || count > MAX_PARTITIONS {
+            return Err(MetadataError::Invalid(format!(
+                "topic {name} has {current} partitions: it cannot grow to {count}"
+            )));
+        }
+        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+        let factor = existing.first().map_or(1, |first| first.replicas.len());
+        if factor > nodes.len() {
+            return Err(MetadataError::Invalid(format!(
+                "replication factor {factor} with {} nodes",
+                nodes.len()
+            )));
+        }
+        Ok(MetadataRecord::Partitions {
+            name: name.to_string(),
+            partitions: self.place(u64::from(count) - current, &nodes, factor),
+        })
+    }
+
+    /// `count` new partitions with `factor` replicas each, from the next
+    /// free group, spread round-robin over `nodes` from where the last
+    /// partition created stopped.
+    fn place(&self, count: u64, nodes: &[u64], factor: usize) -> Vec<PartitionAssignment> {
         let start = self.partitions_created;
-        let partitions = (0..u64::from(partitions))
+        (0..count)
             .map(|partition| {
                 let first = usize::try_from((start + partition) % nodes.len() as u64)
                     .expect("an index below the node count");
@@ -661,12 +769,7 @@ impl MetadataState {
                         .collect(),
                 }
             })
-            .collect();
-        Ok(MetadataRecord::Topic {
-            name: name.to_string(),
-            partitions,
-            configs: Vec::new(),
-        })
+            .collect()
     }
 
     /// The groups of which node `node` is a replica: (group, replicas).
@@ -858,6 +961,63 @@ mod tests {
         assert!(state.plan_topic("big", 1, 4).is_err());
     }
 
+    /// CreatePartitions: the new partitions are numbered on, take the next
+    /// groups, keep the topic's replication factor and go on spreading
+    /// leaders; a topic never shrinks, and a plan made stale by another
+    /// record is refused.
+    #[test]
+    fn partitions_added_to_a_topic_take_the_next_groups() {
+        let mut state = three_nodes();
+        let orders = state.plan_topic("orders", 2, 2).expect("a plan");
+        state.apply(&orders).expect("applied");
+        let grown = state.plan_partitions("orders", 5).expect("a plan");
+        let events = state.plan_topic("events", 1, 3).expect("a plan");
+        state.apply(&grown).expect("applied");
+        let partitions = &state.topics["orders"];
+        assert_eq!(partitions.len(), 5);
+        let groups: Vec<u64> = partitions.iter().map(|p| p.group).collect();
+        assert_eq!(
+            groups,
+            (0..5)
+                .map(|g| FIRST_PARTITION_GROUP + g)
+                .collect::<Vec<_>>()
+        );
+        assert!(partitions.iter().all(|p| p.replicas.len() == 2));
+        let leaders: Vec<u64> = partitions.iter().map(|p| p.replicas[0]).collect();
+        assert_eq!(leaders, [1, 2, 3, 1, 2]);
+        assert_eq!(
+            state.original_replicas[&(FIRST_PARTITION_GROUP + 4)],
+            [2, 3]
+        );
+        // A plan made before the addition took groups is refused.
+        let before = state.clone();
+        assert!(state.apply(&events).is_err());
+        assert!(state.apply(&grown).is_err(), "applied twice");
+        assert_eq!(state, before);
+        for refused in [5, 3, 0, MAX_PARTITIONS + 1] {
+            assert!(
+                state.plan_partitions("orders", refused).is_err(),
+                "{refused}"
+            );
+        }
+        assert!(state.plan_partitions("absent", 3).is_err());
+        let unknown = MetadataRecord::Partitions {
+            name: "absent".into(),
+            partitions: vec![PartitionAssignment {
+                group: state.next_group,
+                replicas: vec![1],
+            }],
+        };
+        assert!(state.apply(&unknown).is_err());
+        // Deleting the topic forgets its added partitions too.
+        state
+            .apply(&MetadataRecord::TopicDeleted {
+                name: "orders".into(),
+            })
+            .expect("deleted");
+        assert!(state.original_replicas.is_empty());
+    }
+
     #[test]
     fn producer_id_blocks_never_overlap_and_start_at_the_floor() {
         let mut state = three_nodes();
@@ -988,6 +1148,20 @@ mod tests {
                     configs,
                 }),
             name.prop_map(|name| MetadataRecord::TopicDeleted { name }),
+            (
+                name,
+                proptest::collection::vec(
+                    (any::<u64>(), proptest::collection::vec(any::<u64>(), 1..4)),
+                    1..5
+                )
+            )
+                .prop_map(|(name, partitions)| MetadataRecord::Partitions {
+                    name,
+                    partitions: partitions
+                        .into_iter()
+                        .map(|(group, replicas)| PartitionAssignment { group, replicas })
+                        .collect(),
+                }),
             (any::<u64>(), 0..MAX_PRODUCER_ID, 1..=MAX_PRODUCER_ID_BLOCK)
                 .prop_filter("ids fit in i64", |(_, first, count)| {
                     first + count - 1 <= MAX_PRODUCER_ID

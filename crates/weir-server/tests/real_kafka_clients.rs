@@ -170,6 +170,17 @@ fn admin_clients_create_describe_list_and_delete() {
             library,
             &[&format!("sourced-{library}")],
         );
+        let grown = scenario(&server, "grow", library, &[&format!("grown-{library}")]);
+        for expected in [
+            "\"validate\": null",
+            "\"grow\": null",
+            "\"same\": \"INVALID_PARTITIONS\"",
+            "\"fewer\": \"INVALID_PARTITIONS\"",
+            "\"absent\": \"UNKNOWN_TOPIC_OR_PARTITION\"",
+            "\"acked\": [0, 1, 2, 3, 4]",
+        ] {
+            assert!(grown.contains(expected), "{library}: {expected} in {grown}");
+        }
     }
 }
 

@@ -51,7 +51,9 @@ pub fn for_batch(error: &BatchError) -> ResponseError {
 pub fn for_broker(error: &BrokerError) -> ResponseError {
     match error {
         BrokerError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
-        BrokerError::InvalidPartitionCount { .. } => ResponseError::InvalidPartitions,
+        BrokerError::InvalidPartitionCount { .. } | BrokerError::PartitionsNotAdded { .. } => {
+            ResponseError::InvalidPartitions
+        }
         BrokerError::InvalidTopicConfig { .. } => ResponseError::InvalidConfig,
         BrokerError::TopicExists { .. } => ResponseError::TopicAlreadyExists,
         BrokerError::UnknownTopic { .. } | BrokerError::UnknownPartition { .. } => {

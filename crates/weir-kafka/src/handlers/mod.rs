@@ -5,6 +5,7 @@ pub mod errors;
 pub mod fetch;
 pub mod groups;
 pub mod metadata;
+pub mod partitions;
 pub mod produce;
 pub mod reassign;
 
@@ -110,6 +111,9 @@ pub async fn dispatch(
         ))),
         RequestKind::CreateTopics(request) => Reply(ResponseKind::CreateTopics(
             metadata::create_topics(kafka, request, version).await,
+        )),
+        RequestKind::CreatePartitions(request) => Reply(ResponseKind::CreatePartitions(
+            partitions::create_partitions(kafka, request).await,
         )),
         RequestKind::DeleteTopics(request) => Reply(ResponseKind::DeleteTopics(
             metadata::delete_topics(kafka, request, version).await,

@@ -3,6 +3,7 @@
 //! leader, turns the nodes' requests into metadata records.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use weir_io::sync::{lock, write};
 use weir_io::{Clock, Storage};
 use weir_kafka::handlers::metadata::topic_log_config;
+use weir_kafka::handlers::partitions::partitions_not_added;
 use weir_kafka::node::off_loop;
 use weir_kafka::producer_ids::PRODUCER_ID_BLOCK;
 use weir_kafka::NodeAddress;
@@ -20,7 +22,7 @@ use weir_replication::codec::Limits;
 use weir_replication::metadata::METADATA_GROUP;
 use weir_replication::metadata::{
     configs_fit, record_batch, MetadataLog, MetadataRecord, MetadataState, NodeInfo,
-    MAX_REPLICATION_FACTOR,
+    PartitionAssignment, MAX_REPLICATION_FACTOR,
 };
 use weir_replication::raft_types::ConfChangeType;
 use weir_replication::runner::{self, Acks, GroupView, ReplicasHandle, RunnerConfig};
@@ -28,7 +30,7 @@ use weir_replication::transport::Transport;
 use weir_replication::{Replicas, ReplicasConfig};
 
 use super::messages::ClusterMessage;
-use super::{config_misfit, Cluster, ClusterSettings, Halt, Shared, OFFSETS_TOPIC};
+use super::{config_misfit, Answer, Cluster, ClusterSettings, Halt, Shared, OFFSETS_TOPIC};
 use crate::node::StartError;
 
 /// How often the cluster task looks again when nothing woke it (its own
@@ -405,6 +407,16 @@ fn decode_group_marker(bytes: &[u8]) -> std::io::Result<u64> {
     }
 }
 
+/// What making a topic of the local log match the metadata came to.
+enum Made {
+    /// It has the metadata's partitions.
+    Ready,
+    /// It could not be made (or was removed, to be made again).
+    Failed,
+    /// It has more partitions than this node's metadata so far.
+    Ahead,
+}
+
 /// Whether node `node` is to hold a replica of group `group`: one of its
 /// replicas, or of the replicas it is being moved to.
 fn hosts(state: &MetadataState, group: u64, replicas: &[u64], node: u64) -> bool {
@@ -449,6 +461,29 @@ fn plan_producer_ids(state: &MetadataState, node: u64, floor: u64) -> Planned {
         .plan_producer_ids(node, floor, PRODUCER_ID_BLOCK.unsigned_abs())
         .map(Some)
         .map_err(|error| (ResponseError::UnknownServerError, error.to_string()))
+}
+
+/// The record that grows topic `name` to `count` partitions; Kafka's
+/// errors for an unknown topic or a count it cannot grow to (as many as it
+/// has included: a request whose first answer was lost is refused so, as
+/// Kafka refuses a retried one).
+fn plan_partitions(state: &MetadataState, name: &str, count: u32) -> Planned {
+    let Some(existing) = state.topics.get(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic {name}"),
+        ));
+    };
+    if count as usize <= existing.len() {
+        return Err((
+            ResponseError::InvalidPartitions,
+            partitions_not_added(name, existing.len(), count),
+        ));
+    }
+    state
+        .plan_partitions(name, count)
+        .map(Some)
+        .map_err(|error| (ResponseError::InvalidPartitions, error.to_string()))
 }
 
 fn plan_reassignment(state: &MetadataState, group: u64, target: &[u64]) -> Planned {
@@ -788,6 +823,10 @@ impl Task {
             Ok(0) => {}
             Ok(_) => {
                 *write(&self.cluster.shared.metadata) = self.metadata.state().clone();
+                self.cluster
+                    .shared
+                    .applied_offset
+                    .store(self.metadata.applied_offset(), Ordering::Release);
                 self.cluster.shared.applied.notify_waiters();
             }
             Err(error) => {
@@ -834,7 +873,9 @@ impl Task {
             return;
         }
         match state.plan_topic(OFFSETS_TOPIC, 1, factor) {
-            Ok(record) => self.propose(record).await,
+            Ok(record) => {
+                self.propose(record).await;
+            }
             Err(error) => tracing::warn!(%error, "cannot plan the offsets topic"),
         }
     }
@@ -911,17 +952,23 @@ impl Task {
             ClusterMessage::Known { .. } => return,
             _ => {}
         }
-        if let ClusterMessage::Refused {
-            request,
-            code,
-            message,
-        } = message
-        {
+        let answered = match &message {
+            ClusterMessage::Refused {
+                request,
+                code,
+                message,
+            } => {
+                let error = ResponseError::try_from_code(*code)
+                    .unwrap_or(ResponseError::UnknownServerError);
+                Some((*request, Answer::Refused((error, Some(message.clone())))))
+            }
+            ClusterMessage::Done { request, offset } => Some((*request, Answer::Done(*offset))),
+            _ => None,
+        };
+        if let Some((request, answer)) = answered {
             let waiting = lock(&self.cluster.shared.pending).remove(&request);
             if let Some(waiting) = waiting {
-                let error =
-                    ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
-                let _ = waiting.send((error, Some(message)));
+                let _ = waiting.send(answer);
             }
             return;
         }
@@ -954,6 +1001,11 @@ impl Task {
     /// proposed and applied before the next request is looked at; nothing
     /// when the metadata already says so; a refusal when it cannot be.
     async fn decide(&mut self, from: u64, message: ClusterMessage) {
+        if !self.controller_caught_up() {
+            // Its answers would come from metadata older than what the
+            // cluster committed: the asker sends the request again.
+            return;
+        }
         let state = self.metadata.state();
         let (request, outcome) = match &message {
             ClusterMessage::Register {
@@ -1001,7 +1053,10 @@ impl Task {
                 configs,
             } => {
                 let planned = if state.topics.contains_key(name) {
-                    Ok(None)
+                    Err((
+                        ResponseError::TopicAlreadyExists,
+                        format!("topic {name} already exists"),
+                    ))
                 } else {
                     state
                         .plan_topic(name, *partitions, *replication_factor)
@@ -1013,41 +1068,72 @@ impl Task {
                 };
                 (Some(*request), planned)
             }
+            ClusterMessage::CreatePartitions {
+                request,
+                name,
+                partitions,
+            } => (Some(*request), plan_partitions(state, name, *partitions)),
             ClusterMessage::AllocateProducerIds { request, floor } => {
                 (Some(*request), plan_producer_ids(state, from, *floor))
             }
             ClusterMessage::DeleteTopic { request, name } => {
-                let record = state
-                    .topics
-                    .contains_key(name)
-                    .then(|| MetadataRecord::TopicDeleted { name: name.clone() });
-                (Some(*request), Ok(record))
+                let planned = if state.topics.contains_key(name) {
+                    Ok(Some(MetadataRecord::TopicDeleted { name: name.clone() }))
+                } else {
+                    Err((
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("no topic {name}"),
+                    ))
+                };
+                (Some(*request), planned)
             }
             ClusterMessage::Refused { .. }
+            | ClusterMessage::Done { .. }
             | ClusterMessage::AskKnown
             | ClusterMessage::Known { .. } => unreachable!("answers are handled before"),
         };
-        match outcome {
-            Ok(Some(record)) => self.propose(record).await,
-            Ok(None) => {}
-            Err((error, reason)) => {
-                let Some(request) = request else { return };
-                let refusal = ClusterMessage::Refused {
-                    request,
-                    code: error.code(),
-                    message: reason,
-                };
-                if from == self.cluster.node {
-                    Box::pin(self.handle(from, refusal)).await;
-                } else {
-                    self.cluster.handle.send(from, refusal.encode()).await;
-                }
-            }
+        let answer = match outcome {
+            Ok(Some(record)) => match self.propose(record).await {
+                Some(offset) => Ok(offset),
+                None => return,
+            },
+            Ok(None) => Ok(self.metadata.applied_offset()),
+            Err(refusal) => Err(refusal),
+        };
+        let Some(request) = request else { return };
+        let answer = match answer {
+            Ok(offset) => ClusterMessage::Done { request, offset },
+            Err((error, message)) => ClusterMessage::Refused {
+                request,
+                code: error.code(),
+                message,
+            },
+        };
+        if from == self.cluster.node {
+            Box::pin(self.handle(from, answer)).await;
+        } else {
+            self.cluster.handle.send(from, answer.encode()).await;
         }
     }
 
-    /// Proposes a metadata record and waits until it is applied here.
-    async fn propose(&mut self, record: MetadataRecord) {
+    /// Whether this node, the controller, has applied every metadata
+    /// record committed before its term: a new leader's state may lack
+    /// records an earlier one committed until it commits one of its own
+    /// term and applies up to its high watermark.
+    fn controller_caught_up(&self) -> bool {
+        self.cluster
+            .handle
+            .view(METADATA_GROUP)
+            .is_some_and(|view| {
+                view.commit_term == view.term
+                    && self.metadata.applied_offset() >= view.high_watermark
+            })
+    }
+
+    /// Proposes a metadata record and waits until it is applied here: the
+    /// end of the metadata applied then, or `None` if it was not committed
+    /// or applied in time.
+    async fn propose(&mut self, record: MetadataRecord) -> Option<u64> {
         let batch = record_batch(&record, 0);
         let appended = self
             .cluster
@@ -1058,7 +1144,7 @@ impl Task {
             Ok(appended) => appended,
             Err(error) => {
                 tracing::warn!(%error, ?record, "a metadata record was not committed");
-                return;
+                return None;
             }
         };
         let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
@@ -1068,12 +1154,13 @@ impl Task {
                     ?record,
                     "a committed metadata record was not applied in time"
                 );
-                return;
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
             self.catch_up();
         }
         tracing::info!(?record, "metadata changed");
+        Some(self.metadata.applied_offset())
     }
 
     /// Makes the local log and groups match the applied metadata: topics
@@ -1094,14 +1181,10 @@ impl Task {
             }
         }
         for (name, partitions) in &state.topics {
-            if self.log.topic(name).is_err() {
-                let log = Arc::clone(&self.log);
-                let (topic, count) = (name.clone(), partitions.len() as u32);
-                let configs = state.topic_configs.get(name).map_or(&[][..], Vec::as_slice);
-                let config = topic_config(&log, name, count, configs);
-                let created = off_loop(move || log.create_topic(&topic, config)).await;
-                if let Err(error) = created {
-                    tracing::error!(topic = name, %error, "creating a replicated topic failed");
+            match self.materialize_topic(&state, name, partitions).await {
+                Made::Ready => {}
+                Made::Ahead => complete = false,
+                Made::Failed => {
                     complete = false;
                     continue;
                 }
@@ -1140,6 +1223,88 @@ impl Task {
         if complete {
             self.materialized = Some(applied);
         }
+    }
+
+    /// Makes topic `name` of the local log have as many partitions as the
+    /// metadata gives it: created when missing, grown when it has fewer
+    /// (CreatePartitions). A local topic with more is either an earlier
+    /// topic of the same name (removed, to be made again) or ahead of what
+    /// this node has applied so far (left as it is).
+    async fn materialize_topic(
+        &mut self,
+        state: &MetadataState,
+        name: &str,
+        partitions: &[PartitionAssignment],
+    ) -> Made {
+        let count = u32::try_from(partitions.len()).expect("at most MAX_PARTITIONS partitions");
+        let local = self.log.topic(name).map(|topic| topic.partitions);
+        let log = Arc::clone(&self.log);
+        let topic = name.to_string();
+        let made = match local {
+            Ok(local) if local == count => return Made::Ready,
+            Ok(local) if local < count => off_loop(move || log.add_partitions(&topic, count)).await,
+            Ok(local) => {
+                return self
+                    .more_than_the_metadata(state, name, partitions, local)
+                    .await
+            }
+            Err(_) => {
+                let configs = state.topic_configs.get(name).map_or(&[][..], Vec::as_slice);
+                let config = topic_config(&log, name, count, configs);
+                off_loop(move || log.create_topic(&topic, config)).await
+            }
+        };
+        match made {
+            Ok(()) => Made::Ready,
+            Err(error) => {
+                tracing::error!(topic = name, %error, "making a replicated topic failed");
+                Made::Failed
+            }
+        }
+    }
+
+    /// A local topic with more partitions than the metadata gives it: an
+    /// earlier topic of the same name when a partition's group marker
+    /// names a group other than the metadata's for it, or, past the
+    /// metadata's partitions, a group given out before the last one (a
+    /// topic never shrinks, and groups are given out in order); removed
+    /// then. Otherwise this node has not yet applied the addition that
+    /// made them (it restarted with less applied): left alone.
+    async fn more_than_the_metadata(
+        &mut self,
+        state: &MetadataState,
+        name: &str,
+        partitions: &[PartitionAssignment],
+        local: u32,
+    ) -> Made {
+        let mut earlier = false;
+        for index in 0..local {
+            let marked = self
+                .log
+                .partition_dir(name, index)
+                .map_err(|error| std::io::Error::other(error.to_string()))
+                .and_then(|dir| marked_group(dir.as_ref()));
+            earlier |= match (marked, partitions.get(index as usize)) {
+                (Ok(Some(group)), Some(assignment)) => group != assignment.group,
+                (Ok(Some(group)), None) => group < state.next_group,
+                (Ok(None), _) | (Err(_), _) => false,
+            };
+        }
+        if !earlier {
+            tracing::debug!(
+                topic = name,
+                local,
+                "more local partitions than applied: waiting"
+            );
+            return Made::Ahead;
+        }
+        tracing::warn!(
+            topic = name,
+            local,
+            "local files of an earlier topic of the same name (more partitions): removed"
+        );
+        self.remove_topic(name).await;
+        Made::Failed
     }
 
     /// Whether the metadata log lost entries to corruption and is being

@@ -17,6 +17,11 @@
 //! answer    (kind 8) u8 known (0 or 1)
 //! ids       (kind 10) u64 request | u64 floor (a block of producer ids
 //!                    for the asker, from floor at least)
+//! grow      (kind 11) u64 request | text topic | u32 partitions (the
+//!                    count the topic is to have: CreatePartitions)
+//! done      (kind 12) u64 request | u64 offset (the controller made the
+//!                    change, or found it made, in the metadata up to
+//!                    offset)
 //! nodes     u8 count (at most 7) | count × u64 node
 //! text      u16 length | that many bytes of UTF-8 (at most 1024)
 //! ```
@@ -61,6 +66,23 @@ pub enum ClusterMessage {
         request: u64,
         /// The topic.
         name: String,
+    },
+    /// Add partitions to a topic so that it has `partitions`.
+    CreatePartitions {
+        /// The asker's number for the request.
+        request: u64,
+        /// The topic.
+        name: String,
+        /// The count it is to have.
+        partitions: u32,
+    },
+    /// The controller made a request's change (or found it made): its
+    /// metadata is applied up to `offset`, which holds it.
+    Done {
+        /// The asker's number for the request.
+        request: u64,
+        /// The end of the metadata the controller had applied.
+        offset: u64,
     },
     /// The controller refused a request.
     Refused {
@@ -159,10 +181,25 @@ impl ClusterMessage {
                     }
                 }
             }
+            Self::CreatePartitions {
+                request,
+                name,
+                partitions,
+            } => {
+                out.push(11);
+                out.extend_from_slice(&request.to_le_bytes());
+                put_text(&mut out, name);
+                out.extend_from_slice(&partitions.to_le_bytes());
+            }
             Self::DeleteTopic { request, name } => {
                 out.push(3);
                 out.extend_from_slice(&request.to_le_bytes());
                 put_text(&mut out, name);
+            }
+            Self::Done { request, offset } => {
+                out.push(12);
+                out.extend_from_slice(&request.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
             }
             Self::Refused {
                 request,
@@ -231,6 +268,15 @@ impl ClusterMessage {
             3 => Self::DeleteTopic {
                 request: reader.u64()?,
                 name: reader.text()?,
+            },
+            12 => Self::Done {
+                request: reader.u64()?,
+                offset: reader.u64()?,
+            },
+            11 => Self::CreatePartitions {
+                request: reader.u64()?,
+                name: reader.text()?,
+                partitions: reader.u32()?,
             },
             4 => Self::Refused {
                 request: reader.u64()?,
@@ -407,6 +453,13 @@ mod tests {
                 ),
             (any::<u64>(), text)
                 .prop_map(|(request, name)| ClusterMessage::DeleteTopic { request, name }),
+            (any::<u64>(), text, any::<u32>()).prop_map(|(request, name, partitions)| {
+                ClusterMessage::CreatePartitions {
+                    request,
+                    name,
+                    partitions,
+                }
+            }),
             (any::<u64>(), any::<i16>(), text).prop_map(|(request, code, message)| {
                 ClusterMessage::Refused {
                     request,
@@ -414,6 +467,8 @@ mod tests {
                     message,
                 }
             }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(request, offset)| ClusterMessage::Done { request, offset }),
             Just(ClusterMessage::AskKnown),
             any::<bool>().prop_map(|known| ClusterMessage::Known { known }),
             (any::<u64>(), any::<u64>()).prop_map(|(request, floor)| {

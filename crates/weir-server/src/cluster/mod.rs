@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use weir_io::sync::{lock, read, Mutex, RwLock};
 use weir_io::Clock;
 use weir_kafka::handlers::errors::for_log;
+use weir_kafka::handlers::partitions::partitions_not_added;
 use weir_kafka::node::{Acknowledgement, SeamFuture};
 use weir_kafka::{Leaders, NodeAddress, Reassignment, Refusal, Replication};
 use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
@@ -96,14 +97,26 @@ struct Shared {
     offsets: RwLock<ReplicatedOffsets>,
     /// Notified whenever metadata or offsets are applied.
     applied: Notify,
+    /// The end of the metadata this node has applied (the offset after
+    /// the last record), as `metadata` shows it.
+    applied_offset: AtomicU64,
     /// Requests to the controller awaiting an answer, by number.
-    pending: Mutex<BTreeMap<u64, oneshot::Sender<Refusal>>>,
+    pending: Mutex<BTreeMap<u64, oneshot::Sender<Answer>>>,
     next_request: AtomicU64,
     /// Why this node stopped before taking part in the cluster (set
     /// once, by the cluster task, which then stops).
     refused: Mutex<Option<Halt>>,
     /// Notified when `refused` is set.
     refusal: Notify,
+}
+
+/// The controller's answer to a request.
+#[derive(Debug)]
+enum Answer {
+    /// Refused: Kafka's error and why.
+    Refused(Refusal),
+    /// Done (or found done) in the metadata up to this offset.
+    Done(u64),
 }
 
 /// Why a node stopped before it took part in the cluster.
@@ -184,16 +197,16 @@ impl Cluster {
         Some((assignment.group, assignment.replicas.clone()))
     }
 
-    /// Asks the controller for a change and waits until this node's
-    /// metadata shows it (`done`), the controller refuses it, or time runs
-    /// out. Sent again every [`ADMIN_RETRY`]: requests are idempotent.
-    async fn ask(
-        &self,
-        make: impl Fn(u64) -> ClusterMessage,
-        done: impl Fn(&MetadataState) -> bool,
-    ) -> Result<(), Refusal> {
+    /// Asks the controller for a change and waits until it answers, then,
+    /// if it made the change (or found it made), until this node has
+    /// applied the metadata up to where the controller said, so that what
+    /// this node serves next shows it. Sent again every [`ADMIN_RETRY`]
+    /// until answered (a request the controller already made is found
+    /// made, or refused as Kafka refuses a retry: TOPIC_ALREADY_EXISTS for
+    /// a creation whose first answer was lost).
+    async fn ask(&self, make: impl Fn(u64) -> ClusterMessage) -> Result<(), Refusal> {
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
-        let (reply, mut refused) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         lock(&self.shared.pending).insert(request, reply);
         // Forgotten when the asker is done or gone (a request given up
         // part way, as InitProducerId gives up waiting for its block).
@@ -201,28 +214,21 @@ impl Cluster {
             shared: &self.shared,
             request,
         };
-        self.wait_for(&make(request), &done, &mut refused).await
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        let offset = self.answer(&make(request), &mut answer, deadline).await?;
+        self.applied_up_to(offset, deadline).await
     }
 
-    async fn wait_for(
+    /// The controller's answer to `message`, sent again until it comes.
+    async fn answer(
         &self,
         message: &ClusterMessage,
-        done: &impl Fn(&MetadataState) -> bool,
-        refused: &mut oneshot::Receiver<Refusal>,
-    ) -> Result<(), Refusal> {
-        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        answer: &mut oneshot::Receiver<Answer>,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, Refusal> {
         loop {
-            let applied = self.shared.applied.notified();
-            tokio::pin!(applied);
-            applied.as_mut().enable();
-            if done(&read(&self.shared.metadata)) {
-                return Ok(());
-            }
             if tokio::time::Instant::now() >= deadline {
-                return Err((
-                    ResponseError::RequestTimedOut,
-                    Some("the cluster's controller did not make the change in time".into()),
-                ));
+                return Err(timed_out());
             }
             if self.local.send(message.clone()).await.is_err() {
                 return Err((
@@ -232,14 +238,47 @@ impl Cluster {
             }
             tokio::select! {
                 biased;
-                refusal = &mut *refused => {
-                    return Err(refusal.unwrap_or((ResponseError::UnknownServerError, None)));
+                answered = &mut *answer => {
+                    return match answered {
+                        Ok(Answer::Done(offset)) => Ok(offset),
+                        Ok(Answer::Refused(refusal)) => Err(refusal),
+                        Err(_) => Err((ResponseError::UnknownServerError, None)),
+                    };
                 }
+                _ = tokio::time::sleep(ADMIN_RETRY) => {}
+            }
+        }
+    }
+
+    /// Waits until this node has applied the metadata up to `offset`.
+    async fn applied_up_to(
+        &self,
+        offset: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Refusal> {
+        loop {
+            let applied = self.shared.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if self.shared.applied_offset.load(Ordering::Acquire) >= offset {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            tokio::select! {
                 _ = applied => {}
                 _ = tokio::time::sleep(ADMIN_RETRY) => {}
             }
         }
     }
+}
+
+fn timed_out() -> Refusal {
+    (
+        ResponseError::RequestTimedOut,
+        Some("the cluster's controller did not make the change in time".into()),
+    )
 }
 
 /// Removes a request from those awaiting an answer when dropped.
@@ -453,12 +492,8 @@ impl Replication for Cluster {
                 let (error, message) = config_misfit();
                 return Err((error, Some(message)));
             }
-            if read(&cluster.shared.metadata).topics.contains_key(&name) {
-                return Err((
-                    ResponseError::TopicAlreadyExists,
-                    Some(format!("topic {name} already exists")),
-                ));
-            }
+            // Whether it exists is the controller's to say: this node's
+            // metadata may be behind it.
             let make = |request| ClusterMessage::CreateTopic {
                 request,
                 name: name.clone(),
@@ -466,8 +501,27 @@ impl Replication for Cluster {
                 replication_factor: factor,
                 configs: configs.clone(),
             };
-            let done = |metadata: &MetadataState| metadata.topics.contains_key(&name);
-            cluster.ask(make, done).await
+            cluster.ask(make).await
+        })
+    }
+
+    fn create_partitions(&self, name: &str, count: u32) -> SeamFuture<Result<(), Refusal>> {
+        let cluster = self.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            if count > PARTITIONS_PER_TOPIC_MAX {
+                return Err((
+                    ResponseError::InvalidPartitions,
+                    Some(partitions_not_added(&name, 0, count)),
+                ));
+            }
+            // The topic and its count are the controller's to check.
+            let make = |request| ClusterMessage::CreatePartitions {
+                request,
+                name: name.clone(),
+                partitions: count,
+            };
+            cluster.ask(make).await
         })
     }
 
@@ -475,18 +529,13 @@ impl Replication for Cluster {
         let cluster = self.clone();
         let name = name.to_string();
         Box::pin(async move {
-            if !read(&cluster.shared.metadata).topics.contains_key(&name) {
-                return Err((
-                    ResponseError::UnknownTopicOrPartition,
-                    Some(format!("no topic {name}")),
-                ));
-            }
+            // Whether it exists is the controller's to say (a topic just
+            // created through another node may not be applied here yet).
             let make = |request| ClusterMessage::DeleteTopic {
                 request,
                 name: name.clone(),
             };
-            let done = |metadata: &MetadataState| !metadata.topics.contains_key(&name);
-            cluster.ask(make, done).await
+            cluster.ask(make).await
         })
     }
 
@@ -498,8 +547,7 @@ impl Replication for Cluster {
         Box::pin(async move {
             let node = cluster.node;
             let make = |request| ClusterMessage::AllocateProducerIds { request, floor };
-            let done = |metadata: &MetadataState| metadata.producer_block(node, floor).is_some();
-            cluster.ask(make, done).await?;
+            cluster.ask(make).await?;
             read(&cluster.shared.metadata)
                 .producer_block(node, floor)
                 .ok_or((ResponseError::UnknownServerError, None))
@@ -582,12 +630,7 @@ impl Replication for Cluster {
                 group,
                 target: target.clone(),
             };
-            let done = |metadata: &MetadataState| match metadata.reassignments.get(&group) {
-                Some(under_way) => *under_way == target,
-                // Cancelled, or already done.
-                None => target.is_empty() || metadata.replicas_of(group).as_ref() == Some(&target),
-            };
-            cluster.ask(make, done).await
+            cluster.ask(make).await
         })
     }
 

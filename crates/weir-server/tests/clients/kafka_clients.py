@@ -52,6 +52,25 @@ class Kp:
         finally:
             admin.close()
 
+    def create_partitions(self, name, count, validate_only=False):
+        """Grows a topic; None, or the error's Kafka name."""
+        from kafka.errors import KafkaError
+        admin = self.admin()
+        try:
+            admin.create_partitions({name: count}, validate_only=validate_only)
+            return None
+        except KafkaError as error:
+            return getattr(error, "message", type(error).__name__)
+        finally:
+            admin.close()
+
+    def partition_count(self, name):
+        admin = self.admin()
+        try:
+            return len(admin.describe_topics([name])[0]["partitions"])
+        finally:
+            admin.close()
+
     def producer(self, codec="none", **extra):
         return self.kafka.KafkaProducer(
             bootstrap_servers=BOOTSTRAP,
@@ -157,6 +176,27 @@ class Ck:
         )
         for future in futures.values():
             future.result(timeout=30)
+
+    def create_partitions(self, name, count, validate_only=False):
+        """Grows a topic; None, or the error's Kafka name."""
+        from confluent_kafka.admin import NewPartitions
+        admin = self.admin()
+        try:
+            # librdkafka sends it to the controller its metadata names, and
+            # waits out a dead one's connection attempts until the request
+            # times out; the caller tries again (with fresh metadata).
+            futures = admin.create_partitions(
+                [NewPartitions(name, count)], validate_only=validate_only, request_timeout=10
+            )
+            for future in futures.values():
+                future.result(timeout=30)
+            return None
+        except self.ck.KafkaException as error:
+            name = error.args[0].name()
+            return "UNKNOWN_TOPIC_OR_PARTITION" if name == "UNKNOWN_TOPIC_OR_PART" else name
+
+    def partition_count(self, name):
+        return len(self.admin().list_topics(topic=name, timeout=10).topics[name].partitions)
 
     def producer(self, codec="none", **extra):
         config = {
@@ -500,6 +540,30 @@ def scenario_config_sources():
     print(json.dumps({"sources": sources}, sort_keys=True))
 
 
+def scenario_grow():
+    """CreatePartitions: validate_only changes nothing, a topic grows from 2
+    to 5 partitions and each new one takes records; a count not above the
+    topic's gets INVALID_PARTITIONS, an unknown topic
+    UNKNOWN_TOPIC_OR_PARTITION."""
+    topic = ARGS[0]
+    client.create_topic(topic, 2)
+    observed = {"validate": client.create_partitions(topic, 8, validate_only=True)}
+    check(client.partition_count(topic) == 2, "validate_only grew the topic")
+    observed["grow"] = client.create_partitions(topic, 5)
+    observed["same"] = client.create_partitions(topic, 5)
+    observed["fewer"] = client.create_partitions(topic, 3)
+    observed["absent"] = client.create_partitions(topic + "-absent", 3)
+    eventually(lambda: client.partition_count(topic) == 5, "the topic never showed 5 partitions")
+    producer = client.producer()
+    acks = [client.send(producer, topic, b"k", b"v%d" % p, partition=p) for p in range(5)]
+    client.flush(producer)
+    observed["acked"] = sorted(ack()[0] for ack in acks)
+    records = client.read_all(topic, 5, 5)
+    observed["read"] = sorted(record[0] for record in records)
+    check(observed["read"] == list(range(5)), f"read from partitions {observed['read']}")
+    print(json.dumps(observed, sort_keys=True))
+
+
 def scenario_admin():
     """Create, describe, list and delete topics and groups."""
     topic = ARGS[0]
@@ -815,6 +879,43 @@ def scenario_cluster_configs():
     print(json.dumps(observed, sort_keys=True))
 
 
+def scenario_cluster_grow():
+    """Grows TOPIC to COUNT partitions (tried again while the controller
+    cannot answer; a try that timed out may have grown it) and waits until
+    every partition has a leader."""
+    topic, count = ARGS[0], int(ARGS[1])
+    deadline = time.time() + 60
+    while True:
+        error = client.create_partitions(topic, count)
+        if error is None or (error == "INVALID_PARTITIONS" and client.partition_count(topic) >= count):
+            break
+        check(time.time() < deadline, f"the topic did not grow: {error}")
+        print(f"retrying the growth: {error}", file=sys.stderr)
+        time.sleep(0.5)
+
+    def led():
+        leaders = partition_leaders(topic)
+        return len(leaders) == count and all(leader >= 0 for leader in leaders.values())
+
+    eventually(led, f"{topic} has no leader for each of {count} partitions", seconds=30)
+    print(json.dumps({"partitions": partition_leaders(topic)}))
+
+
+def scenario_cluster_listed():
+    """Prints the topics every node lists (each asked alone)."""
+    topics = set()
+    for address in BOOTSTRAP.split(","):
+        if LIB == "kp":
+            admin = client.KafkaAdminClient(bootstrap_servers=address)
+            try:
+                topics |= set(admin.list_topics())
+            finally:
+                admin.close()
+        else:
+            topics |= set(client.AdminClient({"bootstrap.servers": address}).list_topics(timeout=10).topics)
+    print(json.dumps(sorted(topics)))
+
+
 def scenario_cluster_recreate():
     """Deletes TOPIC and creates it again with PARTITIONS partitions of
     FACTOR replicas; waits until it has leaders. Each call is tried again
@@ -1010,7 +1111,17 @@ def scenario_group_verify():
     consumer = client.group_consumer(group, topic, lambda assigned: None)
     seen, keys, deadline = {}, [], time.time() + 90
     while not all(at in seen for at in acked) and time.time() < deadline:
-        for partition, offset, key in client.poll(consumer):
+        try:
+            polled = client.poll(consumer)
+        except Exception as error:  # noqa: BLE001 - see below
+            # kafka-python 3 raises out of poll when the coordinator it was
+            # told of cannot be reached (a node just killed, named until
+            # the others notice): an application polls again.
+            check("KafkaConnectionError" in type(error).__name__, f"poll failed: {error!r}")
+            print(f"polling again after {error!r}", file=sys.stderr)
+            time.sleep(0.5)
+            continue
+        for partition, offset, key in polled:
             check((partition, offset) not in seen, f"offset {(partition, offset)} delivered twice")
             seen[(partition, offset)] = key
             keys.append(key)

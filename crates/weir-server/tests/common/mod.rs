@@ -437,10 +437,25 @@ pub fn show(output: &std::process::Output) -> String {
 
 /// A port free now (another process may take it before it is used).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below Linux's ephemeral range (32768 up): a port handed out by the
+    // kernel for `bind(0)` is one that clients' outgoing connections take
+    // their source ports from too, and a node started a moment later
+    // found it taken (`Address already in use`, a cluster test with
+    // kafka-python clients running beside it). Each port here is offered
+    // once per test process, from a start that differs between processes.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let start = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + step) % COUNT).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
 /// Lines in a file (0 when it does not exist yet).
