@@ -2740,9 +2740,13 @@ async fn final_checks(world: &World) {
     let acked = shared.acked.len();
     let read = shared.read.len();
     let churned = shared.churn.created;
+    let grown = shared.churn.grown;
     drop(shared);
     if churned >= 2 {
         reached(&world.shared, "a topic deleted and created again");
+    }
+    if grown >= 1 {
+        reached(&world.shared, "partitions added to a topic");
     }
     if retention_deleted {
         reached(&world.shared, "retention deleted records of a replica");

@@ -4,9 +4,16 @@
 //! says which group they belong to), and a deletion must never leave
 //! records behind that a new incarnation serves.
 //!
+//! An incarnation is created with one partition and may grow (Kafka's
+//! CreatePartitions) to two or three between its records: a node that
+//! misses the growth must make the new partitions once it learns of it,
+//! and never take them for an earlier incarnation's.
+//!
 //! Each incarnation's records are `churn-<incarnation>-<n>`, produced with
-//! acks=all once its creation was answered. Checks, on every replica the
-//! final metadata names: one partition log holds records of one
+//! acks=all to one of its partitions once its creation was answered.
+//! Checks, on every replica the final metadata names, for each partition:
+//! the replica has the partition (`a grown topic has its new partitions
+//! on each of their replicas`), one partition log holds records of one
 //! incarnation only (`a re-created topic holds none of the old one's
 //! records`), and a replica holding an incarnation's records holds every
 //! record of it that was acknowledged, at its offset, below its high
@@ -23,10 +30,13 @@ pub(super) const CHURN: &str = "churn";
 /// What the churn client did.
 #[derive(Default)]
 pub(super) struct Churned {
-    /// Each incarnation's acknowledged records: offset → value.
-    pub acked: BTreeMap<u64, BTreeMap<i64, String>>,
+    /// Each incarnation's acknowledged records: (partition, offset) →
+    /// value.
+    pub acked: BTreeMap<u64, BTreeMap<(i32, i64), String>>,
     /// Incarnations created.
     pub created: u64,
+    /// Growths acknowledged.
+    pub grown: u64,
     /// The client has stopped.
     pub done: bool,
 }
@@ -55,8 +65,22 @@ pub(super) async fn churn(
             started,
             format!("{CHURN} created again: incarnation {incarnation}"),
         );
+        let mut partitions = 1;
         for n in 0..rng.random_range(2..8) {
-            produce_one(nodes, &shared, &mut rng, incarnation, n).await;
+            if partitions < 3 && rng.random_range(0..4) == 0 {
+                if !grow(nodes, &shared, &mut rng, partitions + 1).await {
+                    break;
+                }
+                partitions += 1;
+                shared.lock().expect("shared").churn.grown += 1;
+                note(
+                    &shared,
+                    started,
+                    format!("{CHURN} {incarnation} grown to {partitions} partitions"),
+                );
+            }
+            let partition = rng.random_range(0..partitions);
+            produce_one(nodes, &shared, &mut rng, (incarnation, partition), n).await;
         }
     }
     shared.lock().expect("shared").churn.done = true;
@@ -78,6 +102,40 @@ async fn admin(nodes: u64, shared: &SharedRef, rng: &mut Xoshiro256PlusPlus, cre
             match (create, code) {
                 (_, Some(0)) | (true, Some(36)) | (false, Some(3)) => return true,
                 _ => {}
+            }
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Grows [`CHURN`] to `count` partitions through random nodes for up to
+/// 15 s; whether it was done (or the topic had that many already: a
+/// growth answered late). An unknown topic (deleted by a deletion
+/// answered late) ends the incarnation.
+async fn grow(nodes: u64, shared: &SharedRef, rng: &mut Xoshiro256PlusPlus, count: i32) -> bool {
+    let request = RequestKind::CreatePartitions(
+        CreatePartitionsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(CHURN)))
+                    .with_count(count)
+                    .with_assignments(None),
+            ]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let node = rng.random_range(1..=nodes);
+        if let Some(mut client) = connect(node).await {
+            let response = call(&mut client, shared, ApiKey::CreatePartitions, 1, &request).await;
+            if let Some(ResponseKind::CreatePartitions(response)) = response {
+                // 37: INVALID_PARTITIONS (it has that many); 3: no topic.
+                match response.results.first().map(|result| result.error_code) {
+                    Some(0 | 37) => return true,
+                    Some(3) => return false,
+                    _ => {}
+                }
             }
         }
         sleep(Duration::from_millis(200)).await;
@@ -112,13 +170,13 @@ async fn deleted(client: &mut KafkaClient, shared: &SharedRef) -> Option<i16> {
     }
 }
 
-/// Produces `churn-<incarnation>-<n>` (acks=all, no producer id) to the
+/// Produces `churn-<incarnation>-<n>` (acks=all, no producer id) to a
 /// partition's leader, trying for up to 5 s; records it if acknowledged.
 async fn produce_one(
     nodes: u64,
     shared: &SharedRef,
     rng: &mut Xoshiro256PlusPlus,
-    incarnation: u64,
+    (incarnation, partition): (u64, i32),
     n: u64,
 ) {
     let value = format!("{CHURN}-{incarnation}-{n}");
@@ -134,7 +192,7 @@ async fn produce_one(
                 .with_name(TopicName(StrBytes::from_static_str(CHURN)))
                 .with_partition_data(vec![
                     produce_request::PartitionProduceData::default()
-                        .with_index(0)
+                        .with_index(partition)
                         .with_records(Some(batch)),
                 ])]),
     );
@@ -151,7 +209,7 @@ async fn produce_one(
                 if let Some(partition) = partition.filter(|p| p.error_code == 0) {
                     let mut state = shared.lock().expect("shared");
                     let acked = state.churn.acked.entry(incarnation).or_default();
-                    acked.insert(partition.base_offset, value);
+                    acked.insert((partition.index, partition.base_offset), value);
                     return;
                 }
             }
@@ -160,57 +218,68 @@ async fn produce_one(
     }
 }
 
-/// The checks above, on the replicas the final metadata names for
-/// [`CHURN`] (if it stands): (invariant, evidence) for each problem.
+/// The checks above, on the replicas the final metadata names for each
+/// partition of [`CHURN`] (if it stands): (invariant, evidence) for each
+/// problem.
 pub(super) fn check(shared: &Shared) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
-    let replicas = shared
+    let partitions = shared
         .clusters
         .values()
         .next()
-        .and_then(|cluster| {
-            Some(
-                cluster
-                    .metadata()
-                    .topics
-                    .get(CHURN)?
-                    .first()?
-                    .replicas
-                    .clone(),
-            )
-        })
+        .and_then(|cluster| cluster.metadata().topics.get(CHURN).cloned())
         .unwrap_or_default();
-    for id in replicas {
-        let Some(broker) = shared.brokers.get(&id) else {
-            continue;
-        };
-        let Ok(log) = broker.partition(CHURN, 0) else {
-            continue;
-        };
-        let records = log_records(&log);
-        let incarnations: BTreeSet<u64> = records
-            .values()
-            .filter_map(|value| value.split('-').nth(1)?.parse().ok())
-            .collect();
-        if incarnations.len() > 1 {
-            problems.push((
-                "a re-created topic holds none of the old one's records",
-                format!("weir-{id}'s {CHURN} holds records of incarnations {incarnations:?}"),
-            ));
+    for (index, assignment) in partitions.iter().enumerate() {
+        let index = i32::try_from(index).expect("a few partitions");
+        for id in &assignment.replicas {
+            problems.extend(check_replica(shared, *id, index));
         }
-        let high_watermark = log.high_watermark() as i64;
-        for incarnation in incarnations {
-            let acked = shared.churn.acked.get(&incarnation);
-            for (offset, value) in acked.into_iter().flatten() {
-                if *offset < high_watermark && records.get(offset) != Some(value) {
-                    problems.push((
-                        "no acknowledged record of a re-created topic lost",
-                        format!(
-                            "{value} acknowledged at {offset}; weir-{id} has {:?}",
-                            records.get(offset)
-                        ),
-                    ));
-                }
+    }
+    problems
+}
+
+/// The checks on weir-`id`'s copy of partition `index` of [`CHURN`].
+fn check_replica(shared: &Shared, id: u64, index: i32) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let Some(broker) = shared.brokers.get(&id) else {
+        return problems;
+    };
+    let partition = u32::try_from(index).expect("a partition index");
+    let log = match broker.partition(CHURN, partition) {
+        Ok(log) => log,
+        Err(error) => {
+            if broker.topic(CHURN).is_ok() {
+                problems.push((
+                    "a grown topic has its new partitions on each of their replicas",
+                    format!("weir-{id} has no partition {index} of {CHURN}: {error}"),
+                ));
+            }
+            return problems;
+        }
+    };
+    let records = log_records(&log);
+    let incarnations: BTreeSet<u64> = records
+        .values()
+        .filter_map(|value| value.split('-').nth(1)?.parse().ok())
+        .collect();
+    if incarnations.len() > 1 {
+        problems.push((
+            "a re-created topic holds none of the old one's records",
+            format!("weir-{id}'s {CHURN}/{index} holds records of incarnations {incarnations:?}"),
+        ));
+    }
+    let high_watermark = log.high_watermark() as i64;
+    for incarnation in incarnations {
+        let acked = shared.churn.acked.get(&incarnation);
+        for ((at, offset), value) in acked.into_iter().flatten() {
+            if *at == index && *offset < high_watermark && records.get(offset) != Some(value) {
+                problems.push((
+                    "no acknowledged record of a re-created topic lost",
+                    format!(
+                        "{value} acknowledged at {index}/{offset}; weir-{id} has {:?}",
+                        records.get(offset)
+                    ),
+                ));
             }
         }
     }
