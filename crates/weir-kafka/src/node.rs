@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 use weir_io::{Clock, Storage};
 use weir_log::{Broker, CommittedOffset, Partition};
 
+use crate::handlers::configs::ConfigChange;
+
 use crate::coordinator::Coordinator;
 use crate::limits::{FETCH_WAIT_MS_MAX, REQUEST_BYTES_MAX};
 use crate::producer_ids::{ProducerIdError, ProducerIds};
@@ -178,6 +180,21 @@ pub trait Replication: Send + Sync + Debug {
     /// `count` (placed as a topic's, with its replication factor); done
     /// when this node's metadata has them.
     fn create_partitions(&self, name: &str, count: u32) -> SeamFuture<Result<(), Refusal>>;
+    /// The Kafka configs (name, value) the cluster's metadata gives a
+    /// topic over each node's defaults, as this node has applied it;
+    /// `None` for a topic it does not have.
+    fn topic_configs(&self, name: &str) -> Option<Vec<(String, String)>>;
+    /// Changes a topic's configs across the cluster (AlterConfigs when
+    /// `replace`, else IncrementalAlterConfigs; already checked against
+    /// this node's settings): the controller applies `changes` to the
+    /// configs its metadata has; done when this node's metadata has the
+    /// result. Every node's log takes the new settings once it applies it.
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: Vec<ConfigChange>,
+        replace: bool,
+    ) -> SeamFuture<Result<(), Refusal>>;
     /// Deletes a topic across the cluster; done when this node's metadata
     /// no longer has it.
     fn delete_topic(&self, name: &str) -> SeamFuture<Result<(), Refusal>>;

@@ -123,6 +123,28 @@ pub fn populated(api: ApiKey) -> RequestKind {
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(
             SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p")),
         ),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(
+            AlterConfigsRequest::default().with_resources(two(
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("t"))
+                    .with_configs(two(alter_configs_request::AlterableConfig::default()
+                        .with_name(text("retention.ms"))
+                        .with_value(Some(text("1000"))))),
+            )),
+        ),
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(two(
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("t"))
+                    .with_configs(two(
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(text("retention.ms"))
+                            .with_value(Some(text("1000"))),
+                    )),
+            )),
+        ),
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(
             DeleteGroupsRequest::default().with_groups_names(two(GroupId(text("g")))),
         ),

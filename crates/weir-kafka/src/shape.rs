@@ -208,6 +208,13 @@ const DESCRIBE_CONFIGS: &[F] = &[
     f(Bool, 3),
 ];
 
+const ALTER_CONFIG: &[F] = &[f(Str, 0), f(Str, 0)];
+const ALTER_CONFIGS_RESOURCE: &[F] = &[f(I8, 0), f(Str, 0), f(Structs(ALTER_CONFIG), 0)];
+const ALTER_CONFIGS: &[F] = &[f(Structs(ALTER_CONFIGS_RESOURCE), 0), f(Bool, 0)];
+const INCREMENTAL_CONFIG: &[F] = &[f(Str, 0), f(I8, 0), f(Str, 0)];
+const INCREMENTAL_RESOURCE: &[F] = &[f(I8, 0), f(Str, 0), f(Structs(INCREMENTAL_CONFIG), 0)];
+const INCREMENTAL_ALTER_CONFIGS: &[F] = &[f(Structs(INCREMENTAL_RESOURCE), 0), f(Bool, 0)];
+
 const SASL_AUTHENTICATE: &[F] = &[f(Bytes, 0)];
 const DELETE_GROUPS: &[F] = &[f(Strings, 0)];
 
@@ -245,6 +252,8 @@ fn schema(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::SaslAuthenticate => (SASL_AUTHENTICATE, 2),
         ApiKey::DeleteGroups => (DELETE_GROUPS, 2),
+        ApiKey::AlterConfigs => (ALTER_CONFIGS, 2),
+        ApiKey::IncrementalAlterConfigs => (INCREMENTAL_ALTER_CONFIGS, 1),
         ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
         ApiKey::AlterPartitionReassignments => (ALTER_REASSIGNMENTS, 0),
         ApiKey::ListPartitionReassignments => (LIST_REASSIGNMENTS, 0),

@@ -839,3 +839,188 @@ async fn pipelined_produces_then_a_fetch(kafka: Arc<Kafka>) {
     to_server.shutdown().await.unwrap();
     serving.await.unwrap();
 }
+
+fn config_change(
+    name: &str,
+    operation: i8,
+    value: Option<&str>,
+) -> incremental_alter_configs_request::AlterableConfig {
+    incremental_alter_configs_request::AlterableConfig::default()
+        .with_name(text(name))
+        .with_config_operation(operation)
+        .with_value(value.map(text))
+}
+
+async fn incremental_alter(
+    kafka: &Arc<Kafka>,
+    session: &mut Session,
+    resources: Vec<(
+        i8,
+        &str,
+        Vec<incremental_alter_configs_request::AlterableConfig>,
+    )>,
+) -> Vec<i16> {
+    let resources = resources
+        .into_iter()
+        .map(|(resource_type, name, configs)| {
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(text(name))
+                .with_configs(configs)
+        })
+        .collect();
+    let request = RequestKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsRequest::default().with_resources(resources),
+    );
+    let Some(ResponseKind::IncrementalAlterConfigs(response)) =
+        call(kafka, session, ApiKey::IncrementalAlterConfigs, 1, request).await
+    else {
+        panic!("no IncrementalAlterConfigs response");
+    };
+    response.responses.iter().map(|r| r.error_code).collect()
+}
+
+/// The topic's configs as DescribeConfigs reports them: (name, value,
+/// source) of those that are not the node's default.
+async fn own_configs(kafka: &Arc<Kafka>, session: &mut Session) -> Vec<(String, String)> {
+    let request = RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(
+        vec![describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("orders"))
+            .with_configuration_keys(None)],
+    ));
+    let Some(ResponseKind::DescribeConfigs(response)) =
+        call(kafka, session, ApiKey::DescribeConfigs, 4, request).await
+    else {
+        panic!("no DescribeConfigs response");
+    };
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0);
+    result
+        .configs
+        .iter()
+        .filter(|config| config.config_source == 1)
+        .map(|config| {
+            let value = config.value.as_ref().map_or("", |value| value.as_str());
+            (config.name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// AlterConfigs replaces a topic's configs, IncrementalAlterConfigs
+/// changes those it names; DescribeConfigs shows each change at once, the
+/// log takes it (a batch above the new `max.message.bytes` is refused),
+/// and requests Kafka refuses change nothing.
+#[tokio::test]
+async fn topic_configs_change_and_take_effect_at_once() {
+    let kafka = kafka();
+    let mut session = session();
+    create_topic(&kafka, &mut session).await;
+    let errors = incremental_alter(
+        &kafka,
+        &mut session,
+        vec![(
+            2,
+            "orders",
+            vec![
+                config_change("retention.ms", 0, Some("60000")),
+                config_change("max.message.bytes", 0, Some("200")),
+            ],
+        )],
+    )
+    .await;
+    assert_eq!(errors, [0]);
+    assert_eq!(
+        own_configs(&kafka, &mut session).await,
+        pairs(&[("max.message.bytes", "200"), ("retention.ms", "60000")])
+    );
+    let large = batch(-1, -1, 30);
+    let (error, _) = produce_at(&kafka, &mut session, large).await;
+    assert_eq!(error, ResponseError::MessageTooLarge.code());
+    let refused = [
+        vec![config_change("retention.ms", 2, Some("1"))],
+        vec![config_change("segment.bytes", 0, Some("10"))],
+        vec![config_change("cleanup.policy", 0, Some("compact"))],
+        vec![config_change("retention.ms", 0, None)],
+        vec![
+            config_change("retention.ms", 0, Some("1")),
+            config_change("retention.ms", 1, None),
+        ],
+        vec![config_change("retention.ms", 9, Some("1"))],
+    ];
+    let expected = [
+        ResponseError::InvalidConfig,
+        ResponseError::InvalidConfig,
+        ResponseError::InvalidConfig,
+        ResponseError::InvalidRequest,
+        ResponseError::InvalidRequest,
+        ResponseError::InvalidRequest,
+    ];
+    for (configs, error) in refused.into_iter().zip(expected) {
+        let errors = incremental_alter(&kafka, &mut session, vec![(2, "orders", configs)]).await;
+        assert_eq!(errors, [error.code()]);
+    }
+    let others = incremental_alter(
+        &kafka,
+        &mut session,
+        vec![
+            (
+                2,
+                "absent",
+                vec![config_change("retention.ms", 0, Some("1"))],
+            ),
+            (4, "1", vec![config_change("num.partitions", 0, Some("3"))]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        others,
+        [
+            ResponseError::UnknownTopicOrPartition.code(),
+            ResponseError::InvalidRequest.code()
+        ]
+    );
+    assert_eq!(
+        own_configs(&kafka, &mut session).await,
+        pairs(&[("max.message.bytes", "200"), ("retention.ms", "60000")]),
+        "refused changes changed nothing"
+    );
+    let deleted = incremental_alter(
+        &kafka,
+        &mut session,
+        vec![(
+            2,
+            "orders",
+            vec![config_change("max.message.bytes", 1, None)],
+        )],
+    )
+    .await;
+    assert_eq!(deleted, [0]);
+    let (error, _) = produce_at(&kafka, &mut session, batch(-1, -1, 30)).await;
+    assert_eq!(error, 0, "the default batch limit again");
+    let request = RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(text("orders"))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(text("segment.ms"))
+                .with_value(Some(text("3600000")))]),
+    ]));
+    let Some(ResponseKind::AlterConfigs(response)) =
+        call(&kafka, &mut session, ApiKey::AlterConfigs, 2, request).await
+    else {
+        panic!("no AlterConfigs response");
+    };
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(
+        own_configs(&kafka, &mut session).await,
+        pairs(&[("segment.ms", "3600000")]),
+        "AlterConfigs sets what it names and resets the rest"
+    );
+}

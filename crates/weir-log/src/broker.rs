@@ -23,7 +23,7 @@ use weir_io::sync::{lock, read, write, Mutex, RwLock, RwLockReadGuard};
 use weir_io::{read_whole_file_agreed, write_file_atomically, Clock, EntryKind, Storage};
 
 use crate::batch::{crc32c, Compression, ProducerInfo, Record};
-use crate::config::{FlushPolicy, HighWatermarkPolicy, LogConfig};
+use crate::config::{FlushPolicy, HighWatermarkPolicy, LogConfig, TopicSettings};
 use crate::error::LogError;
 use crate::error::FORMAT_1_DESCRIPTION;
 use crate::le::{u32_at, u64_at};
@@ -520,6 +520,56 @@ impl Broker {
         };
         write(&self.topics).insert(name.into(), Arc::new(grown));
         tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Changes a topic's changeable settings (Kafka's AlterConfigs): its
+    /// metadata is written again, `topic.meta` before its copy (the rule of
+    /// [`Broker::add_partitions`]: a crash before `topic.meta` leaves the
+    /// old settings, one after it the new), then every partition takes
+    /// them. Settings outside a log's limits are refused and change
+    /// nothing.
+    pub fn change_topic_settings(
+        &self,
+        name: &str,
+        settings: TopicSettings,
+    ) -> Result<(), BrokerError> {
+        let _admin = lock(&self.admin);
+        let topic = self.topic_handle(name)?;
+        let log = topic.metadata.log.with_settings(settings);
+        log.validate()
+            .map_err(|source| BrokerError::InvalidTopicConfig {
+                topic: name.into(),
+                source,
+            })?;
+        if log == topic.metadata.log {
+            return Ok(());
+        }
+        let directory = self
+            .topics_storage
+            .open_dir(name)
+            .map_err(io("opening", name))?;
+        let metadata = TopicMetadata {
+            log,
+            ..topic.metadata.clone()
+        };
+        let encoded = encode_metadata(&metadata);
+        for file in [TOPIC_METADATA_FILE, TOPIC_METADATA_COPY] {
+            write_file_atomically(directory.as_ref(), file, &encoded)
+                .map_err(io("writing", file))?;
+        }
+        for partition in &topic.partitions {
+            partition
+                .change_settings(settings)
+                .expect("settings checked against the topic's log settings");
+        }
+        let changed = Topic {
+            metadata,
+            partitions: topic.partitions.clone(),
+            round_robin: AtomicU64::new(topic.round_robin.load(Ordering::Relaxed)),
+        };
+        write(&self.topics).insert(name.into(), Arc::new(changed));
+        tracing::info!(topic = name, ?settings, "changed topic settings");
         Ok(())
     }
 

@@ -118,6 +118,50 @@ impl Default for LogConfig {
     }
 }
 
+/// The settings of a log that may change while it is open, as Kafka's
+/// dynamic topic configs (`segment.bytes`, `segment.ms`,
+/// `max.message.bytes`, `retention.ms`, `retention.bytes`): a change takes
+/// effect at the next append, roll or retention pass. The others are fixed
+/// when the log is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// See [`LogConfig::segment_bytes`].
+    pub segment_bytes: u32,
+    /// See [`LogConfig::segment_ms`].
+    pub segment_ms: u64,
+    /// See [`LogConfig::max_batch_bytes`].
+    pub max_batch_bytes: u32,
+    /// See [`LogConfig::retention_ms`].
+    pub retention_ms: Option<u64>,
+    /// See [`LogConfig::retention_bytes`].
+    pub retention_bytes: Option<u64>,
+}
+
+impl LogConfig {
+    /// The settings that may change while the log is open.
+    pub fn settings(&self) -> TopicSettings {
+        TopicSettings {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            max_batch_bytes: self.max_batch_bytes,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+        }
+    }
+
+    /// These settings with `settings` in place of their changeable ones.
+    pub fn with_settings(&self, settings: TopicSettings) -> Self {
+        Self {
+            segment_bytes: settings.segment_bytes,
+            segment_ms: settings.segment_ms,
+            max_batch_bytes: settings.max_batch_bytes,
+            retention_ms: settings.retention_ms,
+            retention_bytes: settings.retention_bytes,
+            ..self.clone()
+        }
+    }
+}
+
 impl LogConfig {
     /// Checks every setting against its limits.
     pub fn validate(&self) -> Result<(), LogError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use weir_io::{ManualClock, SimDisk, Storage};
 use weir_log::{
     partition_for_key, Broker, BrokerConfig, BrokerError, FlushPolicy, LogConfig, LogError, Record,
-    TopicConfig,
+    TopicConfig, TopicSettings,
 };
 
 fn open(disk: &Arc<SimDisk>, clock: &ManualClock) -> Broker {
@@ -636,6 +636,158 @@ fn a_partition_addition_interrupted_by_a_crash_leaves_all_of_it_or_none() {
         disk.crash();
         let broker = open(&disk, &clock);
         assert_eq!(broker.topic("t").expect("the topic").partitions, 4);
+    }
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "both outcomes were reached: {outcomes:?}"
+    );
+}
+
+fn small_segments() -> TopicConfig {
+    TopicConfig {
+        partitions: 2,
+        log: Some(LogConfig {
+            segment_bytes: 4096,
+            retention_ms: None,
+            ..LogConfig::default()
+        }),
+    }
+}
+
+/// A topic's changeable settings (Kafka's AlterConfigs) take effect at
+/// once on every partition, are refused whole when out of range, and are
+/// what the topic reopens with after a crash.
+#[test]
+fn changed_topic_settings_apply_at_once_and_survive_a_crash() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker.create_topic("t", small_segments()).expect("create");
+    let big = vec![7u8; 3000];
+    broker
+        .append("t", 1, &[Record::value(1, &big)])
+        .expect("a 3000-byte record fits the default batch limit");
+    let before = broker.topic("t").expect("the topic").log.settings();
+    let smaller = TopicSettings {
+        max_batch_bytes: 1024,
+        retention_bytes: Some(8192),
+        ..before
+    };
+    broker.change_topic_settings("t", smaller).expect("changed");
+    assert_eq!(
+        broker.topic("t").expect("the topic").log.settings(),
+        smaller
+    );
+    for partition in 0..2 {
+        let log = broker.partition("t", partition).expect("partition");
+        assert_eq!(log.config().settings(), smaller, "partition {partition}");
+        assert!(
+            matches!(
+                broker.append("t", partition, &[Record::value(1, &big)]),
+                Err(BrokerError::Log {
+                    source: LogError::BatchTooLarge { max: 1024, .. },
+                    ..
+                })
+            ),
+            "partition {partition} takes the new batch limit"
+        );
+    }
+    let refused = TopicSettings {
+        segment_bytes: 10,
+        ..smaller
+    };
+    assert!(matches!(
+        broker.change_topic_settings("t", refused),
+        Err(BrokerError::InvalidTopicConfig { .. })
+    ));
+    assert!(matches!(
+        broker.change_topic_settings("absent", smaller),
+        Err(BrokerError::UnknownTopic { .. })
+    ));
+    assert_eq!(
+        broker.topic("t").expect("the topic").log.settings(),
+        smaller
+    );
+    drop(broker);
+    disk.crash();
+    let broker = open(&disk, &clock);
+    assert_eq!(
+        broker.topic("t").expect("the topic").log.settings(),
+        smaller
+    );
+    let log = broker.partition("t", 0).expect("partition");
+    assert_eq!(log.config().settings(), smaller);
+}
+
+/// Retention and rolls follow the settings as they are when they run: a
+/// log kept whole is cut once `retention.bytes` is set, and segments roll
+/// at the new `segment.bytes`.
+#[test]
+fn retention_and_rolls_follow_changed_settings() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker.create_topic("t", small_segments()).expect("create");
+    let record = vec![1u8; 900];
+    for _ in 0..20 {
+        broker
+            .append("t", 0, &[Record::value(1, &record)])
+            .expect("append");
+    }
+    let log = broker.partition("t", 0).expect("partition");
+    let segments = log.segment_count();
+    assert!(segments >= 4, "{segments} segments");
+    assert!(broker.apply_retention().expect("retention").is_empty());
+    assert_eq!(log.log_start_offset(), 0);
+    let settings = broker.topic("t").expect("the topic").log.settings();
+    let bounded = TopicSettings {
+        retention_bytes: Some(4096),
+        segment_bytes: 64 * 1024,
+        ..settings
+    };
+    broker.change_topic_settings("t", bounded).expect("changed");
+    let cut = broker.apply_retention().expect("retention");
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    assert!(log.log_start_offset() > 0);
+    let left = log.segment_count();
+    for _ in 0..20 {
+        broker
+            .append("t", 0, &[Record::value(1, &record)])
+            .expect("append");
+    }
+    assert!(
+        log.segment_count() <= left + 1,
+        "20 records of 900 bytes fit one 64 KiB segment: {} segments, {left} before",
+        log.segment_count()
+    );
+}
+
+/// A crash anywhere in a change leaves the old settings (and the change
+/// not acknowledged) or the new ones; never a topic that does not open.
+#[test]
+fn a_settings_change_interrupted_by_a_crash_leaves_the_old_or_the_new() {
+    let mut outcomes = std::collections::BTreeSet::new();
+    for operations in 1..30 {
+        let (disk, clock) = fixture();
+        let broker = open(&disk, &clock);
+        broker.create_topic("t", small_segments()).expect("create");
+        let old = broker.topic("t").expect("the topic").log.settings();
+        let new = TopicSettings {
+            retention_ms: Some(60_000),
+            ..old
+        };
+        disk.schedule_crash(operations);
+        let changed = broker.change_topic_settings("t", new).is_ok();
+        drop(broker);
+        disk.crash();
+        let broker = open(&disk, &clock);
+        let settings = broker.topic("t").expect("the topic").log.settings();
+        if settings == new {
+            outcomes.insert("new");
+        } else {
+            assert_eq!(settings, old, "crash after {operations} operations");
+            assert!(!changed, "a change that succeeded was lost");
+            outcomes.insert("old");
+        }
     }
     assert_eq!(
         outcomes.len(),

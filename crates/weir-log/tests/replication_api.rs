@@ -586,3 +586,29 @@ fn a_corrupt_checkpoint_is_done_without_in_a_replica_and_refused_elsewhere() {
         }
     }
 }
+
+/// A follower whose batch limit was lowered (a config change it applied
+/// before the leader's batch reached it) still takes the batch: the limit
+/// is the leader's to check when it takes a batch, or the follower would
+/// never catch up. Its own appends keep to the new limit.
+#[test]
+fn a_follower_takes_a_batch_above_its_lowered_limit() {
+    let leader = Node::new(11, owned_config()).open().expect("open");
+    let follower = Node::new(12, owned_config()).open().expect("open");
+    let value = "v".repeat(600);
+    append(&leader, &value);
+    let lowered = weir_log::TopicSettings {
+        max_batch_bytes: 100,
+        ..follower.config().settings()
+    };
+    follower.change_settings(lowered).expect("lowered");
+    for batch in batches_from(&leader, 0) {
+        assert!(batch.len() > 100);
+        follower.append_replicated(&batch).expect("replicated");
+    }
+    assert_eq!(follower.log_end_offset(), 1);
+    assert!(matches!(
+        follower.write(&[Record::value(1, value.as_bytes())], ProducerInfo::NONE),
+        Err(LogError::BatchTooLarge { max: 100, .. })
+    ));
+}

@@ -185,6 +185,13 @@ fn sample_metadata() -> Vec<(&'static str, crate::metadata::MetadataRecord)> {
             },
         ),
         (
+            "configs",
+            MetadataRecord::TopicConfigs {
+                name: "orders".into(),
+                configs: vec![("retention.ms".into(), "60000".into())],
+            },
+        ),
+        (
             "deletion",
             MetadataRecord::TopicDeleted {
                 name: "orders".into(),

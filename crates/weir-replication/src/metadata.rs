@@ -29,6 +29,9 @@
 //! kind 9 partitions: str name | u32 n | n × (u64 group | u32 r | r × u64
 //!                   node): partitions added to a topic, numbered on from
 //!                   its last (Kafka's CreatePartitions)
+//! kind 10 configs:  str name | u32 c | c × (str name | str value): the
+//!                   topic's Kafka configs from now on (0 to 64: none,
+//!                   every config at each node's default; AlterConfigs)
 //! str               u16 length | UTF-8 bytes
 //! ```
 //!
@@ -103,6 +106,14 @@ pub enum MetadataRecord {
         name: String,
         /// The new partitions: their groups and replicas.
         partitions: Vec<PartitionAssignment>,
+    },
+    /// A topic's Kafka configs changed: these replace those it had.
+    TopicConfigs {
+        /// The topic.
+        name: String,
+        /// Its configs (name, value) from now on; none: each node's
+        /// defaults.
+        configs: Vec<(String, String)>,
     },
     /// A topic was deleted.
     TopicDeleted {
@@ -206,6 +217,15 @@ impl MetadataRecord {
                 put_str(&mut out, name);
                 put_partitions(&mut out, partitions);
             }
+            Self::TopicConfigs { name, configs } => {
+                out.push(10);
+                put_str(&mut out, name);
+                put_u32(&mut out, configs.len());
+                for (key, value) in configs {
+                    put_str(&mut out, key);
+                    put_str(&mut out, value);
+                }
+            }
             Self::TopicDeleted { name } => {
                 out.push(3);
                 put_str(&mut out, name);
@@ -271,7 +291,11 @@ impl MetadataRecord {
             8 => Self::Topic {
                 name: reader.str("topic name")?,
                 partitions: reader.partitions()?,
-                configs: reader.configs()?,
+                configs: reader.configs(1)?,
+            },
+            10 => Self::TopicConfigs {
+                name: reader.str("topic name")?,
+                configs: reader.configs(0)?,
             },
             9 => Self::Partitions {
                 name: reader.str("topic name")?,
@@ -384,11 +408,11 @@ impl<'a> Reader<'a> {
         (0..count).map(|_| self.u64("replica")).collect()
     }
 
-    /// A topic's configs: 1 to [`MAX_TOPIC_CONFIGS`] pairs of strings of
-    /// at most [`MAX_CONFIG_BYTES`].
-    fn configs(&mut self) -> Result<Vec<(String, String)>, MetadataError> {
+    /// A topic's configs: `least` to [`MAX_TOPIC_CONFIGS`] pairs of
+    /// strings of at most [`MAX_CONFIG_BYTES`].
+    fn configs(&mut self, least: usize) -> Result<Vec<(String, String)>, MetadataError> {
         let count = self.u32("config count")? as usize;
-        if count == 0 || count > MAX_TOPIC_CONFIGS {
+        if count < least || count > MAX_TOPIC_CONFIGS {
             return Err(MetadataError::Invalid(format!("{count} configs")));
         }
         let configs = (0..count)
@@ -506,6 +530,23 @@ impl MetadataState {
             }
             MetadataRecord::Partitions { name, partitions } => {
                 self.apply_partitions(name, partitions)?;
+            }
+            MetadataRecord::TopicConfigs { name, configs } => {
+                if !self.topics.contains_key(name) {
+                    return Err(MetadataError::Invalid(format!(
+                        "no topic {name} to configure"
+                    )));
+                }
+                if !configs_fit(configs) {
+                    return Err(MetadataError::Invalid(format!(
+                        "configs of topic {name} out of range"
+                    )));
+                }
+                if configs.is_empty() {
+                    self.topic_configs.remove(name);
+                } else {
+                    self.topic_configs.insert(name.clone(), configs.clone());
+                }
             }
             MetadataRecord::TopicDeleted { name } => {
                 let Some(partitions) = self.topics.remove(name) else {
@@ -1074,7 +1115,28 @@ mod tests {
                 count: 0
             })
             .is_err());
+        let configs = vec![("retention.ms".into(), "1".into())];
+        assert!(state
+            .apply(&MetadataRecord::TopicConfigs {
+                name: "t".into(),
+                configs: configs.clone(),
+            })
+            .is_err());
         assert_eq!(state, before);
+        let topic = state.plan_topic("t", 1, 3).expect("a plan");
+        state.apply(&topic).expect("applied");
+        let configured = MetadataRecord::TopicConfigs {
+            name: "t".into(),
+            configs: configs.clone(),
+        };
+        state.apply(&configured).expect("applied");
+        assert_eq!(state.topic_configs.get("t"), Some(&configs));
+        let reset = MetadataRecord::TopicConfigs {
+            name: "t".into(),
+            configs: Vec::new(),
+        };
+        state.apply(&reset).expect("applied");
+        assert!(!state.topic_configs.contains_key("t"));
     }
 
     /// A node's registration only written, not yet committed, already
@@ -1148,6 +1210,8 @@ mod tests {
                     configs,
                 }),
             name.prop_map(|name| MetadataRecord::TopicDeleted { name }),
+            (name, proptest::collection::vec((name, "\\PC{0,12}"), 0..4))
+                .prop_map(|(name, configs)| MetadataRecord::TopicConfigs { name, configs }),
             (
                 name,
                 proptest::collection::vec(

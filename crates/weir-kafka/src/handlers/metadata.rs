@@ -25,8 +25,8 @@ use super::errors::for_broker;
 use crate::node::{off_loop, Kafka};
 
 /// DescribeConfigs' resource types.
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+pub(crate) const RESOURCE_TOPIC: i8 = 2;
+pub(crate) const RESOURCE_BROKER: i8 = 4;
 /// DescribeConfigs' config sources: DYNAMIC_TOPIC_CONFIG, DEFAULT_CONFIG.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
@@ -392,7 +392,7 @@ fn topic_configs_with_sources(kafka: &Kafka, log: &LogConfig) -> Vec<(&'static s
 }
 
 /// A topic's settings under Kafka's names.
-fn topic_configs(log: &LogConfig) -> Vec<(&'static str, String)> {
+pub(crate) fn topic_configs(log: &LogConfig) -> Vec<(&'static str, String)> {
     let or_unlimited =
         |value: Option<u64>| value.map_or("-1".to_string(), |value| value.to_string());
     vec![
@@ -467,12 +467,12 @@ pub fn describe_configs(kafka: &Kafka, request: DescribeConfigsRequest) -> Descr
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             let configs = match resource.resource_type {
-                RESOURCE_TOPIC => match kafka.log.topic(&resource.resource_name) {
-                    Ok(topic) => topic_configs_with_sources(kafka, &topic.log),
-                    Err(error) => {
+                RESOURCE_TOPIC => match topic_settings(kafka, &resource.resource_name) {
+                    Ok(log) => topic_configs_with_sources(kafka, &log),
+                    Err((error, message)) => {
                         return result
-                            .with_error_code(for_broker(&error).code())
-                            .with_error_message(Some(text(error.to_string())))
+                            .with_error_code(error.code())
+                            .with_error_message(Some(text(message)))
                     }
                 },
                 RESOURCE_BROKER => broker_configs(kafka)
@@ -507,6 +507,32 @@ pub fn describe_configs(kafka: &Kafka, request: DescribeConfigsRequest) -> Descr
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// A topic's log settings as DescribeConfigs reports them: in a cluster,
+/// from the configs the metadata this node applied gives it (so that a
+/// change is seen as soon as it is answered, before this node's log takes
+/// it); else, and for the cluster's own topics, this node's log's.
+fn topic_settings(kafka: &Kafka, name: &str) -> Result<LogConfig, (ResponseError, String)> {
+    let replicated = kafka
+        .leaders
+        .replication()
+        .filter(|_| !kafka.leaders.is_internal(name));
+    if let Some(replication) = replicated {
+        let configs = replication.topic_configs(name).ok_or_else(|| {
+            (
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {name}"),
+            )
+        })?;
+        return topic_log_config(kafka.log.default_log_config(), &configs)
+            .map_err(|reason| (ResponseError::InvalidConfig, reason));
+    }
+    kafka
+        .log
+        .topic(name)
+        .map(|topic| topic.log)
+        .map_err(|error| (for_broker(&error), error.to_string()))
 }
 
 fn broker_configs(kafka: &Kafka) -> Vec<(&'static str, String)> {

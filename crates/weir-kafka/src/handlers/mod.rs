@@ -1,6 +1,7 @@
 //! Request handlers, one module per family of APIs, and the dispatch from a
 //! decoded request to its handler.
 
+pub mod configs;
 pub mod errors;
 pub mod fetch;
 pub mod groups;
@@ -121,6 +122,14 @@ pub async fn dispatch(
         RequestKind::DescribeConfigs(request) => Reply(ResponseKind::DescribeConfigs(
             metadata::describe_configs(kafka, request),
         )),
+        RequestKind::AlterConfigs(request) => Reply(ResponseKind::AlterConfigs(
+            configs::alter_configs(kafka, request).await,
+        )),
+        RequestKind::IncrementalAlterConfigs(request) => {
+            Reply(ResponseKind::IncrementalAlterConfigs(
+                configs::incremental_alter_configs(kafka, request).await,
+            ))
+        }
         RequestKind::InitProducerId(request) => Reply(ResponseKind::InitProducerId(
             groups::init_producer_id(kafka, request).await,
         )),

@@ -9,7 +9,9 @@ use weir_io::sync::lock;
 use weir_io::OpenMode;
 
 use super::{AppendInfo, Inner, Partition};
-use crate::batch::{self, Batch, BatchError, BatchHeader, BatchLimits, ProducerInfo, Record};
+use crate::batch::{
+    self, Batch, BatchError, BatchHeader, BatchLimits, ProducerInfo, Record, BATCH_BYTES_LIMIT,
+};
 use crate::config::{FlushPolicy, HighWatermarkPolicy};
 use crate::error::LogError;
 use crate::frame::{frame_for, FRAME_BYTES};
@@ -93,7 +95,7 @@ impl Partition {
     /// against its CRCs, not decoded (its leader validated it). Returns once
     /// written; the owner drives syncs.
     pub fn append_replicated(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
-        self.check_batch_size(batch.len())?;
+        check_replicated_size(batch.len())?;
         let parsed = whole_batch(batch)?;
         let max_timestamp = parsed.header().max_timestamp;
         let mut inner = lock(&self.inner);
@@ -106,7 +108,7 @@ impl Partition {
     /// its CRC is not computed a second time. Its header is still read and
     /// its length checked.
     pub fn append_replicated_verified(&self, batch: &[u8]) -> Result<AppendInfo, LogError> {
-        self.check_batch_size(batch.len())?;
+        check_replicated_size(batch.len())?;
         let header = BatchHeader::parse(batch)?;
         // Before the write: the caller's check held (a whole batch).
         assert_eq!(
@@ -232,8 +234,10 @@ impl Partition {
         }
     }
 
+    /// A batch this node appends as leader (or alone) keeps to the log's
+    /// batch limit as it is now (`max.message.bytes`).
     fn check_batch_size(&self, size: usize) -> Result<(), LogError> {
-        let max = u64::from(self.config.max_batch_bytes);
+        let max = u64::from(self.live().max_batch_bytes);
         if size as u64 > max {
             return Err(LogError::BatchTooLarge {
                 size: size as u64,
@@ -388,10 +392,11 @@ impl Partition {
         offset_count: u64,
     ) -> Result<(), LogError> {
         let now = self.clock.now_ms();
+        let settings = self.live();
         let active = inner.active();
         let too_big =
-            u64::from(active.size) + u64::from(stored_bytes) > u64::from(self.config.segment_bytes);
-        let too_old = now.saturating_sub(active.created_ms) >= self.config.segment_ms;
+            u64::from(active.size) + u64::from(stored_bytes) > u64::from(settings.segment_bytes);
+        let too_old = now.saturating_sub(active.created_ms) >= settings.segment_ms;
         let offsets_full =
             inner.next_offset + offset_count - active.base_offset > u64::from(u32::MAX);
         if !active.is_empty() && (too_big || too_old || offsets_full) {
@@ -586,4 +591,19 @@ fn with_buffer<T>(
         }
         result
     })
+}
+
+/// A batch a leader wrote keeps to the format's limit only: the leader
+/// checked it against the topic's limit when it took it, and a follower
+/// that has since lowered the limit (a config change it applied before
+/// the batch reached it) must still take it, or it could never catch up
+/// (Kafka checks `max.message.bytes` on the leader alone).
+fn check_replicated_size(size: usize) -> Result<(), LogError> {
+    if size > BATCH_BYTES_LIMIT {
+        return Err(LogError::BatchTooLarge {
+            size: size as u64,
+            max: BATCH_BYTES_LIMIT as u64,
+        });
+    }
+    Ok(())
 }

@@ -386,14 +386,14 @@ impl Partition {
         let mut remaining = inner.size_bytes();
         let mut cut = None;
         let sealed = inner.segments.len() - 1;
+        let settings = self.live();
         for segment in inner.segments.values().take(sealed) {
-            let expired = self.config.retention_ms.is_some_and(|retention| {
+            let expired = settings.retention_ms.is_some_and(|retention| {
                 segment
                     .max_timestamp
                     .is_none_or(|(max, _)| max < now.saturating_sub(retention as i64))
             });
-            let oversize = self
-                .config
+            let oversize = settings
                 .retention_bytes
                 .is_some_and(|limit| remaining - u64::from(segment.size) >= limit);
             if !(expired || oversize) || segment.next_offset > inner.high_watermark {

@@ -22,7 +22,7 @@ mod read;
 mod sync;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use weir_io::sync::{lock, Mutex};
@@ -30,7 +30,7 @@ use weir_io::{Clock, Storage};
 
 use crate::checkpoint::Checkpoint;
 use crate::commit::GroupCommit;
-use crate::config::{FlushPolicy, HighWatermarkPolicy, LogConfig};
+use crate::config::{FlushPolicy, HighWatermarkPolicy, LogConfig, TopicSettings};
 use crate::epochs::{EpochEntry, LeaderEpochs};
 use crate::error::LogError;
 use crate::producers::{ProducerEntry, ProducerStates};
@@ -120,7 +120,10 @@ pub struct PartitionStats {
 pub struct Partition {
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
+    /// The settings it opened with; the changeable ones are read from
+    /// `settings`, never from here.
     config: LogConfig,
+    settings: LiveSettings,
     inner: Mutex<Inner>,
     commit: GroupCommit,
     /// Serialises checkpoint writes; taken before `inner`.
@@ -134,6 +137,59 @@ pub struct Partition {
     synced_data_cut: Option<u64>,
     /// See [`Partition::take_corrupt_read`] (`u64::MAX`: none).
     corrupt_read: AtomicU64,
+}
+
+/// The changeable settings, read by appends, rolls and retention without
+/// the log's lock. A reader racing a change may see some fields old and
+/// some new: each is valid alone.
+#[derive(Debug)]
+struct LiveSettings {
+    segment_bytes: AtomicU32,
+    segment_ms: AtomicU64,
+    max_batch_bytes: AtomicU32,
+    /// `u64::MAX`: no limit.
+    retention_ms: AtomicU64,
+    /// `u64::MAX`: no limit.
+    retention_bytes: AtomicU64,
+}
+
+impl LiveSettings {
+    fn new(settings: TopicSettings) -> Self {
+        let live = Self {
+            segment_bytes: AtomicU32::new(0),
+            segment_ms: AtomicU64::new(0),
+            max_batch_bytes: AtomicU32::new(0),
+            retention_ms: AtomicU64::new(0),
+            retention_bytes: AtomicU64::new(0),
+        };
+        live.store(settings);
+        live
+    }
+
+    fn store(&self, settings: TopicSettings) {
+        let limit = |value: Option<u64>| value.unwrap_or(u64::MAX);
+        self.segment_bytes
+            .store(settings.segment_bytes, Ordering::Relaxed);
+        self.segment_ms
+            .store(settings.segment_ms, Ordering::Relaxed);
+        self.max_batch_bytes
+            .store(settings.max_batch_bytes, Ordering::Relaxed);
+        self.retention_ms
+            .store(limit(settings.retention_ms), Ordering::Relaxed);
+        self.retention_bytes
+            .store(limit(settings.retention_bytes), Ordering::Relaxed);
+    }
+
+    fn load(&self) -> TopicSettings {
+        let limit = |value: u64| (value != u64::MAX).then_some(value);
+        TopicSettings {
+            segment_bytes: self.segment_bytes.load(Ordering::Relaxed),
+            segment_ms: self.segment_ms.load(Ordering::Relaxed),
+            max_batch_bytes: self.max_batch_bytes.load(Ordering::Relaxed),
+            retention_ms: limit(self.retention_ms.load(Ordering::Relaxed)),
+            retention_bytes: limit(self.retention_bytes.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -277,6 +333,7 @@ impl Partition {
                 .filter(|cut| cut.synced)
                 .map(|_| next_offset),
             corrupt_read: AtomicU64::new(u64::MAX),
+            settings: LiveSettings::new(config.settings()),
             config,
         };
         partition.check_invariants()?;
@@ -300,9 +357,24 @@ impl Partition {
         (offset != u64::MAX).then_some(offset)
     }
 
-    /// The log's settings.
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The log's settings, with the changeable ones as they are now.
+    pub fn config(&self) -> LogConfig {
+        self.config.with_settings(self.settings.load())
+    }
+
+    /// Changes the settings that may change while the log is open (Kafka's
+    /// dynamic topic configs); they apply from the next append, roll or
+    /// retention pass. Settings outside a log's limits are refused and
+    /// change nothing.
+    pub fn change_settings(&self, settings: TopicSettings) -> Result<(), LogError> {
+        self.config.with_settings(settings).validate()?;
+        self.settings.store(settings);
+        Ok(())
+    }
+
+    /// The changeable settings as they are now.
+    fn live(&self) -> TopicSettings {
+        self.settings.load()
     }
 
     /// The first offset the log holds.
