@@ -266,6 +266,11 @@ impl ReplicasHandle {
         read(&self.published.views).get(&group).cloned()
     }
 
+    /// Every group's view on this node, by group.
+    pub fn views(&self) -> BTreeMap<u64, GroupView> {
+        read(&self.published.views).clone()
+    }
+
     /// The peers this node takes for down (silent for two election
     /// timeouts).
     pub fn down_peers(&self) -> std::collections::BTreeSet<u64> {

@@ -281,6 +281,83 @@ fn a_topic_created_with_configs_has_them_on_every_node() {
     }
 }
 
+/// AlterConfigs and IncrementalAlterConfigs in a cluster, through both
+/// libraries; then a change made while a node is down: once back, that
+/// node's own copy of the topic takes it (its `topic.meta` becomes the
+/// others'), and every node's topic reopens offline with the new settings.
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn topic_configs_changed_while_a_node_is_down_reach_it_once_back() {
+    let mut cluster = Cluster::start();
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    for library in ["kp", "ck"] {
+        let altered = cluster.scenario("alter_configs", library, &[&format!("altered-{library}")]);
+        for expected in [
+            "\"set\": null",
+            "\"bad_value\": \"INVALID_CONFIG\"",
+            "\"absent\": \"UNKNOWN_TOPIC_OR_PARTITION\"",
+            "\"delete\": null",
+            "\"replace\": null",
+        ] {
+            assert!(
+                altered.contains(expected),
+                "{library}: {expected} in {altered}"
+            );
+        }
+    }
+    cluster.scenario("cluster_create", "kp", &["tuned", "2", "3"]);
+    let directories: Vec<_> = (1..=3).map(|id| cluster.directory(id)).collect();
+    let meta = |id: u64| {
+        let path = directories[id as usize - 1].join("log/topics/tuned/topic.meta");
+        std::fs::read(path).unwrap_or_default()
+    };
+    let before = meta(1);
+    cluster.kill(3);
+    cluster.scenario(
+        "cluster_alter",
+        "ck",
+        &["tuned", "retention.ms=120000", "segment.bytes=2097152"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while meta(1) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(meta(1), before, "node 1's copy never took the change");
+    cluster.start_node(3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while meta(3) != meta(1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        meta(3),
+        meta(1),
+        "node 3's copy of the topic never took the change made while it was down:\n{}",
+        cluster.logs()
+    );
+    for id in [1, 2, 3] {
+        let mut node = cluster.nodes.remove(&id).expect("the node");
+        assert!(node.terminate(), "node {id} stopped cleanly");
+        let topic = offline_topic(&cluster.directory(id), "tuned");
+        assert_eq!(topic.log.retention_ms, Some(120_000), "node {id}");
+        assert_eq!(topic.log.segment_bytes, 2 << 20, "node {id}");
+    }
+}
+
+/// A topic as a stopped node's log holds it.
+fn offline_topic(directory: &Path, name: &str) -> weir_log::TopicMetadata {
+    let storage = weir_io::OsStorage::open(directory.join("log")).expect("the log");
+    let config = weir_log::BrokerConfig {
+        default_log: weir_log::LogConfig {
+            high_watermark: weir_log::HighWatermarkPolicy::SetByOwner,
+            ..weir_log::LogConfig::default()
+        },
+    };
+    let clock = std::sync::Arc::new(weir_io::SystemClock);
+    let (broker, _) = weir_log::Broker::open(std::sync::Arc::new(storage), clock, config)
+        .expect("the node's topics");
+    broker.topic(name).expect("the topic")
+}
+
 #[test]
 #[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
 fn a_replica_down_while_its_topic_is_recreated_takes_the_new_one() {
@@ -435,6 +512,97 @@ fn a_node_behind_on_metadata_deletes_a_topic_it_has_not_heard_of() {
     );
     let listed = cluster.scenario("cluster_listed", "kp", &[]);
     assert!(!listed.contains("\"unheard\""), "{listed}");
+}
+
+/// Each partition's (leader, leader epoch, in-sync replicas) as node
+/// `port`'s Metadata names them.
+fn leaders_through(port: u16, topic: &str) -> std::io::Result<Vec<(i32, i32, Vec<i32>)>> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestKind};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(
+        Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.into())),
+        ))]),
+    ));
+    let mut body = call_node(port, ApiKey::Metadata, 9, &request)?;
+    let response = MetadataResponse::decode(&mut body, 9).map_err(invalid)?;
+    let mut partitions: Vec<_> = response
+        .topics
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .map(|partition| {
+            let isr = partition.isr_nodes.iter().map(|node| node.0).collect();
+            (
+                partition.partition_index,
+                partition.leader_id.0,
+                partition.leader_epoch,
+                isr,
+            )
+        })
+        .collect();
+    partitions.sort();
+    Ok(partitions
+        .into_iter()
+        .map(|(_, leader, epoch, isr)| (leader, epoch, isr))
+        .collect())
+}
+
+/// A topic whose replicas are not on every node (replication factor 1):
+/// every node names each partition's leader, epoch and in-sync replicas
+/// as the leader does, from the leaders' announcements (before, a node
+/// that did not replicate a partition named no leader, and clients that
+/// asked it waited out their timeouts); a killed leader is named by none.
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn every_node_names_the_leaders_of_partitions_it_does_not_replicate() {
+    let mut cluster = Cluster::start();
+    cluster.scenario("cluster_ready", "kp", &["3"]);
+    cluster.scenario("cluster_create", "kp", &["spread", "3", "1"]);
+    let ports = cluster.kafka_ports.clone();
+    let agreed = |ids: &[u64]| -> Option<Vec<(i32, i32, Vec<i32>)>> {
+        let seen: Vec<_> = ids
+            .iter()
+            .map(|id| leaders_through(ports[id], "spread").ok())
+            .collect::<Option<_>>()?;
+        let first = seen[0].clone();
+        (seen.iter().all(|leaders| *leaders == first) && first.len() == 3).then_some(first)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leaders = loop {
+        match agreed(&[1, 2, 3]) {
+            Some(leaders) if leaders.iter().all(|(leader, _, _)| *leader > 0) => break leaders,
+            _ if Instant::now() > deadline => panic!(
+                "the nodes never agreed on the leaders: {:?}\n{}",
+                [1, 2, 3].map(|id| leaders_through(ports[&id], "spread").ok()),
+                cluster.logs()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    for (leader, _, isr) in &leaders {
+        assert_eq!(isr, &vec![*leader], "{leaders:?}");
+    }
+    let victim = leaders[0].0 as u64;
+    cluster.kill(victim);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != victim).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let named = others.iter().all(|id| {
+            leaders_through(ports[id], "spread")
+                .is_ok_and(|leaders| leaders.first().is_some_and(|first| first.0 == -1))
+        });
+        if named {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a dead leader is still named:\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A node gone for good is replaced: a new node joins, every replica of

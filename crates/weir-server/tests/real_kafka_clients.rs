@@ -184,6 +184,37 @@ fn admin_clients_create_describe_list_and_delete() {
     }
 }
 
+/// The outcomes the `alter_configs` scenario observes through either
+/// library.
+const ALTERED: &[&str] = &[
+    "\"set\": null",
+    "\"bad_value\": \"INVALID_CONFIG\"",
+    "\"unsupported\": \"INVALID_CONFIG\"",
+    "\"absent\": \"UNKNOWN_TOPIC_OR_PARTITION\"",
+    "\"delete\": null",
+    "\"replace\": null",
+];
+
+#[test]
+#[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
+fn topic_configs_change_through_both_admin_apis() {
+    let server = Server::start(&[]);
+    for library in LIBRARIES {
+        let altered = scenario(
+            &server,
+            "alter_configs",
+            library,
+            &[&format!("altered-{library}")],
+        );
+        for expected in ALTERED {
+            assert!(
+                altered.contains(expected),
+                "{library}: {expected} in {altered}"
+            );
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs kafka-python and confluent-kafka: `cargo xtask ci` installs them and runs this test"]
 fn sasl_plain_lets_users_in_and_refuses_wrong_passwords() {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::sync::watch;
 use weir_io::sync::{lock, write};
 use weir_io::{Clock, Storage};
+use weir_kafka::handlers::configs::{altered_configs, ConfigChange};
 use weir_kafka::handlers::metadata::topic_log_config;
 use weir_kafka::handlers::partitions::partitions_not_added;
 use weir_kafka::node::off_loop;
@@ -29,7 +30,7 @@ use weir_replication::runner::{self, Acks, GroupView, ReplicasHandle, RunnerConf
 use weir_replication::transport::Transport;
 use weir_replication::{Replicas, ReplicasConfig};
 
-use super::messages::ClusterMessage;
+use super::messages::{ClusterMessage, Led};
 use super::{config_misfit, Answer, Cluster, ClusterSettings, Halt, Shared, OFFSETS_TOPIC};
 use crate::node::StartError;
 
@@ -44,6 +45,9 @@ const WAITING_NOTE_ROUNDS: u64 = 40;
 /// How long a node waits before proposing a group's membership change
 /// again.
 const MEMBERSHIP_RETRY: Duration = Duration::from_secs(1);
+/// How often a node tells its peers the groups it leads when that has not
+/// changed (for a peer that missed it, or started since).
+const ANNOUNCE_PERIOD: Duration = Duration::from_secs(1);
 /// Threads syncing the replication's files at once (see
 /// `ReplicasConfig::sync_threads`).
 const SYNC_THREADS: usize = 8;
@@ -164,6 +168,7 @@ pub async fn start(
         proposed_membership: BTreeMap::new(),
         registered_at: None,
         opening,
+        announced: (Vec::new(), None),
     };
     tokio::spawn(task.run(applications, local_rx, shutdown));
     Ok(cluster)
@@ -486,6 +491,41 @@ fn plan_partitions(state: &MetadataState, name: &str, count: u32) -> Planned {
         .map_err(|error| (ResponseError::InvalidPartitions, error.to_string()))
 }
 
+/// The record that gives topic `name` the configs `changes` make of those
+/// the metadata has (of none, when `replace`), checked against this
+/// node's settings as the asker checked them against its own; nothing
+/// when they are the configs it has already (a request sent again).
+fn plan_configs(
+    state: &MetadataState,
+    defaults: &LogConfig,
+    name: &str,
+    changes: &[ConfigChange],
+    replace: bool,
+) -> Planned {
+    if !state.topics.contains_key(name) {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic {name}"),
+        ));
+    }
+    let current = state.topic_configs.get(name).map_or(&[][..], Vec::as_slice);
+    let configs = altered_configs(current, changes, replace)?;
+    topic_log_config(defaults, &configs)
+        .map_err(|reason| (ResponseError::InvalidConfig, reason))?;
+    if !configs_fit(&configs) {
+        return Err(config_misfit());
+    }
+    let mut sorted = current.to_vec();
+    sorted.sort();
+    if sorted == configs {
+        return Ok(None);
+    }
+    Ok(Some(MetadataRecord::TopicConfigs {
+        name: name.to_string(),
+        configs,
+    }))
+}
+
 fn plan_reassignment(state: &MetadataState, group: u64, target: &[u64]) -> Planned {
     let under_way = state.reassignments.get(&group);
     if target.is_empty() {
@@ -621,6 +661,9 @@ struct Task {
     /// The metadata group to open once the peers have answered, when the
     /// node started with no cluster state.
     opening: Option<Opening>,
+    /// The groups this node last told its peers it leads, and when it is
+    /// to tell them again.
+    announced: (Vec<Led>, Option<tokio::time::Instant>),
 }
 
 impl Task {
@@ -658,6 +701,7 @@ impl Task {
             self.register().await;
             self.ensure_offsets_topic().await;
             self.drive_reassignments().await;
+            self.announce_leadership().await;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -950,6 +994,12 @@ impl Task {
             }
             // Late answers to a question this node no longer asks.
             ClusterMessage::Known { .. } => return,
+            ClusterMessage::Leading { groups } => {
+                if from != self.cluster.node {
+                    self.cluster.shared.learn_leaders(from, &groups);
+                }
+                return;
+            }
             _ => {}
         }
         let answered = match &message {
@@ -1073,6 +1123,16 @@ impl Task {
                 name,
                 partitions,
             } => (Some(*request), plan_partitions(state, name, *partitions)),
+            ClusterMessage::AlterConfigs {
+                request,
+                name,
+                replace,
+                changes,
+            } => {
+                let defaults = self.log.default_log_config();
+                let planned = plan_configs(state, defaults, name, changes, *replace);
+                (Some(*request), planned)
+            }
             ClusterMessage::AllocateProducerIds { request, floor } => {
                 (Some(*request), plan_producer_ids(state, from, *floor))
             }
@@ -1090,6 +1150,7 @@ impl Task {
             ClusterMessage::Refused { .. }
             | ClusterMessage::Done { .. }
             | ClusterMessage::AskKnown
+            | ClusterMessage::Leading { .. }
             | ClusterMessage::Known { .. } => unreachable!("answers are handled before"),
         };
         let answer = match outcome {
@@ -1182,7 +1243,7 @@ impl Task {
         }
         for (name, partitions) in &state.topics {
             match self.materialize_topic(&state, name, partitions).await {
-                Made::Ready => {}
+                Made::Ready => complete &= self.reconfigure_topic(&state, name).await,
                 Made::Ahead => complete = false,
                 Made::Failed => {
                     complete = false;
@@ -1263,6 +1324,32 @@ impl Task {
         }
     }
 
+    /// Gives the local topic `name` the settings its configs in the
+    /// metadata make of this node's defaults (AlterConfigs); whether it
+    /// has them.
+    async fn reconfigure_topic(&self, state: &MetadataState, name: &str) -> bool {
+        let Ok(local) = self.log.topic(name) else {
+            return false;
+        };
+        let configs = state.topic_configs.get(name).map_or(&[][..], Vec::as_slice);
+        let wanted = topic_config(&self.log, name, local.partitions, configs)
+            .log
+            .unwrap_or_else(|| self.log.default_log_config().clone())
+            .settings();
+        if local.log.settings() == wanted {
+            return true;
+        }
+        let log = Arc::clone(&self.log);
+        let topic = name.to_string();
+        match off_loop(move || log.change_topic_settings(&topic, wanted)).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(topic = name, %error, "changing a replicated topic's settings failed");
+                false
+            }
+        }
+    }
+
     /// A local topic with more partitions than the metadata gives it: an
     /// earlier topic of the same name when a partition's group marker
     /// names a group other than the metadata's for it, or, past the
@@ -1305,6 +1392,42 @@ impl Task {
         );
         self.remove_topic(name).await;
         Made::Failed
+    }
+
+    /// Tells every peer the groups this node leads, when that changed and
+    /// every [`ANNOUNCE_PERIOD`]: a node that does not replicate a group
+    /// knows its leader from this alone, and names it in Metadata (a
+    /// topic whose replicas are not on every node).
+    async fn announce_leadership(&mut self) {
+        let node = self.cluster.node;
+        let led: Vec<Led> = self
+            .cluster
+            .handle
+            .views()
+            .into_iter()
+            .filter(|(_, view)| view.leader == Some(node))
+            .map(|(group, view)| Led {
+                group,
+                term: view.term,
+                in_sync: view.in_sync,
+            })
+            .collect();
+        let now = tokio::time::Instant::now();
+        let due = self.announced.1.is_none_or(|at| now >= at);
+        if !due && led == self.announced.0 {
+            return;
+        }
+        let message = ClusterMessage::Leading {
+            groups: led.clone(),
+        }
+        .encode();
+        let mut peers: BTreeSet<u64> = self.cluster.peers.iter().copied().collect();
+        peers.extend(self.metadata.state().nodes.keys().copied());
+        peers.remove(&node);
+        for peer in peers {
+            self.cluster.handle.send(peer, message.clone()).await;
+        }
+        self.announced = (led, Some(now + ANNOUNCE_PERIOD));
     }
 
     /// Whether the metadata log lost entries to corruption and is being

@@ -22,12 +22,25 @@
 //! done      (kind 12) u64 request | u64 offset (the controller made the
 //!                    change, or found it made, in the metadata up to
 //!                    offset)
+//! leading   (kind 14) u32 count (at most 65536) | count × (u64 group |
+//!                    u64 term | nodes in-sync): every group the sender
+//!                    leads (a group it no longer names it no longer
+//!                    leads), sent to every peer when that changes and
+//!                    every second
+//! configs   (kind 13) u64 request | text topic | u8 replace (0 or 1) |
+//!                    u8 count (0 to 64) | count × (text config name |
+//!                    u8 operation (0 set, 1 delete, 2 append, 3
+//!                    subtract) | u8 has value (0 or 1) | text value if
+//!                    so): AlterConfigs (replace) or
+//!                    IncrementalAlterConfigs
 //! nodes     u8 count (at most 7) | count × u64 node
 //! text      u16 length | that many bytes of UTF-8 (at most 1024)
 //! ```
 //!
 //! Integers are little-endian. The decoder refuses anything else: unknown
 //! versions and kinds, truncation, bad UTF-8, trailing bytes.
+
+use weir_kafka::handlers::configs::{ConfigChange, ConfigOperation};
 
 const VERSION: u8 = 1;
 /// The longest text field.
@@ -66,6 +79,24 @@ pub enum ClusterMessage {
         request: u64,
         /// The topic.
         name: String,
+    },
+    /// Change a topic's configs: the controller applies `changes` to the
+    /// configs its metadata has (to none first when `replace`).
+    AlterConfigs {
+        /// The asker's number for the request.
+        request: u64,
+        /// The topic.
+        name: String,
+        /// AlterConfigs (the configs become those set) rather than
+        /// IncrementalAlterConfigs.
+        replace: bool,
+        /// The changes, checked by the asker.
+        changes: Vec<ConfigChange>,
+    },
+    /// The sender leads these groups, and no others.
+    Leading {
+        /// Each group it leads.
+        groups: Vec<Led>,
     },
     /// Add partitions to a topic so that it has `partitions`.
     CreatePartitions {
@@ -130,6 +161,21 @@ pub enum ClusterMessage {
     },
 }
 
+/// A group a node leads, as it tells its peers (who do not replicate the
+/// group, so know its leader from this alone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Led {
+    /// The group.
+    pub group: u64,
+    /// Its term (the leader epoch).
+    pub term: u64,
+    /// Its in-sync replicas.
+    pub in_sync: Vec<u64>,
+}
+
+/// The most groups a [`ClusterMessage::Leading`] names.
+pub const LED_MAX: usize = 1 << 16;
+
 /// The most nodes in a message's list.
 pub const NODES_MAX: usize = 7;
 /// The most configs of a topic to create (callers keep within it: see
@@ -179,6 +225,37 @@ impl ClusterMessage {
                         put_text(&mut out, key);
                         put_text(&mut out, value);
                     }
+                }
+            }
+            Self::AlterConfigs {
+                request,
+                name,
+                replace,
+                changes,
+            } => {
+                out.push(13);
+                out.extend_from_slice(&request.to_le_bytes());
+                put_text(&mut out, name);
+                out.push(u8::from(*replace));
+                let count = changes.len().min(CONFIGS_MAX);
+                out.push(count as u8);
+                for change in &changes[..count] {
+                    put_text(&mut out, &change.name);
+                    out.push(change.operation.code() as u8);
+                    out.push(u8::from(change.value.is_some()));
+                    if let Some(value) = &change.value {
+                        put_text(&mut out, value);
+                    }
+                }
+            }
+            Self::Leading { groups } => {
+                out.push(14);
+                let count = groups.len().min(LED_MAX);
+                out.extend_from_slice(&(count as u32).to_le_bytes());
+                for led in &groups[..count] {
+                    out.extend_from_slice(&led.group.to_le_bytes());
+                    out.extend_from_slice(&led.term.to_le_bytes());
+                    put_nodes(&mut out, &led.in_sync);
                 }
             }
             Self::CreatePartitions {
@@ -300,6 +377,15 @@ impl ClusterMessage {
                     flag => return Err(MessageError(format!("known flag {flag}"))),
                 },
             },
+            14 => Self::Leading {
+                groups: reader.led()?,
+            },
+            13 => Self::AlterConfigs {
+                request: reader.u64()?,
+                name: reader.text()?,
+                replace: reader.flag("replace")?,
+                changes: reader.changes()?,
+            },
             10 => Self::AllocateProducerIds {
                 request: reader.u64()?,
                 floor: reader.u64()?,
@@ -388,6 +474,58 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
+    fn flag(&mut self, field: &str) -> Result<bool, MessageError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(MessageError(format!("{field} flag {other}"))),
+        }
+    }
+
+    fn led(&mut self) -> Result<Vec<Led>, MessageError> {
+        let count = self.u32()? as usize;
+        // Each takes at least 17 bytes.
+        if count > LED_MAX || count > self.bytes.len() / 17 {
+            return Err(MessageError(format!("{count} groups led")));
+        }
+        (0..count)
+            .map(|_| {
+                Ok(Led {
+                    group: self.u64()?,
+                    term: self.u64()?,
+                    in_sync: self.nodes()?,
+                })
+            })
+            .collect()
+    }
+
+    fn changes(&mut self) -> Result<Vec<ConfigChange>, MessageError> {
+        let count = usize::from(self.u8()?);
+        if count > CONFIGS_MAX {
+            return Err(MessageError(format!("{count} config changes")));
+        }
+        (0..count)
+            .map(|_| {
+                let name = self.text()?;
+                let code = self.u8()?;
+                let operation = i8::try_from(code)
+                    .ok()
+                    .and_then(ConfigOperation::from_code)
+                    .ok_or_else(|| MessageError(format!("config operation {code}")))?;
+                let value = if self.flag("value")? {
+                    Some(self.text()?)
+                } else {
+                    None
+                };
+                Ok(ConfigChange {
+                    name,
+                    operation,
+                    value,
+                })
+            })
+            .collect()
+    }
+
     fn text(&mut self) -> Result<String, MessageError> {
         let length = usize::from(u16::from_le_bytes(
             self.take(2)?.try_into().expect("two bytes"),
@@ -453,6 +591,45 @@ mod tests {
                 ),
             (any::<u64>(), text)
                 .prop_map(|(request, name)| ClusterMessage::DeleteTopic { request, name }),
+            proptest::collection::vec(
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::collection::vec(any::<u64>(), 0..4)
+                ),
+                0..5
+            )
+            .prop_map(|groups| ClusterMessage::Leading {
+                groups: groups
+                    .into_iter()
+                    .map(|(group, term, in_sync)| Led {
+                        group,
+                        term,
+                        in_sync,
+                    })
+                    .collect(),
+            }),
+            (
+                any::<u64>(),
+                text,
+                any::<bool>(),
+                proptest::collection::vec((text, 0i8..4, proptest::option::of(text)), 0..5)
+            )
+                .prop_map(|(request, name, replace, changes)| {
+                    ClusterMessage::AlterConfigs {
+                        request,
+                        name,
+                        replace,
+                        changes: changes
+                            .into_iter()
+                            .map(|(name, code, value)| ConfigChange {
+                                name,
+                                operation: ConfigOperation::from_code(code).expect("0 to 3"),
+                                value,
+                            })
+                            .collect(),
+                    }
+                }),
             (any::<u64>(), text, any::<u32>()).prop_map(|(request, name, partitions)| {
                 ClusterMessage::CreatePartitions {
                     request,

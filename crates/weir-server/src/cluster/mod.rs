@@ -26,8 +26,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify};
-use weir_io::sync::{lock, read, Mutex, RwLock};
+use weir_io::sync::{lock, read, write, Mutex, RwLock};
 use weir_io::Clock;
+use weir_kafka::handlers::configs::ConfigChange;
 use weir_kafka::handlers::errors::for_log;
 use weir_kafka::handlers::partitions::partitions_not_added;
 use weir_kafka::node::{Acknowledgement, SeamFuture};
@@ -103,11 +104,45 @@ struct Shared {
     /// Requests to the controller awaiting an answer, by number.
     pending: Mutex<BTreeMap<u64, oneshot::Sender<Answer>>>,
     next_request: AtomicU64,
+    /// The leaders of groups this node does not replicate, as their
+    /// leaders announce them ([`ClusterMessage::Leading`]), by group.
+    remote_leaders: RwLock<BTreeMap<u64, RemoteLead>>,
     /// Why this node stopped before taking part in the cluster (set
     /// once, by the cluster task, which then stops).
     refused: Mutex<Option<Halt>>,
     /// Notified when `refused` is set.
     refusal: Notify,
+}
+
+/// A group's leader as that leader announced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RemoteLead {
+    leader: u64,
+    term: u64,
+    in_sync: Vec<u64>,
+}
+
+impl Shared {
+    /// Takes in a peer's announcement of every group it leads: it leads
+    /// those, unless another announced a later term, and no others.
+    fn learn_leaders(&self, from: u64, groups: &[messages::Led]) {
+        let mut remote = write(&self.remote_leaders);
+        let named: std::collections::BTreeSet<u64> = groups.iter().map(|led| led.group).collect();
+        remote.retain(|group, lead| lead.leader != from || named.contains(group));
+        for led in groups {
+            let later = remote
+                .get(&led.group)
+                .is_some_and(|known| known.term > led.term);
+            if !later {
+                let lead = RemoteLead {
+                    leader: from,
+                    term: led.term,
+                    in_sync: led.in_sync.clone(),
+                };
+                remote.insert(led.group, lead);
+            }
+        }
+    }
 }
 
 /// The controller's answer to a request.
@@ -188,6 +223,11 @@ impl Cluster {
         node == self.node
             || (read(&self.shared.metadata).nodes.contains_key(&node)
                 && !self.handle.down_peers().contains(&node))
+    }
+
+    /// A group's leader as it announced itself.
+    fn remote_lead(&self, group: u64) -> Option<RemoteLead> {
+        read(&self.shared.remote_leaders).get(&group).cloned()
     }
 
     /// The group of a partition, if the metadata has it.
@@ -326,10 +366,14 @@ impl Leaders for Cluster {
         nodes
     }
 
-    /// The group's leader, once clients can reach it.
+    /// The group's leader, once clients can reach it: as this node's
+    /// replica knows it, or, for a group this node does not replicate (or
+    /// whose leader its replica does not know yet), as the leader
+    /// announced it.
     fn leader(&self, topic: &str, partition: u32) -> Option<i32> {
         let (group, _) = self.group_of(topic, partition)?;
-        let leader = self.handle.view(group)?.leader?;
+        let local = self.handle.view(group).and_then(|view| view.leader);
+        let leader = local.or_else(|| self.remote_lead(group).map(|lead| lead.leader))?;
         self.is_listed(leader).then(|| as_id(leader))
     }
 
@@ -345,13 +389,22 @@ impl Leaders for Cluster {
                 replicas.extend(view.learners.iter().copied());
                 (ids(&replicas), ids(&view.in_sync))
             }
-            None => (ids(&assigned), Vec::new()),
+            None => {
+                let in_sync = self
+                    .remote_lead(group)
+                    .map(|lead| lead.in_sync)
+                    .unwrap_or_default();
+                (ids(&assigned), ids(&in_sync))
+            }
         }
     }
 
     fn leader_epoch(&self, topic: &str, partition: u32) -> Option<i32> {
         let (group, _) = self.group_of(topic, partition)?;
-        let term = self.handle.view(group)?.term;
+        let term = match self.handle.view(group) {
+            Some(view) => view.term,
+            None => self.remote_lead(group)?.term,
+        };
         i32::try_from(term).ok()
     }
 
@@ -520,6 +573,47 @@ impl Replication for Cluster {
                 request,
                 name: name.clone(),
                 partitions: count,
+            };
+            cluster.ask(make).await
+        })
+    }
+
+    fn topic_configs(&self, name: &str) -> Option<Vec<(String, String)>> {
+        let state = read(&self.shared.metadata);
+        state
+            .topics
+            .contains_key(name)
+            .then(|| state.topic_configs.get(name).cloned().unwrap_or_default())
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: Vec<ConfigChange>,
+        replace: bool,
+    ) -> SeamFuture<Result<(), Refusal>> {
+        let cluster = self.clone();
+        let name = name.to_string();
+        Box::pin(async move {
+            let pairs: Vec<(String, String)> = changes
+                .iter()
+                .map(|change| {
+                    (
+                        change.name.clone(),
+                        change.value.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            if !configs_fit(&pairs) {
+                let (error, message) = config_misfit();
+                return Err((error, Some(message)));
+            }
+            // The configs they change are the controller's metadata's.
+            let make = |request| ClusterMessage::AlterConfigs {
+                request,
+                name: name.clone(),
+                replace,
+                changes: changes.clone(),
             };
             cluster.ask(make).await
         })

@@ -64,6 +64,52 @@ class Kp:
         finally:
             admin.close()
 
+    def alter_configs(self, topic, changes, incremental=True):
+        """Sets configs (a value of None: deleted, back to the default);
+        None, or the error's Kafka name."""
+        import re
+        from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+        from kafka.errors import for_code
+        configs = {name: (AlterConfigOp.DELETE, None) if value is None else value
+                   for name, value in changes.items()}
+        admin = self.admin()
+        try:
+            result = admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)],
+                raise_on_unknown=False, incremental=incremental)
+        finally:
+            admin.close()
+        outcome = result["topic"][topic]
+        if outcome == "OK":
+            return None
+        code = re.search(r"\[Error (-?\d+)\]", outcome)
+        check(code is not None, f"an error without its code: {outcome}")
+        return for_code(int(code.group(1))).message
+
+    def own_configs(self, topic):
+        """The topic's configs that are not the broker's defaults."""
+        from kafka.admin import ConfigResource, ConfigResourceType
+        admin = self.admin()
+        try:
+            found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        finally:
+            admin.close()
+        return {name: entry["value"] for name, entry in found["topic"][topic].items()}
+
+    def produce_error(self, topic, value):
+        """Produces one record; None, or the error's Kafka name."""
+        from kafka.errors import KafkaError
+        producer = self.kafka.KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+        try:
+            producer.send(topic, value=value).get(timeout=30)
+            return None
+        except KafkaError as error:
+            name = getattr(error, "message", type(error).__name__)
+            # kafka-python's name for Kafka's MESSAGE_TOO_LARGE (code 10).
+            return "MESSAGE_TOO_LARGE" if name == "MESSAGE_SIZE_TOO_LARGE" else name
+        finally:
+            producer.close()
+
     def partition_count(self, name):
         admin = self.admin()
         try:
@@ -194,6 +240,55 @@ class Ck:
         except self.ck.KafkaException as error:
             name = error.args[0].name()
             return "UNKNOWN_TOPIC_OR_PARTITION" if name == "UNKNOWN_TOPIC_OR_PART" else name
+
+    def alter_configs(self, topic, changes, incremental=True):
+        """Sets configs (a value of None: deleted, back to the default);
+        None, or the error's Kafka name."""
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+        admin = self.admin()
+        try:
+            if incremental:
+                entries = [
+                    ConfigEntry(name, value, incremental_operation=(
+                        AlterConfigOpType.DELETE if value is None else AlterConfigOpType.SET))
+                    for name, value in changes.items()
+                ]
+                resource = ConfigResource("topic", topic, incremental_configs=entries)
+                futures = admin.incremental_alter_configs([resource], request_timeout=10)
+            else:
+                resource = ConfigResource("topic", topic, set_config=changes)
+                futures = admin.alter_configs([resource], request_timeout=10)
+            for future in futures.values():
+                future.result(timeout=30)
+            return None
+        except self.ck.KafkaException as error:
+            name = error.args[0].name()
+            return "UNKNOWN_TOPIC_OR_PARTITION" if name == "UNKNOWN_TOPIC_OR_PART" else name
+
+    def own_configs(self, topic):
+        """The topic's configs that are not the broker's defaults."""
+        from confluent_kafka.admin import ConfigResource, ConfigSource
+        admin = self.admin()
+        for future in admin.describe_configs([ConfigResource("topic", topic)]).values():
+            entries = future.result(timeout=30)
+        return {name: entry.value for name, entry in entries.items()
+                if entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value}
+
+    def produce_error(self, topic, value):
+        """Produces one record; None, or the error's Kafka name."""
+        producer = self.ck.Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": False})
+        result = {}
+
+        def delivered(error, message):
+            result["error"] = error
+
+        producer.produce(topic, value=value, on_delivery=delivered)
+        producer.flush(30)
+        check("error" in result, "no delivery report")
+        if result["error"] is None:
+            return None
+        name = result["error"].name()
+        return "MESSAGE_TOO_LARGE" if name == "MSG_SIZE_TOO_LARGE" else name
 
     def partition_count(self, name):
         return len(self.admin().list_topics(topic=name, timeout=10).topics[name].partitions)
@@ -564,6 +659,46 @@ def scenario_grow():
     print(json.dumps(observed, sort_keys=True))
 
 
+def scenario_alter_configs():
+    """A topic's configs changed: IncrementalAlterConfigs sets and deletes
+    (back to the default) those it names, DescribeConfigs shows them, the
+    log takes them (a record above max.message.bytes is refused, then
+    taken once the limit is deleted); bad values, a config weir cannot
+    take and an unknown topic are refused and change nothing; AlterConfigs
+    sets the configs it names (and resets the rest: kafka-python names the
+    topic's other modified configs again itself)."""
+    topic = ARGS[0]
+    client.create_topic(topic, 1)
+    large = b"x" * 5000
+    observed = {"set": client.alter_configs(topic, {"retention.ms": "60000", "max.message.bytes": "2000"})}
+    changed = {"max.message.bytes": "2000", "retention.ms": "60000"}
+    eventually(lambda: client.own_configs(topic) == changed, "the changed configs are not described")
+
+    def produced(expected):
+        outcome = client.produce_error(topic, large)
+        if outcome != expected:
+            print(f"a record of {len(large)} bytes: {outcome}, not {expected}", file=sys.stderr)
+        return outcome == expected
+
+    eventually(lambda: produced("MESSAGE_TOO_LARGE"), "a record above max.message.bytes was taken",
+               seconds=30)
+    observed["bad_value"] = client.alter_configs(topic, {"retention.ms": "soon"})
+    observed["unsupported"] = client.alter_configs(topic, {"cleanup.policy": "compact"})
+    observed["absent"] = client.alter_configs(topic + "-absent", {"retention.ms": "1"})
+    check(client.own_configs(topic) == changed, "a refused change changed the configs")
+    observed["delete"] = client.alter_configs(topic, {"max.message.bytes": None})
+    eventually(lambda: client.own_configs(topic) == {"retention.ms": "60000"},
+               "a deleted config is still described")
+    eventually(lambda: produced(None), "the default max.message.bytes is not back", seconds=30)
+    observed["replace"] = client.alter_configs(topic, {"segment.ms": "3600000"}, incremental=False)
+    replaced = {"segment.ms": "3600000"}
+    if LIB == "kp":
+        replaced["retention.ms"] = "60000"
+    eventually(lambda: client.own_configs(topic) == replaced, "AlterConfigs' configs are not described")
+    observed["final"] = client.own_configs(topic)
+    print(json.dumps(observed, sort_keys=True))
+
+
 def scenario_admin():
     """Create, describe, list and delete topics and groups."""
     topic = ARGS[0]
@@ -877,6 +1012,18 @@ def scenario_cluster_configs():
     eventually(described, f"the configs of {topic} are not described")
     check(topic + "-bad" not in listed_topics(), "the refused topic is listed")
     print(json.dumps(observed, sort_keys=True))
+
+
+def scenario_cluster_alter():
+    """In a cluster: TOPIC's configs set (ARGS: TOPIC NAME=VALUE...) through
+    IncrementalAlterConfigs, and described so."""
+    topic = ARGS[0]
+    changes = dict(arg.split("=", 1) for arg in ARGS[1:])
+    outcome = client.alter_configs(topic, changes)
+    check(outcome is None, f"the configs of {topic} were not changed: {outcome}")
+    eventually(lambda: all(client.own_configs(topic).get(name) == value for name, value in changes.items()),
+               f"the configs of {topic} are not described")
+    print(json.dumps(client.own_configs(topic), sort_keys=True))
 
 
 def scenario_cluster_grow():
