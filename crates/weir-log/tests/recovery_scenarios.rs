@@ -323,3 +323,29 @@ fn flipped_reads_never_hide_the_evidence_that_corrupt_data_was_synced() {
     eprintln!("refused {refused}, unreadable {unreadable}");
     assert!(refused > 250, "refused {refused}, unreadable {unreadable}");
 }
+
+/// A segment file shorter than what the log wrote to it (a write gone
+/// astray, the file cut behind the log's back) reads as corrupt, reported
+/// for a replica's owner to repair, not as an I/O error every later read
+/// meets again (cluster seed 78: an offsets leader whose log lost its end
+/// never loaded its offsets and never stepped down).
+#[test]
+fn a_segment_shorter_than_its_recorded_size_reads_as_corrupt() {
+    let fixture = Fixture::new();
+    let (log, _) = fixture.open().expect("open");
+    let positions = fixture.fill(&log, 10);
+    assert_eq!(log.segment_count(), 1);
+    fixture
+        .segment_file(SEGMENT)
+        .set_len(positions[7] + 10)
+        .expect("cut");
+    match log.read(7, 1000) {
+        Err(LogError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("shorter"), "{reason}");
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+    assert_eq!(log.take_corrupt_read(), Some(7));
+    let before = log.read(0, 10).expect("records before the cut still read");
+    assert_eq!(before.records().count(), 1);
+}

@@ -414,7 +414,8 @@ impl Partition {
         let mut buffered = 0usize;
         let wanted = (end - start).min(u64::from(max_bytes) + slack);
         let initial = chunk(wanted.min(READ_CHUNK_BYTES as u64));
-        fill(plan.file.as_ref(), out, &mut buffered, start, initial).map_err(ReadFailure::Io)?;
+        fill(plan.file.as_ref(), out, &mut buffered, start, initial)
+            .map_err(|error| short_or_io(error, start))?;
         let mut cursor = 0usize;
         let mut first: Option<usize> = None;
         let mut expected = plan.batch_base;
@@ -427,7 +428,7 @@ impl Partition {
                     break;
                 }
                 fill(plan.file.as_ref(), out, &mut buffered, start, more)
-                    .map_err(ReadFailure::Io)?;
+                    .map_err(|error| short_or_io(error, start + buffered as u64))?;
                 continue;
             }
             let stored = match StoredHeader::parse(&out[cursor..buffered]) {
@@ -456,7 +457,7 @@ impl Partition {
                 let more = (length - (buffered - cursor)).max(READ_CHUNK_BYTES);
                 let more = chunk((end - start - buffered as u64).min(more as u64));
                 fill(plan.file.as_ref(), out, &mut buffered, start, more)
-                    .map_err(ReadFailure::Io)?;
+                    .map_err(|error| short_or_io(error, start + buffered as u64))?;
                 continue;
             }
             // Only the frame is checked so far: the header's fields after
@@ -623,6 +624,20 @@ impl Partition {
         }
         Ok((log_start, high_watermark, candidates))
     }
+}
+
+/// A segment file shorter than the bytes the log wrote to it lost them
+/// (a write that went astray, a file cut behind the log's back): corrupt
+/// data at the end of what was read, which a replica cuts and repairs from
+/// its peers, not a passing I/O error that every later read meets again.
+fn short_or_io(error: std::io::Error, position: u64) -> ReadFailure {
+    if error.kind() == std::io::ErrorKind::UnexpectedEof {
+        return ReadFailure::Corrupt {
+            position,
+            reason: error.to_string(),
+        };
+    }
+    ReadFailure::Io(error)
 }
 
 /// Reads `wanted` more bytes of the file into `out[*buffered..]`, from
