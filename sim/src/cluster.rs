@@ -24,7 +24,9 @@
 //! never serve, and repair from their peers.
 //!
 //! Checks, after healing: every partition has a leader and takes a
-//! produce again within bounded time (liveness); every acknowledged record
+//! produce again within bounded time (liveness), and every node names
+//! that leader (one that does not replicate the partition too); every
+//! acknowledged record
 //! is in the log at its offset, on every replica once they caught up; no
 //! two replicas hold different records at one offset; no record twice
 //! (idempotence across retries, leader changes and restarts); each
@@ -2604,6 +2606,7 @@ async fn heal(world: &mut World) {
 
 async fn final_checks(world: &World) {
     liveness(world).await;
+    leaders_named(world).await;
     commits_kept(world).await;
     group::consumes_everything(world).await;
     replacement_finishes(world).await;
@@ -2741,12 +2744,16 @@ async fn final_checks(world: &World) {
     let read = shared.read.len();
     let churned = shared.churn.created;
     let grown = shared.churn.grown;
+    let reconfigured = shared.churn.reconfigured;
     drop(shared);
     if churned >= 2 {
         reached(&world.shared, "a topic deleted and created again");
     }
     if grown >= 1 {
         reached(&world.shared, "partitions added to a topic");
+    }
+    if reconfigured >= 1 {
+        reached(&world.shared, "a topic's configs changed");
     }
     if retention_deleted {
         reached(&world.shared, "retention deleted records of a replica");
@@ -2846,6 +2853,50 @@ async fn liveness(world: &World) {
         .await;
     if let Ok(Err(evidence)) = done {
         violation(&world.shared, "liveness after healing", evidence);
+    }
+}
+
+/// After healing, every running node's Metadata names the same leader
+/// and leader epoch for every partition within bounded time: a node that
+/// does not replicate a partition (five nodes, three replicas) too, from
+/// the leaders' announcements.
+async fn leaders_named(world: &World) {
+    let shared = Arc::clone(&world.shared);
+    let done = world
+        .client
+        .spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let running: Vec<u64> = {
+                    let shared = shared.lock().expect("shared");
+                    shared.brokers.keys().copied().collect()
+                };
+                let mut named = BTreeMap::new();
+                for node in running {
+                    let found = partitions_of(node, &shared).await.unwrap_or_default();
+                    named.insert(node, found);
+                }
+                let first = named.values().next().cloned().unwrap_or_default();
+                let agreed = first.len() == PARTITIONS as usize
+                    && named.values().all(|found| *found == first);
+                if agreed {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "60 s after healing, (leader, epoch) by partition as each node names them: {named:?}"
+                    ));
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+    if let Ok(Err(evidence)) = done {
+        violation(
+            &world.shared,
+            "every node names each partition's leader",
+            evidence,
+        );
     }
 }
 

@@ -9,6 +9,12 @@
 //! misses the growth must make the new partitions once it learns of it,
 //! and never take them for an earlier incarnation's.
 //!
+//! An incarnation's configs may change too (IncrementalAlterConfigs: its
+//! `retention.ms` set, or deleted back to the default): every node must
+//! give its own copy of the topic the settings its metadata's configs
+//! make (`a topic's copy on each node has the configs its metadata
+//! gives`), a node that missed the change once it learns of it.
+//!
 //! Each incarnation's records are `churn-<incarnation>-<n>`, produced with
 //! acks=all to one of its partitions once its creation was answered.
 //! Checks, on every replica the final metadata names, for each partition:
@@ -23,6 +29,7 @@
 //! not held to its acknowledged records.
 
 use super::*;
+use weir_kafka::handlers::metadata::topic_log_config;
 
 /// The topic deleted and created again.
 pub(super) const CHURN: &str = "churn";
@@ -37,6 +44,8 @@ pub(super) struct Churned {
     pub created: u64,
     /// Growths acknowledged.
     pub grown: u64,
+    /// Config changes acknowledged.
+    pub reconfigured: u64,
     /// The client has stopped.
     pub done: bool,
 }
@@ -77,6 +86,19 @@ pub(super) async fn churn(
                     &shared,
                     started,
                     format!("{CHURN} {incarnation} grown to {partitions} partitions"),
+                );
+            }
+            if rng.random_range(0..6) == 0 {
+                let retention =
+                    (rng.random_range(0..3) > 0).then(|| rng.random_range(1..48) * 3_600_000u64);
+                if !reconfigure(nodes, &shared, &mut rng, retention).await {
+                    break;
+                }
+                shared.lock().expect("shared").churn.reconfigured += 1;
+                note(
+                    &shared,
+                    started,
+                    format!("{CHURN} {incarnation} retention.ms {retention:?}"),
                 );
             }
             let partition = rng.random_range(0..partitions);
@@ -221,8 +243,49 @@ async fn produce_one(
 /// The checks above, on the replicas the final metadata names for each
 /// partition of [`CHURN`] (if it stands): (invariant, evidence) for each
 /// problem.
+/// Sets [`CHURN`]'s `retention.ms` (`None`: deletes it, back to the
+/// default) through random nodes for up to 15 s; whether it was done. An
+/// unknown topic (deleted by a deletion answered late) ends the
+/// incarnation.
+async fn reconfigure(
+    nodes: u64,
+    shared: &SharedRef,
+    rng: &mut Xoshiro256PlusPlus,
+    retention: Option<u64>,
+) -> bool {
+    let change = incremental_alter_configs_request::AlterableConfig::default()
+        .with_name(StrBytes::from_static_str("retention.ms"))
+        .with_config_operation(if retention.is_some() { 0 } else { 1 })
+        .with_value(retention.map(|ms| StrBytes::from_string(ms.to_string())));
+    let request = RequestKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str(CHURN))
+                .with_configs(vec![change]),
+        ]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let node = rng.random_range(1..=nodes);
+        if let Some(mut client) = connect(node).await {
+            let api = ApiKey::IncrementalAlterConfigs;
+            let response = call(&mut client, shared, api, 1, &request).await;
+            if let Some(ResponseKind::IncrementalAlterConfigs(response)) = response {
+                match response.responses.first().map(|result| result.error_code) {
+                    Some(0) => return true,
+                    Some(3) => return false,
+                    _ => {}
+                }
+            }
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 pub(super) fn check(shared: &Shared) -> Vec<(&'static str, String)> {
-    let mut problems = Vec::new();
+    let mut problems = check_settings(shared);
     let partitions = shared
         .clusters
         .values()
@@ -233,6 +296,38 @@ pub(super) fn check(shared: &Shared) -> Vec<(&'static str, String)> {
         let index = i32::try_from(index).expect("a few partitions");
         for id in &assignment.replicas {
             problems.extend(check_replica(shared, *id, index));
+        }
+    }
+    problems
+}
+
+/// Each running node's copy of [`CHURN`] has the settings the configs of
+/// its own metadata make of its defaults.
+fn check_settings(shared: &Shared) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    for (id, broker) in &shared.brokers {
+        let (Ok(topic), Some(cluster)) = (broker.topic(CHURN), shared.clusters.get(id)) else {
+            continue;
+        };
+        let metadata = cluster.metadata();
+        if !metadata.topics.contains_key(CHURN) {
+            continue;
+        }
+        let configs = metadata
+            .topic_configs
+            .get(CHURN)
+            .cloned()
+            .unwrap_or_default();
+        let wanted =
+            topic_log_config(broker.default_log_config(), &configs).map(|log| log.settings());
+        if wanted.as_ref() != Ok(&topic.log.settings()) {
+            problems.push((
+                "a topic's copy on each node has the configs its metadata gives",
+                format!(
+                    "weir-{id}'s {CHURN}: {:?}, its metadata's configs {configs:?} give {wanted:?}",
+                    topic.log.settings()
+                ),
+            ));
         }
     }
     problems
