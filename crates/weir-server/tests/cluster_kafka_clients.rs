@@ -521,11 +521,11 @@ fn leaders_through(port: u16, topic: &str) -> std::io::Result<Vec<(i32, i32, Vec
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, RequestKind};
     use kafka_protocol::protocol::{Decodable, StrBytes};
-    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(
-        Some(vec![MetadataRequestTopic::default().with_name(Some(
+    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(
+        vec![MetadataRequestTopic::default().with_name(Some(
             TopicName(StrBytes::from_string(topic.into())),
-        ))]),
-    ));
+        ))],
+    )));
     let mut body = call_node(port, ApiKey::Metadata, 9, &request)?;
     let response = MetadataResponse::decode(&mut body, 9).map_err(invalid)?;
     let mut partitions: Vec<_> = response
