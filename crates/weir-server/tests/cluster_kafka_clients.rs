@@ -259,22 +259,8 @@ fn a_topic_created_with_configs_has_them_on_every_node() {
     for id in [1, 2, 3] {
         let mut node = cluster.nodes.remove(&id).expect("the node");
         assert!(node.terminate(), "node {id} stopped cleanly");
-        let storage = weir_io::OsStorage::open(cluster.directory(id).join("log")).expect("the log");
-        let config = weir_log::BrokerConfig {
-            default_log: weir_log::LogConfig {
-                high_watermark: weir_log::HighWatermarkPolicy::SetByOwner,
-                ..weir_log::LogConfig::default()
-            },
-        };
-        let clock = std::sync::Arc::new(weir_io::SystemClock);
-        let (broker, _) = weir_log::Broker::open(std::sync::Arc::new(storage), clock, config)
-            .expect("the node's topics");
         for library in ["kp", "ck"] {
-            let topic = broker
-                .topics()
-                .into_iter()
-                .find(|topic| topic.name == format!("configured-{library}"))
-                .unwrap_or_else(|| panic!("node {id} has no configured-{library}"));
+            let topic = offline_topic(&cluster.directory(id), &format!("configured-{library}"));
             assert_eq!(topic.log.retention_ms, Some(3_600_000), "node {id}");
             assert_eq!(topic.log.segment_bytes, 1 << 20, "node {id}");
         }
