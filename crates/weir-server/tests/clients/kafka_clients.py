@@ -1019,7 +1019,16 @@ def scenario_cluster_alter():
     IncrementalAlterConfigs, and described so."""
     topic = ARGS[0]
     changes = dict(arg.split("=", 1) for arg in ARGS[1:])
-    outcome = client.alter_configs(topic, changes)
+    # librdkafka sends the request to the controller its metadata names,
+    # and waits out a dead one until the request times out (_TIMED_OUT);
+    # a new admin client then asks with fresh metadata, as with growth.
+    deadline = time.time() + 60
+    while True:
+        outcome = client.alter_configs(topic, changes)
+        if outcome is None or time.time() > deadline:
+            break
+        print(f"altering {topic}: {outcome}; again", file=sys.stderr)
+        time.sleep(0.5)
     check(outcome is None, f"the configs of {topic} were not changed: {outcome}")
     eventually(lambda: all(client.own_configs(topic).get(name) == value for name, value in changes.items()),
                f"the configs of {topic} are not described")
