@@ -848,3 +848,44 @@ fn refusal(error: &ProduceError) -> Refusal {
 }
 
 pub use controller::start;
+
+#[cfg(test)]
+mod tests {
+    use super::messages::Led;
+    use super::*;
+
+    fn led(group: u64, term: u64) -> Led {
+        Led {
+            group,
+            term,
+            in_sync: vec![1, 2],
+        }
+    }
+
+    fn leader_of(shared: &Shared, group: u64) -> Option<(u64, u64)> {
+        read(&shared.remote_leaders)
+            .get(&group)
+            .map(|lead| (lead.leader, lead.term))
+    }
+
+    /// A later term wins whatever order announcements arrive in, and a
+    /// node's announcement drops the groups it no longer names (not those
+    /// another node has since announced).
+    #[test]
+    fn announcements_keep_the_latest_leader_of_each_group() {
+        let shared = Shared::default();
+        shared.learn_leaders(1, &[led(5, 3), led(6, 3)]);
+        shared.learn_leaders(2, &[led(5, 4)]);
+        assert_eq!(leader_of(&shared, 5), Some((2, 4)));
+        // Node 1's stale announcement of group 5 does not win it back.
+        shared.learn_leaders(1, &[led(5, 3), led(6, 3)]);
+        assert_eq!(leader_of(&shared, 5), Some((2, 4)));
+        assert_eq!(leader_of(&shared, 6), Some((1, 3)));
+        // Node 1 no longer leads group 6; node 2 still leads group 5.
+        shared.learn_leaders(1, &[]);
+        assert_eq!(leader_of(&shared, 6), None);
+        assert_eq!(leader_of(&shared, 5), Some((2, 4)));
+        shared.learn_leaders(2, &[]);
+        assert_eq!(leader_of(&shared, 5), None);
+    }
+}
