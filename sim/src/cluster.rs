@@ -486,6 +486,7 @@ async fn run_node(
     // failed) shuts down, to be started again (the nemesis power cycles
     // it when its disk's errors end).
     tokio::select! {
+        biased;
         () = weir_kafka::server::serve(listener.kafka, listener.listener, shutdown) => {}
         () = cluster.handle().stopped() => {
             note(&shared, started, format!("weir-{id} shuts down: its replication stopped"));
@@ -520,6 +521,7 @@ async fn run_wiped_node(
 ) {
     loop {
         tokio::select! {
+            biased;
             halt = cluster.refused() => {
                 note(shared, started, format!("weir-{id} stops before taking part: {halt}"));
                 // A storage error came after its peers said they never

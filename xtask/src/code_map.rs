@@ -55,7 +55,7 @@ fn is_path_like(name: &str) -> bool {
 }
 
 /// Every `.rs` file under `directory`, relative to it.
-fn rust_files(directory: &Path) -> Vec<PathBuf> {
+pub(crate) fn rust_files(directory: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![directory.to_path_buf()];
     while let Some(next) = pending.pop() {

@@ -36,6 +36,8 @@
 
 #[cfg(test)]
 mod code_map;
+#[cfg(test)]
+mod select_biased;
 mod test_output;
 
 use std::env;

@@ -419,6 +419,7 @@ async fn wait_for_signal() {
     ) {
         (Ok(mut interrupt), Ok(mut terminate)) => {
             tokio::select! {
+                biased;
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }

@@ -196,6 +196,7 @@ pub async fn serve_kafka(node: Arc<Node>, kafka: KafkaListener) {
 pub async fn shut_down_on_cluster_failure(node: Arc<Node>, cluster: Cluster) -> bool {
     let mut shutdown = node.shutdown.subscribe();
     tokio::select! {
+        biased;
         () = cluster.handle().stopped() => tracing::error!(
             "the replication stopped on a storage error: weir shuts down and exits with status 1, \
              to be restarted (it recovers from what its disk holds)"

@@ -307,6 +307,7 @@ impl Cluster {
                 return Err(timed_out());
             }
             tokio::select! {
+                biased;
                 _ = applied => {}
                 _ = tokio::time::sleep(ADMIN_RETRY) => {}
             }
