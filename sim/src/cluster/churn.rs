@@ -9,10 +9,11 @@
 //! misses the growth must make the new partitions once it learns of it,
 //! and never take them for an earlier incarnation's.
 //!
-//! Every node must give its own copy of the topic the settings its
-//! metadata's configs make (`a topic's copy on each node has the configs
-//! its metadata gives`). The step that changed them (`reconfigure`) is
-//! out of the loop for now (see there).
+//! An incarnation's configs may change too (IncrementalAlterConfigs: its
+//! `retention.ms` set, or deleted back to the default): every node must
+//! give its own copy of the topic the settings its metadata's configs
+//! make (`a topic's copy on each node has the configs its metadata
+//! gives`), a node that missed the change once it learns of it.
 //!
 //! Each incarnation's records are `churn-<incarnation>-<n>`, produced with
 //! acks=all to one of its partitions once its creation was answered.
@@ -85,6 +86,19 @@ pub(super) async fn churn(
                     &shared,
                     started,
                     format!("{CHURN} {incarnation} grown to {partitions} partitions"),
+                );
+            }
+            if rng.random_range(0..6) == 0 {
+                let retention =
+                    (rng.random_range(0..3) > 0).then(|| rng.random_range(1..48) * 3_600_000u64);
+                if !reconfigure(nodes, &shared, &mut rng, retention).await {
+                    break;
+                }
+                shared.lock().expect("shared").churn.reconfigured += 1;
+                note(
+                    &shared,
+                    started,
+                    format!("{CHURN} {incarnation} retention.ms {retention:?}"),
                 );
             }
             let partition = rng.random_range(0..partitions);
@@ -229,10 +243,6 @@ async fn produce_one(
 /// The checks above, on the replicas the final metadata names for each
 /// partition of [`CHURN`] (if it stands): (invariant, evidence) for each
 /// problem.
-/// Taken out of the churn loop for now: with it, cluster seed 100003 was
-/// not deterministic (madsim's check: the ready tasks differed at 87.6 s
-/// between two runs in one process; cause not found, see SIMULATION.md).
-#[allow(dead_code)]
 /// Sets [`CHURN`]'s `retention.ms` (`None`: deletes it, back to the
 /// default) through random nodes for up to 15 s; whether it was done. An
 /// unknown topic (deleted by a deletion answered late) ends the
