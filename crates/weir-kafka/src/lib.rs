@@ -40,5 +40,6 @@ pub mod shape;
 pub mod versions;
 
 pub use node::{
-    Kafka, KafkaSettings, Leaders, NodeAddress, Reassignment, Refusal, Replication, SingleNode,
+    Kafka, KafkaSettings, Leaders, NodeAddress, Quorum, Reassignment, Refusal, Replication,
+    SingleNode,
 };

@@ -232,6 +232,24 @@ pub trait Replication: Send + Sync + Debug {
     ) -> SeamFuture<Result<(), Refusal>>;
     /// The reassignments under way.
     fn reassignments(&self) -> Vec<Reassignment>;
+    /// The metadata log's Raft group as this node knows it (Kafka's
+    /// DescribeQuorum).
+    fn quorum(&self) -> Quorum;
+}
+
+/// The metadata log's Raft group, as one node knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Quorum {
+    /// Its leader (the controller), if one is known.
+    pub leader: Option<u64>,
+    /// Its term (Kafka's leader epoch).
+    pub epoch: u64,
+    /// Its high watermark on this node.
+    pub high_watermark: u64,
+    /// Its voters.
+    pub voters: Vec<u64>,
+    /// Nodes that follow it without a vote (learners).
+    pub observers: Vec<u64>,
 }
 
 /// A partition whose replicas are moving (ListPartitionReassignments).

@@ -176,6 +176,13 @@ pub fn populated(api: ApiKey) -> RequestKind {
                     .with_partition_indexes(vec![0, 1]),
             ))),
         ),
+        ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(
+            DescribeQuorumRequest::default().with_topics(two(
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(TopicName(text("__cluster_metadata")))
+                    .with_partitions(two(describe_quorum_request::PartitionData::default())),
+            )),
+        ),
         other => panic!("no populated request for {other:?}"),
     }
 }

@@ -228,6 +228,10 @@ const ALTER_REASSIGNMENTS: &[F] = &[f(I32, 0), f(Bool, 1), f(Structs(REASSIGN_TO
 const LIST_REASSIGNMENTS_TOPIC: &[F] = &[f(Str, 0), f(Ints, 0)];
 const LIST_REASSIGNMENTS: &[F] = &[f(I32, 0), f(Structs(LIST_REASSIGNMENTS_TOPIC), 0)];
 
+const QUORUM_PARTITION: &[F] = &[f(I32, 0)];
+const QUORUM_TOPIC: &[F] = &[f(Str, 0), f(Structs(QUORUM_PARTITION), 0)];
+const DESCRIBE_QUORUM: &[F] = &[f(Structs(QUORUM_TOPIC), 0)];
+
 /// The schema of an API's request and its first flexible version.
 fn schema(api: ApiKey) -> Option<(&'static [F], i16)> {
     Some(match api {
@@ -257,6 +261,7 @@ fn schema(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
         ApiKey::AlterPartitionReassignments => (ALTER_REASSIGNMENTS, 0),
         ApiKey::ListPartitionReassignments => (LIST_REASSIGNMENTS, 0),
+        ApiKey::DescribeQuorum => (DESCRIBE_QUORUM, 0),
         _ => return None,
     })
 }

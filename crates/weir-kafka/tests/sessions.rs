@@ -1024,3 +1024,66 @@ async fn topic_configs_change_and_take_effect_at_once() {
         "AlterConfigs sets what it names and resets the rest"
     );
 }
+
+/// One node alone describes the metadata quorum as itself (leader and only
+/// voter, epoch 0, an empty log) and names itself the controller; any
+/// other topic or partition is UNKNOWN_TOPIC_OR_PARTITION.
+#[tokio::test]
+async fn one_node_describes_a_quorum_of_itself() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let kafka = kafka();
+    let mut session = session();
+    let asked = |topic: &'static str, partitions: &[i32]| {
+        TopicData::default()
+            .with_topic_name(TopicName(text(topic)))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|index| PartitionData::default().with_partition_index(*index))
+                    .collect(),
+            )
+    };
+    for version in 0..=1 {
+        let request =
+            RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+                asked("__cluster_metadata", &[0, 1]),
+                asked("orders", &[0]),
+            ]));
+        let Some(ResponseKind::DescribeQuorum(response)) = call(
+            &kafka,
+            &mut session,
+            ApiKey::DescribeQuorum,
+            version,
+            request,
+        )
+        .await
+        else {
+            panic!("no DescribeQuorum response");
+        };
+        assert_eq!(response.error_code, 0);
+        let described = &response.topics[0].partitions[0];
+        assert_eq!(described.error_code, 0);
+        assert_eq!(described.leader_id.0, kafka.leaders.node_id());
+        assert_eq!(described.leader_epoch, 0);
+        assert_eq!(described.high_watermark, 0);
+        let voters: Vec<i32> = described
+            .current_voters
+            .iter()
+            .map(|v| v.replica_id.0)
+            .collect();
+        assert_eq!(voters, [kafka.leaders.node_id()]);
+        assert!(described.observers.is_empty());
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(response.topics[0].partitions[1].error_code, unknown);
+        assert_eq!(response.topics[0].partitions[1].partition_index, 1);
+        assert_eq!(response.topics[1].partitions[0].error_code, unknown);
+        assert_eq!(response.topics[1].topic_name.0.as_str(), "orders");
+    }
+    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])));
+    let Some(ResponseKind::Metadata(metadata)) =
+        call(&kafka, &mut session, ApiKey::Metadata, 9, request).await
+    else {
+        panic!("no Metadata response");
+    };
+    assert_eq!(metadata.controller_id.0, kafka.leaders.node_id());
+}

@@ -8,6 +8,7 @@ pub mod groups;
 pub mod metadata;
 pub mod partitions;
 pub mod produce;
+pub mod quorum;
 pub mod reassign;
 
 use std::sync::Arc;
@@ -172,6 +173,9 @@ pub async fn dispatch(
         RequestKind::ListPartitionReassignments(request) => Reply(
             ResponseKind::ListPartitionReassignments(reassign::list(kafka, request)),
         ),
+        RequestKind::DescribeQuorum(request) => Reply(ResponseKind::DescribeQuorum(
+            quorum::describe(kafka, request),
+        )),
         RequestKind::SaslHandshake(request) => Reply(ResponseKind::SaslHandshake(sasl_handshake(
             kafka, session, request,
         ))),

@@ -32,7 +32,7 @@ use weir_kafka::handlers::configs::ConfigChange;
 use weir_kafka::handlers::errors::for_log;
 use weir_kafka::handlers::partitions::partitions_not_added;
 use weir_kafka::node::{Acknowledgement, SeamFuture};
-use weir_kafka::{Leaders, NodeAddress, Reassignment, Refusal, Replication};
+use weir_kafka::{Leaders, NodeAddress, Quorum, Reassignment, Refusal, Replication};
 use weir_log::{offsets_batch, validate_topic_name, CommittedOffset, PARTITIONS_PER_TOPIC_MAX};
 use weir_replication::metadata::{configs_fit, MetadataState, MAX_CONFIG_BYTES, MAX_TOPIC_CONFIGS};
 use weir_replication::runner::{Acks, ProduceError, ReplicasHandle};
@@ -409,16 +409,20 @@ impl Leaders for Cluster {
         i32::try_from(term).ok()
     }
 
-    /// The metadata group's leader, once clients can reach it (its
-    /// address is in the metadata); -1 until then.
+    /// This node, once it knows the metadata group's leader (-1 until
+    /// then), as a KRaft broker names a live broker rather than the
+    /// active controller: any node takes admin requests and forwards them
+    /// to the controller, so a client never sends one to a controller
+    /// that died since its last Metadata. DescribeQuorum names the
+    /// controller itself.
     fn controller(&self) -> i32 {
         let leader = self
             .handle
             .view(METADATA_GROUP)
             .and_then(|view| view.leader);
         match leader {
-            Some(leader) if self.is_listed(leader) => as_id(leader),
-            _ => -1,
+            Some(_) => as_id(self.node),
+            None => -1,
         }
     }
 
@@ -729,6 +733,19 @@ impl Replication for Cluster {
         })
     }
 
+    fn quorum(&self) -> Quorum {
+        match self.handle.view(METADATA_GROUP) {
+            Some(view) => Quorum {
+                leader: view.leader,
+                epoch: view.term,
+                high_watermark: view.high_watermark,
+                voters: view.voters,
+                observers: view.learners,
+            },
+            None => Quorum::default(),
+        }
+    }
+
     fn reassignments(&self) -> Vec<Reassignment> {
         let metadata = read(&self.shared.metadata);
         let mut moving = Vec::new();
@@ -769,9 +786,9 @@ impl Replication for Cluster {
     }
 }
 
-/// The name under which the metadata group's voters are reassigned, as
-/// KRaft's metadata log is named.
-pub const METADATA_TOPIC: &str = "__cluster_metadata";
+/// The name under which the metadata group's voters are reassigned and
+/// described, as KRaft's metadata log is named.
+pub use weir_kafka::handlers::quorum::METADATA_TOPIC;
 
 impl Cluster {
     /// The group a reassignment names: a partition's, or the metadata

@@ -1233,17 +1233,26 @@ def scenario_cluster_ready():
 
 
 def scenario_cluster_controller():
-    """Prints the node the metadata names as the controller."""
+    """Prints the controller: the metadata quorum's leader, as kafka-python's
+    describe_metadata_quorum (DescribeQuorum) gives it. (Metadata names
+    the node answering, as a KRaft broker names a live broker.)"""
+    check(LIB == "kp", "only kafka-python describes the metadata quorum")
     deadline = time.time() + 30
     while True:
         admin = client.admin()
         try:
-            controller = admin.describe_cluster()["controller_id"] if LIB == "kp" \
-                else admin.list_topics(timeout=10).controller_id
+            quorum = admin.describe_metadata_quorum()
         finally:
-            if LIB == "kp":
-                admin.close()
+            admin.close()
+        [topic] = quorum["topics"]
+        check(topic["topic_name"] == "__cluster_metadata", f"described {topic}")
+        [partition] = topic["partitions"]
+        check(partition["error"] is None, f"DescribeQuorum failed: {partition}")
+        voters = sorted(voter["replica_id"] for voter in partition["current_voters"])
+        check(len(voters) >= 1, f"no voters: {partition}")
+        controller = partition["leader_id"]
         if controller >= 0:
+            check(controller in voters, f"leader {controller} not a voter: {partition}")
             break
         check(time.time() < deadline, "no controller after 30 s")
         time.sleep(0.2)
