@@ -48,7 +48,7 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::AlterPartitionReassignments, 0, 1),
     api(ApiKey::ListPartitionReassignments, 0, 0),
-    api(ApiKey::DescribeQuorum, 0, 1),
+    api(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// The versions implemented of the API with this key, if it is one.

@@ -1043,7 +1043,7 @@ async fn one_node_describes_a_quorum_of_itself() {
                     .collect(),
             )
     };
-    for version in 0..=1 {
+    for version in 0..=2 {
         let request =
             RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
                 asked("__cluster_metadata", &[0, 1]),

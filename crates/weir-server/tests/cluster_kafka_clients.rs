@@ -618,8 +618,8 @@ fn controller_and_quorum(port: u16) -> std::io::Result<(i32, (i32, i32, Vec<i32>
             .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
             .with_partitions(vec![PartitionData::default()])],
     ));
-    let mut body = call_node(port, ApiKey::DescribeQuorum, 1, &request)?;
-    let response = DescribeQuorumResponse::decode(&mut body, 1).map_err(invalid)?;
+    let mut body = call_node(port, ApiKey::DescribeQuorum, 2, &request)?;
+    let response = DescribeQuorumResponse::decode(&mut body, 2).map_err(invalid)?;
     let partition = response
         .topics
         .first()
@@ -700,7 +700,7 @@ fn every_node_names_itself_the_controller_and_all_name_the_quorum_leader() {
         .collect();
     let (successor, _, _) = wait(&others, Some((leader, epoch)));
     assert!(others.contains(&(successor as u64)), "{successor}");
-    cluster.scenario("cluster_create", "ck", &["after-controller", "2", "2"]);
+    cluster.scenario("cluster_create", "ck", &["after-controller", "2", "3"]);
 }
 
 /// A node gone for good is replaced: a new node joins, every replica of

@@ -5,8 +5,10 @@
 //! broker forwards the request to the active controller): the leader, its
 //! epoch, the high watermark as this node has it, the voters and the
 //! observers. Per-replica log end offsets and fetch times are not tracked
-//! (-1, Kafka's "unknown"). One node alone answers as a quorum of itself
-//! with an empty metadata log.
+//! (-1, Kafka's "unknown"), nor directory ids (v2: the zero id, Kafka's
+//! "unknown"); v2's `nodes` (KIP-853: where the voters take KRaft's own
+//! requests) is empty, as weir's nodes take none. One node alone answers
+//! as a quorum of itself with an empty metadata log.
 
 use std::sync::Arc;
 
