@@ -298,9 +298,9 @@ fn topic_configs_changed_while_a_node_is_down_reach_it_once_back() {
         let path = directories[id as usize - 1].join("log/topics/tuned/topic.meta");
         std::fs::read(path).unwrap_or_default()
     };
-    // The controller goes down: the change is made by its successor, and
-    // confluent-kafka, which sends it to the controller it was told of,
-    // asks again with fresh metadata.
+    // The controller goes down: the change is made by its successor (the
+    // node confluent-kafka asks forwards it; the scenario still asks
+    // again if a try times out, as an application would).
     let down: u64 = cluster
         .scenario("cluster_controller", "kp", &[])
         .parse()

@@ -1019,9 +1019,9 @@ def scenario_cluster_alter():
     IncrementalAlterConfigs, and described so."""
     topic = ARGS[0]
     changes = dict(arg.split("=", 1) for arg in ARGS[1:])
-    # librdkafka sends the request to the controller its metadata names,
-    # and waits out a dead one until the request times out (_TIMED_OUT);
-    # a new admin client then asks with fresh metadata, as with growth.
+    # librdkafka sends the request to the controller its metadata names
+    # (the node that answered: it forwards to the real one); a try that
+    # times out while the controller changes is made again, as growth's.
     deadline = time.time() + 60
     while True:
         outcome = client.alter_configs(topic, changes)
