@@ -2609,6 +2609,7 @@ async fn heal(world: &mut World) {
 async fn final_checks(world: &World) {
     liveness(world).await;
     leaders_named(world).await;
+    controllers_named(world).await;
     commits_kept(world).await;
     group::consumes_everything(world).await;
     replacement_finishes(world).await;
@@ -2897,6 +2898,81 @@ async fn leaders_named(world: &World) {
         violation(
             &world.shared,
             "every node names each partition's leader",
+            evidence,
+        );
+    }
+}
+
+/// The controller node `node`'s Metadata names, and the metadata log's
+/// (leader, epoch) its DescribeQuorum names.
+async fn controller_of(node: u64, shared: &SharedRef) -> Option<(i32, (i32, i32))> {
+    let mut client = connect(node).await?;
+    let request = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])));
+    let ResponseKind::Metadata(metadata) =
+        call(&mut client, shared, ApiKey::Metadata, 9, &request).await?
+    else {
+        return None;
+    };
+    let request = RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(
+        vec![describe_quorum_request::TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![describe_quorum_request::PartitionData::default()])],
+    ));
+    let ResponseKind::DescribeQuorum(quorum) =
+        call(&mut client, shared, ApiKey::DescribeQuorum, 2, &request).await?
+    else {
+        return None;
+    };
+    let partition = quorum.topics.first()?.partitions.first()?;
+    (partition.error_code == 0).then_some((
+        metadata.controller_id.0,
+        (partition.leader_id.0, partition.leader_epoch),
+    ))
+}
+
+/// After healing, within bounded time, every running node names itself
+/// the controller in Metadata (it forwards admin requests to the real
+/// one), and all name the same running node, in the same epoch, as the
+/// metadata log's leader in DescribeQuorum.
+async fn controllers_named(world: &World) {
+    let shared = Arc::clone(&world.shared);
+    let done = world
+        .client
+        .spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let running: Vec<u64> = {
+                    let shared = shared.lock().expect("shared");
+                    shared.brokers.keys().copied().collect()
+                };
+                let mut named = BTreeMap::new();
+                for node in &running {
+                    named.insert(*node, controller_of(*node, &shared).await);
+                }
+                let first = named.values().next().cloned().flatten();
+                let agreed = first.is_some_and(|(_, (leader, _))| {
+                    running.contains(&(leader.max(0) as u64))
+                }) && named.iter().all(|(node, seen)| {
+                    seen.is_some_and(|(controller, quorum)| {
+                        controller == *node as i32 && Some(quorum) == first.map(|f| f.1)
+                    })
+                });
+                if agreed {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "60 s after healing, (controller, (quorum leader, epoch)) as each node names them: {named:?}"
+                    ));
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+    if let Ok(Err(evidence)) = done {
+        violation(
+            &world.shared,
+            "every node names itself the controller and the same quorum leader",
             evidence,
         );
     }

@@ -600,9 +600,13 @@ fn every_node_names_the_leaders_of_partitions_it_does_not_replicate() {
     }
 }
 
+/// Partition 0 of `__cluster_metadata` as DescribeQuorum gives it:
+/// (leader, epoch, voters).
+type Quorum = (i32, i32, Vec<i32>);
+
 /// The controller id node `port`'s Metadata names, and its DescribeQuorum
-/// answer: (leader, epoch, voters) of partition 0 of `__cluster_metadata`.
-fn controller_and_quorum(port: u16) -> std::io::Result<(i32, (i32, i32, Vec<i32>))> {
+/// answer.
+fn controller_and_quorum(port: u16) -> std::io::Result<(i32, Quorum)> {
     use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
     use kafka_protocol::messages::{ApiKey, DescribeQuorumRequest, DescribeQuorumResponse};
     use kafka_protocol::messages::{MetadataRequest, MetadataResponse, RequestKind, TopicName};
@@ -656,7 +660,7 @@ fn every_node_names_itself_the_controller_and_all_name_the_quorum_leader() {
     let mut cluster = Cluster::start();
     cluster.scenario("cluster_ready", "kp", &["3"]);
     let ports = cluster.kafka_ports.clone();
-    let agreed = |ids: &[u64]| -> Option<(i32, i32, Vec<i32>)> {
+    let agreed = |ids: &[u64]| -> Option<Quorum> {
         let mut quorums = Vec::new();
         for id in ids {
             let (controller, quorum) = controller_and_quorum(ports[id]).ok()?;
