@@ -2859,11 +2859,20 @@ async fn liveness(world: &World) {
     }
 }
 
-/// After healing, every running node's Metadata names the same leader
-/// and leader epoch for every partition within bounded time: a node that
-/// does not replicate a partition (five nodes, three replicas) too, from
-/// the leaders' announcements.
-async fn leaders_named(world: &World) {
+/// Asks every running node with `ask` every 200 ms until `agreed` holds
+/// of their answers; 60 s after healing, a violation of `invariant` whose
+/// evidence lists the last answers (`what`).
+async fn nodes_agree<T, Ask, Answer>(
+    world: &World,
+    invariant: &'static str,
+    what: &'static str,
+    ask: Ask,
+    agreed: fn(&BTreeMap<u64, T>) -> bool,
+) where
+    T: std::fmt::Debug + Send + 'static,
+    Ask: Fn(u64, SharedRef) -> Answer + Send + 'static,
+    Answer: std::future::Future<Output = T> + Send,
+{
     let shared = Arc::clone(&world.shared);
     let done = world
         .client
@@ -2876,18 +2885,14 @@ async fn leaders_named(world: &World) {
                 };
                 let mut named = BTreeMap::new();
                 for node in running {
-                    let found = partitions_of(node, &shared).await.unwrap_or_default();
-                    named.insert(node, found);
+                    named.insert(node, ask(node, Arc::clone(&shared)).await);
                 }
-                let first = named.values().next().cloned().unwrap_or_default();
-                let agreed = first.len() == PARTITIONS as usize
-                    && named.values().all(|found| *found == first);
-                if agreed {
+                if agreed(&named) {
                     return Ok(());
                 }
                 if Instant::now() > deadline {
                     return Err(format!(
-                        "60 s after healing, (leader, epoch) by partition as each node names them: {named:?}"
+                        "60 s after healing, {what} as each node names them: {named:?}"
                     ));
                 }
                 sleep(Duration::from_millis(200)).await;
@@ -2895,12 +2900,26 @@ async fn leaders_named(world: &World) {
         })
         .await;
     if let Ok(Err(evidence)) = done {
-        violation(
-            &world.shared,
-            "every node names each partition's leader",
-            evidence,
-        );
+        violation(&world.shared, invariant, evidence);
     }
+}
+
+/// After healing, every running node's Metadata names the same leader
+/// and leader epoch for every partition within bounded time: a node that
+/// does not replicate a partition (five nodes, three replicas) too, from
+/// the leaders' announcements.
+async fn leaders_named(world: &World) {
+    nodes_agree(
+        world,
+        "every node names each partition's leader",
+        "(leader, epoch) by partition",
+        |node, shared| async move { partitions_of(node, &shared).await.unwrap_or_default() },
+        |named| {
+            let first = named.values().next().cloned().unwrap_or_default();
+            first.len() == PARTITIONS as usize && named.values().all(|found| *found == first)
+        },
+    )
+    .await;
 }
 
 /// The controller node `node`'s Metadata names, and the metadata log's
@@ -2935,47 +2954,25 @@ async fn controller_of(node: u64, shared: &SharedRef) -> Option<(i32, (i32, i32)
 /// one), and all name the same running node, in the same epoch, as the
 /// metadata log's leader in DescribeQuorum.
 async fn controllers_named(world: &World) {
-    let shared = Arc::clone(&world.shared);
-    let done = world
-        .client
-        .spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let running: Vec<u64> = {
-                    let shared = shared.lock().expect("shared");
-                    shared.brokers.keys().copied().collect()
-                };
-                let mut named = BTreeMap::new();
-                for node in &running {
-                    named.insert(*node, controller_of(*node, &shared).await);
-                }
-                let first = named.values().next().cloned().flatten();
-                let agreed = first.is_some_and(|(_, (leader, _))| {
-                    running.contains(&(leader.max(0) as u64))
-                }) && named.iter().all(|(node, seen)| {
+    nodes_agree(
+        world,
+        "every node names itself the controller and the same quorum leader",
+        "(controller, (quorum leader, epoch))",
+        |node, shared| async move { controller_of(node, &shared).await },
+        |named| {
+            let first = named.values().next().copied().flatten();
+            let leader_runs = first.is_some_and(|(_, (leader, _))| {
+                u64::try_from(leader).is_ok_and(|leader| named.contains_key(&leader))
+            });
+            leader_runs
+                && named.iter().all(|(node, seen)| {
                     seen.is_some_and(|(controller, quorum)| {
-                        controller == *node as i32 && Some(quorum) == first.map(|f| f.1)
+                        i64::from(controller) == *node as i64 && Some(quorum) == first.map(|f| f.1)
                     })
-                });
-                if agreed {
-                    return Ok(());
-                }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "60 s after healing, (controller, (quorum leader, epoch)) as each node names them: {named:?}"
-                    ));
-                }
-                sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await;
-    if let Ok(Err(evidence)) = done {
-        violation(
-            &world.shared,
-            "every node names itself the controller and the same quorum leader",
-            evidence,
-        );
-    }
+                })
+        },
+    )
+    .await;
 }
 
 /// After healing, the group's coordinator answers within bounded time
