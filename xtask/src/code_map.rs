@@ -54,6 +54,13 @@ fn is_path_like(name: &str) -> bool {
         || (name.ends_with('/') && name.trim_end_matches('/').split('/').all(plain))
 }
 
+/// The workspace's root directory (xtask's parent), for the source checks.
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+}
+
 /// Every `.rs` file under `directory`, relative to it.
 pub(crate) fn rust_files(directory: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -147,10 +154,7 @@ mod tests {
 
     #[test]
     fn the_code_map_names_every_module_and_only_files_that_exist() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace");
-        let problems = problems(root);
+        let problems = problems(crate::code_map::workspace_root());
         assert!(
             problems.is_empty(),
             "docs/ARCHITECTURE.md's code map is out of date:\n  {}",

@@ -64,10 +64,7 @@ mod tests {
 
     #[test]
     fn every_select_the_simulator_runs_is_biased() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace");
-        let problems = problems(root);
+        let problems = problems(crate::code_map::workspace_root());
         assert!(
             problems.is_empty(),
             "unbiased select! (polls in an order seeded per process, so one seed's \

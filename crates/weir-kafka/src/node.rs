@@ -129,7 +129,8 @@ pub trait Leaders: Send + Sync + Debug {
     fn is_internal(&self, _topic: &str) -> bool {
         false
     }
-    /// The node that creates and deletes topics (Metadata's controller).
+    /// The node Metadata names the controller, where clients send admin
+    /// requests (in a cluster, the node answering: it forwards them).
     fn controller(&self) -> i32 {
         self.node_id()
     }

@@ -179,7 +179,7 @@ pub fn populated(api: ApiKey) -> RequestKind {
         ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(
             DescribeQuorumRequest::default().with_topics(two(
                 describe_quorum_request::TopicData::default()
-                    .with_topic_name(TopicName(text("__cluster_metadata")))
+                    .with_topic_name(TopicName(text(crate::handlers::quorum::METADATA_TOPIC)))
                     .with_partitions(two(describe_quorum_request::PartitionData::default())),
             )),
         ),

@@ -416,13 +416,14 @@ impl Leaders for Cluster {
     /// that died since its last Metadata. DescribeQuorum names the
     /// controller itself.
     fn controller(&self) -> i32 {
-        let leader = self
+        let knows_leader = self
             .handle
             .view(METADATA_GROUP)
-            .and_then(|view| view.leader);
-        match leader {
-            Some(_) => as_id(self.node),
-            None => -1,
+            .is_some_and(|view| view.leader.is_some());
+        if knows_leader {
+            as_id(self.node)
+        } else {
+            -1
         }
     }
 
