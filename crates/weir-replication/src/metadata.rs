@@ -38,7 +38,7 @@
 //! Decoding checks every length against the bytes left and refuses
 //! anything a writer would not produce.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use weir_log::batch::{encode, ProducerInfo, Record};
 use weir_log::{Isolation, LogError, Partition};
@@ -739,27 +739,27 @@ impl MetadataState {
     /// The record that creates topic `name` with `partitions` partitions
     /// and `replication_factor` replicas each (at most the nodes known),
     /// spreading replicas and preferred leaders across the nodes
-    /// round-robin from where the previous topic stopped.
+    /// round-robin from where the previous topic stopped, and placing
+    /// them on nodes not in `down` first ([`Self::place`]).
     pub fn plan_topic(
         &self,
         name: &str,
         partitions: u32,
         replication_factor: u32,
+        down: &BTreeSet<u64>,
     ) -> Result<MetadataRecord, MetadataError> {
-        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(MetadataError::Invalid(format!("{partitions} partitions")));
         }
         let factor = usize::try_from(replication_factor).expect("u32 fits usize");
-        if factor == 0 || factor > nodes.len() || replication_factor > MAX_REPLICATION_FACTOR {
+        if factor == 0 || replication_factor > MAX_REPLICATION_FACTOR {
             return Err(MetadataError::Invalid(format!(
-                "replication factor {replication_factor} with {} nodes",
-                nodes.len()
+                "replication factor {replication_factor}"
             )));
         }
         Ok(MetadataRecord::Topic {
             name: name.to_string(),
-            partitions: self.place(u64::from(partitions), &nodes, factor),
+            partitions: self.place(u64::from(partitions), factor, down)?,
             configs: Vec::new(),
         })
     }
@@ -768,8 +768,13 @@ impl MetadataState {
     /// `count` (Kafka's CreatePartitions), each with as many replicas as
     /// the topic's first partition, placed as [`Self::plan_topic`] places
     /// them; an error for an unknown topic, a count not above the topic's
-    /// or above [`MAX_PARTITIONS`], or fewer nodes than replicas.
-    pub fn plan_partitions(&self, name: &str, count: u32) -> Result<MetadataRecord, MetadataError> {
+    /// or above [`MAX_PARTITIONS`], or too few nodes for the replicas.
+    pub fn plan_partitions(
+        &self,
+        name: &str,
+        count: u32,
+        down: &BTreeSet<u64>,
+    ) -> Result<MetadataRecord, MetadataError> {
         let existing = self
             .topics
             .get(name)
@@ -780,37 +785,58 @@ impl MetadataState {
                 "topic {name} has {current} partitions: it cannot grow to {count}"
             )));
         }
-        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
         let factor = existing.first().map_or(1, |first| first.replicas.len());
-        if factor > nodes.len() {
-            return Err(MetadataError::Invalid(format!(
-                "replication factor {factor} with {} nodes",
-                nodes.len()
-            )));
-        }
         Ok(MetadataRecord::Partitions {
             name: name.to_string(),
-            partitions: self.place(u64::from(count) - current, &nodes, factor),
+            partitions: self.place(u64::from(count) - current, factor, down)?,
         })
     }
 
     /// `count` new partitions with `factor` replicas each, from the next
-    /// free group, spread round-robin over `nodes` from where the last
-    /// partition created stopped.
-    fn place(&self, count: u64, nodes: &[u64], factor: usize) -> Vec<PartitionAssignment> {
+    /// free group, spread round-robin from where the last partition
+    /// created stopped: over the nodes not in `down` (as Kafka places
+    /// replicas on unfenced brokers only), then, when those are fewer than
+    /// `factor`, over the others. An error when the nodes known are fewer
+    /// than `factor`, or when those up are too few to make a majority of
+    /// every partition's replicas (its group could elect no leader until
+    /// the others came back).
+    fn place(
+        &self,
+        count: u64,
+        factor: usize,
+        down: &BTreeSet<u64>,
+    ) -> Result<Vec<PartitionAssignment>, MetadataError> {
+        let (up, away): (Vec<u64>, Vec<u64>) =
+            self.nodes.keys().partition(|node| !down.contains(node));
+        if factor > up.len() + away.len() || up.len() < factor / 2 + 1 {
+            return Err(MetadataError::Invalid(format!(
+                "replication factor {factor} with {} nodes, {} of them up",
+                up.len() + away.len(),
+                up.len()
+            )));
+        }
         let start = self.partitions_created;
-        (0..count)
+        let rotated = |nodes: &[u64], by: u64| -> Vec<u64> {
+            let len = nodes.len() as u64;
+            (0..len)
+                .map(|i| nodes[usize::try_from((by + i) % len).expect("below the count")])
+                .collect()
+        };
+        let placed = (0..count)
             .map(|partition| {
-                let first = usize::try_from((start + partition) % nodes.len() as u64)
-                    .expect("an index below the node count");
+                let mut replicas = rotated(&up, start + partition);
+                if replicas.len() < factor {
+                    replicas.extend(rotated(&away, start + partition));
+                }
+                replicas.truncate(factor);
+                assert!(replicas.iter().filter(|r| !down.contains(r)).count() > factor / 2);
                 PartitionAssignment {
                     group: self.next_group + partition,
-                    replicas: (0..factor)
-                        .map(|r| nodes[(first + r) % nodes.len()])
-                        .collect(),
+                    replicas,
                 }
             })
-            .collect()
+            .collect();
+        Ok(placed)
     }
 
     /// The groups of which node `node` is a replica: (group, replicas).
@@ -982,7 +1008,9 @@ mod tests {
     #[test]
     fn topics_spread_replicas_and_preferred_leaders() {
         let mut state = three_nodes();
-        let orders = state.plan_topic("orders", 6, 3).expect("a plan");
+        let orders = state
+            .plan_topic("orders", 6, 3, &BTreeSet::new())
+            .expect("a plan");
         state.apply(&orders).expect("applied");
         let leaders: Vec<u64> = state.topics["orders"]
             .iter()
@@ -992,14 +1020,81 @@ mod tests {
         assert_eq!(state.topics["orders"][1].replicas, [2, 3, 1]);
         assert_eq!(state.topics["orders"][5].group, FIRST_PARTITION_GROUP + 5);
         // The next topic starts where this one stopped.
-        let events = state.plan_topic("events", 2, 2).expect("a plan");
+        let events = state
+            .plan_topic("events", 2, 2, &BTreeSet::new())
+            .expect("a plan");
         state.apply(&events).expect("applied");
         assert_eq!(state.topics["events"][0].replicas, [1, 2]);
         assert_eq!(state.topics["events"][0].group, FIRST_PARTITION_GROUP + 6);
         assert_eq!(state.groups_of(3).len(), 6 + 1);
         // A plan made before another topic was applied is refused.
         assert!(state.apply(&orders).is_err());
-        assert!(state.plan_topic("big", 1, 4).is_err());
+        assert!(state.plan_topic("big", 1, 4, &BTreeSet::new()).is_err());
+    }
+
+    fn nodes(count: u64) -> MetadataState {
+        let mut state = MetadataState::new();
+        for id in 1..=count {
+            let node = MetadataRecord::Node {
+                id,
+                kafka_address: format!("127.0.0.1:{}", 9090 + id),
+                resp_address: format!("127.0.0.1:{}", 6370 + id),
+                cluster_address: format!("127.0.0.1:{}", 7000 + id),
+            };
+            state.apply(&node).expect("a node");
+        }
+        state
+    }
+
+    fn replicas_of(record: &MetadataRecord) -> Vec<Vec<u64>> {
+        match record {
+            MetadataRecord::Topic { partitions, .. }
+            | MetadataRecord::Partitions { partitions, .. } => partitions
+                .iter()
+                .map(|partition| partition.replicas.clone())
+                .collect(),
+            other => panic!("not a placement: {other:?}"),
+        }
+    }
+
+    /// Replicas go to the nodes up (as Kafka places them on unfenced
+    /// brokers), then, when those are too few, to the others after them;
+    /// a placement that would leave a partition without a majority up is
+    /// refused, and so is one asking more replicas than nodes.
+    #[test]
+    fn replicas_are_placed_on_nodes_up_first() {
+        let down = |ids: &[u64]| ids.iter().copied().collect::<BTreeSet<u64>>();
+        let mut state = nodes(3);
+        let two = state.plan_topic("two", 3, 2, &down(&[3])).expect("a plan");
+        assert_eq!(replicas_of(&two), [[1, 2], [2, 1], [1, 2]]);
+        state.apply(&two).expect("applied");
+        let grown = state
+            .plan_partitions("two", 5, &down(&[1]))
+            .expect("a plan");
+        assert_eq!(replicas_of(&grown), [[3, 2], [2, 3]]);
+        let three = state
+            .plan_topic("three", 2, 3, &down(&[2]))
+            .expect("a plan");
+        assert_eq!(replicas_of(&three), [[3, 1, 2], [1, 3, 2]]);
+        for (factor, away) in [(2, &[1, 2][..]), (3, &[2, 3]), (1, &[1, 2, 3])] {
+            let refused = state.plan_topic("t", 1, factor, &down(away));
+            assert!(refused.is_err(), "factor {factor}, down {away:?}");
+        }
+        assert!(state.plan_partitions("two", 6, &down(&[2, 3])).is_err());
+        assert!(state.plan_topic("t", 1, 4, &down(&[])).is_err());
+        let mut five = nodes(5);
+        let spread = five.plan_topic("t", 5, 3, &down(&[2, 4])).expect("a plan");
+        for replicas in replicas_of(&spread) {
+            assert_eq!(replicas.len(), 3, "{replicas:?}");
+            assert!(!down(&[2, 4]).contains(&replicas[0]), "{replicas:?}");
+            assert!(
+                replicas.iter().all(|r| [1, 3, 5].contains(r)),
+                "{replicas:?}"
+            );
+        }
+        five.apply(&spread).expect("applied");
+        let unknown_down = five.plan_topic("u", 1, 3, &down(&[9])).expect("a plan");
+        assert_eq!(replicas_of(&unknown_down)[0].len(), 3);
     }
 
     /// CreatePartitions: the new partitions are numbered on, take the next
@@ -1009,10 +1104,16 @@ mod tests {
     #[test]
     fn partitions_added_to_a_topic_take_the_next_groups() {
         let mut state = three_nodes();
-        let orders = state.plan_topic("orders", 2, 2).expect("a plan");
+        let orders = state
+            .plan_topic("orders", 2, 2, &BTreeSet::new())
+            .expect("a plan");
         state.apply(&orders).expect("applied");
-        let grown = state.plan_partitions("orders", 5).expect("a plan");
-        let events = state.plan_topic("events", 1, 3).expect("a plan");
+        let grown = state
+            .plan_partitions("orders", 5, &BTreeSet::new())
+            .expect("a plan");
+        let events = state
+            .plan_topic("events", 1, 3, &BTreeSet::new())
+            .expect("a plan");
         state.apply(&grown).expect("applied");
         let partitions = &state.topics["orders"];
         assert_eq!(partitions.len(), 5);
@@ -1037,11 +1138,15 @@ mod tests {
         assert_eq!(state, before);
         for refused in [5, 3, 0, MAX_PARTITIONS + 1] {
             assert!(
-                state.plan_partitions("orders", refused).is_err(),
+                state
+                    .plan_partitions("orders", refused, &BTreeSet::new())
+                    .is_err(),
                 "{refused}"
             );
         }
-        assert!(state.plan_partitions("absent", 3).is_err());
+        assert!(state
+            .plan_partitions("absent", 3, &BTreeSet::new())
+            .is_err());
         let unknown = MetadataRecord::Partitions {
             name: "absent".into(),
             partitions: vec![PartitionAssignment {
@@ -1123,7 +1228,9 @@ mod tests {
             })
             .is_err());
         assert_eq!(state, before);
-        let topic = state.plan_topic("t", 1, 3).expect("a plan");
+        let topic = state
+            .plan_topic("t", 1, 3, &BTreeSet::new())
+            .expect("a plan");
         state.apply(&topic).expect("applied");
         let configured = MetadataRecord::TopicConfigs {
             name: "t".into(),

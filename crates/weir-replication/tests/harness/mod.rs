@@ -1095,7 +1095,12 @@ impl Cluster {
                 let partitions = self.rng.random_range(1..4);
                 let factor = state.nodes.len().min(3) as u32;
                 state
-                    .plan_topic(&format!("t{}", self.topics_planned), partitions, factor)
+                    .plan_topic(
+                        &format!("t{}", self.topics_planned),
+                        partitions,
+                        factor,
+                        &std::collections::BTreeSet::new(),
+                    )
                     .map_err(|error| format!("planning a topic: {error}"))?
             }
         };

@@ -472,7 +472,7 @@ fn plan_producer_ids(state: &MetadataState, node: u64, floor: u64) -> Planned {
 /// errors for an unknown topic or a count it cannot grow to (as many as it
 /// has included: a request whose first answer was lost is refused so, as
 /// Kafka refuses a retried one).
-fn plan_partitions(state: &MetadataState, name: &str, count: u32) -> Planned {
+fn plan_partitions(state: &MetadataState, name: &str, count: u32, down: &BTreeSet<u64>) -> Planned {
     let Some(existing) = state.topics.get(name) else {
         return Err((
             ResponseError::UnknownTopicOrPartition,
@@ -486,7 +486,7 @@ fn plan_partitions(state: &MetadataState, name: &str, count: u32) -> Planned {
         ));
     }
     state
-        .plan_partitions(name, count)
+        .plan_partitions(name, count, down)
         .map(Some)
         .map_err(|error| (ResponseError::InvalidPartitions, error.to_string()))
 }
@@ -916,7 +916,8 @@ impl Task {
         if (state.nodes.len() as u32) < factor {
             return;
         }
-        match state.plan_topic(OFFSETS_TOPIC, 1, factor) {
+        let down = self.cluster.handle.down_peers();
+        match state.plan_topic(OFFSETS_TOPIC, 1, factor, &down) {
             Ok(record) => {
                 self.propose(record).await;
             }
@@ -1109,7 +1110,12 @@ impl Task {
                     ))
                 } else {
                     state
-                        .plan_topic(name, *partitions, *replication_factor)
+                        .plan_topic(
+                            name,
+                            *partitions,
+                            *replication_factor,
+                            &self.cluster.handle.down_peers(),
+                        )
                         .map_err(|error| {
                             (ResponseError::InvalidReplicationFactor, error.to_string())
                         })
@@ -1122,7 +1128,13 @@ impl Task {
                 request,
                 name,
                 partitions,
-            } => (Some(*request), plan_partitions(state, name, *partitions)),
+            } => {
+                let down = self.cluster.handle.down_peers();
+                (
+                    Some(*request),
+                    plan_partitions(state, name, *partitions, &down),
+                )
+            }
             ClusterMessage::AlterConfigs {
                 request,
                 name,
@@ -1912,7 +1924,9 @@ mod tests {
             };
             state.apply(&node).expect("a node");
         }
-        let topic = state.plan_topic("t", 1, 3).expect("a plan");
+        let topic = state
+            .plan_topic("t", 1, 3, &BTreeSet::new())
+            .expect("a plan");
         state.apply(&topic).expect("a topic");
         state
     }
