@@ -51,7 +51,7 @@ const TOPIC_METADATA_COPY: &str = "topic.meta.copy";
 const CREATING_PREFIX: &str = "~creating-";
 const DELETING_PREFIX: &str = "~deleting-";
 const METADATA_MAGIC: &[u8; 8] = b"WEIRTOPC";
-const METADATA_VERSION: u16 = 2;
+const METADATA_VERSION: u16 = 3;
 
 /// An error of a broker operation.
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +232,11 @@ pub struct TopicMetadata {
     pub partitions: u32,
     /// Its log settings.
     pub log: LogConfig,
+    /// The identity its creator gave it ([`Broker::create_identified_topic`];
+    /// 0: none), kept as partitions are added and settings change: a
+    /// replicated topic's owner tells an earlier topic of the same name
+    /// from the one it should hold by it, as Kafka by its topic id.
+    pub id: u64,
 }
 
 /// Records appended to one partition by [`Broker::produce`].
@@ -364,6 +369,18 @@ impl Broker {
 
     /// Creates a topic.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<(), BrokerError> {
+        self.create_identified_topic(name, config, 0)
+    }
+
+    /// Creates a topic with the identity `id` ([`TopicMetadata::id`]),
+    /// written with its metadata: a crash leaves the topic with it or no
+    /// topic.
+    pub fn create_identified_topic(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        id: u64,
+    ) -> Result<(), BrokerError> {
         validate_topic_name(name)?;
         if config.partitions == 0 || config.partitions > PARTITIONS_PER_TOPIC_MAX {
             return Err(BrokerError::InvalidPartitionCount {
@@ -387,6 +404,7 @@ impl Broker {
             name: name.into(),
             partitions: config.partitions,
             log,
+            id,
         };
         let staging = format!("{CREATING_PREFIX}{name}");
         let storage = self.topics_storage.as_ref();
@@ -984,8 +1002,10 @@ fn murmur2(data: &[u8]) -> u32 {
 /// index_interval_bytes u32, max_batch_bytes u32, max_record_bytes u32,
 /// flush kind u8 (0 always, 1 interval, 2 never), interval_ms u64,
 /// interval_bytes u64, retention_ms u64 and retention_bytes u64
-/// (`u64::MAX`: none). Little-endian.
-fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
+/// (`u64::MAX`: none), max_uncompressed_batch_bytes u32, compression u8
+/// and (version 3) id u64. Little-endian. Version 2, without the id, is
+/// read as id 0.
+pub(crate) fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
     let log = &metadata.log;
     let (flush_kind, interval_ms, interval_bytes) = match log.flush {
         FlushPolicy::Always => (0u8, 0, 0),
@@ -1009,6 +1029,7 @@ fn encode_metadata(metadata: &TopicMetadata) -> Vec<u8> {
     body.extend_from_slice(&log.retention_bytes.unwrap_or(u64::MAX).to_le_bytes());
     body.extend_from_slice(&log.max_uncompressed_batch_bytes.to_le_bytes());
     body.push(log.compression as u8);
+    body.extend_from_slice(&metadata.id.to_le_bytes());
     let mut bytes = Vec::with_capacity(14 + body.len());
     bytes.extend_from_slice(METADATA_MAGIC);
     bytes.extend_from_slice(&METADATA_VERSION.to_le_bytes());
@@ -1062,26 +1083,27 @@ fn read_topic_metadata(directory: &dyn Storage, name: &str) -> Result<TopicMetad
     Ok(metadata)
 }
 
-fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
-    const BODY_BYTES: usize = 66;
+pub(crate) fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
     if bytes.len() >= 10 && &bytes[..8] == METADATA_MAGIC && bytes[8..10] == 1u16.to_le_bytes() {
         return Err(format!(
             "the topic was written in {FORMAT_1_DESCRIPTION}, which this version does not read"
         ));
     }
-    if bytes.len() != 14 + BODY_BYTES {
-        return Err(format!(
-            "{} bytes, expected {}",
-            bytes.len(),
-            14 + BODY_BYTES
-        ));
-    }
-    if &bytes[..8] != METADATA_MAGIC {
+    if bytes.len() < 14 || &bytes[..8] != METADATA_MAGIC {
         return Err("bad magic".into());
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != METADATA_VERSION {
-        return Err(format!("unsupported version {version}"));
+    let body_bytes = match version {
+        2 => 66,
+        METADATA_VERSION => 74,
+        other => return Err(format!("unsupported version {other}")),
+    };
+    if bytes.len() != 14 + body_bytes {
+        return Err(format!(
+            "{} bytes, expected {} for version {version}",
+            bytes.len(),
+            14 + body_bytes
+        ));
     }
     let body = &bytes[14..];
     let stored = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
@@ -1116,6 +1138,7 @@ fn decode_metadata(name: &str, bytes: &[u8]) -> Result<TopicMetadata, String> {
             high_watermark: HighWatermarkPolicy::FollowsFlush,
             allocation_step_bytes: crate::config::ALLOCATION_STEP_BYTES_DEFAULT,
         },
+        id: if version == 2 { 0 } else { u64_at(body, 66) },
     };
     if metadata.partitions == 0 || metadata.partitions > PARTITIONS_PER_TOPIC_MAX {
         return Err(format!("partition count {}", metadata.partitions));
@@ -1185,13 +1208,25 @@ mod tests {
                 retention_bytes: Some(1 << 40),
                 ..LogConfig::default()
             },
+            id: 0x0102_0304_0506_0708,
         };
         let bytes = encode_metadata(&metadata);
-        assert_eq!(decode_metadata("t", &bytes), Ok(metadata));
+        assert_eq!(decode_metadata("t", &bytes), Ok(metadata.clone()));
         for bit in 0..bytes.len() * 8 {
             let mut corrupt = bytes.clone();
             corrupt[bit / 8] ^= 1 << (bit % 8);
             assert!(decode_metadata("t", &corrupt).is_err(), "bit {bit}");
         }
+        // Version 2, written before topics had an identity, reads as id 0;
+        // a version 2 header on a version 3 body does not read.
+        let mut version_2 = bytes[..bytes.len() - 8].to_vec();
+        version_2[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32c(&version_2[14..]);
+        version_2[10..14].copy_from_slice(&crc.to_le_bytes());
+        let old = TopicMetadata { id: 0, ..metadata };
+        assert_eq!(decode_metadata("t", &version_2), Ok(old));
+        let mut mislabelled = bytes.clone();
+        mislabelled[8..10].copy_from_slice(&2u16.to_le_bytes());
+        assert!(decode_metadata("t", &mislabelled).is_err());
     }
 }

@@ -86,8 +86,9 @@ pub fn batch_decoding(data: &[u8]) {
 }
 
 /// Decodes `data` as each of the log's small files (checkpoint, leader
-/// epochs, producer snapshot): decoders never panic, and what decodes
-/// encodes back to the same bytes.
+/// epochs, producer snapshot, a topic's metadata): decoders never panic,
+/// and what decodes encodes back to the same bytes (a topic's metadata:
+/// to bytes that decode the same).
 pub fn log_files_decoding(data: &[u8]) {
     if let Ok(checkpoint) = Checkpoint::decode(data) {
         assert_eq!(checkpoint.encode(), data);
@@ -97,6 +98,11 @@ pub fn log_files_decoding(data: &[u8]) {
     }
     if let Ok((offset, producers)) = ProducerStates::decode_snapshot(data) {
         assert_eq!(producers.encode_snapshot(offset), data);
+    }
+    // A topic's metadata (version 2 is written again as 3, with id 0).
+    if let Ok(metadata) = crate::broker::decode_metadata("t", data) {
+        let encoded = crate::broker::encode_metadata(&metadata);
+        assert_eq!(crate::broker::decode_metadata("t", &encoded), Ok(metadata));
     }
 }
 

@@ -795,3 +795,42 @@ fn a_settings_change_interrupted_by_a_crash_leaves_the_old_or_the_new() {
         "both outcomes were reached: {outcomes:?}"
     );
 }
+
+/// A topic's identity (`create_identified_topic`) is written with its
+/// metadata and kept as partitions are added and settings change, across
+/// crashes; a topic created without one has id 0, and a topic deleted and
+/// created again has the new one's.
+#[test]
+fn a_topic_keeps_its_identity_across_changes_and_crashes() {
+    let (disk, clock) = fixture();
+    let broker = open(&disk, &clock);
+    broker
+        .create_identified_topic("t", TopicConfig::with_partitions(1), 41)
+        .expect("create");
+    broker
+        .create_topic("plain", TopicConfig::with_partitions(1))
+        .expect("create");
+    broker.add_partitions("t", 3).expect("grown");
+    let settings = TopicSettings {
+        retention_ms: Some(60_000),
+        ..broker.topic("t").expect("the topic").log.settings()
+    };
+    broker
+        .change_topic_settings("t", settings)
+        .expect("changed");
+    drop(broker);
+    disk.crash();
+    let broker = open(&disk, &clock);
+    let topic = broker.topic("t").expect("the topic");
+    assert_eq!((topic.id, topic.partitions), (41, 3));
+    assert_eq!(topic.log.retention_ms, Some(60_000));
+    assert_eq!(broker.topic("plain").expect("the topic").id, 0);
+    broker.delete_topic("t").expect("deleted");
+    broker
+        .create_identified_topic("t", TopicConfig::with_partitions(1), 57)
+        .expect("created again");
+    drop(broker);
+    disk.crash();
+    let broker = open(&disk, &clock);
+    assert_eq!(broker.topic("t").expect("the topic").id, 57);
+}
