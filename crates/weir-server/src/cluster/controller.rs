@@ -420,6 +420,9 @@ enum Made {
     Failed,
     /// It has more partitions than this node's metadata so far.
     Ahead,
+    /// It is a later topic of the same name than this node's metadata's
+    /// so far: none of its partitions is opened.
+    Later,
 }
 
 /// Whether node `node` is to hold a replica of group `group`: one of its
@@ -1257,7 +1260,7 @@ impl Task {
             match self.materialize_topic(&state, name, partitions).await {
                 Made::Ready => complete &= self.reconfigure_topic(&state, name).await,
                 Made::Ahead => complete = false,
-                Made::Failed => {
+                Made::Failed | Made::Later => {
                     complete = false;
                     continue;
                 }
@@ -1310,7 +1313,15 @@ impl Task {
         partitions: &[PartitionAssignment],
     ) -> Made {
         let count = u32::try_from(partitions.len()).expect("at most MAX_PARTITIONS partitions");
-        let local = self.log.topic(name).map(|topic| topic.partitions);
+        let first_group = partitions.first().expect("a topic has partitions").group;
+        let local = self.log.topic(name);
+        if let Some(made) = self
+            .other_incarnation(name, local.as_ref().ok(), first_group)
+            .await
+        {
+            return made;
+        }
+        let local = local.map(|topic| topic.partitions);
         let log = Arc::clone(&self.log);
         let topic = name.to_string();
         let made = match local {
@@ -1324,7 +1335,7 @@ impl Task {
             Err(_) => {
                 let configs = state.topic_configs.get(name).map_or(&[][..], Vec::as_slice);
                 let config = topic_config(&log, name, count, configs);
-                off_loop(move || log.create_topic(&topic, config)).await
+                off_loop(move || log.create_identified_topic(&topic, config, first_group)).await
             }
         };
         match made {
@@ -1334,6 +1345,43 @@ impl Task {
                 Made::Failed
             }
         }
+    }
+
+    /// A local topic `name` made for another topic of that name than the
+    /// metadata's, whose first partition's group is `first_group` (each
+    /// local copy is made with its topic's first group as its id): an
+    /// earlier one (a lower group) is removed, to be made again (`Failed`
+    /// for now); a later one (this node made it, then restarted with less
+    /// of the metadata applied) is left alone until the metadata catches
+    /// up (`Later`). `None` for the metadata's own, or one made without an
+    /// id (before the twentieth session: the group markers tell those).
+    async fn other_incarnation(
+        &mut self,
+        name: &str,
+        local: Option<&weir_log::TopicMetadata>,
+        first_group: u64,
+    ) -> Option<Made> {
+        let id = local.map_or(0, |topic| topic.id);
+        if id == 0 || id == first_group {
+            return None;
+        }
+        if id > first_group {
+            tracing::debug!(
+                topic = name,
+                id,
+                first_group,
+                "a later local topic: waiting"
+            );
+            return Some(Made::Later);
+        }
+        tracing::warn!(
+            topic = name,
+            id,
+            first_group,
+            "local files of an earlier topic of the same name: removed"
+        );
+        self.remove_topic(name).await;
+        Some(Made::Failed)
     }
 
     /// Gives the local topic `name` the settings its configs in the
