@@ -180,6 +180,9 @@ struct Shared {
     producer_ids: BTreeSet<i64>,
     /// How many times each node was started again.
     restarts: BTreeMap<u64, u64>,
+    /// When a node last stopped or started (power loss, restart, a node
+    /// joining or started on an empty disk).
+    nodes_changed: Option<Instant>,
     /// The topic deleted and created again ([`churn`]).
     churn: churn::Churned,
     /// The faults are over.
@@ -1971,6 +1974,7 @@ impl World {
         let mut shared = self.shared.lock().expect("shared");
         shared.brokers.remove(&id);
         shared.clusters.remove(&id);
+        shared.nodes_changed = Some(Instant::now());
         drop(shared);
         self.down.insert(id);
         self.note(format!("weir-{id} loses power"));
@@ -2007,13 +2011,10 @@ impl World {
         let (node, _, _) = &self.nodes[&id];
         self.handle.restart(node.id());
         self.down.remove(&id);
-        *self
-            .shared
-            .lock()
-            .expect("shared")
-            .restarts
-            .entry(id)
-            .or_default() += 1;
+        let mut shared = self.shared.lock().expect("shared");
+        *shared.restarts.entry(id).or_default() += 1;
+        shared.nodes_changed = Some(Instant::now());
+        drop(shared);
         self.note(format!("weir-{id} restarts"));
     }
 }
@@ -2153,6 +2154,7 @@ fn replace_node(world: &mut World) {
         started,
     );
     world.nodes.insert(new, (node, disk, clock));
+    world.shared.lock().expect("shared").nodes_changed = Some(Instant::now());
     world.note(format!(
         "weir-{old} is gone for good: weir-{new} joins to replace it"
     ));
@@ -2189,7 +2191,10 @@ fn wipe_and_restart(world: &mut World, old: u64) {
         removed.expect("a removal on a powered-off disk");
     }
     root.sync_dir().expect("a sync on a powered-off disk");
-    world.shared.lock().expect("shared").wiped = Some((old, false));
+    let mut shared = world.shared.lock().expect("shared");
+    shared.wiped = Some((old, false));
+    shared.nodes_changed = Some(Instant::now());
+    drop(shared);
     world.handle.restart(node.id());
     world.note(format!(
         "weir-{old} starts again on an empty disk under its id"

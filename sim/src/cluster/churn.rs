@@ -115,11 +115,15 @@ async fn admin(nodes: u64, shared: &SharedRef, rng: &mut Xoshiro256PlusPlus, cre
     while Instant::now() < deadline {
         let node = rng.random_range(1..=nodes);
         if let Some(mut client) = connect(node).await {
+            let sent = Instant::now();
             let code = if create {
-                created(&mut client, shared).await
+                created(&mut client, shared, rng).await
             } else {
                 deleted(&mut client, shared).await
             };
+            if create && code == Some(0) {
+                check_placement(shared, node, 0..1, sent);
+            }
             // 36: it exists already; 3: there is none to delete.
             match (create, code) {
                 (_, Some(0)) | (true, Some(36)) | (false, Some(3)) => return true,
@@ -150,11 +154,16 @@ async fn grow(nodes: u64, shared: &SharedRef, rng: &mut Xoshiro256PlusPlus, coun
     while Instant::now() < deadline {
         let node = rng.random_range(1..=nodes);
         if let Some(mut client) = connect(node).await {
+            let sent = Instant::now();
             let response = call(&mut client, shared, ApiKey::CreatePartitions, 1, &request).await;
             if let Some(ResponseKind::CreatePartitions(response)) = response {
                 // 37: INVALID_PARTITIONS (it has that many); 3: no topic.
                 match response.results.first().map(|result| result.error_code) {
-                    Some(0 | 37) => return true,
+                    Some(0) => {
+                        check_placement(shared, node, count as usize - 1..count as usize, sent);
+                        return true;
+                    }
+                    Some(37) => return true,
                     Some(3) => return false,
                     _ => {}
                 }
@@ -165,14 +174,22 @@ async fn grow(nodes: u64, shared: &SharedRef, rng: &mut Xoshiro256PlusPlus, coun
     false
 }
 
-async fn created(client: &mut KafkaClient, shared: &SharedRef) -> Option<i16> {
+/// Creates [`CHURN`] with one partition, of the default replication
+/// factor (the nodes, up to 3) or of 2 (so that a node down leaves the
+/// controller a choice of where to place it).
+async fn created(
+    client: &mut KafkaClient,
+    shared: &SharedRef,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Option<i16> {
+    let factor = if rng.random_bool(0.5) { 2 } else { -1 };
     let request = RequestKind::CreateTopics(
         CreateTopicsRequest::default()
             .with_timeout_ms(5_000)
             .with_topics(vec![create_topics_request::CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_static_str(CHURN)))
                 .with_num_partitions(1)
-                .with_replication_factor(-1)]),
+                .with_replication_factor(factor)]),
     );
     match call(client, shared, ApiKey::CreateTopics, 4, &request).await? {
         ResponseKind::CreateTopics(response) => Some(response.topics.first()?.error_code),
@@ -240,9 +257,6 @@ async fn produce_one(
     }
 }
 
-/// The checks above, on the replicas the final metadata names for each
-/// partition of [`CHURN`] (if it stands): (invariant, evidence) for each
-/// problem.
 /// Sets [`CHURN`]'s `retention.ms` (`None`: deletes it, back to the
 /// default) through random nodes for up to 15 s; whether it was done. An
 /// unknown topic (deleted by a deletion answered late) ends the
@@ -284,6 +298,68 @@ async fn reconfigure(
     false
 }
 
+/// How long no node may have stopped or started before a placement is
+/// judged: by then every node running takes the ones down for down (two
+/// election timeouts of silence).
+const SETTLED: Duration = Duration::from_secs(5);
+
+/// The new partitions `added` of [`CHURN`] that node `node` created for a
+/// request sent at `sent`, as its metadata has them: placed on the nodes
+/// running first (`a new partition's replicas are placed on the nodes
+/// up`), a majority of each one's replicas on running nodes (the
+/// controller refuses a placement it cannot give one), when no node had
+/// stopped or started for [`SETTLED`] before the request nor since. A
+/// node paused or cut off counts as running: the controller may take it
+/// for down, which only moves replicas to other running nodes.
+fn check_placement(shared: &SharedRef, node: u64, added: std::ops::Range<usize>, sent: Instant) {
+    let state = shared.lock().expect("shared");
+    let settled = state
+        .nodes_changed
+        .is_none_or(|changed| changed + SETTLED <= sent);
+    let Some(metadata) = state.clusters.get(&node).map(|cluster| cluster.metadata()) else {
+        return;
+    };
+    let running: BTreeSet<u64> = state.brokers.keys().copied().collect();
+    drop(state);
+    let Some(partitions) = metadata.topics.get(CHURN).filter(|_| settled) else {
+        return;
+    };
+    let down: Vec<u64> = metadata
+        .nodes
+        .keys()
+        .filter(|id| !running.contains(id))
+        .copied()
+        .collect();
+    for (index, partition) in partitions
+        .iter()
+        .enumerate()
+        .skip(added.start)
+        .take(added.len())
+    {
+        let up = partition
+            .replicas
+            .iter()
+            .filter(|r| running.contains(r))
+            .count();
+        if up <= partition.replicas.len() / 2 {
+            let evidence = format!(
+                "{CHURN} partition {index} placed on {:?} through weir-{node}; down: {down:?}",
+                partition.replicas
+            );
+            violation(
+                shared,
+                "a new partition's replicas are placed on the nodes up",
+                evidence,
+            );
+        } else if !down.is_empty() {
+            reached(shared, "a partition was placed while a node was down");
+        }
+    }
+}
+
+/// The checks above, on the replicas the final metadata names for each
+/// partition of [`CHURN`] (if it stands): (invariant, evidence) for each
+/// problem.
 pub(super) fn check(shared: &Shared) -> Vec<(&'static str, String)> {
     let mut problems = check_settings(shared);
     let partitions = shared
