@@ -15,6 +15,11 @@
 //! make (`a topic's copy on each node has the configs its metadata
 //! gives`), a node that missed the change once it learns of it.
 //!
+//! An incarnation has the default replication factor or, half the time,
+//! two replicas; each partition created or added is checked where it
+//! went (`a new partition's replicas are placed on the nodes up`, see
+//! [`check_placement`]).
+//!
 //! Each incarnation's records are `churn-<incarnation>-<n>`, produced with
 //! acks=all to one of its partitions once its creation was answered.
 //! Checks, on every replica the final metadata names, for each partition:
