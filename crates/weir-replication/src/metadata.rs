@@ -740,7 +740,7 @@ impl MetadataState {
     /// and `replication_factor` replicas each (at most the nodes known),
     /// spreading replicas and preferred leaders across the nodes
     /// round-robin from where the previous topic stopped, and placing
-    /// them on nodes not in `down` first ([`Self::place`]).
+    /// them on the nodes not in `down` first.
     pub fn plan_topic(
         &self,
         name: &str,
