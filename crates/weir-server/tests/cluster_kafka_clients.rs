@@ -92,6 +92,26 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node lists only the running nodes as
+    /// brokers: the controller among them takes the others for down, so
+    /// what it places next goes to the nodes up.
+    fn await_down_taken_for_down(&self) {
+        let mut running: Vec<i32> = self.nodes.keys().map(|id| *id as i32).collect();
+        running.sort_unstable();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.nodes.keys().all(|id| {
+            brokers_and_replicas(self.kafka_ports[id], "__consumer_offsets")
+                .is_ok_and(|(brokers, _)| brokers == running)
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "a stopped node is still listed:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn bootstrap(&self) -> String {
         self.kafka_ports
             .values()
@@ -421,6 +441,9 @@ fn a_node_down_while_a_topic_it_does_not_replicate_is_recreated_takes_the_new_on
     }
     let old = meta(up);
     cluster.kill(away);
+    // Else the new incarnation may be placed on the node just killed and
+    // elect no leader until it is back.
+    cluster.await_down_taken_for_down();
     cluster.scenario("cluster_recreate", "kp", &["renewed", "1", "2"]);
     cluster.scenario("cluster_alter", "ck", &["renewed", "retention.ms=120000"]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -669,21 +692,9 @@ fn a_topic_created_while_a_node_is_down_is_placed_on_the_nodes_up() {
     let mut cluster = Cluster::start();
     cluster.scenario("cluster_ready", "kp", &["3"]);
     cluster.kill(3);
-    let ports = [cluster.kafka_ports[&1], cluster.kafka_ports[&2]];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // Both nodes up take node 3 for down (the controller among them).
-    while !ports.iter().all(|port| {
-        brokers_and_replicas(*port, "placed").is_ok_and(|(brokers, _)| brokers == [1, 2])
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "node 3 is still listed:\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.await_down_taken_for_down();
     cluster.scenario("cluster_create", "ck", &["placed", "6", "2"]);
-    let (_, replicas) = brokers_and_replicas(ports[0], "placed").expect("an answer");
+    let (_, replicas) = brokers_and_replicas(cluster.kafka_ports[&1], "placed").expect("an answer");
     assert_eq!(replicas.len(), 6, "{replicas:?}");
     assert!(
         replicas.iter().all(|r| r.len() == 2 && !r.contains(&3)),
