@@ -307,7 +307,7 @@ async fn alter_resources(
             }
         };
         if let Err((error, message)) = &outcome {
-            tracing::info!(resource = %name, ?error, message, "configs not changed");
+            tracing::info!(resource = %name, ?error, detail = message, "configs not changed");
         }
         outcomes.push((resource_type, name, outcome));
     }

@@ -639,7 +639,7 @@ async fn block_from_controller(
         .map_err(|(error, message)| {
             tracing::warn!(
                 ?error,
-                ?message,
+                detail = ?message,
                 "no block of producer ids from the controller"
             );
             match error {

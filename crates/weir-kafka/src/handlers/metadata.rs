@@ -121,7 +121,11 @@ async fn named_topic(
         Ok(()) => {}
         Err((ResponseError::TopicAlreadyExists, _)) => {}
         Err((error, message)) => {
-            tracing::warn!(topic = name, message, "auto-creating a topic failed");
+            tracing::warn!(
+                topic = name,
+                detail = message,
+                "auto-creating a topic failed"
+            );
             return failed(error);
         }
     }
