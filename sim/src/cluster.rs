@@ -3132,6 +3132,7 @@ fn report(world: &World, seed: u64) -> SeedReport {
         operations: shared.operations,
         faults,
         coverage: shared.coverage.clone(),
+        events: BTreeMap::new(),
         violations: shared.violations.clone(),
         trace: shared.trace.clone(),
         fingerprint: std::hash::Hasher::finish(&hasher),

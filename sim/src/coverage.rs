@@ -71,13 +71,119 @@ pub const FLOORS: &[(&str, u64)] = &[
     ("kafka producer gave up a batch", 70),
 ];
 
+/// Cluster runs shorter than this are not held to [`CLUSTER_EVENT_FLOORS`]
+/// (CI runs cluster seeds 0..90, which are deterministic: the counts do
+/// not move from run to run, only when the code or the workload does).
+pub const CLUSTER_FLOOR_MIN_SEEDS: usize = 90;
+
+/// (the nodes' event, `crate: message` as [`crate::events`] names it;
+/// seeds per thousand whose nodes must log it) in cluster runs: the
+/// recovery, repair and failover paths the nemesis must keep reaching.
+/// A message reworded without its floor reads as never reached.
+pub const CLUSTER_EVENT_FLOORS: &[(&str, u64)] = &[
+    // A replica's Raft log and segment log after faults.
+    (
+        "weir_replication: raft log: synced entries lost to corruption; repairing from the leader",
+        150,
+    ),
+    ("weir_replication: raft log: repaired", 150),
+    (
+        "weir_replication: a batch reads corrupt: cutting the replica there to repair it",
+        70,
+    ),
+    (
+        "weir_replication: an earlier batch reads corrupt too: cut there",
+        30,
+    ),
+    (
+        "weir_replication: raft log: side-file records before the cut read corrupt: cut there too",
+        30,
+    ),
+    (
+        "weir_replication: raft log: a synced term or vote was lost to corruption; restored",
+        30,
+    ),
+    (
+        "weir_replication: raft log: dropping entries the segment log lost",
+        30,
+    ),
+    (
+        "weir_replication: raft log: truncating batches never made stable",
+        190,
+    ),
+    (
+        "weir_replication: a follower lost entries it had acknowledged: probing it again",
+        90,
+    ),
+    (
+        "weir_replication: replica replaced by the leader's snapshot",
+        120,
+    ),
+    ("weir_replication: raft log compacted", 120),
+    (
+        "weir_replication: replication storage failed; the node stops replicating",
+        420,
+    ),
+    (
+        "weir_log: recovery cut corrupt synced data: the owner must restore it",
+        60,
+    ),
+    (
+        "weir_log: recovery cut a torn tail that was never synced",
+        70,
+    ),
+    ("weir_log: a trusted segment is corrupt: scanning it", 20),
+    ("weir_log: the log restarts empty", 120),
+    (
+        "weir_log: offset index disagrees with the log; rebuilding it",
+        150,
+    ),
+    // The cluster's metadata on each node.
+    (
+        "weir_server: local files of an earlier topic of the same name: removed",
+        480,
+    ),
+    (
+        "weir_server: the metadata log is being repaired: topics and replicas left as they are",
+        20,
+    ),
+    ("weir_server: a node joined the cluster", 200),
+    // Group coordination and producer ids through failovers.
+    ("weir_kafka: member session timed out: removed", 480),
+    ("weir_kafka: member did not sync in time: removed", 250),
+    (
+        "weir_kafka: no block of producer ids from the controller",
+        250,
+    ),
+];
+
 /// The paths below their floor in a run of `seeds` seeds, given how many
 /// seeds reached each path; empty for runs too short to judge.
 pub fn below_floors(reached: &BTreeMap<&str, u64>, seeds: usize) -> Vec<String> {
-    if seeds < FLOOR_MIN_SEEDS {
+    judged(FLOORS, FLOOR_MIN_SEEDS, reached, seeds)
+}
+
+/// The nodes' events below their floor in a cluster run of `seeds` seeds,
+/// given how many seeds' nodes logged each; empty for runs too short.
+pub fn cluster_events_below_floors(reached: &BTreeMap<&str, u64>, seeds: usize) -> Vec<String> {
+    judged(
+        CLUSTER_EVENT_FLOORS,
+        CLUSTER_FLOOR_MIN_SEEDS,
+        reached,
+        seeds,
+    )
+}
+
+fn judged(
+    floors: &[(&str, u64)],
+    min_seeds: usize,
+    reached: &BTreeMap<&str, u64>,
+    seeds: usize,
+) -> Vec<String> {
+    if seeds < min_seeds {
         return Vec::new();
     }
-    FLOORS
+    floors
         .iter()
         .filter_map(|(path, per_thousand)| {
             let floor = per_thousand * seeds as u64 / 1000;
@@ -107,5 +213,22 @@ mod tests {
             2,
             "a path never reached"
         );
+    }
+
+    #[test]
+    fn a_cluster_event_below_its_floor_is_reported() {
+        let mut reached: BTreeMap<&str, u64> = CLUSTER_EVENT_FLOORS
+            .iter()
+            .map(|(name, floor)| (*name, floor * 9 / 100))
+            .collect();
+        assert!(cluster_events_below_floors(&reached, 90).is_empty());
+        reached.remove("weir_replication: raft log: repaired");
+        let below = cluster_events_below_floors(&reached, 90);
+        assert_eq!(below.len(), 1, "{below:?}");
+        assert!(
+            below[0].contains("reached in 0 seeds, floor 13"),
+            "{below:?}"
+        );
+        assert!(cluster_events_below_floors(&BTreeMap::new(), 89).is_empty());
     }
 }

@@ -16,6 +16,7 @@ pub mod client;
 #[cfg(madsim)]
 pub mod cluster;
 pub mod coverage;
+pub mod events;
 #[cfg(madsim)]
 pub mod harness;
 #[cfg(madsim)]

@@ -25,13 +25,21 @@ mod runner {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     use weir_sim::cluster::{run_cluster_seed, run_cluster_seed_checked};
-    use weir_sim::coverage::below_floors;
+    use weir_sim::coverage::{below_floors, cluster_events_below_floors};
+    use weir_sim::events;
     use weir_sim::harness::{run_seed, run_seed_checked, SeedReport};
 
     /// The line on which a job (a child process) hands its totals to the
     /// parent.
     const PARTIAL: &str = "WEIR-SIM-PARTIAL\t";
+
+    /// Between the entries of a map on that line.
+    const SEPARATOR: &str = "\u{1f}";
 
     struct Arguments {
         from: u64,
@@ -88,6 +96,8 @@ mod runner {
         faults: BTreeMap<String, u64>,
         /// Seeds that reached each path.
         coverage: BTreeMap<String, u64>,
+        /// Seeds whose nodes logged each event.
+        events: BTreeMap<String, u64>,
         failed: Vec<u64>,
         nondeterministic: Vec<u64>,
     }
@@ -105,6 +115,9 @@ mod runner {
                     *self.coverage.entry(path.to_string()).or_default() += 1;
                 }
             }
+            for name in report.events.keys() {
+                *self.events.entry(name.to_string()).or_default() += 1;
+            }
         }
 
         fn merge(&mut self, other: Totals) {
@@ -117,17 +130,21 @@ mod runner {
             for (path, n) in other.coverage {
                 *self.coverage.entry(path).or_default() += n;
             }
+            for (name, n) in other.events {
+                *self.events.entry(name).or_default() += n;
+            }
             self.failed.extend(other.failed);
             self.nondeterministic.extend(other.nondeterministic);
         }
 
-        /// One line: tab-separated fields, maps as `name=n` joined by `;`.
+        /// One line: tab-separated fields, maps as `name=n` joined by
+        /// [`SEPARATOR`] (event messages hold `;` and `:`).
         fn encode(&self) -> String {
             let map = |map: &BTreeMap<String, u64>| {
                 map.iter()
                     .map(|(name, n)| format!("{name}={n}"))
                     .collect::<Vec<_>>()
-                    .join(";")
+                    .join(SEPARATOR)
             };
             let list = |seeds: &[u64]| {
                 seeds
@@ -137,12 +154,13 @@ mod runner {
                     .join(",")
             };
             format!(
-                "{PARTIAL}{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{PARTIAL}{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 self.ran,
                 self.simulated.as_nanos(),
                 self.operations,
                 map(&self.faults),
                 map(&self.coverage),
+                map(&self.events),
                 list(&self.failed),
                 list(&self.nondeterministic)
             )
@@ -150,13 +168,13 @@ mod runner {
 
         fn decode(line: &str) -> Option<Totals> {
             let fields: Vec<&str> = line.strip_prefix(PARTIAL)?.split('\t').collect();
-            let [ran, simulated, operations, faults, coverage, failed, nondeterministic] =
+            let [ran, simulated, operations, faults, coverage, events, failed, nondeterministic] =
                 fields[..]
             else {
                 return None;
             };
             let map = |text: &str| -> Option<BTreeMap<String, u64>> {
-                text.split(';')
+                text.split(SEPARATOR)
                     .filter(|pair| !pair.is_empty())
                     .map(|pair| {
                         let (name, n) = pair.rsplit_once('=')?;
@@ -176,6 +194,7 @@ mod runner {
                 operations: operations.parse().ok()?,
                 faults: map(faults)?,
                 coverage: map(coverage)?,
+                events: map(events)?,
                 failed: list(failed)?,
                 nondeterministic: list(nondeterministic)?,
             })
@@ -185,15 +204,19 @@ mod runner {
     pub fn main() {
         // WEIR_SIM_TRACE=debug (or info, trace): the nodes' own logs, for
         // looking into one seed.
-        if let Some(level) = std::env::var("WEIR_SIM_TRACE")
+        // The nodes' events are counted in every run.
+        let level = std::env::var("WEIR_SIM_TRACE")
             .ok()
-            .and_then(|level| level.parse::<tracing::Level>().ok())
-        {
-            tracing_subscriber::fmt()
-                .with_max_level(level)
+            .and_then(|level| level.parse::<tracing::Level>().ok());
+        let trace = level.map(|level| {
+            tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .init();
-        }
+                .with_filter(LevelFilter::from_level(level))
+        });
+        tracing_subscriber::registry()
+            .with(events::counter())
+            .with(trace)
+            .init();
         let arguments = match arguments() {
             Ok(arguments) => arguments,
             Err(error) => {
@@ -237,19 +260,26 @@ mod runner {
             } else {
                 (run_seed, run_seed_checked)
             };
-            let report = if arguments.determinism {
+            let mut report = if arguments.determinism {
                 let first = guarded(checked, seed);
+                events::take();
                 let second = guarded(run, seed);
                 if first.fingerprint != second.fingerprint {
                     totals.nondeterministic.push(seed);
                 }
                 first
             } else {
+                events::take();
                 guarded(run, seed)
             };
+            report.events = events::take();
             if arguments.one.is_some() {
                 for line in &report.trace {
                     println!("{line}");
+                }
+                println!("the nodes' events (times logged):");
+                for (name, times) in &report.events {
+                    println!("  {times:>6}  {name}");
                 }
             }
             totals.add(&report);
@@ -351,14 +381,24 @@ mod runner {
             "sometimes (seeds that reached each path): {:?}",
             totals.coverage
         );
-        // The coverage floors are the single-node runs'.
+        println!("the nodes' events (seeds whose nodes logged each):");
+        for (name, seeds) in &totals.events {
+            println!("  {seeds:>6}  {name}");
+        }
+        // The coverage floors are the single-node runs', the event floors
+        // the cluster runs'.
         let reached: BTreeMap<&str, u64> = totals
             .coverage
             .iter()
             .map(|(path, n)| (path.as_str(), *n))
             .collect();
+        let events: BTreeMap<&str, u64> = totals
+            .events
+            .iter()
+            .map(|(name, n)| (name.as_str(), *n))
+            .collect();
         let below = if arguments.cluster {
-            Vec::new()
+            cluster_events_below_floors(&events, totals.ran)
         } else {
             below_floors(&reached, totals.ran)
         };
@@ -399,6 +439,7 @@ mod runner {
             operations: 0,
             faults: BTreeMap::new(),
             coverage: BTreeMap::new(),
+            events: BTreeMap::new(),
             violations: vec![weir_sim::check::Violation {
                 invariant: "nothing panics",
                 evidence: format!("{message} (where: the panic message above)"),

@@ -62,6 +62,9 @@ pub struct SeedReport {
     pub faults: BTreeMap<&'static str, u64>,
     /// How often interesting paths were taken.
     pub coverage: BTreeMap<&'static str, u64>,
+    /// The nodes' own log events, by name (filled in by the runner:
+    /// [`crate::events`]).
+    pub events: BTreeMap<&'static str, u64>,
     /// Broken invariants.
     pub violations: Vec<Violation>,
     /// The readable trace (always recorded; printed for `--seed`).
@@ -260,6 +263,7 @@ fn report(world: &World, seed: u64, violations: Vec<Violation>) -> SeedReport {
             .into_iter()
             .filter(|(_, count)| *count > 0)
             .collect(),
+        events: BTreeMap::new(),
         violations,
         trace: shared.trace.clone(),
         fingerprint: hasher.finish(),
