@@ -452,6 +452,56 @@ fn a_reset_interrupted_anywhere_leaves_the_old_log_or_an_empty_one_at_the_offset
     );
 }
 
+/// A replica whose replication log no longer describes its records (rot
+/// cut that log back before the segment log's start) restarts its log
+/// empty at an offset before its start, and appends from there. A crash
+/// at any point leaves the old log, the log cut at its start, or the empty
+/// log at the offset; a restart that returned is durable.
+#[test]
+fn a_log_restarted_before_its_start_is_empty_there_and_a_crash_leaves_no_mix() {
+    let mut outcomes = [0usize; 3];
+    for crash_after in 1..80u64 {
+        let node = Node::new(500 + crash_after, owned_config());
+        let log = node.open().expect("open");
+        assert_eq!(log.reset_to(30).expect("reset"), 30);
+        log.set_leader_epoch(1).expect("epoch");
+        for index in 0..10 {
+            append(&log, &format!("r-{index:03}-{}", "y".repeat(40)));
+        }
+        log.sync().expect("sync");
+        node.disk.schedule_crash(crash_after);
+        let result = log.restart_at(10);
+        drop(log);
+        node.disk.crash();
+        let log = node.open().expect("recovery after an interrupted restart");
+        log.check_invariants().expect("invariants");
+        log.verify().expect("verify");
+        let outcome = match (log.log_start_offset(), log.log_end_offset()) {
+            (30, 40) => 0,
+            (30, 30) => 1,
+            (10, 10) => 2,
+            other => panic!("crash after {crash_after}: log spans {other:?}"),
+        };
+        if result.is_ok() {
+            assert_eq!(outcome, 2, "a restart that returned is durable");
+        }
+        outcomes[outcome] += 1;
+        if outcome == 2 {
+            assert!(log.leader_epochs().is_empty());
+            assert!(matches!(
+                log.read_with(30, 4096, Isolation::Uncommitted),
+                Err(LogError::OffsetOutOfRange { .. })
+            ));
+            append(&log, "after");
+            assert_eq!(log.log_end_offset(), 11);
+        }
+    }
+    assert!(
+        outcomes.iter().all(|count| *count > 0),
+        "outcomes {outcomes:?}"
+    );
+}
+
 #[test]
 fn a_reset_log_takes_the_leaders_batches_from_the_offset() {
     let leader = Node::new(7, owned_config()).open().expect("open");

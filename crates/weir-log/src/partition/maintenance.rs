@@ -269,18 +269,38 @@ impl Partition {
                 high_watermark: inner.high_watermark,
             });
         }
-        self.sync_locked(&mut inner)?;
+        self.empty_locked(&mut inner, offset)
+    }
+
+    /// Empties the log and makes it start at `offset`, which may lie
+    /// before its log start (as Kafka's `truncateFullyAndStartAt`): for a
+    /// replica whose own records its replication log no longer describes
+    /// (rot cut that log back before the segment log's start), so that
+    /// the two agree again and the leader sends the records anew. A crash
+    /// leaves the log as it was, cut at its log start, or empty at
+    /// `offset`. Returns the log start offset.
+    pub fn restart_at(&self, offset: u64) -> Result<u64, LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let mut inner = lock(&self.inner);
+        inner.check_usable()?;
+        self.empty_locked(&mut inner, offset)
+    }
+
+    fn empty_locked(&self, inner: &mut Inner, offset: u64) -> Result<u64, LogError> {
+        self.sync_locked(inner)?;
         if inner.next_offset > offset {
             let start = inner.log_start_offset;
-            if let Err(error) = self.truncate_locked(&mut inner, start) {
-                self.fail_locked(&mut inner, format!("truncation failed: {error}"));
+            if let Err(error) = self.truncate_locked(inner, start) {
+                self.fail_locked(inner, format!("truncation failed: {error}"));
                 return Err(error);
             }
         }
-        // Before: nothing at or after `offset` is left.
-        assert!(inner.next_offset <= offset);
-        if let Err(error) = self.restart_empty_locked(&mut inner, offset) {
-            self.fail_locked(&mut inner, format!("reset failed: {error}"));
+        // Before: nothing at or after `offset` is left, nor any record if
+        // `offset` lies before the log start.
+        assert!(inner.next_offset <= offset.max(inner.log_start_offset));
+        assert!(offset >= inner.log_start_offset || inner.next_offset == inner.log_start_offset);
+        if let Err(error) = self.restart_empty_locked(inner, offset) {
+            self.fail_locked(inner, format!("reset failed: {error}"));
             return Err(error);
         }
         // After: one empty segment at `offset`, which starts and ends the log.
