@@ -1048,10 +1048,25 @@ impl RaftLog {
             self.truncate_side(first_lost)?;
         }
         let end = self.end_offset();
-        if self.partition.log_end_offset() > end {
+        let log_start = self.partition.log_start_offset();
+        if end < log_start {
+            // Rot cut the side file back before the segment log's start
+            // (a start record of a compaction or a snapshot lost with the
+            // records after it): no entry kept describes a record the
+            // segment log holds. It goes back to empty at the end of the
+            // entries kept; the leader sends the rest again.
+            tracing::error!(
+                end,
+                log_start,
+                "raft log: the entries kept end before the segment log's start: emptied there"
+            );
+            self.partition.restart_at(end)?;
+        } else if self.partition.log_end_offset() > end {
             tracing::warn!(end, "raft log: truncating batches never made stable");
             self.partition.truncate(end)?;
         }
+        // After: the segment log ends where the entries kept end.
+        assert_eq!(self.partition.log_end_offset(), end);
         let last = self.last_index_();
         if self.state.hard.commit > last || self.state.applied > last {
             tracing::warn!(
