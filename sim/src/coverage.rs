@@ -105,7 +105,7 @@ pub const CLUSTER_EVENT_FLOORS: &[(&str, u64)] = &[
     ),
     (
         "weir_replication: raft log: dropping entries the segment log lost",
-        30,
+        20,
     ),
     (
         "weir_replication: raft log: truncating batches never made stable",
