@@ -77,9 +77,10 @@ const PRODUCERS: usize = 2;
 /// The consumer group whose offsets a client commits.
 const GROUP: &str = "committer";
 
-/// Whether a seed runs with retention on the topics (one seed in four,
-/// the ones whose remainder by 4 is 3: the others keep the schedules they
-/// had before retention came to the simulator).
+/// Whether a seed runs with retention on the topics: one seed in four,
+/// the ones whose remainder by 4 is 3, and since the twenty-first session
+/// half the rot seeds (remainder 1 by 8), so that rot meets compacted
+/// Raft logs, side-file rewrites and snapshots.
 pub fn retains(seed: u64) -> bool {
     seed % 4 == 3 || seed % 8 == 1
 }
