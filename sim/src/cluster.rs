@@ -198,12 +198,6 @@ struct Shared {
     /// prober ([`probe_suspects`]) reads from them, where a leader deposed
     /// without knowing it yet answers from its shorter log.
     suspects: BTreeMap<u64, u32>,
-    /// Each running node's shutdown signal, as SIGTERM gives `weir serve`
-    /// ([`clean_stop`]).
-    stoppers: BTreeMap<u64, tokio::sync::watch::Sender<bool>>,
-    /// Nodes that shut down cleanly since they last started: whether
-    /// closing their topics succeeded.
-    closed: BTreeMap<u64, bool>,
 }
 
 fn suspect(shared: &SharedRef, node: u64, on: bool) {
@@ -449,7 +443,6 @@ async fn run_node(
         }
     };
     note(&shared, started, format!("weir-{id} up"));
-    check_clean_start(id, &listener.recovery, &shared);
     let wiped = shared
         .lock()
         .expect("shared")
@@ -489,12 +482,11 @@ async fn run_node(
             .insert(id, cluster.clone());
         madsim::task::spawn(watch_raft(id, cluster, Arc::clone(&shared)));
     }
-    let log = Arc::clone(&listener.kafka.log);
-    {
-        let mut shared = shared.lock().expect("shared");
-        shared.brokers.insert(id, Arc::clone(&log));
-        shared.stoppers.insert(id, keep.clone());
-    }
+    shared
+        .lock()
+        .expect("shared")
+        .brokers
+        .insert(id, Arc::clone(&listener.kafka.log));
     let Some(cluster) = listener.cluster.clone() else {
         weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
         return;
@@ -504,9 +496,7 @@ async fn run_node(
     // it when its disk's errors end).
     tokio::select! {
         biased;
-        () = weir_kafka::server::serve(listener.kafka, listener.listener, shutdown) => {
-            close_cleanly(id, &log, &shared, started);
-        }
+        () = weir_kafka::server::serve(listener.kafka, listener.listener, shutdown) => {}
         () = cluster.handle().stopped() => {
             note(&shared, started, format!("weir-{id} shuts down: its replication stopped"));
             reached(&shared, "a node shuts down when its replication stops");
@@ -524,52 +514,6 @@ async fn run_node(
                 }
             }
             keep.send_replace(true);
-        }
-    }
-}
-
-/// What `weir serve` does once SIGTERM stops its Kafka listener: closes
-/// every topic cleanly (synced, its indexes and producer snapshot
-/// written, a checkpoint that trusts its segments), so that the next
-/// start scans nothing. The nemesis then ends the process.
-fn close_cleanly(id: u64, log: &Broker, shared: &SharedRef, started: Instant) {
-    let closed = log.close();
-    let text = match &closed {
-        Ok(()) => format!("weir-{id} shuts down cleanly: its topics closed"),
-        Err(error) => format!("weir-{id} shuts down: closing its topics failed: {error}"),
-    };
-    note(shared, started, text);
-    shared
-        .lock()
-        .expect("shared")
-        .closed
-        .insert(id, closed.is_ok());
-}
-
-/// A node whose topics closed cleanly opens every partition without
-/// scanning it: nothing but that node touched its disk since (the
-/// nemesis faults only running nodes' disks, and rots only after a power
-/// loss it causes itself), and close made everything durable.
-fn check_clean_start(id: u64, recovery: &weir_log::BrokerRecovery, shared: &SharedRef) {
-    let mut shared_state = shared.lock().expect("shared");
-    if shared_state.closed.remove(&id) != Some(true) {
-        return;
-    }
-    *shared_state
-        .coverage
-        .entry("a node started after a clean shutdown")
-        .or_default() += 1;
-    drop(shared_state);
-    for ((topic, partition), report) in &recovery.partitions {
-        if !report.clean_shutdown || report.segments_scanned > 0 || report.truncation.is_some() {
-            violation(
-                shared,
-                "a node shut down cleanly starts without recovering its logs",
-                format!(
-                    "weir-{id} {topic}/{partition}: clean_shutdown {}, {} segments scanned, truncation {:?}",
-                    report.clean_shutdown, report.segments_scanned, report.truncation
-                ),
-            );
         }
     }
 }
@@ -1978,7 +1922,7 @@ async fn fault_phase(world: &mut World) {
     for _ in 0..steps {
         sleep(Duration::from_millis(world.rng.random_range(200..1500))).await;
         match world.rng.random_range(0..13) {
-            0..=2 => kill_or_restart(world).await,
+            0..=2 => kill_or_restart(world),
             3 | 4 => isolate(world).await,
             7 if world.replaced.is_none() && world.rng.random_bool(0.3) => replace_node(world),
             9 => disk_errors(world).await,
@@ -2030,30 +1974,17 @@ impl World {
 
     /// Power loss of a node.
     fn kill(&mut self, id: u64) {
-        self.shared.lock().expect("shared").closed.remove(&id);
-        self.stop(id, true);
-        count(&self.shared, "power loss");
-    }
-
-    /// Ends node `id`'s process; with `power_loss`, what its disk had not
-    /// made durable is lost too.
-    fn stop(&mut self, id: u64, power_loss: bool) {
         let (node, disk, _) = &self.nodes[&id];
         self.handle.kill(node.id());
-        if power_loss {
-            disk.crash();
-        }
+        disk.crash();
         let mut shared = self.shared.lock().expect("shared");
         shared.brokers.remove(&id);
         shared.clusters.remove(&id);
-        shared.stoppers.remove(&id);
         shared.nodes_changed = Some(Instant::now());
         drop(shared);
         self.down.insert(id);
-        self.note(match power_loss {
-            true => format!("weir-{id} loses power"),
-            false => format!("weir-{id}'s process ends"),
-        });
+        self.note(format!("weir-{id} loses power"));
+        count(&self.shared, "power loss");
     }
 
     /// The nodes that are down but not gone for good.
@@ -2094,9 +2025,8 @@ impl World {
     }
 }
 
-/// Kills a node (keeping a majority up), a quarter of the time through a
-/// clean shutdown, or restarts a dead one.
-async fn kill_or_restart(world: &mut World) {
+/// Kills a node (keeping a majority up) or restarts a dead one.
+fn kill_or_restart(world: &mut World) {
     let minority = (world.members() - 1) / 2;
     let down = world.down_for_now();
     if !down.is_empty() && (down.len() >= minority || world.rng.random_bool(0.5)) {
@@ -2110,41 +2040,7 @@ async fn kill_or_restart(world: &mut World) {
         .copied()
         .collect();
     let id = up[world.rng.random_range(0..up.len())];
-    if world.rng.random_bool(0.25) {
-        clean_stop(world, id).await;
-    } else {
-        world.kill(id);
-    }
-}
-
-/// Stops node `id` as SIGTERM stops `weir serve`: its Kafka listener
-/// stops, its topics close cleanly ([`close_cleanly`]) and the process
-/// ends; half the time the machine then loses power too (closing made
-/// every topic durable). A node not serving (starting, or stopping on
-/// its own) just loses power.
-async fn clean_stop(world: &mut World, id: u64) {
-    let stopper = world.shared.lock().expect("shared").stoppers.remove(&id);
-    let Some(stopper) = stopper else {
-        world.kill(id);
-        return;
-    };
-    world.note(format!("weir-{id} is asked to shut down"));
-    count(&world.shared, "clean shutdown");
-    stopper.send_replace(true);
-    for _ in 0..100 {
-        if world
-            .shared
-            .lock()
-            .expect("shared")
-            .closed
-            .contains_key(&id)
-        {
-            break;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    let power_loss = world.rng.random_bool(0.5);
-    world.stop(id, power_loss);
+    world.kill(id);
 }
 
 /// Cuts a node off (both ways, or only in or out) for a while.

@@ -9,26 +9,31 @@
 //! other crates are not counted. madsim runs a seed on one thread, and
 //! the runner takes the counts between seeds ([`take`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
-use tracing::callsite::Identifier;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{filter_fn, Filtered};
 use tracing_subscriber::layer::{Context, Layer};
 
-#[derive(Default)]
+/// No hash maps here: a `RandomState` draws from the system's randomness,
+/// which madsim serves from the seed, and a draw in one run of a seed
+/// and not in the next would break its determinism check.
 struct Counts {
-    /// Each event callsite's name, made once (names are leaked: a few
-    /// hundred callsites at most).
-    names: HashMap<Identifier, &'static str>,
+    /// Each event callsite's name, by the address of its static
+    /// metadata, made once (names are leaked: a few hundred callsites at
+    /// most).
+    names: BTreeMap<usize, &'static str>,
     /// Occurrences since the last [`take`], by name.
     seen: BTreeMap<&'static str, u64>,
 }
 
-static COUNTS: LazyLock<Mutex<Counts>> = LazyLock::new(Mutex::default);
+static COUNTS: Mutex<Counts> = Mutex::new(Counts {
+    names: BTreeMap::new(),
+    seen: BTreeMap::new(),
+});
 
 /// Whether an event is counted: one of weir's crates (the simulator's own
 /// excepted), DEBUG or above.
@@ -54,15 +59,15 @@ pub struct EventCounter;
 
 impl<S: Subscriber> Layer<S> for EventCounter {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let metadata = event.metadata();
+        let callsite = std::ptr::from_ref(event.metadata()) as usize;
         let mut counts = COUNTS
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let name = match counts.names.get(&metadata.callsite()) {
+        let name = match counts.names.get(&callsite) {
             Some(name) => *name,
             None => {
                 let name = name_of(event);
-                counts.names.insert(metadata.callsite(), name);
+                counts.names.insert(callsite, name);
                 name
             }
         };
