@@ -238,7 +238,11 @@ impl Segment {
     }
 
     /// Rebuilds the indexes of a sealed segment by scanning it, and writes
-    /// them to their files (unsynced: they are derived data).
+    /// them to their files (unsynced: they are derived data). A batch that
+    /// reads corrupt ends the scan: the batches before it are indexed in
+    /// memory only (no file claims to index the whole segment), so they
+    /// stay readable and a truncation can still find its cut before the
+    /// corrupt batch; a read that reaches it reports it.
     pub fn rebuild_index(
         &mut self,
         storage: &dyn Storage,
@@ -252,11 +256,19 @@ impl Segment {
         )
         .map_err(|source| LogError::io("scanning", self.name(), source))?;
         if let Some(stop) = scan.stop {
-            return Err(LogError::Corrupt {
-                segment: self.name(),
-                position: u64::from(stop.position),
-                reason: stop.reason.to_string(),
-            });
+            tracing::error!(
+                segment = %self.name(),
+                position = stop.position,
+                reason = %stop.reason,
+                "a segment's index was rebuilt only up to a corrupt batch"
+            );
+            // The partial index points only at batches that read whole.
+            assert!(stop.position <= self.size);
+            self.index = SegmentIndex::Sealed {
+                offsets: IndexBytes::Memory(scan.index.offsets),
+                times: IndexBytes::Memory(scan.index.times),
+            };
+            return Ok(());
         }
         let mut builder = scan.index;
         builder.seal();

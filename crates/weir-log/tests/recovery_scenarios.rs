@@ -349,3 +349,54 @@ fn a_segment_shorter_than_its_recorded_size_reads_as_corrupt() {
     let before = log.read(0, 10).expect("records before the cut still read");
     assert_eq!(before.records().count(), 1);
 }
+
+/// A sealed segment whose index files are gone and which holds a corrupt
+/// batch (rot after it was trusted): rebuilding its index stops at the
+/// corrupt batch, so the batches before it still read, a read that reaches
+/// it reports it, and a replica can still cut the log before it. (Once,
+/// the rebuild failed as a whole, and so did the replica's cut: its log
+/// stayed failed on every restart.)
+#[test]
+fn a_lost_index_over_a_corrupt_batch_still_lets_the_log_be_read_and_cut_before_it() {
+    let fixture = Fixture::new();
+    let (log, _) = fixture.open().expect("open");
+    let positions = fixture.fill(&log, 200);
+    log.close().expect("close");
+    assert!(log_segments(&fixture) > 1, "the first segment is sealed");
+    for name in ["00000000000000000000.index", "00000000000000000000.timeindex"] {
+        fixture.storage().remove_file(name).expect("remove");
+    }
+    fixture
+        .disk
+        .corrupt(&format!("p/{SEGMENT}"), positions[30] + 75, 0x04)
+        .expect("corrupt");
+    let (log, _) = fixture.open().expect("open");
+    for offset in 0..30 {
+        let result = log.read(offset, 10).expect("a batch before the corrupt one");
+        let record = result.records().next().expect("record").expect("valid");
+        assert_eq!(record.offset, offset);
+    }
+    match log.read(30, 10) {
+        Err(LogError::Corrupt { position, .. }) => assert_eq!(position, positions[30]),
+        other => panic!("the corrupt batch was not reported: {other:?}"),
+    }
+    assert_eq!(log.truncate(20).expect("a cut before the corrupt batch"), 20);
+    assert_eq!(log.log_end_offset(), 20);
+    log.append(&[Record::value(1, b"after the cut")], ProducerInfo::NONE)
+        .expect("append after the cut");
+    log.close().expect("close");
+    let (log, _) = fixture.open().expect("reopen");
+    let mut expected: Vec<String> = (0..20).map(|index| format!("record-{index:04}")).collect();
+    expected.push("after the cut".into());
+    assert_eq!(values(&log).expect("values"), expected);
+}
+
+fn log_segments(fixture: &Fixture) -> usize {
+    fixture
+        .storage()
+        .list()
+        .expect("list")
+        .iter()
+        .filter(|entry| entry.name.ends_with(".log"))
+        .count()
+}
