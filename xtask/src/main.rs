@@ -88,11 +88,12 @@ const SIM_CLUSTER_SEEDS: &str = "90";
 const SIM_CLUSTER_DETERMINISM_SEEDS: &str = "5";
 /// Cluster seeds beyond that range that once found a bug the range did
 /// not (docs/SIMULATION.md), run in CI too, one by one.
-const SIM_CLUSTER_REGRESSION_SEEDS: [(&str, &str); 4] = [
+const SIM_CLUSTER_REGRESSION_SEEDS: [(&str, &str); 5] = [
     ("134", "simulator cluster seed 134"),
     ("174", "simulator cluster seed 174"),
     ("185", "simulator cluster seed 185"),
     ("225", "simulator cluster seed 225"),
+    ("393", "simulator cluster seed 393"),
 ];
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
