@@ -37,6 +37,7 @@ pub mod reply;
 pub mod samples;
 pub mod server;
 pub mod shape;
+pub mod shutdown;
 pub mod versions;
 
 pub use node::{

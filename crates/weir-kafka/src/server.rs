@@ -4,25 +4,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::node::{off_loop, Kafka};
+use crate::shutdown::Shutdown;
 
 /// How often the coordinator's timeouts and the logs' interval flushes are
 /// checked.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Accepts Kafka clients until `shutdown` turns true; one task per
+/// Accepts Kafka clients until `shutdown` is requested; one task per
 /// connection.
-pub async fn serve(kafka: Arc<Kafka>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let timer = tokio::spawn(run_timer(Arc::clone(&kafka)));
+pub async fn serve(kafka: Arc<Kafka>, listener: TcpListener, shutdown: Shutdown) {
+    let timer = tokio::spawn(run_timer(Arc::clone(&kafka), shutdown.clone()));
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            () = shutdown.requested() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -38,17 +35,24 @@ pub async fn serve(kafka: Arc<Kafka>, listener: TcpListener, mut shutdown: watch
             },
         }
     }
-    timer.abort();
+    // The timer stops between two ticks (never in the middle of a flush or
+    // of retention), and is waited for: once this returns, the logs can be
+    // closed without a tick racing the close.
+    let _ = timer.await;
     tracing::info!("Kafka listener closed");
 }
 
 /// Expires group members and rebalances, flushes logs whose interval is
 /// due, applies retention every `retention_check_interval_ms` (a minute
 /// by default).
-async fn run_timer(kafka: Arc<Kafka>) {
+async fn run_timer(kafka: Arc<Kafka>, shutdown: Shutdown) {
     let mut last_retention = kafka.clock.now_ms();
     loop {
-        tokio::time::sleep(TICK).await;
+        tokio::select! {
+            biased;
+            () = shutdown.requested() => break,
+            () = tokio::time::sleep(TICK) => {}
+        }
         kafka.coordinator.tick();
         let now = kafka.clock.now_ms();
         let interval = kafka.settings.retention_check_interval_ms;

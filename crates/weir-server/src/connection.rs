@@ -103,7 +103,7 @@ impl Connection {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut shutdown = self.node.shutdown.subscribe();
+        let shutdown = self.node.shutdown.clone();
         loop {
             let protocol_error = self.process();
             if self.unsettled {
@@ -140,7 +140,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return Ended::Shutdown,
+                () = shutdown.requested() => return Ended::Shutdown,
                 _ = notify.notified() => {
                     // Let the clients that are ready run first: what they
                     // publish or add for this one then leaves in one write,

@@ -353,7 +353,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         let clock = std::sync::Arc::clone(&node.clock);
-        let shutdown = node.shutdown.subscribe();
+        let shutdown = node.shutdown.clone();
         let kafka = match weir_server::server::start_kafka(&settings, storage, clock, shutdown).await {
             Ok(kafka) => kafka,
             Err(error) => {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use weir_io::Clock;
+use weir_kafka::shutdown::Shutdown;
 use weir_stream::{
     ClientId, Config, Context, Engine, FsyncPolicy, LogRecovery, NodeLimits, Outcome,
     PersistenceError, Reply, Store,
@@ -440,7 +441,7 @@ pub struct Node {
     /// What recovery did at start.
     pub recovery: Option<LogRecovery>,
     /// Set when shutting down.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub shutdown: Shutdown,
     /// Wakes the timer task when a client blocks with a deadline.
     pub timer: Notify,
     /// The RESP listener's address, once bound.
@@ -525,7 +526,7 @@ impl Node {
             pubsub_limits,
         };
         let started_ms = clock.now_ms();
-        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let shutdown = Shutdown::new();
         Ok(Arc::new(Node {
             state: Mutex::new(State {
                 db,
@@ -557,11 +558,11 @@ impl Node {
 
     /// Starts a graceful shutdown.
     pub fn request_shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.request();
     }
 
     /// Whether a shutdown was requested.
     pub fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.is_requested()
     }
 }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use weir_io::{Clock, OsStorage, Storage};
 use weir_kafka::node::off_loop;
+use weir_kafka::shutdown::Shutdown;
 use weir_kafka::{Kafka, KafkaSettings, Leaders, NodeAddress, SingleNode};
 use weir_log::{Broker, BrokerConfig, BrokerRecovery, HighWatermarkPolicy, LogConfig};
 
@@ -70,7 +71,7 @@ pub async fn start_kafka(
     settings: &Settings,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<Option<KafkaListener>, StartError> {
     if !crate::config::kafka_enabled(settings) {
         return Ok(None);
@@ -174,7 +175,7 @@ async fn wake_fetches(cluster: Cluster, kafka: std::sync::Weak<Kafka>) {
 /// Serves Kafka clients until the node shuts down, then closes the topics
 /// cleanly (so that the next start scans nothing).
 pub async fn serve_kafka(node: Arc<Node>, kafka: KafkaListener) {
-    let shutdown = node.shutdown.subscribe();
+    let shutdown = node.shutdown.clone();
     let state = Arc::clone(&kafka.kafka);
     weir_kafka::server::serve(kafka.kafka, kafka.listener, shutdown).await;
     let log = Arc::clone(&state.log);
@@ -194,7 +195,7 @@ pub async fn serve_kafka(node: Arc<Node>, kafka: KafkaListener) {
 /// supervisor to restart it, as Kafka halts a broker whose log directory
 /// failed: staying up, it would answer clients as a replica of nothing.
 pub async fn shut_down_on_cluster_failure(node: Arc<Node>, cluster: Cluster) -> bool {
-    let mut shutdown = node.shutdown.subscribe();
+    let shutdown = node.shutdown.clone();
     tokio::select! {
         biased;
         () = cluster.handle().stopped() => tracing::error!(
@@ -206,7 +207,7 @@ pub async fn shut_down_on_cluster_failure(node: Arc<Node>, cluster: Cluster) -> 
             "this node stops before it takes part in the cluster: weir shuts down and exits \
              with status 1"
         ),
-        _ = shutdown.wait_for(|requested| *requested) => return false,
+        () = shutdown.requested() => return false,
     }
     node.request_shutdown();
     true
@@ -264,16 +265,13 @@ pub async fn start_with_storage(
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let connections = Arc::new(ConnectionCount::default());
     let timer = tokio::spawn(run_timer(Arc::clone(&node)));
-    let mut shutdown = node.shutdown.subscribe();
+    let shutdown = node.shutdown.clone();
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
         // `biased`: a fixed polling order (tokio's random one comes from a
         // thread-local generator that the simulator cannot reseed).
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            () = shutdown.requested() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use tokio::sync::mpsc;
-use tokio::sync::watch;
 use weir_io::sync::{lock, write};
 use weir_io::{Clock, Storage};
 use weir_kafka::handlers::configs::{altered_configs, ConfigChange};
@@ -17,6 +16,7 @@ use weir_kafka::handlers::metadata::topic_log_config;
 use weir_kafka::handlers::partitions::partitions_not_added;
 use weir_kafka::node::off_loop;
 use weir_kafka::producer_ids::PRODUCER_ID_BLOCK;
+use weir_kafka::shutdown::Shutdown;
 use weir_kafka::NodeAddress;
 use weir_log::{Broker, HighWatermarkPolicy, LogConfig, Partition, TopicConfig};
 use weir_replication::codec::Limits;
@@ -63,7 +63,7 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     own_kafka: NodeAddress,
     resp_address: String,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<Cluster, StartError> {
     let failed = |what: &str, error: &dyn std::fmt::Display| {
         StartError::Log(format!("cluster: {what}: {error}"))
@@ -674,10 +674,10 @@ impl Task {
         mut self,
         mut applications: mpsc::Receiver<(u64, Vec<u8>)>,
         mut local: mpsc::Receiver<ClusterMessage>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) {
         if let Some(opening) = self.opening.take() {
-            match self.check_not_lost(&mut applications, &mut shutdown).await {
+            match self.check_not_lost(&mut applications, &shutdown).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(reason) => return self.halt(Halt::Refused(reason)),
@@ -707,7 +707,7 @@ impl Task {
             self.announce_leadership().await;
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => break,
+                () = shutdown.requested() => break,
                 message = local.recv() => match message {
                     Some(message) => self.handle(self.cluster.node, message).await,
                     None => break,
@@ -741,7 +741,7 @@ impl Task {
     async fn check_not_lost(
         &self,
         applications: &mut mpsc::Receiver<(u64, Vec<u8>)>,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Result<bool, String> {
         let node = self.cluster.node;
         let peers: Vec<u64> = self
@@ -774,7 +774,7 @@ impl Task {
             loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return Ok(false),
+                    () = shutdown.requested() => return Ok(false),
                     received = applications.recv() => {
                         let Some((from, bytes)) = received else { return Ok(false) };
                         self.while_asking(from, &bytes, &peers, &mut answered).await?;

@@ -190,7 +190,7 @@ async fn serve_kafka(
             return;
         }
     };
-    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let shutdown = weir_kafka::shutdown::Shutdown::new();
     weir_kafka::server::serve(kafka, listener, shutdown).await;
 }
 
