@@ -363,7 +363,10 @@ fn a_lost_index_over_a_corrupt_batch_still_lets_the_log_be_read_and_cut_before_i
     let positions = fixture.fill(&log, 200);
     log.close().expect("close");
     assert!(log_segments(&fixture) > 1, "the first segment is sealed");
-    for name in ["00000000000000000000.index", "00000000000000000000.timeindex"] {
+    for name in [
+        "00000000000000000000.index",
+        "00000000000000000000.timeindex",
+    ] {
         fixture.storage().remove_file(name).expect("remove");
     }
     fixture
@@ -372,7 +375,9 @@ fn a_lost_index_over_a_corrupt_batch_still_lets_the_log_be_read_and_cut_before_i
         .expect("corrupt");
     let (log, _) = fixture.open().expect("open");
     for offset in 0..30 {
-        let result = log.read(offset, 10).expect("a batch before the corrupt one");
+        let result = log
+            .read(offset, 10)
+            .expect("a batch before the corrupt one");
         let record = result.records().next().expect("record").expect("valid");
         assert_eq!(record.offset, offset);
     }
@@ -380,7 +385,10 @@ fn a_lost_index_over_a_corrupt_batch_still_lets_the_log_be_read_and_cut_before_i
         Err(LogError::Corrupt { position, .. }) => assert_eq!(position, positions[30]),
         other => panic!("the corrupt batch was not reported: {other:?}"),
     }
-    assert_eq!(log.truncate(20).expect("a cut before the corrupt batch"), 20);
+    assert_eq!(
+        log.truncate(20).expect("a cut before the corrupt batch"),
+        20
+    );
     assert_eq!(log.log_end_offset(), 20);
     log.append(&[Record::value(1, b"after the cut")], ProducerInfo::NONE)
         .expect("append after the cut");
