@@ -198,6 +198,12 @@ struct Shared {
     /// prober ([`probe_suspects`]) reads from them, where a leader deposed
     /// without knowing it yet answers from its shorter log.
     suspects: BTreeMap<u64, u32>,
+    /// Each running node's shutdown signal, as SIGTERM gives `weir serve`
+    /// ([`clean_stop`]).
+    stoppers: BTreeMap<u64, weir_kafka::shutdown::Shutdown>,
+    /// Nodes that shut down cleanly since they last started: whether
+    /// closing their topics succeeded.
+    closed: BTreeMap<u64, bool>,
 }
 
 fn suspect(shared: &SharedRef, node: u64, on: bool) {
@@ -413,7 +419,7 @@ async fn run_node(
     shared: SharedRef,
     started: Instant,
 ) {
-    let (keep, shutdown) = tokio::sync::watch::channel(false);
+    let shutdown = weir_kafka::shutdown::Shutdown::new();
     let storage: Arc<dyn Storage> = Arc::new(disk.root());
     let errors_before = io_errors(&disk);
     let listener =
@@ -443,6 +449,7 @@ async fn run_node(
         }
     };
     note(&shared, started, format!("weir-{id} up"));
+    check_clean_start(id, &listener.recovery, &shared);
     let wiped = shared
         .lock()
         .expect("shared")
@@ -451,7 +458,7 @@ async fn run_node(
     if let (true, Some(cluster)) = (wiped, listener.cluster.clone()) {
         // Not one of the cluster's nodes: it must find that out and shut
         // down, taking part in no group meanwhile.
-        return run_wiped_node(id, cluster, keep, &shared, started).await;
+        return run_wiped_node(id, cluster, shutdown, &shared, started).await;
     }
     if let Some(cluster) = listener.cluster.clone() {
         let shared = Arc::clone(&shared);
@@ -482,13 +489,14 @@ async fn run_node(
             .insert(id, cluster.clone());
         madsim::task::spawn(watch_raft(id, cluster, Arc::clone(&shared)));
     }
-    shared
-        .lock()
-        .expect("shared")
-        .brokers
-        .insert(id, Arc::clone(&listener.kafka.log));
+    let log = Arc::clone(&listener.kafka.log);
+    {
+        let mut shared = shared.lock().expect("shared");
+        shared.brokers.insert(id, Arc::clone(&log));
+        shared.stoppers.insert(id, shutdown.clone());
+    }
     let Some(cluster) = listener.cluster.clone() else {
-        weir_kafka::server::serve(listener.kafka, listener.listener, shutdown).await;
+        weir_kafka::server::serve(listener.kafka, listener.listener, shutdown.clone()).await;
         return;
     };
     // As `weir serve` does: a node whose replication stopped (its storage
@@ -496,11 +504,13 @@ async fn run_node(
     // it when its disk's errors end).
     tokio::select! {
         biased;
-        () = weir_kafka::server::serve(listener.kafka, listener.listener, shutdown) => {}
+        () = weir_kafka::server::serve(listener.kafka, listener.listener, shutdown.clone()) => {
+            close_cleanly(id, &log, &shared, started);
+        }
         () = cluster.handle().stopped() => {
             note(&shared, started, format!("weir-{id} shuts down: its replication stopped"));
             reached(&shared, "a node shuts down when its replication stops");
-            keep.send_replace(true);
+            shutdown.request();
         }
         halt = cluster.refused() => {
             match halt {
@@ -513,7 +523,53 @@ async fn run_node(
                     reached(&shared, "a node shuts down when its replication stops");
                 }
             }
-            keep.send_replace(true);
+            shutdown.request();
+        }
+    }
+}
+
+/// What `weir serve` does once SIGTERM stops its Kafka listener: closes
+/// every topic cleanly (synced, its indexes and producer snapshot
+/// written, a checkpoint that trusts its segments), so that the next
+/// start scans nothing. The nemesis then ends the process.
+fn close_cleanly(id: u64, log: &Broker, shared: &SharedRef, started: Instant) {
+    let closed = log.close();
+    let text = match &closed {
+        Ok(()) => format!("weir-{id} shuts down cleanly: its topics closed"),
+        Err(error) => format!("weir-{id} shuts down: closing its topics failed: {error}"),
+    };
+    note(shared, started, text);
+    shared
+        .lock()
+        .expect("shared")
+        .closed
+        .insert(id, closed.is_ok());
+}
+
+/// A node whose topics closed cleanly opens every partition without
+/// scanning it: nothing but that node touched its disk since (the
+/// nemesis faults only running nodes' disks, and rots only after a power
+/// loss it causes itself), and close made everything durable.
+fn check_clean_start(id: u64, recovery: &weir_log::BrokerRecovery, shared: &SharedRef) {
+    let mut shared_state = shared.lock().expect("shared");
+    if shared_state.closed.remove(&id) != Some(true) {
+        return;
+    }
+    *shared_state
+        .coverage
+        .entry("a node started after a clean shutdown")
+        .or_default() += 1;
+    drop(shared_state);
+    for ((topic, partition), report) in &recovery.partitions {
+        if !report.clean_shutdown || report.segments_scanned > 0 || report.truncation.is_some() {
+            violation(
+                shared,
+                "a node shut down cleanly starts without recovering its logs",
+                format!(
+                    "weir-{id} {topic}/{partition}: clean_shutdown {}, {} segments scanned, truncation {:?}",
+                    report.clean_shutdown, report.segments_scanned, report.truncation
+                ),
+            );
         }
     }
 }
@@ -524,7 +580,7 @@ async fn run_node(
 async fn run_wiped_node(
     id: u64,
     cluster: weir_server::cluster::Cluster,
-    keep: tokio::sync::watch::Sender<bool>,
+    shutdown: weir_kafka::shutdown::Shutdown,
     shared: &SharedRef,
     started: Instant,
 ) {
@@ -541,7 +597,7 @@ async fn run_wiped_node(
                         wiped.1 = true;
                     }
                 }
-                keep.send_replace(true);
+                shutdown.request();
                 return;
             }
             () = sleep(Duration::from_millis(50)) => {
@@ -552,7 +608,7 @@ async fn run_wiped_node(
                         "a node whose disk was lost takes part in no group",
                         format!("weir-{id} opened group {} (term {})", group.group, group.term),
                     );
-                    keep.send_replace(true);
+                    shutdown.request();
                     return;
                 }
             }
@@ -1922,7 +1978,7 @@ async fn fault_phase(world: &mut World) {
     for _ in 0..steps {
         sleep(Duration::from_millis(world.rng.random_range(200..1500))).await;
         match world.rng.random_range(0..13) {
-            0..=2 => kill_or_restart(world),
+            0..=2 => kill_or_restart(world).await,
             3 | 4 => isolate(world).await,
             7 if world.replaced.is_none() && world.rng.random_bool(0.3) => replace_node(world),
             9 => disk_errors(world).await,
@@ -1974,17 +2030,30 @@ impl World {
 
     /// Power loss of a node.
     fn kill(&mut self, id: u64) {
+        self.shared.lock().expect("shared").closed.remove(&id);
+        self.stop(id, true);
+        count(&self.shared, "power loss");
+    }
+
+    /// Ends node `id`'s process; with `power_loss`, what its disk had not
+    /// made durable is lost too.
+    fn stop(&mut self, id: u64, power_loss: bool) {
         let (node, disk, _) = &self.nodes[&id];
         self.handle.kill(node.id());
-        disk.crash();
+        if power_loss {
+            disk.crash();
+        }
         let mut shared = self.shared.lock().expect("shared");
         shared.brokers.remove(&id);
         shared.clusters.remove(&id);
+        shared.stoppers.remove(&id);
         shared.nodes_changed = Some(Instant::now());
         drop(shared);
         self.down.insert(id);
-        self.note(format!("weir-{id} loses power"));
-        count(&self.shared, "power loss");
+        self.note(match power_loss {
+            true => format!("weir-{id} loses power"),
+            false => format!("weir-{id}'s process ends"),
+        });
     }
 
     /// The nodes that are down but not gone for good.
@@ -2025,8 +2094,9 @@ impl World {
     }
 }
 
-/// Kills a node (keeping a majority up) or restarts a dead one.
-fn kill_or_restart(world: &mut World) {
+/// Kills a node (keeping a majority up), a quarter of the time through a
+/// clean shutdown, or restarts a dead one.
+async fn kill_or_restart(world: &mut World) {
     let minority = (world.members() - 1) / 2;
     let down = world.down_for_now();
     if !down.is_empty() && (down.len() >= minority || world.rng.random_bool(0.5)) {
@@ -2040,7 +2110,41 @@ fn kill_or_restart(world: &mut World) {
         .copied()
         .collect();
     let id = up[world.rng.random_range(0..up.len())];
-    world.kill(id);
+    if world.rng.random_bool(0.25) {
+        clean_stop(world, id).await;
+    } else {
+        world.kill(id);
+    }
+}
+
+/// Stops node `id` as SIGTERM stops `weir serve`: its Kafka listener
+/// stops, its topics close cleanly ([`close_cleanly`]) and the process
+/// ends; half the time the machine then loses power too (closing made
+/// every topic durable). A node not serving (starting, or stopping on
+/// its own) just loses power.
+async fn clean_stop(world: &mut World, id: u64) {
+    let stopper = world.shared.lock().expect("shared").stoppers.remove(&id);
+    let Some(stopper) = stopper else {
+        world.kill(id);
+        return;
+    };
+    world.note(format!("weir-{id} is asked to shut down"));
+    count(&world.shared, "clean shutdown");
+    stopper.request();
+    for _ in 0..100 {
+        if world
+            .shared
+            .lock()
+            .expect("shared")
+            .closed
+            .contains_key(&id)
+        {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let power_loss = world.rng.random_bool(0.5);
+    world.stop(id, power_loss);
 }
 
 /// Cuts a node off (both ways, or only in or out) for a while.

@@ -134,6 +134,8 @@ pub const CLUSTER_EVENT_FLOORS: &[(&str, u64)] = &[
     ),
     ("weir_log: a trusted segment is corrupt: scanning it", 20),
     ("weir_log: the log restarts empty", 120),
+    // A node shut down cleanly (the nemesis's SIGTERM).
+    ("weir_log: closed partition log", 350),
     (
         "weir_log: offset index disagrees with the log; rebuilding it",
         150,
