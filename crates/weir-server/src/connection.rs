@@ -103,7 +103,11 @@ impl Connection {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        // One wait for the whole connection (registered once, not at every
+        // turn of the loop).
         let shutdown = self.node.shutdown.clone();
+        let requested = shutdown.requested();
+        tokio::pin!(requested);
         loop {
             let protocol_error = self.process();
             if self.unsettled {
@@ -140,7 +144,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                () = shutdown.requested() => return Ended::Shutdown,
+                () = &mut requested => return Ended::Shutdown,
                 _ = notify.notified() => {
                     // Let the clients that are ready run first: what they
                     // publish or add for this one then leaves in one write,
