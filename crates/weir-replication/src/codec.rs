@@ -253,6 +253,30 @@ pub fn encode_frame_parts(envelopes: &[Envelope]) -> Frame {
     }
 }
 
+/// The bytes `envelope` takes in a frame's body: its group, its message's
+/// fixed fields, its context, entries and snapshot, with their length
+/// prefixes.
+pub fn envelope_encoded_len(envelope: &Envelope) -> usize {
+    const MESSAGE_FIXED: usize = 8 + 1 + 9 * 8 + 1 + 8 + 4 + 4 + 1;
+    const ENTRY_FIXED: usize = 1 + 8 + 8 + 4 + 4;
+    const SNAPSHOT_FIXED: usize = 4 + 8 + 8 + 4 * 4 + 1;
+    let message = &envelope.message;
+    let entries: usize = message
+        .entries
+        .iter()
+        .map(|entry| ENTRY_FIXED + entry.data.len() + entry.context.len())
+        .sum();
+    let snapshot = message.snapshot.as_ref().map_or(0, |snapshot| {
+        let conf = snapshot.get_metadata().get_conf_state();
+        let ids = conf.voters.len()
+            + conf.learners.len()
+            + conf.voters_outgoing.len()
+            + conf.learners_next.len();
+        SNAPSHOT_FIXED + snapshot.data.len() + 8 * ids
+    });
+    MESSAGE_FIXED + message.context.len() + entries + snapshot
+}
+
 /// Appends a frame holding `envelopes` to `out` (the bytes of
 /// [`encode_frame_parts`], in one buffer).
 pub fn encode_frame(envelopes: &[Envelope], out: &mut Vec<u8>) {
@@ -802,6 +826,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn an_envelopes_encoded_length_is_what_it_takes_in_a_frame(
+            envelopes in proptest::collection::vec(envelope_strategy(), 0..6),
+        ) {
+            let body: usize = envelopes.iter().map(envelope_encoded_len).sum();
+            let frame = encode_frame_parts(&envelopes);
+            prop_assert_eq!(frame.len(), FRAME_HEADER_BYTES + MAGIC.len() + 4 + body);
+        }
+
         #[test]
         fn frames_round_trip(envelopes in proptest::collection::vec(envelope_strategy(), 0..6)) {
             let mut bytes = Vec::new();

@@ -30,7 +30,10 @@ use tokio::task::AbortHandle;
 
 use weir_io::sync::lock;
 
-use crate::codec::{decode_whole_frame, encode_frame_parts, frame_length, Envelope, Frame, Limits};
+use crate::codec::{
+    decode_whole_frame, encode_frame_parts, envelope_encoded_len, frame_length, Envelope, Frame,
+    Limits, FRAME_HEADER_BYTES,
+};
 
 const HELLO_MAGIC: [u8; 4] = *b"WRH1";
 /// The hello of a node telling a peer of lower id where it is.
@@ -145,18 +148,27 @@ impl Transport {
         self.shared.node
     }
 
-    /// Queues `envelopes` for `peer` as one frame; dropped if the peer is
-    /// unknown or its queue is full.
+    /// Queues `envelopes` for `peer`, in frames of at most a quarter of
+    /// the frame limit each (see [`frame_runs`]); dropped if the peer is
+    /// unknown, and from the first frame its full queue refuses on.
     pub fn send(&self, peer: u64, envelopes: &[Envelope]) {
         let Some(queue) = lock(&self.shared.queues).get(&peer).cloned() else {
             tracing::warn!(peer, "raft messages for an unknown node dropped");
             return;
         };
-        if queue.try_send(encode_frame_parts(envelopes)).is_err() {
-            tracing::debug!(
-                peer,
-                "raft frame dropped: the peer's queue is full or closed"
+        for run in frame_runs(envelopes, &self.shared.limits) {
+            let frame = encode_frame_parts(run);
+            // Within the limit the peer decodes with (the same on every node).
+            assert!(
+                frame.len() <= FRAME_HEADER_BYTES + self.shared.limits.max_frame_bytes as usize
             );
+            if queue.try_send(frame).is_err() {
+                tracing::debug!(
+                    peer,
+                    "raft frame dropped: the peer's queue is full or closed"
+                );
+                return;
+            }
         }
     }
 }
@@ -446,6 +458,33 @@ impl Link {
         );
         replaced
     }
+}
+
+/// `envelopes` cut, in order, into runs that each make a frame of about a
+/// quarter of `limits.max_frame_bytes` at most (a single envelope larger
+/// than that goes alone) and of at most `limits.max_messages` messages.
+/// A leader catching a follower up sends up to its in-flight limit of
+/// appends of a megabyte each in one turn: sent as one frame, those made
+/// 85 MB in cluster seed 142, which the follower refused (the limit is
+/// 64 MiB), closing the connection.
+pub fn frame_runs<'a>(envelopes: &'a [Envelope], limits: &Limits) -> Vec<&'a [Envelope]> {
+    let target = limits.max_frame_bytes as usize / 4;
+    let most = (limits.max_messages as usize).max(1);
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let size = envelope_encoded_len(envelope);
+        let full = index - start == most || (bytes + size > target && index > start);
+        if full {
+            runs.push(&envelopes[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < envelopes.len() {
+        runs.push(&envelopes[start..]);
+    }
+    runs
 }
 
 /// A task aborted when its handle is dropped: a connection's reader goes
