@@ -158,10 +158,16 @@ impl Transport {
         };
         for run in frame_runs(envelopes, &self.shared.limits) {
             let frame = encode_frame_parts(run);
-            // Within the limit the peer decodes with (the same on every node).
-            assert!(
-                frame.len() <= FRAME_HEADER_BYTES + self.shared.limits.max_frame_bytes as usize
-            );
+            // The peer decodes with the same limit: a frame past it (one
+            // message alone larger) would only close the connection.
+            if frame.len() > FRAME_HEADER_BYTES + self.shared.limits.max_frame_bytes as usize {
+                tracing::error!(
+                    peer,
+                    bytes = frame.len(),
+                    "a raft message larger than the frame limit: dropped"
+                );
+                continue;
+            }
             if queue.try_send(frame).is_err() {
                 tracing::debug!(
                     peer,
