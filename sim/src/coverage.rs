@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::check::Violation;
+
 /// Runs shorter than this are not held to the floors.
 pub const FLOOR_MIN_SEEDS: usize = 500;
 
@@ -70,6 +72,43 @@ pub const FLOORS: &[(&str, u64)] = &[
     ("kafka commit refused", 45),
     ("kafka producer gave up a batch", 70),
 ];
+
+/// (the nodes' event, the invariant it breaks): events no seed's nodes may
+/// log. Each answers a fault the nemesis never makes (it corrupts no
+/// frame or message on the wire, and sends none of its own), so a node
+/// that logs one was sent something wrong by a peer: a bug of the peer.
+/// Cluster seed 142 logged the first once, for a frame of 85 MB.
+pub const FORBIDDEN_EVENTS: &[(&str, &str)] = &[
+    (
+        "weir_replication: closing a cluster connection: bad frame",
+        "no node refuses a peer's frame",
+    ),
+    (
+        "weir_replication: a raft message larger than the frame limit: dropped",
+        "no node refuses a peer's frame",
+    ),
+    (
+        "weir_server: a peer sent a bad cluster message",
+        "no node refuses a peer's frame",
+    ),
+];
+
+/// The violations the events a seed's nodes logged (`crate: message`,
+/// times) make: one per forbidden event logged.
+pub fn forbidden_events_logged(events: &BTreeMap<&str, u64>) -> Vec<Violation> {
+    FORBIDDEN_EVENTS
+        .iter()
+        .filter_map(|(event, invariant)| {
+            let times = events.get(event).copied().unwrap_or(0);
+            (times > 0).then(|| Violation {
+                invariant: *invariant,
+                evidence: format!(
+                    "the nodes logged `{event}` {times} times (WEIR_SIM_TRACE=warn shows them)"
+                ),
+            })
+        })
+        .collect()
+}
 
 /// Cluster runs shorter than this are not held to [`CLUSTER_EVENT_FLOORS`]
 /// (CI runs cluster seeds 0..90, which are deterministic: the counts do
@@ -232,5 +271,20 @@ mod tests {
             "{below:?}"
         );
         assert!(cluster_events_below_floors(&BTreeMap::new(), 89).is_empty());
+    }
+
+    #[test]
+    fn a_forbidden_event_logged_is_a_violation_and_others_are_not() {
+        let mut events = BTreeMap::new();
+        events.insert("weir_replication: raft log: repaired", 3);
+        assert!(forbidden_events_logged(&events).is_empty());
+        events.insert(
+            "weir_replication: closing a cluster connection: bad frame",
+            2,
+        );
+        let violations = forbidden_events_logged(&events);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].invariant, "no node refuses a peer's frame");
+        assert!(violations[0].evidence.contains("2 times"));
     }
 }

@@ -273,6 +273,8 @@ mod runner {
                 guarded(run, seed)
             };
             report.events = events::take();
+            let forbidden = weir_sim::coverage::forbidden_events_logged(&report.events);
+            report.violations.extend(forbidden);
             if arguments.one.is_some() {
                 for line in &report.trace {
                     println!("{line}");
