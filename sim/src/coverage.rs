@@ -101,7 +101,7 @@ pub fn forbidden_events_logged(events: &BTreeMap<&str, u64>) -> Vec<Violation> {
         .filter_map(|(event, invariant)| {
             let times = events.get(event).copied().unwrap_or(0);
             (times > 0).then(|| Violation {
-                invariant: *invariant,
+                invariant,
                 evidence: format!(
                     "the nodes logged `{event}` {times} times (WEIR_SIM_TRACE=warn shows them)"
                 ),

@@ -88,8 +88,9 @@ const SIM_CLUSTER_SEEDS: &str = "90";
 const SIM_CLUSTER_DETERMINISM_SEEDS: &str = "5";
 /// Cluster seeds beyond that range that once found a bug the range did
 /// not (docs/SIMULATION.md), run in CI too, one by one.
-const SIM_CLUSTER_REGRESSION_SEEDS: [(&str, &str); 5] = [
+const SIM_CLUSTER_REGRESSION_SEEDS: [(&str, &str); 6] = [
     ("134", "simulator cluster seed 134"),
+    ("142", "simulator cluster seed 142"),
     ("174", "simulator cluster seed 174"),
     ("185", "simulator cluster seed 185"),
     ("225", "simulator cluster seed 225"),
