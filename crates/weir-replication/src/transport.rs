@@ -613,3 +613,59 @@ async fn read_frames(
 fn bad_frame(peer: u64, error: &crate::codec::CodecError) {
     tracing::warn!(peer, %error, "closing a cluster connection: bad frame");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(data_bytes: usize) -> Envelope {
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+        message.entries = vec![raft::eraftpb::Entry {
+            data: vec![0; data_bytes].into(),
+            ..raft::eraftpb::Entry::default()
+        }]
+        .into();
+        Envelope { group: 1, message }
+    }
+
+    /// The runs, joined, are the envelopes in order; each keeps to the
+    /// message count, and to a quarter of the frame limit unless it is one
+    /// envelope alone.
+    fn check_runs(envelopes: &[Envelope], limits: &Limits) -> Vec<usize> {
+        let runs = frame_runs(envelopes, limits);
+        let joined: Vec<&Envelope> = runs.iter().flat_map(|run| run.iter()).collect();
+        assert!(joined.iter().copied().eq(envelopes.iter()));
+        for run in &runs {
+            assert!(!run.is_empty() && run.len() <= limits.max_messages as usize);
+            let body: usize = run.iter().map(envelope_encoded_len).sum();
+            assert!(run.len() == 1 || body <= limits.max_frame_bytes as usize / 4);
+        }
+        runs.iter().map(|run| run.len()).collect()
+    }
+
+    #[test]
+    fn runs_keep_to_the_bytes_and_the_message_count() {
+        // Appends of 324 bytes encoded: room for 30 by the bytes, three by
+        // the count.
+        let by_count = Limits {
+            max_frame_bytes: 40_000,
+            max_messages: 3,
+            ..Limits::default()
+        };
+        let small: Vec<Envelope> = (0..7).map(|_| append(200)).collect();
+        assert_eq!(check_runs(&small, &by_count), vec![3, 3, 1]);
+        // A quarter of 4,000 bytes holds three of them; an envelope past it
+        // goes alone, between runs.
+        let by_bytes = Limits {
+            max_frame_bytes: 4_000,
+            ..Limits::default()
+        };
+        assert_eq!(check_runs(&small, &by_bytes), vec![3, 3, 1]);
+        let mixed = vec![append(200), append(2_000), append(200), append(200)];
+        assert_eq!(check_runs(&mixed, &by_bytes), vec![1, 1, 2]);
+        let first_alone = vec![append(2_000), append(200)];
+        assert_eq!(check_runs(&first_alone, &by_bytes), vec![1, 1]);
+        assert!(frame_runs(&[], &by_bytes).is_empty());
+    }
+}
